@@ -1,0 +1,215 @@
+//! Wire codecs: how one WebSocket protocol turns frames into protocol-neutral requests and
+//! outcomes into frames.
+//!
+//! A [`crate::session::Session`] owns the socket, subscriptions, heartbeat and limits; it holds one
+//! `Box<dyn WireCodec>` and never looks inside a frame itself. A SignalR connection is just another
+//! session with another codec. Notification frames are the exception: they are encoded once per
+//! node per [`WireFormat`] by [`encode_notification`] and shared by every session of that format.
+
+pub mod native;
+pub mod signalr;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::codes::{CloseCode, ErrorCode};
+use crate::envelope::{Envelope, StreamPosition};
+
+/// The distinct encodings of a notification. Each envelope caches one frame per format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WireFormat {
+    /// The native JSON protocol at `/ws` (text frames).
+    Native = 0,
+    /// SignalR's JSON hub protocol (text frames, records end with 0x1E).
+    SignalRJson = 1,
+    /// SignalR's MessagePack hub protocol (binary frames, varint length prefixes).
+    SignalRMsgPack = 2,
+}
+
+impl WireFormat {
+    pub const COUNT: usize = 3;
+
+    /// Whether frames of this format go in binary WebSocket frames.
+    pub fn is_binary(self) -> bool {
+        matches!(self, WireFormat::SignalRMsgPack)
+    }
+}
+
+/// A frame the session writes to the socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutFrame {
+    /// UTF-8 text (the codec guarantees it).
+    Text(Bytes),
+    Binary(Bytes),
+}
+
+/// A data frame (or reassembled message) read from the socket.
+#[derive(Clone, Copy, Debug)]
+pub enum InFrame<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
+}
+
+/// The client's correlation id for a request, echoed in the reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    Number(i64),
+    Text(String),
+}
+
+/// Where a reply goes: `None` means the client asked for no reply (SignalR fire-and-forget, or a
+/// native frame without `id`; native replies are still sent, without `id`).
+pub type ReplyTo = Option<RequestId>;
+
+/// What a client asked for, whatever protocol it spoke.
+#[derive(Clone, Debug)]
+pub enum Request {
+    Subscribe {
+        channel: String,
+        since: Option<StreamPosition>,
+    },
+    Unsubscribe {
+        channel: String,
+    },
+    Publish {
+        channel: String,
+        event: String,
+        data: Arc<RawValue>,
+    },
+    Ping,
+    /// A hub method the codec does not map onto channel operations (chat, …).
+    Invoke {
+        method: String,
+        args: Vec<serde_json::Value>,
+    },
+    /// The protocol handshake finished (SignalR); the session joins its default channels.
+    HandshakeComplete,
+    /// The client announced it is closing (SignalR `Close` record).
+    Close,
+}
+
+/// One request with its reply address.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    pub reply_to: ReplyTo,
+    pub request: Request,
+}
+
+/// What a codec made of one record.
+#[derive(Clone, Debug)]
+pub enum Decoded {
+    Request(Inbound),
+    /// The record was understood well enough to answer, but not to act on.
+    Reject {
+        reply_to: ReplyTo,
+        code: ErrorCode,
+        message: String,
+    },
+    /// Nothing to do (a client keep-alive, an ack).
+    Ignore,
+    /// The connection cannot go on: write `farewell` (if any), then close with `close`.
+    Fatal {
+        close: CloseCode,
+        message: String,
+        farewell: Option<OutFrame>,
+    },
+}
+
+impl Decoded {
+    pub fn request(reply_to: ReplyTo, request: Request) -> Self {
+        Decoded::Request(Inbound { reply_to, request })
+    }
+
+    pub fn reject(reply_to: ReplyTo, code: ErrorCode, message: impl Into<String>) -> Self {
+        Decoded::Reject {
+            reply_to,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The result of a request, for the codec to put on the wire.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Subscribed {
+        channel: String,
+        subscription_id: u64,
+        offset: u64,
+        epoch: Arc<str>,
+        /// `Some` when the client asked to recover from a position.
+        recovered: Option<bool>,
+    },
+    SubscriptionError {
+        channel: String,
+        code: ErrorCode,
+        reason: String,
+    },
+    Unsubscribed {
+        channel: String,
+    },
+    Published {
+        id: Arc<str>,
+        offset: u64,
+        epoch: Arc<str>,
+    },
+    Pong,
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    /// A method's result value.
+    Value(serde_json::Value),
+    /// A method finished with no result.
+    Done,
+}
+
+/// One WebSocket protocol.
+pub trait WireCodec: Send + 'static {
+    /// The format this connection's notifications use (may change at the handshake).
+    fn format(&self) -> WireFormat;
+
+    /// A short protocol name for logs and metric labels (`native`, `signalr`).
+    fn label(&self) -> &'static str;
+
+    /// Whether the protocol handshake is done, so notifications may flow.
+    fn ready(&self) -> bool {
+        true
+    }
+
+    /// Decodes one data frame into zero or more records, appended to `out`.
+    fn decode(&mut self, frame: InFrame<'_>, out: &mut Vec<Decoded>);
+
+    /// Encodes the reply to a request; `None` when the protocol sends nothing for it.
+    fn encode(&self, reply_to: &ReplyTo, outcome: Outcome) -> Option<OutFrame>;
+
+    /// An application-level keep-alive, if the protocol has one (SignalR Ping).
+    fn keepalive(&self) -> Option<OutFrame> {
+        None
+    }
+
+    /// A last frame before the WebSocket close (SignalR `Close`), if the protocol has one.
+    fn goodbye(&self, _close: CloseCode) -> Option<OutFrame> {
+        None
+    }
+}
+
+/// Encodes an envelope as a notification frame in `format`. Called once per envelope per format
+/// per node through [`Envelope::frame`].
+pub fn encode_notification(format: WireFormat, env: &Envelope) -> Bytes {
+    match format {
+        WireFormat::Native => native::encode_notification(env),
+        WireFormat::SignalRJson => signalr::encode_notification_json(env),
+        WireFormat::SignalRMsgPack => signalr::encode_notification_msgpack(env),
+    }
+}
+
+/// RFC 3339 UTC time with milliseconds, from milliseconds since the Unix epoch.
+pub fn rfc3339_millis(ts: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ts);
+    humantime::format_rfc3339_millis(t).to_string()
+}

@@ -1,0 +1,362 @@
+//! The native JSON protocol at `/ws` (text frames; specified in `docs/protocol.md`).
+//!
+//! Every frame is an object `{"type": …, "id"?: …, "data"?: {…}}`. `id` is the client's
+//! correlation id, echoed in the reply. Fields may also sit at the top level instead of in `data`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::{Decoded, InFrame, OutFrame, Outcome, ReplyTo, Request, RequestId, WireCodec, WireFormat};
+use crate::codes::ErrorCode;
+use crate::envelope::{Envelope, StreamPosition};
+
+/// The native protocol codec; stateless.
+#[derive(Default, Debug)]
+pub struct NativeCodec;
+
+impl WireCodec for NativeCodec {
+    fn format(&self) -> WireFormat {
+        WireFormat::Native
+    }
+
+    fn label(&self) -> &'static str {
+        "native"
+    }
+
+    fn decode(&mut self, frame: InFrame<'_>, out: &mut Vec<Decoded>) {
+        out.push(match frame {
+            InFrame::Text(text) => decode_text(text),
+            InFrame::Binary(_) => Decoded::reject(
+                None,
+                ErrorCode::UnsupportedFrame,
+                "binary frames are not part of the native protocol; send JSON text frames",
+            ),
+        });
+    }
+
+    fn encode(&self, reply_to: &ReplyTo, outcome: Outcome) -> Option<OutFrame> {
+        Some(OutFrame::Text(Bytes::from(encode_outcome(reply_to, outcome))))
+    }
+}
+
+#[derive(Deserialize)]
+struct ClientFrame {
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+    id: Option<Value>,
+    data: Option<Value>,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubscribeData {
+    channel: Option<String>,
+    entity_type: Option<String>,
+    entity_id: Option<String>,
+    since: Option<StreamPosition>,
+}
+
+#[derive(Deserialize)]
+struct ChannelData {
+    channel: String,
+}
+
+#[derive(Deserialize)]
+struct PublishData {
+    channel: String,
+    event: String,
+    data: Box<RawValue>,
+}
+
+fn decode_text(text: &str) -> Decoded {
+    let frame: ClientFrame = match serde_json::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            return Decoded::reject(None, ErrorCode::BadJson, format!("frame is not a JSON object: {e}"))
+        }
+    };
+    let reply_to = match frame.id {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(RequestId::Text(s)),
+        Some(Value::Number(n)) if n.is_i64() => Some(RequestId::Number(n.as_i64().unwrap_or_default())),
+        Some(_) => {
+            return Decoded::reject(None, ErrorCode::BadRequest, "\"id\" must be a string or an integer")
+        }
+    };
+    let kind = match frame.kind {
+        Some(Value::String(s)) => s,
+        _ => return Decoded::reject(reply_to, ErrorCode::BadRequest, "frame needs a string \"type\""),
+    };
+    let data = frame.data.unwrap_or(Value::Object(frame.rest));
+    let request = match kind.as_str() {
+        "subscribe" => parse::<SubscribeData>(data).and_then(|d| {
+            let channel = match (d.channel, d.entity_type, d.entity_id) {
+                (Some(c), None, None) => c,
+                (None, Some(t), Some(id)) => format!("notifications:{t}:{id}"),
+                _ => {
+                    return Err(
+                        "subscribe needs \"channel\", or \"entityType\" and \"entityId\"".to_owned()
+                    )
+                }
+            };
+            Ok(Request::Subscribe {
+                channel,
+                since: d.since,
+            })
+        }),
+        "unsubscribe" => {
+            parse::<ChannelData>(data).map(|d| Request::Unsubscribe { channel: d.channel })
+        }
+        "publish" => parse::<PublishData>(data).map(|d| Request::Publish {
+            channel: d.channel,
+            event: d.event,
+            data: Arc::from(d.data),
+        }),
+        "ping" => Ok(Request::Ping),
+        other => {
+            return Decoded::reject(
+                reply_to,
+                ErrorCode::UnknownType,
+                format!("unknown frame type {other:?}; expected subscribe, unsubscribe, publish or ping"),
+            )
+        }
+    };
+    match request {
+        Ok(r) => Decoded::request(reply_to, r),
+        Err(msg) => Decoded::reject(reply_to, ErrorCode::BadRequest, format!("{kind}: {msg}")),
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(data: Value) -> Result<T, String> {
+    serde_json::from_value(data).map_err(|e| e.to_string())
+}
+
+#[derive(Serialize)]
+struct ServerFrame<'a, D: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: &'a ReplyTo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<D>,
+}
+
+fn frame<D: Serialize>(kind: &'static str, id: &ReplyTo, data: Option<D>) -> Vec<u8> {
+    serde_json::to_vec(&ServerFrame { kind, id, data }).expect("server frames always serialize")
+}
+
+fn encode_outcome(id: &ReplyTo, outcome: Outcome) -> Vec<u8> {
+    use serde_json::json;
+    match outcome {
+        Outcome::Subscribed {
+            channel,
+            subscription_id,
+            offset,
+            epoch,
+            recovered,
+        } => {
+            let mut data = json!({
+                "channel": channel,
+                "subscriptionId": subscription_id.to_string(),
+                "offset": offset,
+                "epoch": &*epoch,
+            });
+            if let Some(r) = recovered {
+                data["recovered"] = Value::Bool(r);
+            }
+            frame("subscribed", id, Some(data))
+        }
+        Outcome::SubscriptionError {
+            channel,
+            code,
+            reason,
+        } => frame(
+            "subscription_error",
+            id,
+            Some(json!({"channel": channel, "code": code, "reason": reason})),
+        ),
+        Outcome::Unsubscribed { channel } => {
+            frame("unsubscribed", id, Some(json!({ "channel": channel })))
+        }
+        Outcome::Published {
+            id: event_id,
+            offset,
+            epoch,
+        } => frame(
+            "published",
+            id,
+            Some(json!({"id": &*event_id, "offset": offset, "epoch": &*epoch})),
+        ),
+        Outcome::Pong => frame::<()>("pong", id, None),
+        Outcome::Error { code, message } => {
+            frame("error", id, Some(json!({"code": code, "message": message})))
+        }
+        Outcome::Value(v) => frame("result", id, Some(v)),
+        Outcome::Done => frame::<()>("result", id, None),
+    }
+}
+
+#[derive(Serialize)]
+struct Notification<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    data: NotificationBody<'a>,
+}
+
+#[derive(Serialize)]
+struct NotificationBody<'a> {
+    id: &'a str,
+    channel: &'a str,
+    event: &'a str,
+    data: &'a RawValue,
+    offset: u64,
+    epoch: &'a str,
+    timestamp: String,
+}
+
+/// The `notification` frame for an envelope (shared by every native session).
+pub fn encode_notification(env: &Envelope) -> Bytes {
+    let body = NotificationBody {
+        id: &env.id,
+        channel: env.channel.as_str(),
+        event: env.event.as_str(),
+        data: &env.data,
+        offset: env.offset,
+        epoch: &env.epoch,
+        timestamp: super::rfc3339_millis(env.ts),
+    };
+    let bytes = serde_json::to_vec(&Notification {
+        kind: "notification",
+        data: body,
+    })
+    .expect("notifications always serialize");
+    Bytes::from(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Inbound;
+
+    fn decode(text: &str) -> Decoded {
+        let mut out = Vec::new();
+        NativeCodec.decode(InFrame::Text(text), &mut out);
+        assert_eq!(out.len(), 1);
+        out.pop().unwrap()
+    }
+
+    fn text(frame: Option<OutFrame>) -> Value {
+        match frame {
+            Some(OutFrame::Text(b)) => serde_json::from_slice(&b).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn subscribe_with_channel_since_and_id() {
+        let d = decode(
+            r#"{"type":"subscribe","id":7,"data":{"channel":"tenant:a:broadcast","since":{"offset":3,"epoch":"e"}}}"#,
+        );
+        assert!(matches!(
+            d,
+            Decoded::Request(Inbound {
+                reply_to: Some(RequestId::Number(7)),
+                request: Request::Subscribe { channel, since: Some(StreamPosition { offset: 3, epoch }) },
+            }) if channel == "tenant:a:broadcast" && epoch == "e"
+        ));
+    }
+
+    #[test]
+    fn subscribe_by_entity_and_top_level_fields() {
+        let d = decode(r#"{"type":"subscribe","data":{"entityType":"Team","entityId":"team-123"}}"#);
+        assert!(matches!(
+            d,
+            Decoded::Request(Inbound { reply_to: None, request: Request::Subscribe { channel, since: None } })
+                if channel == "notifications:Team:team-123"
+        ));
+        let d = decode(r#"{"type":"unsubscribe","id":"x","channel":"user:u"}"#);
+        assert!(matches!(
+            d,
+            Decoded::Request(Inbound { reply_to: Some(RequestId::Text(x)), request: Request::Unsubscribe { channel } })
+                if x == "x" && channel == "user:u"
+        ));
+    }
+
+    #[test]
+    fn publish_carries_data_as_json() {
+        match decode(r#"{"type":"publish","data":{"channel":"c","event":"E","data":{"a": [1, 2]}}}"#) {
+            Decoded::Request(inb) => match inb.request {
+                Request::Publish { data, event, .. } => {
+                    assert_eq!(data.get(), r#"{"a":[1,2]}"#);
+                    assert_eq!(event, "E");
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_input_gets_specific_codes() {
+        let code = |t: &str| match decode(t) {
+            Decoded::Reject { code, .. } => code,
+            other => panic!("{t}: {other:?}"),
+        };
+        assert_eq!(code("{not json"), ErrorCode::BadJson);
+        assert_eq!(code("[1,2]"), ErrorCode::BadJson);
+        assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"data":{}}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"type":"subscribe","data":{}}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"type":"publish","data":{"channel":"c"}}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"type":"ping","id":{"a":1}}"#), ErrorCode::BadRequest);
+        let mut out = Vec::new();
+        NativeCodec.decode(InFrame::Binary(b"\x00"), &mut out);
+        assert!(matches!(out[0], Decoded::Reject { code: ErrorCode::UnsupportedFrame, .. }));
+    }
+
+    #[test]
+    fn replies_echo_the_id() {
+        let v = text(NativeCodec.encode(
+            &Some(RequestId::Text("r1".into())),
+            Outcome::Subscribed {
+                channel: "user:u".into(),
+                subscription_id: 5,
+                offset: 9,
+                epoch: Arc::from("e"),
+                recovered: Some(true),
+            },
+        ));
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"subscribed","id":"r1","data":{"channel":"user:u","subscriptionId":"5","offset":9,"epoch":"e","recovered":true}})
+        );
+        let v = text(NativeCodec.encode(&None, Outcome::Pong));
+        assert_eq!(v, serde_json::json!({"type":"pong"}));
+        let v = text(NativeCodec.encode(
+            &Some(RequestId::Number(1)),
+            Outcome::Error { code: ErrorCode::RateLimited, message: "slow down".into() },
+        ));
+        assert_eq!(v["data"]["code"], "rate_limited");
+        assert_eq!(v["id"], 1);
+    }
+
+    #[test]
+    fn notification_shape() {
+        let env = crate::envelope::tests::sample();
+        let v: Value = serde_json::from_slice(&encode_notification(&env)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"notification","data":{
+                "id":"e1","channel":"tenant:acme:broadcast","event":"NewOrder",
+                "data":{"orderId":"o1","total":12.5},"offset":7,"epoch":"ep1",
+                "timestamp":"2023-11-14T22:13:20.123Z"}})
+        );
+    }
+}

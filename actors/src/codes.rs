@@ -1,0 +1,196 @@
+//! Every close code and error code a client can see, in one place (documented in
+//! `docs/protocol.md`; keep the two in step).
+//!
+//! Close codes 4000-4099 mean "reconnect now" (and recover from history where the protocol allows);
+//! 4400-4499 mean "something must change before reconnecting" (a fresh token, a slower rate).
+//! Standard codes: 1000 normal, 1002 protocol error, 1003 unsupported data, 1009 frame too big,
+//! 1011 internal error, 1012 server restarting (reconnect).
+
+use serde::Serialize;
+
+/// Why the server closed a WebSocket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseCode {
+    /// 1000: the client asked to close.
+    Normal,
+    /// 1002: the WebSocket framing was broken.
+    ProtocolError,
+    /// 1003: a frame type the protocol does not use (binary frames on the JSON protocol).
+    UnsupportedData,
+    /// 1009: a frame (or reassembled message) exceeded `session.max_frame_bytes`.
+    MessageTooBig,
+    /// 1011: the server failed unexpectedly; reconnect.
+    InternalError,
+    /// 1012: the node is shutting down or restarting; reconnect (to another node).
+    ServerRestart,
+    /// 4000: the client read too slowly and its outbound queue filled (policy `disconnect`);
+    /// reconnect and recover from history.
+    SlowConsumer,
+    /// 4001: nothing heard from the client within `session.client_timeout_ms`.
+    HeartbeatTimeout,
+    /// 4002: no SignalR handshake within `signalr.handshake_timeout_ms`.
+    HandshakeTimeout,
+    /// 4003: an operator closed this connection.
+    Evicted,
+    /// 4400: the client kept sending frames the server could not understand.
+    TooManyBadFrames,
+    /// 4401: the token expired during the connection; reconnect with a fresh token.
+    TokenExpired,
+    /// 4429: the client kept sending faster than `rate_limit` allows after being warned.
+    RateLimited,
+    /// 4430: the tenant has reached its connection quota.
+    ConnectionQuota,
+}
+
+impl CloseCode {
+    pub fn code(self) -> u16 {
+        match self {
+            CloseCode::Normal => 1000,
+            CloseCode::ProtocolError => 1002,
+            CloseCode::UnsupportedData => 1003,
+            CloseCode::MessageTooBig => 1009,
+            CloseCode::InternalError => 1011,
+            CloseCode::ServerRestart => 1012,
+            CloseCode::SlowConsumer => 4000,
+            CloseCode::HeartbeatTimeout => 4001,
+            CloseCode::HandshakeTimeout => 4002,
+            CloseCode::Evicted => 4003,
+            CloseCode::TooManyBadFrames => 4400,
+            CloseCode::TokenExpired => 4401,
+            CloseCode::RateLimited => 4429,
+            CloseCode::ConnectionQuota => 4430,
+        }
+    }
+
+    /// The reason text sent in the close frame.
+    pub fn reason(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "normal closure",
+            CloseCode::ProtocolError => "websocket protocol error",
+            CloseCode::UnsupportedData => "unsupported frame type",
+            CloseCode::MessageTooBig => "frame too big",
+            CloseCode::InternalError => "internal error",
+            CloseCode::ServerRestart => "server restarting, reconnect",
+            CloseCode::SlowConsumer => "slow consumer, reconnect and recover",
+            CloseCode::HeartbeatTimeout => "heartbeat timeout",
+            CloseCode::HandshakeTimeout => "handshake timeout",
+            CloseCode::Evicted => "closed by an operator",
+            CloseCode::TooManyBadFrames => "too many bad frames",
+            CloseCode::TokenExpired => "token expired",
+            CloseCode::RateLimited => "rate limit exceeded",
+            CloseCode::ConnectionQuota => "tenant connection quota reached",
+        }
+    }
+
+    /// Whether a client should reconnect at once (SignalR `allowReconnect`).
+    pub fn reconnect(self) -> bool {
+        matches!(
+            self,
+            CloseCode::InternalError
+                | CloseCode::ServerRestart
+                | CloseCode::SlowConsumer
+                | CloseCode::HeartbeatTimeout
+                | CloseCode::HandshakeTimeout
+        )
+    }
+
+    /// The metric label for this close.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "normal",
+            CloseCode::ProtocolError => "protocol_error",
+            CloseCode::UnsupportedData => "unsupported_data",
+            CloseCode::MessageTooBig => "message_too_big",
+            CloseCode::InternalError => "internal_error",
+            CloseCode::ServerRestart => "server_restart",
+            CloseCode::SlowConsumer => "slow_consumer",
+            CloseCode::HeartbeatTimeout => "heartbeat_timeout",
+            CloseCode::HandshakeTimeout => "handshake_timeout",
+            CloseCode::Evicted => "evicted",
+            CloseCode::TooManyBadFrames => "too_many_bad_frames",
+            CloseCode::TokenExpired => "token_expired",
+            CloseCode::RateLimited => "rate_limited",
+            CloseCode::ConnectionQuota => "connection_quota",
+        }
+    }
+}
+
+/// The `code` of an `error` / `subscription_error` frame (native protocol) and the prefix of a
+/// SignalR completion error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not valid JSON (or MessagePack).
+    BadJson,
+    /// The frame's `type` (or hub method) is unknown.
+    UnknownType,
+    /// The frame is well-formed but its fields are missing or wrong.
+    BadRequest,
+    /// The channel name does not follow the grammar.
+    BadChannel,
+    /// The event name does not follow the grammar.
+    BadEvent,
+    /// The channel rules refuse this caller; the message names the rule.
+    Forbidden,
+    /// The connection already has `session.max_subscriptions` subscriptions.
+    TooManySubscriptions,
+    /// The connection is already subscribed to that channel.
+    AlreadySubscribed,
+    /// The connection is not subscribed to that channel.
+    NotSubscribed,
+    /// The client sent faster than `rate_limit` allows; the frame was not processed.
+    RateLimited,
+    /// The broker's mailbox stayed full; retry later.
+    Busy,
+    /// The cluster could not take the publish (Redis unreachable after retries).
+    Unavailable,
+    /// Binary frames on a text protocol.
+    UnsupportedFrame,
+    /// Something failed inside the server.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::BadChannel => "bad_channel",
+            ErrorCode::BadEvent => "bad_event",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::AlreadySubscribed => "already_subscribed",
+            ErrorCode::NotSubscribed => "not_subscribed",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::UnsupportedFrame => "unsupported_frame",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_serialize_as_their_names() {
+        for code in [ErrorCode::BadJson, ErrorCode::TooManySubscriptions, ErrorCode::Forbidden] {
+            assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    #[test]
+    fn application_codes_are_in_the_private_range() {
+        for c in [
+            CloseCode::SlowConsumer,
+            CloseCode::HeartbeatTimeout,
+            CloseCode::TokenExpired,
+            CloseCode::RateLimited,
+        ] {
+            assert!((4000..5000).contains(&c.code()));
+        }
+    }
+}

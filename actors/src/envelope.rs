@@ -1,0 +1,283 @@
+//! The one envelope every event travels in: inside a node, on Redis and in history.
+//!
+//! `{v, id, channel, event, data, ts, offset, epoch, origin}`. `data` stays raw JSON text from the
+//! moment it is accepted, so it is never parsed again on the fan-out path. Each wire format's frame is
+//! encoded at most once per node ([`Envelope::frame`]) and the same [`Bytes`] are handed to every
+//! session that speaks that format.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::channel::ChannelName;
+use crate::codec::{self, WireFormat};
+use crate::ids::NodeId;
+
+/// Version of the envelope's serialized form (`v`).
+pub const ENVELOPE_VERSION: u8 = 1;
+
+/// Longest event name accepted.
+pub const MAX_EVENT_LEN: usize = 128;
+
+/// An event name (`NewOrder`, `OrderStatusChanged`, …): letters, digits, `_`, `-`, `.`.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct EventName(Arc<str>);
+
+/// Why an event name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event name must be 1-{MAX_EVENT_LEN} characters of letters, digits, '_', '-' or '.'")]
+pub struct BadEventName;
+
+impl EventName {
+    pub fn parse(s: &str) -> Result<Self, BadEventName> {
+        let ok = !s.is_empty()
+            && s.len() <= MAX_EVENT_LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if ok {
+            Ok(Self(Arc::from(s)))
+        } else {
+            Err(BadEventName)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for EventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventName({:?})", &*self.0)
+    }
+}
+
+/// An event accepted from a publisher, before the broker gives it an offset.
+#[derive(Clone, Debug)]
+pub struct Draft {
+    pub id: Arc<str>,
+    pub channel: ChannelName,
+    pub event: EventName,
+    pub data: Arc<RawValue>,
+    /// Publish time, milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+impl Draft {
+    /// A new event with a fresh time-ordered id and the current time.
+    pub fn new(channel: ChannelName, event: EventName, data: Arc<RawValue>) -> Self {
+        Self {
+            id: Arc::from(uuid::Uuid::now_v7().to_string()),
+            channel,
+            event,
+            data,
+            ts: now_millis(),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A channel's position: the offset of the last event seen, in a named history generation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPosition {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// An event with its place in its channel's history.
+pub struct Envelope {
+    pub id: Arc<str>,
+    pub channel: ChannelName,
+    pub event: EventName,
+    pub data: Arc<RawValue>,
+    pub ts: u64,
+    /// The channel's sequence number for this event: 1, 2, 3, … within one epoch.
+    pub offset: u64,
+    /// The history generation; it changes when history is lost.
+    pub epoch: Arc<str>,
+    /// The node that accepted the publish.
+    pub origin: NodeId,
+    /// Wire frames, encoded on first use, one slot per [`WireFormat`].
+    frames: [OnceLock<Bytes>; WireFormat::COUNT],
+}
+
+impl Envelope {
+    pub fn new(draft: Draft, offset: u64, epoch: Arc<str>, origin: NodeId) -> Self {
+        Self {
+            id: draft.id,
+            channel: draft.channel,
+            event: draft.event,
+            data: draft.data,
+            ts: draft.ts,
+            offset,
+            epoch,
+            origin,
+            frames: Default::default(),
+        }
+    }
+
+    /// This event's frame in `format`, encoded once per node and shared by every recipient.
+    pub fn frame(&self, format: WireFormat) -> &Bytes {
+        self.frames[format as usize].get_or_init(|| codec::encode_notification(format, self))
+    }
+
+    /// Bytes this event occupies in a session's outbound queue, for the per-session byte bound.
+    /// Counted before any frame exists, so it is an estimate of the largest format.
+    pub fn queued_size(&self) -> usize {
+        self.data.get().len() + self.channel.as_str().len() + self.event.as_str().len() + 160
+    }
+
+    /// The serialized envelope (history, Redis).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an envelope always serializes")
+    }
+
+    /// Reads an envelope written by [`Envelope::to_json`] (or by another publisher following
+    /// the documented Redis wire format).
+    pub fn from_json(text: &str) -> Result<Self, EnvelopeError> {
+        let rec: EnvelopeRecord = serde_json::from_str(text)?;
+        if rec.v != ENVELOPE_VERSION {
+            return Err(EnvelopeError::Version(rec.v));
+        }
+        let channel = ChannelName::parse(&rec.channel)?;
+        let event = EventName::parse(&rec.event)?;
+        Ok(Self {
+            id: Arc::from(rec.id),
+            channel,
+            event,
+            data: Arc::from(rec.data),
+            ts: rec.ts,
+            offset: rec.offset,
+            epoch: Arc::from(rec.epoch),
+            origin: NodeId(Arc::from(rec.origin)),
+            frames: Default::default(),
+        })
+    }
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("id", &self.id)
+            .field("channel", &self.channel)
+            .field("event", &self.event)
+            .field("offset", &self.offset)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Serialize for Envelope {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Envelope", 9)?;
+        st.serialize_field("v", &ENVELOPE_VERSION)?;
+        st.serialize_field("id", &*self.id)?;
+        st.serialize_field("channel", &self.channel)?;
+        st.serialize_field("event", &self.event)?;
+        st.serialize_field("data", &*self.data)?;
+        st.serialize_field("ts", &self.ts)?;
+        st.serialize_field("offset", &self.offset)?;
+        st.serialize_field("epoch", &*self.epoch)?;
+        st.serialize_field("origin", &self.origin)?;
+        st.end()
+    }
+}
+
+#[derive(Deserialize)]
+struct EnvelopeRecord {
+    v: u8,
+    id: String,
+    channel: String,
+    event: String,
+    data: Box<RawValue>,
+    ts: u64,
+    offset: u64,
+    epoch: String,
+    origin: String,
+}
+
+/// A serialized envelope that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("envelope is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("unsupported envelope version {0}")]
+    Version(u8),
+    #[error("envelope channel: {0}")]
+    Channel(#[from] crate::channel::ChannelError),
+    #[error("envelope event: {0}")]
+    Event(#[from] BadEventName),
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Envelope {
+        let draft = Draft {
+            id: Arc::from("e1"),
+            channel: ChannelName::parse("tenant:acme:broadcast").unwrap(),
+            event: EventName::parse("NewOrder").unwrap(),
+            data: Arc::from(RawValue::from_string(r#"{"orderId":"o1","total":12.5}"#.into()).unwrap()),
+            ts: 1_700_000_000_123,
+        };
+        Envelope::new(draft, 7, Arc::from("ep1"), NodeId(Arc::from("n1")))
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let env = sample();
+        let text = env.to_json();
+        assert_eq!(
+            text,
+            r#"{"v":1,"id":"e1","channel":"tenant:acme:broadcast","event":"NewOrder","data":{"orderId":"o1","total":12.5},"ts":1700000000123,"offset":7,"epoch":"ep1","origin":"n1"}"#
+        );
+        let back = Envelope::from_json(&text).unwrap();
+        assert_eq!(back.to_json(), text);
+    }
+
+    #[test]
+    fn refuses_bad_envelopes() {
+        assert!(Envelope::from_json("{").is_err());
+        let wrong_version = sample().to_json().replace(r#""v":1"#, r#""v":9"#);
+        assert!(matches!(Envelope::from_json(&wrong_version), Err(EnvelopeError::Version(9))));
+        let bad_channel = sample().to_json().replace("tenant:acme:broadcast", "nope");
+        assert!(matches!(Envelope::from_json(&bad_channel), Err(EnvelopeError::Channel(_))));
+    }
+
+    #[test]
+    fn frames_are_encoded_once_and_shared() {
+        let env = sample();
+        let a = env.frame(WireFormat::Native).clone();
+        let b = env.frame(WireFormat::Native).clone();
+        assert_eq!(a.as_ptr(), b.as_ptr(), "the same bytes, not a re-encoding");
+    }
+
+    #[test]
+    fn event_names_are_checked() {
+        assert!(EventName::parse("OrderStatusChanged").is_ok());
+        assert!(EventName::parse("a.b-c_d").is_ok());
+        assert!(EventName::parse("").is_err());
+        assert!(EventName::parse("bad name").is_err());
+        assert!(EventName::parse(&"x".repeat(MAX_EVENT_LEN + 1)).is_err());
+    }
+}

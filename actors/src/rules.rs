@@ -1,0 +1,284 @@
+//! Who may subscribe to and publish on which channel (the table in DESIGN.md), and the channels a
+//! hub connection joins on connect.
+//!
+//! Rules are pure functions of the verified [`Identity`] and the parsed [`Channel`]. Channels whose
+//! rule needs a database row (conversations, entity notifications) answer [`Decision::Lookup`];
+//! the session then asks the node's [`crate::authorizer::ChannelAuthorizer`].
+
+use crate::channel::{Channel, ChannelName};
+use crate::identity::{Identity, Role};
+
+/// A refusal, naming the rule that refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{rule}")]
+pub struct RuleViolation {
+    /// Human-readable statement of the rule, e.g. "tenant:{t}:admins: Admin or Staff of tenant t only".
+    pub rule: String,
+}
+
+impl RuleViolation {
+    fn new(rule: impl Into<String>) -> Self {
+        Self { rule: rule.into() }
+    }
+}
+
+/// The outcome of a rule check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny(RuleViolation),
+    /// The rule depends on stored data (conversation participants, an entity's tenant).
+    Lookup,
+}
+
+fn allow_if(ok: bool, rule: impl FnOnce() -> String) -> Decision {
+    if ok {
+        Decision::Allow
+    } else {
+        Decision::Deny(RuleViolation::new(rule()))
+    }
+}
+
+/// May `who` subscribe to `channel`?
+pub fn can_subscribe(who: &Identity, channel: &Channel) -> Decision {
+    if who.role == Role::Service {
+        return Decision::Allow;
+    }
+    match channel {
+        Channel::TenantBroadcast { tenant } | Channel::TenantOrder { tenant, .. } => {
+            allow_if(who.is_member_of(tenant), || {
+                format!("{}: members of tenant {tenant} only", pattern(channel))
+            })
+        }
+        Channel::TenantAdmins { tenant }
+        | Channel::TenantAdminsOrders { tenant }
+        | Channel::TenantAdminsSessions { tenant }
+        | Channel::TenantActivity { tenant } => allow_if(who.is_staff_of(tenant), || {
+            format!("{}: Admin or Staff of tenant {tenant} only", pattern(channel))
+        }),
+        Channel::TenantCustomer { tenant, user } => allow_if(
+            who.is_staff_of(tenant) || (who.is_member_of(tenant) && who.user_id.as_str() == user),
+            || format!("{}: that customer or Admin/Staff of tenant {tenant} only", pattern(channel)),
+        ),
+        Channel::Session { session } => allow_if(
+            who.role == Role::Customer
+                && who.session_id.as_ref().map(|s| s.as_str()) == Some(session.as_str()),
+            || format!("{}: the customer whose token carries that sessionId only", pattern(channel)),
+        ),
+        Channel::User { user } => allow_if(who.user_id.as_str() == user, || {
+            format!("{}: that user only", pattern(channel))
+        }),
+        Channel::GlobalBroadcast => Decision::Allow,
+        Channel::Conversation { .. } | Channel::Notifications { .. } => {
+            if who.role == Role::Operator {
+                Decision::Deny(RuleViolation::new(format!(
+                    "{}: Operator tokens carry no tenant data",
+                    pattern(channel)
+                )))
+            } else {
+                Decision::Lookup
+            }
+        }
+    }
+}
+
+/// May `who` publish to `channel` (REST or a client `publish` frame)?
+pub fn can_publish(who: &Identity, channel: &Channel) -> Decision {
+    if who.role == Role::Service {
+        return Decision::Allow;
+    }
+    match channel {
+        Channel::TenantBroadcast { tenant } => allow_if(who.is_staff_of(tenant), || {
+            format!("{}: Service, or Admin/Staff of tenant {tenant} only", pattern(channel))
+        }),
+        Channel::Conversation { .. } if who.role != Role::Operator => Decision::Lookup,
+        _ => Decision::Deny(RuleViolation::new(format!(
+            "{}: only Service may publish",
+            pattern(channel)
+        ))),
+    }
+}
+
+/// The channels a SignalR hub connection joins on connect (the seeds' hub `OnConnectedAsync`).
+pub fn default_channels(who: &Identity) -> Vec<ChannelName> {
+    let mut out = Vec::new();
+    if let Some(tenant) = who.tenant.clone().filter(|_| who.role.is_tenant_bound()) {
+        out.push(ChannelName::from_channel(Channel::TenantBroadcast {
+            tenant: tenant.clone(),
+        }));
+        if who.role.is_tenant_staff() {
+            out.push(ChannelName::from_channel(Channel::TenantAdmins { tenant }));
+        }
+    }
+    if who.role == Role::Customer {
+        if let Some(session) = &who.session_id {
+            out.push(ChannelName::from_channel(Channel::Session {
+                session: session.as_str().to_owned(),
+            }));
+        }
+    }
+    if who.role != Role::Operator {
+        out.push(ChannelName::from_channel(Channel::User {
+            user: who.user_id.as_str().to_owned(),
+        }));
+    }
+    out
+}
+
+/// The pattern a channel matches, used to name the rule in refusals.
+fn pattern(channel: &Channel) -> &'static str {
+    match channel {
+        Channel::TenantBroadcast { .. } => "tenant:{t}:broadcast",
+        Channel::TenantAdmins { .. } => "tenant:{t}:admins",
+        Channel::TenantAdminsOrders { .. } => "tenant:{t}:admins:orders",
+        Channel::TenantAdminsSessions { .. } => "tenant:{t}:admins:sessions",
+        Channel::TenantActivity { .. } => "tenant:{t}:activity",
+        Channel::TenantCustomer { .. } => "tenant:{t}:customer:{userId}",
+        Channel::TenantOrder { .. } => "tenant:{t}:order:{orderId}",
+        Channel::Session { .. } => "session:{sessionId}",
+        Channel::User { .. } => "user:{userId}",
+        Channel::Conversation { .. } => "conversation:{id}",
+        Channel::Notifications { .. } => "notifications:{EntityType}:{EntityId}",
+        Channel::GlobalBroadcast => "global:broadcast",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{SessionKey, TenantKey, UserId};
+
+    fn who(role: Role, tenant: Option<&str>, user: &str, session: Option<&str>) -> Identity {
+        Identity {
+            user_id: UserId::parse(user).unwrap(),
+            tenant: tenant.map(|t| TenantKey::parse(t).unwrap()),
+            role,
+            session_id: session.map(|s| SessionKey::parse(s).unwrap()),
+            expires_at: None,
+        }
+    }
+
+    fn ch(name: &str) -> Channel {
+        ChannelName::parse(name).unwrap().kind().clone()
+    }
+
+    fn allowed(d: Decision) -> bool {
+        match d {
+            Decision::Allow => true,
+            Decision::Deny(v) => {
+                assert!(!v.rule.is_empty());
+                false
+            }
+            Decision::Lookup => panic!("unexpected lookup"),
+        }
+    }
+
+    #[test]
+    fn subscribe_table() {
+        let admin_a = who(Role::Admin, Some("a"), "adm", None);
+        let staff_a = who(Role::Staff, Some("a"), "stf", None);
+        let cust_a = who(Role::Customer, Some("a"), "c1", Some("s1"));
+        let admin_b = who(Role::Admin, Some("b"), "adm", None);
+        let service = who(Role::Service, None, "svc", None);
+        let operator = who(Role::Operator, None, "ops", None);
+
+        // (identity, channel, allowed)
+        let cases: Vec<(&Identity, &str, bool)> = vec![
+            (&cust_a, "tenant:a:broadcast", true),
+            (&admin_b, "tenant:a:broadcast", false),
+            (&operator, "tenant:a:broadcast", false),
+            (&service, "tenant:a:broadcast", true),
+            (&admin_a, "tenant:a:admins", true),
+            (&staff_a, "tenant:a:admins:orders", true),
+            (&staff_a, "tenant:a:admins:sessions", true),
+            (&cust_a, "tenant:a:admins", false),
+            (&admin_b, "tenant:a:admins", false),
+            (&cust_a, "tenant:a:customer:c1", true),
+            (&cust_a, "tenant:a:customer:c2", false),
+            (&admin_a, "tenant:a:customer:c2", true),
+            (&admin_b, "tenant:a:customer:c1", false),
+            (&cust_a, "tenant:a:order:o1", true),
+            (&admin_b, "tenant:a:order:o1", false),
+            (&cust_a, "session:s1", true),
+            (&cust_a, "session:s2", false),
+            (&admin_a, "session:s1", false),
+            (&cust_a, "user:c1", true),
+            (&cust_a, "user:c2", false),
+            (&admin_a, "global:broadcast", true),
+            (&operator, "global:broadcast", true),
+            (&admin_a, "tenant:a:activity", true),
+            (&cust_a, "tenant:a:activity", false),
+        ];
+        for (id, name, expect) in cases {
+            assert_eq!(
+                allowed(can_subscribe(id, &ch(name))),
+                expect,
+                "{:?} subscribe {name}",
+                id.role
+            );
+        }
+    }
+
+    #[test]
+    fn database_channels_need_a_lookup_except_for_operators() {
+        let cust = who(Role::Customer, Some("a"), "c1", None);
+        assert_eq!(can_subscribe(&cust, &ch("conversation:1")), Decision::Lookup);
+        assert_eq!(can_subscribe(&cust, &ch("notifications:Team:t1")), Decision::Lookup);
+        let ops = who(Role::Operator, None, "ops", None);
+        assert!(matches!(can_subscribe(&ops, &ch("conversation:1")), Decision::Deny(_)));
+    }
+
+    #[test]
+    fn publish_table() {
+        let admin_a = who(Role::Admin, Some("a"), "adm", None);
+        let staff_a = who(Role::Staff, Some("a"), "stf", None);
+        let cust_a = who(Role::Customer, Some("a"), "c1", None);
+        let service = who(Role::Service, None, "svc", None);
+        let operator = who(Role::Operator, None, "ops", None);
+        assert!(allowed(can_publish(&admin_a, &ch("tenant:a:broadcast"))));
+        assert!(allowed(can_publish(&staff_a, &ch("tenant:a:broadcast"))));
+        assert!(!allowed(can_publish(&admin_a, &ch("tenant:b:broadcast"))));
+        assert!(!allowed(can_publish(&admin_a, &ch("tenant:a:admins"))));
+        assert!(!allowed(can_publish(&cust_a, &ch("tenant:a:broadcast"))));
+        assert!(!allowed(can_publish(&admin_a, &ch("global:broadcast"))));
+        assert!(!allowed(can_publish(&operator, &ch("global:broadcast"))));
+        for name in ["global:broadcast", "tenant:z:admins", "session:x", "user:u"] {
+            assert!(allowed(can_publish(&service, &ch(name))), "{name}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_rule() {
+        let cust = who(Role::Customer, Some("a"), "c1", None);
+        match can_subscribe(&cust, &ch("tenant:a:admins")) {
+            Decision::Deny(v) => assert!(v.rule.contains("tenant:{t}:admins"), "{}", v.rule),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hub_default_channels_follow_the_seeds() {
+        let names = |id: &Identity| -> Vec<String> {
+            default_channels(id).iter().map(|c| c.to_string()).collect()
+        };
+        assert_eq!(
+            names(&who(Role::Admin, Some("a"), "adm", None)),
+            ["tenant:a:broadcast", "tenant:a:admins", "user:adm"]
+        );
+        assert_eq!(
+            names(&who(Role::Customer, Some("a"), "c1", Some("s1"))),
+            ["tenant:a:broadcast", "session:s1", "user:c1"]
+        );
+        assert_eq!(names(&who(Role::Service, None, "svc", None)), ["user:svc"]);
+        // Every default channel passes the subscribe rules.
+        for id in [
+            who(Role::Admin, Some("a"), "adm", None),
+            who(Role::Staff, Some("a"), "s", None),
+            who(Role::Customer, Some("a"), "c1", Some("s1")),
+        ] {
+            for c in default_channels(&id) {
+                assert_eq!(can_subscribe(&id, c.kind()), Decision::Allow, "{c}");
+            }
+        }
+    }
+}
