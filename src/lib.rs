@@ -1,1 +1,18 @@
+//! The Switchyard server: configuration, start-up and shutdown, the HTTP routes (WebSocket
+//! upgrades, REST API, health, metrics), JWT verification. The actors live in the
+//! `switchyard-actors` crate (`actors/`).
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `settings.rs` | layered configuration (`config/` + `SWITCHYARD__…` variables) |
+//! | `startup.rs` | building a node, running it, the shutdown sequence |
+//! | `auth.rs` | JWT verification → `Identity` |
+//! | `problem.rs` | HTTP errors as problem JSON |
+//! | `routes/` | one file per group of routes |
 
+pub mod auth;
+pub mod problem;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod state;

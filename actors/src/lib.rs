@@ -1,11 +1,30 @@
 //! Switchyard's actors, the messages between them, the envelope, the channel grammar and the wire
 //! codecs. This crate knows nothing of HTTP routes, configuration files or SQL text: the server
 //! (`src/`) builds a [`node::Node`] from its settings and hands it to every actor.
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `session/` | [`session::Session`]: one actor per WebSocket connection |
+//! | `broker/` | [`broker::BrokerShard`] actors: channel → subscribers, fan-out, embedded history |
+//! | `tenant_group.rs` | [`tenant_group::TenantGroup`] actors: a tenant's local connections |
+//! | `codec/` | wire protocols: native JSON, SignalR JSON and MessagePack |
+//! | `channel.rs`, `rules.rs` | the channel grammar and who may use which channel |
+//! | `envelope.rs`, `history.rs` | the one event envelope and in-memory history |
+//! | `mailbox.rs` | per-actor-kind mailbox limits and the slow-consumer policy |
+//! | `codes.rs` | every close code and error code |
 
+pub mod authorizer;
+pub mod broker;
 pub mod channel;
 pub mod codec;
 pub mod codes;
 pub mod envelope;
+pub mod history;
 pub mod identity;
 pub mod ids;
+pub mod mailbox;
+pub mod metrics;
+pub mod node;
 pub mod rules;
+pub mod session;
+pub mod tenant_group;

@@ -109,6 +109,8 @@ pub enum Decoded {
         code: ErrorCode,
         message: String,
     },
+    /// Write this frame now (a handshake reply).
+    Send(OutFrame),
     /// Nothing to do (a client keep-alive, an ack).
     Ignore,
     /// The connection cannot go on: write `farewell` (if any), then close with `close`.

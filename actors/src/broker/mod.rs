@@ -1,0 +1,237 @@
+//! The broker: maps channel names to subscriber addresses and fans events out.
+//!
+//! The node runs N [`BrokerShard`] actors, each on its own thread, and a channel always lives on
+//! the shard its name hashes to, so there is no lock on the fan-out path and N cores share the
+//! work. [`BrokerHandle`] is the cheap, cloneable front door that routes by hash.
+//!
+//! Messages (who sends them, what they reply):
+//! - [`Subscribe`]: session → shard; registers the session's recipient for a channel and replies
+//!   with the channel's current offset and epoch (and the events to replay when recovering).
+//! - [`Unsubscribe`]: session → shard, fire-and-forget; removes the session from channels.
+//! - [`Publish`]: publisher (REST, session, scheduler, …) → shard; assigns the next offset, keeps it in
+//!   history, fans out, replies with a [`PublishAck`].
+//! - [`Deliver`]: shard → session, offered with `try_send`; one shared envelope.
+//! - [`ChannelStats`]: admin → shard; replies with channel and subscriber counts.
+
+mod shard;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+pub use shard::BrokerShard;
+
+use crate::channel::ChannelName;
+use crate::envelope::{Draft, Envelope, StreamPosition};
+use crate::history::{HistoryLimits, Recovery};
+use crate::ids::{ConnId, NodeId};
+use crate::mailbox::{ActorLimits, OutboundBudget};
+use crate::metrics::Metrics;
+
+/// Sent by a broker shard to a session: one event for one of its channels.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub env: Arc<Envelope>,
+}
+
+/// A session as the broker sees it.
+#[derive(Clone)]
+pub struct Subscriber {
+    pub conn: ConnId,
+    pub deliver: Recipient<Deliver>,
+    pub budget: Arc<OutboundBudget>,
+}
+
+/// Sent by a session to the shard of `channel`; replies with [`Subscribed`].
+#[derive(Message)]
+#[rtype(result = "Subscribed")]
+pub struct Subscribe {
+    pub channel: ChannelName,
+    pub subscriber: Subscriber,
+    /// Where the client says it left off, to recover what it missed.
+    pub since: Option<StreamPosition>,
+}
+
+/// The channel's position at the moment the subscriber was registered.
+#[derive(Debug)]
+pub struct Subscribed {
+    /// Offset of the channel's last event (0 if none).
+    pub offset: u64,
+    pub epoch: Arc<str>,
+    /// Present when the subscribe carried `since`.
+    pub recovery: Option<Recovery>,
+}
+
+/// Sent by a session to a shard when it leaves channels (or closes); no reply.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    pub conn: ConnId,
+    pub channels: Vec<ChannelName>,
+}
+
+/// Sent by any publisher to the shard of the draft's channel; replies with the ack.
+#[derive(Message)]
+#[rtype(result = "PublishAck")]
+pub struct Publish {
+    pub draft: Draft,
+}
+
+/// A published event's identity and place in its channel.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PublishAck {
+    pub id: Arc<str>,
+    pub offset: u64,
+    pub epoch: Arc<str>,
+}
+
+/// Sent by the admin API to every shard; replies with that shard's figures.
+#[derive(Message)]
+#[rtype(result = "ShardStats")]
+pub struct ChannelStats {
+    /// Only channels whose name starts with this prefix (e.g. `tenant:acme:`).
+    pub prefix: String,
+}
+
+/// One shard's channels with their subscriber counts.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    pub channels: Vec<(String, usize)>,
+}
+
+/// Why the broker could not take a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    #[error("the broker's mailbox stayed full for {0:?}; retry later")]
+    Busy(Duration),
+    #[error("the broker has stopped")]
+    Stopped,
+}
+
+/// What every shard is configured with.
+#[derive(Clone)]
+pub struct BrokerConfig {
+    pub shards: usize,
+    pub history: HistoryLimits,
+    /// How long a publisher or subscriber waits for room in a full shard mailbox.
+    pub request_timeout: Duration,
+    pub origin: NodeId,
+}
+
+/// Owns the shard threads; stops them when the last handle is dropped.
+struct ShardThreads(Vec<Arbiter>);
+
+impl Drop for ShardThreads {
+    fn drop(&mut self) {
+        for a in &self.0 {
+            a.stop();
+        }
+    }
+}
+
+/// Routes broker requests to the shard that owns each channel.
+#[derive(Clone)]
+pub struct BrokerHandle {
+    shards: Arc<[Addr<BrokerShard>]>,
+    hasher: RandomState,
+    request_timeout: Duration,
+    _threads: Arc<ShardThreads>,
+}
+
+impl BrokerHandle {
+    /// Starts `config.shards` shards, each on a thread of its own.
+    pub fn start(config: BrokerConfig, limits: Arc<ActorLimits>, metrics: Arc<Metrics>) -> Self {
+        let n = config.shards.max(1);
+        let mut threads = Vec::with_capacity(n);
+        let mut shards = Vec::with_capacity(n);
+        for index in 0..n {
+            let arbiter = Arbiter::new();
+            let (cfg, limits, metrics) = (config.clone(), limits.clone(), metrics.clone());
+            let addr = BrokerShard::start_in_arbiter(&arbiter.handle(), move |_| {
+                BrokerShard::new(index, cfg, limits, metrics)
+            });
+            shards.push(addr);
+            threads.push(arbiter);
+        }
+        Self {
+            shards: shards.into(),
+            hasher: RandomState::new(),
+            request_timeout: config.request_timeout,
+            _threads: Arc::new(ShardThreads(threads)),
+        }
+    }
+
+    fn index_of(&self, channel: &ChannelName) -> usize {
+        (self.hasher.hash_one(channel.as_str()) % self.shards.len() as u64) as usize
+    }
+
+    /// The shard that owns `channel`. Each call returns a fresh address clone: actix parks a
+    /// sender handle whose message hit a full mailbox, so concurrent requests must not share one.
+    pub fn shard_for(&self, channel: &ChannelName) -> Addr<BrokerShard> {
+        self.shards[self.index_of(channel)].clone()
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Publishes through the owning shard, waiting at most the request timeout for mailbox room.
+    pub async fn publish(&self, draft: Draft) -> Result<PublishAck, BrokerError> {
+        let shard = self.shard_for(&draft.channel);
+        self.request(shard, Publish { draft }).await
+    }
+
+    /// Registers a subscriber with the owning shard.
+    pub async fn subscribe(&self, msg: Subscribe) -> Result<Subscribed, BrokerError> {
+        let shard = self.shard_for(&msg.channel);
+        self.request(shard, msg).await
+    }
+
+    async fn request<M>(&self, shard: Addr<BrokerShard>, msg: M) -> Result<M::Result, BrokerError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        BrokerShard: Handler<M>,
+    {
+        match shard.send(msg).timeout(self.request_timeout).await {
+            Ok(r) => Ok(r),
+            Err(MailboxError::Timeout) => Err(BrokerError::Busy(self.request_timeout)),
+            Err(MailboxError::Closed) => Err(BrokerError::Stopped),
+        }
+    }
+
+    /// Removes `conn` from `channels`, one message per shard involved.
+    pub fn unsubscribe(&self, conn: ConnId, channels: impl IntoIterator<Item = ChannelName>) {
+        let mut by_shard: HashMap<usize, Vec<ChannelName>> = HashMap::new();
+        for c in channels {
+            by_shard.entry(self.index_of(&c)).or_default().push(c);
+        }
+        for (i, channels) in by_shard {
+            // do_send: bookkeeping must not be lost to a full mailbox; it is bounded by the
+            // number of sessions, not by traffic.
+            self.shards[i].do_send(Unsubscribe { conn, channels });
+        }
+    }
+
+    /// Channel and subscriber counts across all shards.
+    pub async fn channel_stats(&self, prefix: &str) -> Result<Vec<(String, usize)>, BrokerError> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            let stats = self
+                .request(
+                    shard.clone(),
+                    ChannelStats {
+                        prefix: prefix.to_owned(),
+                    },
+                )
+                .await?;
+            all.extend(stats.channels);
+        }
+        all.sort();
+        Ok(all)
+    }
+}

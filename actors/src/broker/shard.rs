@@ -1,0 +1,240 @@
+//! One broker shard: the channels whose names hash to it, their subscribers and their history.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use indexmap::IndexMap;
+
+use super::{
+    BrokerConfig, ChannelStats, Deliver, Publish, PublishAck, ShardStats, Subscribe, Subscribed,
+    Subscriber, Unsubscribe,
+};
+use crate::channel::ChannelName;
+use crate::envelope::Envelope;
+use crate::history::ChannelLog;
+use crate::ids::ConnId;
+use crate::mailbox::{ActorKind, ActorLimits, Offer, SlowConsumerPolicy};
+use crate::metrics::Metrics;
+
+/// A channel on this shard: who listens, and what was said.
+#[derive(Default)]
+struct ChannelState {
+    /// Insertion-ordered for cheap iteration, removable by connection in O(1).
+    subscribers: IndexMap<ConnId, Subscriber>,
+    log: ChannelLog,
+}
+
+/// Owns a share of the node's channels (see the module docs of [`crate::broker`]).
+pub struct BrokerShard {
+    index: usize,
+    config: BrokerConfig,
+    channels: HashMap<ChannelName, ChannelState>,
+    limits: Arc<ActorLimits>,
+    metrics: Arc<Metrics>,
+    mailbox_generation: u64,
+}
+
+impl BrokerShard {
+    pub fn new(
+        index: usize,
+        config: BrokerConfig,
+        limits: Arc<ActorLimits>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            index,
+            config,
+            channels: HashMap::new(),
+            limits,
+            metrics,
+            mailbox_generation: u64::MAX,
+        }
+    }
+
+    fn apply_mailbox_limit(&mut self, ctx: &mut Context<Self>) {
+        let limits = self.limits.get(ActorKind::Broker);
+        let generation = limits.generation();
+        if generation != self.mailbox_generation {
+            self.mailbox_generation = generation;
+            ctx.set_mailbox_capacity(limits.mailbox());
+        }
+    }
+
+    /// Offers `env` to every subscriber of its channel; applies the slow-consumer policy.
+    fn fan_out(&mut self, env: &Arc<Envelope>) {
+        let Some(state) = self.channels.get_mut(&env.channel) else {
+            return;
+        };
+        let limits = self.limits.get(ActorKind::Session);
+        let (policy, max_bytes) = (limits.policy(), limits.max_queued_bytes());
+        let size = env.queued_size();
+        let (mut delivered, mut dropped, mut evicted, mut removed) = (0u64, 0u64, 0u64, 0i64);
+        state.subscribers.retain(|_, sub| match offer(sub, env, size, max_bytes, policy) {
+            Offer::Accepted => {
+                delivered += 1;
+                true
+            }
+            Offer::Dropped => {
+                dropped += 1;
+                true
+            }
+            Offer::Evicted => {
+                evicted += 1;
+                removed += 1;
+                false
+            }
+            Offer::Closed => {
+                removed += 1;
+                false
+            }
+        });
+        let m = &self.metrics;
+        m.delivered.inc_by(delivered);
+        if dropped + evicted > 0 {
+            m.mailbox_full
+                .with_label_values(&[ActorKind::Session.as_str()])
+                .inc_by(dropped + evicted);
+            m.dropped.with_label_values(&["slow_consumer"]).inc_by(dropped + evicted);
+        }
+        m.subscriptions.sub(removed);
+    }
+
+    /// Forgets channels nobody listens to whose history has expired.
+    fn sweep(&mut self) {
+        let ttl = self.config.history.ttl;
+        self.channels.retain(|_, state| {
+            state.log.expire(ttl);
+            !(state.subscribers.is_empty() && state.log.is_stale(ttl))
+        });
+    }
+}
+
+/// Offers one event to one subscriber within its mailbox and byte budget.
+fn offer(
+    sub: &Subscriber,
+    env: &Arc<Envelope>,
+    size: usize,
+    max_bytes: usize,
+    policy: SlowConsumerPolicy,
+) -> Offer {
+    if sub.budget.is_evicted() {
+        return Offer::Evicted;
+    }
+    let full = || match policy {
+        SlowConsumerPolicy::Drop => Offer::Dropped,
+        SlowConsumerPolicy::Disconnect => {
+            sub.budget.evict();
+            Offer::Evicted
+        }
+    };
+    if !sub.budget.try_reserve(size, max_bytes) {
+        return full();
+    }
+    match sub.deliver.try_send(Deliver { env: env.clone() }) {
+        Ok(()) => Offer::Accepted,
+        Err(SendError::Full(_)) => {
+            sub.budget.release(size);
+            full()
+        }
+        Err(SendError::Closed(_)) => {
+            sub.budget.release(size);
+            Offer::Closed
+        }
+    }
+}
+
+impl Actor for BrokerShard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.apply_mailbox_limit(ctx);
+        self.metrics
+            .actors
+            .with_label_values(&[ActorKind::Broker.as_str()])
+            .inc();
+        let every = (self.config.history.ttl / 2).max(std::time::Duration::from_secs(1));
+        ctx.run_interval(every, |shard, ctx| {
+            shard.apply_mailbox_limit(ctx);
+            shard.sweep();
+        });
+        log::debug!("broker shard {} started", self.index);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.metrics
+            .actors
+            .with_label_values(&[ActorKind::Broker.as_str()])
+            .dec();
+    }
+}
+
+impl Handler<Subscribe> for BrokerShard {
+    type Result = MessageResult<Subscribe>;
+
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) -> Self::Result {
+        self.apply_mailbox_limit(ctx);
+        let history = self.config.history;
+        let state = self.channels.entry(msg.channel).or_default();
+        if state
+            .subscribers
+            .insert(msg.subscriber.conn, msg.subscriber)
+            .is_none()
+        {
+            self.metrics.subscriptions.inc();
+        }
+        let recovery = msg.since.map(|since| state.log.recover(&since, history));
+        MessageResult(Subscribed {
+            offset: state.log.offset(),
+            epoch: state.log.epoch().clone(),
+            recovery,
+        })
+    }
+}
+
+impl Handler<Unsubscribe> for BrokerShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
+        for channel in msg.channels {
+            if let Some(state) = self.channels.get_mut(&channel) {
+                if state.subscribers.swap_remove(&msg.conn).is_some() {
+                    self.metrics.subscriptions.dec();
+                }
+            }
+        }
+    }
+}
+
+impl Handler<Publish> for BrokerShard {
+    type Result = MessageResult<Publish>;
+
+    fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Self::Result {
+        let channel = msg.draft.channel.clone();
+        let state = self.channels.entry(channel).or_default();
+        let env = state
+            .log
+            .append(msg.draft, &self.config.origin, self.config.history);
+        self.fan_out(&env);
+        MessageResult(PublishAck {
+            id: env.id.clone(),
+            offset: env.offset,
+            epoch: env.epoch.clone(),
+        })
+    }
+}
+
+impl Handler<ChannelStats> for BrokerShard {
+    type Result = MessageResult<ChannelStats>;
+
+    fn handle(&mut self, msg: ChannelStats, _: &mut Self::Context) -> Self::Result {
+        MessageResult(ShardStats {
+            channels: self
+                .channels
+                .iter()
+                .filter(|(name, s)| name.as_str().starts_with(&msg.prefix) && !s.subscribers.is_empty())
+                .map(|(name, s)| (name.to_string(), s.subscribers.len()))
+                .collect(),
+        })
+    }
+}

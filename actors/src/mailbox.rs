@@ -1,0 +1,321 @@
+//! Bounded mailboxes: per-actor-kind limits that operators tune at run time, the slow-consumer
+//! policy, and each session's outbound budget.
+//!
+//! actix's `do_send` ignores mailbox capacity, so everything on the fan-out path is offered with
+//! `try_send`: when a session's mailbox is full (or its queued bytes would pass
+//! `max_queued_bytes`), the configured [`SlowConsumerPolicy`] applies. Control messages that must
+//! not be lost (subscribe/unsubscribe bookkeeping, joins/leaves) use `do_send`; they are bounded by
+//! the number of connections, not by traffic.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// The kinds of actor whose mailboxes are configured and reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorKind {
+    Session,
+    Broker,
+    TenantGroup,
+    RedisBridge,
+    Scheduler,
+    PgListener,
+}
+
+impl ActorKind {
+    pub const ALL: [ActorKind; 6] = [
+        ActorKind::Session,
+        ActorKind::Broker,
+        ActorKind::TenantGroup,
+        ActorKind::RedisBridge,
+        ActorKind::Scheduler,
+        ActorKind::PgListener,
+    ];
+
+    /// The name used in configuration (`[actors.<name>]`), metrics and the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::Session => "session",
+            ActorKind::Broker => "broker",
+            ActorKind::TenantGroup => "tenant_group",
+            ActorKind::RedisBridge => "redis_bridge",
+            ActorKind::Scheduler => "scheduler",
+            ActorKind::PgListener => "pg_listener",
+        }
+    }
+}
+
+impl fmt::Display for ActorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ActorKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ActorKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown actor kind {s:?}"))
+    }
+}
+
+/// What happens to a session whose outbound queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumerPolicy {
+    /// Drop the message for that session and count it; the client sees a gap in offsets and can
+    /// resubscribe with `since` to recover.
+    Drop,
+    /// Close the connection with close code 4000 so the client reconnects and recovers from history.
+    Disconnect,
+}
+
+impl SlowConsumerPolicy {
+    fn to_u8(self) -> u8 {
+        match self {
+            SlowConsumerPolicy::Drop => 0,
+            SlowConsumerPolicy::Disconnect => 1,
+        }
+    }
+    fn from_u8(v: u8) -> Self {
+        if v == 0 {
+            SlowConsumerPolicy::Drop
+        } else {
+            SlowConsumerPolicy::Disconnect
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlowConsumerPolicy::Drop => "drop",
+            SlowConsumerPolicy::Disconnect => "disconnect",
+        }
+    }
+}
+
+/// One actor kind's limits as plain values (configuration, admin API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MailboxSettings {
+    /// Messages an actor of this kind may have queued.
+    pub mailbox: usize,
+    /// What happens when a session's queue is full (meaningful for sessions).
+    pub policy: SlowConsumerPolicy,
+    /// Bytes of outbound frames a session may have queued (meaningful for sessions).
+    pub max_queued_bytes: usize,
+}
+
+/// Why a limit change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("mailbox must be between {min} and {max}, got {got}")]
+    Mailbox { min: usize, max: usize, got: usize },
+    #[error("maxQueuedBytes must be between {min} and {max}, got {got}")]
+    QueuedBytes { min: usize, max: usize, got: usize },
+}
+
+/// Sanity bounds for run-time changes: below these nothing can work, above them one actor could
+/// hold gigabytes.
+pub const MAILBOX_RANGE: (usize, usize) = (1, 1_000_000);
+pub const QUEUED_BYTES_RANGE: (usize, usize) = (1024, 1 << 30);
+
+impl MailboxSettings {
+    pub fn validate(&self) -> Result<(), LimitError> {
+        let (min, max) = MAILBOX_RANGE;
+        if !(min..=max).contains(&self.mailbox) {
+            return Err(LimitError::Mailbox { min, max, got: self.mailbox });
+        }
+        let (min, max) = QUEUED_BYTES_RANGE;
+        if !(min..=max).contains(&self.max_queued_bytes) {
+            return Err(LimitError::QueuedBytes { min, max, got: self.max_queued_bytes });
+        }
+        Ok(())
+    }
+}
+
+/// One actor kind's live limits, readable on the hot path without locks.
+#[derive(Debug)]
+pub struct MailboxLimits {
+    mailbox: AtomicUsize,
+    policy: AtomicU8,
+    max_queued_bytes: AtomicUsize,
+    /// Bumped on every change so live actors notice cheaply and re-apply their capacity.
+    generation: AtomicU64,
+}
+
+impl MailboxLimits {
+    pub fn new(s: MailboxSettings) -> Self {
+        Self {
+            mailbox: AtomicUsize::new(s.mailbox),
+            policy: AtomicU8::new(s.policy.to_u8()),
+            max_queued_bytes: AtomicUsize::new(s.max_queued_bytes),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn mailbox(&self) -> usize {
+        self.mailbox.load(Ordering::Relaxed)
+    }
+    pub fn policy(&self) -> SlowConsumerPolicy {
+        SlowConsumerPolicy::from_u8(self.policy.load(Ordering::Relaxed))
+    }
+    pub fn max_queued_bytes(&self) -> usize {
+        self.max_queued_bytes.load(Ordering::Relaxed)
+    }
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn settings(&self) -> MailboxSettings {
+        MailboxSettings {
+            mailbox: self.mailbox(),
+            policy: self.policy(),
+            max_queued_bytes: self.max_queued_bytes(),
+        }
+    }
+
+    /// Applies validated new limits to live actors of this kind and to new ones.
+    pub fn update(&self, s: MailboxSettings) -> Result<(), LimitError> {
+        s.validate()?;
+        self.mailbox.store(s.mailbox, Ordering::Relaxed);
+        self.policy.store(s.policy.to_u8(), Ordering::Relaxed);
+        self.max_queued_bytes.store(s.max_queued_bytes, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Every actor kind's live limits.
+#[derive(Debug)]
+pub struct ActorLimits {
+    kinds: [MailboxLimits; ActorKind::ALL.len()],
+}
+
+impl ActorLimits {
+    /// Builds the table from configured settings, one per kind (in [`ActorKind::ALL`] order).
+    pub fn new(settings: impl Fn(ActorKind) -> MailboxSettings) -> Self {
+        Self {
+            kinds: ActorKind::ALL.map(|k| MailboxLimits::new(settings(k))),
+        }
+    }
+
+    pub fn get(&self, kind: ActorKind) -> &MailboxLimits {
+        &self.kinds[ActorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)]
+    }
+}
+
+/// What happened when a message was offered to a bounded mailbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offer {
+    Accepted,
+    /// Full; the message was dropped (policy `drop`).
+    Dropped,
+    /// Full; the session was marked for disconnection (policy `disconnect`).
+    Evicted,
+    /// The recipient is gone.
+    Closed,
+}
+
+/// A session's outbound accounting, shared between the session and every broker shard that
+/// delivers to it.
+#[derive(Debug, Default)]
+pub struct OutboundBudget {
+    queued_bytes: AtomicUsize,
+    evicted: AtomicBool,
+}
+
+impl OutboundBudget {
+    /// Reserves `bytes` if the total stays within `limit`.
+    pub fn try_reserve(&self, bytes: usize, limit: usize) -> bool {
+        let mut cur = self.queued_bytes.load(Ordering::Relaxed);
+        loop {
+            // A single message larger than the limit still goes through into an empty queue,
+            // otherwise one big event could never be delivered.
+            if cur != 0 && cur + bytes > limit {
+                return false;
+            }
+            match self.queued_bytes.compare_exchange_weak(
+                cur,
+                cur + bytes,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Returns `bytes` once the session has taken the message off its queue.
+    pub fn release(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Marks the session for disconnection; true the first time only.
+    pub fn evict(&self) -> bool {
+        !self.evicted.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn is_evicted(&self) -> bool {
+        self.evicted.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_bounds_bytes_but_admits_one_big_message() {
+        let b = OutboundBudget::default();
+        assert!(b.try_reserve(600, 1000));
+        assert!(!b.try_reserve(600, 1000));
+        b.release(600);
+        assert!(b.try_reserve(5000, 1000), "an empty queue takes any one message");
+        assert!(!b.try_reserve(1, 1000));
+    }
+
+    #[test]
+    fn eviction_is_reported_once() {
+        let b = OutboundBudget::default();
+        assert!(b.evict());
+        assert!(!b.evict());
+        assert!(b.is_evicted());
+    }
+
+    #[test]
+    fn limits_update_validates_and_bumps_generation() {
+        let l = MailboxLimits::new(MailboxSettings {
+            mailbox: 10,
+            policy: SlowConsumerPolicy::Drop,
+            max_queued_bytes: 4096,
+        });
+        let g = l.generation();
+        let bad = MailboxSettings { mailbox: 0, ..l.settings() };
+        assert!(l.update(bad).is_err());
+        assert_eq!(l.generation(), g);
+        let good = MailboxSettings {
+            mailbox: 5,
+            policy: SlowConsumerPolicy::Disconnect,
+            max_queued_bytes: 2048,
+        };
+        l.update(good).unwrap();
+        assert_eq!(l.settings(), good);
+        assert_eq!(l.generation(), g + 1);
+    }
+
+    #[test]
+    fn kinds_parse_from_their_names() {
+        for k in ActorKind::ALL {
+            assert_eq!(k.as_str().parse::<ActorKind>().unwrap(), k);
+        }
+    }
+}

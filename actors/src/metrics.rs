@@ -1,0 +1,186 @@
+//! The node's Prometheus metrics, in a registry of its own (two nodes in one test process never
+//! share counters). Labels are bounded: protocol, reason, code, actor kind — never user or channel.
+//!
+//! Hot-path figures are kept cheap: the broker adds a whole fan-out to `delivered` at once, and
+//! each session keeps a local latency histogram that it flushes on its heartbeat.
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+use crate::mailbox::ActorKind;
+
+/// Buckets for delivery latency, in seconds: sub-millisecond to seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Every metric the actors and routes update.
+pub struct Metrics {
+    pub registry: Registry,
+    /// Open connections by protocol (`native`, `signalr`).
+    pub connections: IntGaugeVec,
+    /// Connections accepted since start, by protocol.
+    pub connections_opened: IntCounterVec,
+    /// Connections closed by the server, by reason (close-code label).
+    pub disconnects: IntCounterVec,
+    /// Live subscriptions on this node.
+    pub subscriptions: IntGauge,
+    /// Refused subscriptions, by error code.
+    pub subscription_errors: IntCounterVec,
+    /// Events accepted for publishing, by source (`rest`, `ws`, `redis`, `scheduler`, …).
+    pub published: IntCounterVec,
+    /// Events handed to a session's mailbox.
+    pub delivered: IntCounter,
+    /// Events not delivered to a session, by reason (`slow_consumer`, …).
+    pub dropped: IntCounterVec,
+    /// Sessions closed under the `disconnect` slow-consumer policy.
+    pub slow_consumer_disconnects: IntCounter,
+    /// Messages refused by a full mailbox, by actor kind.
+    pub mailbox_full: IntCounterVec,
+    /// Configured mailbox capacity, by actor kind.
+    pub mailbox_capacity: IntGaugeVec,
+    /// Live actors, by kind.
+    pub actors: IntGaugeVec,
+    /// Refused tokens, by reason (`missing`, `invalid`, `expired`, …).
+    pub auth_failures: IntCounterVec,
+    /// Frames the server could not act on, by error code.
+    pub bad_frames: IntCounterVec,
+    /// Frames refused by the per-connection rate limit.
+    pub rate_limited: IntCounter,
+    /// Publish time to socket write, in seconds.
+    pub delivery_latency: Histogram,
+    /// HTTP API errors answered with problem JSON, by status.
+    pub http_errors: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reg = |c: Box<dyn prometheus::core::Collector>| {
+            registry
+                .register(c)
+                .expect("metric names are unique by construction");
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            reg(Box::new(c.clone()));
+            c
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            reg(Box::new(g.clone()));
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            reg(Box::new(c.clone()));
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            reg(Box::new(g.clone()));
+            g
+        };
+        let delivery_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "switchyard_delivery_latency_seconds",
+                "Time from publish to the socket write, per delivery",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        reg(Box::new(delivery_latency.clone()));
+
+        Self {
+            connections: gauge_vec("switchyard_connections", "Open WebSocket connections", &["protocol"]),
+            connections_opened: counter_vec(
+                "switchyard_connections_opened_total",
+                "WebSocket connections accepted",
+                &["protocol"],
+            ),
+            disconnects: counter_vec(
+                "switchyard_disconnects_total",
+                "WebSocket connections closed by the server, by reason",
+                &["reason"],
+            ),
+            subscriptions: gauge("switchyard_subscriptions", "Live channel subscriptions"),
+            subscription_errors: counter_vec(
+                "switchyard_subscription_errors_total",
+                "Refused subscriptions, by error code",
+                &["code"],
+            ),
+            published: counter_vec(
+                "switchyard_published_total",
+                "Events accepted for publishing, by source",
+                &["source"],
+            ),
+            delivered: counter(
+                "switchyard_delivered_total",
+                "Events handed to a session's outbound queue",
+            ),
+            dropped: counter_vec(
+                "switchyard_dropped_total",
+                "Events not delivered to a session, by reason",
+                &["reason"],
+            ),
+            slow_consumer_disconnects: counter(
+                "switchyard_slow_consumer_disconnects_total",
+                "Sessions closed because their outbound queue was full (policy disconnect)",
+            ),
+            mailbox_full: counter_vec(
+                "switchyard_mailbox_full_total",
+                "Messages refused by a full mailbox, by actor kind",
+                &["actor"],
+            ),
+            mailbox_capacity: gauge_vec(
+                "switchyard_mailbox_capacity",
+                "Configured mailbox capacity, by actor kind",
+                &["actor"],
+            ),
+            actors: gauge_vec("switchyard_actors", "Live actors, by kind", &["actor"]),
+            auth_failures: counter_vec(
+                "switchyard_auth_failures_total",
+                "Refused tokens, by reason",
+                &["reason"],
+            ),
+            bad_frames: counter_vec(
+                "switchyard_bad_frames_total",
+                "Client frames the server could not act on, by error code",
+                &["code"],
+            ),
+            rate_limited: counter(
+                "switchyard_rate_limited_total",
+                "Client frames refused by the per-connection rate limit",
+            ),
+            delivery_latency,
+            http_errors: counter_vec(
+                "switchyard_http_errors_total",
+                "HTTP API requests answered with an error, by status",
+                &["status"],
+            ),
+            registry,
+        }
+    }
+
+    /// Counts a full mailbox of `kind`.
+    pub fn mailbox_full(&self, kind: ActorKind) {
+        self.mailbox_full.with_label_values(&[kind.as_str()]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut buf = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,682 @@
+//! The session: one actor per WebSocket connection (the only user of the deprecated
+//! `actix-web-actors`, kept in this one module so a move to `actix-ws` touches one place).
+//!
+//! It owns the socket, the caller's verified identity, its subscriptions, the heartbeat, the inbound
+//! rate limit and the outbound budget. Frames are turned into requests by the connection's
+//! [`WireCodec`]; the session never looks inside a frame itself. Notifications arrive as
+//! [`Deliver`] messages carrying a shared envelope whose frame for this codec's format was encoded
+//! once for the whole node.
+//!
+//! Lifecycle: registration with the tenant group happens at the upgrade (so a tenant quota can be
+//! answered with HTTP 429); everything is unregistered exactly once, in `stopped()`.
+
+pub mod subscriptions;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use bytes::{Bytes, BytesMut};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use prometheus::local::LocalHistogram;
+
+use self::subscriptions::{Accept, BeginError, Subscriptions};
+use crate::authorizer::Action;
+use crate::broker::{Deliver, Subscribe, Subscribed, Subscriber};
+use crate::channel::ChannelName;
+use crate::codec::{Decoded, InFrame, Inbound, OutFrame, Outcome, ReplyTo, Request, WireCodec};
+use crate::codes::{CloseCode, ErrorCode};
+use crate::envelope::{now_millis, Draft, Envelope, EventName, StreamPosition};
+use crate::identity::Identity;
+use crate::ids::{ConnId, TenantKey};
+use crate::mailbox::{ActorKind, OutboundBudget};
+use crate::node::{Node, PublishError};
+use crate::rules::{self, Decision};
+use crate::broker::BrokerError;
+
+/// Per-connection limits and timers (configuration `[session]` and `[rate_limit]`).
+#[derive(Clone, Debug)]
+pub struct SessionSettings {
+    /// Largest frame or reassembled message accepted; larger closes with 1009.
+    pub max_frame_bytes: usize,
+    /// How often the server sends a heartbeat (WebSocket ping, or the protocol's own ping).
+    pub heartbeat_interval: Duration,
+    /// A client heard from less recently than this is dropped (close 4001).
+    pub client_timeout: Duration,
+    /// Time a protocol with a handshake (SignalR) has to complete it (close 4002).
+    pub handshake_timeout: Duration,
+    /// Subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Inbound data frames per second, sustained.
+    pub rate_per_second: u32,
+    /// Inbound data frames allowed in a burst.
+    pub rate_burst: u32,
+    /// Rate-limited frames tolerated per heartbeat interval before closing with 4429.
+    pub max_rate_violations: u32,
+    /// Bad frames tolerated per heartbeat interval before closing with 4400.
+    pub max_bad_frames: u32,
+    /// Close with 4401 when the token's `exp` passes during the connection.
+    pub close_on_token_expiry: bool,
+}
+
+/// Sent to a session to close it with a code (operator eviction, shutdown); no reply.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close(pub CloseCode);
+
+/// A message being reassembled from continuation frames.
+struct Fragments {
+    binary: bool,
+    buf: BytesMut,
+}
+
+/// One WebSocket connection.
+pub struct Session {
+    conn: ConnId,
+    identity: Arc<Identity>,
+    /// The tenant group this connection joined at the upgrade, left in `stopped()`.
+    tenant: Option<TenantKey>,
+    codec: Box<dyn WireCodec>,
+    node: Arc<Node>,
+    subs: Subscriptions,
+    budget: Arc<OutboundBudget>,
+    last_heard: Instant,
+    limiter: DefaultDirectRateLimiter,
+    rate_violations: u32,
+    bad_frames: u32,
+    fragments: Option<Fragments>,
+    closing: bool,
+    latency: LocalHistogram,
+    mailbox_generation: u64,
+    decoded: Vec<Decoded>,
+}
+
+impl Session {
+    /// A session for a verified caller; `tenant` is the tenant group it has already joined.
+    pub fn new(
+        node: Arc<Node>,
+        conn: ConnId,
+        identity: Arc<Identity>,
+        tenant: Option<TenantKey>,
+        codec: Box<dyn WireCodec>,
+    ) -> Self {
+        let s = &node.sessions;
+        let per_second = NonZeroU32::new(s.rate_per_second.max(1)).expect("max(1) is non-zero");
+        let burst = NonZeroU32::new(s.rate_burst.max(1)).expect("max(1) is non-zero");
+        Self {
+            conn,
+            identity,
+            tenant,
+            codec,
+            subs: Subscriptions::new(s.max_subscriptions),
+            budget: Arc::default(),
+            last_heard: Instant::now(),
+            limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+            rate_violations: 0,
+            bad_frames: 0,
+            fragments: None,
+            closing: false,
+            latency: node.metrics.delivery_latency.local(),
+            mailbox_generation: u64::MAX,
+            decoded: Vec::new(),
+            node,
+        }
+    }
+
+    /// Completes the WebSocket upgrade and starts the session actor.
+    pub fn serve(self, req: &HttpRequest, payload: web::Payload) -> Result<HttpResponse, actix_web::Error> {
+        let max = self.node.sessions.max_frame_bytes;
+        ws::WsResponseBuilder::new(self, req, payload)
+            .frame_size(max)
+            .start()
+    }
+
+    fn log_ctx(&self) -> String {
+        format!(
+            "conn={} tenant={} user={} proto={}",
+            self.conn,
+            self.identity.tenant.as_ref().map(|t| t.as_str()).unwrap_or("-"),
+            self.identity.user_id,
+            self.codec.label()
+        )
+    }
+
+    fn apply_mailbox_limit(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let limits = self.node.limits.get(ActorKind::Session);
+        let generation = limits.generation();
+        if generation != self.mailbox_generation {
+            self.mailbox_generation = generation;
+            ctx.set_mailbox_capacity(limits.mailbox());
+        }
+    }
+
+    fn write(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: OutFrame) {
+        match frame {
+            OutFrame::Text(bytes) => ctx.text(text_of(bytes)),
+            OutFrame::Binary(bytes) => ctx.binary(bytes),
+        }
+    }
+
+    fn write_envelope(&mut self, ctx: &mut ws::WebsocketContext<Self>, env: &Envelope) {
+        let format = self.codec.format();
+        let frame = env.frame(format).clone();
+        if format.is_binary() {
+            ctx.binary(frame);
+        } else {
+            ctx.text(text_of(frame));
+        }
+        let age_ms = now_millis().saturating_sub(env.ts);
+        self.latency.observe(age_ms as f64 / 1000.0);
+    }
+
+    fn reply(&mut self, ctx: &mut ws::WebsocketContext<Self>, reply_to: &ReplyTo, outcome: Outcome) {
+        if let Some(frame) = self.codec.encode(reply_to, outcome) {
+            self.write(ctx, frame);
+        }
+    }
+
+    fn subscription_error(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        reply_to: &ReplyTo,
+        channel: String,
+        code: ErrorCode,
+        reason: String,
+    ) {
+        self.node
+            .metrics
+            .subscription_errors
+            .with_label_values(&[code.as_str()])
+            .inc();
+        log::debug!("{} subscription to {channel} refused: {reason}", self.log_ctx());
+        self.reply(ctx, reply_to, Outcome::SubscriptionError { channel, code, reason });
+    }
+
+    /// Closes the connection once, with a protocol goodbye where the protocol has one.
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        let m = &self.node.metrics;
+        m.disconnects.with_label_values(&[code.label()]).inc();
+        if code == CloseCode::SlowConsumer {
+            m.slow_consumer_disconnects.inc();
+        }
+        log::info!("{} closing: {} ({})", self.log_ctx(), code.code(), code.reason());
+        if let Some(frame) = self.codec.goodbye(code) {
+            self.write(ctx, frame);
+        }
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::from(code.code()),
+            description: Some(code.reason().to_owned()),
+        }));
+        ctx.stop();
+    }
+
+    fn on_heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.latency.flush();
+        self.rate_violations = 0;
+        self.bad_frames = 0;
+        self.apply_mailbox_limit(ctx);
+        if self.last_heard.elapsed() > self.node.sessions.client_timeout {
+            return self.close(ctx, CloseCode::HeartbeatTimeout);
+        }
+        if self.node.sessions.close_on_token_expiry {
+            if let Some(exp) = self.identity.expires_at {
+                if now_millis() / 1000 >= exp {
+                    return self.close(ctx, CloseCode::TokenExpired);
+                }
+            }
+        }
+        match self.codec.keepalive() {
+            Some(frame) if self.codec.ready() => self.write(ctx, frame),
+            _ => ctx.ping(b""),
+        }
+    }
+
+    fn on_data(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: InFrame<'_>) {
+        if self.limiter.check().is_err() {
+            self.node.metrics.rate_limited.inc();
+            self.rate_violations += 1;
+            if self.rate_violations > self.node.sessions.max_rate_violations {
+                return self.close(ctx, CloseCode::RateLimited);
+            }
+            return self.reply(
+                ctx,
+                &None,
+                Outcome::Error {
+                    code: ErrorCode::RateLimited,
+                    message: format!(
+                        "more than {} frames per second; this frame was not processed",
+                        self.node.sessions.rate_per_second
+                    ),
+                },
+            );
+        }
+        let mut decoded = std::mem::take(&mut self.decoded);
+        self.codec.decode(frame, &mut decoded);
+        for d in decoded.drain(..) {
+            if self.closing {
+                break;
+            }
+            self.on_decoded(ctx, d);
+        }
+        self.decoded = decoded;
+    }
+
+    fn on_decoded(&mut self, ctx: &mut ws::WebsocketContext<Self>, d: Decoded) {
+        match d {
+            Decoded::Request(inbound) => self.on_request(ctx, inbound),
+            Decoded::Reject {
+                reply_to,
+                code,
+                message,
+            } => {
+                self.node
+                    .metrics
+                    .bad_frames
+                    .with_label_values(&[code.as_str()])
+                    .inc();
+                self.bad_frames += 1;
+                log::debug!("{} bad frame ({}): {message}", self.log_ctx(), code.as_str());
+                self.reply(ctx, &reply_to, Outcome::Error { code, message });
+                if self.bad_frames > self.node.sessions.max_bad_frames {
+                    self.close(ctx, CloseCode::TooManyBadFrames);
+                }
+            }
+            Decoded::Send(frame) => self.write(ctx, frame),
+            Decoded::Ignore => {}
+            Decoded::Fatal {
+                close,
+                message,
+                farewell,
+            } => {
+                self.node
+                    .metrics
+                    .bad_frames
+                    .with_label_values(&[close.label()])
+                    .inc();
+                log::info!("{} protocol failure: {message}", self.log_ctx());
+                if let Some(frame) = farewell {
+                    self.write(ctx, frame);
+                }
+                self.close(ctx, close);
+            }
+        }
+    }
+
+    fn on_request(&mut self, ctx: &mut ws::WebsocketContext<Self>, Inbound { reply_to, request }: Inbound) {
+        match request {
+            Request::Subscribe { channel, since } => self.subscribe(ctx, reply_to, channel, since),
+            Request::Unsubscribe { channel } => self.unsubscribe(ctx, reply_to, channel),
+            Request::Publish {
+                channel,
+                event,
+                data,
+            } => self.publish(ctx, reply_to, channel, event, data),
+            Request::Ping => self.reply(ctx, &reply_to, Outcome::Pong),
+            Request::Invoke { method, .. } => self.reply(
+                ctx,
+                &reply_to,
+                Outcome::Error {
+                    code: ErrorCode::UnknownType,
+                    message: format!("unknown method '{method}'"),
+                },
+            ),
+            Request::HandshakeComplete => {
+                for channel in rules::default_channels(&self.identity) {
+                    self.subscribe(ctx, None, channel.to_string(), None);
+                }
+            }
+            Request::Close => self.close(ctx, CloseCode::Normal),
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        reply_to: ReplyTo,
+        raw: String,
+        since: Option<StreamPosition>,
+    ) {
+        let channel = match ChannelName::parse(&raw) {
+            Ok(c) => c,
+            Err(e) => {
+                return self.subscription_error(ctx, &reply_to, raw, ErrorCode::BadChannel, e.to_string())
+            }
+        };
+        if let Err(e) = self.subs.begin(&channel) {
+            let (code, reason) = match e {
+                BeginError::Already => (ErrorCode::AlreadySubscribed, "already subscribed".to_owned()),
+                BeginError::TooMany => (
+                    ErrorCode::TooManySubscriptions,
+                    format!("at most {} subscriptions per connection", self.node.sessions.max_subscriptions),
+                ),
+            };
+            return self.subscription_error(ctx, &reply_to, raw, code, reason);
+        }
+        match rules::can_subscribe(&self.identity, channel.kind()) {
+            Decision::Allow => self.register(ctx, reply_to, channel, since),
+            Decision::Deny(v) => {
+                self.subs.cancel(&channel);
+                self.subscription_error(ctx, &reply_to, raw, ErrorCode::Forbidden, v.rule)
+            }
+            Decision::Lookup => {
+                let check = self.node.authorizer.authorize(
+                    self.identity.clone(),
+                    channel.clone(),
+                    Action::Subscribe,
+                );
+                ctx.spawn(check.into_actor(self).map(move |res, act, ctx| match res {
+                    Ok(()) => act.register(ctx, reply_to, channel, since),
+                    Err(v) => {
+                        act.subs.cancel(&channel);
+                        act.subscription_error(ctx, &reply_to, raw, ErrorCode::Forbidden, v.rule)
+                    }
+                }));
+            }
+        }
+    }
+
+    /// Registers with the broker first, then replays, then goes live (see `subscriptions`).
+    fn register(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        reply_to: ReplyTo,
+        channel: ChannelName,
+        since: Option<StreamPosition>,
+    ) {
+        let msg = Subscribe {
+            channel: channel.clone(),
+            subscriber: Subscriber {
+                conn: self.conn,
+                deliver: ctx.address().recipient(),
+                budget: self.budget.clone(),
+            },
+            since: since.clone(),
+        };
+        let broker = self.node.broker.clone();
+        let fut = async move { broker.subscribe(msg).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.on_registered(ctx, reply_to, channel, since, res)
+        }));
+    }
+
+    fn on_registered(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        reply_to: ReplyTo,
+        channel: ChannelName,
+        since: Option<StreamPosition>,
+        res: Result<Subscribed, BrokerError>,
+    ) {
+        let s = match res {
+            Ok(s) => s,
+            Err(e) => {
+                self.subs.cancel(&channel);
+                let code = match e {
+                    BrokerError::Busy(_) => ErrorCode::Busy,
+                    BrokerError::Stopped => ErrorCode::Internal,
+                };
+                return self.subscription_error(ctx, &reply_to, channel.to_string(), code, e.to_string());
+            }
+        };
+        let (start_after, recovered, replay) = match (s.recovery, since) {
+            (Some(r), Some(since)) if r.recovered => (since.offset, Some(true), r.replay),
+            (Some(_), _) => (s.offset, Some(false), Vec::new()),
+            (None, _) => (s.offset, None, Vec::new()),
+        };
+        let Some((id, ready)) = self.subs.activate(&channel, start_after, s.epoch.clone(), replay) else {
+            // Unsubscribed while the broker was answering: undo the registration.
+            self.node.broker.unsubscribe(self.conn, [channel]);
+            return;
+        };
+        self.reply(
+            ctx,
+            &reply_to,
+            Outcome::Subscribed {
+                channel: channel.to_string(),
+                subscription_id: id,
+                offset: s.offset,
+                epoch: s.epoch,
+                recovered,
+            },
+        );
+        for env in ready {
+            self.write_envelope(ctx, &env);
+        }
+    }
+
+    fn unsubscribe(&mut self, ctx: &mut ws::WebsocketContext<Self>, reply_to: ReplyTo, raw: String) {
+        let channel = match ChannelName::parse(&raw) {
+            Ok(c) => c,
+            Err(e) => {
+                return self.reply(
+                    ctx,
+                    &reply_to,
+                    Outcome::Error { code: ErrorCode::BadChannel, message: e.to_string() },
+                )
+            }
+        };
+        if self.subs.remove(&channel) {
+            self.node.broker.unsubscribe(self.conn, [channel]);
+            self.reply(ctx, &reply_to, Outcome::Unsubscribed { channel: raw });
+        } else {
+            self.reply(
+                ctx,
+                &reply_to,
+                Outcome::Error {
+                    code: ErrorCode::NotSubscribed,
+                    message: format!("not subscribed to {raw}"),
+                },
+            );
+        }
+    }
+
+    fn publish(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        reply_to: ReplyTo,
+        raw: String,
+        event: String,
+        data: Arc<serde_json::value::RawValue>,
+    ) {
+        let error = |code, message: String| Outcome::Error { code, message };
+        let channel = match ChannelName::parse(&raw) {
+            Ok(c) => c,
+            Err(e) => return self.reply(ctx, &reply_to, error(ErrorCode::BadChannel, e.to_string())),
+        };
+        let event = match EventName::parse(&event) {
+            Ok(e) => e,
+            Err(e) => return self.reply(ctx, &reply_to, error(ErrorCode::BadEvent, e.to_string())),
+        };
+        let draft = Draft::new(channel.clone(), event, data);
+        match rules::can_publish(&self.identity, channel.kind()) {
+            Decision::Allow => self.send_publish(ctx, reply_to, draft),
+            Decision::Deny(v) => self.reply(ctx, &reply_to, error(ErrorCode::Forbidden, v.rule)),
+            Decision::Lookup => {
+                let check = self
+                    .node
+                    .authorizer
+                    .authorize(self.identity.clone(), channel, Action::Publish);
+                ctx.spawn(check.into_actor(self).map(move |res, act, ctx| match res {
+                    Ok(()) => act.send_publish(ctx, reply_to, draft),
+                    Err(v) => act.reply(ctx, &reply_to, error(ErrorCode::Forbidden, v.rule)),
+                }));
+            }
+        }
+    }
+
+    fn send_publish(&mut self, ctx: &mut ws::WebsocketContext<Self>, reply_to: ReplyTo, draft: Draft) {
+        let node = self.node.clone();
+        let fut = async move { node.publish(draft, "ws").await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            let outcome = match res {
+                Ok(ack) => Outcome::Published {
+                    id: ack.id,
+                    offset: ack.offset,
+                    epoch: ack.epoch,
+                },
+                Err(e) => Outcome::Error {
+                    code: publish_error_code(&e),
+                    message: e.to_string(),
+                },
+            };
+            act.reply(ctx, &reply_to, outcome);
+        }));
+    }
+
+    fn on_fragment(&mut self, ctx: &mut ws::WebsocketContext<Self>, item: actix_http::ws::Item) {
+        let max = self.node.sessions.max_frame_bytes;
+        let (first, last, chunk) = match item {
+            actix_http::ws::Item::FirstText(b) => (Some(false), false, b),
+            actix_http::ws::Item::FirstBinary(b) => (Some(true), false, b),
+            actix_http::ws::Item::Continue(b) => (None, false, b),
+            actix_http::ws::Item::Last(b) => (None, true, b),
+        };
+        if let Some(binary) = first {
+            self.fragments = Some(Fragments { binary, buf: BytesMut::new() });
+        }
+        let Some(f) = self.fragments.as_mut() else {
+            return self.close(ctx, CloseCode::ProtocolError);
+        };
+        if f.buf.len() + chunk.len() > max {
+            return self.close(ctx, CloseCode::MessageTooBig);
+        }
+        f.buf.extend_from_slice(&chunk);
+        if last {
+            let Some(Fragments { binary, buf }) = self.fragments.take() else {
+                return;
+            };
+            if binary {
+                self.on_data(ctx, InFrame::Binary(&buf));
+            } else {
+                match std::str::from_utf8(&buf) {
+                    Ok(text) => self.on_data(ctx, InFrame::Text(text)),
+                    Err(_) => self.close(ctx, CloseCode::ProtocolError),
+                }
+            }
+        }
+    }
+}
+
+/// Wraps encoder output as a text frame payload without re-validating it per recipient.
+fn text_of(bytes: Bytes) -> bytestring::ByteString {
+    // SAFETY: every OutFrame::Text and every text-format notification frame is produced by
+    // serde_json (plus ASCII record separators), which only emits valid UTF-8.
+    unsafe { bytestring::ByteString::from_bytes_unchecked(bytes) }
+}
+
+fn publish_error_code(e: &PublishError) -> ErrorCode {
+    match e {
+        PublishError::Broker(BrokerError::Busy(_)) => ErrorCode::Busy,
+        PublishError::Broker(BrokerError::Stopped) => ErrorCode::Internal,
+    }
+}
+
+impl Actor for Session {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.apply_mailbox_limit(ctx);
+        let m = &self.node.metrics;
+        m.connections.with_label_values(&[self.codec.label()]).inc();
+        m.connections_opened.with_label_values(&[self.codec.label()]).inc();
+        m.actors.with_label_values(&[ActorKind::Session.as_str()]).inc();
+        log::debug!("{} connected", self.log_ctx());
+
+        ctx.run_interval(self.node.sessions.heartbeat_interval, |act, ctx| act.on_heartbeat(ctx));
+        if !self.codec.ready() {
+            ctx.run_later(self.node.sessions.handshake_timeout, |act, ctx| {
+                if !act.codec.ready() {
+                    act.close(ctx, CloseCode::HandshakeTimeout);
+                }
+            });
+        }
+        let mut shutdown = self.node.shutdown_signal();
+        let wait = async move {
+            // Resolves once the node starts shutting down (or the node is gone).
+            let _ = shutdown.wait_for(|down| *down).await;
+        };
+        ctx.spawn(wait.into_actor(self).map(|_, act, ctx| act.close(ctx, CloseCode::ServerRestart)));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.latency.flush();
+        let channels = self.subs.drain();
+        if !channels.is_empty() {
+            self.node.broker.unsubscribe(self.conn, channels);
+        }
+        if let Some(tenant) = self.tenant.take() {
+            self.node.tenants.leave(&tenant, self.conn);
+        }
+        let m = &self.node.metrics;
+        m.connections.with_label_values(&[self.codec.label()]).dec();
+        m.actors.with_label_values(&[ActorKind::Session.as_str()]).dec();
+        log::debug!("{} disconnected", self.log_ctx());
+    }
+}
+
+impl Handler<Deliver> for Session {
+    type Result = ();
+
+    fn handle(&mut self, Deliver { env }: Deliver, ctx: &mut Self::Context) {
+        self.budget.release(env.queued_size());
+        if self.budget.is_evicted() {
+            return self.close(ctx, CloseCode::SlowConsumer);
+        }
+        if self.closing || !self.codec.ready() {
+            return;
+        }
+        if self.subs.accept(&env) == Accept::Write {
+            self.write_envelope(ctx, &env);
+        }
+    }
+}
+
+impl Handler<Close> for Session {
+    type Result = ();
+
+    fn handle(&mut self, Close(code): Close, ctx: &mut Self::Context) {
+        self.close(ctx, code);
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        if self.closing {
+            return;
+        }
+        self.last_heard = Instant::now();
+        match msg {
+            Ok(ws::Message::Text(text)) => self.on_data(ctx, InFrame::Text(&text)),
+            Ok(ws::Message::Binary(bin)) => self.on_data(ctx, InFrame::Binary(&bin)),
+            Ok(ws::Message::Continuation(item)) => self.on_fragment(ctx, item),
+            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Close(reason)) => {
+                log::debug!("{} client closed: {reason:?}", self.log_ctx());
+                self.closing = true;
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(ws::ProtocolError::Overflow) => {
+                self.node.metrics.bad_frames.with_label_values(&["frame_too_big"]).inc();
+                self.close(ctx, CloseCode::MessageTooBig);
+            }
+            Err(e) => {
+                self.node.metrics.bad_frames.with_label_values(&["ws_protocol"]).inc();
+                log::info!("{} websocket protocol error: {e}", self.log_ctx());
+                self.close(ctx, CloseCode::ProtocolError);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,30 @@
+//! `/health/live` (the process answers) and `/health/ready` (it can take traffic: not shutting
+//! down, every broker shard answering).
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::state::AppState;
+
+pub async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "live"}))
+}
+
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let node = &state.node;
+    let broker_ok = node.broker.channel_stats("\u{0}").await.is_ok();
+    let shutting_down = node.is_shutting_down();
+    let ready = broker_ok && !shutting_down;
+    let body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "node": node.id,
+        "shuttingDown": shutting_down,
+        "broker": {"ok": broker_ok, "shards": node.broker.shard_count()},
+        "mode": "embedded",
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}

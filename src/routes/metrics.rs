@@ -1,0 +1,11 @@
+//! `GET /metrics`: the Prometheus text exposition.
+
+use actix_web::{web, HttpResponse};
+
+use crate::state::AppState;
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.node.metrics.render())
+}

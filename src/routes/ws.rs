@@ -1,0 +1,61 @@
+//! WebSocket upgrades: authenticate (401 problem JSON before any upgrade), join the tenant group,
+//! and hand the socket to a [`Session`] with the protocol's codec.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use switchyard_actors::codec::native::NativeCodec;
+use switchyard_actors::codec::WireCodec;
+use switchyard_actors::identity::Identity;
+use switchyard_actors::session::Session;
+use switchyard_actors::tenant_group::{Member, TenantError};
+
+use crate::auth::authenticate;
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// `GET /ws`: the native JSON protocol.
+pub async fn native(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let identity = authenticate(&req, &state).map_err(ApiError::from)?;
+    upgrade(&req, payload, &state, identity, Box::new(NativeCodec))
+}
+
+/// Starts a session for an authenticated caller with the given codec.
+pub fn upgrade(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    identity: Arc<Identity>,
+    codec: Box<dyn WireCodec>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let node = &state.node;
+    if node.is_shutting_down() {
+        return Err(ApiError::Busy("the server is restarting; reconnect to another node".into()).into());
+    }
+    let conn = node.next_conn_id();
+    let tenant = identity.tenant.clone();
+    if let Some(t) = &tenant {
+        let member = Member {
+            conn,
+            user: identity.user_id.clone(),
+            role: identity.role,
+        };
+        node.tenants.join(t, member, None).map_err(|e| match e {
+            TenantError::Quota { .. } => ApiError::TooManyRequests(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        })?;
+    }
+    let session = Session::new(node.clone(), conn, identity, tenant.clone(), codec);
+    let result = session.serve(req, payload);
+    if result.is_err() {
+        // The actor never started, so its `stopped()` will not leave the group.
+        if let Some(t) = &tenant {
+            node.tenants.leave(t, conn);
+        }
+    }
+    result
+}

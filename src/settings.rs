@@ -1,0 +1,314 @@
+//! Typed configuration, loaded in layers with the `config` crate (documented in
+//! `config/default.toml`, the single reference for every setting):
+//! built-in defaults → `config/default.toml` → `config/{environment}.toml` →
+//! `config/cloud/{cloud}.toml` → environment variables `SWITCHYARD__SECTION__KEY`.
+//!
+//! The defaults are compiled into the binary, so `switchyard` runs from any directory.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use switchyard_actors::history::HistoryLimits;
+use switchyard_actors::mailbox::{ActorKind, MailboxSettings, SlowConsumerPolicy};
+use switchyard_actors::session::SessionSettings;
+
+/// The environment variable prefix; `__` separates every level below it.
+pub const ENV_PREFIX: &str = "SWITCHYARD";
+/// Selects `config/{environment}.toml`.
+pub const ENV_ENVIRONMENT: &str = "SWITCHYARD__ENVIRONMENT";
+/// Selects `config/cloud/{cloud}.toml`.
+pub const ENV_CLOUD: &str = "SWITCHYARD__CLOUD";
+/// Where the configuration files are (default `./config`).
+pub const ENV_CONFIG_DIR: &str = "SWITCHYARD_CONFIG_DIR";
+
+const BUILTIN_DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration: {0}")]
+    Config(#[from] config::ConfigError),
+    #[error("configuration: cloud overlay {0} does not exist")]
+    MissingCloud(PathBuf),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub environment: String,
+    pub server: ServerSettings,
+    pub node: NodeSettings,
+    pub auth: AuthSettings,
+    pub session: SessionConfig,
+    pub rate_limit: RateLimitConfig,
+    pub actors: ActorsConfig,
+    pub history: HistoryConfig,
+    pub publish: PublishConfig,
+    pub redis: RedisSettings,
+    pub database: DatabaseSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub shutdown_timeout_ms: u64,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeSettings {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    pub jwt_secret: SecretString,
+    pub jwt_public_key_pem: String,
+    pub jwt_public_key_file: String,
+    pub issuer: String,
+    pub audience: String,
+    pub leeway_secs: u64,
+    pub dev_tokens: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SessionConfig {
+    pub max_frame_bytes: usize,
+    pub heartbeat_interval_ms: u64,
+    pub client_timeout_ms: u64,
+    pub handshake_timeout_ms: u64,
+    pub max_subscriptions: usize,
+    pub max_bad_frames: u32,
+    pub close_on_token_expiry: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitConfig {
+    pub messages_per_second: u32,
+    pub burst: u32,
+    pub max_violations: u32,
+}
+
+/// One actor kind's `[actors.<kind>]` table.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ActorConfig {
+    pub mailbox: usize,
+    #[serde(default = "default_policy")]
+    pub policy: SlowConsumerPolicy,
+    #[serde(default = "default_queued_bytes")]
+    pub max_queued_bytes: usize,
+}
+
+fn default_policy() -> SlowConsumerPolicy {
+    SlowConsumerPolicy::Disconnect
+}
+
+fn default_queued_bytes() -> usize {
+    4 << 20
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BrokerActorConfig {
+    pub mailbox: usize,
+    pub shards: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ActorsConfig {
+    pub session: ActorConfig,
+    pub broker: BrokerActorConfig,
+    pub tenant_group: ActorConfig,
+    pub redis_bridge: ActorConfig,
+    pub scheduler: ActorConfig,
+    pub pg_listener: ActorConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HistoryConfig {
+    pub size: usize,
+    pub ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PublishConfig {
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
+    pub url: SecretString,
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: String,
+}
+
+impl Settings {
+    /// Loads the layers from `$SWITCHYARD_CONFIG_DIR` (default `./config`) and the process
+    /// environment.
+    pub fn load() -> Result<Self, SettingsError> {
+        let dir = std::env::var(ENV_CONFIG_DIR).unwrap_or_else(|_| "config".to_owned());
+        Self::load_from(Path::new(&dir), std::env::vars().collect())
+    }
+
+    /// Loads the layers from `dir` with `env` standing in for the process environment.
+    pub fn load_from(dir: &Path, env: HashMap<String, String>) -> Result<Self, SettingsError> {
+        let environment = env
+            .get(ENV_ENVIRONMENT)
+            .cloned()
+            .unwrap_or_else(|| "development".to_owned());
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(BUILTIN_DEFAULTS, config::FileFormat::Toml))
+            .add_source(config::File::from(dir.join("default.toml")).required(false))
+            .add_source(config::File::from(dir.join(format!("{environment}.toml"))).required(false))
+            .set_override("environment", environment.clone())?;
+        if let Some(cloud) = env.get(ENV_CLOUD).filter(|c| !c.is_empty()) {
+            let path = dir.join("cloud").join(format!("{cloud}.toml"));
+            if !path.exists() {
+                return Err(SettingsError::MissingCloud(path));
+            }
+            builder = builder.add_source(config::File::from(path));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("cors.allowed_origins")
+                .with_list_parse_key("signalr.hub_paths")
+                .source(Some(env.into_iter().collect())),
+        );
+        Ok(builder.build()?.try_deserialize()?)
+    }
+
+    /// Production-like environments refuse to start without real keys.
+    pub fn is_development(&self) -> bool {
+        self.environment == "development"
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.shutdown_timeout_ms)
+    }
+
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish.timeout_ms)
+    }
+
+    pub fn history_limits(&self) -> HistoryLimits {
+        HistoryLimits {
+            size: self.history.size,
+            ttl: Duration::from_secs(self.history.ttl_secs),
+        }
+    }
+
+    pub fn session_settings(&self) -> SessionSettings {
+        let s = &self.session;
+        SessionSettings {
+            max_frame_bytes: s.max_frame_bytes,
+            heartbeat_interval: Duration::from_millis(s.heartbeat_interval_ms),
+            client_timeout: Duration::from_millis(s.client_timeout_ms),
+            handshake_timeout: Duration::from_millis(s.handshake_timeout_ms),
+            max_subscriptions: s.max_subscriptions,
+            rate_per_second: self.rate_limit.messages_per_second,
+            rate_burst: self.rate_limit.burst,
+            max_rate_violations: self.rate_limit.max_violations,
+            max_bad_frames: s.max_bad_frames,
+            close_on_token_expiry: s.close_on_token_expiry,
+        }
+    }
+
+    /// The configured mailbox limits of `kind` (the starting point of the live limits).
+    pub fn mailbox(&self, kind: ActorKind) -> MailboxSettings {
+        let a = &self.actors;
+        let c = match kind {
+            ActorKind::Session => &a.session,
+            ActorKind::Broker => {
+                return MailboxSettings {
+                    mailbox: a.broker.mailbox,
+                    policy: default_policy(),
+                    max_queued_bytes: default_queued_bytes(),
+                }
+            }
+            ActorKind::TenantGroup => &a.tenant_group,
+            ActorKind::RedisBridge => &a.redis_bridge,
+            ActorKind::Scheduler => &a.scheduler,
+            ActorKind::PgListener => &a.pg_listener,
+        };
+        MailboxSettings {
+            mailbox: c.mailbox,
+            policy: c.policy,
+            max_queued_bytes: c.max_queued_bytes,
+        }
+    }
+
+    /// Broker shards to start: the configured number, or one per core.
+    pub fn broker_shards(&self) -> usize {
+        match self.actors.broker.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn load(env: &[(&str, &str)]) -> Settings {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        Settings::load_from(
+            &dir,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn defaults_then_environment_file_then_variables() {
+        let s = load(&[]);
+        assert_eq!(s.environment, "development");
+        assert_eq!(s.server.port, 8080);
+        assert_eq!(s.session.max_frame_bytes, 32 * 1024);
+        assert_eq!(s.session.max_subscriptions, 100);
+        assert_eq!(s.actors.session.policy, SlowConsumerPolicy::Disconnect);
+
+        let s = load(&[(ENV_ENVIRONMENT, "production")]);
+        assert_eq!(s.server.host, "0.0.0.0");
+        assert!(!s.auth.dev_tokens);
+
+        let s = load(&[
+            ("SWITCHYARD__SERVER__PORT", "9123"),
+            ("SWITCHYARD__AUTH__JWT_SECRET", "s3cret"),
+            ("SWITCHYARD__ACTORS__SESSION__MAILBOX", "7"),
+            ("SWITCHYARD__ACTORS__SESSION__POLICY", "drop"),
+            ("SWITCHYARD__REDIS__URL", "redis://127.0.0.1:6380/2"),
+        ]);
+        assert_eq!(s.server.port, 9123);
+        assert_eq!(s.auth.jwt_secret.expose_secret(), "s3cret");
+        assert_eq!(s.mailbox(ActorKind::Session).mailbox, 7);
+        assert_eq!(s.actors.session.policy, SlowConsumerPolicy::Drop);
+        assert_eq!(s.redis.url.expose_secret(), "redis://127.0.0.1:6380/2");
+    }
+
+    #[test]
+    fn an_unknown_cloud_overlay_is_an_error() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let err = Settings::load_from(&dir, [(ENV_CLOUD.to_owned(), "mars".to_owned())].into())
+            .unwrap_err();
+        assert!(matches!(err, SettingsError::MissingCloud(_)), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = load(&[("SWITCHYARD__AUTH__JWT_SECRET", "hunter2")]);
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

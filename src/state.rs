@@ -1,0 +1,14 @@
+//! What every route handler can reach: the node, the token verifier and the settings.
+
+use std::sync::Arc;
+
+use switchyard_actors::node::Node;
+
+use crate::auth::Verifier;
+use crate::settings::Settings;
+
+pub struct AppState {
+    pub node: Arc<Node>,
+    pub verifier: Arc<Verifier>,
+    pub settings: Arc<Settings>,
+}
