@@ -43,6 +43,23 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
+    pub const ALL: [CloseCode; 14] = [
+        CloseCode::Normal,
+        CloseCode::ProtocolError,
+        CloseCode::UnsupportedData,
+        CloseCode::MessageTooBig,
+        CloseCode::InternalError,
+        CloseCode::ServerRestart,
+        CloseCode::SlowConsumer,
+        CloseCode::HeartbeatTimeout,
+        CloseCode::HandshakeTimeout,
+        CloseCode::Evicted,
+        CloseCode::TooManyBadFrames,
+        CloseCode::TokenExpired,
+        CloseCode::RateLimited,
+        CloseCode::ConnectionQuota,
+    ];
+
     pub fn code(self) -> u16 {
         match self {
             CloseCode::Normal => 1000,

@@ -229,14 +229,14 @@ pub struct OutboundBudget {
 }
 
 impl OutboundBudget {
-    /// Reserves `bytes` if the total stays within `limit`.
-    pub fn try_reserve(&self, bytes: usize, limit: usize) -> bool {
+    /// Reserves `bytes` if the total stays within `limit`; returns the new total.
+    pub fn try_reserve(&self, bytes: usize, limit: usize) -> Option<usize> {
         let mut cur = self.queued_bytes.load(Ordering::Relaxed);
         loop {
             // A single message larger than the limit still goes through into an empty queue,
             // otherwise one big event could never be delivered.
             if cur != 0 && cur + bytes > limit {
-                return false;
+                return None;
             }
             match self.queued_bytes.compare_exchange_weak(
                 cur,
@@ -244,7 +244,7 @@ impl OutboundBudget {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return true,
+                Ok(_) => return Some(cur + bytes),
                 Err(actual) => cur = actual,
             }
         }
@@ -276,11 +276,12 @@ mod tests {
     #[test]
     fn budget_bounds_bytes_but_admits_one_big_message() {
         let b = OutboundBudget::default();
-        assert!(b.try_reserve(600, 1000));
-        assert!(!b.try_reserve(600, 1000));
-        b.release(600);
-        assert!(b.try_reserve(5000, 1000), "an empty queue takes any one message");
-        assert!(!b.try_reserve(1, 1000));
+        assert_eq!(b.try_reserve(600, 1000), Some(600));
+        assert_eq!(b.try_reserve(600, 1000), None);
+        assert_eq!(b.try_reserve(400, 1000), Some(1000));
+        b.release(1000);
+        assert_eq!(b.try_reserve(5000, 1000), Some(5000), "an empty queue takes any one message");
+        assert_eq!(b.try_reserve(1, 1000), None);
     }
 
     #[test]

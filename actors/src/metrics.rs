@@ -8,6 +8,7 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+use crate::codes::CloseCode;
 use crate::mailbox::ActorKind;
 
 /// Buckets for delivery latency, in seconds: sub-millisecond to seconds.
@@ -38,6 +39,9 @@ pub struct Metrics {
     pub slow_consumer_disconnects: IntCounter,
     /// Messages refused by a full mailbox, by actor kind.
     pub mailbox_full: IntCounterVec,
+    /// The most outbound bytes any one session has had queued (bounded by `max_queued_bytes`
+    /// plus one message).
+    pub session_queued_bytes_peak: IntGauge,
     /// Configured mailbox capacity, by actor kind.
     pub mailbox_capacity: IntGaugeVec,
     /// Live actors, by kind.
@@ -133,6 +137,10 @@ impl Metrics {
                 "Messages refused by a full mailbox, by actor kind",
                 &["actor"],
             ),
+            session_queued_bytes_peak: gauge(
+                "switchyard_session_queued_bytes_peak",
+                "Most outbound bytes any one session has had queued since start",
+            ),
             mailbox_capacity: gauge_vec(
                 "switchyard_mailbox_capacity",
                 "Configured mailbox capacity, by actor kind",
@@ -161,6 +169,26 @@ impl Metrics {
             ),
             registry,
         }
+        .with_known_labels()
+    }
+
+    /// Creates the label values every dashboard expects, so they read 0 rather than missing.
+    fn with_known_labels(self) -> Self {
+        for kind in ActorKind::ALL {
+            self.mailbox_full.with_label_values(&[kind.as_str()]);
+            self.actors.with_label_values(&[kind.as_str()]);
+        }
+        for reason in ["slow_consumer"] {
+            self.dropped.with_label_values(&[reason]);
+        }
+        for close in CloseCode::ALL {
+            self.disconnects.with_label_values(&[close.label()]);
+        }
+        for protocol in ["native", "signalr"] {
+            self.connections.with_label_values(&[protocol]);
+            self.connections_opened.with_label_values(&[protocol]);
+        }
+        self
     }
 
     /// Counts a full mailbox of `kind`.

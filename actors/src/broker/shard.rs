@@ -33,6 +33,8 @@ pub struct BrokerShard {
     limits: Arc<ActorLimits>,
     metrics: Arc<Metrics>,
     mailbox_generation: u64,
+    /// This shard's highest observed session queue, in bytes (exported as a peak gauge).
+    queued_peak: usize,
 }
 
 impl BrokerShard {
@@ -49,6 +51,7 @@ impl BrokerShard {
             limits,
             metrics,
             mailbox_generation: u64::MAX,
+            queued_peak: 0,
         }
     }
 
@@ -70,7 +73,8 @@ impl BrokerShard {
         let (policy, max_bytes) = (limits.policy(), limits.max_queued_bytes());
         let size = env.queued_size();
         let (mut delivered, mut dropped, mut evicted, mut removed) = (0u64, 0u64, 0u64, 0i64);
-        state.subscribers.retain(|_, sub| match offer(sub, env, size, max_bytes, policy) {
+        let mut peak = self.queued_peak;
+        state.subscribers.retain(|_, sub| match offer(sub, env, size, max_bytes, policy, &mut peak) {
             Offer::Accepted => {
                 delivered += 1;
                 true
@@ -90,6 +94,12 @@ impl BrokerShard {
             }
         });
         let m = &self.metrics;
+        if peak > self.queued_peak {
+            self.queued_peak = peak;
+            if peak as i64 > m.session_queued_bytes_peak.get() {
+                m.session_queued_bytes_peak.set(peak as i64);
+            }
+        }
         m.delivered.inc_by(delivered);
         if dropped + evicted > 0 {
             m.mailbox_full
@@ -117,6 +127,7 @@ fn offer(
     size: usize,
     max_bytes: usize,
     policy: SlowConsumerPolicy,
+    peak: &mut usize,
 ) -> Offer {
     if sub.budget.is_evicted() {
         return Offer::Evicted;
@@ -128,8 +139,9 @@ fn offer(
             Offer::Evicted
         }
     };
-    if !sub.budget.try_reserve(size, max_bytes) {
-        return full();
+    match sub.budget.try_reserve(size, max_bytes) {
+        Some(queued) => *peak = (*peak).max(queued),
+        None => return full(),
     }
     match sub.deliver.try_send(Deliver { env: env.clone() }) {
         Ok(()) => Offer::Accepted,

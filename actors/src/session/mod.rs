@@ -62,6 +62,10 @@ pub struct SessionSettings {
     pub close_on_token_expiry: bool,
 }
 
+/// Deliveries observed locally before the latency histogram is flushed to the shared one
+/// (also flushed on every heartbeat): shared atomics per delivery would contend across threads.
+const LATENCY_FLUSH_EVERY: u64 = 64;
+
 /// Sent to a session to close it with a code (operator eviction, shutdown); no reply.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -170,6 +174,9 @@ impl Session {
         }
         let age_ms = now_millis().saturating_sub(env.ts);
         self.latency.observe(age_ms as f64 / 1000.0);
+        if self.latency.get_sample_count() >= LATENCY_FLUSH_EVERY {
+            self.latency.flush();
+        }
     }
 
     fn reply(&mut self, ctx: &mut ws::WebsocketContext<Self>, reply_to: &ReplyTo, outcome: Outcome) {

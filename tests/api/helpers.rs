@@ -1,0 +1,286 @@
+//! Test harness: `spawn_app()` starts a real node on a free port in this process; `TestApp` has one
+//! helper per API call; `WsClient` is a real WebSocket client (tokio-tungstenite).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use switchyard::auth::MintClaims;
+use switchyard::settings::Settings;
+use switchyard::startup::{AppHandle, Application};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for something that should happen promptly.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub const SECRET: &str = "test-secret-not-for-production";
+
+/// The test configuration (`config/test.toml`), independent of the process environment.
+pub fn test_settings() -> Settings {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let env: HashMap<String, String> =
+        [("SWITCHYARD__ENVIRONMENT".to_owned(), "test".to_owned())].into();
+    Settings::load_from(&dir, env).expect("test settings load")
+}
+
+pub struct TestApp {
+    pub port: u16,
+    pub handle: AppHandle,
+    pub settings: Settings,
+    pub http: awc::Client,
+    pub server: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a node with the test settings adjusted by `tweak`.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut settings = test_settings();
+    tweak(&mut settings);
+    let app = Application::build(settings.clone()).await.expect("app builds");
+    let port = app.port();
+    let handle = app.handle();
+    let server = actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        port,
+        handle,
+        settings,
+        http: awc::Client::builder().timeout(WAIT).finish(),
+        server,
+    }
+}
+
+/// Who a token is for.
+#[derive(Clone, Debug)]
+pub struct As {
+    pub role: &'static str,
+    pub tenant: Option<&'static str>,
+    pub sub: String,
+    pub session: Option<&'static str>,
+}
+
+pub fn admin(tenant: &'static str) -> As {
+    As { role: "Admin", tenant: Some(tenant), sub: format!("admin-{tenant}"), session: None }
+}
+pub fn staff(tenant: &'static str) -> As {
+    As { role: "Staff", tenant: Some(tenant), sub: format!("staff-{tenant}"), session: None }
+}
+pub fn customer(tenant: &'static str, sub: &str, session: Option<&'static str>) -> As {
+    As { role: "Customer", tenant: Some(tenant), sub: sub.to_owned(), session }
+}
+pub fn service() -> As {
+    As { role: "Service", tenant: None, sub: "backend".into(), session: None }
+}
+pub fn operator() -> As {
+    As { role: "Operator", tenant: None, sub: "ops".into(), session: None }
+}
+
+/// A token signed with the test secret, valid for `ttl` seconds from now (negative = expired).
+pub fn token_with_ttl(who: &As, ttl: i64) -> String {
+    let now = jsonwebtoken::get_current_timestamp() as i64;
+    let claims = MintClaims {
+        sub: who.sub.clone(),
+        tenant_key: who.tenant.map(str::to_owned),
+        role: who.role.to_owned(),
+        session_id: who.session.map(str::to_owned),
+        exp: (now + ttl) as u64,
+        iat: now as u64,
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn token(who: &As) -> String {
+    token_with_ttl(who, 3600)
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Opens the native protocol as `who`.
+    pub async fn connect(&self, who: &As) -> WsClient {
+        self.connect_token(&token(who)).await.expect("websocket upgrade")
+    }
+
+    /// Opens `/ws?access_token=…`; the error carries the HTTP status and body on refusal.
+    pub async fn connect_token(&self, token: &str) -> Result<WsClient, (u16, String)> {
+        let url = self.ws_url(&format!("/ws?access_token={token}"));
+        WsClient::open(url).await
+    }
+
+    pub async fn publish(&self, who: &As, channel: &str, event: &str, data: Value) -> (u16, Value) {
+        let body = json!({"channel": channel, "event": event, "data": data});
+        self.post_json("/api/v1/publish", Some(&token(who)), &body).await
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut req = self.http.post(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let mut res = req.send_json(body).await.expect("http request");
+        let status = res.status().as_u16();
+        let bytes = res.body().await.expect("http body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    pub async fn post_raw(&self, path: &str, token: Option<&str>, content_type: &str, body: &str) -> (u16, String, Value) {
+        let mut req = self.http.post(self.url(path)).insert_header(("content-type", content_type));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let mut res = req.send_body(body.to_owned()).await.expect("http request");
+        let status = res.status().as_u16();
+        let ct = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = res.body().await.expect("http body");
+        (status, ct, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let mut res = req.send().await.expect("http request");
+        let status = res.status().as_u16();
+        let bytes = res.body().limit(8 << 20).await.expect("http body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    pub async fn metrics(&self) -> String {
+        let mut res = self.http.get(self.url("/metrics")).send().await.unwrap();
+        String::from_utf8(res.body().limit(8 << 20).await.unwrap().to_vec()).unwrap()
+    }
+
+    /// The value of one sample line of `/metrics` (0 when absent), e.g.
+    /// `metric(&m, "switchyard_mailbox_full_total{actor=\"session\"}")`.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        metric_value(&self.metrics().await, sample)
+    }
+}
+
+pub fn metric_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// A real WebSocket client.
+pub struct WsClient {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    pub async fn open(url: String) -> Result<WsClient, (u16, String)> {
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((ws, _)) => Ok(WsClient { ws }),
+            Err(tungstenite::Error::Http(res)) => {
+                let status = res.status().as_u16();
+                let body = res
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                Err((status, body))
+            }
+            Err(e) => panic!("websocket connect failed: {e}"),
+        }
+    }
+
+    pub async fn send_json(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, s: &str) {
+        self.ws.send(Message::text(s)).await.expect("send");
+    }
+
+    pub async fn send_binary(&mut self, b: Vec<u8>) {
+        self.ws.send(Message::binary(b)).await.expect("send");
+    }
+
+    /// The next text frame as JSON, skipping pings; panics on close or timeout.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("stream ended")
+                .expect("websocket error");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(&t).expect("server frames are JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame of `type`, skipping others (use only where others may legitimately arrive).
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
+    /// Subscribes and returns the reply (`subscribed` or `subscription_error`).
+    pub async fn subscribe(&mut self, channel: &str) -> Value {
+        self.send_json(json!({"type":"subscribe","data":{"channel":channel}})).await;
+        self.recv().await
+    }
+
+    /// Subscribes and insists it worked.
+    pub async fn subscribed(&mut self, channel: &str) -> Value {
+        let reply = self.subscribe(channel).await;
+        assert_eq!(reply["type"], "subscribed", "subscribe {channel}: {reply}");
+        reply
+    }
+
+    /// Reads until the server closes; returns the close code (and skips anything before it).
+    pub async fn closed(&mut self) -> u16 {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for close");
+            match next {
+                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(Message::Close(None))) => return u16::from(CloseCode::Status),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("websocket error before close: {e}"),
+                None => panic!("stream ended without a close frame"),
+            }
+        }
+    }
+
+    /// Round trip: proves every frame sent before was processed and the connection lives.
+    pub async fn ping(&mut self) {
+        self.send_json(json!({"type":"ping","id":"sync"})).await;
+        let pong = self.recv_type("pong").await;
+        assert_eq!(pong["id"], "sync");
+    }
+}

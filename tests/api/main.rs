@@ -1,0 +1,13 @@
+//! The integration test binary: every file below drives a real node over real sockets.
+
+mod helpers;
+
+mod auth;
+mod delivery;
+mod isolation;
+mod native_bad_input;
+mod operations;
+mod rest;
+mod rules;
+mod shutdown;
+mod slow_consumer;

@@ -1,0 +1,128 @@
+//! Slow consumers: a client that stops reading while thousands of messages flow never delays the
+//! others, never grows server memory past its bound, and gets the configured policy, counted.
+
+use std::time::Duration;
+
+use futures_util::{stream, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::*;
+
+const CHANNEL: &str = "tenant:acme:broadcast";
+/// Enough traffic to fill every kernel buffer between the server and a stalled reader.
+const MESSAGES: u64 = 4000;
+const PAYLOAD_BYTES: usize = 2048;
+const MAX_QUEUED_BYTES: usize = 64 * 1024;
+
+/// A client whose socket receive buffer is tiny, so the server feels it stall at once.
+async fn stalled_client(app: &TestApp) -> WsClient {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(([127, 0, 0, 1], app.port).into()).await.unwrap();
+    let url = app.ws_url(&format!("/ws?access_token={}", token(&customer("acme", "slow", None))));
+    let (ws, _) = tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    WsClient { ws }
+}
+
+/// Reads `n` notifications and returns their offsets.
+async fn read_offsets(mut ws: WsClient, n: u64) -> Vec<u64> {
+    let mut offsets = Vec::with_capacity(n as usize);
+    while (offsets.len() as u64) < n {
+        let v = ws.recv().await;
+        assert_eq!(v["type"], "notification");
+        offsets.push(v["data"]["offset"].as_u64().unwrap());
+    }
+    offsets
+}
+
+async fn publish_all(app: &TestApp) {
+    let pad = "x".repeat(PAYLOAD_BYTES);
+    let results: Vec<u16> = stream::iter(0..MESSAGES)
+        .map(|i| {
+            let pad = pad.clone();
+            async move { app.publish(&service(), CHANNEL, "Tick", json!({"i": i, "pad": pad})).await.0 }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(results.iter().all(|s| *s == 202), "every publish accepted");
+}
+
+async fn slow_consumer_run(policy: &'static str) -> (TestApp, WsClient) {
+    let app = spawn_app_with(|s| {
+        s.actors.session.mailbox = 32;
+        s.actors.session.max_queued_bytes = MAX_QUEUED_BYTES;
+        s.actors.session.policy = policy.parse_policy();
+    })
+    .await;
+    let mut slow = stalled_client(&app).await;
+    slow.subscribed(CHANNEL).await;
+    let mut readers = Vec::new();
+    for i in 0..3 {
+        let mut ws = app.connect(&customer("acme", &format!("fast{i}"), None)).await;
+        ws.subscribed(CHANNEL).await;
+        readers.push(actix_web::rt::spawn(read_offsets(ws, MESSAGES)));
+    }
+    publish_all(&app).await;
+    // Every fast reader got every message, in order, while the slow one read nothing.
+    let expected: Vec<u64> = (1..=MESSAGES).collect();
+    for r in readers {
+        let offsets = tokio::time::timeout(Duration::from_secs(60), r).await.unwrap().unwrap();
+        assert_eq!(offsets, expected);
+    }
+    let peak = app.metric("switchyard_session_queued_bytes_peak").await as usize;
+    assert!(
+        peak <= MAX_QUEUED_BYTES + PAYLOAD_BYTES + 512,
+        "a session's queue stayed within its byte bound (peak {peak})"
+    );
+    assert!(app.metric("switchyard_mailbox_full_total{actor=\"session\"}").await >= 1.0);
+    (app, slow)
+}
+
+trait ParsePolicy {
+    fn parse_policy(self) -> switchyard_actors::mailbox::SlowConsumerPolicy;
+}
+impl ParsePolicy for &str {
+    fn parse_policy(self) -> switchyard_actors::mailbox::SlowConsumerPolicy {
+        serde_json::from_value(json!(self)).unwrap()
+    }
+}
+
+#[actix_web::test]
+async fn disconnect_policy_closes_the_slow_consumer_with_4000() {
+    let (app, mut slow) = slow_consumer_run("disconnect").await;
+    assert_eq!(slow.closed().await, 4000);
+    assert_eq!(app.metric("switchyard_slow_consumer_disconnects_total").await, 1.0);
+    assert_eq!(
+        app.metric("switchyard_disconnects_total{reason=\"slow_consumer\"}").await,
+        1.0
+    );
+}
+
+#[actix_web::test]
+async fn drop_policy_skips_messages_and_keeps_the_connection() {
+    let (app, mut slow) = slow_consumer_run("drop").await;
+    assert!(app.metric("switchyard_dropped_total{reason=\"slow_consumer\"}").await >= 1.0);
+    // The slow client drains what was queued for it: in order, but not everything.
+    let mut offsets = Vec::new();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(2), slow.ws.next()).await {
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            offsets.push(v["data"]["offset"].as_u64().unwrap());
+        }
+    }
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "offsets only increase");
+    assert!((offsets.len() as u64) < MESSAGES, "some messages were dropped for it");
+    // Once it keeps up again it gets new events, and the jump in offsets is its cue to recover.
+    app.publish(&service(), CHANNEL, "Tick", json!({"after": true})).await;
+    let next = slow.recv().await;
+    let offset = next["data"]["offset"].as_u64().unwrap();
+    assert_eq!(offset, MESSAGES + 1);
+    assert_ne!(offsets.last().copied(), Some(MESSAGES), "the gap is visible");
+    slow.ping().await;
+    assert_eq!(app.metric("switchyard_slow_consumer_disconnects_total").await, 0.0);
+}
