@@ -16,6 +16,7 @@
 
 mod framing;
 mod handshake;
+mod hub;
 mod json;
 mod message;
 mod msgpack;
