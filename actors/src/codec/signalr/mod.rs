@@ -14,6 +14,7 @@
 //!
 //! [`WireCodec`]: crate::codec::WireCodec
 
+mod codec;
 mod framing;
 mod handshake;
 mod hub;
@@ -22,6 +23,10 @@ mod message;
 mod msgpack;
 mod notification;
 
+#[cfg(test)]
+mod tests;
+
+pub use codec::SignalRCodec;
 pub use framing::{write_varint, RECORD_SEPARATOR};
 pub use handshake::HubProtocol;
 pub use notification::{encode_notification_json, encode_notification_msgpack};
