@@ -113,6 +113,12 @@ pub enum Decoded {
     Send(OutFrame),
     /// Nothing to do (a client keep-alive, an ack).
     Ignore,
+    /// Write this frame to the socket now, before acting on the records decoded after it.
+    /// It answers the protocol itself, not a request (the SignalR handshake reply), so it is
+    /// never rate limited, counted as an error or held back until the codec is [`ready`].
+    ///
+    /// [`ready`]: WireCodec::ready
+    Send(OutFrame),
     /// The connection cannot go on: write `farewell` (if any), then close with `close`.
     Fatal {
         close: CloseCode,

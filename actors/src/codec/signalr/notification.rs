@@ -1,0 +1,132 @@
+//! Server → client notification frames: one envelope as a hub `Invocation` with no
+//! `invocationId`, encoded once per node per format and shared by every SignalR session.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::framing::{write_varint, RECORD_SEPARATOR};
+use crate::codec::rfc3339_millis;
+use crate::envelope::Envelope;
+
+/// The seeds' notification message: the single argument of every server → client invocation.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NotificationMessage<'a, D: Serialize> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    tenant_key: Option<&'a str>,
+    channel: &'a str,
+    data: D,
+    timestamp: String,
+    offset: u64,
+}
+
+fn message<D: Serialize>(env: &Envelope, data: D) -> NotificationMessage<'_, D> {
+    NotificationMessage {
+        id: &env.id,
+        kind: env.event.as_str(),
+        tenant_key: env.channel.tenant().map(|t| t.as_str()),
+        channel: env.channel.as_str(),
+        data,
+        timestamp: rfc3339_millis(env.ts),
+        offset: env.offset,
+    }
+}
+
+#[derive(Serialize)]
+struct JsonInvocation<'a> {
+    #[serde(rename = "type")]
+    kind: u8,
+    target: &'a str,
+    arguments: [NotificationMessage<'a, &'a RawValue>; 1],
+}
+
+/// `{"type":1,"target":"<event>","arguments":[{…}]}` + 0x1E, shared by every JSON hub session.
+pub fn encode_notification_json(env: &Envelope) -> Bytes {
+    let mut out = serde_json::to_vec(&JsonInvocation {
+        kind: 1,
+        target: env.event.as_str(),
+        arguments: [message(env, &*env.data)],
+    })
+    .expect("invocations always serialize");
+    out.push(RECORD_SEPARATOR);
+    Bytes::from(out)
+}
+
+/// `[1, {}, nil, "<event>", [{…}]]` with its varint length prefix, shared by every MessagePack
+/// hub session.
+pub fn encode_notification_msgpack(env: &Envelope) -> Bytes {
+    // MessagePack needs a structured value; parsing `data` here happens once per node.
+    let data: serde_json::Value = serde_json::from_str(env.data.get()).unwrap_or_default();
+    let body = (
+        1u8,
+        std::collections::BTreeMap::<String, String>::new(),
+        (),
+        env.event.as_str(),
+        [message(env, data)],
+    );
+    let encoded = rmp_serde::to_vec_named(&body).expect("invocations always serialize");
+    let mut out = Vec::with_capacity(encoded.len() + 5);
+    write_varint(&mut out, encoded.len());
+    out.extend_from_slice(&encoded);
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::tests::sample;
+
+    #[test]
+    fn json_notification_bytes_are_exact() {
+        let frame = encode_notification_json(&sample());
+        let expected = concat!(
+            r#"{"type":1,"target":"NewOrder","arguments":[{"id":"e1","type":"NewOrder","#,
+            r#""tenantKey":"acme","channel":"tenant:acme:broadcast","#,
+            r#""data":{"orderId":"o1","total":12.5},"#,
+            r#""timestamp":"2023-11-14T22:13:20.123Z","offset":7}]}"#,
+            "\u{1e}"
+        );
+        assert_eq!(std::str::from_utf8(&frame).unwrap(), expected);
+    }
+
+    #[test]
+    fn msgpack_notification_structure() {
+        use rmpv::Value as M;
+        let frame = encode_notification_msgpack(&sample());
+        // The varint length prefix (two bytes here: the body is 128-16383 bytes long), then the body.
+        assert!(frame[0] >= 0x80 && frame[1] < 0x80);
+        let len = (frame[0] & 0x7f) as usize | (frame[1] as usize) << 7;
+        assert_eq!(len, frame.len() - 2);
+        let mut body = &frame[2..];
+        let value = rmpv::decode::read_value(&mut body).unwrap();
+        assert!(body.is_empty(), "exactly one value in the body");
+        let message = M::Map(vec![
+            (M::from("id"), M::from("e1")),
+            (M::from("type"), M::from("NewOrder")),
+            (M::from("tenantKey"), M::from("acme")),
+            (M::from("channel"), M::from("tenant:acme:broadcast")),
+            (
+                M::from("data"),
+                M::Map(vec![
+                    (M::from("orderId"), M::from("o1")),
+                    (M::from("total"), M::F64(12.5)),
+                ]),
+            ),
+            (M::from("timestamp"), M::from("2023-11-14T22:13:20.123Z")),
+            (M::from("offset"), M::from(7u64)),
+        ]);
+        let expected = M::Array(vec![
+            M::from(1u8),
+            M::Map(vec![]),
+            M::Nil,
+            M::from("NewOrder"),
+            M::Array(vec![message]),
+        ]);
+        assert_eq!(value, expected);
+        // The empty header map is the single byte 0x80, as the spec requires.
+        assert_eq!(&frame[2..5], &[0x95, 0x01, 0x80]);
+    }
+}
