@@ -147,7 +147,9 @@ async fn upgrade(
     if stream.write_all(reply.as_bytes()).await.is_err() {
         return;
     }
-    let config = WebSocketConfig::default();
+    let config = WebSocketConfig::default()
+        .read_buffer_size(state.ws_read_buffer_bytes)
+        .write_buffer_size(state.ws_write_buffer_bytes);
     let ws =
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
     if native {

@@ -50,6 +50,13 @@ struct Args {
     /// Seconds a publish waits on one subscriber's full queue before dropping that subscriber.
     #[arg(long, default_value_t = 5)]
     slow_consumer_grace_secs: u64,
+    /// Initial read buffer of each WebSocket (tungstenite's default of 128 KiB costs that much
+    /// memory per idle connection).
+    #[arg(long, default_value_t = 8 * 1024)]
+    ws_read_buffer_bytes: usize,
+    /// Bytes a connection's writer buffers before writing to the socket while batching frames.
+    #[arg(long, default_value_t = 16 * 1024)]
+    ws_write_buffer_bytes: usize,
     /// Seconds between server heartbeats (WebSocket ping / SignalR type-6 ping).
     #[arg(long, default_value_t = 15)]
     heartbeat_secs: u64,
@@ -61,6 +68,8 @@ pub struct AppState {
     pub identity: ServerIdentity,
     pub queue_capacity: usize,
     pub heartbeat_interval: Duration,
+    pub ws_read_buffer_bytes: usize,
+    pub ws_write_buffer_bytes: usize,
     next_connection: AtomicU64,
 }
 
@@ -123,6 +132,8 @@ async fn serve(args: Args) -> std::io::Result<()> {
         identity: ServerIdentity::new(),
         queue_capacity: args.queue_capacity,
         heartbeat_interval: Duration::from_secs(args.heartbeat_secs),
+        ws_read_buffer_bytes: args.ws_read_buffer_bytes,
+        ws_write_buffer_bytes: args.ws_write_buffer_bytes,
         next_connection: AtomicU64::new(1),
     });
     tokio::spawn(report_slow_consumer_drops(Arc::clone(&state)));

@@ -87,6 +87,10 @@ pub struct CommonArgs {
     /// Loopback source addresses to spread client sockets over (default: one per 20,000 connections).
     #[arg(long)]
     pub source_addrs: Option<usize>,
+    /// Initial read buffer of each client WebSocket (tungstenite's default is 128 KiB, which
+    /// costs that much memory per connection).
+    #[arg(long, default_value_t = 8 * 1024)]
+    pub ws_read_buffer_bytes: usize,
     /// Tokio worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,

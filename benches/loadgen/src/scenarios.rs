@@ -93,6 +93,7 @@ fn subscriber_context(
         latency: LatencyShards::new(worker_threads * LATENCY_SHARDS_PER_THREAD),
         progress: Arc::new(Progress::default()),
         setup_timeout: Duration::from_secs(common.timeout_secs),
+        ws_read_buffer_bytes: common.ws_read_buffer_bytes,
         error_samples: ErrorSamples::default(),
     })
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -47,6 +48,7 @@ pub struct SubscriberContext {
     pub latency: Arc<LatencyShards>,
     pub progress: Arc<Progress>,
     pub setup_timeout: Duration,
+    pub ws_read_buffer_bytes: usize,
     /// First few setup failures, for the report.
     pub error_samples: ErrorSamples,
 }
@@ -242,9 +244,11 @@ async fn setup(
         .connect(plan.index)
         .await
         .map_err(|e| SetupError::Connect(format!("tcp connect: {e}")))?;
-    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), stream)
-        .await
-        .map_err(|e| SetupError::Connect(format!("websocket handshake: {e}")))?;
+    let config = WebSocketConfig::default().read_buffer_size(ctx.ws_read_buffer_bytes);
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config))
+            .await
+            .map_err(|e| SetupError::Connect(format!("websocket handshake: {e}")))?;
     match ctx.protocol {
         Protocol::Native => subscribe_native(&mut ws, &plan.channel, receiver).await?,
         Protocol::Signalr => {
