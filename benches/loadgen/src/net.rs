@@ -12,7 +12,7 @@ use tokio::net::{TcpSocket, TcpStream};
 /// default ephemeral range holds about 28,000 ports per address).
 pub const CONNECTIONS_PER_SOURCE_ADDR: usize = 20_000;
 /// File descriptors kept free beyond the client sockets (runtime, stdio, publisher pool).
-pub const FD_RESERVE: u64 = 256;
+pub const FD_RESERVE: u64 = 32;
 
 /// Raises RLIMIT_NOFILE's soft limit to the hard limit (and the hard limit too when permitted).
 /// Returns the soft limit in force afterwards.

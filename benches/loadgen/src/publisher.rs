@@ -249,3 +249,62 @@ async fn publish_one(
         plan.max_retries
     ));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::Endpoint;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A fake server: answers the first publish with 503, the second with a chunked 202 and the
+    /// rest with a Content-Length 202, all on one keep-alive connection.
+    async fn fake_server(listener: tokio::net::TcpListener) {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut answered = 0;
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = socket.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            // Each request body ends with the payload's closing `"}}`.
+            while let Some(end) = buf.windows(3).position(|w| w == b"\"}}") {
+                buf.drain(..end + 3);
+                let reply: &[u8] = match answered {
+                    0 => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+                    1 => b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n",
+                    _ => b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}",
+                };
+                socket.write_all(reply).await.unwrap();
+                answered += 1;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_503_and_reads_chunked_and_sized_responses() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(fake_server(listener));
+        let endpoint = Endpoint::resolve(&url).await.unwrap();
+        let outcome = run(PublishPlan {
+            dialer: Arc::new(Dialer::new(endpoint, 1)),
+            token: "t".to_owned(),
+            event: "BenchEvent".to_owned(),
+            payload_bytes: 64,
+            channels: vec!["tenant:bench:broadcast".to_owned()],
+            messages: 3,
+            rate: None,
+            window: 1,
+            max_retries: 5,
+            seed: 1,
+            connection_index_base: 0,
+        })
+        .await;
+        assert_eq!(outcome.acked, 3);
+        assert_eq!(outcome.busy_503, 1);
+        assert_eq!(outcome.errors, 0, "{:?}", outcome.error_samples);
+    }
+}
