@@ -100,13 +100,13 @@ fn raise_fd_limit() -> u64 {
             rlim_max: nr_open.max(limit.rlim_max),
         };
         if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
-            return wanted.rlim_cur as u64;
+            return wanted.rlim_cur;
         }
         limit.rlim_cur = limit.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 async fn serve(args: Args) -> std::io::Result<()> {

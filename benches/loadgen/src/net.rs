@@ -41,7 +41,7 @@ pub fn raise_fd_limit() -> u64 {
         }
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 /// A target parsed from a base URL such as `http://127.0.0.1:8080`.
