@@ -166,7 +166,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let json_only = common(&cli.scenario).json_only;
     let fd_limit = net::raise_fd_limit();
-    let needed = planned_connections(&cli.scenario) as u64 + net::FD_RESERVE;
+    let negotiate = match common(&cli.scenario).protocol {
+        cli::Protocol::Signalr => subscriber::NEGOTIATE_CONNECTIONS,
+        cli::Protocol::Native => 0,
+    };
+    let needed = (planned_connections(&cli.scenario) + negotiate) as u64 + net::FD_RESERVE;
     if needed > fd_limit {
         eprintln!(
             "loadgen: warning: about {needed} file descriptors needed but the limit is {fd_limit}; expect connect errors"

@@ -90,6 +90,7 @@ fn subscriber_context(
         hub_method: common.hub_method.clone(),
         connect_gate: Semaphore::new(common.connect_concurrency.max(1)),
         negotiate_pool: Default::default(),
+        negotiate_gate: Semaphore::new(subscriber::NEGOTIATE_CONNECTIONS),
         latency: LatencyShards::new(worker_threads * LATENCY_SHARDS_PER_THREAD),
         progress: Arc::new(Progress::default()),
         setup_timeout: Duration::from_secs(common.timeout_secs),
@@ -142,6 +143,7 @@ async fn connect_all(
         }
     }
     subscribed_indices.sort_unstable();
+    ctx.release_negotiate_pool();
     Connections {
         handles,
         stop,

@@ -30,6 +30,9 @@ const HUB_PING_RECORD: &str = "{\"type\":6}\u{1e}";
 const HUB_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 /// Invocation id of the subscribe call.
 const SUBSCRIBE_INVOCATION_ID: &str = "1";
+/// Keep-alive connections used for SignalR negotiates at most (they also cost file descriptors on
+/// both sides, which matters near the descriptor limit).
+pub const NEGOTIATE_CONNECTIONS: usize = 16;
 /// Native WebSocket path.
 const NATIVE_WS_PATH: &str = "/ws";
 
@@ -45,6 +48,8 @@ pub struct SubscriberContext {
     pub connect_gate: Semaphore,
     /// Keep-alive connections reused for SignalR negotiates.
     pub negotiate_pool: Mutex<Vec<HttpConnection>>,
+    /// Bounds the negotiate connections to [`NEGOTIATE_CONNECTIONS`].
+    pub negotiate_gate: Semaphore,
     pub latency: Arc<LatencyShards>,
     pub progress: Arc<Progress>,
     pub setup_timeout: Duration,
@@ -61,6 +66,16 @@ pub struct ErrorSamples {
 
 /// Error messages kept per kind.
 const MAX_ERROR_SAMPLES: usize = 3;
+
+impl SubscriberContext {
+    /// Closes the pooled negotiate connections once every subscriber is set up.
+    pub fn release_negotiate_pool(&self) {
+        self.negotiate_pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
 
 impl ErrorSamples {
     pub fn note(&self, message: String) {
@@ -259,6 +274,7 @@ async fn setup(
 }
 
 async fn negotiate(ctx: &SubscriberContext, plan: &SubscriberPlan) -> Result<String, SetupError> {
+    let _permit = ctx.negotiate_gate.acquire().await;
     let pooled = ctx
         .negotiate_pool
         .lock()
