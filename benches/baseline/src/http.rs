@@ -1,0 +1,222 @@
+//! A tiny HTTP/1.1 keep-alive front door on the listening port: reads request heads, routes
+//! `POST /api/v1/publish` and the SignalR negotiate, and hands WebSocket upgrades (`/ws`,
+//! `/hubs/notifications`) to the session code after writing the `101 Switching Protocols`.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::{session, AppState};
+
+/// Largest request head accepted.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Largest request body accepted.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Initial capacity of a connection's read buffer.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+const NATIVE_WS_PATH: &str = "/ws";
+const HUB_PATH: &str = "/hubs/notifications";
+const HUB_NEGOTIATE_PATH: &str = "/hubs/notifications/negotiate";
+const PUBLISH_PATH: &str = "/api/v1/publish";
+
+/// The parts of a request head this server looks at.
+struct RequestHead {
+    method: String,
+    path: String,
+    content_length: usize,
+    websocket_key: Option<String>,
+    upgrade_websocket: bool,
+    close_after: bool,
+}
+
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+fn parse_head(head: &[u8]) -> Option<RequestHead> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text.split("\r\n");
+    let mut request_line = lines.next()?.split(' ');
+    let method = request_line.next()?.to_owned();
+    let target = request_line.next()?;
+    let version = request_line.next().unwrap_or("HTTP/1.1");
+    let path = target.split('?').next().unwrap_or(target).to_owned();
+    let mut parsed = RequestHead {
+        method,
+        path,
+        content_length: 0,
+        websocket_key: None,
+        upgrade_websocket: false,
+        close_after: version == "HTTP/1.0",
+    };
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            parsed.content_length = value.parse().ok()?;
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            parsed.upgrade_websocket = value.eq_ignore_ascii_case("websocket");
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            parsed.websocket_key = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("connection") {
+            parsed.close_after |= value.eq_ignore_ascii_case("close");
+        }
+    }
+    Some(parsed)
+}
+
+fn response(status: &str, body: &str, close: bool) -> Vec<u8> {
+    let connection = if close { "close" } else { "keep-alive" };
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[derive(Deserialize)]
+struct PublishRequest<'a> {
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+    #[serde(borrow, default)]
+    event: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+async fn publish(state: &AppState, body: &[u8]) -> (&'static str, String) {
+    let request: PublishRequest<'_> = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(e) => {
+            let detail = serde_json::to_string(&e.to_string()).unwrap_or_default();
+            return (
+                "400 Bad Request",
+                format!(r#"{{"title":"invalid publish body","detail":{detail}}}"#),
+            );
+        }
+    };
+    let event = request.event.as_deref().unwrap_or("Notification");
+    let published = state
+        .rooms
+        .publish(&state.identity, &request.channel, event, request.data)
+        .await;
+    let body = format!(
+        r#"{{"id":{},"offset":{},"epoch":{}}}"#,
+        serde_json::to_string(&published.id).unwrap_or_default(),
+        published.offset,
+        serde_json::to_string(state.identity.epoch()).unwrap_or_default()
+    );
+    ("202 Accepted", body)
+}
+
+fn negotiate(state: &AppState) -> String {
+    let token = format!("c{}", state.next_connection_id());
+    format!(
+        r#"{{"negotiateVersion":1,"connectionId":"{token}","connectionToken":"{token}","availableTransports":[{{"transport":"WebSockets","transferFormats":["Text","Binary"]}}]}}"#
+    )
+}
+
+async fn upgrade(
+    mut stream: TcpStream,
+    head: RequestHead,
+    leftover: Vec<u8>,
+    state: Arc<AppState>,
+) {
+    let native = head.path == NATIVE_WS_PATH;
+    let hub = head.path == HUB_PATH;
+    let Some(key) = head.websocket_key.filter(|_| native || hub) else {
+        let _ = stream
+            .write_all(&response("404 Not Found", "{}", true))
+            .await;
+        return;
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let reply = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    if stream.write_all(reply.as_bytes()).await.is_err() {
+        return;
+    }
+    let config = WebSocketConfig::default()
+        .read_buffer_size(state.ws_read_buffer_bytes)
+        .write_buffer_size(state.ws_write_buffer_bytes);
+    let ws =
+        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
+    if native {
+        session::run_native(ws, state).await;
+    } else {
+        session::run_signalr(ws, state).await;
+    }
+}
+
+/// Serves one accepted TCP connection until it closes or upgrades.
+pub async fn serve_connection(mut stream: TcpStream, state: Arc<AppState>) {
+    let _ = stream.set_nodelay(true);
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES);
+    loop {
+        let head_end = loop {
+            if let Some(end) = find_head_end(&buf) {
+                break end;
+            }
+            if buf.len() > MAX_HEAD_BYTES {
+                let _ = stream
+                    .write_all(&response("431 Request Header Fields Too Large", "{}", true))
+                    .await;
+                return;
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        };
+        let Some(head) = parse_head(&buf[..head_end]) else {
+            let _ = stream
+                .write_all(&response("400 Bad Request", "{}", true))
+                .await;
+            return;
+        };
+        if head.upgrade_websocket {
+            let leftover = buf.split_off(head_end);
+            upgrade(stream, head, leftover, state).await;
+            return;
+        }
+        if head.content_length > MAX_BODY_BYTES {
+            let _ = stream
+                .write_all(&response("413 Payload Too Large", "{}", true))
+                .await;
+            return;
+        }
+        let request_end = head_end + head.content_length;
+        while buf.len() < request_end {
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        let body = &buf[head_end..request_end];
+        let (status, body) = match (head.method.as_str(), head.path.as_str()) {
+            ("POST", PUBLISH_PATH) => publish(&state, body).await,
+            ("POST", HUB_NEGOTIATE_PATH) => ("200 OK", negotiate(&state)),
+            _ => ("404 Not Found", "{}".to_owned()),
+        };
+        if stream
+            .write_all(&response(status, &body, head.close_after))
+            .await
+            .is_err()
+            || head.close_after
+        {
+            return;
+        }
+        buf.drain(..request_end);
+    }
+}

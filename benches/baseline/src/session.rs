@@ -1,0 +1,302 @@
+//! One WebSocket connection: the reader that handles client frames (native protocol or SignalR
+//! JSON hub protocol) and the writer task that drains the bounded outbound queue in batches
+//! (`feed` … `flush`) and sends heartbeats.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::frames::{self, RECORD_SEPARATOR};
+use crate::rooms::{Protocol, Subscriber};
+use crate::AppState;
+
+/// Most frames written between two flushes.
+const MAX_FRAMES_PER_FLUSH: usize = 256;
+
+/// SignalR hub-protocol message types used here.
+const HUB_INVOCATION: u64 = 1;
+const HUB_PING: u64 = 6;
+const HUB_CLOSE: u64 = 7;
+
+/// The SignalR handshake reply: an empty object and the record separator.
+const HUB_HANDSHAKE_OK: &str = "{}\u{1e}";
+
+/// The SignalR keep-alive record.
+const HUB_PING_RECORD: &str = "{\"type\":6}\u{1e}";
+
+type Ws = WebSocketStream<TcpStream>;
+type WsSink = futures_util::stream::SplitSink<Ws, Message>;
+
+/// Drains the outbound queue into the socket, batching everything already queued into one flush,
+/// and sends `heartbeat` at the configured interval.
+async fn write_loop(
+    mut sink: WsSink,
+    mut outbox: mpsc::Receiver<Message>,
+    heartbeat: Message,
+    state: Arc<AppState>,
+) {
+    let mut ticker = tokio::time::interval(state.heartbeat_interval);
+    ticker.reset();
+    loop {
+        tokio::select! {
+            next = outbox.recv() => {
+                let Some(first) = next else { break };
+                if sink.feed(first).await.is_err() {
+                    break;
+                }
+                let mut written = 1;
+                while written < MAX_FRAMES_PER_FLUSH {
+                    match outbox.try_recv() {
+                        Ok(message) => {
+                            if sink.feed(message).await.is_err() {
+                                return;
+                            }
+                            written += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    break;
+                }
+            }
+            _ = ticker.tick() => {
+                if sink.send(heartbeat.clone()).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// What a connection remembers about itself while it lives.
+struct Connection {
+    id: u64,
+    outbox: mpsc::Sender<Message>,
+    channels: Vec<Box<str>>,
+    state: Arc<AppState>,
+}
+
+impl Connection {
+    async fn subscribe(
+        &mut self,
+        channel: &str,
+        protocol: Protocol,
+        reply: impl FnOnce(u64) -> Utf8Bytes,
+    ) {
+        let subscriber = Subscriber {
+            connection_id: self.id,
+            protocol,
+            outbox: self.outbox.clone(),
+        };
+        self.state.rooms.subscribe(channel, subscriber, reply).await;
+        self.channels.push(channel.into());
+    }
+
+    async fn reply(&self, frame: Utf8Bytes) {
+        let _ = self.outbox.send(Message::Text(frame)).await;
+    }
+
+    async fn leave_all(&mut self) {
+        for channel in self.channels.drain(..) {
+            self.state.rooms.unsubscribe(&channel, self.id).await;
+        }
+    }
+}
+
+fn open(
+    ws: Ws,
+    state: Arc<AppState>,
+    heartbeat: Message,
+) -> (Connection, futures_util::stream::SplitStream<Ws>) {
+    let (sink, stream) = ws.split();
+    let (outbox, inbox) = mpsc::channel(state.queue_capacity);
+    tokio::spawn(write_loop(sink, inbox, heartbeat, Arc::clone(&state)));
+    let connection = Connection {
+        id: state.next_connection_id(),
+        outbox,
+        channels: Vec::new(),
+        state,
+    };
+    (connection, stream)
+}
+
+#[derive(Deserialize)]
+struct NativeFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data: Option<NativeData<'a>>,
+}
+
+#[derive(Deserialize)]
+struct NativeData<'a> {
+    #[serde(borrow, default)]
+    channel: Option<Cow<'a, str>>,
+}
+
+/// Serves the native protocol at `/ws` until the peer goes away.
+pub async fn run_native(ws: Ws, state: Arc<AppState>) {
+    let (mut connection, mut stream) = open(ws, state, Message::Ping(Default::default()));
+    let mut subscriptions: u64 = 0;
+    while let Some(Ok(message)) = stream.next().await {
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let frame: NativeFrame<'_> = match serde_json::from_str(&text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                connection
+                    .reply(frames::native_error("malformed_json", &e.to_string()))
+                    .await;
+                continue;
+            }
+        };
+        match frame.kind.as_ref() {
+            "subscribe" => {
+                let channel = frame.data.and_then(|d| d.channel).unwrap_or_default();
+                if channel.is_empty() {
+                    let error = frames::native_subscription_error(
+                        frame.id,
+                        "",
+                        "invalid_channel",
+                        "data.channel is required",
+                    );
+                    connection.reply(error).await;
+                    continue;
+                }
+                subscriptions += 1;
+                let subscription_id = format!("{}-{subscriptions}", connection.id);
+                let epoch = connection.state.identity.epoch().to_owned();
+                let request_id = frame.id;
+                let name = channel.clone();
+                connection
+                    .subscribe(&channel, Protocol::Native, move |offset| {
+                        frames::native_subscribed(
+                            request_id,
+                            &name,
+                            &subscription_id,
+                            offset,
+                            &epoch,
+                        )
+                    })
+                    .await;
+            }
+            "ping" => {
+                connection
+                    .reply(Utf8Bytes::from_static(r#"{"type":"pong"}"#))
+                    .await
+            }
+            other => {
+                let reason = format!("unknown message type {other:?}");
+                connection
+                    .reply(frames::native_error("unknown_type", &reason))
+                    .await;
+            }
+        }
+    }
+    connection.leave_all().await;
+}
+
+#[derive(Deserialize)]
+struct HubRecord<'a> {
+    #[serde(rename = "type")]
+    kind: u64,
+    #[serde(rename = "invocationId", borrow, default)]
+    invocation_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    target: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    arguments: Vec<Cow<'a, str>>,
+}
+
+/// Serves the SignalR JSON hub protocol at `/hubs/notifications` until the peer goes away.
+pub async fn run_signalr(ws: Ws, state: Arc<AppState>) {
+    let heartbeat = Message::Text(Utf8Bytes::from_static(HUB_PING_RECORD));
+    let (mut connection, mut stream) = open(ws, state, heartbeat);
+    let mut handshaken = false;
+    while let Some(Ok(message)) = stream.next().await {
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        for record in text.split(RECORD_SEPARATOR).filter(|r| !r.is_empty()) {
+            if !handshaken {
+                // `{"protocol":"json","version":1}`: only JSON is offered here.
+                handshaken = true;
+                connection
+                    .reply(Utf8Bytes::from_static(HUB_HANDSHAKE_OK))
+                    .await;
+                continue;
+            }
+            let Ok(record) = serde_json::from_str::<HubRecord<'_>>(record) else {
+                continue;
+            };
+            match record.kind {
+                HUB_INVOCATION => handle_hub_invocation(&mut connection, record).await,
+                HUB_PING => {}
+                HUB_CLOSE => {
+                    connection.leave_all().await;
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+    connection.leave_all().await;
+}
+
+async fn handle_hub_invocation(connection: &mut Connection, record: HubRecord<'_>) {
+    let invocation_id = record.invocation_id.unwrap_or_default().into_owned();
+    match record.target.as_deref() {
+        Some("Subscribe") | Some("JoinChannel") => {
+            let Some(channel) = record.arguments.first().filter(|c| !c.is_empty()) else {
+                connection
+                    .reply(frames::signalr_completion_error(
+                        &invocation_id,
+                        "a channel argument is required",
+                    ))
+                    .await;
+                return;
+            };
+            let epoch =
+                serde_json::to_string(connection.state.identity.epoch()).unwrap_or_default();
+            let name = serde_json::to_string(channel.as_ref()).unwrap_or_default();
+            let channel = channel.clone();
+            connection
+                .subscribe(&channel, Protocol::SignalR, move |offset| {
+                    let result =
+                        format!(r#"{{"channel":{name},"offset":{offset},"epoch":{epoch}}}"#);
+                    frames::signalr_completion_result(&invocation_id, &result)
+                })
+                .await;
+        }
+        Some("Ping") => {
+            connection
+                .reply(frames::signalr_completion_result(
+                    &invocation_id,
+                    "\"pong\"",
+                ))
+                .await;
+        }
+        other => {
+            let error = format!("unknown hub method {:?}", other.unwrap_or(""));
+            connection
+                .reply(frames::signalr_completion_error(&invocation_id, &error))
+                .await;
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The command line: one subcommand per scenario, with the common connection flags and the
+//! publishing flags shared where they apply.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default base URL of the server under test.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+/// Default HS256 secret; the server must be started with the same one.
+pub const DEFAULT_JWT_SECRET: &str = "bench-secret-please-change";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "loadgen",
+    about = "Switchyard load generator: prints one JSON line of results on stdout and a summary on stderr"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Scenario {
+    /// S subscribers on one channel; M messages published to it.
+    Fanout(FanoutArgs),
+    /// Each subscriber on its own channel; messages to random subscribers' channels.
+    Targeted(TargetedArgs),
+    /// S connections held subscribed and idle; measures the server's memory per connection.
+    Idle(IdleArgs),
+    /// Fan-out with subscribers on one node (--sub-url) and the publisher on another (--pub-url).
+    CrossNode(CrossNodeArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Switchyard's native JSON protocol at /ws.
+    Native,
+    /// SignalR JSON hub protocol at --hub-path.
+    Signalr,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Native => "native",
+            Protocol::Signalr => "signalr",
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetedChannel {
+    /// `tenant:{t}:customer:u{i}`
+    Customer,
+    /// `user:u{i}`
+    User,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Base URL of the server (subscribers and publisher), e.g. http://127.0.0.1:8080.
+    #[arg(long, default_value = DEFAULT_URL)]
+    pub url: String,
+    /// Tenant key put in every token and channel name.
+    #[arg(long, default_value = "bench")]
+    pub tenant: String,
+    /// HS256 secret the tokens are signed with.
+    #[arg(long, default_value = DEFAULT_JWT_SECRET)]
+    pub jwt_secret: String,
+    /// Wire protocol of the subscribers.
+    #[arg(long, value_enum, default_value_t = Protocol::Native)]
+    pub protocol: Protocol,
+    /// Role claimed by subscriber tokens (Customer or Admin).
+    #[arg(long, default_value = "Customer")]
+    pub subscriber_role: String,
+    /// Path of the SignalR hub.
+    #[arg(long, default_value = "/hubs/notifications")]
+    pub hub_path: String,
+    /// Hub method invoked to subscribe to a channel.
+    #[arg(long, default_value = "Subscribe")]
+    pub hub_method: String,
+    /// Connections being set up (connect + subscribe) at the same time.
+    #[arg(long, default_value_t = 200)]
+    pub connect_concurrency: usize,
+    /// Seconds to wait for stragglers after publishing ends (also the connect/subscribe timeout).
+    #[arg(long, default_value_t = 30)]
+    pub timeout_secs: u64,
+    /// Loopback source addresses to spread client sockets over (default: one per 20,000 connections).
+    #[arg(long)]
+    pub source_addrs: Option<usize>,
+    /// Initial read buffer of each client WebSocket (tungstenite's default is 128 KiB, which
+    /// costs that much memory per connection).
+    #[arg(long, default_value_t = 8 * 1024)]
+    pub ws_read_buffer_bytes: usize,
+    /// Tokio worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print only the JSON line (no summary or progress on stderr).
+    #[arg(long)]
+    pub json_only: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PublishArgs {
+    /// Messages to publish (window mode; with --rate, --duration decides instead when given).
+    #[arg(long, default_value_t = 1000)]
+    pub messages: u64,
+    /// Most publishes in flight at once: one keep-alive connection per slot.
+    #[arg(long, default_value_t = 64)]
+    pub window: usize,
+    /// Publish at this fixed rate (messages per second) instead of as fast as possible.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// With --rate: publish for this many seconds (messages = rate × duration).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Size of each published `data` JSON in bytes.
+    #[arg(long, default_value_t = 200)]
+    pub payload_bytes: usize,
+    /// Event name of the published messages.
+    #[arg(long, default_value = "BenchEvent")]
+    pub event: String,
+    /// Retries of one publish answered 503 before it counts as an error.
+    #[arg(long, default_value_t = 50)]
+    pub max_retries: u32,
+    /// Seed of the random target choice (targeted scenario).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub publish: PublishArgs,
+    /// Number of subscribers.
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Channel (default `tenant:{tenant}:broadcast`).
+    #[arg(long)]
+    pub channel: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TargetedArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub publish: PublishArgs,
+    /// Number of subscribers, each on its own channel.
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Channel family of each subscriber.
+    #[arg(long, value_enum, default_value_t = TargetedChannel::Customer)]
+    pub channel_kind: TargetedChannel,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Connections to hold.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Server process whose VmRSS is read from /proc/PID/status before and after.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Seconds to hold the connections after they are all subscribed.
+    #[arg(long, default_value_t = 10)]
+    pub hold_secs: u64,
+    /// Seconds to let the server settle after the last subscribe before reading its memory.
+    #[arg(long, default_value_t = 2)]
+    pub settle_secs: u64,
+    /// Channel (default `tenant:{tenant}:broadcast`).
+    #[arg(long)]
+    pub channel: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CrossNodeArgs {
+    #[command(flatten)]
+    pub fanout: FanoutArgs,
+    /// Base URL of the node the subscribers connect to.
+    #[arg(long)]
+    pub sub_url: String,
+    /// Base URL of the node the publisher posts to.
+    #[arg(long)]
+    pub pub_url: String,
+}
