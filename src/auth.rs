@@ -66,7 +66,10 @@ pub enum KeyError {
     #[error("no JWT key configured: set SWITCHYARD__AUTH__JWT_SECRET (HS256) or SWITCHYARD__AUTH__JWT_PUBLIC_KEY_FILE (RS256); only the development environment generates one")]
     NoKey,
     #[error("cannot read the JWT public key file {path}: {source}")]
-    KeyFile { path: String, source: std::io::Error },
+    KeyFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the JWT public key is not a valid RSA PEM key: {0}")]
     BadPublicKey(jsonwebtoken::errors::Error),
 }
@@ -128,10 +131,12 @@ impl Verifier {
             Some(auth.jwt_public_key_pem.clone())
         } else if !auth.jwt_public_key_file.trim().is_empty() {
             let path = auth.jwt_public_key_file.trim();
-            Some(std::fs::read_to_string(path).map_err(|source| KeyError::KeyFile {
-                path: path.to_owned(),
-                source,
-            })?)
+            Some(
+                std::fs::read_to_string(path).map_err(|source| KeyError::KeyFile {
+                    path: path.to_owned(),
+                    source,
+                })?,
+            )
         } else {
             None
         };
@@ -180,18 +185,22 @@ impl Verifier {
 
     /// Verifies a token and turns its claims into an identity.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-            match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => AuthError::BadSignature,
+                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
+                    AuthError::BadSignature
+                }
                 ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
                 ErrorKind::InvalidAudience => AuthError::WrongAudience,
-                ErrorKind::MissingRequiredClaim(c) => AuthError::Claims(format!("missing claim {c}")),
+                ErrorKind::MissingRequiredClaim(c) => {
+                    AuthError::Claims(format!("missing claim {c}"))
+                }
                 ErrorKind::Json(e) => AuthError::Claims(e.to_string()),
                 _ => AuthError::Malformed(e.to_string()),
-            }
-        })?;
+            },
+        )?;
         identity_from(data.claims)
     }
 
@@ -214,14 +223,20 @@ fn pick_role(claim: OneOrMany) -> Result<Role, AuthError> {
         OneOrMany::Many(v) => v,
     };
     let roles: Vec<Role> = names.iter().filter_map(|n| n.parse().ok()).collect();
-    [Role::Service, Role::Operator, Role::Admin, Role::Staff, Role::Customer]
-        .into_iter()
-        .find(|r| roles.contains(r))
-        .ok_or_else(|| {
-            AuthError::Claims(format!(
-                "role {names:?} is not one of Admin, Staff, Customer, Service, Operator"
-            ))
-        })
+    [
+        Role::Service,
+        Role::Operator,
+        Role::Admin,
+        Role::Staff,
+        Role::Customer,
+    ]
+    .into_iter()
+    .find(|r| roles.contains(r))
+    .ok_or_else(|| {
+        AuthError::Claims(format!(
+            "role {names:?} is not one of Admin, Staff, Customer, Service, Operator"
+        ))
+    })
 }
 
 fn identity_from(c: Claims) -> Result<Identity, AuthError> {
@@ -236,14 +251,20 @@ fn identity_from(c: Claims) -> Result<Identity, AuthError> {
         .ok_or_else(|| AuthError::Claims(format!("no role claim (role or {DOTNET_ROLE_CLAIM})")))?;
     let role = pick_role(role_claim)?;
     let tenant = match c.tenant_key.filter(|t| !t.is_empty()) {
-        Some(t) => Some(TenantKey::parse(&t).map_err(|e| AuthError::Claims(format!("tenantKey {e}")))?),
+        Some(t) => {
+            Some(TenantKey::parse(&t).map_err(|e| AuthError::Claims(format!("tenantKey {e}")))?)
+        }
         None if role.is_tenant_bound() => {
-            return Err(AuthError::Claims(format!("role {role} needs a tenantKey claim")))
+            return Err(AuthError::Claims(format!(
+                "role {role} needs a tenantKey claim"
+            )))
         }
         None => None,
     };
     let session_id = match c.session_id.filter(|s| !s.is_empty()) {
-        Some(s) => Some(SessionKey::parse(&s).map_err(|e| AuthError::Claims(format!("sessionId {e}")))?),
+        Some(s) => {
+            Some(SessionKey::parse(&s).map_err(|e| AuthError::Claims(format!("sessionId {e}")))?)
+        }
         None => None,
     };
     Ok(Identity {
@@ -321,8 +342,12 @@ mod tests {
     }
 
     fn sign(secret: &str, claims: serde_json::Value, alg: Algorithm) -> String {
-        jsonwebtoken::encode(&Header::new(alg), &claims, &EncodingKey::from_secret(secret.as_bytes()))
-            .unwrap()
+        jsonwebtoken::encode(
+            &Header::new(alg),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
     }
 
     fn now() -> u64 {
@@ -351,16 +376,45 @@ mod tests {
             (sign("other", ok.clone(), Algorithm::HS256), "bad_signature"),
             (sign("k", ok.clone(), Algorithm::HS384), "bad_signature"),
             (
-                sign("k", serde_json::json!({"sub":"u","tenantKey":"a","role":"Admin","exp":now()-120}), Algorithm::HS256),
+                sign(
+                    "k",
+                    serde_json::json!({"sub":"u","tenantKey":"a","role":"Admin","exp":now()-120}),
+                    Algorithm::HS256,
+                ),
                 "expired",
             ),
             (
-                sign("k", serde_json::json!({"sub":"u","tenantKey":"a","role":"Admin","exp":now()+60,"nbf":now()+600}), Algorithm::HS256),
+                sign(
+                    "k",
+                    serde_json::json!({"sub":"u","tenantKey":"a","role":"Admin","exp":now()+60,"nbf":now()+600}),
+                    Algorithm::HS256,
+                ),
                 "not_yet_valid",
             ),
-            (sign("k", serde_json::json!({"sub":"u","role":"Admin","exp":now()+60}), Algorithm::HS256), "bad_claims"),
-            (sign("k", serde_json::json!({"sub":"u","tenantKey":"a","role":"King","exp":now()+60}), Algorithm::HS256), "bad_claims"),
-            (sign("k", serde_json::json!({"sub":"u","tenantKey":"a","role":"Admin"}), Algorithm::HS256), "bad_claims"),
+            (
+                sign(
+                    "k",
+                    serde_json::json!({"sub":"u","role":"Admin","exp":now()+60}),
+                    Algorithm::HS256,
+                ),
+                "bad_claims",
+            ),
+            (
+                sign(
+                    "k",
+                    serde_json::json!({"sub":"u","tenantKey":"a","role":"King","exp":now()+60}),
+                    Algorithm::HS256,
+                ),
+                "bad_claims",
+            ),
+            (
+                sign(
+                    "k",
+                    serde_json::json!({"sub":"u","tenantKey":"a","role":"Admin"}),
+                    Algorithm::HS256,
+                ),
+                "bad_claims",
+            ),
             ("not.a.jwt".to_owned(), "malformed"),
         ];
         for (token, label) in cases {
@@ -374,23 +428,40 @@ mod tests {
         s.issuer = "https://issuer".into();
         s.audience = "switchyard".into();
         let (v, _) = Verifier::from_settings(&s, false).unwrap();
-        let claims = |iss: &str, aud: &str| {
-            serde_json::json!({"sub":"u","role":"Service","exp":now()+60,"iss":iss,"aud":aud})
-        };
-        assert!(v.verify(&sign("k", claims("https://issuer", "switchyard"), Algorithm::HS256)).is_ok());
+        let claims = |iss: &str, aud: &str| serde_json::json!({"sub":"u","role":"Service","exp":now()+60,"iss":iss,"aud":aud});
+        assert!(v
+            .verify(&sign(
+                "k",
+                claims("https://issuer", "switchyard"),
+                Algorithm::HS256
+            ))
+            .is_ok());
         assert_eq!(
-            v.verify(&sign("k", claims("https://evil", "switchyard"), Algorithm::HS256)).unwrap_err(),
+            v.verify(&sign(
+                "k",
+                claims("https://evil", "switchyard"),
+                Algorithm::HS256
+            ))
+            .unwrap_err(),
             AuthError::WrongIssuer
         );
         assert_eq!(
-            v.verify(&sign("k", claims("https://issuer", "other"), Algorithm::HS256)).unwrap_err(),
+            v.verify(&sign(
+                "k",
+                claims("https://issuer", "other"),
+                Algorithm::HS256
+            ))
+            .unwrap_err(),
             AuthError::WrongAudience
         );
     }
 
     #[test]
     fn missing_key_is_fatal_outside_development_only() {
-        assert!(matches!(Verifier::from_settings(&settings(""), false), Err(KeyError::NoKey)));
+        assert!(matches!(
+            Verifier::from_settings(&settings(""), false),
+            Err(KeyError::NoKey)
+        ));
         let (v, generated) = Verifier::from_settings(&settings(""), true).unwrap();
         let GeneratedSecret(secret) = generated.expect("a generated secret");
         assert_eq!(secret.len(), 64);

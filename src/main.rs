@@ -61,9 +61,9 @@ fn main() -> anyhow::Result<()> {
                 exp: now + ttl_secs,
                 iat: now,
             };
-            let token = verifier
-                .mint(&claims)
-                .ok_or_else(|| anyhow::anyhow!("RS256 is configured; mint tokens with your issuer"))?;
+            let token = verifier.mint(&claims).ok_or_else(|| {
+                anyhow::anyhow!("RS256 is configured; mint tokens with your issuer")
+            })?;
             verifier.verify(&token)?;
             println!("{token}");
             Ok(())

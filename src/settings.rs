@@ -164,7 +164,10 @@ impl Settings {
             .cloned()
             .unwrap_or_else(|| "development".to_owned());
         let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(BUILTIN_DEFAULTS, config::FileFormat::Toml))
+            .add_source(config::File::from_str(
+                BUILTIN_DEFAULTS,
+                config::FileFormat::Toml,
+            ))
             .add_source(config::File::from(dir.join("default.toml")).required(false))
             .add_source(config::File::from(dir.join(format!("{environment}.toml"))).required(false))
             .set_override("environment", environment.clone())?;
@@ -266,7 +269,9 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         Settings::load_from(
             &dir,
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         )
         .unwrap()
     }

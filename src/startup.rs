@@ -95,7 +95,8 @@ impl Application {
             limits.clone(),
             metrics.clone(),
         );
-        let tenants = TenantRegistry::new(limits.clone(), metrics.clone(), settings.publish_timeout());
+        let tenants =
+            TenantRegistry::new(limits.clone(), metrics.clone(), settings.publish_timeout());
         let node = Arc::new(Node::new(
             id.clone(),
             broker,
@@ -192,6 +193,10 @@ async fn observe(
                 .inc();
         }
     }
-    log::debug!("{method} {path} -> {} in {:?}", status.as_u16(), started.elapsed());
+    log::debug!(
+        "{method} {path} -> {} in {:?}",
+        status.as_u16(),
+        started.elapsed()
+    );
     Ok(res)
 }

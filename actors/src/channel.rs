@@ -29,17 +29,42 @@ pub const MAX_CHANNEL_LEN: usize = 255;
 /// What a channel name means.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Channel {
-    TenantBroadcast { tenant: TenantKey },
-    TenantAdmins { tenant: TenantKey },
-    TenantAdminsOrders { tenant: TenantKey },
-    TenantAdminsSessions { tenant: TenantKey },
-    TenantActivity { tenant: TenantKey },
-    TenantCustomer { tenant: TenantKey, user: String },
-    TenantOrder { tenant: TenantKey, order: String },
-    Session { session: String },
-    User { user: String },
-    Conversation { id: String },
-    Notifications { entity_type: String, entity_id: String },
+    TenantBroadcast {
+        tenant: TenantKey,
+    },
+    TenantAdmins {
+        tenant: TenantKey,
+    },
+    TenantAdminsOrders {
+        tenant: TenantKey,
+    },
+    TenantAdminsSessions {
+        tenant: TenantKey,
+    },
+    TenantActivity {
+        tenant: TenantKey,
+    },
+    TenantCustomer {
+        tenant: TenantKey,
+        user: String,
+    },
+    TenantOrder {
+        tenant: TenantKey,
+        order: String,
+    },
+    Session {
+        session: String,
+    },
+    User {
+        user: String,
+    },
+    Conversation {
+        id: String,
+    },
+    Notifications {
+        entity_type: String,
+        entity_id: String,
+    },
     GlobalBroadcast,
 }
 
@@ -90,7 +115,10 @@ pub enum ChannelError {
     #[error("unknown channel pattern {0:?}; see the channel table in docs/protocol.md")]
     UnknownPattern(String),
     #[error("channel segment {segment:?} {reason}")]
-    BadSegment { segment: String, reason: SegmentError },
+    BadSegment {
+        segment: String,
+        reason: SegmentError,
+    },
 }
 
 /// A parsed channel name: the canonical text (shared, cheap to clone) plus its meaning.
@@ -227,25 +255,59 @@ mod tests {
     #[test]
     fn every_pattern_parses_and_round_trips() {
         let cases = [
-            ("tenant:acme:broadcast", Channel::TenantBroadcast { tenant: t("acme") }),
-            ("tenant:acme:admins", Channel::TenantAdmins { tenant: t("acme") }),
-            ("tenant:acme:admins:orders", Channel::TenantAdminsOrders { tenant: t("acme") }),
-            ("tenant:acme:admins:sessions", Channel::TenantAdminsSessions { tenant: t("acme") }),
-            ("tenant:acme:activity", Channel::TenantActivity { tenant: t("acme") }),
+            (
+                "tenant:acme:broadcast",
+                Channel::TenantBroadcast { tenant: t("acme") },
+            ),
+            (
+                "tenant:acme:admins",
+                Channel::TenantAdmins { tenant: t("acme") },
+            ),
+            (
+                "tenant:acme:admins:orders",
+                Channel::TenantAdminsOrders { tenant: t("acme") },
+            ),
+            (
+                "tenant:acme:admins:sessions",
+                Channel::TenantAdminsSessions { tenant: t("acme") },
+            ),
+            (
+                "tenant:acme:activity",
+                Channel::TenantActivity { tenant: t("acme") },
+            ),
             (
                 "tenant:acme:customer:u1",
-                Channel::TenantCustomer { tenant: t("acme"), user: "u1".into() },
+                Channel::TenantCustomer {
+                    tenant: t("acme"),
+                    user: "u1".into(),
+                },
             ),
             (
                 "tenant:acme:order:o-9",
-                Channel::TenantOrder { tenant: t("acme"), order: "o-9".into() },
+                Channel::TenantOrder {
+                    tenant: t("acme"),
+                    order: "o-9".into(),
+                },
             ),
-            ("session:s1", Channel::Session { session: "s1".into() }),
-            ("user:alice", Channel::User { user: "alice".into() }),
+            (
+                "session:s1",
+                Channel::Session {
+                    session: "s1".into(),
+                },
+            ),
+            (
+                "user:alice",
+                Channel::User {
+                    user: "alice".into(),
+                },
+            ),
             ("conversation:42", Channel::Conversation { id: "42".into() }),
             (
                 "notifications:Team:team-123",
-                Channel::Notifications { entity_type: "Team".into(), entity_id: "team-123".into() },
+                Channel::Notifications {
+                    entity_type: "Team".into(),
+                    entity_id: "team-123".into(),
+                },
             ),
             ("global:broadcast", Channel::GlobalBroadcast),
         ];
@@ -273,7 +335,10 @@ mod tests {
             "TENANT:acme:broadcast",
             ":",
         ] {
-            assert!(ChannelName::parse(bad).is_err(), "{bad:?} should be refused");
+            assert!(
+                ChannelName::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
         assert_eq!(ChannelName::parse(""), Err(ChannelError::Empty));
         assert_eq!(

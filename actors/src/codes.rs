@@ -132,8 +132,8 @@ impl CloseCode {
     }
 }
 
-/// The `code` of an `error` / `subscription_error` frame (native protocol) and the prefix of a
-/// SignalR completion error.
+/// The `code` of an `error` / `subscription_error` frame (native protocol). SignalR completion
+/// errors carry only the human-readable message, as ASP.NET Core hubs do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -194,8 +194,15 @@ mod tests {
 
     #[test]
     fn error_codes_serialize_as_their_names() {
-        for code in [ErrorCode::BadJson, ErrorCode::TooManySubscriptions, ErrorCode::Forbidden] {
-            assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()));
+        for code in [
+            ErrorCode::BadJson,
+            ErrorCode::TooManySubscriptions,
+            ErrorCode::Forbidden,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&code).unwrap(),
+                format!("\"{}\"", code.as_str())
+            );
         }
     }
 

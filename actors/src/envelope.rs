@@ -237,7 +237,9 @@ pub(crate) mod tests {
             id: Arc::from("e1"),
             channel: ChannelName::parse("tenant:acme:broadcast").unwrap(),
             event: EventName::parse("NewOrder").unwrap(),
-            data: Arc::from(RawValue::from_string(r#"{"orderId":"o1","total":12.5}"#.into()).unwrap()),
+            data: Arc::from(
+                RawValue::from_string(r#"{"orderId":"o1","total":12.5}"#.into()).unwrap(),
+            ),
             ts: 1_700_000_000_123,
         };
         Envelope::new(draft, 7, Arc::from("ep1"), NodeId(Arc::from("n1")))
@@ -259,9 +261,15 @@ pub(crate) mod tests {
     fn refuses_bad_envelopes() {
         assert!(Envelope::from_json("{").is_err());
         let wrong_version = sample().to_json().replace(r#""v":1"#, r#""v":9"#);
-        assert!(matches!(Envelope::from_json(&wrong_version), Err(EnvelopeError::Version(9))));
+        assert!(matches!(
+            Envelope::from_json(&wrong_version),
+            Err(EnvelopeError::Version(9))
+        ));
         let bad_channel = sample().to_json().replace("tenant:acme:broadcast", "nope");
-        assert!(matches!(Envelope::from_json(&bad_channel), Err(EnvelopeError::Channel(_))));
+        assert!(matches!(
+            Envelope::from_json(&bad_channel),
+            Err(EnvelopeError::Channel(_))
+        ));
     }
 
     #[test]

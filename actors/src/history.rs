@@ -60,9 +60,19 @@ impl ChannelLog {
     }
 
     /// Gives the draft the next offset, keeps it (within `limits`) and returns the envelope.
-    pub fn append(&mut self, draft: Draft, origin: &NodeId, limits: HistoryLimits) -> Arc<Envelope> {
+    pub fn append(
+        &mut self,
+        draft: Draft,
+        origin: &NodeId,
+        limits: HistoryLimits,
+    ) -> Arc<Envelope> {
         self.offset += 1;
-        let env = Arc::new(Envelope::new(draft, self.offset, self.epoch.clone(), origin.clone()));
+        let env = Arc::new(Envelope::new(
+            draft,
+            self.offset,
+            self.epoch.clone(),
+            origin.clone(),
+        ));
         let now = Instant::now();
         self.last_used = now;
         if limits.size > 0 {
@@ -174,11 +184,20 @@ mod tests {
         // 2 and 3 are present; 1 is gone.
         let r = log.recover(&pos(2), LIMITS);
         assert!(r.recovered);
-        assert_eq!(r.replay.iter().map(|e| e.offset).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(
+            r.replay.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
         let r = log.recover(&pos(5), LIMITS);
         assert!(r.recovered && r.replay.is_empty());
-        assert!(!log.recover(&pos(1), LIMITS).recovered, "offset 2 was evicted");
-        assert!(!log.recover(&pos(9), LIMITS).recovered, "a future position is not ours");
+        assert!(
+            !log.recover(&pos(1), LIMITS).recovered,
+            "offset 2 was evicted"
+        );
+        assert!(
+            !log.recover(&pos(9), LIMITS).recovered,
+            "a future position is not ours"
+        );
     }
 
     #[test]

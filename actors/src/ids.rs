@@ -31,7 +31,9 @@ pub fn validate_segment(s: &str) -> Result<(), SegmentError> {
     if s.len() > MAX_SEGMENT_LEN {
         return Err(SegmentError::TooLong);
     }
-    if s.chars().any(|c| c == ':' || c.is_whitespace() || c.is_control()) {
+    if s.chars()
+        .any(|c| c == ':' || c.is_whitespace() || c.is_control())
+    {
         return Err(SegmentError::BadCharacter);
     }
     Ok(())

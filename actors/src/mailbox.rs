@@ -127,11 +127,19 @@ impl MailboxSettings {
     pub fn validate(&self) -> Result<(), LimitError> {
         let (min, max) = MAILBOX_RANGE;
         if !(min..=max).contains(&self.mailbox) {
-            return Err(LimitError::Mailbox { min, max, got: self.mailbox });
+            return Err(LimitError::Mailbox {
+                min,
+                max,
+                got: self.mailbox,
+            });
         }
         let (min, max) = QUEUED_BYTES_RANGE;
         if !(min..=max).contains(&self.max_queued_bytes) {
-            return Err(LimitError::QueuedBytes { min, max, got: self.max_queued_bytes });
+            return Err(LimitError::QueuedBytes {
+                min,
+                max,
+                got: self.max_queued_bytes,
+            });
         }
         Ok(())
     }
@@ -183,7 +191,8 @@ impl MailboxLimits {
         s.validate()?;
         self.mailbox.store(s.mailbox, Ordering::Relaxed);
         self.policy.store(s.policy.to_u8(), Ordering::Relaxed);
-        self.max_queued_bytes.store(s.max_queued_bytes, Ordering::Relaxed);
+        self.max_queued_bytes
+            .store(s.max_queued_bytes, Ordering::Relaxed);
         self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
@@ -280,7 +289,11 @@ mod tests {
         assert_eq!(b.try_reserve(600, 1000), None);
         assert_eq!(b.try_reserve(400, 1000), Some(1000));
         b.release(1000);
-        assert_eq!(b.try_reserve(5000, 1000), Some(5000), "an empty queue takes any one message");
+        assert_eq!(
+            b.try_reserve(5000, 1000),
+            Some(5000),
+            "an empty queue takes any one message"
+        );
         assert_eq!(b.try_reserve(1, 1000), None);
     }
 
@@ -300,7 +313,10 @@ mod tests {
             max_queued_bytes: 4096,
         });
         let g = l.generation();
-        let bad = MailboxSettings { mailbox: 0, ..l.settings() };
+        let bad = MailboxSettings {
+            mailbox: 0,
+            ..l.settings()
+        };
         assert!(l.update(bad).is_err());
         assert_eq!(l.generation(), g);
         let good = MailboxSettings {

@@ -97,7 +97,11 @@ impl Metrics {
         reg(Box::new(delivery_latency.clone()));
 
         Self {
-            connections: gauge_vec("switchyard_connections", "Open WebSocket connections", &["protocol"]),
+            connections: gauge_vec(
+                "switchyard_connections",
+                "Open WebSocket connections",
+                &["protocol"],
+            ),
             connections_opened: counter_vec(
                 "switchyard_connections_opened_total",
                 "WebSocket connections accepted",

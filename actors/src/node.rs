@@ -67,7 +67,11 @@ impl Node {
 
     /// The one publish path for every source (REST, sessions, scheduler, change feed, Redis).
     /// `source` labels the `switchyard_published_total` metric.
-    pub async fn publish(&self, draft: Draft, source: &'static str) -> Result<PublishAck, PublishError> {
+    pub async fn publish(
+        &self,
+        draft: Draft,
+        source: &'static str,
+    ) -> Result<PublishAck, PublishError> {
         let ack = self.broker.publish(draft).await?;
         self.metrics.published.with_label_values(&[source]).inc();
         Ok(ack)

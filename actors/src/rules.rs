@@ -54,16 +54,29 @@ pub fn can_subscribe(who: &Identity, channel: &Channel) -> Decision {
         | Channel::TenantAdminsOrders { tenant }
         | Channel::TenantAdminsSessions { tenant }
         | Channel::TenantActivity { tenant } => allow_if(who.is_staff_of(tenant), || {
-            format!("{}: Admin or Staff of tenant {tenant} only", pattern(channel))
+            format!(
+                "{}: Admin or Staff of tenant {tenant} only",
+                pattern(channel)
+            )
         }),
         Channel::TenantCustomer { tenant, user } => allow_if(
             who.is_staff_of(tenant) || (who.is_member_of(tenant) && who.user_id.as_str() == user),
-            || format!("{}: that customer or Admin/Staff of tenant {tenant} only", pattern(channel)),
+            || {
+                format!(
+                    "{}: that customer or Admin/Staff of tenant {tenant} only",
+                    pattern(channel)
+                )
+            },
         ),
         Channel::Session { session } => allow_if(
             who.role == Role::Customer
                 && who.session_id.as_ref().map(|s| s.as_str()) == Some(session.as_str()),
-            || format!("{}: the customer whose token carries that sessionId only", pattern(channel)),
+            || {
+                format!(
+                    "{}: the customer whose token carries that sessionId only",
+                    pattern(channel)
+                )
+            },
         ),
         Channel::User { user } => allow_if(who.user_id.as_str() == user, || {
             format!("{}: that user only", pattern(channel))
@@ -89,7 +102,10 @@ pub fn can_publish(who: &Identity, channel: &Channel) -> Decision {
     }
     match channel {
         Channel::TenantBroadcast { tenant } => allow_if(who.is_staff_of(tenant), || {
-            format!("{}: Service, or Admin/Staff of tenant {tenant} only", pattern(channel))
+            format!(
+                "{}: Service, or Admin/Staff of tenant {tenant} only",
+                pattern(channel)
+            )
         }),
         Channel::Conversation { .. } if who.role != Role::Operator => Decision::Lookup,
         _ => Decision::Deny(RuleViolation::new(format!(
@@ -222,10 +238,19 @@ mod tests {
     #[test]
     fn database_channels_need_a_lookup_except_for_operators() {
         let cust = who(Role::Customer, Some("a"), "c1", None);
-        assert_eq!(can_subscribe(&cust, &ch("conversation:1")), Decision::Lookup);
-        assert_eq!(can_subscribe(&cust, &ch("notifications:Team:t1")), Decision::Lookup);
+        assert_eq!(
+            can_subscribe(&cust, &ch("conversation:1")),
+            Decision::Lookup
+        );
+        assert_eq!(
+            can_subscribe(&cust, &ch("notifications:Team:t1")),
+            Decision::Lookup
+        );
         let ops = who(Role::Operator, None, "ops", None);
-        assert!(matches!(can_subscribe(&ops, &ch("conversation:1")), Decision::Deny(_)));
+        assert!(matches!(
+            can_subscribe(&ops, &ch("conversation:1")),
+            Decision::Deny(_)
+        ));
     }
 
     #[test]

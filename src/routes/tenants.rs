@@ -9,7 +9,8 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 
 fn tenant_for(who: &Caller, raw: &str) -> Result<TenantKey, ApiError> {
-    let tenant = TenantKey::parse(raw).map_err(|e| ApiError::BadRequest(format!("tenant key {e}")))?;
+    let tenant =
+        TenantKey::parse(raw).map_err(|e| ApiError::BadRequest(format!("tenant key {e}")))?;
     if !who.0.may_watch_tenant(&tenant) {
         return Err(ApiError::Forbidden(format!(
             "tenant {tenant}: Admin or Staff of the tenant, Service or Operator only"
@@ -46,7 +47,8 @@ pub async fn user_online(
 ) -> Result<HttpResponse, ApiError> {
     let (raw_tenant, raw_user) = path.into_inner();
     let tenant = tenant_for(&who, &raw_tenant)?;
-    let user = UserId::parse(&raw_user).map_err(|e| ApiError::BadRequest(format!("user id {e}")))?;
+    let user =
+        UserId::parse(&raw_user).map_err(|e| ApiError::BadRequest(format!("user id {e}")))?;
     let online = state
         .node
         .tenants

@@ -34,7 +34,9 @@ pub fn upgrade(
 ) -> Result<HttpResponse, actix_web::Error> {
     let node = &state.node;
     if node.is_shutting_down() {
-        return Err(ApiError::Busy("the server is restarting; reconnect to another node".into()).into());
+        return Err(
+            ApiError::Busy("the server is restarting; reconnect to another node".into()).into(),
+        );
     }
     let conn = node.next_conn_id();
     let tenant = identity.tenant.clone();

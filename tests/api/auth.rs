@@ -14,7 +14,9 @@ async fn bad_tokens_are_refused_at_the_upgrade_with_401_problem_json() {
     let forged = {
         let t = token(&admin("acme"));
         let mut parts: Vec<&str> = t.split('.').collect();
-        let claims = base64_url(&json!({"sub":"x","tenantKey":"acme","role":"Service","exp":9999999999u64}).to_string());
+        let claims = base64_url(
+            &json!({"sub":"x","tenantKey":"acme","role":"Service","exp":9999999999u64}).to_string(),
+        );
         parts[1] = &claims;
         parts.join(".")
     };
@@ -32,9 +34,21 @@ async fn bad_tokens_are_refused_at_the_upgrade_with_401_problem_json() {
         assert_eq!(p["code"], code, "{p}");
         assert!(p["detail"].as_str().is_some_and(|d| !d.is_empty()));
     }
-    assert!(app.metric("switchyard_auth_failures_total{reason=\"expired\"}").await >= 1.0);
-    assert!(app.metric("switchyard_auth_failures_total{reason=\"missing\"}").await >= 1.0);
-    assert!(app.metric("switchyard_auth_failures_total{reason=\"bad_signature\"}").await >= 1.0);
+    assert!(
+        app.metric("switchyard_auth_failures_total{reason=\"expired\"}")
+            .await
+            >= 1.0
+    );
+    assert!(
+        app.metric("switchyard_auth_failures_total{reason=\"missing\"}")
+            .await
+            >= 1.0
+    );
+    assert!(
+        app.metric("switchyard_auth_failures_total{reason=\"bad_signature\"}")
+            .await
+            >= 1.0
+    );
 }
 
 fn base64_url(s: &str) -> String {
@@ -42,7 +56,10 @@ fn base64_url(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = String::new();
     for chunk in b.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &x)| acc | (x as u32) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &x)| acc | (x as u32) << (16 - 8 * i));
         for i in 0..=chunk.len() {
             out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
@@ -59,7 +76,9 @@ async fn the_authorization_header_works_for_websockets_too() {
         "authorization",
         format!("Bearer {}", token(&admin("acme"))).parse().unwrap(),
     );
-    let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("upgrade with header");
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade with header");
     let mut ws = WsClient { ws };
     ws.subscribed("tenant:acme:admins").await;
 }
@@ -73,7 +92,9 @@ async fn rest_refuses_missing_and_bad_tokens() {
     let (status, p) = app.post_json("/api/v1/publish", Some("nope"), &body).await;
     assert_eq!((status, p["code"].as_str()), (401, Some("token_invalid")));
     let expired = token_with_ttl(&service(), -300);
-    let (status, p) = app.post_json("/api/v1/publish", Some(&expired), &body).await;
+    let (status, p) = app
+        .post_json("/api/v1/publish", Some(&expired), &body)
+        .await;
     assert_eq!((status, p["code"].as_str()), (401, Some("token_expired")));
 }
 
@@ -96,6 +117,10 @@ async fn rs256_tokens_verify_with_the_configured_public_key() {
     let mut ws = app.connect_token(&rs).await.expect("RS256 token accepted");
     ws.subscribed("tenant:acme:admins").await;
     // The algorithm is pinned: an HS256 token is refused even if its claims are fine.
-    let (status, _) = app.connect_token(&token(&admin("acme"))).await.err().unwrap();
+    let (status, _) = app
+        .connect_token(&token(&admin("acme")))
+        .await
+        .err()
+        .unwrap();
     assert_eq!(status, 401);
 }

@@ -11,12 +11,19 @@ async fn published_events_arrive_in_order_with_offsets_and_epoch() {
     let sub = ws.subscribed("tenant:acme:broadcast").await;
     assert_eq!(sub["data"]["channel"], "tenant:acme:broadcast");
     assert_eq!(sub["data"]["offset"], 0, "a new channel starts at offset 0");
-    assert!(sub["data"]["subscriptionId"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(sub["data"]["subscriptionId"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
     let epoch = sub["data"]["epoch"].as_str().unwrap().to_owned();
 
     for i in 1..=5 {
         let (status, ack) = app
-            .publish(&service(), "tenant:acme:broadcast", "NewOrder", json!({"orderId": i}))
+            .publish(
+                &service(),
+                "tenant:acme:broadcast",
+                "NewOrder",
+                json!({"orderId": i}),
+            )
             .await;
         assert_eq!(status, 202, "{ack}");
         assert_eq!(ack["offset"], i);
@@ -41,14 +48,19 @@ async fn published_events_arrive_in_order_with_offsets_and_epoch() {
 async fn subscribe_reports_the_current_offset_of_a_busy_channel() {
     let app = spawn_app().await;
     for _ in 0..3 {
-        app.publish(&service(), "user:u1", "Hello", json!(null)).await;
+        app.publish(&service(), "user:u1", "Hello", json!(null))
+            .await;
     }
     let mut ws = app.connect(&customer("acme", "u1", None)).await;
     let sub = ws.subscribed("user:u1").await;
     assert_eq!(sub["data"]["offset"], 3);
-    app.publish(&service(), "user:u1", "Hello", json!("x")).await;
+    app.publish(&service(), "user:u1", "Hello", json!("x"))
+        .await;
     let n = ws.recv().await;
-    assert_eq!(n["data"]["offset"], 4, "only events after the subscription arrive");
+    assert_eq!(
+        n["data"]["offset"], 4,
+        "only events after the subscription arrive"
+    );
 }
 
 #[actix_web::test]
@@ -61,8 +73,13 @@ async fn every_subscriber_gets_every_event() {
         clients.push(ws);
     }
     for i in 1..=10 {
-        app.publish(&service(), "tenant:acme:order:o-1", "OrderStatusChanged", json!({"n": i}))
-            .await;
+        app.publish(
+            &service(),
+            "tenant:acme:order:o-1",
+            "OrderStatusChanged",
+            json!({"n": i}),
+        )
+        .await;
     }
     for ws in &mut clients {
         for i in 1..=10 {
@@ -81,13 +98,22 @@ async fn unsubscribe_stops_delivery_and_ping_answers() {
     ws.send_json(json!({"type":"unsubscribe","id":3,"data":{"channel":"tenant:acme:admins"}}))
         .await;
     let reply = ws.recv().await;
-    assert_eq!(reply, json!({"type":"unsubscribed","id":3,"data":{"channel":"tenant:acme:admins"}}));
-    app.publish(&service(), "tenant:acme:admins", "Gone", json!(1)).await;
-    app.publish(&service(), "tenant:acme:admins:orders", "Kept", json!(2)).await;
+    assert_eq!(
+        reply,
+        json!({"type":"unsubscribed","id":3,"data":{"channel":"tenant:acme:admins"}})
+    );
+    app.publish(&service(), "tenant:acme:admins", "Gone", json!(1))
+        .await;
+    app.publish(&service(), "tenant:acme:admins:orders", "Kept", json!(2))
+        .await;
     let n = ws.recv().await;
-    assert_eq!(n["data"]["event"], "Kept", "the unsubscribed channel must be silent: {n}");
+    assert_eq!(
+        n["data"]["event"], "Kept",
+        "the unsubscribed channel must be silent: {n}"
+    );
 
-    ws.send_json(json!({"type":"unsubscribe","data":{"channel":"tenant:acme:admins"}})).await;
+    ws.send_json(json!({"type":"unsubscribe","data":{"channel":"tenant:acme:admins"}}))
+        .await;
     let err = ws.recv().await;
     assert_eq!(err["type"], "error");
     assert_eq!(err["data"]["code"], "not_subscribed");
@@ -118,5 +144,8 @@ async fn clients_publish_where_the_rules_allow() {
     assert_eq!(err["type"], "error");
     assert_eq!(err["id"], "p2");
     assert_eq!(err["data"]["code"], "forbidden");
-    assert!(err["data"]["message"].as_str().unwrap().contains("tenant:{t}:broadcast"));
+    assert!(err["data"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("tenant:{t}:broadcast"));
 }

@@ -45,7 +45,9 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let _ = env_logger::builder().is_test(true).try_init();
     let mut settings = test_settings();
     tweak(&mut settings);
-    let app = Application::build(settings.clone()).await.expect("app builds");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("app builds");
     let port = app.port();
     let handle = app.handle();
     let server = actix_web::rt::spawn(app.run_until_stopped());
@@ -68,19 +70,44 @@ pub struct As {
 }
 
 pub fn admin(tenant: &'static str) -> As {
-    As { role: "Admin", tenant: Some(tenant), sub: format!("admin-{tenant}"), session: None }
+    As {
+        role: "Admin",
+        tenant: Some(tenant),
+        sub: format!("admin-{tenant}"),
+        session: None,
+    }
 }
 pub fn staff(tenant: &'static str) -> As {
-    As { role: "Staff", tenant: Some(tenant), sub: format!("staff-{tenant}"), session: None }
+    As {
+        role: "Staff",
+        tenant: Some(tenant),
+        sub: format!("staff-{tenant}"),
+        session: None,
+    }
 }
 pub fn customer(tenant: &'static str, sub: &str, session: Option<&'static str>) -> As {
-    As { role: "Customer", tenant: Some(tenant), sub: sub.to_owned(), session }
+    As {
+        role: "Customer",
+        tenant: Some(tenant),
+        sub: sub.to_owned(),
+        session,
+    }
 }
 pub fn service() -> As {
-    As { role: "Service", tenant: None, sub: "backend".into(), session: None }
+    As {
+        role: "Service",
+        tenant: None,
+        sub: "backend".into(),
+        session: None,
+    }
 }
 pub fn operator() -> As {
-    As { role: "Operator", tenant: None, sub: "ops".into(), session: None }
+    As {
+        role: "Operator",
+        tenant: None,
+        sub: "ops".into(),
+        session: None,
+    }
 }
 
 /// A token signed with the test secret, valid for `ttl` seconds from now (negative = expired).
@@ -117,7 +144,9 @@ impl TestApp {
 
     /// Opens the native protocol as `who`.
     pub async fn connect(&self, who: &As) -> WsClient {
-        self.connect_token(&token(who)).await.expect("websocket upgrade")
+        self.connect_token(&token(who))
+            .await
+            .expect("websocket upgrade")
     }
 
     /// Opens `/ws?access_token=…`; the error carries the HTTP status and body on refusal.
@@ -128,7 +157,8 @@ impl TestApp {
 
     pub async fn publish(&self, who: &As, channel: &str, event: &str, data: Value) -> (u16, Value) {
         let body = json!({"channel": channel, "event": event, "data": data});
-        self.post_json("/api/v1/publish", Some(&token(who)), &body).await
+        self.post_json("/api/v1/publish", Some(&token(who)), &body)
+            .await
     }
 
     pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
@@ -139,11 +169,23 @@ impl TestApp {
         let mut res = req.send_json(body).await.expect("http request");
         let status = res.status().as_u16();
         let bytes = res.body().await.expect("http body");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
-    pub async fn post_raw(&self, path: &str, token: Option<&str>, content_type: &str, body: &str) -> (u16, String, Value) {
-        let mut req = self.http.post(self.url(path)).insert_header(("content-type", content_type));
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: &str,
+    ) -> (u16, String, Value) {
+        let mut req = self
+            .http
+            .post(self.url(path))
+            .insert_header(("content-type", content_type));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -156,7 +198,11 @@ impl TestApp {
             .unwrap_or("")
             .to_owned();
         let bytes = res.body().await.expect("http body");
-        (status, ct, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            ct,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
@@ -167,7 +213,10 @@ impl TestApp {
         let mut res = req.send().await.expect("http request");
         let status = res.status().as_u16();
         let bytes = res.body().limit(8 << 20).await.expect("http body");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     pub async fn metrics(&self) -> String {
@@ -184,7 +233,10 @@ impl TestApp {
 
 pub fn metric_value(text: &str, sample: &str) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
         .unwrap_or(0.0)
 }
 
@@ -231,7 +283,9 @@ impl WsClient {
                 .expect("stream ended")
                 .expect("websocket error");
             match msg {
-                Message::Text(t) => return serde_json::from_str(&t).expect("server frames are JSON"),
+                Message::Text(t) => {
+                    return serde_json::from_str(&t).expect("server frames are JSON")
+                }
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("expected a text frame, got {other:?}"),
             }
@@ -250,7 +304,8 @@ impl WsClient {
 
     /// Subscribes and returns the reply (`subscribed` or `subscription_error`).
     pub async fn subscribe(&mut self, channel: &str) -> Value {
-        self.send_json(json!({"type":"subscribe","data":{"channel":channel}})).await;
+        self.send_json(json!({"type":"subscribe","data":{"channel":channel}}))
+            .await;
         self.recv().await
     }
 

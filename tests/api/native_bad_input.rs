@@ -20,8 +20,14 @@ async fn malformed_frames_get_error_frames_and_the_connection_lives() {
         (r#"{"type":"dance"}"#, "unknown_type"),
         (r#"{"data":{}}"#, "bad_request"),
         (r#"{"type":"subscribe","data":{}}"#, "bad_request"),
-        (r#"{"type":"subscribe","data":{"channel":42}}"#, "bad_request"),
-        (r#"{"type":"publish","data":{"channel":"tenant:acme:broadcast"}}"#, "bad_request"),
+        (
+            r#"{"type":"subscribe","data":{"channel":42}}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"type":"publish","data":{"channel":"tenant:acme:broadcast"}}"#,
+            "bad_request",
+        ),
         (r#"{"type":"unsubscribe"}"#, "bad_request"),
         (r#"{"type":"ping","id":[1]}"#, "bad_request"),
     ];
@@ -30,7 +36,9 @@ async fn malformed_frames_get_error_frames_and_the_connection_lives() {
         let err = ws.recv().await;
         assert_eq!(err["type"], "error", "{frame} → {err}");
         assert_eq!(err["data"]["code"], code, "{frame} → {err}");
-        assert!(err["data"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(err["data"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
     }
     ws.send_binary(vec![1, 2, 3]).await;
     assert_eq!(ws.recv().await["data"]["code"], "unsupported_frame");
@@ -42,15 +50,27 @@ async fn malformed_frames_get_error_frames_and_the_connection_lives() {
     ws.send_json(json!({"type":"publish","data":{"channel":"tenant:acme:broadcast","event":"bad event!","data":1}}))
         .await;
     assert_eq!(ws.recv().await["data"]["code"], "bad_event");
-    assert_eq!(ws.subscribe("tenant:acme:broadcast").await["data"]["code"], "already_subscribed");
+    assert_eq!(
+        ws.subscribe("tenant:acme:broadcast").await["data"]["code"],
+        "already_subscribed"
+    );
 
     // Still alive, still subscribed, and the bystander saw nothing of it.
     ws.ping().await;
-    app.publish(&service(), "tenant:acme:broadcast", "After", json!(1)).await;
+    app.publish(&service(), "tenant:acme:broadcast", "After", json!(1))
+        .await;
     assert_eq!(ws.recv().await["data"]["event"], "After");
     assert_eq!(bystander.recv().await["data"]["event"], "After");
-    assert!(app.metric("switchyard_bad_frames_total{code=\"bad_json\"}").await >= 3.0);
-    assert!(app.metric("switchyard_bad_frames_total{code=\"unknown_type\"}").await >= 1.0);
+    assert!(
+        app.metric("switchyard_bad_frames_total{code=\"bad_json\"}")
+            .await
+            >= 3.0
+    );
+    assert!(
+        app.metric("switchyard_bad_frames_total{code=\"unknown_type\"}")
+            .await
+            >= 1.0
+    );
 }
 
 #[actix_web::test]
@@ -62,14 +82,22 @@ async fn oversized_frames_close_with_1009() {
     ws.send_text(&big).await;
     assert_eq!(ws.closed().await, 1009);
     bystander.ping().await;
-    assert_eq!(app.metric("switchyard_disconnects_total{reason=\"message_too_big\"}").await, 1.0);
+    assert_eq!(
+        app.metric("switchyard_disconnects_total{reason=\"message_too_big\"}")
+            .await,
+        1.0
+    );
 }
 
 #[actix_web::test]
 async fn too_many_subscriptions_are_refused_at_the_configured_limit() {
     let app = spawn_app_with(|s| s.session.max_subscriptions = 3).await;
     let mut ws = app.connect(&admin("acme")).await;
-    for c in ["tenant:acme:broadcast", "tenant:acme:admins", "tenant:acme:admins:orders"] {
+    for c in [
+        "tenant:acme:broadcast",
+        "tenant:acme:admins",
+        "tenant:acme:admins:orders",
+    ] {
         ws.subscribed(c).await;
     }
     let reply = ws.subscribe("tenant:acme:admins:sessions").await;
@@ -77,7 +105,8 @@ async fn too_many_subscriptions_are_refused_at_the_configured_limit() {
     assert_eq!(reply["data"]["code"], "too_many_subscriptions");
     assert!(reply["data"]["reason"].as_str().unwrap().contains('3'));
     // Leaving one makes room again.
-    ws.send_json(json!({"type":"unsubscribe","data":{"channel":"tenant:acme:admins"}})).await;
+    ws.send_json(json!({"type":"unsubscribe","data":{"channel":"tenant:acme:admins"}}))
+        .await;
     assert_eq!(ws.recv().await["type"], "unsubscribed");
     ws.subscribed("tenant:acme:admins:sessions").await;
 }
@@ -113,7 +142,9 @@ async fn flooding_gets_rate_limited_then_closed() {
                     other => panic!("unexpected {other:?}"),
                 }
             }
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => break u16::from(f.code),
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
+                break u16::from(f.code)
+            }
             Some(Ok(_)) => {}
             other => panic!("unexpected {other:?}"),
         }
@@ -139,7 +170,9 @@ async fn a_silent_client_is_dropped_and_heartbeats_flow() {
     // one reads nothing, so never pongs, for three times the client timeout.
     let mut pings = 0;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(1200);
-    while let Ok(next) = tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut attentive.ws)).await {
+    while let Ok(next) =
+        tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut attentive.ws)).await
+    {
         match next {
             Some(Ok(Message::Ping(_))) => pings += 1,
             Some(Ok(Message::Close(f))) => panic!("the attentive client was closed: {f:?}"),
@@ -150,7 +183,11 @@ async fn a_silent_client_is_dropped_and_heartbeats_flow() {
     assert!(pings >= 3, "server heartbeat pings arrive ({pings})");
     assert_eq!(silent.close_code().await, Some(4001));
     attentive.ping().await;
-    assert!(app.metric("switchyard_disconnects_total{reason=\"heartbeat_timeout\"}").await >= 1.0);
+    assert!(
+        app.metric("switchyard_disconnects_total{reason=\"heartbeat_timeout\"}")
+            .await
+            >= 1.0
+    );
 }
 
 /// A WebSocket client that upgrades and then never writes a byte (not even pongs), reading
@@ -162,7 +199,9 @@ struct RawSilentClient {
 impl RawSilentClient {
     async fn connect(app: &TestApp, token: &str) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+            .await
+            .unwrap();
         let req = format!(
             "GET /ws?access_token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
@@ -175,7 +214,11 @@ impl RawSilentClient {
             stream.read_exact(&mut b).await.unwrap();
             head.push(b[0]);
         }
-        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
         Self { stream }
     }
 
@@ -183,13 +226,19 @@ impl RawSilentClient {
     async fn close_code(&mut self) -> Option<u16> {
         use tokio::io::AsyncReadExt;
         let mut buf = Vec::new();
-        tokio::time::timeout(WAIT, self.stream.read_to_end(&mut buf)).await.ok()?.ok()?;
+        tokio::time::timeout(WAIT, self.stream.read_to_end(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
         let mut i = 0;
         while i + 2 <= buf.len() {
             let opcode = buf[i] & 0x0f;
             let (len, header) = match buf[i + 1] & 0x7f {
                 126 => (u16::from_be_bytes([buf[i + 2], buf[i + 3]]) as usize, 4),
-                127 => (u64::from_be_bytes(buf[i + 2..i + 10].try_into().unwrap()) as usize, 10),
+                127 => (
+                    u64::from_be_bytes(buf[i + 2..i + 10].try_into().unwrap()) as usize,
+                    10,
+                ),
                 n => (n as usize, 2),
             };
             let payload = &buf[i + header..i + header + len];

@@ -20,7 +20,8 @@ async fn metrics_cover_connections_traffic_and_latency() {
     let app = spawn_app().await;
     let mut ws = app.connect(&customer("acme", "c1", None)).await;
     ws.subscribed("tenant:acme:broadcast").await;
-    app.publish(&service(), "tenant:acme:broadcast", "E", json!(1)).await;
+    app.publish(&service(), "tenant:acme:broadcast", "E", json!(1))
+        .await;
     ws.recv().await;
     let m = app.metrics().await;
     for name in [
@@ -41,7 +42,11 @@ async fn metrics_cover_connections_traffic_and_latency() {
     drop(ws);
     // The connection gauge falls back when the client goes away.
     for _ in 0..100 {
-        if app.metric("switchyard_connections{protocol=\"native\"}").await == 0.0 {
+        if app
+            .metric("switchyard_connections{protocol=\"native\"}")
+            .await
+            == 0.0
+        {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -59,15 +64,21 @@ async fn tenant_connections_and_online_users() {
     a3.ping().await;
 
     let admin_t = token(&admin("acme"));
-    let (status, body) = app.get("/api/v1/tenants/acme/connections", Some(&admin_t)).await;
+    let (status, body) = app
+        .get("/api/v1/tenants/acme/connections", Some(&admin_t))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["tenantKey"], "acme");
     assert_eq!(body["connections"], 3);
     assert_eq!(body["users"], 2);
 
-    let (_, on) = app.get("/api/v1/tenants/acme/users/u1/online", Some(&admin_t)).await;
+    let (_, on) = app
+        .get("/api/v1/tenants/acme/users/u1/online", Some(&admin_t))
+        .await;
     assert_eq!(on["online"], true);
-    let (_, off) = app.get("/api/v1/tenants/acme/users/u9/online", Some(&admin_t)).await;
+    let (_, off) = app
+        .get("/api/v1/tenants/acme/users/u9/online", Some(&admin_t))
+        .await;
     assert_eq!(off["online"], false, "u9 is online in another tenant only");
 
     for (who, expected) in [
@@ -77,17 +88,26 @@ async fn tenant_connections_and_online_users() {
         (admin("other"), 403),
         (customer("acme", "u1", None), 403),
     ] {
-        let (status, _) = app.get("/api/v1/tenants/acme/connections", Some(&token(&who))).await;
+        let (status, _) = app
+            .get("/api/v1/tenants/acme/connections", Some(&token(&who)))
+            .await;
         assert_eq!(status, expected, "{who:?}");
     }
     let (status, _) = app.get("/api/v1/tenants/acme/connections", None).await;
     assert_eq!(status, 401);
-    let (status, _) = app.get("/api/v1/tenants/ac%20me/connections", Some(&token(&service()))).await;
+    let (status, _) = app
+        .get(
+            "/api/v1/tenants/ac%20me/connections",
+            Some(&token(&service())),
+        )
+        .await;
     assert_eq!(status, 400);
 
     drop(a3);
     for _ in 0..100 {
-        let (_, body) = app.get("/api/v1/tenants/acme/connections", Some(&admin_t)).await;
+        let (_, body) = app
+            .get("/api/v1/tenants/acme/connections", Some(&admin_t))
+            .await;
         if body["connections"] == 2 {
             return;
         }
@@ -100,7 +120,11 @@ async fn tenant_connections_and_online_users() {
 async fn dev_tokens_only_in_development() {
     let app = spawn_app().await;
     let (status, _) = app
-        .post_json("/dev/token", None, &json!({"sub":"a","tenantKey":"t","role":"Admin"}))
+        .post_json(
+            "/dev/token",
+            None,
+            &json!({"sub":"a","tenantKey":"t","role":"Admin"}),
+        )
         .await;
     assert_eq!(status, 404, "the test environment serves no dev tokens");
 
@@ -110,14 +134,22 @@ async fn dev_tokens_only_in_development() {
     })
     .await;
     let (status, body) = dev
-        .post_json("/dev/token", None, &json!({"sub":"a","tenantKey":"t","role":"Admin"}))
+        .post_json(
+            "/dev/token",
+            None,
+            &json!({"sub":"a","tenantKey":"t","role":"Admin"}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let t = body["token"].as_str().unwrap();
     let mut ws = dev.connect_token(t).await.expect("a dev token works");
     ws.subscribed("tenant:t:admins").await;
     let (status, _) = dev
-        .post_json("/dev/token", None, &json!({"sub":"a","tenantKey":"t","role":"Emperor"}))
+        .post_json(
+            "/dev/token",
+            None,
+            &json!({"sub":"a","tenantKey":"t","role":"Emperor"}),
+        )
         .await;
     assert_eq!(status, 400);
 }

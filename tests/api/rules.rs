@@ -48,7 +48,10 @@ async fn subscribe_rules_allow_and_refuse_naming_the_rule() {
         if allowed {
             assert_eq!(reply["type"], "subscribed", "{who:?} → {channel}: {reply}");
         } else {
-            assert_eq!(reply["type"], "subscription_error", "{who:?} → {channel}: {reply}");
+            assert_eq!(
+                reply["type"], "subscription_error",
+                "{who:?} → {channel}: {reply}"
+            );
             assert_eq!(reply["data"]["code"], "forbidden");
             assert_eq!(reply["data"]["channel"], channel);
             let reason = reply["data"]["reason"].as_str().unwrap();

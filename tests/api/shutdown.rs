@@ -24,8 +24,12 @@ async fn shutdown_closes_every_session_with_1012_and_stops() {
     }
     let stopped = tokio::time::timeout(Duration::from_secs(10), app.server).await;
     assert!(stopped.is_ok(), "the server stopped");
-    let limit = Duration::from_millis(app.settings.server.shutdown_timeout_ms) + Duration::from_secs(2);
-    assert!(started.elapsed() < limit, "stopped within the configured timeout");
+    let limit =
+        Duration::from_millis(app.settings.server.shutdown_timeout_ms) + Duration::from_secs(2);
+    assert!(
+        started.elapsed() < limit,
+        "stopped within the configured timeout"
+    );
     // No new connections are accepted.
     let refused = tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await;
     assert!(refused.is_err(), "the listener is closed");
@@ -36,7 +40,10 @@ async fn shutdown_closes_every_session_with_1012_and_stops() {
 async fn sigterm_stops_the_binary_gracefully() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .env("SWITCHYARD__ENVIRONMENT", "test")
-        .env("SWITCHYARD_CONFIG_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/config"))
+        .env(
+            "SWITCHYARD_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+        )
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -54,7 +61,10 @@ async fn sigterm_stops_the_binary_gracefully() {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
     };
-    let url = format!("ws://127.0.0.1:{port}/ws?access_token={}", token(&admin("acme")));
+    let url = format!(
+        "ws://127.0.0.1:{port}/ws?access_token={}",
+        token(&admin("acme"))
+    );
     let mut ws = WsClient::open(url).await.expect("connect");
     ws.subscribed("tenant:acme:admins").await;
 
@@ -75,7 +85,10 @@ async fn sigterm_stops_the_binary_gracefully() {
 async fn production_refuses_to_start_without_a_key() {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .env("SWITCHYARD__ENVIRONMENT", "production")
-        .env("SWITCHYARD_CONFIG_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/config"))
+        .env(
+            "SWITCHYARD_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+        )
         .env("SWITCHYARD__SERVER__PORT", "0")
         .env_remove("SWITCHYARD__AUTH__JWT_SECRET")
         .output()

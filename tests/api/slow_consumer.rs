@@ -20,11 +20,18 @@ const MAX_QUEUED_BYTES: usize = 64 * 1024;
 async fn stalled_client(app: &TestApp) -> WsClient {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(([127, 0, 0, 1], app.port).into()).await.unwrap();
-    let url = app.ws_url(&format!("/ws?access_token={}", token(&customer("acme", "slow", None))));
-    let (ws, _) = tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+    let stream = socket
+        .connect(([127, 0, 0, 1], app.port).into())
         .await
         .unwrap();
+    let url = app.ws_url(&format!(
+        "/ws?access_token={}",
+        token(&customer("acme", "slow", None))
+    ));
+    let (ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
     WsClient { ws }
 }
 
@@ -44,7 +51,11 @@ async fn publish_all(app: &TestApp) {
     let results: Vec<u16> = stream::iter(0..MESSAGES)
         .map(|i| {
             let pad = pad.clone();
-            async move { app.publish(&service(), CHANNEL, "Tick", json!({"i": i, "pad": pad})).await.0 }
+            async move {
+                app.publish(&service(), CHANNEL, "Tick", json!({"i": i, "pad": pad}))
+                    .await
+                    .0
+            }
         })
         .buffer_unordered(16)
         .collect()
@@ -63,7 +74,9 @@ async fn slow_consumer_run(policy: &'static str) -> (TestApp, WsClient) {
     slow.subscribed(CHANNEL).await;
     let mut readers = Vec::new();
     for i in 0..3 {
-        let mut ws = app.connect(&customer("acme", &format!("fast{i}"), None)).await;
+        let mut ws = app
+            .connect(&customer("acme", &format!("fast{i}"), None))
+            .await;
         ws.subscribed(CHANNEL).await;
         readers.push(actix_web::rt::spawn(read_offsets(ws, MESSAGES)));
     }
@@ -71,7 +84,10 @@ async fn slow_consumer_run(policy: &'static str) -> (TestApp, WsClient) {
     // Every fast reader got every message, in order, while the slow one read nothing.
     let expected: Vec<u64> = (1..=MESSAGES).collect();
     for r in readers {
-        let offsets = tokio::time::timeout(Duration::from_secs(60), r).await.unwrap().unwrap();
+        let offsets = tokio::time::timeout(Duration::from_secs(60), r)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(offsets, expected);
     }
     let peak = app.metric("switchyard_session_queued_bytes_peak").await as usize;
@@ -79,7 +95,11 @@ async fn slow_consumer_run(policy: &'static str) -> (TestApp, WsClient) {
         peak <= MAX_QUEUED_BYTES + PAYLOAD_BYTES + 512,
         "a session's queue stayed within its byte bound (peak {peak})"
     );
-    assert!(app.metric("switchyard_mailbox_full_total{actor=\"session\"}").await >= 1.0);
+    assert!(
+        app.metric("switchyard_mailbox_full_total{actor=\"session\"}")
+            .await
+            >= 1.0
+    );
     (app, slow)
 }
 
@@ -96,9 +116,14 @@ impl ParsePolicy for &str {
 async fn disconnect_policy_closes_the_slow_consumer_with_4000() {
     let (app, mut slow) = slow_consumer_run("disconnect").await;
     assert_eq!(slow.closed().await, 4000);
-    assert_eq!(app.metric("switchyard_slow_consumer_disconnects_total").await, 1.0);
     assert_eq!(
-        app.metric("switchyard_disconnects_total{reason=\"slow_consumer\"}").await,
+        app.metric("switchyard_slow_consumer_disconnects_total")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        app.metric("switchyard_disconnects_total{reason=\"slow_consumer\"}")
+            .await,
         1.0
     );
 }
@@ -106,23 +131,43 @@ async fn disconnect_policy_closes_the_slow_consumer_with_4000() {
 #[actix_web::test]
 async fn drop_policy_skips_messages_and_keeps_the_connection() {
     let (app, mut slow) = slow_consumer_run("drop").await;
-    assert!(app.metric("switchyard_dropped_total{reason=\"slow_consumer\"}").await >= 1.0);
+    assert!(
+        app.metric("switchyard_dropped_total{reason=\"slow_consumer\"}")
+            .await
+            >= 1.0
+    );
     // The slow client drains what was queued for it: in order, but not everything.
     let mut offsets = Vec::new();
-    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(2), slow.ws.next()).await {
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(2), slow.ws.next()).await
+    {
         if let Message::Text(t) = msg {
             let v: Value = serde_json::from_str(&t).unwrap();
             offsets.push(v["data"]["offset"].as_u64().unwrap());
         }
     }
-    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "offsets only increase");
-    assert!((offsets.len() as u64) < MESSAGES, "some messages were dropped for it");
+    assert!(
+        offsets.windows(2).all(|w| w[0] < w[1]),
+        "offsets only increase"
+    );
+    assert!(
+        (offsets.len() as u64) < MESSAGES,
+        "some messages were dropped for it"
+    );
     // Once it keeps up again it gets new events, and the jump in offsets is its cue to recover.
-    app.publish(&service(), CHANNEL, "Tick", json!({"after": true})).await;
+    app.publish(&service(), CHANNEL, "Tick", json!({"after": true}))
+        .await;
     let next = slow.recv().await;
     let offset = next["data"]["offset"].as_u64().unwrap();
     assert_eq!(offset, MESSAGES + 1);
-    assert_ne!(offsets.last().copied(), Some(MESSAGES), "the gap is visible");
+    assert_ne!(
+        offsets.last().copied(),
+        Some(MESSAGES),
+        "the gap is visible"
+    );
     slow.ping().await;
-    assert_eq!(app.metric("switchyard_slow_consumer_disconnects_total").await, 0.0);
+    assert_eq!(
+        app.metric("switchyard_slow_consumer_disconnects_total")
+            .await,
+        0.0
+    );
 }

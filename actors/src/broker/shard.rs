@@ -74,23 +74,25 @@ impl BrokerShard {
         let size = env.queued_size();
         let (mut delivered, mut dropped, mut evicted, mut removed) = (0u64, 0u64, 0u64, 0i64);
         let mut peak = self.queued_peak;
-        state.subscribers.retain(|_, sub| match offer(sub, env, size, max_bytes, policy, &mut peak) {
-            Offer::Accepted => {
-                delivered += 1;
-                true
-            }
-            Offer::Dropped => {
-                dropped += 1;
-                true
-            }
-            Offer::Evicted => {
-                evicted += 1;
-                removed += 1;
-                false
-            }
-            Offer::Closed => {
-                removed += 1;
-                false
+        state.subscribers.retain(|_, sub| {
+            match offer(sub, env, size, max_bytes, policy, &mut peak) {
+                Offer::Accepted => {
+                    delivered += 1;
+                    true
+                }
+                Offer::Dropped => {
+                    dropped += 1;
+                    true
+                }
+                Offer::Evicted => {
+                    evicted += 1;
+                    removed += 1;
+                    false
+                }
+                Offer::Closed => {
+                    removed += 1;
+                    false
+                }
             }
         });
         let m = &self.metrics;
@@ -105,7 +107,9 @@ impl BrokerShard {
             m.mailbox_full
                 .with_label_values(&[ActorKind::Session.as_str()])
                 .inc_by(dropped + evicted);
-            m.dropped.with_label_values(&["slow_consumer"]).inc_by(dropped + evicted);
+            m.dropped
+                .with_label_values(&["slow_consumer"])
+                .inc_by(dropped + evicted);
         }
         m.subscriptions.sub(removed);
     }
@@ -244,7 +248,9 @@ impl Handler<ChannelStats> for BrokerShard {
             channels: self
                 .channels
                 .iter()
-                .filter(|(name, s)| name.as_str().starts_with(&msg.prefix) && !s.subscribers.is_empty())
+                .filter(|(name, s)| {
+                    name.as_str().starts_with(&msg.prefix) && !s.subscribers.is_empty()
+                })
                 .map(|(name, s)| (name.to_string(), s.subscribers.len()))
                 .collect(),
         })

@@ -109,8 +109,6 @@ pub enum Decoded {
         code: ErrorCode,
         message: String,
     },
-    /// Write this frame now (a handshake reply).
-    Send(OutFrame),
     /// Nothing to do (a client keep-alive, an ack).
     Ignore,
     /// Write this frame to the socket now, before acting on the records decoded after it.

@@ -11,7 +11,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::{Decoded, InFrame, OutFrame, Outcome, ReplyTo, Request, RequestId, WireCodec, WireFormat};
+use super::{
+    Decoded, InFrame, OutFrame, Outcome, ReplyTo, Request, RequestId, WireCodec, WireFormat,
+};
 use crate::codes::ErrorCode;
 use crate::envelope::{Envelope, StreamPosition};
 
@@ -40,7 +42,9 @@ impl WireCodec for NativeCodec {
     }
 
     fn encode(&self, reply_to: &ReplyTo, outcome: Outcome) -> Option<OutFrame> {
-        Some(OutFrame::Text(Bytes::from(encode_outcome(reply_to, outcome))))
+        Some(OutFrame::Text(Bytes::from(encode_outcome(
+            reply_to, outcome,
+        ))))
     }
 }
 
@@ -79,20 +83,36 @@ fn decode_text(text: &str) -> Decoded {
     let frame: ClientFrame = match serde_json::from_str(text) {
         Ok(f) => f,
         Err(e) => {
-            return Decoded::reject(None, ErrorCode::BadJson, format!("frame is not a JSON object: {e}"))
+            return Decoded::reject(
+                None,
+                ErrorCode::BadJson,
+                format!("frame is not a JSON object: {e}"),
+            )
         }
     };
     let reply_to = match frame.id {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(RequestId::Text(s)),
-        Some(Value::Number(n)) if n.is_i64() => Some(RequestId::Number(n.as_i64().unwrap_or_default())),
+        Some(Value::Number(n)) if n.is_i64() => {
+            Some(RequestId::Number(n.as_i64().unwrap_or_default()))
+        }
         Some(_) => {
-            return Decoded::reject(None, ErrorCode::BadRequest, "\"id\" must be a string or an integer")
+            return Decoded::reject(
+                None,
+                ErrorCode::BadRequest,
+                "\"id\" must be a string or an integer",
+            )
         }
     };
     let kind = match frame.kind {
         Some(Value::String(s)) => s,
-        _ => return Decoded::reject(reply_to, ErrorCode::BadRequest, "frame needs a string \"type\""),
+        _ => {
+            return Decoded::reject(
+                reply_to,
+                ErrorCode::BadRequest,
+                "frame needs a string \"type\"",
+            )
+        }
     };
     let data = frame.data.unwrap_or(Value::Object(frame.rest));
     let request = match kind.as_str() {
@@ -102,7 +122,8 @@ fn decode_text(text: &str) -> Decoded {
                 (None, Some(t), Some(id)) => format!("notifications:{t}:{id}"),
                 _ => {
                     return Err(
-                        "subscribe needs \"channel\", or \"entityType\" and \"entityId\"".to_owned()
+                        "subscribe needs \"channel\", or \"entityType\" and \"entityId\""
+                            .to_owned(),
                     )
                 }
             };
@@ -120,13 +141,13 @@ fn decode_text(text: &str) -> Decoded {
             data: Arc::from(d.data),
         }),
         "ping" => Ok(Request::Ping),
-        other => {
-            return Decoded::reject(
-                reply_to,
-                ErrorCode::UnknownType,
-                format!("unknown frame type {other:?}; expected subscribe, unsubscribe, publish or ping"),
-            )
-        }
+        other => return Decoded::reject(
+            reply_to,
+            ErrorCode::UnknownType,
+            format!(
+                "unknown frame type {other:?}; expected subscribe, unsubscribe, publish or ping"
+            ),
+        ),
     };
     match request {
         Ok(r) => Decoded::request(reply_to, r),
@@ -275,7 +296,8 @@ mod tests {
 
     #[test]
     fn subscribe_by_entity_and_top_level_fields() {
-        let d = decode(r#"{"type":"subscribe","data":{"entityType":"Team","entityId":"team-123"}}"#);
+        let d =
+            decode(r#"{"type":"subscribe","data":{"entityType":"Team","entityId":"team-123"}}"#);
         assert!(matches!(
             d,
             Decoded::Request(Inbound { reply_to: None, request: Request::Subscribe { channel, since: None } })
@@ -291,7 +313,9 @@ mod tests {
 
     #[test]
     fn publish_carries_data_as_json() {
-        match decode(r#"{"type":"publish","data":{"channel":"c","event":"E","data":{"a": [1, 2]}}}"#) {
+        match decode(
+            r#"{"type":"publish","data":{"channel":"c","event":"E","data":{"a": [1, 2]}}}"#,
+        ) {
             Decoded::Request(inb) => match inb.request {
                 Request::Publish { data, event, .. } => {
                     assert_eq!(data.get(), r#"{"a":[1,2]}"#);
@@ -313,12 +337,27 @@ mod tests {
         assert_eq!(code("[1,2]"), ErrorCode::BadJson);
         assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
         assert_eq!(code(r#"{"data":{}}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"subscribe","data":{}}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"publish","data":{"channel":"c"}}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"ping","id":{"a":1}}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"type":"subscribe","data":{}}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"type":"publish","data":{"channel":"c"}}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"type":"ping","id":{"a":1}}"#),
+            ErrorCode::BadRequest
+        );
         let mut out = Vec::new();
         NativeCodec.decode(InFrame::Binary(b"\x00"), &mut out);
-        assert!(matches!(out[0], Decoded::Reject { code: ErrorCode::UnsupportedFrame, .. }));
+        assert!(matches!(
+            out[0],
+            Decoded::Reject {
+                code: ErrorCode::UnsupportedFrame,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -341,7 +380,10 @@ mod tests {
         assert_eq!(v, serde_json::json!({"type":"pong"}));
         let v = text(NativeCodec.encode(
             &Some(RequestId::Number(1)),
-            Outcome::Error { code: ErrorCode::RateLimited, message: "slow down".into() },
+            Outcome::Error {
+                code: ErrorCode::RateLimited,
+                message: "slow down".into(),
+            },
         ));
         assert_eq!(v["data"]["code"], "rate_limited");
         assert_eq!(v["id"], 1);

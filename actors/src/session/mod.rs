@@ -25,6 +25,7 @@ use prometheus::local::LocalHistogram;
 
 use self::subscriptions::{Accept, BeginError, Subscriptions};
 use crate::authorizer::Action;
+use crate::broker::BrokerError;
 use crate::broker::{Deliver, Subscribe, Subscribed, Subscriber};
 use crate::channel::ChannelName;
 use crate::codec::{Decoded, InFrame, Inbound, OutFrame, Outcome, ReplyTo, Request, WireCodec};
@@ -35,7 +36,6 @@ use crate::ids::{ConnId, TenantKey};
 use crate::mailbox::{ActorKind, OutboundBudget};
 use crate::node::{Node, PublishError};
 use crate::rules::{self, Decision};
-use crate::broker::BrokerError;
 
 /// Per-connection limits and timers (configuration `[session]` and `[rate_limit]`).
 #[derive(Clone, Debug)]
@@ -131,7 +131,11 @@ impl Session {
     }
 
     /// Completes the WebSocket upgrade and starts the session actor.
-    pub fn serve(self, req: &HttpRequest, payload: web::Payload) -> Result<HttpResponse, actix_web::Error> {
+    pub fn serve(
+        self,
+        req: &HttpRequest,
+        payload: web::Payload,
+    ) -> Result<HttpResponse, actix_web::Error> {
         let max = self.node.sessions.max_frame_bytes;
         ws::WsResponseBuilder::new(self, req, payload)
             .frame_size(max)
@@ -142,7 +146,11 @@ impl Session {
         format!(
             "conn={} tenant={} user={} proto={}",
             self.conn,
-            self.identity.tenant.as_ref().map(|t| t.as_str()).unwrap_or("-"),
+            self.identity
+                .tenant
+                .as_ref()
+                .map(|t| t.as_str())
+                .unwrap_or("-"),
             self.identity.user_id,
             self.codec.label()
         )
@@ -179,7 +187,12 @@ impl Session {
         }
     }
 
-    fn reply(&mut self, ctx: &mut ws::WebsocketContext<Self>, reply_to: &ReplyTo, outcome: Outcome) {
+    fn reply(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        reply_to: &ReplyTo,
+        outcome: Outcome,
+    ) {
         if let Some(frame) = self.codec.encode(reply_to, outcome) {
             self.write(ctx, frame);
         }
@@ -198,12 +211,34 @@ impl Session {
             .subscription_errors
             .with_label_values(&[code.as_str()])
             .inc();
-        log::debug!("{} subscription to {channel} refused: {reason}", self.log_ctx());
-        self.reply(ctx, reply_to, Outcome::SubscriptionError { channel, code, reason });
+        log::debug!(
+            "{} subscription to {channel} refused: {reason}",
+            self.log_ctx()
+        );
+        self.reply(
+            ctx,
+            reply_to,
+            Outcome::SubscriptionError {
+                channel,
+                code,
+                reason,
+            },
+        );
     }
 
     /// Closes the connection once, with a protocol goodbye where the protocol has one.
     fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode) {
+        let goodbye = self.codec.goodbye(code);
+        self.close_with(ctx, code, goodbye);
+    }
+
+    /// Closes the connection once, writing `last` (a protocol goodbye) first.
+    fn close_with(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        code: CloseCode,
+        last: Option<OutFrame>,
+    ) {
         if self.closing {
             return;
         }
@@ -213,8 +248,13 @@ impl Session {
         if code == CloseCode::SlowConsumer {
             m.slow_consumer_disconnects.inc();
         }
-        log::info!("{} closing: {} ({})", self.log_ctx(), code.code(), code.reason());
-        if let Some(frame) = self.codec.goodbye(code) {
+        log::info!(
+            "{} closing: {} ({})",
+            self.log_ctx(),
+            code.code(),
+            code.reason()
+        );
+        if let Some(frame) = last {
             self.write(ctx, frame);
         }
         ctx.close(Some(ws::CloseReason {
@@ -289,7 +329,11 @@ impl Session {
                     .with_label_values(&[code.as_str()])
                     .inc();
                 self.bad_frames += 1;
-                log::debug!("{} bad frame ({}): {message}", self.log_ctx(), code.as_str());
+                log::debug!(
+                    "{} bad frame ({}): {message}",
+                    self.log_ctx(),
+                    code.as_str()
+                );
                 self.reply(ctx, &reply_to, Outcome::Error { code, message });
                 if self.bad_frames > self.node.sessions.max_bad_frames {
                     self.close(ctx, CloseCode::TooManyBadFrames);
@@ -308,15 +352,18 @@ impl Session {
                     .with_label_values(&[close.label()])
                     .inc();
                 log::info!("{} protocol failure: {message}", self.log_ctx());
-                if let Some(frame) = farewell {
-                    self.write(ctx, frame);
-                }
-                self.close(ctx, close);
+                // The codec's farewell replaces the generic goodbye (never two Close records).
+                let last = farewell.or_else(|| self.codec.goodbye(close));
+                self.close_with(ctx, close, last);
             }
         }
     }
 
-    fn on_request(&mut self, ctx: &mut ws::WebsocketContext<Self>, Inbound { reply_to, request }: Inbound) {
+    fn on_request(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        Inbound { reply_to, request }: Inbound,
+    ) {
         match request {
             Request::Subscribe { channel, since } => self.subscribe(ctx, reply_to, channel, since),
             Request::Unsubscribe { channel } => self.unsubscribe(ctx, reply_to, channel),
@@ -353,15 +400,27 @@ impl Session {
         let channel = match ChannelName::parse(&raw) {
             Ok(c) => c,
             Err(e) => {
-                return self.subscription_error(ctx, &reply_to, raw, ErrorCode::BadChannel, e.to_string())
+                return self.subscription_error(
+                    ctx,
+                    &reply_to,
+                    raw,
+                    ErrorCode::BadChannel,
+                    e.to_string(),
+                )
             }
         };
         if let Err(e) = self.subs.begin(&channel) {
             let (code, reason) = match e {
-                BeginError::Already => (ErrorCode::AlreadySubscribed, "already subscribed".to_owned()),
+                BeginError::Already => (
+                    ErrorCode::AlreadySubscribed,
+                    "already subscribed".to_owned(),
+                ),
                 BeginError::TooMany => (
                     ErrorCode::TooManySubscriptions,
-                    format!("at most {} subscriptions per connection", self.node.sessions.max_subscriptions),
+                    format!(
+                        "at most {} subscriptions per connection",
+                        self.node.sessions.max_subscriptions
+                    ),
                 ),
             };
             return self.subscription_error(ctx, &reply_to, raw, code, reason);
@@ -408,9 +467,10 @@ impl Session {
         };
         let broker = self.node.broker.clone();
         let fut = async move { broker.subscribe(msg).await };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            act.on_registered(ctx, reply_to, channel, since, res)
-        }));
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(move |res, act, ctx| act.on_registered(ctx, reply_to, channel, since, res)),
+        );
     }
 
     fn on_registered(
@@ -429,7 +489,13 @@ impl Session {
                     BrokerError::Busy(_) => ErrorCode::Busy,
                     BrokerError::Stopped => ErrorCode::Internal,
                 };
-                return self.subscription_error(ctx, &reply_to, channel.to_string(), code, e.to_string());
+                return self.subscription_error(
+                    ctx,
+                    &reply_to,
+                    channel.to_string(),
+                    code,
+                    e.to_string(),
+                );
             }
         };
         let (start_after, recovered, replay) = match (s.recovery, since) {
@@ -437,7 +503,10 @@ impl Session {
             (Some(_), _) => (s.offset, Some(false), Vec::new()),
             (None, _) => (s.offset, None, Vec::new()),
         };
-        let Some((id, ready)) = self.subs.activate(&channel, start_after, s.epoch.clone(), replay) else {
+        let Some((id, ready)) = self
+            .subs
+            .activate(&channel, start_after, s.epoch.clone(), replay)
+        else {
             // Unsubscribed while the broker was answering: undo the registration.
             self.node.broker.unsubscribe(self.conn, [channel]);
             return;
@@ -458,14 +527,22 @@ impl Session {
         }
     }
 
-    fn unsubscribe(&mut self, ctx: &mut ws::WebsocketContext<Self>, reply_to: ReplyTo, raw: String) {
+    fn unsubscribe(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        reply_to: ReplyTo,
+        raw: String,
+    ) {
         let channel = match ChannelName::parse(&raw) {
             Ok(c) => c,
             Err(e) => {
                 return self.reply(
                     ctx,
                     &reply_to,
-                    Outcome::Error { code: ErrorCode::BadChannel, message: e.to_string() },
+                    Outcome::Error {
+                        code: ErrorCode::BadChannel,
+                        message: e.to_string(),
+                    },
                 )
             }
         };
@@ -495,7 +572,9 @@ impl Session {
         let error = |code, message: String| Outcome::Error { code, message };
         let channel = match ChannelName::parse(&raw) {
             Ok(c) => c,
-            Err(e) => return self.reply(ctx, &reply_to, error(ErrorCode::BadChannel, e.to_string())),
+            Err(e) => {
+                return self.reply(ctx, &reply_to, error(ErrorCode::BadChannel, e.to_string()))
+            }
         };
         let event = match EventName::parse(&event) {
             Ok(e) => e,
@@ -506,10 +585,10 @@ impl Session {
             Decision::Allow => self.send_publish(ctx, reply_to, draft),
             Decision::Deny(v) => self.reply(ctx, &reply_to, error(ErrorCode::Forbidden, v.rule)),
             Decision::Lookup => {
-                let check = self
-                    .node
-                    .authorizer
-                    .authorize(self.identity.clone(), channel, Action::Publish);
+                let check =
+                    self.node
+                        .authorizer
+                        .authorize(self.identity.clone(), channel, Action::Publish);
                 ctx.spawn(check.into_actor(self).map(move |res, act, ctx| match res {
                     Ok(()) => act.send_publish(ctx, reply_to, draft),
                     Err(v) => act.reply(ctx, &reply_to, error(ErrorCode::Forbidden, v.rule)),
@@ -518,7 +597,12 @@ impl Session {
         }
     }
 
-    fn send_publish(&mut self, ctx: &mut ws::WebsocketContext<Self>, reply_to: ReplyTo, draft: Draft) {
+    fn send_publish(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        reply_to: ReplyTo,
+        draft: Draft,
+    ) {
         let node = self.node.clone();
         let fut = async move { node.publish(draft, "ws").await };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
@@ -546,7 +630,10 @@ impl Session {
             actix_http::ws::Item::Last(b) => (None, true, b),
         };
         if let Some(binary) = first {
-            self.fragments = Some(Fragments { binary, buf: BytesMut::new() });
+            self.fragments = Some(Fragments {
+                binary,
+                buf: BytesMut::new(),
+            });
         }
         let Some(f) = self.fragments.as_mut() else {
             return self.close(ctx, CloseCode::ProtocolError);
@@ -592,11 +679,17 @@ impl Actor for Session {
         self.apply_mailbox_limit(ctx);
         let m = &self.node.metrics;
         m.connections.with_label_values(&[self.codec.label()]).inc();
-        m.connections_opened.with_label_values(&[self.codec.label()]).inc();
-        m.actors.with_label_values(&[ActorKind::Session.as_str()]).inc();
+        m.connections_opened
+            .with_label_values(&[self.codec.label()])
+            .inc();
+        m.actors
+            .with_label_values(&[ActorKind::Session.as_str()])
+            .inc();
         log::debug!("{} connected", self.log_ctx());
 
-        ctx.run_interval(self.node.sessions.heartbeat_interval, |act, ctx| act.on_heartbeat(ctx));
+        ctx.run_interval(self.node.sessions.heartbeat_interval, |act, ctx| {
+            act.on_heartbeat(ctx)
+        });
         if !self.codec.ready() {
             ctx.run_later(self.node.sessions.handshake_timeout, |act, ctx| {
                 if !act.codec.ready() {
@@ -609,7 +702,10 @@ impl Actor for Session {
             // Resolves once the node starts shutting down (or the node is gone).
             let _ = shutdown.wait_for(|down| *down).await;
         };
-        ctx.spawn(wait.into_actor(self).map(|_, act, ctx| act.close(ctx, CloseCode::ServerRestart)));
+        ctx.spawn(
+            wait.into_actor(self)
+                .map(|_, act, ctx| act.close(ctx, CloseCode::ServerRestart)),
+        );
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -623,7 +719,9 @@ impl Actor for Session {
         }
         let m = &self.node.metrics;
         m.connections.with_label_values(&[self.codec.label()]).dec();
-        m.actors.with_label_values(&[ActorKind::Session.as_str()]).dec();
+        m.actors
+            .with_label_values(&[ActorKind::Session.as_str()])
+            .dec();
         log::debug!("{} disconnected", self.log_ctx());
     }
 }
@@ -672,11 +770,19 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 ctx.stop();
             }
             Err(ws::ProtocolError::Overflow) => {
-                self.node.metrics.bad_frames.with_label_values(&["frame_too_big"]).inc();
+                self.node
+                    .metrics
+                    .bad_frames
+                    .with_label_values(&["frame_too_big"])
+                    .inc();
                 self.close(ctx, CloseCode::MessageTooBig);
             }
             Err(e) => {
-                self.node.metrics.bad_frames.with_label_values(&["ws_protocol"]).inc();
+                self.node
+                    .metrics
+                    .bad_frames
+                    .with_label_values(&["ws_protocol"])
+                    .inc();
                 log::info!("{} websocket protocol error: {e}", self.log_ctx());
                 self.close(ctx, CloseCode::ProtocolError);
             }

@@ -209,7 +209,12 @@ mod tests {
             EventName::parse("E").unwrap(),
             Arc::from(RawValue::from_string("null".into()).unwrap()),
         );
-        Arc::new(Envelope::new(draft, offset, Arc::from(epoch), NodeId(Arc::from("n"))))
+        Arc::new(Envelope::new(
+            draft,
+            offset,
+            Arc::from(epoch),
+            NodeId(Arc::from("n")),
+        ))
     }
 
     fn offsets(v: &[Arc<Envelope>]) -> Vec<u64> {
