@@ -48,6 +48,20 @@ pub struct Settings {
     pub publish: PublishConfig,
     pub redis: RedisSettings,
     pub database: DatabaseSettings,
+    pub signalr: SignalRSettings,
+    pub cors: CorsSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SignalRSettings {
+    pub hub_paths: Vec<String>,
+    pub negotiate_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CorsSettings {
+    pub allowed_origins: Vec<String>,
+    pub max_age_secs: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -284,6 +298,8 @@ mod tests {
         assert_eq!(s.session.max_frame_bytes, 32 * 1024);
         assert_eq!(s.session.max_subscriptions, 100);
         assert_eq!(s.actors.session.policy, SlowConsumerPolicy::Disconnect);
+        assert_eq!(s.signalr.hub_paths, ["/hubs/notifications"]);
+        assert!(s.cors.allowed_origins.is_empty());
 
         let s = load(&[(ENV_ENVIRONMENT, "production")]);
         assert_eq!(s.server.host, "0.0.0.0");
@@ -295,7 +311,20 @@ mod tests {
             ("SWITCHYARD__ACTORS__SESSION__MAILBOX", "7"),
             ("SWITCHYARD__ACTORS__SESSION__POLICY", "drop"),
             ("SWITCHYARD__REDIS__URL", "redis://127.0.0.1:6380/2"),
+            (
+                "SWITCHYARD__CORS__ALLOWED_ORIGINS",
+                "https://a.example,https://b.example",
+            ),
+            (
+                "SWITCHYARD__SIGNALR__HUB_PATHS",
+                "/hubs/notifications,/hubs/chat",
+            ),
         ]);
+        assert_eq!(
+            s.cors.allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(s.signalr.hub_paths, ["/hubs/notifications", "/hubs/chat"]);
         assert_eq!(s.server.port, 9123);
         assert_eq!(s.auth.jwt_secret.expose_secret(), "s3cret");
         assert_eq!(s.mailbox(ActorKind::Session).mailbox, 7);

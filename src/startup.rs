@@ -25,6 +25,8 @@ use switchyard_actors::tenant_group::TenantRegistry;
 use crate::auth::{GeneratedSecret, Verifier};
 use crate::problem::{bad_request, ApiError};
 use crate::routes;
+use crate::routes::signalr::Negotiations;
+use crate::settings::CorsSettings;
 use crate::settings::Settings;
 use crate::state::AppState;
 
@@ -120,9 +122,14 @@ impl Application {
             .as_secs_f64()
             .ceil() as u64;
         let max_body = settings.server.max_body_bytes;
+        let hub_paths = settings.signalr.hub_paths.clone();
+        let cors = settings.cors.clone();
         let state = web::Data::new(AppState {
             node: node.clone(),
             verifier: Arc::new(verifier),
+            negotiations: Negotiations::new(Duration::from_secs(
+                settings.signalr.negotiate_ttl_secs,
+            )),
             settings: Arc::new(settings),
         });
         let server = HttpServer::new(move || {
@@ -136,7 +143,8 @@ impl Application {
                 .app_data(web::PathConfig::default().error_handler(|e, _| bad_request(e)))
                 .app_data(web::QueryConfig::default().error_handler(|e, _| bad_request(e)))
                 .wrap(from_fn(observe))
-                .configure(routes::configure)
+                .wrap(cors_policy(&cors))
+                .configure(|cfg| routes::configure(cfg, &hub_paths))
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such route".into()))
                 }))
@@ -170,6 +178,28 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Browser CORS for negotiate and the REST API: the allowed origin is echoed (never `*`),
+/// credentials are allowed, and SignalR's request headers may be sent.
+fn cors_policy(cfg: &CorsSettings) -> actix_cors::Cors {
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "DELETE", "OPTIONS"])
+        .allowed_headers([
+            "authorization",
+            "content-type",
+            "x-requested-with",
+            "x-signalr-user-agent",
+        ])
+        .supports_credentials()
+        .max_age(cfg.max_age_secs);
+    if cfg.allowed_origins.is_empty() {
+        cors = cors.allow_any_origin();
+    }
+    for origin in &cfg.allowed_origins {
+        cors = cors.allowed_origin(origin);
+    }
+    cors
 }
 
 /// Counts error responses by status and logs each request without its query string (which may

@@ -5,10 +5,13 @@ use std::sync::Arc;
 use switchyard_actors::node::Node;
 
 use crate::auth::Verifier;
+use crate::routes::signalr::Negotiations;
 use crate::settings::Settings;
 
 pub struct AppState {
     pub node: Arc<Node>,
     pub verifier: Arc<Verifier>,
     pub settings: Arc<Settings>,
+    /// SignalR connection tokens issued by negotiate.
+    pub negotiations: Negotiations,
 }

@@ -5,13 +5,20 @@ pub mod dev;
 pub mod health;
 pub mod metrics;
 pub mod publish;
+pub mod signalr;
 pub mod tenants;
 pub mod ws;
 
 use actix_web::web;
 
-/// Mounts every route.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Mounts every route; `hub_paths` are the SignalR hub endpoints.
+pub fn configure(cfg: &mut web::ServiceConfig, hub_paths: &[String]) {
+    for path in hub_paths {
+        cfg.route(path, web::get().to(signalr::hub)).route(
+            &format!("{path}/negotiate"),
+            web::post().to(signalr::negotiate),
+        );
+    }
     cfg.route("/ws", web::get().to(ws::native))
         .route("/api/v1/publish", web::post().to(publish::publish))
         .route(

@@ -20,8 +20,26 @@ pub async fn native(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    check_origin(&req, &state)?;
     let identity = authenticate(&req, &state).map_err(ApiError::from)?;
     upgrade(&req, payload, &state, identity, Box::new(NativeCodec))
+}
+
+/// Refuses WebSocket upgrades from browser origins not in `cors.allowed_origins` (an empty list
+/// allows any). Requests without an `Origin` header are not from browsers and pass.
+pub fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let allowed = &state.settings.cors.allowed_origins;
+    let Some(origin) = req.headers().get(actix_web::http::header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    if allowed.is_empty() || allowed.iter().any(|a| a == origin) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "origin {origin:?} is not in cors.allowed_origins"
+        )))
+    }
 }
 
 /// Starts a session for an authenticated caller with the given codec.

@@ -1,6 +1,7 @@
 //! The integration test binary: every file below drives a real node over real sockets.
 
 mod helpers;
+mod hub_client;
 
 mod auth;
 mod delivery;
@@ -10,4 +11,5 @@ mod operations;
 mod rest;
 mod rules;
 mod shutdown;
+mod signalr;
 mod slow_consumer;

@@ -141,13 +141,15 @@ fn decode_text(text: &str) -> Decoded {
             data: Arc::from(d.data),
         }),
         "ping" => Ok(Request::Ping),
-        other => return Decoded::reject(
-            reply_to,
-            ErrorCode::UnknownType,
-            format!(
+        other => {
+            return Decoded::reject(
+                reply_to,
+                ErrorCode::UnknownType,
+                format!(
                 "unknown frame type {other:?}; expected subscribe, unsubscribe, publish or ping"
             ),
-        ),
+            )
+        }
     };
     match request {
         Ok(r) => Decoded::request(reply_to, r),

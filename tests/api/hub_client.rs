@@ -1,0 +1,160 @@
+//! `HubClient`: one real `@microsoft/signalr` client (Node, `tests/js/signalr-driver.mjs`)
+//! scripted from a test. Needs `npm ci --prefix tests/js` (the test command does it).
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::Stdio;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+use crate::helpers::{TestApp, WAIT};
+
+/// How a hub client starts.
+#[derive(Clone, Debug, Default)]
+pub struct HubOptions {
+    pub messagepack: bool,
+    pub skip_negotiation: bool,
+    pub reconnect: bool,
+    pub stateful_reconnect: bool,
+    pub events: Vec<&'static str>,
+}
+
+pub struct HubClient {
+    _child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    /// Reports read while waiting for something else, in arrival order.
+    backlog: VecDeque<Value>,
+    next_id: u64,
+}
+
+impl HubClient {
+    /// Starts a client against the app's `/hubs/notifications`; `Err` carries the
+    /// `start()` failure message.
+    pub async fn start(app: &TestApp, token: &str, opts: HubOptions) -> Result<Self, String> {
+        Self::start_url(&app.url("/hubs/notifications"), token, opts).await
+    }
+
+    pub async fn start_url(url: &str, token: &str, opts: HubOptions) -> Result<Self, String> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+        assert!(
+            dir.join("node_modules/@microsoft/signalr").exists(),
+            "run `npm ci --prefix tests/js` first (scripts/test does)"
+        );
+        let mut child = tokio::process::Command::new("node")
+            .arg(dir.join("signalr-driver.mjs"))
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node is installed");
+        let stdin = child.stdin.take().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut client = Self {
+            _child: child,
+            stdin,
+            lines,
+            backlog: VecDeque::new(),
+            next_id: 0,
+        };
+        client
+            .command(json!({
+                "cmd": "start",
+                "url": url,
+                "token": token,
+                "protocol": if opts.messagepack { "messagepack" } else { "json" },
+                "skipNegotiation": opts.skip_negotiation,
+                "reconnect": opts.reconnect,
+                "statefulReconnect": opts.stateful_reconnect,
+                "events": opts.events,
+            }))
+            .await;
+        let r = client
+            .wait_for(|v| v["type"] == "started" || v["type"] == "start_failed")
+            .await;
+        if r["type"] == "started" {
+            Ok(client)
+        } else {
+            Err(r["error"].as_str().unwrap_or_default().to_owned())
+        }
+    }
+
+    pub async fn command(&mut self, cmd: Value) {
+        let mut line = cmd.to_string();
+        line.push('\n');
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .expect("driver alive");
+        self.stdin.flush().await.unwrap();
+    }
+
+    async fn read(&mut self) -> Value {
+        let line = tokio::time::timeout(WAIT, self.lines.next_line())
+            .await
+            .expect("timed out waiting for the SignalR client")
+            .expect("driver output")
+            .expect("driver exited");
+        let v: Value = serde_json::from_str(&line).expect("driver reports JSON");
+        if v["type"] == "log" {
+            eprintln!("signalr client log: {v}");
+        }
+        v
+    }
+
+    /// The first report matching `pred` (from the backlog first); others are kept.
+    pub async fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.backlog.iter().position(&pred) {
+            return self.backlog.remove(i).unwrap();
+        }
+        loop {
+            let v = self.read().await;
+            if pred(&v) {
+                return v;
+            }
+            self.backlog.push_back(v);
+        }
+    }
+
+    /// Invokes a hub method; `Ok(value)` or `Err(error message)`.
+    pub async fn invoke(&mut self, method: &str, args: Value) -> Result<Value, String> {
+        self.next_id += 1;
+        let id = format!("i{}", self.next_id);
+        self.command(json!({"cmd":"invoke","id":id,"method":method,"args":args}))
+            .await;
+        let r = self
+            .wait_for(|v| v["type"] == "result" && v["id"] == id)
+            .await;
+        if r["ok"] == true {
+            Ok(r["value"].clone())
+        } else {
+            Err(r["error"].as_str().unwrap_or_default().to_owned())
+        }
+    }
+
+    /// The next `event` report for the event `name`; returns its first argument.
+    pub async fn event(&mut self, name: &str) -> Value {
+        let v = self
+            .wait_for(|v| v["type"] == "event" && v["name"] == name)
+            .await;
+        v["args"][0].clone()
+    }
+
+    /// Whether a report already read but not yet consumed matches `pred`.
+    pub fn backlog_contains(&self, pred: impl Fn(&Value) -> bool) -> bool {
+        self.backlog.iter().any(pred)
+    }
+
+    pub async fn listen(&mut self, name: &str) {
+        self.command(json!({"cmd":"on","event":name})).await;
+    }
+
+    pub async fn stop(mut self) {
+        self.command(json!({"cmd":"stop"})).await;
+        self.wait_for(|v| v["type"] == "stopped").await;
+    }
+}

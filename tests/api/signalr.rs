@@ -1,0 +1,492 @@
+//! The SignalR-compatible hub with the unmodified `@microsoft/signalr` client, plus raw checks
+//! of negotiate, CORS and the Origin check.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::hub_client::{HubClient, HubOptions};
+
+fn listening(events: &[&'static str]) -> HubOptions {
+    HubOptions {
+        events: events.to_vec(),
+        ..Default::default()
+    }
+}
+
+#[actix_web::test]
+async fn a_front_end_receives_new_order_and_pings() {
+    let app = spawn_app().await;
+    let mut hub = HubClient::start(&app, &token(&admin("acme")), listening(&["NewOrder"]))
+        .await
+        .expect("starts");
+    assert_eq!(hub.invoke("Ping", json!([])).await, Ok(json!(true)));
+    // Admins join tenant:{t}:admins on connect, like the seeds' hub.
+    let (status, ack) = app
+        .publish(
+            &service(),
+            "tenant:acme:admins",
+            "NewOrder",
+            json!({"orderId": "o-1", "total": 12.5}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let msg = hub.event("NewOrder").await;
+    assert_eq!(msg["type"], "NewOrder");
+    assert_eq!(msg["tenantKey"], "acme");
+    assert_eq!(msg["channel"], "tenant:acme:admins");
+    assert_eq!(msg["data"], json!({"orderId": "o-1", "total": 12.5}));
+    assert_eq!(msg["id"], ack["id"]);
+    assert_eq!(msg["offset"], ack["offset"]);
+    assert!(msg["timestamp"].as_str().is_some());
+    // Tenant broadcast is joined too, and event names the seeds listen for work by name.
+    for event in [
+        "OrderStatusChanged",
+        "TableStatusChanged",
+        "TenantUpdated",
+        "ReceiveNotification",
+    ] {
+        hub.listen(event).await;
+        app.publish(&service(), "tenant:acme:broadcast", event, json!({"n": 1}))
+            .await;
+        assert_eq!(hub.event(event).await["type"], event);
+    }
+    hub.stop().await;
+}
+
+#[actix_web::test]
+async fn join_and_leave_order_channel() {
+    let app = spawn_app().await;
+    let who = customer("acme", "c1", None);
+    let mut hub = HubClient::start(
+        &app,
+        &token(&who),
+        listening(&["OrderStatusChanged", "Marker"]),
+    )
+    .await
+    .unwrap();
+    hub.invoke("JoinOrderChannel", json!(["o-7"]))
+        .await
+        .expect("joined");
+    app.publish(
+        &service(),
+        "tenant:acme:order:o-7",
+        "OrderStatusChanged",
+        json!({"status": "Ready"}),
+    )
+    .await;
+    let msg = hub.event("OrderStatusChanged").await;
+    assert_eq!(msg["data"]["status"], "Ready");
+    assert_eq!(msg["channel"], "tenant:acme:order:o-7");
+
+    hub.invoke("LeaveOrderChannel", json!(["o-7"]))
+        .await
+        .expect("left");
+    app.publish(
+        &service(),
+        "tenant:acme:order:o-7",
+        "OrderStatusChanged",
+        json!({"status": "Served"}),
+    )
+    .await;
+    app.publish(&service(), "tenant:acme:broadcast", "Marker", json!(null))
+        .await;
+    hub.event("Marker").await;
+    let stray = hub.backlog_contains(|v| v["type"] == "event" && v["name"] == "OrderStatusChanged");
+    assert!(!stray, "nothing arrives after LeaveOrderChannel");
+}
+
+#[actix_web::test]
+async fn a_customer_joins_its_dining_session_channel() {
+    let app = spawn_app().await;
+    let who = customer("acme", "c1", Some("table-5-session"));
+    let mut hub = HubClient::start(
+        &app,
+        &token(&who),
+        listening(&["SessionExpired", "CustomerSessionExpiring"]),
+    )
+    .await
+    .unwrap();
+    hub.invoke("Ping", json!([])).await.unwrap();
+    app.publish(
+        &service(),
+        "session:table-5-session",
+        "CustomerSessionExpiring",
+        json!({"secondsRemaining": 300}),
+    )
+    .await;
+    assert_eq!(
+        hub.event("CustomerSessionExpiring").await["data"]["secondsRemaining"],
+        300
+    );
+    app.publish(
+        &service(),
+        "session:table-5-session",
+        "SessionExpired",
+        json!({"sessionId": "table-5-session"}),
+    )
+    .await;
+    assert_eq!(
+        hub.event("SessionExpired").await["channel"],
+        "session:table-5-session"
+    );
+}
+
+#[actix_web::test]
+async fn unknown_methods_bad_arguments_and_forbidden_channels_get_errors() {
+    let app = spawn_app().await;
+    let mut hub = HubClient::start(
+        &app,
+        &token(&customer("acme", "c1", None)),
+        HubOptions::default(),
+    )
+    .await
+    .unwrap();
+    let err = hub.invoke("LaunchRockets", json!([1])).await.unwrap_err();
+    assert!(err.contains("LaunchRockets"), "{err}");
+    let err = hub.invoke("JoinOrderChannel", json!([])).await.unwrap_err();
+    assert!(err.contains("JoinOrderChannel"), "{err}");
+    let err = hub
+        .invoke("Subscribe", json!(["tenant:acme:admins"]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("tenant:{t}:admins"),
+        "the error names the rule: {err}"
+    );
+    let err = hub
+        .invoke("Subscribe", json!(["not-a-channel"]))
+        .await
+        .unwrap_err();
+    assert!(err.contains("unknown channel pattern"), "{err}");
+    // The connection lives on.
+    assert_eq!(hub.invoke("Ping", json!([])).await, Ok(json!(true)));
+    let ok = hub
+        .invoke("Subscribe", json!(["tenant:acme:order:o1"]))
+        .await
+        .unwrap();
+    assert_eq!(ok["channel"], "tenant:acme:order:o1");
+}
+
+#[actix_web::test]
+async fn refused_tokens_fail_start_with_the_reason() {
+    let app = spawn_app().await;
+    let expired = token_with_ttl(&admin("acme"), -300);
+    let err = HubClient::start(&app, &expired, HubOptions::default())
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.contains("expired"), "{err}");
+    let err = HubClient::start(&app, "forged.token.here", HubOptions::default())
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.contains("token"), "{err}");
+    // skipNegotiation goes straight to the WebSocket, which refuses with 401.
+    let skip = HubOptions {
+        skip_negotiation: true,
+        ..Default::default()
+    };
+    assert!(HubClient::start(&app, &expired, skip).await.is_err());
+    assert!(
+        app.metric("switchyard_auth_failures_total{reason=\"expired\"}")
+            .await
+            >= 2.0
+    );
+}
+
+#[actix_web::test]
+async fn skip_negotiation_clients_connect_directly() {
+    let app = spawn_app().await;
+    let opts = HubOptions {
+        skip_negotiation: true,
+        events: vec!["NewOrder"],
+        ..Default::default()
+    };
+    let mut hub = HubClient::start(&app, &token(&staff("acme")), opts)
+        .await
+        .unwrap();
+    app.publish(
+        &service(),
+        "tenant:acme:admins",
+        "NewOrder",
+        json!({"orderId": "x"}),
+    )
+    .await;
+    assert_eq!(hub.event("NewOrder").await["data"]["orderId"], "x");
+}
+
+#[actix_web::test]
+async fn messagepack_clients_work_both_ways() {
+    let app = spawn_app().await;
+    let opts = HubOptions {
+        messagepack: true,
+        events: vec!["NewOrder"],
+        ..Default::default()
+    };
+    let mut hub = HubClient::start(&app, &token(&admin("acme")), opts)
+        .await
+        .unwrap();
+    assert_eq!(hub.invoke("Ping", json!([])).await, Ok(json!(true)));
+    hub.invoke("JoinOrderChannel", json!(["o-9"]))
+        .await
+        .unwrap();
+    app.publish(
+        &service(),
+        "tenant:acme:order:o-9",
+        "NewOrder",
+        json!({"items": [1, 2], "note": "ünïcode"}),
+    )
+    .await;
+    let msg = hub.event("NewOrder").await;
+    assert_eq!(msg["data"], json!({"items": [1, 2], "note": "ünïcode"}));
+    assert_eq!(msg["channel"], "tenant:acme:order:o-9");
+    let err = hub.invoke("Nope", json!([])).await.unwrap_err();
+    assert!(err.contains("Nope"), "{err}");
+}
+
+#[actix_web::test]
+async fn automatic_reconnect_after_the_server_restarts() {
+    let app = spawn_app().await;
+    let port = app.port;
+    let opts = HubOptions {
+        reconnect: true,
+        events: vec!["NewOrder"],
+        ..Default::default()
+    };
+    let mut hub = HubClient::start(&app, &token(&admin("acme")), opts)
+        .await
+        .unwrap();
+    app.handle.shutdown().await;
+    let r = hub.wait_for(|v| v["type"] == "reconnecting").await;
+    assert!(
+        r["error"].as_str().unwrap_or("").contains("restarting"),
+        "{r}"
+    );
+    // A new node on the same address (a restart).
+    let app2 = spawn_app_with(|s| s.server.port = port).await;
+    hub.wait_for(|v| v["type"] == "reconnected").await;
+    app2.publish(
+        &service(),
+        "tenant:acme:admins",
+        "NewOrder",
+        json!({"after": "restart"}),
+    )
+    .await;
+    assert_eq!(hub.event("NewOrder").await["data"]["after"], "restart");
+}
+
+#[actix_web::test]
+async fn negotiate_versions_and_connection_ids() {
+    let app = spawn_app().await;
+    let t = token(&admin("acme"));
+    let (status, v1) = app
+        .post_json(
+            "/hubs/notifications/negotiate?negotiateVersion=1",
+            Some(&t),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(v1["negotiateVersion"], 1);
+    let conn_token = v1["connectionToken"].as_str().unwrap().to_owned();
+    assert!(
+        conn_token.chars().all(|c| c.is_ascii_alphanumeric()),
+        "URL-safe"
+    );
+    assert_eq!(
+        v1["availableTransports"],
+        json!([{"transport":"WebSockets","transferFormats":["Text","Binary"]}])
+    );
+    let (_, v0) = app
+        .post_json("/hubs/notifications/negotiate", Some(&t), &json!(null))
+        .await;
+    assert_eq!(v0["negotiateVersion"], 0);
+    assert!(v0.get("connectionToken").is_none());
+    let (_, v9) = app
+        .post_json(
+            "/hubs/notifications/negotiate?negotiateVersion=9",
+            Some(&t),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(v9["negotiateVersion"], 1);
+    let (status, refused) = app
+        .post_json(
+            "/hubs/notifications/negotiate?negotiateVersion=1",
+            None,
+            &json!(null),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        refused["error"].as_str().unwrap().contains("token"),
+        "{refused}"
+    );
+
+    // The negotiated id takes one socket; unknown ids are 404, reuse is 409.
+    let url = |id: &str| app.ws_url(&format!("/hubs/notifications?id={id}&access_token={t}"));
+    let first = WsClient::open(url(&conn_token)).await;
+    assert!(first.is_ok());
+    assert_eq!(WsClient::open(url(&conn_token)).await.err().unwrap().0, 409);
+    assert_eq!(WsClient::open(url("unknown")).await.err().unwrap().0, 404);
+    // Someone else's token cannot take over a negotiated id.
+    let (_, other) = app
+        .post_json(
+            "/hubs/notifications/negotiate?negotiateVersion=1",
+            Some(&t),
+            &json!(null),
+        )
+        .await;
+    let other_id = other["connectionToken"].as_str().unwrap();
+    let stranger = token(&staff("acme"));
+    let res = WsClient::open(app.ws_url(&format!(
+        "/hubs/notifications?id={other_id}&access_token={stranger}"
+    )))
+    .await;
+    assert_eq!(res.err().unwrap().0, 403);
+}
+
+#[actix_web::test]
+async fn raw_hub_protocol_handshake_and_framing() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let app = spawn_app().await;
+    let url = app.ws_url(&format!(
+        "/hubs/notifications?access_token={}",
+        token(&admin("acme"))
+    ));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // Handshake and two invocations in one frame; one reply frame per record is fine.
+    ws.send(Message::text(
+        "{\"protocol\":\"json\",\"version\":1}\u{1e}{\"type\":1,\"invocationId\":\"1\",\"target\":\"Ping\",\"arguments\":[]}\u{1e}{\"type\":1,\"target\":\"Ping\",\"arguments\":[]}\u{1e}",
+    ))
+    .await
+    .unwrap();
+    let mut records: Vec<Value> = Vec::new();
+    while records.len() < 2 {
+        let Some(Ok(Message::Text(t))) = ws.next().await else {
+            panic!()
+        };
+        for r in t.split('\u{1e}').filter(|r| !r.is_empty()) {
+            records.push(serde_json::from_str(r).unwrap());
+        }
+    }
+    assert_eq!(records[0], json!({}), "the handshake reply has no type");
+    assert_eq!(
+        records[1],
+        json!({"type":3,"invocationId":"1","result":true})
+    );
+    // A record split across frames is reassembled.
+    ws.send(Message::text("{\"type\":1,\"invocationId\":\"2\",\"tar"))
+        .await
+        .unwrap();
+    ws.send(Message::text("get\":\"Ping\",\"arguments\":[]}\u{1e}"))
+        .await
+        .unwrap();
+    let Some(Ok(Message::Text(t))) = ws.next().await else {
+        panic!()
+    };
+    assert_eq!(
+        t.as_str(),
+        "{\"type\":3,\"invocationId\":\"2\",\"result\":true}\u{1e}"
+    );
+    // Bad JSON in a record with no id gets no answer, and the connection lives.
+    ws.send(Message::text(
+        "{oops\u{1e}{\"type\":1,\"invocationId\":\"3\",\"target\":\"Ping\",\"arguments\":[]}\u{1e}",
+    ))
+    .await
+    .unwrap();
+    let Some(Ok(Message::Text(t))) = ws.next().await else {
+        panic!()
+    };
+    assert!(t.contains("\"invocationId\":\"3\""), "{t}");
+}
+
+#[actix_web::test]
+async fn an_unsupported_protocol_fails_the_handshake() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let app = spawn_app().await;
+    let url = app.ws_url(&format!(
+        "/hubs/notifications?access_token={}",
+        token(&admin("acme"))
+    ));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(Message::text("{\"protocol\":\"xml\",\"version\":1}\u{1e}"))
+        .await
+        .unwrap();
+    let Some(Ok(Message::Text(t))) = ws.next().await else {
+        panic!()
+    };
+    assert_eq!(
+        t.as_str(),
+        "{\"error\":\"The protocol 'xml' is not supported.\"}\u{1e}"
+    );
+    let mut client = WsClient { ws };
+    assert_eq!(client.closed().await, 1002);
+}
+
+#[actix_web::test]
+async fn handshake_timeout_closes_silent_hub_connections() {
+    let app = spawn_app_with(|s| s.session.handshake_timeout_ms = 300).await;
+    let url = app.ws_url(&format!(
+        "/hubs/notifications?access_token={}",
+        token(&admin("acme"))
+    ));
+    let mut ws = WsClient::open(url).await.unwrap();
+    assert_eq!(ws.closed().await, 4002);
+}
+
+#[actix_web::test]
+async fn cors_preflight_and_origin_check() {
+    let app = spawn_app_with(|s| s.cors.allowed_origins = vec!["https://app.example".into()]).await;
+    let res = app
+        .http
+        .request(
+            actix_web::http::Method::OPTIONS,
+            app.url("/hubs/notifications/negotiate"),
+        )
+        .insert_header(("Origin", "https://app.example"))
+        .insert_header(("Access-Control-Request-Method", "POST"))
+        .insert_header((
+            "Access-Control-Request-Headers",
+            "x-signalr-user-agent, x-requested-with, authorization",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let h = |n: &str| res.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        h("access-control-allow-origin").as_deref(),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        h("access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    let allowed = h("access-control-allow-headers").unwrap().to_lowercase();
+    assert!(
+        allowed.contains("x-signalr-user-agent") && allowed.contains("authorization"),
+        "{allowed}"
+    );
+
+    // WebSocket upgrades from other origins are refused; listed ones and non-browsers pass.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let t = token(&admin("acme"));
+    for (origin, ok) in [
+        (Some("https://evil.example"), false),
+        (Some("https://app.example"), true),
+        (None, true),
+    ] {
+        let mut req = app
+            .ws_url(&format!("/hubs/notifications?access_token={t}"))
+            .into_client_request()
+            .unwrap();
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        let res = tokio_tungstenite::connect_async(req).await;
+        assert_eq!(res.is_ok(), ok, "{origin:?}");
+    }
+}
