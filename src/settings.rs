@@ -47,6 +47,7 @@ pub struct Settings {
     pub history: HistoryConfig,
     pub publish: PublishConfig,
     pub redis: RedisSettings,
+    pub presence: PresenceSettings,
     pub database: DatabaseSettings,
     pub signalr: SignalRSettings,
     pub cors: CorsSettings,
@@ -155,7 +156,55 @@ pub struct PublishConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
     pub url: SecretString,
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    pub username: String,
+    pub password: SecretString,
+    pub database: u32,
     pub prefix: String,
+    pub publish_retry_attempts: u32,
+    pub publish_retry_delay_ms: u64,
+    pub command_timeout_ms: u64,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+impl RedisSettings {
+    /// The Redis URL for cluster mode, or `None` for embedded mode.
+    pub fn connection_url(&self) -> Option<String> {
+        use secrecy::ExposeSecret;
+        let url = self.url.expose_secret().trim();
+        if !url.is_empty() {
+            return Some(url.to_owned());
+        }
+        if self.host.trim().is_empty() {
+            return None;
+        }
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let enc = |s: &str| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let password = self.password.expose_secret();
+        let auth = match (self.username.is_empty(), password.is_empty()) {
+            (true, true) => String::new(),
+            (true, false) => format!(":{}@", enc(password)),
+            (false, _) => format!("{}:{}@", enc(&self.username), enc(password)),
+        };
+        Some(format!(
+            "{scheme}://{auth}{}:{}/{}",
+            self.host.trim(),
+            self.port,
+            self.database
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PresenceSettings {
+    pub node_ttl_secs: u64,
+    pub heartbeat_interval_ms: u64,
+    pub offline_grace_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -265,6 +314,25 @@ impl Settings {
         }
     }
 
+    /// Cluster mode's configuration, or `None` for embedded mode.
+    pub fn cluster(&self) -> Option<switchyard_actors::cluster::ClusterConfig> {
+        let r = &self.redis;
+        let p = &self.presence;
+        Some(switchyard_actors::cluster::ClusterConfig {
+            url: r.connection_url()?,
+            prefix: r.prefix.clone(),
+            publish_attempts: r.publish_retry_attempts,
+            publish_retry_delay: Duration::from_millis(r.publish_retry_delay_ms),
+            command_timeout: Duration::from_millis(r.command_timeout_ms),
+            reconnect_min: Duration::from_millis(r.reconnect_min_ms),
+            reconnect_max: Duration::from_millis(r.reconnect_max_ms),
+            history: self.history_limits(),
+            node_ttl: Duration::from_secs(p.node_ttl_secs),
+            heartbeat: Duration::from_millis(p.heartbeat_interval_ms),
+            offline_grace: Duration::from_millis(p.offline_grace_ms),
+        })
+    }
+
     /// Broker shards to start: the configured number, or one per core.
     pub fn broker_shards(&self) -> usize {
         match self.actors.broker.shards {
@@ -330,6 +398,25 @@ mod tests {
         assert_eq!(s.mailbox(ActorKind::Session).mailbox, 7);
         assert_eq!(s.actors.session.policy, SlowConsumerPolicy::Drop);
         assert_eq!(s.redis.url.expose_secret(), "redis://127.0.0.1:6380/2");
+    }
+
+    #[test]
+    fn redis_urls_come_from_the_url_or_the_pieces() {
+        assert!(load(&[]).cluster().is_none(), "no Redis = embedded mode");
+        let s = load(&[("SWITCHYARD__REDIS__URL", "redis://h:1/2")]);
+        assert_eq!(s.cluster().unwrap().url, "redis://h:1/2");
+        let s = load(&[
+            ("SWITCHYARD__CLOUD", "azure"),
+            ("SWITCHYARD__REDIS__HOST", "cache.redis.cache.windows.net"),
+            ("SWITCHYARD__REDIS__PASSWORD", "p@ss/word"),
+        ]);
+        assert_eq!(
+            s.cluster().unwrap().url,
+            "rediss://:p%40ss%2Fword@cache.redis.cache.windows.net:6380/0"
+        );
+        for cloud in ["local", "aws", "gcp", "upstash"] {
+            load(&[("SWITCHYARD__CLOUD", cloud)]);
+        }
     }
 
     #[test]

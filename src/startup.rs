@@ -9,17 +9,20 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix::{Actor, Arbiter};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use switchyard_actors::authorizer::NoLookups;
-use switchyard_actors::broker::{BrokerConfig, BrokerHandle};
+use switchyard_actors::broker::{BrokerConfig, BrokerHandle, ClusterLink};
+use switchyard_actors::cluster::Cluster;
 use switchyard_actors::ids::NodeId;
 use switchyard_actors::mailbox::{ActorKind, ActorLimits};
 use switchyard_actors::metrics::Metrics;
 use switchyard_actors::node::Node;
+use switchyard_actors::redis_bridge::{AttachBroker, RedisBridge};
 use switchyard_actors::tenant_group::TenantRegistry;
 
 use crate::auth::{GeneratedSecret, Verifier};
@@ -51,6 +54,13 @@ impl AppHandle {
         log::info!("node {}: shutting down", self.node.id);
         self.server.pause().await;
         self.node.begin_shutdown();
+        if let Some(link) = self.node.broker.cluster() {
+            // Graceful: this node's presence goes at once, not after its heartbeat expires.
+            match link.cluster.drop_node(&self.node.id).await {
+                Ok(n) => log::info!("presence: removed this node's {n} connections"),
+                Err(e) => log::warn!("presence: could not remove this node's connections: {e}"),
+            }
+        }
         self.server.stop(true).await;
         log::info!("node {}: stopped in {:?}", self.node.id, started.elapsed());
     }
@@ -87,18 +97,42 @@ impl Application {
                 .set(limits.get(kind).mailbox() as i64);
         }
         let id = node_id(&settings);
+        let link = match settings.cluster() {
+            None => None,
+            Some(cfg) => {
+                let cluster = Cluster::new(cfg, id.clone(), metrics.clone())
+                    .context("configuring Redis (cluster mode)")?;
+                let bridge_limits = limits.clone();
+                let bridge_cluster = cluster.clone();
+                let bridge = RedisBridge::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+                    RedisBridge::new(bridge_cluster, bridge_limits)
+                });
+                log::info!("cluster mode: Redis prefix {:?}", settings.redis.prefix);
+                Some(ClusterLink { cluster, bridge })
+            }
+        };
         let broker = BrokerHandle::start(
             BrokerConfig {
                 shards: settings.broker_shards(),
                 history: settings.history_limits(),
                 request_timeout: settings.publish_timeout(),
                 origin: id.clone(),
+                bridge: link.as_ref().map(|l| l.bridge.clone()),
             },
+            link.clone(),
             limits.clone(),
             metrics.clone(),
         );
-        let tenants =
-            TenantRegistry::new(limits.clone(), metrics.clone(), settings.publish_timeout());
+        if let Some(l) = &link {
+            l.bridge.do_send(AttachBroker(broker.clone()));
+        }
+        let tenants = TenantRegistry::new(
+            limits.clone(),
+            metrics.clone(),
+            settings.publish_timeout(),
+            broker.clone(),
+            Duration::from_millis(settings.presence.offline_grace_ms),
+        );
         let node = Arc::new(Node::new(
             id.clone(),
             broker,

@@ -10,12 +10,14 @@
 //! | `codec/` | wire protocols: native JSON, SignalR JSON and MessagePack |
 //! | `channel.rs`, `rules.rs` | the channel grammar and who may use which channel |
 //! | `envelope.rs`, `history.rs` | the one event envelope and in-memory history |
+//! | `cluster/`, `redis_bridge.rs` | cluster mode: Redis commands and the [`redis_bridge::RedisBridge`] actor |
 //! | `mailbox.rs` | per-actor-kind mailbox limits and the slow-consumer policy |
 //! | `codes.rs` | every close code and error code |
 
 pub mod authorizer;
 pub mod broker;
 pub mod channel;
+pub mod cluster;
 pub mod codec;
 pub mod codes;
 pub mod envelope;
@@ -25,6 +27,7 @@ pub mod ids;
 pub mod mailbox;
 pub mod metrics;
 pub mod node;
+pub mod redis_bridge;
 pub mod rules;
 pub mod session;
 pub mod tenant_group;

@@ -54,6 +54,16 @@ pub struct Metrics {
     pub rate_limited: IntCounter,
     /// Publish time to socket write, in seconds.
     pub delivery_latency: Histogram,
+    /// Cluster mode: 1 while the Redis pub/sub connection is up.
+    pub redis_bridge_up: IntGauge,
+    /// Cluster mode: envelopes relayed from Redis into this node.
+    pub relayed: IntCounter,
+    /// Cluster mode: publishes that could not be relayed through Redis (delivered locally only).
+    pub unrelayed: IntCounter,
+    /// Cluster mode: publish attempts retried.
+    pub redis_retries: IntCounter,
+    /// Cluster mode: channels that caught up from history after a reconnect or a gap.
+    pub redis_catchups: IntCounter,
     /// HTTP API errors answered with problem JSON, by status.
     pub http_errors: IntCounterVec,
 }
@@ -166,6 +176,26 @@ impl Metrics {
                 "Client frames refused by the per-connection rate limit",
             ),
             delivery_latency,
+            redis_bridge_up: gauge(
+                "switchyard_redis_bridge_up",
+                "1 while the Redis pub/sub connection is up (cluster mode)",
+            ),
+            relayed: counter(
+                "switchyard_redis_relayed_total",
+                "Envelopes relayed from Redis into this node",
+            ),
+            unrelayed: counter(
+                "switchyard_redis_unrelayed_total",
+                "Publishes not relayed through Redis (delivered to this node only)",
+            ),
+            redis_retries: counter(
+                "switchyard_redis_publish_retries_total",
+                "Publish attempts retried against Redis",
+            ),
+            redis_catchups: counter(
+                "switchyard_redis_catchups_total",
+                "Channels that caught up from Redis history after a reconnect or gap",
+            ),
             http_errors: counter_vec(
                 "switchyard_http_errors_total",
                 "HTTP API requests answered with an error, by status",

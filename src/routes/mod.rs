@@ -1,6 +1,7 @@
 //! The HTTP surface: WebSocket upgrades, the REST API, health, metrics and development helpers.
 //! Each file owns one group of routes; [`configure`] mounts them all.
 
+pub mod channels;
 pub mod dev;
 pub mod health;
 pub mod metrics;
@@ -28,6 +29,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, hub_paths: &[String]) {
         .route(
             "/api/v1/tenants/{tenant}/users/{user}/online",
             web::get().to(tenants::user_online),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/presence",
+            web::get().to(tenants::presence),
+        )
+        .route(
+            "/api/v1/channels/{channel}/history",
+            web::get().to(channels::history),
         )
         .route("/health/live", web::get().to(health::live))
         .route("/health/ready", web::get().to(health::ready))

@@ -63,6 +63,8 @@ pub async fn publish(
 pub fn publish_error(e: PublishError) -> ApiError {
     match e {
         PublishError::Broker(BrokerError::Busy(_)) => ApiError::Busy(e.to_string()),
-        PublishError::Broker(BrokerError::Stopped) => ApiError::Unavailable(e.to_string()),
+        PublishError::Broker(BrokerError::Stopped | BrokerError::Unavailable(_)) => {
+            ApiError::Unavailable(e.to_string())
+        }
     }
 }

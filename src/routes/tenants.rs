@@ -39,6 +39,23 @@ pub async fn connections(
     })))
 }
 
+/// `GET /api/v1/tenants/{t}/presence` → `{"connections": N, "users": [{"userId","role","connections"}]}`,
+/// cluster-wide in cluster mode.
+pub async fn presence(
+    who: Caller,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = tenant_for(&who, &path)?;
+    let snap = state
+        .node
+        .tenants
+        .snapshot(&tenant)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(snap))
+}
+
 /// `GET /api/v1/tenants/{t}/users/{u}/online` → `{"tenantKey","userId","online"}`.
 pub async fn user_online(
     who: Caller,

@@ -69,12 +69,13 @@ pub fn upgrade(
             other => ApiError::Internal(other.to_string()),
         })?;
     }
+    let user = identity.user_id.clone();
     let session = Session::new(node.clone(), conn, identity, tenant.clone(), codec);
     let result = session.serve(req, payload);
     if result.is_err() {
         // The actor never started, so its `stopped()` will not leave the group.
         if let Some(t) = &tenant {
-            node.tenants.leave(t, conn);
+            node.tenants.leave(t, conn, &user);
         }
     }
     result

@@ -60,6 +60,61 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     }
 }
 
+/// Cluster-mode settings for a node on `redis_url`, sharing `prefix` with its peers; timers
+/// are short so tests see heartbeats, grace periods and retries quickly.
+pub fn cluster_settings(s: &mut Settings, redis_url: &str, prefix: &str) {
+    // Nodes in one test process share a pid, so the default "<host>-<pid>" id would collide.
+    s.node.id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    s.redis.url = secrecy::SecretString::from(redis_url.to_owned());
+    s.redis.prefix = prefix.to_owned();
+    s.redis.publish_retry_attempts = 3;
+    s.redis.publish_retry_delay_ms = 50;
+    s.redis.command_timeout_ms = 500;
+    s.redis.reconnect_min_ms = 50;
+    s.redis.reconnect_max_ms = 300;
+    s.presence.node_ttl_secs = 2;
+    s.presence.heartbeat_interval_ms = 200;
+    s.presence.offline_grace_ms = 400;
+}
+
+/// A node in cluster mode.
+pub async fn spawn_cluster_node(
+    redis_url: &str,
+    prefix: &str,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let (url, prefix) = (redis_url.to_owned(), prefix.to_owned());
+    spawn_app_with(move |s| {
+        cluster_settings(s, &url, &prefix);
+        tweak(s);
+    })
+    .await
+}
+
+/// A key prefix no other test shares.
+pub fn unique_prefix() -> String {
+    format!("t{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Polls `check` until it returns `Some`, for at most `WAIT`.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Who a token is for.
 #[derive(Clone, Debug)]
 pub struct As {

@@ -2,8 +2,10 @@
 
 mod helpers;
 mod hub_client;
+mod redis_server;
 
 mod auth;
+mod cluster;
 mod delivery;
 mod isolation;
 mod native_bad_input;

@@ -11,7 +11,16 @@
 //! - [`Publish`]: publisher (REST, session, scheduler, …) → shard; assigns the next offset, keeps it in
 //!   history, fans out, replies with a [`PublishAck`].
 //! - [`Deliver`]: shard → session, offered with `try_send`; one shared envelope.
+//! - [`Relay`]: Redis bridge → shard (cluster mode); one envelope from Redis to fan out.
+//! - [`ReadHistory`]: history API → shard (embedded mode); replies with retained events.
 //! - [`ChannelStats`]: admin → shard; replies with channel and subscriber counts.
+//!
+//! Engines: with no Redis, a shard keeps each channel's offsets and history itself. In cluster
+//! mode, publishing is one atomic step in Redis ([`crate::cluster`]) and events come back through
+//! the [`RedisBridge`] as [`Relay`]s; shards tell the bridge when a channel gains its first or
+//! loses its last local subscriber. If Redis stays unreachable after the retries, the event is
+//! still delivered to this node's subscribers (under the shard's local epoch, so clients see the
+//! history break) and the publisher gets [`BrokerError::Unavailable`].
 
 mod shard;
 
@@ -25,11 +34,13 @@ use actix::prelude::*;
 pub use shard::BrokerShard;
 
 use crate::channel::ChannelName;
+use crate::cluster::Cluster;
 use crate::envelope::{Draft, Envelope, StreamPosition};
 use crate::history::{HistoryLimits, Recovery};
 use crate::ids::{ConnId, NodeId};
 use crate::mailbox::{ActorLimits, OutboundBudget};
 use crate::metrics::Metrics;
+use crate::redis_bridge::{RedisBridge, WhenListening};
 
 /// Sent by a broker shard to a session: one event for one of its channels.
 #[derive(Message, Clone)]
@@ -89,6 +100,46 @@ pub struct PublishAck {
     pub epoch: Arc<str>,
 }
 
+/// Sent by the Redis bridge to the shard of the envelope's channel: fan it out.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Relay {
+    pub env: Arc<Envelope>,
+}
+
+/// Sent by the history API to a shard (embedded mode); replies with retained events.
+#[derive(Message)]
+#[rtype(result = "HistoryPage")]
+pub struct ReadHistory {
+    pub channel: ChannelName,
+    pub since: Option<StreamPosition>,
+    pub limit: usize,
+}
+
+/// A channel's position and retained events (oldest first).
+#[derive(Debug, serde::Serialize)]
+pub struct HistoryPage {
+    pub offset: u64,
+    pub epoch: Arc<str>,
+    /// With `since`: whether every event after it is in `events` (up to the limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    #[serde(serialize_with = "serialize_events")]
+    pub events: Vec<Arc<Envelope>>,
+}
+
+fn serialize_events<S: serde::Serializer>(
+    events: &[Arc<Envelope>],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(events.len()))?;
+    for e in events {
+        seq.serialize_element(&**e)?;
+    }
+    seq.end()
+}
+
 /// Sent by the admin API to every shard; replies with that shard's figures.
 #[derive(Message)]
 #[rtype(result = "ShardStats")]
@@ -110,6 +161,9 @@ pub enum BrokerError {
     Busy(Duration),
     #[error("the broker has stopped")]
     Stopped,
+    /// Cluster mode: Redis stayed unreachable; delivered to this node's subscribers only.
+    #[error("the cluster is unreachable ({0}); the event reached this node's subscribers only and was not relayed to other nodes")]
+    Unavailable(String),
 }
 
 /// What every shard is configured with.
@@ -120,6 +174,15 @@ pub struct BrokerConfig {
     /// How long a publisher or subscriber waits for room in a full shard mailbox.
     pub request_timeout: Duration,
     pub origin: NodeId,
+    /// Cluster mode: the bridge shards report channel interest to.
+    pub bridge: Option<Addr<RedisBridge>>,
+}
+
+/// Cluster mode's engine: Redis commands and the bridge.
+#[derive(Clone)]
+pub struct ClusterLink {
+    pub cluster: Cluster,
+    pub bridge: Addr<RedisBridge>,
 }
 
 /// Owns the shard threads; stops them when the last handle is dropped.
@@ -139,12 +202,19 @@ pub struct BrokerHandle {
     shards: Arc<[Addr<BrokerShard>]>,
     hasher: RandomState,
     request_timeout: Duration,
+    history: HistoryLimits,
+    cluster: Option<ClusterLink>,
     _threads: Arc<ShardThreads>,
 }
 
 impl BrokerHandle {
     /// Starts `config.shards` shards, each on a thread of its own.
-    pub fn start(config: BrokerConfig, limits: Arc<ActorLimits>, metrics: Arc<Metrics>) -> Self {
+    pub fn start(
+        config: BrokerConfig,
+        cluster: Option<ClusterLink>,
+        limits: Arc<ActorLimits>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let n = config.shards.max(1);
         let mut threads = Vec::with_capacity(n);
         let mut shards = Vec::with_capacity(n);
@@ -161,6 +231,8 @@ impl BrokerHandle {
             shards: shards.into(),
             hasher: RandomState::new(),
             request_timeout: config.request_timeout,
+            history: config.history,
+            cluster,
             _threads: Arc::new(ShardThreads(threads)),
         }
     }
@@ -179,16 +251,123 @@ impl BrokerHandle {
         self.shards.len()
     }
 
-    /// Publishes through the owning shard, waiting at most the request timeout for mailbox room.
-    pub async fn publish(&self, draft: Draft) -> Result<PublishAck, BrokerError> {
-        let shard = self.shard_for(&draft.channel);
-        self.request(shard, Publish { draft }).await
+    /// The cluster engine, in cluster mode.
+    pub fn cluster(&self) -> Option<&ClusterLink> {
+        self.cluster.as_ref()
     }
 
-    /// Registers a subscriber with the owning shard.
+    /// Publishes: in Redis (cluster mode), else through the owning shard. Waits at most the
+    /// request timeout for mailbox room.
+    pub async fn publish(&self, draft: Draft) -> Result<PublishAck, BrokerError> {
+        let Some(link) = &self.cluster else {
+            let shard = self.shard_for(&draft.channel);
+            return self.request(shard, Publish { draft }).await;
+        };
+        match link.cluster.publish(&draft).await {
+            Ok(ack) => Ok(ack),
+            Err(e) => {
+                // Local delivery goes on; the publisher learns it was not relayed.
+                link.cluster.metrics().unrelayed.inc();
+                log::warn!(
+                    "publish to {} not relayed: {e}; delivering locally",
+                    draft.channel
+                );
+                let shard = self.shard_for(&draft.channel);
+                self.request(shard, Publish { draft }).await?;
+                Err(BrokerError::Unavailable(e.to_string()))
+            }
+        }
+    }
+
+    /// Registers a subscriber with the owning shard, then (cluster mode) waits for the Redis
+    /// subscription and reads the channel's position — in that order, so every event after the
+    /// position arrives live, and overlaps are removed by offset.
     pub async fn subscribe(&self, msg: Subscribe) -> Result<Subscribed, BrokerError> {
+        let channel = msg.channel.clone();
+        let since = msg.since.clone();
         let shard = self.shard_for(&msg.channel);
-        self.request(shard, msg).await
+        let local = self.request(shard, msg).await?;
+        let Some(link) = &self.cluster else {
+            return Ok(local);
+        };
+        let listening = link
+            .bridge
+            .send(WhenListening(channel.clone()))
+            .timeout(self.request_timeout)
+            .await
+            .unwrap_or(false);
+        if !listening {
+            // Redis unreachable: serve locally; the subscription resumes when Redis returns.
+            return Ok(local);
+        }
+        match link
+            .cluster
+            .position(&channel, since.as_ref(), self.history.size)
+            .await
+        {
+            Ok(p) => Ok(Subscribed {
+                offset: p.offset,
+                epoch: p.epoch,
+                recovery: p.recovery,
+            }),
+            Err(e) => {
+                log::warn!("position of {channel} unavailable: {e}; serving locally");
+                Ok(local)
+            }
+        }
+    }
+
+    /// A channel's retained events after `since` (or the latest `limit` ones).
+    pub async fn history(
+        &self,
+        channel: &ChannelName,
+        since: Option<StreamPosition>,
+        limit: usize,
+    ) -> Result<HistoryPage, BrokerError> {
+        let Some(link) = &self.cluster else {
+            let shard = self.shard_for(channel);
+            return self
+                .request(
+                    shard,
+                    ReadHistory {
+                        channel: channel.clone(),
+                        since,
+                        limit,
+                    },
+                )
+                .await;
+        };
+        let unavailable = |e: crate::cluster::ClusterError| BrokerError::Unavailable(e.to_string());
+        let asked = since.is_some();
+        let since = match since {
+            Some(s) => s,
+            None => {
+                let now = link
+                    .cluster
+                    .position(channel, None, 1)
+                    .await
+                    .map_err(unavailable)?;
+                StreamPosition {
+                    offset: now.offset.saturating_sub(limit as u64),
+                    epoch: now.epoch.to_string(),
+                }
+            }
+        };
+        let p = link
+            .cluster
+            .position(channel, Some(&since), limit)
+            .await
+            .map_err(unavailable)?;
+        let recovery = p.recovery.unwrap_or(Recovery {
+            recovered: false,
+            replay: Vec::new(),
+        });
+        Ok(HistoryPage {
+            offset: p.offset,
+            epoch: p.epoch,
+            recovered: asked.then_some(recovery.recovered),
+            events: recovery.replay,
+        })
     }
 
     async fn request<M>(&self, shard: Addr<BrokerShard>, msg: M) -> Result<M::Result, BrokerError>

@@ -7,15 +7,17 @@ use actix::prelude::*;
 use indexmap::IndexMap;
 
 use super::{
-    BrokerConfig, ChannelStats, Deliver, Publish, PublishAck, ShardStats, Subscribe, Subscribed,
-    Subscriber, Unsubscribe,
+    BrokerConfig, ChannelStats, Deliver, HistoryPage, Publish, PublishAck, ReadHistory, Relay,
+    ShardStats, Subscribe, Subscribed, Subscriber, Unsubscribe,
 };
 use crate::channel::ChannelName;
 use crate::envelope::Envelope;
+use crate::envelope::StreamPosition;
 use crate::history::ChannelLog;
 use crate::ids::ConnId;
 use crate::mailbox::{ActorKind, ActorLimits, Offer, SlowConsumerPolicy};
 use crate::metrics::Metrics;
+use crate::redis_bridge::{Listen, Unlisten};
 
 /// A channel on this shard: who listens, and what was said.
 #[derive(Default)]
@@ -112,6 +114,16 @@ impl BrokerShard {
                 .inc_by(dropped + evicted);
         }
         m.subscriptions.sub(removed);
+        if removed > 0 && state.subscribers.is_empty() {
+            self.unlisten(&env.channel);
+        }
+    }
+
+    /// Cluster mode: the channel lost its last local subscriber.
+    fn unlisten(&self, channel: &ChannelName) {
+        if let Some(bridge) = &self.config.bridge {
+            bridge.do_send(Unlisten(channel.clone()));
+        }
     }
 
     /// Forgets channels nobody listens to whose history has expired.
@@ -191,13 +203,18 @@ impl Handler<Subscribe> for BrokerShard {
     fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) -> Self::Result {
         self.apply_mailbox_limit(ctx);
         let history = self.config.history;
-        let state = self.channels.entry(msg.channel).or_default();
+        let state = self.channels.entry(msg.channel.clone()).or_default();
         if state
             .subscribers
             .insert(msg.subscriber.conn, msg.subscriber)
             .is_none()
         {
             self.metrics.subscriptions.inc();
+            if state.subscribers.len() == 1 {
+                if let Some(bridge) = &self.config.bridge {
+                    bridge.do_send(Listen(msg.channel.clone()));
+                }
+            }
         }
         let recovery = msg.since.map(|since| state.log.recover(&since, history));
         MessageResult(Subscribed {
@@ -216,6 +233,9 @@ impl Handler<Unsubscribe> for BrokerShard {
             if let Some(state) = self.channels.get_mut(&channel) {
                 if state.subscribers.swap_remove(&msg.conn).is_some() {
                     self.metrics.subscriptions.dec();
+                    if state.subscribers.is_empty() {
+                        self.unlisten(&channel);
+                    }
                 }
             }
         }
@@ -236,6 +256,43 @@ impl Handler<Publish> for BrokerShard {
             id: env.id.clone(),
             offset: env.offset,
             epoch: env.epoch.clone(),
+        })
+    }
+}
+
+impl Handler<Relay> for BrokerShard {
+    type Result = ();
+
+    fn handle(&mut self, Relay { env }: Relay, _: &mut Self::Context) {
+        self.fan_out(&env);
+    }
+}
+
+impl Handler<ReadHistory> for BrokerShard {
+    type Result = MessageResult<ReadHistory>;
+
+    fn handle(&mut self, msg: ReadHistory, _: &mut Self::Context) -> Self::Result {
+        let history = self.config.history;
+        let state = self.channels.entry(msg.channel).or_default();
+        let (recovered, mut events) = match &msg.since {
+            Some(since) => {
+                let r = state.log.recover(since, history);
+                (Some(r.recovered), r.replay)
+            }
+            None => {
+                let from = StreamPosition {
+                    offset: state.log.offset().saturating_sub(msg.limit as u64),
+                    epoch: state.log.epoch().to_string(),
+                };
+                (None, state.log.recover(&from, history).replay)
+            }
+        };
+        events.truncate(msg.limit);
+        MessageResult(HistoryPage {
+            offset: state.log.offset(),
+            epoch: state.log.epoch().clone(),
+            recovered,
+            events,
         })
     }
 }

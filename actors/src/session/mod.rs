@@ -488,6 +488,7 @@ impl Session {
                 let code = match e {
                     BrokerError::Busy(_) => ErrorCode::Busy,
                     BrokerError::Stopped => ErrorCode::Internal,
+                    BrokerError::Unavailable(_) => ErrorCode::Unavailable,
                 };
                 return self.subscription_error(
                     ctx,
@@ -669,6 +670,7 @@ fn publish_error_code(e: &PublishError) -> ErrorCode {
     match e {
         PublishError::Broker(BrokerError::Busy(_)) => ErrorCode::Busy,
         PublishError::Broker(BrokerError::Stopped) => ErrorCode::Internal,
+        PublishError::Broker(BrokerError::Unavailable(_)) => ErrorCode::Unavailable,
     }
 }
 
@@ -715,7 +717,9 @@ impl Actor for Session {
             self.node.broker.unsubscribe(self.conn, channels);
         }
         if let Some(tenant) = self.tenant.take() {
-            self.node.tenants.leave(&tenant, self.conn);
+            self.node
+                .tenants
+                .leave(&tenant, self.conn, &self.identity.user_id);
         }
         let m = &self.node.metrics;
         m.connections.with_label_values(&[self.codec.label()]).dec();

@@ -1,0 +1,237 @@
+//! The ingest stream: how a process that is not a Switchyard node (a background job in any
+//! language) publishes through Redis. It appends a draft to `{prefix}:ingest`:
+//!
+//! ```text
+//! XADD switchyard:ingest * event '{"channel":"tenant:acme:admins","event":"TenantCreated","data":{…}}'
+//! ```
+//!
+//! Every node reads the stream in one consumer group, so each entry is published exactly once
+//! (through the same atomic publish step, idempotent by `id` when given), then acknowledged.
+//! Entries a dead node had claimed are taken over after `ingest_claim_idle`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{Cluster, ClusterError};
+use crate::channel::ChannelName;
+use crate::envelope::{Draft, EventName};
+
+/// The consumer group every node joins.
+pub const GROUP: &str = "switchyard";
+/// Entries read per round.
+const BATCH: usize = 100;
+/// How long a read blocks waiting for entries.
+const BLOCK: Duration = Duration::from_secs(2);
+/// Entries pending this long on a consumer are claimed by another.
+const CLAIM_IDLE: Duration = Duration::from_secs(30);
+
+/// The entry's `event` field.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IngestDraft {
+    channel: String,
+    event: String,
+    data: Box<RawValue>,
+    /// Optional idempotency key: the same id is published once.
+    id: Option<String>,
+}
+
+/// Why an ingest entry was refused (logged and counted, then acknowledged: it can never succeed).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("entry has no `event` field")]
+    Missing,
+    #[error("entry is not a valid draft: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("channel: {0}")]
+    Channel(#[from] crate::channel::ChannelError),
+    #[error("event: {0}")]
+    Event(#[from] crate::envelope::BadEventName),
+}
+
+fn parse(fields: &[(String, String)]) -> Result<Draft, IngestError> {
+    let text = fields
+        .iter()
+        .find(|(k, _)| k == "event")
+        .map(|(_, v)| v)
+        .ok_or(IngestError::Missing)?;
+    let d: IngestDraft = serde_json::from_str(text)?;
+    let mut draft = Draft::new(
+        ChannelName::parse(&d.channel)?,
+        EventName::parse(&d.event)?,
+        Arc::from(d.data),
+    );
+    if let Some(id) = d.id.filter(|i| !i.is_empty()) {
+        draft.id = Arc::from(id);
+    }
+    Ok(draft)
+}
+
+type Entries = Vec<(String, Vec<(String, String)>)>;
+
+fn flatten(reply: redis::streams::StreamReadReply) -> Entries {
+    reply
+        .keys
+        .into_iter()
+        .flat_map(|k| k.ids)
+        .map(|id| {
+            let fields = id
+                .map
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((k.clone(), redis::from_redis_value_ref::<String>(v).ok()?))
+                })
+                .collect();
+            (id.id, fields)
+        })
+        .collect()
+}
+
+impl Cluster {
+    /// Consumes the ingest stream until the future is dropped; reconnects with back-off.
+    pub async fn run_ingest(self) {
+        let mut delay = self.config().reconnect_min;
+        loop {
+            match self.ingest_session().await {
+                Ok(()) => {}
+                Err(e) => {
+                    log::warn!("ingest stream: {e}; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.config().reconnect_max);
+                    continue;
+                }
+            }
+            delay = self.config().reconnect_min;
+        }
+    }
+
+    async fn ingest_session(&self) -> Result<(), ClusterError> {
+        // A dedicated connection: blocking reads must not stall the command pool.
+        // Its response timeout must outlast the blocking read.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(BLOCK + self.config().command_timeout));
+        let mut conn = self
+            .client()
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let stream = self.keys().ingest();
+        let consumer = self.node().0.to_string();
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&stream)
+            .arg(GROUP)
+            .arg("$")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = created {
+            if e.code() != Some("BUSYGROUP") {
+                return Err(e.into());
+            }
+        }
+        loop {
+            let claimed: (String, redis::streams::StreamRangeReply) = redis::cmd("XAUTOCLAIM")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg(&consumer)
+                .arg(CLAIM_IDLE.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(&mut conn)
+                .await
+                .map(
+                    |(next, range, _deleted): (
+                        String,
+                        redis::streams::StreamRangeReply,
+                        redis::Value,
+                    )| (next, range),
+                )?;
+            let mut entries: Entries = claimed
+                .1
+                .ids
+                .into_iter()
+                .map(|id| {
+                    let fields = id
+                        .map
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            Some((k.clone(), redis::from_redis_value_ref::<String>(v).ok()?))
+                        })
+                        .collect();
+                    (id.id, fields)
+                })
+                .collect();
+            let opts = redis::streams::StreamReadOptions::default()
+                .group(GROUP, &consumer)
+                .count(BATCH)
+                .block(BLOCK.as_millis() as usize);
+            let read: Option<redis::streams::StreamReadReply> =
+                redis::AsyncCommands::xread_options(&mut conn, &[&stream], &[">"], &opts).await?;
+            if let Some(r) = read {
+                entries.extend(flatten(r));
+            }
+            for (id, fields) in entries {
+                self.ingest_one(&fields).await?;
+                let _: i64 = redis::cmd("XACK")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg(&id)
+                    .query_async(&mut conn)
+                    .await?;
+            }
+        }
+    }
+
+    /// Publishes one entry; a refused entry is logged and counted, a Redis failure is returned
+    /// (the entry stays pending and is retried).
+    async fn ingest_one(&self, fields: &[(String, String)]) -> Result<(), ClusterError> {
+        match parse(fields) {
+            Ok(draft) => {
+                self.publish(&draft).await?;
+                self.metrics().published.with_label_values(&["redis"]).inc();
+                Ok(())
+            }
+            Err(e) => {
+                log::warn!("ingest: refused entry: {e}");
+                self.metrics()
+                    .bad_frames
+                    .with_label_values(&["ingest"])
+                    .inc();
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(v: &str) -> Vec<(String, String)> {
+        vec![("event".into(), v.into())]
+    }
+
+    #[test]
+    fn drafts_parse_and_bad_ones_are_refused() {
+        let d = parse(&f(
+            r#"{"channel":"tenant:a:admins","event":"TenantCreated","data":{"k":1},"id":"job-7"}"#,
+        ))
+        .unwrap();
+        assert_eq!(&*d.id, "job-7");
+        assert_eq!(d.channel.as_str(), "tenant:a:admins");
+        assert!(matches!(parse(&[]), Err(IngestError::Missing)));
+        assert!(matches!(parse(&f("{")), Err(IngestError::Json(_))));
+        assert!(matches!(
+            parse(&f(r#"{"channel":"x","event":"E","data":1}"#)),
+            Err(IngestError::Channel(_))
+        ));
+        assert!(matches!(
+            parse(&f(r#"{"channel":"user:u","event":"bad name","data":1}"#)),
+            Err(IngestError::Event(_))
+        ));
+    }
+}

@@ -1,0 +1,323 @@
+//! Cluster mode: Redis as the distributed engine (nodes never talk to each other directly).
+//!
+//! [`Cluster`] is the cheap, cloneable handle for commands (a `deadpool-redis` pool): publishing
+//! (one atomic Lua step: next offset, bounded history, PUBLISH), channel positions and recovery
+//! from history, and presence. The [`crate::redis_bridge::RedisBridge`] actor owns the node's one
+//! pub/sub connection and relays envelopes into the broker.
+//!
+//! Guarantees (stated where they are made): offsets are per channel and cluster-wide; within one
+//! epoch they never repeat; the epoch changes only when Redis lost the channel's state. Delivery is
+//! relayed only from pub/sub (the origin too), so every node sees one order per channel.
+
+pub mod ingest;
+pub mod keys;
+pub mod presence;
+pub mod scripts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_redis::{Pool, Runtime};
+use redis::Script;
+
+pub use self::keys::Keys;
+use crate::broker::PublishAck;
+use crate::channel::ChannelName;
+use crate::envelope::{Draft, Envelope, StreamPosition};
+use crate::history::{HistoryLimits, Recovery};
+use crate::ids::NodeId;
+use crate::metrics::Metrics;
+
+/// What cluster mode is configured with (`[redis]`, `[presence]`, `[history]`).
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// `redis://` or `rediss://` (TLS), with password and database as in any Redis URL.
+    pub url: String,
+    /// Prefix of every key and pub/sub channel.
+    pub prefix: String,
+    /// Tries per publish before it is refused (the seeds' RetryAttempts).
+    pub publish_attempts: u32,
+    /// Pause between tries, doubled each time (the seeds' RetryDelay).
+    pub publish_retry_delay: Duration,
+    /// Deadline for one Redis command.
+    pub command_timeout: Duration,
+    /// Back-off bounds for reconnecting the pub/sub connection.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub history: HistoryLimits,
+    /// A node not heard from for this long is dead; its presence is removed.
+    pub node_ttl: Duration,
+    /// How often a node refreshes its presence and looks for dead nodes.
+    pub heartbeat: Duration,
+    /// A user's last connection must stay closed this long before UserOffline.
+    pub offline_grace: Duration,
+}
+
+/// Why a cluster operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClusterError {
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("redis returned an unexpected reply: {0}")]
+    Reply(String),
+}
+
+impl From<redis::RedisError> for ClusterError {
+    fn from(e: redis::RedisError) -> Self {
+        ClusterError::Redis(e.to_string())
+    }
+}
+
+impl From<deadpool_redis::PoolError> for ClusterError {
+    fn from(e: deadpool_redis::PoolError) -> Self {
+        ClusterError::Redis(e.to_string())
+    }
+}
+
+/// A channel's position and, when asked, what a client missed.
+#[derive(Debug)]
+pub struct Position {
+    pub offset: u64,
+    pub epoch: Arc<str>,
+    pub recovery: Option<Recovery>,
+}
+
+struct Inner {
+    pool: Pool,
+    client: redis::Client,
+    keys: Keys,
+    config: ClusterConfig,
+    node: NodeId,
+    metrics: Arc<Metrics>,
+    publish: Script,
+    position: Script,
+}
+
+/// The cluster command handle (see the module docs).
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl Cluster {
+    pub fn new(
+        config: ClusterConfig,
+        node: NodeId,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ClusterError> {
+        // rustls needs a process-wide crypto provider for rediss://; installing twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = redis::Client::open(config.url.as_str())?;
+        let pool = deadpool_redis::Config::from_url(config.url.clone())
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| ClusterError::Redis(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                client,
+                keys: Keys::new(&config.prefix),
+                config,
+                node,
+                metrics,
+                publish: Script::new(scripts::PUBLISH),
+                position: Script::new(scripts::POSITION),
+            }),
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.inner.config
+    }
+
+    pub fn node(&self) -> &NodeId {
+        &self.inner.node
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// A client for dedicated connections (pub/sub, blocking reads).
+    pub fn client(&self) -> &redis::Client {
+        &self.inner.client
+    }
+
+    /// Runs `f` on a pooled connection within the command timeout.
+    pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, ClusterError>
+    where
+        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
+    {
+        let timeout = self.inner.config.command_timeout;
+        let work = async {
+            let conn = self.inner.pool.get().await?;
+            Ok::<T, ClusterError>(f(conn).await?)
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| ClusterError::Timeout(timeout))?
+    }
+
+    /// One publish attempt. `idempotency` (an event id) makes a retried publish happen once.
+    pub async fn publish_once(
+        &self,
+        draft: &Draft,
+        idempotent: bool,
+    ) -> Result<PublishAck, ClusterError> {
+        let keys = &self.inner.keys;
+        let (head, tail) = envelope_parts(draft, &self.inner.node);
+        let channel = &draft.channel;
+        let history = self.inner.config.history;
+        let script = self.inner.publish.clone();
+        let mut inv = script.prepare_invoke();
+        inv.key(keys.offset(channel))
+            .key(keys.epoch(channel))
+            .key(keys.history(channel))
+            .key(keys.seen(channel, &draft.id))
+            .arg(head)
+            .arg(tail)
+            .arg(keys.pubsub(channel.as_str()))
+            .arg(history.size)
+            .arg(history.ttl.as_millis() as u64)
+            .arg(if idempotent { "1" } else { "0" });
+        let (offset, epoch): (u64, String) = self
+            .run(|mut conn| async move { inv.invoke_async(&mut conn).await })
+            .await?;
+        Ok(PublishAck {
+            id: draft.id.clone(),
+            offset,
+            epoch: Arc::from(epoch),
+        })
+    }
+
+    /// Publishes with the configured retries and back-off. Every attempt carries the same event
+    /// id and is idempotent, so a retry after a lost reply never publishes twice.
+    pub async fn publish(&self, draft: &Draft) -> Result<PublishAck, ClusterError> {
+        let cfg = &self.inner.config;
+        let mut delay = cfg.publish_retry_delay;
+        let mut attempt = 1;
+        loop {
+            match self.publish_once(draft, true).await {
+                Ok(ack) => return Ok(ack),
+                Err(e) if attempt >= cfg.publish_attempts.max(1) => return Err(e),
+                Err(e) => {
+                    log::warn!(
+                        "publish to {} failed (attempt {attempt}/{}): {e}; retrying in {delay:?}",
+                        draft.channel,
+                        cfg.publish_attempts
+                    );
+                    self.inner.metrics.redis_retries.inc();
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// The channel's current position, creating its epoch if it has none; with `since`, the
+    /// events after it (up to `limit`) and whether they are all there.
+    pub async fn position(
+        &self,
+        channel: &ChannelName,
+        since: Option<&StreamPosition>,
+        limit: usize,
+    ) -> Result<Position, ClusterError> {
+        let keys = &self.inner.keys;
+        let mut inv = self.inner.position.prepare_invoke();
+        inv.key(keys.offset(channel))
+            .key(keys.epoch(channel))
+            .key(keys.history(channel))
+            .arg(self.inner.config.history.ttl.as_millis() as u64)
+            .arg(since.map(|s| s.offset as i64).unwrap_or(-1))
+            .arg(since.map(|s| s.epoch.as_str()).unwrap_or(""))
+            .arg(limit.max(1));
+        let reply: Vec<redis::Value> = self
+            .run(|mut conn| async move { inv.invoke_async(&mut conn).await })
+            .await?;
+        parse_position(&reply, since.is_some())
+    }
+}
+
+/// The envelope's JSON around the two fields only the publish script knows (offset, epoch), so
+/// Redis builds the one envelope that every node relays and history keeps.
+fn envelope_parts(draft: &Draft, origin: &NodeId) -> (String, String) {
+    #[derive(serde::Serialize)]
+    struct Head<'a> {
+        v: u8,
+        id: &'a str,
+        channel: &'a str,
+        event: &'a str,
+        data: &'a serde_json::value::RawValue,
+        ts: u64,
+    }
+    let head = serde_json::to_string(&Head {
+        v: crate::envelope::ENVELOPE_VERSION,
+        id: &draft.id,
+        channel: draft.channel.as_str(),
+        event: draft.event.as_str(),
+        data: &draft.data,
+        ts: draft.ts,
+    })
+    .expect("drafts always serialize");
+    let head = format!("{},\"offset\":", &head[..head.len() - 1]);
+    let tail = format!(
+        ",\"origin\":{}}}",
+        serde_json::to_string(&origin.0).expect("strings serialize")
+    );
+    (head, tail)
+}
+
+fn parse_position(reply: &[redis::Value], asked: bool) -> Result<Position, ClusterError> {
+    use redis::FromRedisValue;
+    let bad = || ClusterError::Reply(format!("{reply:?}"));
+    if reply.len() < 3 {
+        return Err(bad());
+    }
+    let offset = u64::from_redis_value_ref(&reply[0]).map_err(|_| bad())?;
+    let epoch = String::from_redis_value_ref(&reply[1]).map_err(|_| bad())?;
+    let recovered = i64::from_redis_value_ref(&reply[2]).map_err(|_| bad())? == 1;
+    let mut replay = Vec::new();
+    for v in &reply[3..] {
+        let text = String::from_redis_value_ref(v).map_err(|_| bad())?;
+        let env = Envelope::from_json(&text).map_err(|e| ClusterError::Reply(e.to_string()))?;
+        replay.push(Arc::new(env));
+    }
+    Ok(Position {
+        offset,
+        epoch: Arc::from(epoch),
+        recovery: asked.then_some(Recovery { recovered, replay }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::EventName;
+
+    #[test]
+    fn envelope_parts_make_the_documented_envelope() {
+        let draft = Draft {
+            id: Arc::from("e1"),
+            channel: ChannelName::parse("tenant:a:broadcast").unwrap(),
+            event: EventName::parse("NewOrder").unwrap(),
+            data: Arc::from(serde_json::value::RawValue::from_string("{\"x\":1}".into()).unwrap()),
+            ts: 5,
+        };
+        let (head, tail) = envelope_parts(&draft, &NodeId(Arc::from("n1")));
+        let text = format!("{head}7,\"epoch\":\"ep\"{tail}");
+        let env = Envelope::from_json(&text).unwrap();
+        assert_eq!((env.offset, &*env.epoch, &*env.origin.0), (7, "ep", "n1"));
+        assert_eq!(
+            env.to_json(),
+            text,
+            "byte-identical to the node's own serialization"
+        );
+    }
+}

@@ -1,0 +1,84 @@
+//! `GET /api/v1/channels/{channel}/history?since=&epoch=&limit=`: a channel's retained events,
+//! for callers allowed to subscribe to it (embedded: this node's memory; cluster: Redis).
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use switchyard_actors::authorizer::Action;
+use switchyard_actors::broker::BrokerError;
+use switchyard_actors::channel::ChannelName;
+use switchyard_actors::envelope::StreamPosition;
+use switchyard_actors::rules::{self, Decision};
+
+use crate::auth::Caller;
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// Events returned when the request names no limit.
+const DEFAULT_LIMIT: usize = 100;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Return events after this offset.
+    since: Option<u64>,
+    /// The epoch `since` belongs to; omitted = the channel's current epoch.
+    epoch: Option<String>,
+    limit: Option<usize>,
+}
+
+fn broker_error(e: BrokerError) -> ApiError {
+    match e {
+        BrokerError::Busy(_) => ApiError::Busy(e.to_string()),
+        _ => ApiError::Unavailable(e.to_string()),
+    }
+}
+
+pub async fn history(
+    Caller(who): Caller,
+    path: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let channel =
+        ChannelName::parse(&path).map_err(|e| ApiError::BadRequest(format!("channel: {e}")))?;
+    match rules::can_subscribe(&who, channel.kind()) {
+        Decision::Allow => {}
+        Decision::Deny(v) => return Err(ApiError::Forbidden(v.rule)),
+        Decision::Lookup => state
+            .node
+            .authorizer
+            .authorize(who.clone(), channel.clone(), Action::Subscribe)
+            .await
+            .map_err(|v| ApiError::Forbidden(v.rule))?,
+    }
+    let max = state.settings.history.size.max(1);
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > max {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {max}"
+        )));
+    }
+    let broker = &state.node.broker;
+    let since = match (query.since, query.epoch.clone()) {
+        (None, None) => None,
+        (None, Some(_)) => return Err(ApiError::BadRequest("epoch needs since".into())),
+        (Some(offset), Some(epoch)) => Some(StreamPosition { offset, epoch }),
+        (Some(offset), None) => {
+            let now = broker
+                .history(&channel, None, 1)
+                .await
+                .map_err(broker_error)?;
+            Some(StreamPosition {
+                offset,
+                epoch: now.epoch.to_string(),
+            })
+        }
+    };
+    let page = broker
+        .history(&channel, since, limit)
+        .await
+        .map_err(broker_error)?;
+    let mut body = serde_json::to_value(&page).map_err(|e| ApiError::Internal(e.to_string()))?;
+    body["channel"] = channel.as_str().into();
+    Ok(HttpResponse::Ok().json(body))
+}

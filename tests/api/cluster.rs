@@ -1,0 +1,564 @@
+//! Cluster mode against real `redis-server` processes: several nodes (separate apps on separate
+//! ports) sharing one Redis.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::{stream, StreamExt};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::helpers::*;
+use crate::redis_server::RedisServer;
+
+/// Reads notifications until `n` arrived; returns their offsets.
+async fn offsets(ws: &mut WsClient, n: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let v = ws.recv().await;
+        assert_eq!(v["type"], "notification", "{v}");
+        out.push(v["data"]["offset"].as_u64().unwrap());
+    }
+    out
+}
+
+#[actix_web::test]
+async fn publish_on_one_node_arrives_on_every_node_once() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let c = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let mut on_a = a.connect(&customer("acme", "u1", None)).await;
+    let mut on_b = b.connect(&customer("acme", "u2", None)).await;
+    let mut on_c = c.connect(&customer("acme", "u3", None)).await;
+    for ws in [&mut on_a, &mut on_b, &mut on_c] {
+        let sub = ws.subscribed("tenant:acme:broadcast").await;
+        assert_eq!(sub["data"]["offset"], 0);
+    }
+    for i in 1..=10 {
+        let node = [&a, &b, &c][i % 3];
+        let (status, ack) = node
+            .publish(
+                &service(),
+                "tenant:acme:broadcast",
+                "NewOrder",
+                json!({"n": i}),
+            )
+            .await;
+        assert_eq!(status, 202, "{ack}");
+        assert_eq!(ack["offset"], i as u64, "offsets are cluster-wide");
+    }
+    for ws in [&mut on_a, &mut on_b, &mut on_c] {
+        assert_eq!(offsets(ws, 10).await, (1..=10).collect::<Vec<u64>>());
+    }
+    // Exactly once: a marker is the very next thing each client sees.
+    a.publish(&service(), "tenant:acme:broadcast", "Marker", json!(null))
+        .await;
+    for ws in [&mut on_a, &mut on_b, &mut on_c] {
+        assert_eq!(ws.recv().await["data"]["event"], "Marker");
+    }
+    let (_, ready) = b.get("/health/ready", None).await;
+    assert_eq!(ready["mode"], "cluster");
+    assert_eq!(ready["redis"]["connected"], true);
+}
+
+#[actix_web::test]
+async fn subscribing_under_concurrent_publishing_has_no_gap_and_no_duplicate() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    const TOTAL: u64 = 300;
+    let publisher = async {
+        stream::iter(1..=TOTAL)
+            .for_each_concurrent(4, |i| {
+                let node = if i % 2 == 0 { &a } else { &b };
+                async move {
+                    let (status, _) = node
+                        .publish(&service(), "tenant:acme:order:o1", "Tick", json!({"i": i}))
+                        .await;
+                    assert_eq!(status, 202);
+                }
+            })
+            .await
+    };
+    let subscribers = async {
+        let mut clients = Vec::new();
+        for i in 0..6 {
+            let node = if i % 2 == 0 { &a } else { &b };
+            let mut ws = node
+                .connect(&customer("acme", &format!("u{i}"), None))
+                .await;
+            let sub = ws.subscribed("tenant:acme:order:o1").await;
+            clients.push((ws, sub["data"]["offset"].as_u64().unwrap()));
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        clients
+    };
+    let ((), clients) = tokio::join!(publisher, subscribers);
+    for (mut ws, start) in clients {
+        let got = offsets(&mut ws, (TOTAL - start) as usize).await;
+        let expected: Vec<u64> = (start + 1..=TOTAL).collect();
+        assert_eq!(got, expected, "subscribed at offset {start}");
+    }
+}
+
+#[actix_web::test]
+async fn a_client_recovers_what_it_missed_on_another_node() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let channel = "tenant:acme:broadcast";
+    let mut ws = a.connect(&customer("acme", "kds-1", None)).await;
+    let epoch = ws.subscribed(channel).await["data"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 1..=5 {
+        a.publish(&service(), channel, "NewOrder", json!({"n": i}))
+            .await;
+    }
+    assert_eq!(offsets(&mut ws, 5).await, vec![1, 2, 3, 4, 5]);
+    drop(ws); // Wi-Fi drops
+    for i in 6..=65 {
+        b.publish(&service(), channel, "NewOrder", json!({"n": i}))
+            .await;
+    }
+    // The display reconnects to the other node and asks for everything after offset 5.
+    let mut ws = b.connect(&customer("acme", "kds-1", None)).await;
+    ws.send_json(
+        json!({"type":"subscribe","data":{"channel":channel,"since":{"offset":5,"epoch":epoch}}}),
+    )
+    .await;
+    let sub = ws.recv().await;
+    assert_eq!(sub["type"], "subscribed", "{sub}");
+    assert_eq!(sub["data"]["recovered"], true);
+    assert_eq!(sub["data"]["offset"], 65);
+    let replay = ws.recv().await;
+    assert_eq!(
+        replay["data"]["data"],
+        json!({"n": 6}),
+        "the payload survives the round trip"
+    );
+    let mut got = vec![replay["data"]["offset"].as_u64().unwrap()];
+    got.extend(offsets(&mut ws, 59).await);
+    assert_eq!(
+        got,
+        (6..=65).collect::<Vec<u64>>(),
+        "in order, no gap, no duplicate"
+    );
+    a.publish(&service(), channel, "NewOrder", json!({"n": 66}))
+        .await;
+    assert_eq!(offsets(&mut ws, 1).await, vec![66], "then live");
+
+    // The same over REST.
+    let t = token(&admin("acme"));
+    let (status, page) = a
+        .get(
+            &format!("/api/v1/channels/{channel}/history?since=60&epoch={epoch}&limit=10"),
+            Some(&t),
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["recovered"], true);
+    let offs: Vec<u64> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offs, vec![61, 62, 63, 64, 65, 66]);
+    let (status, _) = a
+        .get(
+            &format!("/api/v1/channels/{channel}/history"),
+            Some(&token(&admin("other"))),
+        )
+        .await;
+    assert_eq!(status, 403);
+}
+
+#[actix_web::test]
+async fn stale_positions_and_lost_history_are_not_recovered() {
+    let mut redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |s| s.history.size = 10).await;
+    let channel = "tenant:acme:broadcast";
+    for i in 1..=30 {
+        a.publish(&service(), channel, "E", json!(i)).await;
+    }
+    let mut ws = a.connect(&customer("acme", "u", None)).await;
+    let epoch = ws.subscribed(channel).await["data"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ws.send_json(json!({"type":"unsubscribe","data":{"channel":channel}}))
+        .await;
+    ws.recv_type("unsubscribed").await;
+    ws.send_json(
+        json!({"type":"subscribe","data":{"channel":channel,"since":{"offset":3,"epoch":epoch}}}),
+    )
+    .await;
+    let sub = ws.recv().await;
+    assert_eq!(
+        sub["data"]["recovered"], false,
+        "offset 4 fell out of the 10-event history: {sub}"
+    );
+    assert_eq!(sub["data"]["offset"], 30);
+
+    // Redis restarts without persistence: history is gone, the epoch changes.
+    drop(ws);
+    redis.restart().await;
+    eventually("the bridge to reconnect", || async {
+        let (status, _) = a.get("/health/ready", None).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    let mut ws = a.connect(&customer("acme", "u", None)).await;
+    ws.send_json(
+        json!({"type":"subscribe","data":{"channel":channel,"since":{"offset":30,"epoch":epoch}}}),
+    )
+    .await;
+    let sub = ws.recv().await;
+    assert_eq!(sub["data"]["recovered"], false, "{sub}");
+    assert_ne!(sub["data"]["epoch"], epoch.as_str());
+    assert_eq!(sub["data"]["offset"], 0);
+}
+
+#[actix_web::test]
+async fn presence_is_cluster_wide_with_online_and_offline_events() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    // A Service watcher: it has no tenant presence of its own.
+    let mut watcher = a.connect(&service()).await;
+    watcher.subscribed("tenant:acme:admins").await;
+
+    let u1_a = a.connect(&customer("acme", "u1", None)).await;
+    let u1_b = b.connect(&customer("acme", "u1", None)).await;
+    let u2_b = b.connect(&staff("acme")).await;
+    let _other = b.connect(&customer("other", "x", None)).await;
+    let mut online = Vec::new();
+    while online.len() < 2 {
+        let n = watcher.recv().await;
+        assert_eq!(n["data"]["event"], "UserOnline", "{n}");
+        online.push(n["data"]["data"]["userId"].as_str().unwrap().to_owned());
+    }
+    online.sort();
+    assert_eq!(
+        online,
+        ["staff-acme", "u1"],
+        "one UserOnline per user, across nodes"
+    );
+
+    let t = token(&admin("acme"));
+    let snap = eventually("presence from both nodes", || async {
+        let (_, p) = a.get("/api/v1/tenants/acme/presence", Some(&t)).await;
+        (p["connections"] == 3).then_some(p)
+    })
+    .await;
+    let users: Vec<(String, u64)> = snap["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["userId"].as_str().unwrap().to_owned(),
+                u["connections"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(users, [("staff-acme".into(), 1), ("u1".into(), 2)]);
+    let roles: Vec<&str> = snap["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["Staff", "Customer"]);
+    let (_, on) = b
+        .get("/api/v1/tenants/acme/users/u1/online", Some(&t))
+        .await;
+    assert_eq!(on["online"], true);
+    let (_, count) = b.get("/api/v1/tenants/acme/connections", Some(&t)).await;
+    assert_eq!(
+        count["connections"], 3,
+        "connection counts are cluster-wide"
+    );
+
+    // u1 still has a connection on A: closing the one on B announces nothing.
+    drop(u1_b);
+    // staff leaves for good: UserOffline after the grace period.
+    drop(u2_b);
+    let n = watcher.recv().await;
+    assert_eq!(n["data"]["event"], "UserOffline", "{n}");
+    assert_eq!(n["data"]["data"]["userId"], "staff-acme");
+    // A reconnect within the grace period is not announced at all.
+    drop(u1_a);
+    let _u1_again = b.connect(&customer("acme", "u1", None)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    a.publish(&service(), "tenant:acme:admins", "Marker", json!(null))
+        .await;
+    assert_eq!(
+        watcher.recv().await["data"]["event"],
+        "Marker",
+        "no flapping for u1"
+    );
+}
+
+#[actix_web::test]
+async fn redis_dying_mid_traffic_degrades_then_resumes_by_itself() {
+    let mut redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let channel = "tenant:acme:broadcast";
+    let mut on_a = a.connect(&customer("acme", "u1", None)).await;
+    let mut on_b = b.connect(&customer("acme", "u2", None)).await;
+    on_a.subscribed(channel).await;
+    on_b.subscribed(channel).await;
+    a.publish(&service(), channel, "Before", json!(1)).await;
+    assert_eq!(on_b.recv().await["data"]["event"], "Before");
+    assert_eq!(on_a.recv().await["data"]["event"], "Before");
+
+    redis.kill().await;
+    // Nodes stay up and say why they are not ready.
+    let ready = eventually("readiness to report the bridge down", || async {
+        let (status, body) = a.get("/health/ready", None).await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(ready["redis"]["connected"], false);
+    assert!(ready["redis"]["lastError"].as_str().is_some());
+    let (status, _) = a.get("/health/live", None).await;
+    assert_eq!(status, 200);
+    // A publish is retried, then refused with a clear 503; this node's subscribers still get it.
+    let (status, problem) = a.publish(&service(), channel, "During", json!(2)).await;
+    assert_eq!(status, 503, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("not relayed"),
+        "{problem}"
+    );
+    assert_eq!(
+        on_a.recv().await["data"]["event"],
+        "During",
+        "local delivery goes on"
+    );
+    assert!(a.metric("switchyard_redis_unrelayed_total").await >= 1.0);
+    assert!(a.metric("switchyard_redis_publish_retries_total").await >= 2.0);
+    on_b.ping().await;
+
+    // Redis returns (empty): the bridges reconnect and resubscribe by themselves.
+    redis.restart().await;
+    for node in [&a, &b] {
+        eventually("the bridge to resubscribe", || async {
+            let (status, body) = node.get("/health/ready", None).await;
+            (status == 200 && body["redis"]["subscribed"] == 1).then_some(())
+        })
+        .await;
+    }
+    let (status, _) = a.publish(&service(), channel, "After", json!(3)).await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        on_b.recv().await["data"]["event"],
+        "After",
+        "cross-node delivery resumed"
+    );
+    assert_eq!(on_a.recv().await["data"]["event"], "After");
+}
+
+#[actix_web::test]
+async fn a_sigkilled_node_leaves_presence_within_the_node_ttl() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let mut watcher = a.connect(&service()).await;
+    watcher.subscribed("tenant:acme:admins").await;
+    // Node B is a real process, so it can really be SIGKILLed.
+    let mut b = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .env("SWITCHYARD__ENVIRONMENT", "test")
+        .env(
+            "SWITCHYARD_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+        )
+        .env("SWITCHYARD__REDIS__URL", redis.url())
+        .env("SWITCHYARD__REDIS__PREFIX", &prefix)
+        .env("SWITCHYARD__PRESENCE__NODE_TTL_SECS", "2")
+        .env("SWITCHYARD__PRESENCE__HEARTBEAT_INTERVAL_MS", "200")
+        .env("SWITCHYARD__PRESENCE__OFFLINE_GRACE_MS", "300")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(b.stderr.take().unwrap()).lines();
+    let port: u16 = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("node B logs its port");
+        if let Some(rest) = line.split("listening on port ").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let url = format!(
+        "ws://127.0.0.1:{port}/ws?access_token={}",
+        token(&customer("acme", "on-b", None))
+    );
+    let mut on_b = WsClient::open(url).await.unwrap();
+    on_b.ping().await;
+    let n = watcher.recv().await;
+    assert_eq!(
+        (
+            n["data"]["event"].as_str(),
+            n["data"]["data"]["userId"].as_str()
+        ),
+        (Some("UserOnline"), Some("on-b"))
+    );
+
+    b.start_kill().unwrap(); // SIGKILL
+    b.wait().await.unwrap();
+    let n = watcher.recv_type("notification").await;
+    assert_eq!(n["data"]["event"], "UserOffline", "{n}");
+    assert_eq!(n["data"]["data"]["userId"], "on-b");
+    let t = token(&admin("acme"));
+    let (_, p) = a.get("/api/v1/tenants/acme/presence", Some(&t)).await;
+    assert_eq!(p["connections"], 0, "node B's connection is gone: {p}");
+}
+
+#[actix_web::test]
+async fn graceful_shutdown_removes_presence_at_once() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |s| s.presence.node_ttl_secs = 600).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |s| s.presence.node_ttl_secs = 600).await;
+    let mut on_b = b.connect(&customer("acme", "u1", None)).await;
+    on_b.ping().await;
+    let t = token(&admin("acme"));
+    eventually("u1 present", || async {
+        let (_, p) = a.get("/api/v1/tenants/acme/presence", Some(&t)).await;
+        (p["connections"] == 1).then_some(())
+    })
+    .await;
+    b.handle.shutdown().await;
+    let (_, p) = a.get("/api/v1/tenants/acme/presence", Some(&t)).await;
+    assert_eq!(
+        p["connections"], 0,
+        "gone at once, not after the 600 s node TTL: {p}"
+    );
+}
+
+#[actix_web::test]
+async fn other_processes_publish_through_the_ingest_stream() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let mut admin_ws = a.connect(&service()).await;
+    admin_ws.subscribed("tenant:acme:admins").await;
+    // A background job (any language) appends a draft; exactly one node publishes it.
+    let mut conn = redis.conn().await;
+    let job = json!({"channel":"tenant:acme:admins","event":"TenantCreated","data":{"tenantKey":"acme","name":"Acme"},"id":"job-42"});
+    eventually("the ingest group to exist", || async {
+        let groups: redis::RedisResult<redis::Value> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(format!("{prefix}:ingest"))
+            .query_async(&mut redis.conn().await)
+            .await;
+        groups.ok()
+    })
+    .await;
+    for _ in 0..2 {
+        // Sent twice with one id: published once.
+        let _: String = redis::cmd("XADD")
+            .arg(format!("{prefix}:ingest"))
+            .arg("*")
+            .arg("event")
+            .arg(job.to_string())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let _: String = redis::cmd("XADD")
+        .arg(format!("{prefix}:ingest"))
+        .arg("*")
+        .arg("event")
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let n = admin_ws.recv().await;
+    assert_eq!(n["data"]["event"], "TenantCreated");
+    assert_eq!(n["data"]["data"]["name"], "Acme");
+    assert_eq!(n["data"]["id"], "job-42");
+    a.publish(&service(), "tenant:acme:admins", "Marker", json!(null))
+        .await;
+    assert_eq!(
+        admin_ws.recv().await["data"]["event"],
+        "Marker",
+        "published once"
+    );
+    let refused = a
+        .metric("switchyard_bad_frames_total{code=\"ingest\"}")
+        .await
+        + b.metric("switchyard_bad_frames_total{code=\"ingest\"}")
+            .await;
+    assert_eq!(refused, 1.0, "the bad entry was refused and counted");
+}
+
+#[actix_web::test]
+async fn tls_to_redis_with_a_private_ca() {
+    let redis = RedisServer::start_tls().await;
+    let prefix = unique_prefix();
+    let mut node = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .env("SWITCHYARD__ENVIRONMENT", "test")
+        .env(
+            "SWITCHYARD_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+        )
+        .env("SWITCHYARD__REDIS__URL", redis.url())
+        .env("SWITCHYARD__REDIS__PREFIX", &prefix)
+        .env("SSL_CERT_FILE", RedisServer::ca_file())
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(node.stderr.take().unwrap()).lines();
+    let port: u16 = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the node logs its port");
+        if let Some(rest) = line.split("listening on port ").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let http = awc::Client::default();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually("the bridge over TLS", || async {
+        let res = http.get(format!("{base}/health/ready")).send().await.ok()?;
+        (res.status() == 200).then_some(())
+    })
+    .await;
+    let url = format!(
+        "ws://127.0.0.1:{port}/ws?access_token={}",
+        token(&service())
+    );
+    let mut ws = WsClient::open(url).await.unwrap();
+    ws.subscribed("tenant:acme:admins").await;
+    let res = http
+        .post(format!("{base}/api/v1/publish"))
+        .bearer_auth(token(&service()))
+        .send_json(&json!({"channel":"tenant:acme:admins","event":"OverTls","data":{}}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    assert_eq!(ws.recv().await["data"]["event"], "OverTls");
+}

@@ -1,0 +1,150 @@
+//! Real `redis-server` processes on free ports, which tests kill and restart. Nothing persists
+//! (`--save "" --appendonly no`), so a restart loses every key, as a Redis without persistence
+//! does.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+use crate::helpers::WAIT;
+
+pub struct RedisServer {
+    pub port: u16,
+    tls: bool,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn fixtures() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls")
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        let mut s = Self {
+            port: free_port(),
+            tls: false,
+            child: None,
+        };
+        s.spawn().await;
+        s
+    }
+
+    /// A Redis that only speaks TLS, with the test CA's server certificate.
+    pub async fn start_tls() -> Self {
+        let mut s = Self {
+            port: free_port(),
+            tls: true,
+            child: None,
+        };
+        s.spawn().await;
+        s
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn ca_file() -> std::path::PathBuf {
+        fixtures().join("ca.pem")
+    }
+
+    async fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--loglevel",
+            "warning",
+        ]);
+        if self.tls {
+            let f = fixtures();
+            cmd.args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-auth-clients",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(f.join("server.pem"))
+            .arg("--tls-key-file")
+            .arg(f.join("server.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(f.join("ca.pem"));
+        } else {
+            cmd.args(["--port", &port]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)");
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await {
+                if self.tls {
+                    return; // the TLS port accepts connections once ready
+                }
+                let mut buf = [0u8; 7];
+                if s.write_all(b"PING\r\n").await.is_ok()
+                    && s.read_exact(&mut buf).await.is_ok()
+                    && &buf == b"+PONG\r\n"
+                {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: Redis vanishes mid-traffic.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+            let _ = c.wait().await;
+        }
+    }
+
+    /// Starts again on the same port, empty.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.spawn().await;
+    }
+
+    /// A command connection for test set-up and checks.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
