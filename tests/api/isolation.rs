@@ -19,7 +19,11 @@ async fn nothing_of_one_tenant_reaches_another() {
     ] {
         b_admin.subscribed(c).await;
     }
+    // B's admin sees the customer arrive (its own tenant's presence) before anything else.
     let mut b_cust = app.connect(&customer("b", "c1", Some("s1"))).await;
+    let online = b_admin.recv().await;
+    assert_eq!(online["data"]["event"], "UserOnline", "{online}");
+    assert_eq!(online["data"]["data"]["tenantKey"], "b");
     for c in [
         "tenant:b:broadcast",
         "tenant:b:customer:c1",
