@@ -18,6 +18,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// The resource is not in a state that allows the request (an ended dining session).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     TooManyRequests(String),
     /// Temporarily unable to take the request (a full mailbox, a shutting-down node).
@@ -42,6 +45,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
             ApiError::TooManyRequests(_) => "too_many_requests",
             ApiError::Busy(_) => "busy",
             ApiError::Unavailable(_) => "unavailable",
@@ -55,6 +59,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::BadRequest(_) => "Bad request",
             ApiError::NotFound(_) => "Not found",
+            ApiError::Conflict(_) => "Conflict",
             ApiError::TooManyRequests(_) => "Too many requests",
             ApiError::Busy(_) => "Busy",
             ApiError::Unavailable(_) => "Service unavailable",
@@ -84,6 +89,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Busy(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

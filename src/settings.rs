@@ -48,6 +48,8 @@ pub struct Settings {
     pub publish: PublishConfig,
     pub redis: RedisSettings,
     pub database: DatabaseSettings,
+    pub scheduler: SchedulerSettings,
+    pub change_feed: ChangeFeedSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -147,6 +149,32 @@ pub struct RedisSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseSettings {
     pub url: String,
+    pub max_connections: u32,
+    pub connect_timeout_ms: u64,
+}
+
+/// `[scheduler]`: the session-timeout scheduler and the default dining-session timeouts.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SchedulerSettings {
+    pub scan_interval_ms: u64,
+    pub inactive_timeout_secs: u64,
+    pub served_order_timeout_secs: u64,
+    pub warn_before_secs: u64,
+}
+
+/// `[change_feed]`: the Postgres change outbox relay (ignored on SQLite).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChangeFeedSettings {
+    pub enabled: bool,
+    pub lock_key: i64,
+    pub retry_interval_ms: u64,
+    pub poll_interval_ms: u64,
+    pub batch_size: usize,
+    pub retention_secs: u64,
+    pub default_payload: String,
+    pub full_payload_entity_types: Vec<String>,
+    /// Table name → entity type; unmapped `mt_doc_x_y` tables become `XY`.
+    pub entity_types: HashMap<String, String>,
 }
 
 impl Settings {
@@ -186,6 +214,7 @@ impl Settings {
                 .list_separator(",")
                 .with_list_parse_key("cors.allowed_origins")
                 .with_list_parse_key("signalr.hub_paths")
+                .with_list_parse_key("change_feed.full_payload_entity_types")
                 .source(Some(env.into_iter().collect())),
         );
         Ok(builder.build()?.try_deserialize()?)
