@@ -89,23 +89,34 @@ pub fn start(
         },
     )
     .start();
-    let cf = &settings.change_feed;
-    let change_listener = match store.postgres() {
-        Some(pool) if cf.enabled => {
-            let feed = PgChangeFeed::new(pool.clone(), cf.lock_key);
-            let config = ListenerConfig {
-                retry_interval: Duration::from_millis(cf.retry_interval_ms),
-                poll_interval: Duration::from_millis(cf.poll_interval_ms),
-                batch_size: cf.batch_size,
-                retention: Duration::from_secs(cf.retention_secs),
-                entities,
-            };
-            Some(PgChangeListener::new(node, Arc::new(feed), config).start())
-        }
-        _ => None,
+    let change_listener = if settings.change_feed.enabled {
+        start_change_listener(settings, node, store, entities)
+    } else {
+        None
     };
     Background {
         scheduler,
         change_listener,
     }
+}
+
+/// Starts a [`PgChangeListener`] when the store runs on Postgres (whatever `enabled` says: tests
+/// start one late, to show that changes made while none ran are relayed).
+pub fn start_change_listener(
+    settings: &Settings,
+    node: Arc<Node>,
+    store: &Store,
+    entities: Arc<EntityMap>,
+) -> Option<Addr<PgChangeListener>> {
+    let cf = &settings.change_feed;
+    let pool = store.postgres()?;
+    let feed = PgChangeFeed::new(pool.clone(), cf.lock_key);
+    let config = ListenerConfig {
+        retry_interval: Duration::from_millis(cf.retry_interval_ms),
+        poll_interval: Duration::from_millis(cf.poll_interval_ms),
+        batch_size: cf.batch_size,
+        retention: Duration::from_secs(cf.retention_secs),
+        entities,
+    };
+    Some(PgChangeListener::new(node, Arc::new(feed), config).start())
 }

@@ -64,17 +64,17 @@ END;
 $$;
 
 -- The tenant of one row, for the subscription check (tenant isolation):
--- found = false when the table or the row does not exist; tenant_key NULL when the table has no
--- tenant_key column (or the row's is NULL).
+-- present = false when the table or the row does not exist; tenant_key NULL when the table has no
+-- tenant_key column (or the row's is NULL). ("found" would shadow PL/pgSQL's FOUND.)
 CREATE OR REPLACE FUNCTION switchyard_entity_tenant(
-    table_name text, entity_id text, OUT found boolean, OUT tenant_key text)
+    table_name text, entity_id text, OUT present boolean, OUT tenant_key text)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     tbl regclass := to_regclass(table_name);
     id_type text;
     has_tenant boolean;
 BEGIN
-    found := false;
+    present := false;
     IF tbl IS NULL THEN
         RETURN;
     END IF;
@@ -91,16 +91,16 @@ BEGIN
     BEGIN
         IF has_tenant THEN
             EXECUTE format('SELECT true, tenant_key::text FROM %s WHERE id = $1::%s', tbl, id_type)
-                INTO found, tenant_key USING entity_id;
+                INTO present, tenant_key USING entity_id;
         ELSE
             EXECUTE format('SELECT true, NULL::text FROM %s WHERE id = $1::%s', tbl, id_type)
-                INTO found, tenant_key USING entity_id;
+                INTO present, tenant_key USING entity_id;
         END IF;
     EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
         -- An id that cannot be of this table's id type names no row.
-        found := false;
+        present := false;
         tenant_key := NULL;
     END;
-    found := coalesce(found, false);
+    present := coalesce(present, false);
 END;
 $$;

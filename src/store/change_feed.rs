@@ -53,13 +53,13 @@ impl Store {
         let pool = self
             .postgres()
             .ok_or(StoreError::NeedsPostgres("the change feed"))?;
-        let (found, tenant): (Option<bool>, Option<String>) =
-            sqlx::query_as("SELECT found, tenant_key FROM switchyard_entity_tenant($1, $2)")
+        let (present, tenant): (Option<bool>, Option<String>) =
+            sqlx::query_as("SELECT present, tenant_key FROM switchyard_entity_tenant($1, $2)")
                 .bind(table)
                 .bind(entity_id)
                 .fetch_one(pool)
                 .await?;
-        Ok(match (found.unwrap_or(false), tenant) {
+        Ok(match (present.unwrap_or(false), tenant) {
             (false, _) => EntityOwner::Missing,
             (true, None) => EntityOwner::Shared,
             (true, Some(t)) => EntityOwner::Tenant(t),

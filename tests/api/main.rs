@@ -3,11 +3,15 @@
 mod helpers;
 
 mod auth;
+mod change_feed;
 mod delivery;
+mod dining_sessions;
+mod domain_events;
 mod isolation;
 mod native_bad_input;
 mod operations;
 mod rest;
 mod rules;
+mod session_scheduler;
 mod shutdown;
 mod slow_consumer;
