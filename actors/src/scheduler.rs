@@ -202,7 +202,7 @@ impl SessionTimeoutScheduler {
                         "tenant {}: session {} expires in {} s; warning the customer",
                         w.tenant,
                         w.session_id,
-                        w.expires_at_ms.saturating_sub(now) / MILLIS_PER_SEC
+                        w.expires_at_ms.saturating_sub(now).div_ceil(MILLIS_PER_SEC)
                     );
                     deferred.extend(publish_all(&node, warning_drafts(w, now)).await);
                 }
