@@ -333,6 +333,29 @@ mod tests {
     }
 
     #[test]
+    fn scheduler_and_change_feed_settings_take_variables() {
+        let s = load(&[]);
+        assert_eq!(s.database.url, "sqlite://data/switchyard.db");
+        assert_eq!(s.change_feed.entity_types["mt_doc_team"], "Team");
+        assert!(s.change_feed.full_payload_entity_types.is_empty());
+        let s = load(&[
+            ("SWITCHYARD__SCHEDULER__SCAN_INTERVAL_MS", "100"),
+            (
+                "SWITCHYARD__CHANGE_FEED__FULL_PAYLOAD_ENTITY_TYPES",
+                "Player,Team",
+            ),
+            (
+                "SWITCHYARD__CHANGE_FEED__ENTITY_TYPES__MT_DOC_SQUAD",
+                "Squad",
+            ),
+        ]);
+        assert_eq!(s.scheduler.scan_interval_ms, 100);
+        assert_eq!(s.change_feed.full_payload_entity_types, ["Player", "Team"]);
+        assert_eq!(s.change_feed.entity_types["mt_doc_squad"], "Squad");
+        assert_eq!(s.change_feed.entity_types["mt_doc_team"], "Team");
+    }
+
+    #[test]
     fn an_unknown_cloud_overlay_is_an_error() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         let err = Settings::load_from(&dir, [(ENV_CLOUD.to_owned(), "mars".to_owned())].into())
