@@ -9,10 +9,16 @@
 //! | `auth.rs` | JWT verification → `Identity` |
 //! | `problem.rs` | HTTP errors as problem JSON |
 //! | `routes/` | one file per group of routes |
+//! | `store/` | the sqlx store (SQLite or Postgres): dining sessions, tenants, the change outbox |
+//! | `authorizer.rs` | the database-checked channel rules (entity rows' tenants) |
+//! | `background.rs` | the node's background actors: session-timeout scheduler, change listener |
 
 pub mod auth;
+pub mod authorizer;
+pub mod background;
 pub mod problem;
 pub mod routes;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod store;

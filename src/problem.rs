@@ -18,6 +18,7 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// The resource is not in a state that allows the request (an ended dining session).
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]

@@ -51,6 +51,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub signalr: SignalRSettings,
     pub cors: CorsSettings,
+    pub scheduler: SchedulerSettings,
+    pub change_feed: ChangeFeedSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,6 +212,32 @@ pub struct PresenceSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseSettings {
     pub url: String,
+    pub max_connections: u32,
+    pub connect_timeout_ms: u64,
+}
+
+/// `[scheduler]`: the session-timeout scheduler and the default dining-session timeouts.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SchedulerSettings {
+    pub scan_interval_ms: u64,
+    pub inactive_timeout_secs: u64,
+    pub served_order_timeout_secs: u64,
+    pub warn_before_secs: u64,
+}
+
+/// `[change_feed]`: the Postgres change outbox relay (ignored on SQLite).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChangeFeedSettings {
+    pub enabled: bool,
+    pub lock_key: i64,
+    pub retry_interval_ms: u64,
+    pub poll_interval_ms: u64,
+    pub batch_size: usize,
+    pub retention_secs: u64,
+    pub default_payload: String,
+    pub full_payload_entity_types: Vec<String>,
+    /// Table name → entity type; unmapped `mt_doc_x_y` tables become `XY`.
+    pub entity_types: HashMap<String, String>,
 }
 
 impl Settings {
@@ -249,6 +277,7 @@ impl Settings {
                 .list_separator(",")
                 .with_list_parse_key("cors.allowed_origins")
                 .with_list_parse_key("signalr.hub_paths")
+                .with_list_parse_key("change_feed.full_payload_entity_types")
                 .source(Some(env.into_iter().collect())),
         );
         Ok(builder.build()?.try_deserialize()?)
@@ -417,6 +446,29 @@ mod tests {
         for cloud in ["local", "aws", "gcp", "upstash"] {
             load(&[("SWITCHYARD__CLOUD", cloud)]);
         }
+    }
+
+    #[test]
+    fn scheduler_and_change_feed_settings_take_variables() {
+        let s = load(&[]);
+        assert_eq!(s.database.url, "sqlite://data/switchyard.db");
+        assert_eq!(s.change_feed.entity_types["mt_doc_team"], "Team");
+        assert!(s.change_feed.full_payload_entity_types.is_empty());
+        let s = load(&[
+            ("SWITCHYARD__SCHEDULER__SCAN_INTERVAL_MS", "100"),
+            (
+                "SWITCHYARD__CHANGE_FEED__FULL_PAYLOAD_ENTITY_TYPES",
+                "Player,Team",
+            ),
+            (
+                "SWITCHYARD__CHANGE_FEED__ENTITY_TYPES__MT_DOC_SQUAD",
+                "Squad",
+            ),
+        ]);
+        assert_eq!(s.scheduler.scan_interval_ms, 100);
+        assert_eq!(s.change_feed.full_payload_entity_types, ["Player", "Team"]);
+        assert_eq!(s.change_feed.entity_types["mt_doc_squad"], "Squad");
+        assert_eq!(s.change_feed.entity_types["mt_doc_team"], "Team");
     }
 
     #[test]

@@ -15,7 +15,6 @@ use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
-use switchyard_actors::authorizer::NoLookups;
 use switchyard_actors::broker::{BrokerConfig, BrokerHandle, ClusterLink};
 use switchyard_actors::cluster::Cluster;
 use switchyard_actors::ids::NodeId;
@@ -26,12 +25,15 @@ use switchyard_actors::redis_bridge::{AttachBroker, RedisBridge};
 use switchyard_actors::tenant_group::TenantRegistry;
 
 use crate::auth::{GeneratedSecret, Verifier};
+use crate::authorizer::StoreAuthorizer;
+use crate::background::{self, Background};
 use crate::problem::{bad_request, ApiError};
 use crate::routes;
 use crate::routes::signalr::Negotiations;
 use crate::settings::CorsSettings;
 use crate::settings::Settings;
 use crate::state::AppState;
+use crate::store::{redact, SessionDefaults, Store};
 
 /// A built, not yet running node.
 pub struct Application {
@@ -45,6 +47,8 @@ pub struct Application {
 pub struct AppHandle {
     server: ServerHandle,
     pub node: Arc<Node>,
+    pub store: Store,
+    pub background: Background,
 }
 
 impl AppHandle {
@@ -88,6 +92,19 @@ impl Application {
                  (set SWITCHYARD__AUTH__JWT_SECRET to keep tokens valid across restarts)"
             );
         }
+        background::validate(&settings)?;
+        let store = Store::open(
+            &settings.database,
+            SessionDefaults::from(&settings.scheduler),
+        )
+        .await
+        .with_context(|| format!("opening the database {}", redact(&settings.database.url)))?;
+        log::info!(
+            "database {} ({:?}) migrated",
+            redact(&settings.database.url),
+            store.backend()
+        );
+        let entities = Arc::new(background::entity_map(&settings)?);
         let metrics = Arc::new(Metrics::new());
         let limits = Arc::new(ActorLimits::new(|k| settings.mailbox(k)));
         for kind in ActorKind::ALL {
@@ -140,8 +157,9 @@ impl Application {
             metrics,
             limits,
             settings.session_settings(),
-            Arc::new(NoLookups),
+            Arc::new(StoreAuthorizer::new(store.clone(), entities.clone())),
         ));
+        let background = background::start(&settings, node.clone(), &store, entities);
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {
@@ -158,6 +176,7 @@ impl Application {
         let max_body = settings.server.max_body_bytes;
         let hub_paths = settings.signalr.hub_paths.clone();
         let cors = settings.cors.clone();
+        let store_data = web::Data::new(store.clone());
         let state = web::Data::new(AppState {
             node: node.clone(),
             verifier: Arc::new(verifier),
@@ -169,6 +188,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(store_data.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(max_body)
@@ -192,6 +212,8 @@ impl Application {
         let handle = AppHandle {
             server: server.handle(),
             node,
+            store,
+            background,
         };
         Ok(Self {
             port,

@@ -7,6 +7,9 @@
 //! | `session/` | [`session::Session`]: one actor per WebSocket connection |
 //! | `broker/` | [`broker::BrokerShard`] actors: channel → subscribers, fan-out, embedded history |
 //! | `tenant_group.rs` | [`tenant_group::TenantGroup`] actors: a tenant's local connections |
+//! | `scheduler.rs` | [`scheduler::SessionTimeoutScheduler`]: dining-session expiry and warnings |
+//! | `pg_listener.rs` | [`pg_listener::PgChangeListener`]: the Postgres change outbox → entity notifications |
+//! | `storage.rs` | the error the storage seams (traits implemented in `src/store/`) report |
 //! | `codec/` | wire protocols: native JSON, SignalR JSON and MessagePack |
 //! | `channel.rs`, `rules.rs` | the channel grammar and who may use which channel |
 //! | `envelope.rs`, `history.rs` | the one event envelope and in-memory history |
@@ -27,7 +30,10 @@ pub mod ids;
 pub mod mailbox;
 pub mod metrics;
 pub mod node;
+pub mod pg_listener;
 pub mod redis_bridge;
 pub mod rules;
+pub mod scheduler;
 pub mod session;
+pub mod storage;
 pub mod tenant_group;

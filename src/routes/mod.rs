@@ -3,6 +3,8 @@
 
 pub mod channels;
 pub mod dev;
+pub mod dining_sessions;
+pub mod domain_events;
 pub mod health;
 pub mod metrics;
 pub mod publish;
@@ -38,8 +40,44 @@ pub fn configure(cfg: &mut web::ServiceConfig, hub_paths: &[String]) {
             "/api/v1/channels/{channel}/history",
             web::get().to(channels::history),
         )
+        .configure(dining_session_routes)
         .route("/health/live", web::get().to(health::live))
         .route("/health/ready", web::get().to(health::ready))
         .route("/metrics", web::get().to(metrics::metrics))
         .route("/dev/token", web::post().to(dev::token));
+}
+
+/// Dining sessions, tenant timeouts and the typed domain notifications (issue 5).
+fn dining_session_routes(cfg: &mut web::ServiceConfig) {
+    use dining_sessions as ds;
+    use domain_events as de;
+    const T: &str = "/api/v1/tenants/{tenant}";
+    cfg.route(T, web::get().to(ds::get_tenant))
+        .route(T, web::put().to(ds::put_tenant))
+        .route(&format!("{T}/sessions"), web::post().to(ds::open))
+        .route(&format!("{T}/sessions"), web::get().to(ds::list))
+        .route(&format!("{T}/sessions/{{id}}"), web::get().to(ds::get))
+        .route(&format!("{T}/sessions/{{id}}"), web::delete().to(ds::close))
+        .route(
+            &format!("{T}/sessions/{{id}}/activity"),
+            web::post().to(ds::activity),
+        )
+        .route(
+            &format!("{T}/sessions/{{id}}/cart"),
+            web::post().to(de::cart),
+        )
+        .route(&format!("{T}/orders"), web::post().to(de::new_order))
+        .route(
+            &format!("{T}/orders/{{order}}/status"),
+            web::post().to(de::order_status),
+        )
+        .route(
+            &format!("{T}/tables/{{table}}/status"),
+            web::post().to(de::table_status),
+        )
+        .route(&format!("{T}/broadcast"), web::post().to(de::broadcast))
+        .route(
+            &format!("{T}/roles/{{role}}/broadcast"),
+            web::post().to(de::role_broadcast),
+        );
 }

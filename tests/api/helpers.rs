@@ -34,16 +34,27 @@ pub struct TestApp {
     pub settings: Settings,
     pub http: awc::Client,
     pub server: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
+    /// The node's own fresh database, when the test did not bring one (dropped with the app).
+    pub own_db: Option<TestDb>,
 }
 
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// Starts a node with the test settings adjusted by `tweak`.
+/// Starts a node with the test settings adjusted by `tweak`, on a fresh SQLite file of its own.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = TestDb::sqlite();
+    let mut app = spawn_app_with_db(&db, tweak).await;
+    app.own_db = Some(db);
+    app
+}
+
+/// Starts a node on `db` (several nodes may share one) with the test settings adjusted by `tweak`.
+pub async fn spawn_app_with_db(db: &TestDb, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let _ = env_logger::builder().is_test(true).try_init();
     let mut settings = test_settings();
+    settings.database.url = db.url().to_owned();
     tweak(&mut settings);
     let app = Application::build(settings.clone())
         .await
@@ -57,6 +68,95 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         settings,
         http: awc::Client::builder().timeout(WAIT).finish(),
         server,
+        own_db: None,
+    }
+}
+
+/// The maintenance database tests create their Postgres databases from
+/// (`SWITCHYARD_TEST_POSTGRES_URL` overrides it).
+pub fn postgres_admin_url() -> String {
+    std::env::var("SWITCHYARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fresh database for one test: a SQLite file in a temporary directory, or a Postgres database
+/// `sy_test_<uuid>` created through the maintenance connection and dropped when this is dropped.
+pub enum TestDb {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        url: String,
+    },
+    Postgres {
+        name: String,
+        url: String,
+    },
+}
+
+impl TestDb {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("switchyard.db").display());
+        TestDb::Sqlite { _dir: dir, url }
+    }
+
+    pub async fn postgres() -> Self {
+        let name = format!("sy_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = postgres_admin_url();
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+            .await
+            .expect("the test Postgres is reachable (SWITCHYARD_TEST_POSTGRES_URL)");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("CREATE DATABASE");
+        let _ = sqlx::Connection::close(conn).await;
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        TestDb::Postgres {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            TestDb::Sqlite { url, .. } | TestDb::Postgres { url, .. } => url,
+        }
+    }
+
+    /// A connection to the test's Postgres database, to change rows behind the nodes' backs.
+    pub async fn pg(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(self.url()).await.expect("connect")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let TestDb::Postgres { name, .. } = self else {
+            return;
+        };
+        let (name, admin) = (name.clone(), postgres_admin_url());
+        // Drop is synchronous and may run inside the test's runtime: use a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async move {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await
+                .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("could not drop a test database (it is left behind)");
+        }
     }
 }
 
@@ -189,6 +289,53 @@ pub fn token(who: &As) -> String {
 }
 
 impl TestApp {
+    /// Shuts the node down (the designed sequence) and waits until its server stopped.
+    pub async fn stop(self) {
+        self.handle.shutdown().await;
+        let _ = self.server.await;
+    }
+
+    pub async fn put_json(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut req = self.http.put(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let mut res = req.send_json(body).await.expect("http request");
+        let status = res.status().as_u16();
+        let bytes = res.body().await.expect("http body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.delete(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let mut res = req.send().await.expect("http request");
+        let status = res.status().as_u16();
+        let bytes = res.body().await.expect("http body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Opens a dining session as `Service`; returns the created session.
+    pub async fn open_session(&self, tenant: &str, session_id: &str, table: Value) -> Value {
+        let (status, body) = self
+            .post_json(
+                &format!("/api/v1/tenants/{tenant}/sessions"),
+                Some(&token(&service())),
+                &json!({"tableNumber": table, "sessionId": session_id}),
+            )
+            .await;
+        assert_eq!(status, 201, "open session {session_id}: {body}");
+        body
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
@@ -286,6 +433,33 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Polls one sample of `/metrics` until it reaches `at_least` (counters are bumped just after
+    /// the event they count was handed on, so a receiver can be a moment ahead of them).
+    pub async fn wait_metric(&self, sample: &str, at_least: f64) {
+        wait_metric_sum(&[self], sample, at_least).await
+    }
+}
+
+/// Polls the sum of one sample over several nodes until it reaches `at_least`.
+pub async fn wait_metric_sum(nodes: &[&TestApp], sample: &str, at_least: f64) {
+    let started = std::time::Instant::now();
+    loop {
+        let mut total = 0.0;
+        for n in nodes {
+            total += n.metric(sample).await;
+        }
+        if total >= at_least {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{sample} stayed at {total} < {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub fn metric_value(text: &str, sample: &str) -> f64 {
     text.lines()
         .find_map(|l| {
@@ -347,6 +521,19 @@ impl WsClient {
         }
     }
 
+    /// The next frame that is not a presence notification (UserOnline/UserOffline), for tests
+    /// that watch admin channels for other events.
+    pub async fn recv_event(&mut self) -> Value {
+        loop {
+            let v = self.recv().await;
+            let presence = v["type"] == "notification"
+                && matches!(v["data"]["event"].as_str(), Some("UserOnline" | "UserOffline"));
+            if !presence {
+                return v;
+            }
+        }
+    }
+
     /// The next frame of `type`, skipping others (use only where others may legitimately arrive).
     pub async fn recv_type(&mut self, kind: &str) -> Value {
         loop {
@@ -362,6 +549,19 @@ impl WsClient {
         self.send_json(json!({"type":"subscribe","data":{"channel":channel}}))
             .await;
         self.recv().await
+    }
+
+    /// Reads frames until `n` notifications other than presence (UserOnline/UserOffline)
+    /// arrived; returns their `data` objects.
+    pub async fn notifications(&mut self, n: usize) -> Vec<Value> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let v = self.recv_event().await;
+            if v["type"] == "notification" {
+                out.push(v["data"].clone());
+            }
+        }
+        out
     }
 
     /// Subscribes and insists it worked.

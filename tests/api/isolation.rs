@@ -90,7 +90,10 @@ async fn nothing_of_one_tenant_reaches_another() {
         loop {
             let n = ws.recv().await;
             let d = &n["data"];
-            assert!(d["channel"].as_str().unwrap().starts_with("tenant:b:"), "tenant B saw {n}");
+            assert!(
+                d["channel"].as_str().unwrap().starts_with("tenant:b:"),
+                "tenant B saw {n}"
+            );
             if d["event"] == "Marker" {
                 assert_eq!(d["data"]["tenant"], "b");
                 break;

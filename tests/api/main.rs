@@ -5,13 +5,17 @@ mod hub_client;
 mod redis_server;
 
 mod auth;
+mod change_feed;
 mod cluster;
 mod delivery;
+mod dining_sessions;
+mod domain_events;
 mod isolation;
 mod native_bad_input;
 mod operations;
 mod rest;
 mod rules;
+mod session_scheduler;
 mod shutdown;
 mod signalr;
 mod slow_consumer;

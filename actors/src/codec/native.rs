@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use super::{
     Decoded, InFrame, OutFrame, Outcome, ReplyTo, Request, RequestId, WireCodec, WireFormat,
 };
+use crate::channel::Channel;
 use crate::codes::ErrorCode;
 use crate::envelope::{Envelope, StreamPosition};
 
@@ -242,6 +243,58 @@ struct NotificationBody<'a> {
     offset: u64,
     epoch: &'a str,
     timestamp: String,
+    /// Entity channels (`notifications:{EntityType}:{EntityId}`) only: the change-feed fields.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    entity: Option<EntityFields<'a>>,
+}
+
+/// The change-feed fields of an entity notification, lifted out of the event's data so the
+/// frame has the seed's shape (`entityType`, `entityId`, `changeType`, `payloadType`, `payload`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EntityFields<'a> {
+    entity_type: &'a str,
+    entity_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    change_type: Option<std::borrow::Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_type: Option<std::borrow::Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a RawValue>,
+}
+
+/// The parts of an entity event's data that the frame repeats; anything else is ignored.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EntityData<'a> {
+    #[serde(borrow)]
+    change_type: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    payload_type: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+}
+
+fn entity_fields(env: &Envelope) -> Option<EntityFields<'_>> {
+    let Channel::Notifications {
+        entity_type,
+        entity_id,
+    } = env.channel.kind()
+    else {
+        return None;
+    };
+    // Data published by others may be any JSON: then only the channel's parts are added.
+    let data = serde_json::from_str::<EntityData<'_>>(env.data.get()).ok();
+    let (change_type, payload_type, payload) = data
+        .map(|d| (d.change_type, d.payload_type, d.payload))
+        .unwrap_or_default();
+    Some(EntityFields {
+        entity_type,
+        entity_id,
+        change_type,
+        payload_type,
+        payload,
+    })
 }
 
 /// The `notification` frame for an envelope (shared by every native session).
@@ -254,6 +307,7 @@ pub fn encode_notification(env: &Envelope) -> Bytes {
         offset: env.offset,
         epoch: &env.epoch,
         timestamp: super::rfc3339_millis(env.ts),
+        entity: entity_fields(env),
     };
     let bytes = serde_json::to_vec(&Notification {
         kind: "notification",
@@ -402,5 +456,55 @@ mod tests {
                 "data":{"orderId":"o1","total":12.5},"offset":7,"epoch":"ep1",
                 "timestamp":"2023-11-14T22:13:20.123Z"}})
         );
+    }
+
+    #[test]
+    fn entity_notifications_carry_the_change_feed_fields() {
+        use crate::channel::ChannelName;
+        use crate::envelope::{Draft, EventName};
+        use crate::ids::NodeId;
+        let envelope = |channel: &str, data: &str| {
+            let draft = Draft {
+                id: Arc::from("e2"),
+                channel: ChannelName::parse(channel).unwrap(),
+                event: EventName::parse("EntityChanged").unwrap(),
+                data: Arc::from(RawValue::from_string(data.into()).unwrap()),
+                ts: 1_700_000_000_123,
+            };
+            Envelope::new(draft, 3, Arc::from("ep"), NodeId(Arc::from("n1")))
+        };
+        let full = envelope(
+            "notifications:Team:team-1",
+            r#"{"entityType":"Team","entityId":"team-1","changeType":"updated","payloadType":"full","timestamp":"2023-11-14T22:13:20.000Z","payload":{"id":"team-1","name":"A"}}"#,
+        );
+        let v: Value = serde_json::from_slice(&encode_notification(&full)).unwrap();
+        let d = &v["data"];
+        assert_eq!(d["channel"], "notifications:Team:team-1");
+        assert_eq!(d["entityType"], "Team");
+        assert_eq!(d["entityId"], "team-1");
+        assert_eq!(d["changeType"], "updated");
+        assert_eq!(d["payloadType"], "full");
+        assert_eq!(d["payload"], serde_json::json!({"id":"team-1","name":"A"}));
+        assert_eq!(d["timestamp"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(d["offset"], 3);
+        assert_eq!(d["data"]["changeType"], "updated");
+
+        let minimal = envelope(
+            "notifications:Team:team-1",
+            r#"{"changeType":"deleted","payloadType":"minimal"}"#,
+        );
+        let v: Value = serde_json::from_slice(&encode_notification(&minimal)).unwrap();
+        assert_eq!(v["data"]["changeType"], "deleted");
+        assert!(v["data"].get("payload").is_none());
+
+        // Whatever a Service published there: the channel's parts, nothing invented.
+        let odd = envelope("notifications:Team:team-1", "[1,2]");
+        let v: Value = serde_json::from_slice(&encode_notification(&odd)).unwrap();
+        assert_eq!(v["data"]["entityId"], "team-1");
+        assert!(v["data"].get("changeType").is_none());
+        // Other channels are untouched.
+        let plain = crate::envelope::tests::sample();
+        let v: Value = serde_json::from_slice(&encode_notification(&plain)).unwrap();
+        assert!(v["data"].get("entityType").is_none());
     }
 }

@@ -1,0 +1,109 @@
+//! The database-checked channel rules ([`ChannelAuthorizer`] over the [`Store`]).
+//!
+//! - `notifications:{EntityType}:{EntityId}`: the entity's row is looked up in its table (the
+//!   change feed's entity map gives the table) and its `tenant_key` compared with the caller's:
+//!   members of the row's tenant may subscribe, `Service` always may. A row without a tenant is
+//!   open to every member of any tenant. A row that does not exist cannot be watched (except by
+//!   `Service`): otherwise a tenant could wait for another tenant's row to be created.
+//!   Authorization happens at subscribe time; moving a row to another tenant does not end
+//!   subscriptions already granted.
+//! - `conversation:{id}`: not stored yet (chat is another issue); refused as before.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use switchyard_actors::authorizer::{Action, ChannelAuthorizer};
+use switchyard_actors::channel::{Channel, ChannelName};
+use switchyard_actors::identity::{Identity, Role};
+use switchyard_actors::pg_listener::EntityMap;
+use switchyard_actors::rules::RuleViolation;
+
+use crate::store::{EntityOwner, Store, StoreError};
+
+const ENTITY_RULE: &str = "notifications:{EntityType}:{EntityId}";
+
+/// Channel rules that need stored data, decided against the store.
+pub struct StoreAuthorizer {
+    store: Store,
+    entities: Arc<EntityMap>,
+}
+
+impl StoreAuthorizer {
+    pub fn new(store: Store, entities: Arc<EntityMap>) -> Self {
+        Self { store, entities }
+    }
+}
+
+fn refuse(rule: String) -> Result<(), RuleViolation> {
+    Err(RuleViolation { rule })
+}
+
+impl ChannelAuthorizer for StoreAuthorizer {
+    fn authorize(
+        &self,
+        who: Arc<Identity>,
+        channel: ChannelName,
+        action: Action,
+    ) -> BoxFuture<'static, Result<(), RuleViolation>> {
+        let store = self.store.clone();
+        let entities = self.entities.clone();
+        Box::pin(async move {
+            match channel.kind() {
+                Channel::Notifications {
+                    entity_type,
+                    entity_id,
+                } => {
+                    if who.role == Role::Service {
+                        return Ok(());
+                    }
+                    if action == Action::Publish {
+                        return refuse(format!(
+                            "{ENTITY_RULE}: only the database change feed (or Service) publishes"
+                        ));
+                    }
+                    let table = entities.table_for(entity_type);
+                    match store.entity_owner(&table, entity_id).await {
+                        Ok(EntityOwner::Tenant(t)) => {
+                            let member = who.role.is_tenant_bound()
+                                && who.tenant.as_ref().map(|k| k.as_str()) == Some(t.as_str());
+                            if member {
+                                Ok(())
+                            } else {
+                                refuse(format!(
+                                    "{ENTITY_RULE}: members of the row's tenant only \
+                                     ({entity_type} {entity_id} belongs to another tenant)"
+                                ))
+                            }
+                        }
+                        Ok(EntityOwner::Shared) if who.role.is_tenant_bound() => Ok(()),
+                        Ok(EntityOwner::Shared) => refuse(format!(
+                            "{ENTITY_RULE}: members of a tenant or Service only"
+                        )),
+                        Ok(EntityOwner::Missing) => refuse(format!(
+                            "{ENTITY_RULE}: only existing rows can be watched \
+                             (no {entity_type} {entity_id} in table {table}); Service may watch any"
+                        )),
+                        Err(StoreError::NeedsPostgres(what)) => refuse(format!(
+                            "{ENTITY_RULE}: {what} needs Postgres; this node runs on SQLite"
+                        )),
+                        Err(e) => {
+                            log::warn!(
+                                "checking {channel} for user {} (tenant {:?}): {e}",
+                                who.user_id,
+                                who.tenant
+                            );
+                            refuse(format!(
+                                "{ENTITY_RULE}: the row's tenant could not be checked; retry later"
+                            ))
+                        }
+                    }
+                }
+                Channel::Conversation { .. } => refuse(format!(
+                    "{channel}: conversation participants are checked in the database, \
+                     and this node stores no conversations"
+                )),
+                _ => refuse(format!("{channel}: not a database-checked channel")),
+            }
+        })
+    }
+}

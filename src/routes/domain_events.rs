@@ -1,0 +1,332 @@
+//! Typed domain notifications (the seeds' `INotificationService`), for back ends that prefer one
+//! call per business event to raw `POST /api/v1/publish`. Each publishes through the node's one
+//! publish path (source `domain`) and answers `202 {"published": [{channel, id, offset, epoch}]}`.
+//!
+//! | route | event → channels |
+//! | --- | --- |
+//! | `POST /api/v1/tenants/{t}/orders` (the order, with `orderId`, `sessionId`?) | `NewOrder` → `tenant:{t}:admins`, `tenant:{t}:admins:orders`; session activity (`hasOrders`) |
+//! | `POST …/orders/{orderId}/status` `{"status", "sessionId"?, "order"?}` | `OrderStatusChanged` → `tenant:{t}:admins`, `tenant:{t}:order:{orderId}`; `OrderStatusUpdate` → `session:{sessionId}` |
+//! | `POST …/tables/{tableId}/status` `{"isOccupied"}` | `TableStatusChanged` → `tenant:{t}:admins` |
+//! | `POST …/sessions/{id}/cart` `{"cart"}` | `CartUpdated` → `session:{id}` |
+//! | `POST …/broadcast` `{"event", "data"}` | `{event}` → `tenant:{t}:broadcast` |
+//! | `POST …/roles/{role}/broadcast` `{"event", "data"}` | Admin, Staff → `tenant:{t}:admins`; Customer → `tenant:{t}:broadcast` |
+//!
+//! There is no customers-only channel: a `Customer` role broadcast goes to every member of the
+//! tenant (staff included), the same audience as the seeds' tenant group. Callers: `Service`, or
+//! Admin/Staff of the tenant. A session named in a request must be one of the tenant's
+//! (404 otherwise), so nobody reaches another tenant's customers through these routes.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::value::{to_raw_value, RawValue};
+use serde_json::{json, Map, Value};
+use switchyard_actors::channel::{Channel, ChannelName};
+use switchyard_actors::envelope::{now_millis, Draft, EventName};
+use switchyard_actors::identity::Role;
+use switchyard_actors::ids::{validate_segment, TenantKey};
+use switchyard_actors::node::Node;
+
+use super::dining_sessions::staff_tenant;
+use super::publish::publish_error;
+use crate::auth::Caller;
+use crate::problem::ApiError;
+use crate::state::AppState;
+use crate::store::{Activity, SessionStatus, Store, StoreError};
+
+/// Source label of these publishes (`switchyard_published_total`).
+pub const PUBLISH_SOURCE: &str = "domain";
+
+fn event(name: &str) -> EventName {
+    EventName::parse(name).expect("domain event names are valid")
+}
+
+fn segment(what: &str, raw: &str) -> Result<String, ApiError> {
+    validate_segment(raw).map_err(|e| ApiError::BadRequest(format!("{what} {e}")))?;
+    Ok(raw.to_owned())
+}
+
+/// An id given as a JSON string or integer.
+fn id_field(what: &str, v: Option<&Value>) -> Result<Option<String>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => segment(what, s).map(Some),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "{what} must be a string or an integer, got {other}"
+        ))),
+    }
+}
+
+fn raw(v: &Value) -> Arc<RawValue> {
+    Arc::from(to_raw_value(v).expect("JSON values always serialize"))
+}
+
+/// Publishes one event to each channel, in order; returns one ack per channel.
+async fn publish(
+    node: &Node,
+    channels: Vec<Channel>,
+    event: EventName,
+    data: &Value,
+) -> Result<Vec<Value>, ApiError> {
+    let data = raw(data);
+    let mut acks = Vec::with_capacity(channels.len());
+    for channel in channels {
+        let channel = ChannelName::from_channel(channel);
+        let draft = Draft::new(channel.clone(), event.clone(), data.clone());
+        let ack = node
+            .publish(draft, PUBLISH_SOURCE)
+            .await
+            .map_err(publish_error)?;
+        acks.push(json!({
+            "channel": channel,
+            "event": event,
+            "id": &*ack.id,
+            "offset": ack.offset,
+            "epoch": &*ack.epoch,
+        }));
+    }
+    Ok(acks)
+}
+
+/// `202 {"published": [{channel, event, id, offset, epoch}, …]}`.
+fn accepted(acks: Vec<Value>) -> HttpResponse {
+    HttpResponse::Accepted().json(json!({ "published": acks }))
+}
+
+fn now() -> i64 {
+    i64::try_from(now_millis()).unwrap_or(i64::MAX)
+}
+
+/// The session must be one of the tenant's (and Active, when `active`).
+async fn tenant_session(
+    store: &Store,
+    tenant: &TenantKey,
+    id: &str,
+    active: bool,
+) -> Result<String, ApiError> {
+    let s = store.session(tenant, id).await?;
+    if active && s.status != SessionStatus::Active {
+        return Err(StoreError::SessionNotActive {
+            id: s.session_id,
+            status: s.status,
+        }
+        .into());
+    }
+    Ok(s.session_id)
+}
+
+/// `POST /api/v1/tenants/{t}/orders`: the order as the back end has it (`orderId` required,
+/// `sessionId` optional). `NewOrder` to the admins; the session records activity with orders.
+pub async fn new_order(
+    who: Caller,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    store: web::Data<Store>,
+    body: web::Json<Map<String, Value>>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = staff_tenant(&who, &path)?;
+    let order = body.into_inner();
+    let order_id = id_field("orderId", order.get("orderId"))?
+        .ok_or_else(|| ApiError::BadRequest("orderId is required".into()))?;
+    if let Some(session) = id_field("sessionId", order.get("sessionId"))? {
+        let activity = Activity {
+            has_orders: Some(true),
+            all_served: Some(false),
+        };
+        store
+            .record_activity(&tenant, &session, activity, now())
+            .await?;
+    }
+    log::info!("tenant {tenant}: new order {order_id}");
+    let channels = vec![
+        Channel::TenantAdmins {
+            tenant: tenant.clone(),
+        },
+        Channel::TenantAdminsOrders { tenant },
+    ];
+    let acks = publish(
+        &state.node,
+        channels,
+        event("NewOrder"),
+        &Value::Object(order),
+    )
+    .await?;
+    Ok(accepted(acks))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderStatusBody {
+    status: String,
+    session_id: Option<String>,
+    order: Option<Value>,
+}
+
+/// `POST /api/v1/tenants/{t}/orders/{orderId}/status`.
+pub async fn order_status(
+    who: Caller,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+    store: web::Data<Store>,
+    body: web::Json<OrderStatusBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (raw_tenant, raw_order) = path.into_inner();
+    let tenant = staff_tenant(&who, &raw_tenant)?;
+    let order_id = segment("orderId", &raw_order)?;
+    let b = body.into_inner();
+    if b.status.trim().is_empty() {
+        return Err(ApiError::BadRequest("status must not be empty".into()));
+    }
+    let session = match &b.session_id {
+        Some(id) => Some(tenant_session(&store, &tenant, id, false).await?),
+        None => None,
+    };
+    let mut data = json!({"orderId": order_id, "status": b.status});
+    if let Some(s) = &session {
+        data["sessionId"] = s.clone().into();
+    }
+    if let Some(o) = b.order {
+        data["order"] = o;
+    }
+    let mut acks = publish(
+        &state.node,
+        vec![
+            Channel::TenantAdmins {
+                tenant: tenant.clone(),
+            },
+            Channel::TenantOrder {
+                tenant,
+                order: order_id,
+            },
+        ],
+        event("OrderStatusChanged"),
+        &data,
+    )
+    .await?;
+    if let Some(session) = session {
+        let update = publish(
+            &state.node,
+            vec![Channel::Session { session }],
+            event("OrderStatusUpdate"),
+            &data,
+        )
+        .await?;
+        acks.extend(update);
+    }
+    Ok(accepted(acks))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TableStatusBody {
+    is_occupied: bool,
+}
+
+/// `POST /api/v1/tenants/{t}/tables/{tableId}/status` → `TableStatusChanged {tableId, isOccupied}`.
+pub async fn table_status(
+    who: Caller,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+    body: web::Json<TableStatusBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (raw_tenant, raw_table) = path.into_inner();
+    let tenant = staff_tenant(&who, &raw_tenant)?;
+    let table_id = segment("tableId", &raw_table)?;
+    let data = json!({"tableId": table_id, "isOccupied": body.is_occupied});
+    publish(
+        &state.node,
+        vec![Channel::TenantAdmins { tenant }],
+        event("TableStatusChanged"),
+        &data,
+    )
+    .await
+    .map(accepted)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CartBody {
+    cart: Value,
+}
+
+/// `POST /api/v1/tenants/{t}/sessions/{id}/cart` → `CartUpdated {sessionId, cart}`.
+pub async fn cart(
+    who: Caller,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+    store: web::Data<Store>,
+    body: web::Json<CartBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (raw_tenant, id) = path.into_inner();
+    let tenant = staff_tenant(&who, &raw_tenant)?;
+    let session = tenant_session(&store, &tenant, &id, true).await?;
+    let data = json!({"sessionId": session, "cart": body.into_inner().cart});
+    publish(
+        &state.node,
+        vec![Channel::Session { session }],
+        event("CartUpdated"),
+        &data,
+    )
+    .await
+    .map(accepted)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BroadcastBody {
+    event: String,
+    data: Value,
+}
+
+fn broadcast_event(b: &BroadcastBody) -> Result<EventName, ApiError> {
+    EventName::parse(&b.event).map_err(|e| ApiError::BadRequest(format!("event: {e}")))
+}
+
+/// `POST /api/v1/tenants/{t}/broadcast` → `tenant:{t}:broadcast`.
+pub async fn broadcast(
+    who: Caller,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    body: web::Json<BroadcastBody>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = staff_tenant(&who, &path)?;
+    let ev = broadcast_event(&body)?;
+    publish(
+        &state.node,
+        vec![Channel::TenantBroadcast { tenant }],
+        ev,
+        &body.data,
+    )
+    .await
+    .map(accepted)
+}
+
+/// `POST /api/v1/tenants/{t}/roles/{role}/broadcast`: Admin/Staff → `tenant:{t}:admins`,
+/// Customer → `tenant:{t}:broadcast` (see the module docs).
+pub async fn role_broadcast(
+    who: Caller,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+    body: web::Json<BroadcastBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (raw_tenant, raw_role) = path.into_inner();
+    let tenant = staff_tenant(&who, &raw_tenant)?;
+    let role: Role = raw_role
+        .parse()
+        .map_err(|e| ApiError::BadRequest(format!("role: {e}")))?;
+    let channel = match role {
+        Role::Admin | Role::Staff => Channel::TenantAdmins { tenant },
+        Role::Customer => Channel::TenantBroadcast { tenant },
+        Role::Service | Role::Operator => {
+            return Err(ApiError::BadRequest(format!(
+                "role {role} has no tenant channel; broadcast to Admin, Staff or Customer"
+            )))
+        }
+    };
+    let ev = broadcast_event(&body)?;
+    publish(&state.node, vec![channel], ev, &body.data)
+        .await
+        .map(accepted)
+}
