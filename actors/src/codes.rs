@@ -1,10 +1,11 @@
 //! Every close code and error code a client can see, in one place (documented in
 //! `docs/protocol.md`; keep the two in step).
 //!
-//! Close codes 4000-4099 mean "reconnect now" (and recover from history where the protocol allows);
-//! 4400-4499 mean "something must change before reconnecting" (a fresh token, a slower rate).
-//! Standard codes: 1000 normal, 1002 protocol error, 1003 unsupported data, 1009 frame too big,
-//! 1011 internal error, 1012 server restarting (reconnect).
+//! Close codes 4000-4002 mean "reconnect now" (and recover from history where the protocol
+//! allows); 4003 (an operator's eviction) and 4400-4499 mean "something must change before
+//! reconnecting" (a fresh token, a slower rate). [`CloseCode::reconnect`] is the authority.
+//! Standard codes: 1000 normal, 1002 protocol error, 1009 frame too big, 1011 internal error,
+//! 1012 server restarting (reconnect).
 
 use serde::Serialize;
 
@@ -15,7 +16,9 @@ pub enum CloseCode {
     Normal,
     /// 1002: the WebSocket framing was broken.
     ProtocolError,
-    /// 1003: a frame type the protocol does not use (binary frames on the JSON protocol).
+    /// 1003: reserved for frames a protocol cannot carry. Today a binary frame on the native
+    /// protocol is answered with an `unsupported_frame` error frame instead, and the connection
+    /// stays open.
     UnsupportedData,
     /// 1009: a frame (or reassembled message) exceeded `session.max_frame_bytes`.
     MessageTooBig,

@@ -149,8 +149,13 @@ impl HubClient {
         self.backlog.iter().any(pred)
     }
 
+    /// Adds a handler for `name`; returns once the driver has it (commands run in order, so a
+    /// round trip after it proves it is registered).
     pub async fn listen(&mut self, name: &str) {
         self.command(json!({"cmd":"on","event":name})).await;
+        self.command(json!({"cmd":"noop","id":name})).await;
+        self.wait_for(|v| v["type"] == "noop" && v["id"] == name)
+            .await;
     }
 
     pub async fn stop(mut self) {

@@ -490,3 +490,33 @@ async fn cors_preflight_and_origin_check() {
         assert_eq!(res.is_ok(), ok, "{origin:?}");
     }
 }
+
+#[actix_web::test]
+async fn rate_limited_invocations_get_a_completion_error() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.messages_per_second = 2;
+        s.rate_limit.burst = 2;
+        s.rate_limit.max_violations = 1000;
+    })
+    .await;
+    let mut hub = HubClient::start(&app, &token(&admin("acme")), HubOptions::default())
+        .await
+        .unwrap();
+    let mut errors = 0;
+    for _ in 0..10 {
+        if let Err(e) = hub.invoke("Ping", json!([])).await {
+            assert!(e.contains("frames per second"), "{e}");
+            errors += 1;
+        }
+    }
+    assert!(
+        errors >= 1,
+        "some invocations were refused, each with its own completion"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        hub.invoke("Ping", json!([])).await,
+        Ok(json!(true)),
+        "and the connection lives"
+    );
+}

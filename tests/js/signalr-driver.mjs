@@ -11,6 +11,7 @@
 //   {"cmd":"invoke","id":"r1","method":"Ping","args":[…]}
 //   {"cmd":"send","method":"…","args":[…]}      fire-and-forget
 //   {"cmd":"token","token":…}                   what accessTokenFactory returns from now on
+//   {"cmd":"noop","id":…}                     answered in order: proves earlier commands ran
 //   {"cmd":"stop"}
 // Reports: started, start_failed, event, result, send_done, reconnecting, reconnected, closed,
 //          stopped, log.
@@ -26,7 +27,9 @@ const listening = new Set();
 function listen(name) {
   if (listening.has(name) || !connection) return;
   listening.add(name);
-  connection.on(name, (...args) => out({ type: "event", name, args }));
+  connection.on(name, (...args) => {
+    out({ type: "event", name, args });
+  });
 }
 
 const logger = {
@@ -66,6 +69,8 @@ async function handle(c) {
       return start(c);
     case "on":
       return listen(c.event);
+    case "noop":
+      return out({ type: "noop", id: c.id });
     case "token":
       token = c.token;
       return;

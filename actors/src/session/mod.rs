@@ -286,33 +286,50 @@ impl Session {
     }
 
     fn on_data(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: InFrame<'_>) {
-        if self.limiter.check().is_err() {
+        let limited = self.limiter.check().is_err();
+        if limited {
             self.node.metrics.rate_limited.inc();
             self.rate_violations += 1;
             if self.rate_violations > self.node.sessions.max_rate_violations {
                 return self.close(ctx, CloseCode::RateLimited);
             }
-            return self.reply(
-                ctx,
-                &None,
-                Outcome::Error {
-                    code: ErrorCode::RateLimited,
-                    message: format!(
-                        "more than {} frames per second; this frame was not processed",
-                        self.node.sessions.rate_per_second
-                    ),
-                },
-            );
         }
+        // Always decode: the codec's framing state (partial records, the handshake) must see
+        // every frame, and a refused request still deserves its own error reply.
         let mut decoded = std::mem::take(&mut self.decoded);
         self.codec.decode(frame, &mut decoded);
+        let mut refused_without_reply = false;
         for d in decoded.drain(..) {
             if self.closing {
                 break;
             }
-            self.on_decoded(ctx, d);
+            match d {
+                Decoded::Request(inbound) if limited && !is_protocol_request(&inbound.request) => {
+                    if inbound.reply_to.is_some() {
+                        let outcome = self.rate_limited_outcome();
+                        self.reply(ctx, &inbound.reply_to, outcome);
+                    } else {
+                        refused_without_reply = true;
+                    }
+                }
+                other => self.on_decoded(ctx, other),
+            }
+        }
+        if refused_without_reply {
+            let outcome = self.rate_limited_outcome();
+            self.reply(ctx, &None, outcome);
         }
         self.decoded = decoded;
+    }
+
+    fn rate_limited_outcome(&self) -> Outcome {
+        Outcome::Error {
+            code: ErrorCode::RateLimited,
+            message: format!(
+                "more than {} frames per second; this request was not processed",
+                self.node.sessions.rate_per_second
+            ),
+        }
     }
 
     fn on_decoded(&mut self, ctx: &mut ws::WebsocketContext<Self>, d: Decoded) {
@@ -657,6 +674,11 @@ impl Session {
             }
         }
     }
+}
+
+/// Requests that keep the protocol itself going, processed even when the client is over its rate.
+fn is_protocol_request(r: &Request) -> bool {
+    matches!(r, Request::HandshakeComplete | Request::Close)
 }
 
 /// Wraps encoder output as a text frame payload without re-validating it per recipient.
