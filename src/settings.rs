@@ -59,6 +59,9 @@ pub struct Settings {
 pub struct SignalRSettings {
     pub hub_paths: Vec<String>,
     pub negotiate_ttl_secs: u64,
+    pub stateful_reconnect: bool,
+    pub stateful_reconnect_grace_ms: u64,
+    pub stateful_reconnect_buffer_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -316,6 +319,7 @@ impl Settings {
             max_rate_violations: self.rate_limit.max_violations,
             max_bad_frames: s.max_bad_frames,
             close_on_token_expiry: s.close_on_token_expiry,
+            resume_buffer_bytes: self.signalr.stateful_reconnect_buffer_bytes,
         }
     }
 

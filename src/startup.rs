@@ -158,6 +158,7 @@ impl Application {
             limits,
             settings.session_settings(),
             Arc::new(StoreAuthorizer::new(store.clone(), entities.clone())),
+            Duration::from_millis(settings.signalr.stateful_reconnect_grace_ms),
         ));
         let background = background::start(&settings, node.clone(), &store, entities);
 

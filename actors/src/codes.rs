@@ -1,7 +1,7 @@
 //! Every close code and error code a client can see, in one place (documented in
 //! `docs/protocol.md`; keep the two in step).
 //!
-//! Close codes 4000-4002 mean "reconnect now" (and recover from history where the protocol
+//! Close codes 4000-4002 and 4004 mean "reconnect now" (and recover from history where the protocol
 //! allows); 4003 (an operator's eviction) and 4400-4499 mean "something must change before
 //! reconnecting" (a fresh token, a slower rate). [`CloseCode::reconnect`] is the authority.
 //! Standard codes: 1000 normal, 1002 protocol error, 1009 frame too big, 1011 internal error,
@@ -35,6 +35,9 @@ pub enum CloseCode {
     HandshakeTimeout,
     /// 4003: an operator closed this connection.
     Evicted,
+    /// 4004: a resumed connection (SignalR stateful reconnect) could not be made whole; reconnect
+    /// afresh (the client's automatic reconnect does).
+    ResumeIncomplete,
     /// 4400: the client kept sending frames the server could not understand.
     TooManyBadFrames,
     /// 4401: the token expired during the connection; reconnect with a fresh token.
@@ -46,7 +49,7 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 14] = [
+    pub const ALL: [CloseCode; 15] = [
         CloseCode::Normal,
         CloseCode::ProtocolError,
         CloseCode::UnsupportedData,
@@ -57,6 +60,7 @@ impl CloseCode {
         CloseCode::HeartbeatTimeout,
         CloseCode::HandshakeTimeout,
         CloseCode::Evicted,
+        CloseCode::ResumeIncomplete,
         CloseCode::TooManyBadFrames,
         CloseCode::TokenExpired,
         CloseCode::RateLimited,
@@ -75,6 +79,7 @@ impl CloseCode {
             CloseCode::HeartbeatTimeout => 4001,
             CloseCode::HandshakeTimeout => 4002,
             CloseCode::Evicted => 4003,
+            CloseCode::ResumeIncomplete => 4004,
             CloseCode::TooManyBadFrames => 4400,
             CloseCode::TokenExpired => 4401,
             CloseCode::RateLimited => 4429,
@@ -95,6 +100,7 @@ impl CloseCode {
             CloseCode::HeartbeatTimeout => "heartbeat timeout",
             CloseCode::HandshakeTimeout => "handshake timeout",
             CloseCode::Evicted => "closed by an operator",
+            CloseCode::ResumeIncomplete => "could not resume the connection, reconnect",
             CloseCode::TooManyBadFrames => "too many bad frames",
             CloseCode::TokenExpired => "token expired",
             CloseCode::RateLimited => "rate limit exceeded",
@@ -111,6 +117,7 @@ impl CloseCode {
                 | CloseCode::SlowConsumer
                 | CloseCode::HeartbeatTimeout
                 | CloseCode::HandshakeTimeout
+                | CloseCode::ResumeIncomplete
         )
     }
 
@@ -127,6 +134,7 @@ impl CloseCode {
             CloseCode::HeartbeatTimeout => "heartbeat_timeout",
             CloseCode::HandshakeTimeout => "handshake_timeout",
             CloseCode::Evicted => "evicted",
+            CloseCode::ResumeIncomplete => "resume_incomplete",
             CloseCode::TooManyBadFrames => "too_many_bad_frames",
             CloseCode::TokenExpired => "token_expired",
             CloseCode::RateLimited => "rate_limited",

@@ -14,6 +14,7 @@ use crate::envelope::Draft;
 use crate::ids::{ConnId, NodeId};
 use crate::mailbox::ActorLimits;
 use crate::metrics::Metrics;
+use crate::session::resume::ParkedSessions;
 use crate::session::SessionSettings;
 use crate::tenant_group::TenantRegistry;
 
@@ -33,6 +34,8 @@ pub struct Node {
     pub limits: Arc<ActorLimits>,
     pub sessions: SessionSettings,
     pub authorizer: Arc<dyn ChannelAuthorizer>,
+    /// Resumable connections whose socket dropped, waiting for their client.
+    pub parked: ParkedSessions,
     shutdown: watch::Sender<bool>,
     next_conn: AtomicU64,
 }
@@ -46,8 +49,10 @@ impl Node {
         limits: Arc<ActorLimits>,
         sessions: SessionSettings,
         authorizer: Arc<dyn ChannelAuthorizer>,
+        resume_grace: std::time::Duration,
     ) -> Self {
         Self {
+            parked: ParkedSessions::new(resume_grace),
             id,
             broker,
             tenants,

@@ -18,7 +18,9 @@ use serde_json::json;
 use switchyard_actors::codec::signalr::SignalRCodec;
 use switchyard_actors::ids::UserId;
 
-use super::ws::{check_origin, upgrade};
+use std::sync::Arc;
+
+use super::ws::{check_origin, resume, upgrade};
 use crate::auth::authenticate;
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -39,6 +41,15 @@ struct Negotiated {
     user: UserId,
     issued: Instant,
     used: bool,
+    /// The client asked for stateful reconnect and the server agreed.
+    stateful: bool,
+}
+
+/// A connection token's first WebSocket.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Claimed {
+    pub user: UserId,
+    pub stateful: bool,
 }
 
 /// Connection tokens issued by negotiate and not yet expired.
@@ -56,7 +67,7 @@ impl Negotiations {
     }
 
     /// Issues a connection token for `user`.
-    pub fn issue(&self, user: UserId) -> String {
+    pub fn issue(&self, user: UserId, stateful: bool) -> String {
         // Hex: URL-safe as the client puts it in the URL without encoding.
         let token = uuid::Uuid::new_v4().simple().to_string();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -68,13 +79,14 @@ impl Negotiations {
                 user,
                 issued: Instant::now(),
                 used: false,
+                stateful,
             },
         );
         token
     }
 
-    /// Claims a token for its one WebSocket; returns the user it was issued to.
-    pub fn claim(&self, token: &str) -> Result<UserId, ClaimError> {
+    /// Claims a token for its first WebSocket; returns who it was issued to and how.
+    pub fn claim(&self, token: &str) -> Result<Claimed, ClaimError> {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         match pending.get_mut(token) {
             Some(n) if n.issued.elapsed() < self.ttl => {
@@ -82,7 +94,10 @@ impl Negotiations {
                     return Err(ClaimError::InUse);
                 }
                 n.used = true;
-                Ok(n.user.clone())
+                Ok(Claimed {
+                    user: n.user.clone(),
+                    stateful: n.stateful,
+                })
             }
             _ => Err(ClaimError::Unknown),
         }
@@ -93,6 +108,8 @@ impl Negotiations {
 pub struct NegotiateQuery {
     #[serde(rename = "negotiateVersion")]
     negotiate_version: Option<u32>,
+    #[serde(rename = "useStatefulReconnect")]
+    use_stateful_reconnect: Option<bool>,
 }
 
 /// `POST {hub}/negotiate?negotiateVersion=1`.
@@ -106,15 +123,22 @@ pub async fn negotiate(
         Ok(id) => id,
         Err(e) => return HttpResponse::Ok().json(json!({ "error": e.to_string() })),
     };
-    let token = state.negotiations.issue(identity.user_id.clone());
+    // Offered only when asked: clients that did not ask refuse a server that offers it.
+    let stateful =
+        query.use_stateful_reconnect == Some(true) && state.settings.signalr.stateful_reconnect;
+    let token = state.negotiations.issue(identity.user_id.clone(), stateful);
     let transports = json!([{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}]);
     let body = if version >= 1 {
-        json!({
+        let mut body = json!({
             "connectionId": uuid::Uuid::new_v4().simple().to_string(),
             "connectionToken": token,
             "negotiateVersion": version,
             "availableTransports": transports,
-        })
+        });
+        if stateful {
+            body["useStatefulReconnect"] = true.into();
+        }
+        body
     } else {
         // Version 0 clients use the connectionId as the token.
         json!({
@@ -140,20 +164,41 @@ pub async fn hub(
 ) -> Result<HttpResponse, actix_web::Error> {
     check_origin(&req, &state)?;
     let identity = authenticate(&req, &state).map_err(ApiError::from)?;
+    let not_theirs = || {
+        ApiError::Forbidden(
+            "the token's user is not the one that negotiated this connection".into(),
+        )
+    };
+    let mut resume_token = None;
     if let Some(id) = query.id.as_deref() {
-        let negotiated_for = state.negotiations.claim(id).map_err(|e| match e {
+        // A parked connection (stateful reconnect): the same connection on a new socket.
+        if let Some(parked) = state.node.parked.take(id) {
+            if parked.identity.user_id != identity.user_id {
+                state.node.parked.park(Arc::from(id), parked);
+                return Err(not_theirs().into());
+            }
+            return resume(&req, payload, &state, Arc::from(id), parked);
+        }
+        let claimed = state.negotiations.claim(id).map_err(|e| match e {
             ClaimError::Unknown => ApiError::NotFound(e.to_string()),
             ClaimError::InUse => ApiError::Conflict(e.to_string()),
         })?;
-        if negotiated_for != identity.user_id {
-            return Err(ApiError::Forbidden(
-                "the token's user is not the one that negotiated this connection".into(),
-            )
-            .into());
+        if claimed.user != identity.user_id {
+            return Err(not_theirs().into());
+        }
+        if claimed.stateful {
+            resume_token = Some(Arc::<str>::from(id));
         }
     }
     let codec = SignalRCodec::new(identity.clone(), state.node.sessions.max_frame_bytes);
-    upgrade(&req, payload, &state, identity, Box::new(codec))
+    upgrade(
+        &req,
+        payload,
+        &state,
+        identity,
+        Box::new(codec),
+        resume_token,
+    )
 }
 
 #[cfg(test)]
@@ -164,12 +209,18 @@ mod tests {
     fn tokens_are_single_use_url_safe_and_expire() {
         let n = Negotiations::new(Duration::from_millis(50));
         let user = UserId::parse("u").unwrap();
-        let t = n.issue(user.clone());
+        let t = n.issue(user.clone(), true);
         assert!(t.chars().all(|c| c.is_ascii_alphanumeric()));
-        assert_eq!(n.claim(&t), Ok(user.clone()));
+        assert_eq!(
+            n.claim(&t),
+            Ok(Claimed {
+                user: user.clone(),
+                stateful: true
+            })
+        );
         assert_eq!(n.claim(&t), Err(ClaimError::InUse));
         assert_eq!(n.claim("nope"), Err(ClaimError::Unknown));
-        let late = n.issue(user);
+        let late = n.issue(user, false);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(n.claim(&late), Err(ClaimError::Unknown));
     }

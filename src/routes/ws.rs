@@ -7,6 +7,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use switchyard_actors::codec::native::NativeCodec;
 use switchyard_actors::codec::WireCodec;
 use switchyard_actors::identity::Identity;
+use switchyard_actors::ids::{ConnId, TenantKey};
+use switchyard_actors::node::Node;
+use switchyard_actors::session::resume::Parked;
 use switchyard_actors::session::Session;
 use switchyard_actors::tenant_group::{Member, TenantError};
 
@@ -22,7 +25,7 @@ pub async fn native(
 ) -> Result<HttpResponse, actix_web::Error> {
     check_origin(&req, &state)?;
     let identity = authenticate(&req, &state).map_err(ApiError::from)?;
-    upgrade(&req, payload, &state, identity, Box::new(NativeCodec))
+    upgrade(&req, payload, &state, identity, Box::new(NativeCodec), None)
 }
 
 /// Refuses WebSocket upgrades from browser origins not in `cors.allowed_origins` (an empty list
@@ -49,6 +52,44 @@ pub fn upgrade(
     state: &AppState,
     identity: Arc<Identity>,
     codec: Box<dyn WireCodec>,
+    resume_token: Option<Arc<str>>,
+) -> Result<HttpResponse, actix_web::Error> {
+    start(
+        req,
+        payload,
+        state,
+        identity,
+        |node, conn, identity, tenant| {
+            let session = Session::new(node, conn, identity, tenant, codec);
+            match resume_token {
+                Some(token) => session.with_resume_token(token),
+                None => session,
+            }
+        },
+    )
+}
+
+/// Continues a parked (stateful reconnect) connection on this socket.
+pub fn resume(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    token: Arc<str>,
+    parked: Parked,
+) -> Result<HttpResponse, actix_web::Error> {
+    let identity = parked.identity.clone();
+    start(req, payload, state, identity, |node, conn, _, tenant| {
+        Session::resume(node, conn, tenant, token, parked)
+    })
+}
+
+/// Joins the tenant group and starts the session `make` builds.
+fn start(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    identity: Arc<Identity>,
+    make: impl FnOnce(Arc<Node>, ConnId, Arc<Identity>, Option<TenantKey>) -> Session,
 ) -> Result<HttpResponse, actix_web::Error> {
     let node = &state.node;
     if node.is_shutting_down() {
@@ -70,7 +111,7 @@ pub fn upgrade(
         })?;
     }
     let user = identity.user_id.clone();
-    let session = Session::new(node.clone(), conn, identity, tenant.clone(), codec);
+    let session = make(node.clone(), conn, identity, tenant.clone());
     let result = session.serve(req, payload);
     if result.is_err() {
         // The actor never started, so its `stopped()` will not leave the group.

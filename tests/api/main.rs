@@ -19,3 +19,4 @@ mod session_scheduler;
 mod shutdown;
 mod signalr;
 mod slow_consumer;
+mod tcp_proxy;

@@ -520,3 +520,146 @@ async fn rate_limited_invocations_get_a_completion_error() {
         "and the connection lives"
     );
 }
+
+mod stateful_reconnect {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use crate::helpers::*;
+    use crate::hub_client::{HubClient, HubOptions};
+    use crate::tcp_proxy::Proxy;
+
+    fn opts() -> HubOptions {
+        HubOptions {
+            stateful_reconnect: true,
+            reconnect: true,
+            events: vec!["NewOrder", "OrderStatusChanged"],
+            ..Default::default()
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_dropped_socket_resumes_with_nothing_lost_or_repeated() {
+        let app = spawn_app().await;
+        let proxy = Proxy::start(app.port).await;
+        let url = format!("http://127.0.0.1:{}/hubs/notifications", proxy.port);
+        let mut hub = HubClient::start_url(&url, &token(&admin("acme")), opts())
+            .await
+            .unwrap();
+        hub.invoke("JoinOrderChannel", json!(["o-1"]))
+            .await
+            .unwrap();
+        for n in 1..=3 {
+            app.publish(
+                &service(),
+                "tenant:acme:admins",
+                "NewOrder",
+                json!({"n": n}),
+            )
+            .await;
+        }
+        for n in 1..=3 {
+            assert_eq!(hub.event("NewOrder").await["data"]["n"], n);
+        }
+        // The socket drops (no close frame) within the client's ack interval, so some frames are
+        // unacknowledged and get resent; the client must drop those duplicates.
+        proxy.hold(true);
+        proxy.sever();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for n in 4..=8 {
+            app.publish(
+                &service(),
+                "tenant:acme:admins",
+                "NewOrder",
+                json!({"n": n}),
+            )
+            .await;
+        }
+        app.publish(
+            &service(),
+            "tenant:acme:order:o-1",
+            "OrderStatusChanged",
+            json!({"s": "Ready"}),
+        )
+        .await;
+        proxy.hold(false);
+        for n in 4..=8 {
+            assert_eq!(
+                hub.event("NewOrder").await["data"]["n"],
+                n,
+                "in order, once"
+            );
+        }
+        assert_eq!(
+            hub.event("OrderStatusChanged").await["data"]["s"],
+            "Ready",
+            "joined channels resume too"
+        );
+        app.publish(
+            &service(),
+            "tenant:acme:admins",
+            "NewOrder",
+            json!({"n": 9}),
+        )
+        .await;
+        assert_eq!(hub.event("NewOrder").await["data"]["n"], 9, "then live");
+        assert_eq!(hub.invoke("Ping", json!([])).await, Ok(json!(true)));
+        assert!(
+            !hub.backlog_contains(|v| v["type"] == "event" && v["name"] == "NewOrder"),
+            "no duplicate deliveries"
+        );
+        assert!(
+            !hub.backlog_contains(|v| v["type"] == "reconnecting"),
+            "a resume is invisible to the application"
+        );
+    }
+
+    #[actix_web::test]
+    async fn after_the_grace_period_the_client_reconnects_afresh() {
+        let app = spawn_app_with(|s| s.signalr.stateful_reconnect_grace_ms = 200).await;
+        let proxy = Proxy::start(app.port).await;
+        let url = format!("http://127.0.0.1:{}/hubs/notifications", proxy.port);
+        let mut hub = HubClient::start_url(&url, &token(&admin("acme")), opts())
+            .await
+            .unwrap();
+        hub.invoke("Ping", json!([])).await.unwrap();
+        proxy.hold(true);
+        proxy.sever();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        proxy.hold(false);
+        // The resume is refused (the parked state expired), so automatic reconnect takes over.
+        hub.wait_for(|v| v["type"] == "reconnecting").await;
+        hub.wait_for(|v| v["type"] == "reconnected").await;
+        app.publish(
+            &service(),
+            "tenant:acme:admins",
+            "NewOrder",
+            json!({"n": 1}),
+        )
+        .await;
+        assert_eq!(hub.event("NewOrder").await["data"]["n"], 1);
+    }
+
+    #[actix_web::test]
+    async fn negotiate_offers_stateful_reconnect_only_when_asked() {
+        let app = spawn_app().await;
+        let t = token(&admin("acme"));
+        let (_, asked) = app
+            .post_json(
+                "/hubs/notifications/negotiate?negotiateVersion=1&useStatefulReconnect=true",
+                Some(&t),
+                &json!(null),
+            )
+            .await;
+        assert_eq!(asked["useStatefulReconnect"], true);
+        let (_, plain) = app
+            .post_json(
+                "/hubs/notifications/negotiate?negotiateVersion=1",
+                Some(&t),
+                &json!(null),
+            )
+            .await;
+        assert!(plain.get("useStatefulReconnect").is_none());
+    }
+}

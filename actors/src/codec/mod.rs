@@ -90,6 +90,10 @@ pub enum Request {
     HandshakeComplete,
     /// The client announced it is closing (SignalR `Close` record).
     Close,
+    /// Stateful reconnect: the client has every sequenced message up to `sequence_id`.
+    Ack {
+        sequence_id: u64,
+    },
 }
 
 /// One request with its reply address.
@@ -202,6 +206,31 @@ pub trait WireCodec: Send + 'static {
     fn goodbye(&self, _close: CloseCode) -> Option<OutFrame> {
         None
     }
+
+    /// Whether the client asked for a resumable connection (SignalR stateful reconnect:
+    /// handshake version 2). The server must also have agreed at negotiate.
+    fn resumable(&self) -> bool {
+        false
+    }
+
+    /// The highest sequenced message received from the client (to acknowledge).
+    fn received_sequence(&self) -> u64 {
+        0
+    }
+
+    /// Acknowledges the client's messages up to `sequence_id`.
+    fn ack_frame(&self, _sequence_id: u64) -> Option<OutFrame> {
+        None
+    }
+
+    /// Tells the client the server resends from `sequence_id` (first frame after a resume).
+    fn sequence_frame(&self, _sequence_id: u64) -> Option<OutFrame> {
+        None
+    }
+
+    /// A new socket continues this connection: partial data from the old one is dropped and the
+    /// client's messages are ignored until it says where it resends from.
+    fn begin_resume(&mut self) {}
 }
 
 /// Encodes an envelope as a notification frame in `format`. Called once per envelope per format

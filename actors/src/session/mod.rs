@@ -10,6 +10,7 @@
 //! Lifecycle: registration with the tenant group happens at the upgrade (so a tenant quota can be
 //! answered with HTTP 429); everything is unregistered exactly once, in `stopped()`.
 
+pub mod resume;
 pub mod subscriptions;
 
 use std::num::NonZeroU32;
@@ -23,6 +24,7 @@ use bytes::{Bytes, BytesMut};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use prometheus::local::LocalHistogram;
 
+use self::resume::{Parked, SendBuffer};
 use self::subscriptions::{Accept, BeginError, Subscriptions};
 use crate::authorizer::Action;
 use crate::broker::BrokerError;
@@ -36,6 +38,7 @@ use crate::ids::{ConnId, TenantKey};
 use crate::mailbox::{ActorKind, OutboundBudget};
 use crate::node::{Node, PublishError};
 use crate::rules::{self, Decision};
+use std::collections::HashSet;
 
 /// Per-connection limits and timers (configuration `[session]` and `[rate_limit]`).
 #[derive(Clone, Debug)]
@@ -60,7 +63,12 @@ pub struct SessionSettings {
     pub max_bad_frames: u32,
     /// Close with 4401 when the token's `exp` passes during the connection.
     pub close_on_token_expiry: bool,
+    /// Bytes of unacknowledged frames a resumable connection keeps for a resend.
+    pub resume_buffer_bytes: usize,
 }
+
+/// How often a resumable connection acknowledges what the client sent (as the JS client does).
+const ACK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Deliveries observed locally before the latency histogram is flushed to the shared one
 /// (also flushed on every heartbeat): shared atomics per delivery would contend across threads.
@@ -96,6 +104,18 @@ pub struct Session {
     latency: LocalHistogram,
     mailbox_generation: u64,
     decoded: Vec<Decoded>,
+    /// Resumable connections: the token it parks under if its socket drops.
+    resume_token: Option<Arc<str>>,
+    /// Resumable connections: sequenced frames not yet acknowledged by the client.
+    sent: Option<SendBuffer>,
+    /// The client's sequence number last acknowledged to it.
+    acked_in: u64,
+    /// A resumed connection: channels to resubscribe from these positions at start.
+    resuming: Option<Vec<(ChannelName, Option<StreamPosition>)>>,
+    /// Channels still recovering after a resume; one that cannot recover fails the resume.
+    recovering: HashSet<ChannelName>,
+    /// Park on stop even though the session closed (a heartbeat timeout of a resumable one).
+    park_on_stop: bool,
 }
 
 impl Session {
@@ -126,8 +146,119 @@ impl Session {
             latency: node.metrics.delivery_latency.local(),
             mailbox_generation: u64::MAX,
             decoded: Vec::new(),
+            resume_token: None,
+            sent: None,
+            acked_in: 0,
+            resuming: None,
+            recovering: HashSet::new(),
+            park_on_stop: false,
             node,
         }
+    }
+
+    /// Makes the connection resumable under `token` (SignalR stateful reconnect, agreed at
+    /// negotiate); it takes effect if the handshake asks for it too.
+    pub fn with_resume_token(mut self, token: Arc<str>) -> Self {
+        self.resume_token = Some(token);
+        self
+    }
+
+    /// Continues a parked connection on a new socket.
+    pub fn resume(
+        node: Arc<Node>,
+        conn: ConnId,
+        tenant: Option<TenantKey>,
+        token: Arc<str>,
+        parked: Parked,
+    ) -> Self {
+        let Parked {
+            identity,
+            mut codec,
+            sent,
+            channels,
+            acked_in,
+        } = parked;
+        codec.begin_resume();
+        let mut s = Self::new(node, conn, identity, tenant, codec).with_resume_token(token);
+        s.sent = Some(sent);
+        s.acked_in = acked_in;
+        s.resuming = Some(channels);
+        s
+    }
+
+    /// Writes a sequenced frame (an invocation or completion) and keeps it for a resend.
+    fn write_sequenced(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: OutFrame) {
+        if let Some(sent) = self.sent.as_mut() {
+            sent.record(frame.clone());
+        }
+        self.write(ctx, frame);
+    }
+
+    fn start_acks(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        ctx.run_interval(ACK_INTERVAL, |act, ctx| {
+            let received = act.codec.received_sequence();
+            if received > act.acked_in {
+                act.acked_in = received;
+                if let Some(frame) = act.codec.ack_frame(received) {
+                    act.write(ctx, frame);
+                }
+            }
+        });
+    }
+
+    /// A resumed connection: where the resend starts, the unacknowledged frames, then every
+    /// channel from the position delivered before the drop.
+    fn continue_resumed(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        channels: Vec<(ChannelName, Option<StreamPosition>)>,
+    ) {
+        let Some(sent) = self.sent.as_ref() else {
+            return;
+        };
+        let Some(unacked) = sent.unacked().map(|f| f.cloned().collect::<Vec<_>>()) else {
+            return self.close(ctx, CloseCode::ResumeIncomplete);
+        };
+        if let Some(frame) = self.codec.sequence_frame(sent.resend_from()) {
+            self.write(ctx, frame);
+        }
+        log::info!(
+            "{} resumed: resending {} frames, {} channels",
+            self.log_ctx(),
+            unacked.len(),
+            channels.len()
+        );
+        for frame in unacked {
+            self.write(ctx, frame);
+        }
+        for (channel, since) in channels {
+            if since.is_some() {
+                self.recovering.insert(channel.clone());
+            }
+            self.subscribe(ctx, None, channel.to_string(), since);
+        }
+        self.start_acks(ctx);
+    }
+
+    /// Keeps this connection's state for a resume (see [`resume`]).
+    fn park(&mut self) -> bool {
+        let (Some(token), Some(sent)) = (self.resume_token.clone(), self.sent.take()) else {
+            return false;
+        };
+        let channels = self.subs.positions();
+        let codec = std::mem::replace(&mut self.codec, Box::new(crate::codec::native::NativeCodec));
+        self.node.parked.park(
+            token,
+            Parked {
+                identity: self.identity.clone(),
+                codec,
+                sent,
+                channels,
+                acked_in: self.acked_in,
+            },
+        );
+        log::info!("{} parked for a stateful reconnect", self.log_ctx());
+        true
     }
 
     /// Completes the WebSocket upgrade and starts the session actor.
@@ -175,6 +306,13 @@ impl Session {
     fn write_envelope(&mut self, ctx: &mut ws::WebsocketContext<Self>, env: &Envelope) {
         let format = self.codec.format();
         let frame = env.frame(format).clone();
+        if let Some(sent) = self.sent.as_mut() {
+            sent.record(if format.is_binary() {
+                OutFrame::Binary(frame.clone())
+            } else {
+                OutFrame::Text(frame.clone())
+            });
+        }
         if format.is_binary() {
             ctx.binary(frame);
         } else {
@@ -193,8 +331,9 @@ impl Session {
         reply_to: &ReplyTo,
         outcome: Outcome,
     ) {
+        // Replies are completions on protocols that sequence (SignalR): kept for a resend.
         if let Some(frame) = self.codec.encode(reply_to, outcome) {
-            self.write(ctx, frame);
+            self.write_sequenced(ctx, frame);
         }
     }
 
@@ -270,6 +409,8 @@ impl Session {
         self.bad_frames = 0;
         self.apply_mailbox_limit(ctx);
         if self.last_heard.elapsed() > self.node.sessions.client_timeout {
+            // A silent resumable client may come back on a new socket: keep its state.
+            self.park_on_stop = self.sent.is_some();
             return self.close(ctx, CloseCode::HeartbeatTimeout);
         }
         if self.node.sessions.close_on_token_expiry {
@@ -399,11 +540,20 @@ impl Session {
                 },
             ),
             Request::HandshakeComplete => {
+                if self.resume_token.is_some() && self.codec.resumable() {
+                    self.sent = Some(SendBuffer::new(self.node.sessions.resume_buffer_bytes));
+                    self.start_acks(ctx);
+                }
                 for channel in rules::default_channels(&self.identity) {
                     self.subscribe(ctx, None, channel.to_string(), None);
                 }
             }
             Request::Close => self.close(ctx, CloseCode::Normal),
+            Request::Ack { sequence_id } => {
+                if let Some(sent) = self.sent.as_mut() {
+                    sent.ack(sequence_id);
+                }
+            }
         }
     }
 
@@ -714,6 +864,9 @@ impl Actor for Session {
         ctx.run_interval(self.node.sessions.heartbeat_interval, |act, ctx| {
             act.on_heartbeat(ctx)
         });
+        if let Some(channels) = self.resuming.take() {
+            self.continue_resumed(ctx, channels);
+        }
         if !self.codec.ready() {
             ctx.run_later(self.node.sessions.handshake_timeout, |act, ctx| {
                 if !act.codec.ready() {
@@ -734,6 +887,12 @@ impl Actor for Session {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.latency.flush();
+        let label = self.codec.label();
+        // A drop without a close (or a silent client) of a resumable connection parks it.
+        let unclean = !self.closing || self.park_on_stop;
+        if unclean && !self.node.is_shutting_down() {
+            self.park();
+        }
         let channels = self.subs.drain();
         if !channels.is_empty() {
             self.node.broker.unsubscribe(self.conn, channels);
@@ -744,11 +903,11 @@ impl Actor for Session {
                 .leave(&tenant, self.conn, &self.identity.user_id);
         }
         let m = &self.node.metrics;
-        m.connections.with_label_values(&[self.codec.label()]).dec();
+        m.connections.with_label_values(&[label]).dec();
         m.actors
             .with_label_values(&[ActorKind::Session.as_str()])
             .dec();
-        log::debug!("{} disconnected", self.log_ctx());
+        log::debug!("conn={} disconnected", self.conn);
     }
 }
 
@@ -802,6 +961,12 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                     .with_label_values(&["frame_too_big"])
                     .inc();
                 self.close(ctx, CloseCode::MessageTooBig);
+            }
+            Err(ws::ProtocolError::Io(e)) => {
+                // The peer vanished (EOF, reset): an unclean drop, which a resumable connection
+                // survives; nothing can be written to it any more.
+                log::debug!("{} connection lost: {e}", self.log_ctx());
+                ctx.stop();
             }
             Err(e) => {
                 self.node

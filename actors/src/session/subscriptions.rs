@@ -184,6 +184,25 @@ impl Subscriptions {
         self.entries.drain().map(|(c, _)| c).collect()
     }
 
+    /// Every channel with the position delivered so far (`None` while pending).
+    pub fn positions(&self) -> Vec<(ChannelName, Option<crate::envelope::StreamPosition>)> {
+        self.entries
+            .iter()
+            .map(|(c, e)| {
+                let pos = match e {
+                    Entry::Pending { .. } => None,
+                    Entry::Active {
+                        last_offset, epoch, ..
+                    } => Some(crate::envelope::StreamPosition {
+                        offset: *last_offset,
+                        epoch: epoch.to_string(),
+                    }),
+                };
+                (c.clone(), pos)
+            })
+            .collect()
+    }
+
     /// The subscription id of an active or pending channel.
     pub fn id_of(&self, channel: &ChannelName) -> Option<u64> {
         self.entries.get(channel).map(|e| match e {

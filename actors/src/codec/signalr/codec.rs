@@ -13,6 +13,58 @@ use crate::codec::{Decoded, InFrame, OutFrame, Outcome, ReplyTo, Request, WireCo
 use crate::codes::{CloseCode, ErrorCode};
 use crate::identity::Identity;
 
+/// Stateful reconnect's view of what the client sent: its sequenced messages (types 1-5) are
+/// numbered from 1; after a resume the client resends from a point it names, and duplicates are
+/// dropped (mirroring the client's own `MessageBuffer`).
+#[derive(Debug)]
+struct Receiving {
+    /// The number the next sequenced message carries.
+    next: u64,
+    /// The highest number acted on.
+    latest: u64,
+    /// After a resume: ignore everything until the client's Sequence record.
+    awaiting_sequence: bool,
+}
+
+impl Receiving {
+    fn new() -> Self {
+        Self {
+            next: 1,
+            latest: 0,
+            awaiting_sequence: false,
+        }
+    }
+
+    /// Whether to act on `message` (false for duplicates and for anything before the
+    /// client's Sequence after a resume).
+    fn admit(&mut self, message: &HubMessage) -> Result<bool, String> {
+        if self.awaiting_sequence {
+            let HubMessage::Sequence { sequence_id } = message else {
+                return Ok(false);
+            };
+            if *sequence_id > self.next {
+                return Err(format!(
+                    "the client resends from {sequence_id} but only {} messages arrived",
+                    self.next - 1
+                ));
+            }
+            self.awaiting_sequence = false;
+            self.next = *sequence_id;
+            return Ok(false);
+        }
+        if !message.is_sequenced() {
+            return Ok(true);
+        }
+        let current = self.next;
+        self.next += 1;
+        if current <= self.latest {
+            return Ok(false);
+        }
+        self.latest = current;
+        Ok(true)
+    }
+}
+
 /// The SignalR hub protocol codec for one connection.
 #[derive(Debug)]
 pub struct SignalRCodec {
@@ -30,6 +82,7 @@ enum State {
         protocol: HubProtocol,
         version: u32,
         records: Reassembler,
+        receiving: Receiving,
     },
     /// A fatal error was reported; later frames are dropped. `protocol` is `None` when the
     /// handshake itself failed.
@@ -99,6 +152,7 @@ impl SignalRCodec {
                     protocol: agreed.protocol,
                     version: agreed.version,
                     records: Reassembler::new(framing, self.max_message_bytes),
+                    receiving: Receiving::new(),
                 };
                 out.push(Decoded::Send(handshake::success_reply()));
                 out.push(Decoded::request(None, Request::HandshakeComplete));
@@ -122,7 +176,10 @@ impl SignalRCodec {
     /// Splits `bytes` into records of the agreed protocol and decodes each one.
     fn decode_records(&mut self, bytes: &[u8], out: &mut Vec<Decoded>) {
         let State::Open {
-            protocol, records, ..
+            protocol,
+            records,
+            receiving,
+            ..
         } = &mut self.state
         else {
             return;
@@ -134,6 +191,20 @@ impl SignalRCodec {
                 HubProtocol::Json => json::parse_record(record),
                 HubProtocol::MessagePack => msgpack::parse_record(record),
             };
+            if let Ok(m) = &message {
+                match receiving.admit(m) {
+                    Ok(true) => {}
+                    Ok(false) => return ControlFlow::Continue(()),
+                    Err(reason) => {
+                        out.push(Decoded::Fatal {
+                            close: CloseCode::ProtocolError,
+                            farewell: Some(close_record(protocol, Some(&reason), false)),
+                            message: reason,
+                        });
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
             if let Some(decoded) = interpret(identity, message) {
                 out.push(decoded);
             }
@@ -194,12 +265,12 @@ fn interpret(identity: &Identity, message: Result<HubMessage, RecordError>) -> O
             }
             Decoded::request(None, Request::Close)
         }
-        // Pings only prove liveness (the session counts every frame); stateful reconnect (Ack,
-        // Sequence) is not implemented yet; stream items, client completions and cancellations
-        // can only concern streams, which were refused when they were opened.
+        HubMessage::Ack { sequence_id } => Decoded::request(None, Request::Ack { sequence_id }),
+        // Pings only prove liveness (the session counts every frame); a Sequence was handled by
+        // `Receiving`; stream items, client completions and cancellations can only concern
+        // streams, which were refused when they were opened.
         HubMessage::Ping
-        | HubMessage::Ack
-        | HubMessage::Sequence
+        | HubMessage::Sequence { .. }
         | HubMessage::StreamItem
         | HubMessage::Completion
         | HubMessage::CancelInvocation => Decoded::Ignore,
@@ -292,6 +363,49 @@ impl WireCodec for SignalRCodec {
                 HubProtocol::MessagePack => msgpack::ping(),
             }),
             _ => None,
+        }
+    }
+
+    fn resumable(&self) -> bool {
+        self.protocol_version()
+            .is_some_and(|v| v >= handshake::STATEFUL_RECONNECT_VERSION)
+    }
+
+    fn received_sequence(&self) -> u64 {
+        match &self.state {
+            State::Open { receiving, .. } => receiving.latest,
+            _ => 0,
+        }
+    }
+
+    fn ack_frame(&self, sequence_id: u64) -> Option<OutFrame> {
+        Some(match self.protocol()? {
+            HubProtocol::Json => json::ack(sequence_id),
+            HubProtocol::MessagePack => msgpack::ack(sequence_id),
+        })
+    }
+
+    fn sequence_frame(&self, sequence_id: u64) -> Option<OutFrame> {
+        Some(match self.protocol()? {
+            HubProtocol::Json => json::sequence(sequence_id),
+            HubProtocol::MessagePack => msgpack::sequence(sequence_id),
+        })
+    }
+
+    fn begin_resume(&mut self) {
+        if let State::Open {
+            protocol,
+            records,
+            receiving,
+            ..
+        } = &mut self.state
+        {
+            let framing = match protocol {
+                HubProtocol::Json => Framing::Separated,
+                HubProtocol::MessagePack => Framing::LengthPrefixed,
+            };
+            *records = Reassembler::new(framing, self.max_message_bytes);
+            receiving.awaiting_sequence = true;
         }
     }
 

@@ -98,6 +98,9 @@ impl HandshakeError {
 }
 
 /// Parses one handshake record (the bytes before the first 0x1E).
+/// The hub protocol version with stateful reconnect (Ack and Sequence records).
+pub const STATEFUL_RECONNECT_VERSION: u32 = 2;
+
 pub fn parse_request(record: &[u8]) -> Result<Handshake, HandshakeError> {
     let value: Value =
         serde_json::from_slice(record).map_err(|e| HandshakeError::NotJson(e.to_string()))?;

@@ -65,10 +65,27 @@ pub fn parse_record(record: &[u8]) -> Result<HubMessage, RecordError> {
                 _ => None,
             },
         },
-        kind::ACK => HubMessage::Ack,
-        kind::SEQUENCE => HubMessage::Sequence,
+        kind::ACK => HubMessage::Ack {
+            sequence_id: sequence_id(&fields)?,
+        },
+        kind::SEQUENCE => HubMessage::Sequence {
+            sequence_id: sequence_id(&fields)?,
+        },
         other => HubMessage::Unknown(other),
     })
+}
+
+/// `sequenceId` of an Ack or Sequence record.
+fn sequence_id(fields: &Map<String, Value>) -> Result<u64, RecordError> {
+    fields
+        .get("sequenceId")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| {
+            RecordError::invalid(
+                None,
+                "Ack and Sequence records need a numeric \"sequenceId\"",
+            )
+        })
 }
 
 /// `invocationId`: absent or null for fire-and-forget; a string per the spec (integers are
@@ -154,6 +171,20 @@ fn completion_error_fallback(id: &RequestId) -> OutFrame {
     .unwrap_or_else(|_| OutFrame::Text(Bytes::from_static(b"{\"type\":6}\x1e")))
 }
 
+/// `{"type":8,"sequenceId":N}` + 0x1E.
+pub fn ack(sequence_id: u64) -> OutFrame {
+    OutFrame::Text(Bytes::from(format!(
+        "{{\"type\":8,\"sequenceId\":{sequence_id}}}\u{1e}"
+    )))
+}
+
+/// `{"type":9,"sequenceId":N}` + 0x1E.
+pub fn sequence(sequence_id: u64) -> OutFrame {
+    OutFrame::Text(Bytes::from(format!(
+        "{{\"type\":9,\"sequenceId\":{sequence_id}}}\u{1e}"
+    )))
+}
+
 /// `{"type":6}` + 0x1E.
 pub fn ping() -> OutFrame {
     OutFrame::Text(Bytes::from_static(b"{\"type\":6}\x1e"))
@@ -237,8 +268,14 @@ mod tests {
                     error: Some("bye".into()),
                 },
             ),
-            (r#"{"type":8,"sequenceId":3}"#, HubMessage::Ack),
-            (r#"{"type":9,"sequenceId":3}"#, HubMessage::Sequence),
+            (
+                r#"{"type":8,"sequenceId":3}"#,
+                HubMessage::Ack { sequence_id: 3 },
+            ),
+            (
+                r#"{"type":9,"sequenceId":3}"#,
+                HubMessage::Sequence { sequence_id: 3 },
+            ),
             (r#"{"type":42}"#, HubMessage::Unknown(42)),
             (
                 r#"{"type":4,"invocationId":"9","target":"Counter","arguments":[]}"#,

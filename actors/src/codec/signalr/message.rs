@@ -46,10 +46,10 @@ pub enum HubMessage {
     Ping,
     /// Type 7: the client is closing (its error, if any, is only logged by the server).
     Close { error: Option<String> },
-    /// Type 8 (stateful reconnect).
-    Ack,
-    /// Type 9 (stateful reconnect).
-    Sequence,
+    /// Type 8 (stateful reconnect): the peer has every sequenced message up to `sequence_id`.
+    Ack { sequence_id: u64 },
+    /// Type 9 (stateful reconnect): the peer resends from `sequence_id` after a reconnect.
+    Sequence { sequence_id: u64 },
     /// A type this server does not know (a later protocol revision).
     Unknown(i64),
 }
@@ -102,5 +102,19 @@ impl RecordError {
             RecordError::Malformed { .. } => None,
             RecordError::Invalid { reply_to, .. } => reply_to.clone(),
         }
+    }
+}
+
+impl HubMessage {
+    /// Whether this message counts in stateful reconnect's sequence (types 1-5).
+    pub fn is_sequenced(&self) -> bool {
+        matches!(
+            self,
+            HubMessage::Invocation { .. }
+                | HubMessage::StreamInvocation { .. }
+                | HubMessage::StreamItem
+                | HubMessage::Completion
+                | HubMessage::CancelInvocation
+        )
     }
 }

@@ -97,10 +97,22 @@ pub fn parse_record(body: &[u8]) -> Result<HubMessage, RecordError> {
                 _ => None,
             }),
         },
-        kind::ACK => HubMessage::Ack,
-        kind::SEQUENCE => HubMessage::Sequence,
+        // [8, sequenceId] / [9, sequenceId]
+        kind::ACK => HubMessage::Ack {
+            sequence_id: sequence_id(items.next())?,
+        },
+        kind::SEQUENCE => HubMessage::Sequence {
+            sequence_id: sequence_id(items.next())?,
+        },
         other => HubMessage::Unknown(other),
     })
+}
+
+/// The `sequenceId` of an Ack or Sequence record.
+fn sequence_id(value: Option<Mp>) -> Result<u64, RecordError> {
+    value
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| RecordError::invalid(None, "Ack and Sequence records need a sequenceId"))
 }
 
 /// Nil for fire-and-forget, a string per the spec (integers are accepted and echoed).
@@ -222,6 +234,16 @@ pub fn completion(id: &RequestId, completion: &Completion) -> OutFrame {
     })
 }
 
+/// `[8, sequenceId]`.
+pub fn ack(sequence_id: u64) -> OutFrame {
+    record(&(kind::ACK, sequence_id)).unwrap_or_else(|_| ping())
+}
+
+/// `[9, sequenceId]`.
+pub fn sequence(sequence_id: u64) -> OutFrame {
+    record(&(kind::SEQUENCE, sequence_id)).unwrap_or_else(|_| ping())
+}
+
 /// `[6]`, always exactly `0x91 0x06` after its prefix.
 pub fn ping() -> OutFrame {
     OutFrame::Binary(Bytes::from_static(&[0x02, 0x91, 0x06]))
@@ -309,10 +331,13 @@ pub(crate) mod tests {
                 error: Some("xyz".into())
             })
         );
-        assert_eq!(parse_record(&[0x92, 0x08, 0xcc, 0x24]), Ok(HubMessage::Ack));
+        assert_eq!(
+            parse_record(&[0x92, 0x08, 0xcc, 0x24]),
+            Ok(HubMessage::Ack { sequence_id: 0x24 })
+        );
         assert_eq!(
             parse_record(&[0x92, 0x09, 0xcc, 0x13]),
-            Ok(HubMessage::Sequence)
+            Ok(HubMessage::Sequence { sequence_id: 0x13 })
         );
         assert_eq!(
             parse_record(&[0x93, 0x05, 0x80, 0xa3, 0x78, 0x79, 0x7a]),

@@ -460,11 +460,46 @@ fn control_records_are_ignored_and_close_is_a_request() {
         ),
     );
     assert_eq!(out.len(), 7);
+    assert!(matches!(
+        request(&out[1]),
+        (None, Request::Ack { sequence_id: 1 })
+    ));
     assert!(
-        out[..6].iter().all(|d| matches!(d, Decoded::Ignore)),
+        [0, 2, 3, 4, 5]
+            .iter()
+            .all(|&i| matches!(out[i], Decoded::Ignore)),
         "{out:?}"
     );
     assert!(matches!(request(&out[6]), (None, Request::Close)));
+}
+
+#[test]
+fn a_resume_waits_for_the_clients_sequence_and_drops_duplicates() {
+    let mut c = json_codec();
+    let ping = |id: &str| {
+        format!(
+            "{{\"type\":1,\"invocationId\":\"{id}\",\"target\":\"Ping\",\"arguments\":[]}}\u{1e}"
+        )
+    };
+    // Two invocations arrive (sequence 1 and 2).
+    let out = text(&mut c, &(ping("a") + &ping("b")));
+    assert_eq!(out.len(), 2);
+    assert_eq!(c.received_sequence(), 2);
+    c.begin_resume();
+    // Before the client's Sequence, everything is ignored (nothing is emitted).
+    assert!(text(&mut c, &ping("early")).is_empty());
+    // The client resends from 2: "b" again is a duplicate, "c" is new.
+    let out = text(
+        &mut c,
+        &(String::from("{\"type\":9,\"sequenceId\":2}\u{1e}") + &ping("b") + &ping("c")),
+    );
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(matches!(request(&out[0]), (Some(RequestId::Text(id)), Request::Ping) if id == "c"));
+    assert_eq!(c.received_sequence(), 3);
+    // A Sequence beyond what arrived is a protocol error.
+    c.begin_resume();
+    let out = text(&mut c, "{\"type\":9,\"sequenceId\":99}\u{1e}");
+    assert!(matches!(out[0], Decoded::Fatal { .. }), "{out:?}");
 }
 
 #[test]
