@@ -53,6 +53,31 @@ pub struct Settings {
     pub cors: CorsSettings,
     pub scheduler: SchedulerSettings,
     pub change_feed: ChangeFeedSettings,
+    pub chat: ChatSettings,
+}
+
+/// `[chat]`: the chat hub's limits and the offline webhook (`docs/chat.md`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatSettings {
+    pub max_content_chars: usize,
+    pub send_rate_per_minute: u32,
+    pub send_burst: u32,
+    pub typing_timeout_ms: u64,
+    pub max_participants: usize,
+    pub history_page_size: u32,
+    pub history_max_page_size: u32,
+    pub max_pending_on_connect: u32,
+    pub webhook: ChatWebhookSettings,
+}
+
+/// `[chat.webhook]`: the push-notification webhook for offline recipients.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatWebhookSettings {
+    pub url: String,
+    pub secret: SecretString,
+    pub attempts: u32,
+    pub retry_delay_ms: u64,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
