@@ -130,16 +130,18 @@ async fn two_users_on_two_nodes_exchange_messages_and_see_each_others_presence()
     assert_eq!(on["role"], "Customer");
 }
 
+/// One webhook request as the endpoint saw it: signature, delivery id, attempt, body.
+type Seen = Arc<Mutex<Vec<(Option<String>, String, String, String)>>>;
+
 /// A test HTTP server standing in for the host application's push endpoint: the first request
 /// fails with 500, every later one succeeds; every request is recorded.
 struct PushEndpoint {
     url: String,
-    requests: Arc<Mutex<Vec<(Option<String>, String, String, String)>>>,
+    requests: Seen,
     _server: actix_web::dev::ServerHandle,
 }
 
 async fn push_endpoint() -> PushEndpoint {
-    type Seen = Arc<Mutex<Vec<(Option<String>, String, String, String)>>>;
     let requests: Seen = Arc::default();
     let seen = requests.clone();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
