@@ -33,12 +33,18 @@ fn user(name: &str) -> As {
     customer(TENANT, name, None)
 }
 
-/// A hub client listening for every chat event.
+/// A hub client (JSON protocol) listening for every chat event.
 async fn chat_client(app: &TestApp, who: &As) -> HubClient {
+    chat_client_with(app, who, false).await
+}
+
+/// A hub client listening for every chat event, with MessagePack if `messagepack`.
+async fn chat_client_with(app: &TestApp, who: &As, messagepack: bool) -> HubClient {
     HubClient::start(
         app,
         &token(who),
         HubOptions {
+            messagepack,
             events: CHAT_EVENTS.to_vec(),
             ..Default::default()
         },
@@ -124,7 +130,15 @@ async fn two_users_on_two_nodes_exchange_messages_and_see_each_others_presence()
     let off = alice.event("UserOffline").await;
     assert_eq!(off["userId"], "bob");
     assert_eq!(off["tenantKey"], TENANT);
-    let _bob_again = chat_client(&b, &user("bob")).await;
+    // A message while bob is offline is stored and delivered when he connects again.
+    alice
+        .invoke("SendMessage", json!(["bob", "while you were out"]))
+        .await
+        .unwrap();
+    let mut bob = chat_client(&b, &user("bob")).await;
+    let stored = bob.event("ReceiveMessage").await;
+    assert_eq!(stored["content"], "while you were out");
+    assert_eq!(stored["conversationId"], got["conversationId"]);
     let on = alice.event("UserOnline").await;
     assert_eq!(on["userId"], "bob");
     assert_eq!(on["role"], "Customer");
@@ -292,7 +306,8 @@ async fn joining_leaving_and_typing_with_expiry() {
     let app = spawn_app_with(|s| s.chat.typing_timeout_ms = 300).await;
     let conv = group(&app, &user("alice"), &["bob"]).await;
     let mut alice = chat_client(&app, &user("alice")).await;
-    let mut bob = chat_client(&app, &user("bob")).await;
+    // Bob speaks MessagePack: chat events are bare there too.
+    let mut bob = chat_client_with(&app, &user("bob"), true).await;
     assert_eq!(
         alice.invoke("JoinConversation", json!([conv])).await,
         Ok(Value::Null)
@@ -440,8 +455,18 @@ async fn refusals_access_denied_invalid_content_and_rate_limit() {
 }
 
 #[actix_web::test]
-async fn native_invoke_history_paging_and_conversation_rest() {
-    let app = spawn_app().await;
+async fn native_invoke_history_paging_and_conversation_rest_on_sqlite() {
+    native_invoke_history_paging_and_conversation_rest(spawn_app().await).await;
+}
+
+#[actix_web::test]
+async fn native_invoke_history_paging_and_conversation_rest_on_postgres() {
+    let db = TestDb::postgres().await;
+    let app = spawn_app_with_db(&db, |_| {}).await;
+    native_invoke_history_paging_and_conversation_rest(app).await;
+}
+
+async fn native_invoke_history_paging_and_conversation_rest(app: TestApp) {
     let mut alice = app.connect(&user("alice")).await;
     let mut ids = Vec::new();
     for n in 1..=5 {
