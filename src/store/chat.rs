@@ -146,6 +146,10 @@ macro_rules! claim_pending_sql {
     };
 }
 
+/// Whether a recipient has undelivered messages (a read, so connecting costs no write when none).
+const HAS_PENDING: &str = "SELECT EXISTS (SELECT 1 FROM chat_messages \
+     WHERE tenant_key = $1 AND recipient_id = $2 AND delivered_at_ms IS NULL)";
+
 const MARK_READ: &str = "UPDATE chat_messages SET read_at_ms = $4, \
      delivered_at_ms = COALESCE(delivered_at_ms, $4) \
      WHERE tenant_key = $1 AND conversation_id = $2 AND recipient_id = $3 AND read_at_ms IS NULL";
@@ -409,6 +413,16 @@ impl Store {
         now_ms: i64,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
+        let pending: (bool,) = on_db!(&self.db, pool => {
+            sqlx::query_as(HAS_PENDING)
+                .bind(tenant.as_str())
+                .bind(user.as_str())
+                .fetch_one(pool)
+                .await?
+        });
+        if !pending.0 {
+            return Ok(Vec::new());
+        }
         #[derive(sqlx::FromRow)]
         struct Claimed {
             seq: i64,
