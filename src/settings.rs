@@ -497,6 +497,28 @@ mod tests {
     }
 
     #[test]
+    fn chat_settings_take_variables() {
+        let s = load(&[]);
+        assert_eq!(s.chat.max_content_chars, 4000);
+        assert!(s.chat.webhook.url.is_empty());
+        let s = load(&[
+            ("SWITCHYARD__CHAT__MAX_CONTENT_CHARS", "100"),
+            (
+                "SWITCHYARD__CHAT__WEBHOOK__URL",
+                "https://push.example/hook",
+            ),
+            ("SWITCHYARD__CHAT__WEBHOOK__SECRET", "k3y"),
+        ]);
+        assert_eq!(s.chat.max_content_chars, 100);
+        assert_eq!(s.chat.webhook.url, "https://push.example/hook");
+        assert_eq!(s.chat.webhook.secret.expose_secret(), "k3y");
+        assert!(
+            !format!("{s:?}").contains("k3y"),
+            "the webhook secret does not print"
+        );
+    }
+
+    #[test]
     fn an_unknown_cloud_overlay_is_an_error() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         let err = Settings::load_from(&dir, [(ENV_CLOUD.to_owned(), "mars".to_owned())].into())

@@ -307,3 +307,36 @@ impl PresenceObserver for ChatService {
         actix::spawn(self.clone().relay_presence(change));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ChatSettings {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        crate::settings::Settings::load_from(&dir, Default::default())
+            .unwrap()
+            .chat
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_bad_values_are_named() {
+        assert!(ChatConfig::from_settings(&settings()).is_ok());
+        let mut s = settings();
+        s.send_rate_per_minute = 0;
+        let e = ChatConfig::from_settings(&s).err().unwrap();
+        assert!(e.to_string().contains("send_rate_per_minute"), "{e}");
+        let mut s = settings();
+        s.history_page_size = s.history_max_page_size + 1;
+        assert!(matches!(
+            ChatConfig::from_settings(&s),
+            Err(ChatConfigError::PageSize)
+        ));
+        let mut s = settings();
+        s.webhook.url = "not a url".into();
+        assert!(matches!(
+            ChatConfig::from_settings(&s),
+            Err(ChatConfigError::Webhook(_))
+        ));
+    }
+}
