@@ -527,10 +527,7 @@ impl WsClient {
         loop {
             let v = self.recv().await;
             let presence = v["type"] == "notification"
-                && matches!(
-                    v["data"]["event"].as_str(),
-                    Some("UserOnline" | "UserOffline")
-                );
+                && matches!(v["data"]["event"].as_str(), Some("UserOnline" | "UserOffline"));
             if !presence {
                 return v;
             }
