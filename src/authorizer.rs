@@ -7,7 +7,10 @@
 //!   `Service`): otherwise a tenant could wait for another tenant's row to be created.
 //!   Authorization happens at subscribe time; moving a row to another tenant does not end
 //!   subscriptions already granted.
-//! - `conversation:{id}`: not stored yet (chat is another issue); refused as before.
+//! - `conversation:{id}`: the conversation's participants only (checked in the store, within the
+//!   caller's tenant: another tenant's conversation looks like none). Raw `publish` there is
+//!   refused to everyone but `Service`: chat events are sent by the chat hub methods, so a client
+//!   cannot forge one (`docs/chat.md`).
 
 use std::sync::Arc;
 
@@ -15,12 +18,14 @@ use futures_util::future::BoxFuture;
 use switchyard_actors::authorizer::{Action, ChannelAuthorizer};
 use switchyard_actors::channel::{Channel, ChannelName};
 use switchyard_actors::identity::{Identity, Role};
+use switchyard_actors::ids::TenantKey;
 use switchyard_actors::pg_listener::EntityMap;
 use switchyard_actors::rules::RuleViolation;
 
-use crate::store::{EntityOwner, Store, StoreError};
+use crate::store::{EntityOwner, Participation, Store, StoreError};
 
 const ENTITY_RULE: &str = "notifications:{EntityType}:{EntityId}";
+const CONVERSATION_RULE: &str = "conversation:{id}";
 
 /// Channel rules that need stored data, decided against the store.
 pub struct StoreAuthorizer {
@@ -98,10 +103,34 @@ impl ChannelAuthorizer for StoreAuthorizer {
                         }
                     }
                 }
-                Channel::Conversation { .. } => refuse(format!(
-                    "{channel}: conversation participants are checked in the database, \
-                     and this node stores no conversations"
-                )),
+                Channel::Conversation { id } => {
+                    if action == Action::Publish {
+                        return refuse(format!(
+                            "{CONVERSATION_RULE}: events are sent through the chat hub methods \
+                             (SendMessage, StartTyping, …); only Service publishes directly"
+                        ));
+                    }
+                    let tenant: Option<&TenantKey> =
+                        who.tenant.as_ref().filter(|_| who.role.is_tenant_bound());
+                    let Some(tenant) = tenant else {
+                        return refuse(format!(
+                            "{CONVERSATION_RULE}: participants only (members of a tenant)"
+                        ));
+                    };
+                    match store.participation(tenant, id, &who.user_id).await {
+                        Ok(Participation::Participant) => Ok(()),
+                        Ok(_) => refuse(format!("{CONVERSATION_RULE}: participants only")),
+                        Err(e) => {
+                            log::warn!(
+                                "checking {channel} for user {} (tenant {tenant}): {e}",
+                                who.user_id
+                            );
+                            refuse(format!(
+                                "{CONVERSATION_RULE}: participation could not be checked; retry later"
+                            ))
+                        }
+                    }
+                }
                 _ => refuse(format!("{channel}: not a database-checked channel")),
             }
         })

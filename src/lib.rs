@@ -12,10 +12,12 @@
 //! | `store/` | the sqlx store (SQLite or Postgres): dining sessions, tenants, the change outbox |
 //! | `authorizer.rs` | the database-checked channel rules (entity rows' tenants) |
 //! | `background.rs` | the node's background actors: session-timeout scheduler, change listener |
+//! | `chat/` | the chat hub's methods over the store, presence for chat partners, the offline webhook |
 
 pub mod auth;
 pub mod authorizer;
 pub mod background;
+pub mod chat;
 pub mod problem;
 pub mod routes;
 pub mod settings;

@@ -53,6 +53,31 @@ pub struct Settings {
     pub cors: CorsSettings,
     pub scheduler: SchedulerSettings,
     pub change_feed: ChangeFeedSettings,
+    pub chat: ChatSettings,
+}
+
+/// `[chat]`: the chat hub's limits and the offline webhook (`docs/chat.md`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatSettings {
+    pub max_content_chars: usize,
+    pub send_rate_per_minute: u32,
+    pub send_burst: u32,
+    pub typing_timeout_ms: u64,
+    pub max_participants: usize,
+    pub history_page_size: u32,
+    pub history_max_page_size: u32,
+    pub max_pending_on_connect: u32,
+    pub webhook: ChatWebhookSettings,
+}
+
+/// `[chat.webhook]`: the push-notification webhook for offline recipients.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatWebhookSettings {
+    pub url: String,
+    pub secret: SecretString,
+    pub attempts: u32,
+    pub retry_delay_ms: u64,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -473,6 +498,28 @@ mod tests {
         assert_eq!(s.change_feed.full_payload_entity_types, ["Player", "Team"]);
         assert_eq!(s.change_feed.entity_types["mt_doc_squad"], "Squad");
         assert_eq!(s.change_feed.entity_types["mt_doc_team"], "Team");
+    }
+
+    #[test]
+    fn chat_settings_take_variables() {
+        let s = load(&[]);
+        assert_eq!(s.chat.max_content_chars, 4000);
+        assert!(s.chat.webhook.url.is_empty());
+        let s = load(&[
+            ("SWITCHYARD__CHAT__MAX_CONTENT_CHARS", "100"),
+            (
+                "SWITCHYARD__CHAT__WEBHOOK__URL",
+                "https://push.example/hook",
+            ),
+            ("SWITCHYARD__CHAT__WEBHOOK__SECRET", "k3y"),
+        ]);
+        assert_eq!(s.chat.max_content_chars, 100);
+        assert_eq!(s.chat.webhook.url, "https://push.example/hook");
+        assert_eq!(s.chat.webhook.secret.expose_secret(), "k3y");
+        assert!(
+            !format!("{s:?}").contains("k3y"),
+            "the webhook secret does not print"
+        );
     }
 
     #[test]

@@ -21,12 +21,14 @@ use switchyard_actors::ids::NodeId;
 use switchyard_actors::mailbox::{ActorKind, ActorLimits};
 use switchyard_actors::metrics::Metrics;
 use switchyard_actors::node::Node;
+use switchyard_actors::presence_hook::PresenceHook;
 use switchyard_actors::redis_bridge::{AttachBroker, RedisBridge};
 use switchyard_actors::tenant_group::TenantRegistry;
 
 use crate::auth::{GeneratedSecret, Verifier};
 use crate::authorizer::StoreAuthorizer;
 use crate::background::{self, Background};
+use crate::chat::{ChatConfig, ChatService};
 use crate::problem::{bad_request, ApiError};
 use crate::routes;
 use crate::routes::signalr::Negotiations;
@@ -93,6 +95,7 @@ impl Application {
             );
         }
         background::validate(&settings)?;
+        let chat_config = ChatConfig::from_settings(&settings.chat)?;
         let store = Store::open(
             &settings.database,
             SessionDefaults::from(&settings.scheduler),
@@ -114,6 +117,8 @@ impl Application {
                 .set(limits.get(kind).mailbox() as i64);
         }
         let id = node_id(&settings);
+        // Filled below with the chat service, which relays presence to conversation partners.
+        let presence_hook = PresenceHook::default();
         let link = match settings.cluster() {
             None => None,
             Some(cfg) => {
@@ -121,8 +126,9 @@ impl Application {
                     .context("configuring Redis (cluster mode)")?;
                 let bridge_limits = limits.clone();
                 let bridge_cluster = cluster.clone();
+                let bridge_hook = presence_hook.clone();
                 let bridge = RedisBridge::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                    RedisBridge::new(bridge_cluster, bridge_limits)
+                    RedisBridge::new(bridge_cluster, bridge_limits).with_presence_hook(bridge_hook)
                 });
                 log::info!("cluster mode: Redis prefix {:?}", settings.redis.prefix);
                 Some(ClusterLink { cluster, bridge })
@@ -149,17 +155,23 @@ impl Application {
             settings.publish_timeout(),
             broker.clone(),
             Duration::from_millis(settings.presence.offline_grace_ms),
-        );
-        let node = Arc::new(Node::new(
-            id.clone(),
-            broker,
-            tenants,
-            metrics,
-            limits,
-            settings.session_settings(),
-            Arc::new(StoreAuthorizer::new(store.clone(), entities.clone())),
-            Duration::from_millis(settings.signalr.stateful_reconnect_grace_ms),
-        ));
+        )
+        .with_presence_hook(presence_hook.clone());
+        let node = Arc::new_cyclic(|node| {
+            let chat = ChatService::new(store.clone(), node.clone(), chat_config);
+            presence_hook.set(Arc::new(chat.clone()));
+            Node::new(
+                id.clone(),
+                broker,
+                tenants,
+                metrics,
+                limits,
+                settings.session_settings(),
+                Arc::new(StoreAuthorizer::new(store.clone(), entities.clone())),
+                Duration::from_millis(settings.signalr.stateful_reconnect_grace_ms),
+            )
+            .with_hub_methods(Arc::new(chat))
+        });
         let background = background::start(&settings, node.clone(), &store, entities);
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))

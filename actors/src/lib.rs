@@ -16,21 +16,27 @@
 //! | `cluster/`, `redis_bridge.rs` | cluster mode: Redis commands and the [`redis_bridge::RedisBridge`] actor |
 //! | `mailbox.rs` | per-actor-kind mailbox limits and the slow-consumer policy |
 //! | `codes.rs` | every close code and error code |
+//! | `hub_methods.rs` | the seam for hub methods implemented by the server (chat) |
+//! | `chat_events.rs` | the chat hub's event names; which SignalR events carry their data bare |
+//! | `presence_hook.rs` | the seam telling the server about each UserOnline/UserOffline |
 
 pub mod authorizer;
 pub mod broker;
 pub mod channel;
+pub mod chat_events;
 pub mod cluster;
 pub mod codec;
 pub mod codes;
 pub mod envelope;
 pub mod history;
+pub mod hub_methods;
 pub mod identity;
 pub mod ids;
 pub mod mailbox;
 pub mod metrics;
 pub mod node;
 pub mod pg_listener;
+pub mod presence_hook;
 pub mod redis_bridge;
 pub mod rules;
 pub mod scheduler;

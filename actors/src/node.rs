@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use crate::authorizer::ChannelAuthorizer;
 use crate::broker::{BrokerError, BrokerHandle, PublishAck};
 use crate::envelope::Draft;
+use crate::hub_methods::HubMethods;
 use crate::ids::{ConnId, NodeId};
 use crate::mailbox::ActorLimits;
 use crate::metrics::Metrics;
@@ -36,6 +37,8 @@ pub struct Node {
     pub authorizer: Arc<dyn ChannelAuthorizer>,
     /// Resumable connections whose socket dropped, waiting for their client.
     pub parked: ParkedSessions,
+    /// Hub methods the session does not map itself (the server's chat service), if any.
+    pub hub_methods: Option<Arc<dyn HubMethods>>,
     shutdown: watch::Sender<bool>,
     next_conn: AtomicU64,
 }
@@ -60,9 +63,16 @@ impl Node {
             limits,
             sessions,
             authorizer,
+            hub_methods: None,
             shutdown: watch::channel(false).0,
             next_conn: AtomicU64::new(1),
         }
+    }
+
+    /// The node with `methods` answering the hub methods sessions do not know.
+    pub fn with_hub_methods(mut self, methods: Arc<dyn HubMethods>) -> Self {
+        self.hub_methods = Some(methods);
+        self
     }
 
     /// A fresh connection id.

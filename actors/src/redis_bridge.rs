@@ -31,7 +31,9 @@ use crate::broker::{BrokerHandle, Relay};
 use crate::channel::{Channel, ChannelName};
 use crate::cluster::Cluster;
 use crate::envelope::{Draft, Envelope, EventName, StreamPosition};
+use crate::ids::UserId;
 use crate::mailbox::{ActorKind, ActorLimits};
+use crate::presence_hook::{PresenceChange, PresenceHook};
 
 /// Sent by a shard when a channel gets its first local subscriber.
 #[derive(Message)]
@@ -107,6 +109,8 @@ pub struct RedisBridge {
     last_error: Option<String>,
     relayed: u64,
     disconnected_since: Option<Instant>,
+    /// Told about each UserOffline this bridge announces.
+    presence_hook: PresenceHook,
 }
 
 impl RedisBridge {
@@ -123,7 +127,14 @@ impl RedisBridge {
             last_error: None,
             relayed: 0,
             disconnected_since: Some(Instant::now()),
+            presence_hook: PresenceHook::default(),
         }
+    }
+
+    /// The bridge telling `hook` about each UserOffline it announces.
+    pub fn with_presence_hook(mut self, hook: PresenceHook) -> Self {
+        self.presence_hook = hook;
+        self
     }
 
     fn metrics(&self) -> &crate::metrics::Metrics {
@@ -356,8 +367,17 @@ impl RedisBridge {
             return;
         };
         let cluster = self.cluster.clone();
+        let hook = self.presence_hook.clone();
         let fut = async move {
             for (tenant, user) in cluster.presence_due().await? {
+                if let Ok(id) = UserId::parse(&user) {
+                    hook.announce(PresenceChange {
+                        tenant: tenant.clone(),
+                        user: id,
+                        online: false,
+                        role: None,
+                    });
+                }
                 if let Err(e) = broker
                     .publish(presence_event(&tenant, "UserOffline", &user, None))
                     .await

@@ -26,6 +26,7 @@ use crate::identity::Role;
 use crate::ids::{ConnId, TenantKey, UserId};
 use crate::mailbox::{ActorKind, ActorLimits};
 use crate::metrics::Metrics;
+use crate::presence_hook::{PresenceChange, PresenceHook};
 use crate::redis_bridge::presence_event;
 
 /// A connection as its tenant group sees it.
@@ -181,6 +182,8 @@ pub struct TenantRegistry {
     query_timeout: Duration,
     broker: BrokerHandle,
     offline_grace: Duration,
+    /// Told about every announcement (the chat service relays them to conversation partners).
+    presence_hook: PresenceHook,
 }
 
 impl TenantRegistry {
@@ -198,7 +201,14 @@ impl TenantRegistry {
             query_timeout,
             broker,
             offline_grace,
+            presence_hook: PresenceHook::default(),
         }
+    }
+
+    /// The registry telling `hook` about each presence announcement it makes.
+    pub fn with_presence_hook(mut self, hook: PresenceHook) -> Self {
+        self.presence_hook = hook;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -207,6 +217,12 @@ impl TenantRegistry {
 
     fn announce(&self, tenant: &TenantKey, event: &'static str, user: &UserId, role: Option<Role>) {
         let draft = presence_event(tenant, event, user.as_str(), role.map(Role::as_str));
+        self.presence_hook.announce(PresenceChange {
+            tenant: tenant.clone(),
+            user: user.clone(),
+            online: event == "UserOnline",
+            role,
+        });
         let broker = self.broker.clone();
         let metrics = self.metrics.clone();
         actix::spawn(async move {

@@ -2,6 +2,7 @@
 //! Each file owns one group of routes; [`configure`] mounts them all.
 
 pub mod channels;
+pub mod conversations;
 pub mod dev;
 pub mod dining_sessions;
 pub mod domain_events;
@@ -41,6 +42,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, hub_paths: &[String]) {
             web::get().to(channels::history),
         )
         .configure(dining_session_routes)
+        .configure(conversation_routes)
         .route("/health/live", web::get().to(health::live))
         .route("/health/ready", web::get().to(health::ready))
         .route("/metrics", web::get().to(metrics::metrics))
@@ -80,4 +82,14 @@ fn dining_session_routes(cfg: &mut web::ServiceConfig) {
             &format!("{T}/roles/{{role}}/broadcast"),
             web::post().to(de::role_broadcast),
         );
+}
+
+/// Chat conversations (issue 8, `docs/chat.md`).
+fn conversation_routes(cfg: &mut web::ServiceConfig) {
+    use conversations as c;
+    const C: &str = "/api/v1/conversations";
+    cfg.route(C, web::post().to(c::create))
+        .route(C, web::get().to(c::list))
+        .route(&format!("{C}/{{id}}"), web::get().to(c::get))
+        .route(&format!("{C}/{{id}}/messages"), web::get().to(c::messages));
 }

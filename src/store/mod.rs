@@ -11,12 +11,14 @@
 //! | `sessions.rs` | dining sessions: open, read, list, activity, close, and the scheduler's claims |
 //! | `tenants.rs` | per-tenant dining-session timeouts |
 //! | `change_feed.rs` | the Postgres change outbox, its lease (advisory lock) and row-tenant lookups |
+//! | `chat.rs` | chat conversations, participants and messages (delivery and read state) |
 //!
 //! The actors reach the store only through the traits of `switchyard-actors`
 //! ([`switchyard_actors::scheduler::SessionExpiryStore`],
 //! [`switchyard_actors::pg_listener::ChangeFeed`]), implemented here.
 
 mod change_feed;
+mod chat;
 mod sessions;
 mod tenants;
 
@@ -28,6 +30,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 pub use change_feed::{EntityOwner, PgChangeFeed};
+pub use chat::{
+    Conversation, ConversationKind, HistoryPage, NewMessage, Participation, StoredMessage,
+};
 pub use sessions::{Activity, DiningSession, SessionStatus};
 pub use tenants::{TenantTimeouts, TimeoutOverrides};
 

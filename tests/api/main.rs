@@ -6,6 +6,7 @@ mod redis_server;
 
 mod auth;
 mod change_feed;
+mod chat;
 mod cluster;
 mod delivery;
 mod dining_sessions;

@@ -27,6 +27,7 @@ const listening = new Set();
 function listen(name) {
   if (listening.has(name) || !connection) return;
   listening.add(name);
+  // A handler that returns a value answers a client-result invocation; events expect none.
   connection.on(name, (...args) => {
     out({ type: "event", name, args });
   });

@@ -74,6 +74,13 @@ struct ChannelData {
 }
 
 #[derive(Deserialize)]
+struct InvokeData {
+    method: String,
+    #[serde(default)]
+    args: Vec<Value>,
+}
+
+#[derive(Deserialize)]
 struct PublishData {
     channel: String,
     event: String,
@@ -142,12 +149,16 @@ fn decode_text(text: &str) -> Decoded {
             data: Arc::from(d.data),
         }),
         "ping" => Ok(Request::Ping),
+        "invoke" => parse::<InvokeData>(data).map(|d| Request::Invoke {
+            method: d.method,
+            args: d.args,
+        }),
         other => {
             return Decoded::reject(
                 reply_to,
                 ErrorCode::UnknownType,
                 format!(
-                "unknown frame type {other:?}; expected subscribe, unsubscribe, publish or ping"
+                "unknown frame type {other:?}; expected subscribe, unsubscribe, publish, ping or invoke"
             ),
             )
         }
@@ -381,6 +392,36 @@ mod tests {
             },
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn invoke_carries_method_and_arguments() {
+        let d = decode(
+            r#"{"type":"invoke","id":"m1","data":{"method":"SendMessage","args":["bob","hi"]}}"#,
+        );
+        assert!(matches!(
+            d,
+            Decoded::Request(Inbound {
+                reply_to: Some(RequestId::Text(id)),
+                request: Request::Invoke { method, args },
+            }) if id == "m1" && method == "SendMessage" && args == vec![Value::from("bob"), Value::from("hi")]
+        ));
+        let d = decode(r#"{"type":"invoke","data":{"method":"MarkRead"}}"#);
+        assert!(
+            matches!(d, Decoded::Request(Inbound { request: Request::Invoke { args, .. }, .. }) if args.is_empty())
+        );
+        let code = |t: &str| match decode(t) {
+            Decoded::Reject { code, .. } => code,
+            other => panic!("{t}: {other:?}"),
+        };
+        assert_eq!(
+            code(r#"{"type":"invoke","data":{}}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"type":"invoke","data":{"method":"X","args":"a"}}"#),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]

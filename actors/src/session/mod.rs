@@ -10,6 +10,7 @@
 //! Lifecycle: registration with the tenant group happens at the upgrade (so a tenant quota can be
 //! answered with HTTP 429); everything is unregistered exactly once, in `stopped()`.
 
+mod invoke;
 pub mod resume;
 pub mod subscriptions;
 
@@ -531,14 +532,7 @@ impl Session {
                 data,
             } => self.publish(ctx, reply_to, channel, event, data),
             Request::Ping => self.reply(ctx, &reply_to, Outcome::Pong),
-            Request::Invoke { method, .. } => self.reply(
-                ctx,
-                &reply_to,
-                Outcome::Error {
-                    code: ErrorCode::UnknownType,
-                    message: format!("unknown method '{method}'"),
-                },
-            ),
+            Request::Invoke { method, args } => self.invoke(ctx, reply_to, method, args),
             Request::HandshakeComplete => {
                 if self.resume_token.is_some() && self.codec.resumable() {
                     self.sent = Some(SendBuffer::new(self.node.sessions.resume_buffer_bytes));
@@ -547,6 +541,7 @@ impl Session {
                 for channel in rules::default_channels(&self.identity) {
                     self.subscribe(ctx, None, channel.to_string(), None);
                 }
+                self.hub_connected(ctx);
             }
             Request::Close => self.close(ctx, CloseCode::Normal),
             Request::Ack { sequence_id } => {
@@ -873,6 +868,9 @@ impl Actor for Session {
                     act.close(ctx, CloseCode::HandshakeTimeout);
                 }
             });
+        } else {
+            // No handshake (native): ready for the hub methods' connect-time events now.
+            self.hub_connected(ctx);
         }
         let mut shutdown = self.node.shutdown_signal();
         let wait = async move {

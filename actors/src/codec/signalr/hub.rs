@@ -10,7 +10,7 @@
 //! | `Subscribe` | `channel`, optional `since` (`{offset, epoch}` or null) | [`Request::Subscribe`] |
 //! | `Unsubscribe` | `channel` | [`Request::Unsubscribe`] |
 //! | `Publish` | `channel`, `event`, `data` (any JSON) | [`Request::Publish`] |
-//! | anything else | any | [`Request::Invoke`], answered by the session |
+//! | anything else | any | [`Request::Invoke`], handed to the node's `HubMethods` (the chat methods) |
 
 use std::sync::Arc;
 

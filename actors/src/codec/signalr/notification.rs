@@ -1,11 +1,15 @@
 //! Server → client notification frames: one envelope as a hub `Invocation` with no
 //! `invocationId`, encoded once per node per format and shared by every SignalR session.
+//!
+//! The single argument is the seeds' notification message, except for chat events on chat
+//! channels, whose argument is the event's `data` itself ([`crate::chat_events::sent_bare`]).
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::framing::{write_varint, RECORD_SEPARATOR};
+use crate::chat_events::sent_bare;
 use crate::codec::rfc3339_millis;
 use crate::envelope::Envelope;
 
@@ -43,14 +47,31 @@ struct JsonInvocation<'a> {
     arguments: [NotificationMessage<'a, &'a RawValue>; 1],
 }
 
+/// A chat event's invocation: the data is the argument.
+#[derive(Serialize)]
+struct BareJsonInvocation<'a> {
+    #[serde(rename = "type")]
+    kind: u8,
+    target: &'a str,
+    arguments: [&'a RawValue; 1],
+}
+
 /// `{"type":1,"target":"<event>","arguments":[{…}]}` + 0x1E, shared by every JSON hub session.
 pub fn encode_notification_json(env: &Envelope) -> Bytes {
-    let mut out = serde_json::to_vec(&JsonInvocation {
-        kind: 1,
-        target: env.event.as_str(),
-        arguments: [message(env, &*env.data)],
-    })
-    .expect("invocations always serialize");
+    let encoded = if sent_bare(&env.channel, &env.event) {
+        serde_json::to_vec(&BareJsonInvocation {
+            kind: 1,
+            target: env.event.as_str(),
+            arguments: [&*env.data],
+        })
+    } else {
+        serde_json::to_vec(&JsonInvocation {
+            kind: 1,
+            target: env.event.as_str(),
+            arguments: [message(env, &*env.data)],
+        })
+    };
+    let mut out = encoded.expect("invocations always serialize");
     out.push(RECORD_SEPARATOR);
     Bytes::from(out)
 }
@@ -60,14 +81,13 @@ pub fn encode_notification_json(env: &Envelope) -> Bytes {
 pub fn encode_notification_msgpack(env: &Envelope) -> Bytes {
     // MessagePack needs a structured value; parsing `data` here happens once per node.
     let data: serde_json::Value = serde_json::from_str(env.data.get()).unwrap_or_default();
-    let body = (
-        1u8,
-        std::collections::BTreeMap::<String, String>::new(),
-        (),
-        env.event.as_str(),
-        [message(env, data)],
-    );
-    let encoded = rmp_serde::to_vec_named(&body).expect("invocations always serialize");
+    let headers = std::collections::BTreeMap::<String, String>::new();
+    let encoded = if sent_bare(&env.channel, &env.event) {
+        rmp_serde::to_vec_named(&(1u8, headers, (), env.event.as_str(), [data]))
+    } else {
+        rmp_serde::to_vec_named(&(1u8, headers, (), env.event.as_str(), [message(env, data)]))
+    }
+    .expect("invocations always serialize");
     let mut out = Vec::with_capacity(encoded.len() + 5);
     write_varint(&mut out, encoded.len());
     out.extend_from_slice(&encoded);
@@ -90,6 +110,50 @@ mod tests {
             "\u{1e}"
         );
         assert_eq!(std::str::from_utf8(&frame).unwrap(), expected);
+    }
+
+    #[test]
+    fn chat_events_on_chat_channels_carry_their_data_bare() {
+        use crate::channel::ChannelName;
+        use crate::envelope::{Draft, EventName};
+        use crate::ids::NodeId;
+        use std::sync::Arc;
+        let envelope = |channel: &str, event: &str| {
+            let draft = Draft {
+                id: Arc::from("e3"),
+                channel: ChannelName::parse(channel).unwrap(),
+                event: EventName::parse(event).unwrap(),
+                data: Arc::from(
+                    RawValue::from_string(r#"{"content":"<b>hi</b>"}"#.into()).unwrap(),
+                ),
+                ts: 1_700_000_000_123,
+            };
+            Envelope::new(draft, 2, Arc::from("ep"), NodeId(Arc::from("n1")))
+        };
+        let frame = encode_notification_json(&envelope("user:bob", "ReceiveMessage"));
+        assert_eq!(
+            std::str::from_utf8(&frame).unwrap(),
+            concat!(
+                r#"{"type":1,"target":"ReceiveMessage","arguments":[{"content":"<b>hi</b>"}]}"#,
+                "\u{1e}"
+            )
+        );
+        let frame = encode_notification_msgpack(&envelope("conversation:c1", "UserStartedTyping"));
+        let value = rmpv::decode::read_value(&mut &frame[1..]).unwrap();
+        assert_eq!(
+            value[4][0],
+            rmpv::Value::Map(vec![(
+                rmpv::Value::from("content"),
+                rmpv::Value::from("<b>hi</b>")
+            )])
+        );
+        // The same event elsewhere, and other events on chat channels, keep the message.
+        for (channel, event) in [("tenant:a:admins", "UserOnline"), ("user:bob", "NewOrder")] {
+            let frame = encode_notification_json(&envelope(channel, event));
+            let v: serde_json::Value = serde_json::from_slice(&frame[..frame.len() - 1]).unwrap();
+            assert_eq!(v["arguments"][0]["channel"], channel);
+            assert_eq!(v["arguments"][0]["data"]["content"], "<b>hi</b>");
+        }
     }
 
     #[test]

@@ -1,0 +1,134 @@
+//! The seam for hub methods the session does not know itself (chat, and whatever comes next).
+//!
+//! A session maps the protocol's own operations (subscribe, publish, …) by itself; any other
+//! method a client invokes (a SignalR `Invocation`, or a native `invoke` frame) becomes
+//! [`crate::codec::Request::Invoke`], which the session hands to the node's [`HubMethods`], if it
+//! has one. The server implements the trait in `src/` (the chat service over its store); this
+//! crate never sees SQL or method semantics.
+//!
+//! The handler answers with a [`HubReply`]: the completion (a result, nothing, or an error) and
+//! [`SessionAction`]s for the calling connection only — join or leave a channel, or push an event
+//! to it. The session applies the actions in order (joins are registered with the broker before
+//! anything after them), then writes the completion, so a client whose `invoke` resolved is
+//! already in the channels the method joined. Events meant for other connections are published on
+//! channels by the handler itself (`Node::publish`), which reaches them on every node.
+//!
+//! A handler is also told when a connection is ready for events ([`HubMethods::connected`]: after
+//! the SignalR handshake and its default channels, or when a native session starts), so it can
+//! push what the user missed while offline.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde_json::value::RawValue;
+
+use crate::channel::ChannelName;
+use crate::codes::ErrorCode;
+use crate::envelope::EventName;
+use crate::identity::Identity;
+use crate::ids::ConnId;
+
+/// One invocation of a method the session does not map itself.
+#[derive(Clone, Debug)]
+pub struct HubCall {
+    /// The caller's verified identity.
+    pub identity: Arc<Identity>,
+    /// The calling connection (for logs and per-connection state).
+    pub conn: ConnId,
+    /// The method name as the client sent it (handlers match it case-insensitively, as SignalR
+    /// does).
+    pub method: String,
+    /// The arguments, as JSON.
+    pub args: Vec<serde_json::Value>,
+}
+
+/// Something the session does for the calling connection only.
+#[derive(Clone, Debug)]
+pub enum SessionAction {
+    /// Subscribe this connection to a channel. The handler has checked the right to; the session
+    /// still applies the channel rules (and the authorizer for stored-data channels). Joining a
+    /// channel the connection already has is not an error.
+    Join(ChannelName),
+    /// Unsubscribe this connection from a channel (nothing if it is not subscribed).
+    Leave(ChannelName),
+    /// Write one event to this connection only, as a notification on `channel` with offset 0:
+    /// it is not part of the channel's stream (no history, no recovery).
+    Push {
+        channel: ChannelName,
+        event: EventName,
+        data: Arc<RawValue>,
+    },
+}
+
+/// Why a method failed; becomes a completion error (SignalR) or an `error` frame (native).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct HubMethodError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl HubMethodError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a method answers: its completion, and what the session does first.
+#[derive(Clone, Debug)]
+pub struct HubReply {
+    /// `Ok(Some(v))`: a result; `Ok(None)`: completed with no result; `Err`: an error.
+    pub result: Result<Option<serde_json::Value>, HubMethodError>,
+    /// Applied in order before the completion is written.
+    pub actions: Vec<SessionAction>,
+}
+
+impl HubReply {
+    /// Completed with no result and nothing to do.
+    pub fn done() -> Self {
+        Self {
+            result: Ok(None),
+            actions: Vec::new(),
+        }
+    }
+
+    /// Completed with `value`.
+    pub fn value(value: serde_json::Value) -> Self {
+        Self {
+            result: Ok(Some(value)),
+            actions: Vec::new(),
+        }
+    }
+
+    /// Failed with `error`.
+    pub fn error(error: HubMethodError) -> Self {
+        Self {
+            result: Err(error),
+            actions: Vec::new(),
+        }
+    }
+
+    /// Adds an action.
+    pub fn with(mut self, action: SessionAction) -> Self {
+        self.actions.push(action);
+        self
+    }
+}
+
+/// Hub methods implemented outside the actors crate (the server's chat service).
+pub trait HubMethods: Send + Sync + 'static {
+    /// Handles `call`, or `None` when the method is not one of this handler's (the session then
+    /// answers "unknown method").
+    fn invoke(&self, call: HubCall) -> Option<BoxFuture<'static, HubReply>>;
+
+    /// A connection is open and ready for events; what to do for it (e.g. push the messages
+    /// stored while the user was offline).
+    fn connected(
+        &self,
+        identity: Arc<Identity>,
+        conn: ConnId,
+    ) -> BoxFuture<'static, Vec<SessionAction>>;
+}

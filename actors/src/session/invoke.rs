@@ -1,0 +1,218 @@
+//! Hub methods the session does not map itself: handing them to the node's
+//! [`HubMethods`](crate::hub_methods::HubMethods) (the server's chat service), and applying what the
+//! handler asks for this connection — join or leave a channel, push an event — before the
+//! completion is written. The same path serves both protocols: a SignalR `Invocation` and a native
+//! `invoke` frame both arrive as [`crate::codec::Request::Invoke`].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use actix::fut::LocalBoxActorFuture;
+use actix::prelude::*;
+use actix_web_actors::ws;
+use serde_json::Value;
+
+use super::subscriptions::BeginError;
+use super::Session;
+use crate::authorizer::Action;
+use crate::broker::{BrokerError, Subscribe, Subscriber};
+use crate::channel::ChannelName;
+use crate::codec::{Outcome, ReplyTo};
+use crate::codes::ErrorCode;
+use crate::envelope::{Draft, Envelope};
+use crate::hub_methods::{HubCall, HubMethodError, SessionAction};
+use crate::rules::{self, Decision};
+
+/// A method's completion, written after its actions.
+type Completion = (ReplyTo, Result<Option<Value>, HubMethodError>);
+
+impl Session {
+    /// Hands `method` to the node's hub methods; "unknown method" when there are none or they do
+    /// not know it.
+    pub(super) fn invoke(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        reply_to: ReplyTo,
+        method: String,
+        args: Vec<Value>,
+    ) {
+        let unknown = format!("unknown method '{method}'");
+        let call = HubCall {
+            identity: self.identity.clone(),
+            conn: self.conn,
+            method,
+            args,
+        };
+        let Some(reply) = self.node.hub_methods.as_ref().and_then(|m| m.invoke(call)) else {
+            let outcome = Outcome::Error {
+                code: ErrorCode::UnknownType,
+                message: unknown,
+            };
+            return self.reply(ctx, &reply_to, outcome);
+        };
+        ctx.spawn(reply.into_actor(self).map(move |reply, act, ctx| {
+            act.apply(ctx, reply.actions.into(), Some((reply_to, reply.result)))
+        }));
+    }
+
+    /// Tells the hub methods this connection is ready for events, and applies what they answer
+    /// (the messages stored while the user was offline).
+    pub(super) fn hub_connected(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(methods) = self.node.hub_methods.clone() else {
+            return;
+        };
+        let actions = methods.connected(self.identity.clone(), self.conn);
+        ctx.spawn(
+            actions
+                .into_actor(self)
+                .map(|actions, act, ctx| act.apply(ctx, actions.into(), None)),
+        );
+    }
+
+    /// Applies `actions` in order, waiting for each join to be registered, then writes the
+    /// completion. A failed join stops there and completes with its error.
+    fn apply(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        mut actions: VecDeque<SessionAction>,
+        completion: Option<Completion>,
+    ) {
+        while let Some(action) = actions.pop_front() {
+            if self.closing {
+                return;
+            }
+            match action {
+                SessionAction::Join(channel) => {
+                    if let Some(joined) = self.join(ctx, channel) {
+                        ctx.spawn(joined.map(move |res, act, ctx| match res {
+                            Ok(()) => act.apply(ctx, actions, completion),
+                            Err(e) => {
+                                let failed = completion.map(|(to, _)| (to, Err(e)));
+                                act.apply(ctx, VecDeque::new(), failed)
+                            }
+                        }));
+                        return;
+                    }
+                }
+                SessionAction::Leave(channel) => {
+                    if self.subs.remove(&channel) {
+                        self.node.broker.unsubscribe(self.conn, [channel]);
+                    }
+                }
+                SessionAction::Push {
+                    channel,
+                    event,
+                    data,
+                } => {
+                    // Not part of the channel's stream: offset 0, no epoch.
+                    let draft = Draft::new(channel, event, data);
+                    let env = Envelope::new(draft, 0, Arc::from(""), self.node.id.clone());
+                    self.write_envelope(ctx, &env);
+                }
+            }
+        }
+        if let Some((reply_to, result)) = completion {
+            let outcome = match result {
+                Ok(Some(v)) => Outcome::Value(v),
+                Ok(None) => Outcome::Done,
+                Err(e) => Outcome::Error {
+                    code: e.code,
+                    message: e.message,
+                },
+            };
+            self.reply(ctx, &reply_to, outcome);
+        }
+    }
+
+    /// Subscribes this connection to `channel` without a reply frame of its own (the method's
+    /// completion answers). `None` when it is already subscribed; otherwise a future that
+    /// resolves once the broker registered it (the channel rules and, for stored-data channels,
+    /// the authorizer are applied on the way).
+    fn join(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        channel: ChannelName,
+    ) -> Option<LocalBoxActorFuture<Self, Result<(), HubMethodError>>> {
+        let refused = |code, message: String| {
+            Some(fut::ready(Err(HubMethodError::new(code, message))).boxed_local())
+        };
+        match self.subs.begin(&channel) {
+            Ok(_) => {}
+            Err(BeginError::Already) => return None,
+            Err(BeginError::TooMany) => {
+                return refused(
+                    ErrorCode::TooManySubscriptions,
+                    format!(
+                        "at most {} subscriptions per connection",
+                        self.node.sessions.max_subscriptions
+                    ),
+                )
+            }
+        }
+        let check = match rules::can_subscribe(&self.identity, channel.kind()) {
+            Decision::Allow => None,
+            Decision::Deny(v) => {
+                self.subs.cancel(&channel);
+                return refused(ErrorCode::Forbidden, v.rule);
+            }
+            Decision::Lookup => Some(self.node.authorizer.authorize(
+                self.identity.clone(),
+                channel.clone(),
+                Action::Subscribe,
+            )),
+        };
+        let msg = Subscribe {
+            channel: channel.clone(),
+            subscriber: Subscriber {
+                conn: self.conn,
+                deliver: ctx.address().recipient(),
+                budget: self.budget.clone(),
+            },
+            since: None,
+        };
+        let broker = self.node.broker.clone();
+        let registered = async move {
+            if let Some(check) = check {
+                check
+                    .await
+                    .map_err(|v| HubMethodError::new(ErrorCode::Forbidden, v.rule))?;
+            }
+            broker
+                .subscribe(msg)
+                .await
+                .map_err(|e| HubMethodError::new(broker_error_code(&e), e.to_string()))
+        };
+        Some(
+            registered
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    let s = match res {
+                        Ok(s) => s,
+                        Err(e) => {
+                            act.subs.cancel(&channel);
+                            return Err(e);
+                        }
+                    };
+                    match act.subs.activate(&channel, s.offset, s.epoch, Vec::new()) {
+                        Some((_, ready)) => {
+                            for env in ready {
+                                act.write_envelope(ctx, &env);
+                            }
+                        }
+                        // Left while the broker was answering: undo the registration.
+                        None => act.node.broker.unsubscribe(act.conn, [channel]),
+                    }
+                    Ok(())
+                })
+                .boxed_local(),
+        )
+    }
+}
+
+fn broker_error_code(e: &BrokerError) -> ErrorCode {
+    match e {
+        BrokerError::Busy(_) => ErrorCode::Busy,
+        BrokerError::Stopped => ErrorCode::Internal,
+        BrokerError::Unavailable(_) => ErrorCode::Unavailable,
+    }
+}

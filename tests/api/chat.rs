@@ -1,0 +1,637 @@
+//! Chat (issue 8) with the real `@microsoft/signalr` client: the chat hub's methods and events
+//! across two nodes, offline delivery, the webhook, typing, presence for partners, refusals, and
+//! the conversation REST API with the native protocol's `invoke` frame.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+use switchyard::chat::webhook::sign;
+
+use crate::helpers::*;
+use crate::hub_client::{HubClient, HubOptions};
+use crate::redis_server::RedisServer;
+
+const TENANT: &str = "pets";
+
+const CHAT_EVENTS: [&str; 11] = [
+    "ReceiveMessage",
+    "MessageSent",
+    "MessageError",
+    "ConversationError",
+    "UserJoinedConversation",
+    "UserLeftConversation",
+    "UserStartedTyping",
+    "UserStoppedTyping",
+    "UserOnline",
+    "UserOffline",
+    "MessagesRead",
+];
+
+fn user(name: &str) -> As {
+    customer(TENANT, name, None)
+}
+
+/// A hub client (JSON protocol) listening for every chat event.
+async fn chat_client(app: &TestApp, who: &As) -> HubClient {
+    chat_client_with(app, who, false).await
+}
+
+/// A hub client listening for every chat event, with MessagePack if `messagepack`.
+async fn chat_client_with(app: &TestApp, who: &As, messagepack: bool) -> HubClient {
+    HubClient::start(
+        app,
+        &token(who),
+        HubOptions {
+            messagepack,
+            events: CHAT_EVENTS.to_vec(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("hub client starts")
+}
+
+/// Waits until a cluster node's Redis subscriptions are confirmed for `channels` channels, so
+/// events published anywhere reach its clients.
+async fn listening(node: &TestApp, channels: u64) {
+    eventually("the node's Redis subscriptions", || async {
+        let (_, r) = node.get("/health/ready", None).await;
+        (r["redis"]["subscribed"].as_u64()? >= channels).then_some(())
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn two_users_on_two_nodes_exchange_messages_and_see_each_others_presence() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let db = TestDb::postgres().await;
+    let cluster =
+        |s: &mut switchyard::settings::Settings| cluster_settings(s, &redis.url(), &prefix);
+    let a = spawn_app_with_db(&db, cluster).await;
+    let b = spawn_app_with_db(&db, cluster).await;
+    let mut alice = chat_client(&a, &user("alice")).await;
+    let mut bob = chat_client(&b, &user("bob")).await;
+    // Each has tenant:pets:broadcast and user:{me} on its node.
+    listening(&a, 2).await;
+    listening(&b, 2).await;
+
+    let sent = alice
+        .invoke(
+            "SendMessage",
+            json!(["bob", "Hi <b>Bob</b> & co", "Text", "tmp-1"]),
+        )
+        .await
+        .expect("SendMessage completes");
+    let got = bob.event("ReceiveMessage").await;
+    // The chat front end reads the message object itself, not a notification wrapper.
+    for field in [
+        "id",
+        "conversationId",
+        "senderId",
+        "recipientId",
+        "content",
+        "messageType",
+        "timestamp",
+    ] {
+        assert!(got.get(field).is_some(), "{field} in {got}");
+    }
+    assert_eq!(
+        got["content"], "Hi <b>Bob</b> & co",
+        "content as sent, never escaped"
+    );
+    assert_eq!(got["senderId"], "alice");
+    assert_eq!(got["recipientId"], "bob");
+    assert_eq!(got["messageType"], "Text");
+    assert_eq!(got["tempId"], "tmp-1");
+    assert!(
+        got.get("channel").is_none() && got.get("data").is_none(),
+        "{got}"
+    );
+    assert_eq!(sent, got, "the completion carries the stored message");
+    let ack = alice.event("MessageSent").await;
+    assert_eq!(ack["id"], got["id"], "MessageSent has the server id");
+    assert_eq!(ack["tempId"], "tmp-1", "and the client's temporary id");
+
+    // The reply, with the default message type, on the same direct conversation.
+    bob.invoke("SendMessage", json!(["alice", "Hello Alice"]))
+        .await
+        .unwrap();
+    let reply = alice.event("ReceiveMessage").await;
+    assert_eq!(reply["content"], "Hello Alice");
+    assert_eq!(reply["messageType"], "Text");
+    assert_eq!(reply["conversationId"], got["conversationId"]);
+    assert!(reply.get("tempId").is_none());
+
+    // Presence, cluster-wide, reaches the conversation partner bare.
+    bob.stop().await;
+    let off = alice.event("UserOffline").await;
+    assert_eq!(off["userId"], "bob");
+    assert_eq!(off["tenantKey"], TENANT);
+    // A message while bob is offline is stored and delivered when he connects again.
+    alice
+        .invoke("SendMessage", json!(["bob", "while you were out"]))
+        .await
+        .unwrap();
+    let mut bob = chat_client(&b, &user("bob")).await;
+    let stored = bob.event("ReceiveMessage").await;
+    assert_eq!(stored["content"], "while you were out");
+    assert_eq!(stored["conversationId"], got["conversationId"]);
+    let on = alice.event("UserOnline").await;
+    assert_eq!(on["userId"], "bob");
+    assert_eq!(on["role"], "Customer");
+}
+
+/// One webhook request as the endpoint saw it: signature, delivery id, attempt, body.
+type Seen = Arc<Mutex<Vec<(Option<String>, String, String, String)>>>;
+
+/// A test HTTP server standing in for the host application's push endpoint: the first request
+/// fails with 500, every later one succeeds; every request is recorded.
+struct PushEndpoint {
+    url: String,
+    requests: Seen,
+    _server: actix_web::dev::ServerHandle,
+}
+
+async fn push_endpoint() -> PushEndpoint {
+    let requests: Seen = Arc::default();
+    let seen = requests.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = HttpServer::new(move || {
+        let seen = seen.clone();
+        App::new().route(
+            "/push",
+            web::post().to(move |req: HttpRequest, body: web::Bytes| {
+                let seen = seen.clone();
+                async move {
+                    let header = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    let mut seen = seen.lock().unwrap();
+                    seen.push((
+                        header("x-switchyard-signature"),
+                        header("x-switchyard-delivery").unwrap_or_default(),
+                        header("x-switchyard-attempt").unwrap_or_default(),
+                        String::from_utf8(body.to_vec()).unwrap(),
+                    ));
+                    if seen.len() == 1 {
+                        HttpResponse::InternalServerError().finish()
+                    } else {
+                        HttpResponse::NoContent().finish()
+                    }
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    PushEndpoint {
+        url: format!("http://127.0.0.1:{port}/push"),
+        requests,
+        _server: handle,
+    }
+}
+
+const WEBHOOK_SECRET: &str = "push-secret";
+
+#[actix_web::test]
+async fn offline_messages_are_stored_pushed_by_webhook_and_delivered_in_order_on_connect() {
+    let endpoint = push_endpoint().await;
+    let url = endpoint.url.clone();
+    let app = spawn_app_with(move |s| {
+        s.chat.webhook.url = url;
+        s.chat.webhook.secret = WEBHOOK_SECRET.to_owned().into();
+        s.chat.webhook.retry_delay_ms = 50;
+        s.chat.webhook.attempts = 3;
+    })
+    .await;
+    let mut alice = chat_client(&app, &user("alice")).await;
+    for text in ["one", "two", "three"] {
+        alice
+            .invoke("SendMessage", json!(["bob", text]))
+            .await
+            .unwrap();
+        // MessageSent does not wait for the webhook.
+        assert_eq!(alice.event("MessageSent").await["content"], text);
+    }
+
+    // One notification per message; the first try failed and was retried.
+    let requests = eventually("webhook calls", || async {
+        let r = endpoint.requests.lock().unwrap().clone();
+        (r.len() >= 4).then_some(r)
+    })
+    .await;
+    let (first_sig, first_id, first_attempt, _) = &requests[0];
+    assert_eq!(first_attempt, "1");
+    let retry = requests
+        .iter()
+        .find(|r| &r.1 == first_id && r.2 == "2")
+        .expect("the failed notification was retried with the same delivery id");
+    assert_eq!(&retry.0, first_sig);
+    let mut contents = Vec::new();
+    for (signature, delivery, attempt, body) in &requests {
+        assert_eq!(
+            signature.as_deref(),
+            sign(WEBHOOK_SECRET, body.as_bytes()).as_deref(),
+            "the signature is the HMAC of the body"
+        );
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["type"], "chat.message.offline");
+        assert_eq!(v["tenantKey"], TENANT);
+        assert_eq!(v["recipientId"], "bob");
+        assert_eq!(&v["message"]["id"], delivery);
+        if attempt == "1" {
+            contents.push(v["message"]["content"].as_str().unwrap().to_owned());
+        }
+    }
+    // Each notification runs on its own task, so they may arrive in any order.
+    contents.sort();
+    assert_eq!(contents, ["one", "three", "two"]);
+
+    // Bob connects: each stored message, in order.
+    let bob = chat_client(&app, &user("bob")).await;
+    let mut bob = bob;
+    for text in ["one", "two", "three"] {
+        let m = bob.event("ReceiveMessage").await;
+        assert_eq!(m["content"], text);
+        assert_eq!(m["senderId"], "alice");
+    }
+    // Delivered once: a second connection gets only what is sent from now on.
+    bob.stop().await;
+    let mut bob = chat_client(&app, &user("bob")).await;
+    wait_metric_subscriptions(&app, 4).await;
+    alice
+        .invoke("SendMessage", json!(["bob", "four"]))
+        .await
+        .unwrap();
+    assert_eq!(bob.event("ReceiveMessage").await["content"], "four");
+    assert_eq!(
+        endpoint.requests.lock().unwrap().len(),
+        4,
+        "no webhook for an online recipient"
+    );
+}
+
+/// Waits until the node holds at least `n` subscriptions.
+async fn wait_metric_subscriptions(app: &TestApp, n: u64) {
+    app.wait_metric("switchyard_subscriptions", n as f64).await;
+}
+
+/// Creates a group conversation as `creator` with `others`; returns its id.
+async fn group(app: &TestApp, creator: &As, others: &[&str]) -> String {
+    let (status, c) = app
+        .post_json(
+            "/api/v1/conversations",
+            Some(&token(creator)),
+            &json!({ "participants": others }),
+        )
+        .await;
+    assert_eq!(status, 201, "{c}");
+    c["id"].as_str().unwrap().to_owned()
+}
+
+#[actix_web::test]
+async fn joining_leaving_and_typing_with_expiry() {
+    let app = spawn_app_with(|s| s.chat.typing_timeout_ms = 300).await;
+    let conv = group(&app, &user("alice"), &["bob"]).await;
+    let mut alice = chat_client(&app, &user("alice")).await;
+    // Bob speaks MessagePack: chat events are bare there too.
+    let mut bob = chat_client_with(&app, &user("bob"), true).await;
+    assert_eq!(
+        alice.invoke("JoinConversation", json!([conv])).await,
+        Ok(Value::Null)
+    );
+    assert_eq!(
+        bob.invoke("JoinConversation", json!([conv])).await,
+        Ok(Value::Null)
+    );
+    let joined = alice.event("UserJoinedConversation").await;
+    assert_eq!(joined, json!({"conversationId": conv, "userId": "bob"}));
+
+    alice.invoke("StartTyping", json!([conv])).await.unwrap();
+    // A refresh is not announced again.
+    alice.invoke("StartTyping", json!([conv])).await.unwrap();
+    let typing = bob.event("UserStartedTyping").await;
+    assert_eq!(typing, json!({"conversationId": conv, "userId": "alice"}));
+    alice.invoke("StopTyping", json!([conv])).await.unwrap();
+    assert_eq!(bob.event("UserStoppedTyping").await["userId"], "alice");
+
+    // Started and never stopped: it ends by itself after the timeout.
+    let started = std::time::Instant::now();
+    bob.invoke("StartTyping", json!([conv])).await.unwrap();
+    let stopped = alice
+        .wait_for(|v| {
+            v["type"] == "event"
+                && v["name"] == "UserStoppedTyping"
+                && v["args"][0]["userId"] == "bob"
+        })
+        .await;
+    assert!(started.elapsed() >= Duration::from_millis(250), "{stopped}");
+    assert!(
+        !bob.backlog_contains(
+            |v| v["name"] == "UserStartedTyping" && v["args"][0]["userId"] == "alice"
+        ),
+        "one UserStartedTyping per start"
+    );
+
+    bob.invoke("LeaveConversation", json!([conv]))
+        .await
+        .unwrap();
+    assert_eq!(alice.event("UserLeftConversation").await["userId"], "bob");
+    // Bob left the channel: alice's typing no longer reaches him (a marker message does).
+    alice.invoke("StartTyping", json!([conv])).await.unwrap();
+    alice
+        .invoke("SendMessage", json!(["bob", "marker"]))
+        .await
+        .unwrap();
+    assert_eq!(bob.event("ReceiveMessage").await["content"], "marker");
+    assert!(!bob.backlog_contains(
+        |v| v["name"] == "UserStartedTyping" && v["args"][0]["userId"] == "alice"
+    ));
+}
+
+#[actix_web::test]
+async fn refusals_access_denied_invalid_content_and_rate_limit() {
+    let app = spawn_app_with(|s| {
+        s.chat.max_content_chars = 10;
+        s.chat.send_burst = 3;
+        s.chat.send_rate_per_minute = 1;
+    })
+    .await;
+    let conv = group(&app, &user("alice"), &["bob"]).await;
+    let mut mallory = chat_client(&app, &user("mallory")).await;
+    for method in ["JoinConversation", "StartTyping", "MarkRead"] {
+        assert_eq!(
+            mallory.invoke(method, json!([conv])).await,
+            Ok(Value::Null),
+            "{method}"
+        );
+        assert_eq!(
+            mallory.event("ConversationError").await,
+            "Access denied",
+            "{method}"
+        );
+    }
+    // The channel itself is closed to outsiders too.
+    let err = mallory
+        .invoke("Subscribe", json!([format!("conversation:{conv}")]))
+        .await;
+    assert!(err.unwrap_err().contains("participants only"));
+    // Another tenant's member with the same user id sees no such conversation.
+    let mut stranger = chat_client(&app, &customer("other", "alice", None)).await;
+    stranger
+        .invoke("JoinConversation", json!([conv]))
+        .await
+        .unwrap();
+    assert_eq!(stranger.event("ConversationError").await, "Access denied");
+
+    let mut alice = chat_client(&app, &user("alice")).await;
+    for bad in ["", "   ", "12345678901"] {
+        assert_eq!(
+            alice.invoke("SendMessage", json!(["bob", bad])).await,
+            Ok(Value::Null)
+        );
+        let e = alice.event("MessageError").await;
+        assert!(e.as_str().unwrap().contains("1-10 characters"), "{e}");
+    }
+    for (args, why) in [
+        (json!(["alice", "me"]), "yourself"),
+        (json!(["bad id", "x"]), "recipientId"),
+        (json!(["bob", "x", "not a type"]), "messageType"),
+    ] {
+        alice.invoke("SendMessage", args).await.unwrap();
+        let e = alice.event("MessageError").await;
+        assert!(e.as_str().unwrap().contains(why), "{e}");
+    }
+    // Malformed calls are completion errors, as in any hub.
+    let e = alice
+        .invoke("SendMessage", json!(["bob"]))
+        .await
+        .unwrap_err();
+    assert!(e.contains("SendMessage expects"), "{e}");
+    let e = alice
+        .invoke("JoinConversation", json!([]))
+        .await
+        .unwrap_err();
+    assert!(e.contains("conversationId"), "{e}");
+    // The burst of 3, then the rate limit.
+    for n in 0..3 {
+        alice
+            .invoke("SendMessage", json!(["bob", format!("ok {n}")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            alice.event("MessageSent").await["content"],
+            format!("ok {n}")
+        );
+    }
+    alice
+        .invoke("SendMessage", json!(["bob", "too many"]))
+        .await
+        .unwrap();
+    let e = alice.event("MessageError").await;
+    assert!(e.as_str().unwrap().contains("Rate limit"), "{e}");
+
+    // Service and Operator tokens cannot chat.
+    let mut svc = HubClient::start(&app, &token(&service()), HubOptions::default())
+        .await
+        .unwrap();
+    let e = svc
+        .invoke("SendMessage", json!(["bob", "hi"]))
+        .await
+        .unwrap_err();
+    assert!(e.contains("members of a tenant"), "{e}");
+}
+
+#[actix_web::test]
+async fn native_invoke_history_paging_and_conversation_rest_on_sqlite() {
+    native_invoke_history_paging_and_conversation_rest(spawn_app().await).await;
+}
+
+#[actix_web::test]
+async fn native_invoke_history_paging_and_conversation_rest_on_postgres() {
+    let db = TestDb::postgres().await;
+    let app = spawn_app_with_db(&db, |_| {}).await;
+    native_invoke_history_paging_and_conversation_rest(app).await;
+}
+
+async fn native_invoke_history_paging_and_conversation_rest(app: TestApp) {
+    let mut alice = app.connect(&user("alice")).await;
+    let mut ids = Vec::new();
+    for n in 1..=5 {
+        alice
+            .send_json(json!({"type":"invoke","id":n,"data":{"method":"SendMessage","args":["bob", format!("m{n}"), "Text", format!("t{n}")]}}))
+            .await;
+        let sent = alice.recv().await;
+        assert_eq!(
+            sent["type"], "notification",
+            "MessageSent comes first: {sent}"
+        );
+        assert_eq!(sent["data"]["event"], "MessageSent");
+        assert_eq!(sent["data"]["channel"], "user:alice");
+        assert_eq!(sent["data"]["data"]["tempId"], format!("t{n}"));
+        let result = alice.recv().await;
+        assert_eq!(result["type"], "result");
+        assert_eq!(result["id"], n);
+        assert_eq!(result["data"]["content"], format!("m{n}"));
+        ids.push(result["data"]["id"].as_str().unwrap().to_owned());
+    }
+    alice
+        .send_json(json!({"type":"invoke","id":"x","data":{"method":"LaunchRockets"}}))
+        .await;
+    let e = alice.recv().await;
+    assert_eq!(
+        (e["type"].as_str(), e["data"]["code"].as_str()),
+        (Some("error"), Some("unknown_type"))
+    );
+    assert_eq!(e["id"], "x");
+    alice
+        .send_json(json!({"type":"invoke","id":"y","data":{"method":"MarkRead","args":[]}}))
+        .await;
+    let e = alice.recv().await;
+    assert_eq!(e["data"]["code"], "bad_request", "{e}");
+
+    let (alice_t, bob_t) = (token(&user("alice")), token(&user("bob")));
+    let (status, list) = app.get("/api/v1/conversations", Some(&bob_t)).await;
+    assert_eq!(status, 200, "{list}");
+    let conv = &list["conversations"][0];
+    assert_eq!(conv["kind"], "direct");
+    assert_eq!(conv["participants"], json!(["alice", "bob"]));
+    assert_eq!(conv["unreadCount"], 5);
+    let id = conv["id"].as_str().unwrap().to_owned();
+
+    // History, newest page first, each page oldest first.
+    let path = |q: &str| format!("/api/v1/conversations/{id}/messages{q}");
+    let (_, p1) = app.get(&path("?limit=2"), Some(&alice_t)).await;
+    let contents = |p: &Value| -> Vec<String> {
+        p["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(contents(&p1), ["m4", "m5"]);
+    assert_eq!(p1["hasMore"], true);
+    assert_eq!(p1["nextBefore"], ids[3]);
+    let (_, p2) = app
+        .get(
+            &path(&format!("?limit=2&before={}", ids[3])),
+            Some(&alice_t),
+        )
+        .await;
+    assert_eq!(contents(&p2), ["m2", "m3"]);
+    let (_, p3) = app
+        .get(
+            &path(&format!("?limit=2&before={}", ids[1])),
+            Some(&alice_t),
+        )
+        .await;
+    assert_eq!(contents(&p3), ["m1"]);
+    assert_eq!(
+        (p3["hasMore"].clone(), p3["nextBefore"].clone()),
+        (json!(false), Value::Null)
+    );
+    assert_eq!(p3["messages"][0]["readAt"], Value::Null);
+    assert_eq!(p3["messages"][0]["tempId"], "t1");
+
+    // MarkRead over the native protocol.
+    let mut bob = app.connect(&user("bob")).await;
+    bob.send_json(json!({"type":"invoke","id":1,"data":{"method":"MarkRead","args":[id]}}))
+        .await;
+    let r = bob.recv_type("result").await;
+    assert_eq!(r["data"], json!({"conversationId": id, "marked": 5}));
+    let (_, list) = app.get("/api/v1/conversations", Some(&bob_t)).await;
+    assert_eq!(list["conversations"][0]["unreadCount"], 0);
+    let (_, page) = app.get(&path(""), Some(&bob_t)).await;
+    assert!(page["messages"][0]["readAt"].is_string(), "{page}");
+
+    // Group conversations, and the refusals.
+    let (status, g) = app
+        .post_json(
+            "/api/v1/conversations",
+            Some(&alice_t),
+            &json!({"participants": ["bob", "carol", "bob"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{g}");
+    assert_eq!(g["kind"], "group");
+    assert_eq!(g["participants"], json!(["alice", "bob", "carol"]));
+    let (status, _) = app
+        .get(
+            &format!("/api/v1/conversations/{}", g["id"].as_str().unwrap()),
+            Some(&token(&user("carol"))),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mallory = token(&user("mallory"));
+    let other = token(&customer("other", "bob", None));
+    let cases: Vec<(u16, String, Option<String>)> = vec![
+        (401, path(""), None),
+        (403, path(""), Some(mallory.clone())),
+        (404, path(""), Some(other.clone())),
+        (
+            404,
+            "/api/v1/conversations/nope/messages".into(),
+            Some(alice_t.clone()),
+        ),
+        (400, path("?limit=0"), Some(alice_t.clone())),
+        (400, path("?limit=100000"), Some(alice_t.clone())),
+        (400, path("?before=unknown"), Some(alice_t.clone())),
+        (403, "/api/v1/conversations".into(), Some(token(&service()))),
+        (401, "/api/v1/conversations".into(), None),
+    ];
+    for (expected, p, t) in cases {
+        let (status, body) = app.get(&p, t.as_deref()).await;
+        assert_eq!(status, expected, "GET {p}: {body}");
+        assert!(body["code"].is_string(), "problem JSON: {body}");
+    }
+    let posts = [
+        (400, json!({"participants": []}), alice_t.clone()),
+        (400, json!({"participants": ["not valid"]}), alice_t.clone()),
+        (
+            400,
+            json!({"participants": ["bob"], "extra": 1}),
+            alice_t.clone(),
+        ),
+        (
+            403,
+            json!({"participants": ["bob"], "tenantKey": "other"}),
+            alice_t.clone(),
+        ),
+        (400, json!({"participants": ["a", "b"]}), token(&service())),
+        (
+            201,
+            json!({"participants": ["a", "b"], "tenantKey": TENANT}),
+            token(&service()),
+        ),
+        (403, json!({"participants": ["a", "b"]}), token(&operator())),
+    ];
+    for (expected, body, t) in posts {
+        let (status, answer) = app
+            .post_json("/api/v1/conversations", Some(&t), &body)
+            .await;
+        assert_eq!(status, expected, "POST {body}: {answer}");
+    }
+    // Raw publish on a conversation channel is refused even to participants.
+    let (status, body) = app
+        .publish(
+            &user("alice"),
+            &format!("conversation:{id}"),
+            "ReceiveMessage",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+}
