@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use futures_util::{stream, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::net::TcpSocket;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
 
@@ -14,7 +13,9 @@ const CHANNEL: &str = "tenant:acme:broadcast";
 /// Enough traffic to fill every kernel buffer between the server and a stalled reader.
 const MESSAGES: u64 = 4000;
 const PAYLOAD_BYTES: usize = 2048;
-const MAX_QUEUED_BYTES: usize = 64 * 1024;
+/// Far below the ~8 MB that flows (so the stalled client must hit it), but with headroom for
+/// healthy readers on a loaded machine running a debug build.
+const MAX_QUEUED_BYTES: usize = 512 * 1024;
 
 /// A client whose socket receive buffer is tiny, so the server feels it stall at once.
 async fn stalled_client(app: &TestApp) -> WsClient {
@@ -65,7 +66,7 @@ async fn publish_all(app: &TestApp) {
 
 async fn slow_consumer_run(policy: &'static str) -> (TestApp, WsClient) {
     let app = spawn_app_with(|s| {
-        s.actors.session.mailbox = 32;
+        s.actors.session.mailbox = 512;
         s.actors.session.max_queued_bytes = MAX_QUEUED_BYTES;
         s.actors.session.policy = policy.parse_policy();
     })
@@ -136,34 +137,18 @@ async fn drop_policy_skips_messages_and_keeps_the_connection() {
             .await
             >= 1.0
     );
-    // The slow client drains what was queued for it: in order, but not everything.
+    // Once it reads again it gets what was queued for it, then new events: in order, with a
+    // gap where messages were dropped (its cue to recover). Read up to a marker published now.
+    app.publish(&service(), CHANNEL, "Tick", json!({"after": true})).await;
+    let marker = MESSAGES + 1;
     let mut offsets = Vec::new();
-    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(2), slow.ws.next()).await
-    {
-        if let Message::Text(t) = msg {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            offsets.push(v["data"]["offset"].as_u64().unwrap());
-        }
+    while offsets.last() != Some(&marker) {
+        let v = slow.recv().await;
+        offsets.push(v["data"]["offset"].as_u64().unwrap());
     }
-    assert!(
-        offsets.windows(2).all(|w| w[0] < w[1]),
-        "offsets only increase"
-    );
-    assert!(
-        (offsets.len() as u64) < MESSAGES,
-        "some messages were dropped for it"
-    );
-    // Once it keeps up again it gets new events, and the jump in offsets is its cue to recover.
-    app.publish(&service(), CHANNEL, "Tick", json!({"after": true}))
-        .await;
-    let next = slow.recv().await;
-    let offset = next["data"]["offset"].as_u64().unwrap();
-    assert_eq!(offset, MESSAGES + 1);
-    assert_ne!(
-        offsets.last().copied(),
-        Some(MESSAGES),
-        "the gap is visible"
-    );
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "offsets only increase");
+    assert!((offsets.len() as u64) < marker, "some messages were dropped for it");
+    assert!(offsets.windows(2).any(|w| w[1] > w[0] + 1), "the gap is visible");
     slow.ping().await;
     assert_eq!(
         app.metric("switchyard_slow_consumer_disconnects_total")
