@@ -562,3 +562,63 @@ async fn tls_to_redis_with_a_private_ca() {
     assert_eq!(res.status(), 202);
     assert_eq!(ws.recv().await["data"]["event"], "OverTls");
 }
+
+/// The documented example in `scripts/examples/publish-via-redis.sh` really works.
+#[actix_web::test]
+async fn the_documented_redis_publish_example_works() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let mut ws = a.connect(&service()).await;
+    ws.subscribed("tenant:pizza:admins").await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/examples/publish-via-redis.sh"
+    );
+    let out = tokio::process::Command::new("bash")
+        .args([script, &redis.url(), &prefix, "pizza"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = ws.recv_event().await;
+    assert_eq!(n["data"]["event"], "TenantCreated");
+    assert_eq!(n["data"]["data"]["tenantKey"], "pizza");
+    assert_eq!(n["data"]["id"], "tenant-created-pizza");
+}
+
+#[actix_web::test]
+async fn drafts_appended_before_any_node_ran_are_published() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let mut conn = redis.conn().await;
+    let draft = json!({"channel":"tenant:acme:broadcast","event":"Early","data":{"n":1}});
+    let _: String = redis::cmd("XADD")
+        .arg(format!("{prefix}:ingest"))
+        .arg("*")
+        .arg("event")
+        .arg(draft.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let t = token(&admin("acme"));
+    let page = eventually("the early draft to be published", || async {
+        let (_, page) = a
+            .get("/api/v1/channels/tenant:acme:broadcast/history", Some(&t))
+            .await;
+        (page["events"].as_array().map_or(0, |e| e.len()) == 1).then_some(page)
+    })
+    .await;
+    assert_eq!(page["events"][0]["event"], "Early");
+    let len: i64 = redis::cmd("XLEN")
+        .arg(format!("{prefix}:ingest"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(len, 0, "published drafts are deleted from the stream");
+}

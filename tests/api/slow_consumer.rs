@@ -139,16 +139,26 @@ async fn drop_policy_skips_messages_and_keeps_the_connection() {
     );
     // Once it reads again it gets what was queued for it, then new events: in order, with a
     // gap where messages were dropped (its cue to recover). Read up to a marker published now.
-    app.publish(&service(), CHANNEL, "Tick", json!({"after": true})).await;
+    app.publish(&service(), CHANNEL, "Tick", json!({"after": true}))
+        .await;
     let marker = MESSAGES + 1;
     let mut offsets = Vec::new();
     while offsets.last() != Some(&marker) {
         let v = slow.recv().await;
         offsets.push(v["data"]["offset"].as_u64().unwrap());
     }
-    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "offsets only increase");
-    assert!((offsets.len() as u64) < marker, "some messages were dropped for it");
-    assert!(offsets.windows(2).any(|w| w[1] > w[0] + 1), "the gap is visible");
+    assert!(
+        offsets.windows(2).all(|w| w[0] < w[1]),
+        "offsets only increase"
+    );
+    assert!(
+        (offsets.len() as u64) < marker,
+        "some messages were dropped for it"
+    );
+    assert!(
+        offsets.windows(2).any(|w| w[1] > w[0] + 1),
+        "the gap is visible"
+    );
     slow.ping().await;
     assert_eq!(
         app.metric("switchyard_slow_consumer_disconnects_total")

@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Every node reads the stream in one consumer group, so each entry is published exactly once
-//! (through the same atomic publish step, idempotent by `id` when given), then acknowledged.
+//! (through the same atomic publish step, idempotent by `id` when given), then acknowledged and
+//! deleted. Drafts appended before any node ran are published when the first one starts.
 //! Entries a dead node had claimed are taken over after `ingest_claim_idle`.
 
 use std::sync::Arc;
@@ -123,7 +124,8 @@ impl Cluster {
             .arg("CREATE")
             .arg(&stream)
             .arg(GROUP)
-            .arg("$")
+            // From the start: drafts appended before any node ever ran are published too.
+            .arg("0")
             .arg("MKSTREAM")
             .query_async(&mut conn)
             .await;
@@ -176,10 +178,17 @@ impl Cluster {
             }
             for (id, fields) in entries {
                 self.ingest_one(&fields).await?;
-                let _: i64 = redis::cmd("XACK")
+                // Acknowledged and deleted, so the stream only ever holds unpublished drafts.
+                let _: () = redis::pipe()
+                    .cmd("XACK")
                     .arg(&stream)
                     .arg(GROUP)
                     .arg(&id)
+                    .ignore()
+                    .cmd("XDEL")
+                    .arg(&stream)
+                    .arg(&id)
+                    .ignore()
                     .query_async(&mut conn)
                     .await?;
             }
