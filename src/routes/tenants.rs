@@ -3,6 +3,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 use switchyard_actors::ids::{TenantKey, UserId};
+use switchyard_actors::tenant_group::{TenantError, TenantSnapshot};
 
 use crate::auth::Caller;
 use crate::problem::ApiError;
@@ -19,6 +20,19 @@ fn tenant_for(who: &Caller, raw: &str) -> Result<TenantKey, ApiError> {
     Ok(tenant)
 }
 
+/// The tenant's connections and online users (cluster-wide in cluster mode).
+async fn snapshot(state: &AppState, tenant: &TenantKey) -> Result<TenantSnapshot, ApiError> {
+    state
+        .node
+        .tenants
+        .snapshot(tenant)
+        .await
+        .map_err(|e| match e {
+            TenantError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            _ => ApiError::Busy(e.to_string()),
+        })
+}
+
 /// `GET /api/v1/tenants/{t}/connections` → `{"tenantKey","connections"}`.
 pub async fn connections(
     who: Caller,
@@ -26,12 +40,7 @@ pub async fn connections(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = tenant_for(&who, &path)?;
-    let snap = state
-        .node
-        .tenants
-        .snapshot(&tenant)
-        .await
-        .map_err(|e| ApiError::Busy(e.to_string()))?;
+    let snap = snapshot(&state, &tenant).await?;
     Ok(HttpResponse::Ok().json(json!({
         "tenantKey": tenant,
         "connections": snap.connections,
@@ -47,13 +56,7 @@ pub async fn presence(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = tenant_for(&who, &path)?;
-    let snap = state
-        .node
-        .tenants
-        .snapshot(&tenant)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    Ok(HttpResponse::Ok().json(snap))
+    Ok(HttpResponse::Ok().json(snapshot(&state, &tenant).await?))
 }
 
 /// `GET /api/v1/tenants/{t}/users/{u}/online` → `{"tenantKey","userId","online"}`.

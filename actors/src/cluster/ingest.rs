@@ -8,7 +8,7 @@
 //! Every node reads the stream in one consumer group, so each entry is published exactly once
 //! (through the same atomic publish step, idempotent by `id` when given), then acknowledged and
 //! deleted. Drafts appended before any node ran are published when the first one starts.
-//! Entries a dead node had claimed are taken over after `ingest_claim_idle`.
+//! Entries a dead node had claimed are taken over after [`CLAIM_IDLE`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,22 +73,14 @@ fn parse(fields: &[(String, String)]) -> Result<Draft, IngestError> {
 
 type Entries = Vec<(String, Vec<(String, String)>)>;
 
-fn flatten(reply: redis::streams::StreamReadReply) -> Entries {
-    reply
-        .keys
-        .into_iter()
-        .flat_map(|k| k.ids)
-        .map(|id| {
-            let fields = id
-                .map
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((k.clone(), redis::from_redis_value_ref::<String>(v).ok()?))
-                })
-                .collect();
-            (id.id, fields)
-        })
-        .collect()
+/// A stream entry's id and its text fields.
+fn entry(id: redis::streams::StreamId) -> (String, Vec<(String, String)>) {
+    let fields = id
+        .map
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), redis::from_redis_value_ref::<String>(v).ok()?)))
+        .collect();
+    (id.id, fields)
 }
 
 impl Cluster {
@@ -152,18 +144,7 @@ impl Cluster {
                         redis::Value,
                     )| (next, range),
                 )?;
-            let mut entries: Entries = claimed
-                .1
-                .ids
-                .into_iter()
-                .map(|id| {
-                    let fields = id
-                        .map
-                        .iter()
-                        .filter_map(|(k, v)| {
-                            Some((k.clone(), redis::from_redis_value_ref::<String>(v).ok()?))
-                        })
-                        .collect();
+            let mut entries: Entries = claimed.1.ids.into_iter().map(entry).collect();
                     (id.id, fields)
                 })
                 .collect();
@@ -174,7 +155,7 @@ impl Cluster {
             let read: Option<redis::streams::StreamReadReply> =
                 redis::AsyncCommands::xread_options(&mut conn, &[&stream], &[">"], &opts).await?;
             if let Some(r) = read {
-                entries.extend(flatten(r));
+                entries.extend(r.keys.into_iter().flat_map(|k| k.ids).map(entry));
             }
             for (id, fields) in entries {
                 self.ingest_one(&fields).await?;
