@@ -145,9 +145,6 @@ impl Cluster {
                     )| (next, range),
                 )?;
             let mut entries: Entries = claimed.1.ids.into_iter().map(entry).collect();
-                    (id.id, fields)
-                })
-                .collect();
             let opts = redis::streams::StreamReadOptions::default()
                 .group(GROUP, &consumer)
                 .count(BATCH)
