@@ -1,6 +1,7 @@
 //! The HTTP surface: WebSocket upgrades, the REST API, health, metrics and development helpers.
 //! Each file owns one group of routes; [`configure`] mounts them all.
 
+pub mod admin_console;
 pub mod channels;
 pub mod conversations;
 pub mod dev;
@@ -24,6 +25,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, hub_paths: &[String]) {
         );
     }
     cfg.route("/ws", web::get().to(ws::native))
+        .route("/admin", web::get().to(admin_console::index))
+        .route("/admin/", web::get().to(admin_console::index))
+        .route("/admin/{file}", web::get().to(admin_console::asset))
         .route("/api/v1/publish", web::post().to(publish::publish))
         .route(
             "/api/v1/tenants/{tenant}/connections",

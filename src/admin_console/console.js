@@ -1,0 +1,628 @@
+// The Switchyard admin console: served at /admin by src/routes/admin_console.rs, no framework.
+//
+// Sign in with a token (kept in this tab's sessionStorage, sent as `Authorization: Bearer` and, for
+// the WebSocket only, as the `access_token` query parameter, since browsers cannot set headers on
+// WebSockets). Then, every second, read the tenants (`GET /api/v1/admin/tenants`) and the selected
+// tenant (`GET /api/v1/admin/tenants/{t}`); every other second the actors (`GET /api/v1/admin/actors`,
+// Operator only). The selected tenant's `tenant:{t}:activity` channel streams into the live tail.
+//
+// Everything from the server is rendered with textContent: no data ever becomes markup.
+"use strict";
+
+const TOKEN_KEY = "switchyard.adminToken";
+const REFRESH_MS = 1000;
+/** Actors are read every this many refreshes. */
+const ACTORS_EVERY = 2;
+/** Entries kept in the live tail. */
+const ACTIVITY_KEEP = 200;
+/** The server closes silent connections; a ping every 10 s keeps the tail open. */
+const PING_MS = 10000;
+const RECONNECT_MAX_MS = 10000;
+
+const $ = (selector) => document.querySelector(selector);
+
+const state = {
+  token: null,
+  claims: {},
+  /** Bumped on every sign-in and sign-out, so a loop or socket of an earlier sign-in stops. */
+  generation: 0,
+  timer: null,
+  tick: 0,
+  selected: null,
+  actorsAllowed: true,
+  /** Bumped by every saved actor change: a read started before it must not overwrite the form. */
+  actorsVersion: 0,
+  ws: null,
+  wsChannel: null,
+  wsNextId: 0,
+  wsBackoff: 500,
+  wsPing: null,
+  recentSignature: "",
+};
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+/** Creates an element; string children become text nodes (never markup). */
+function el(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null) continue;
+    if (key === "class") e.className = value;
+    else if (key.startsWith("data-")) e.setAttribute(key, String(value));
+    else e[key] = value;
+  }
+  e.append(...children.map((c) => (c instanceof Node ? c : String(c))));
+  return e;
+}
+
+function show(node, visible) {
+  node.hidden = !visible;
+}
+
+function fmt(value) {
+  return value === null || value === undefined ? "–" : String(value);
+}
+
+function fmtRate(value) {
+  return typeof value === "number" ? value.toFixed(2) : "–";
+}
+
+/** `HH:MM:SS` (UTC, like the server's logs) of an RFC 3339 timestamp; the raw text if unreadable. */
+function fmtTime(timestamp) {
+  const d = new Date(timestamp);
+  return Number.isNaN(d.getTime()) ? fmt(timestamp) : d.toISOString().slice(11, 19);
+}
+
+/** The token's claims, for display only (the server verifies; this never decides anything). */
+function decodeClaims(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "=")));
+    return claims && typeof claims === "object" ? claims : {};
+  } catch {
+    return {};
+  }
+}
+
+class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem.detail || problem.title || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+/** One call to the admin API; resolves to the JSON body or throws an ApiError (problem JSON). */
+async function api(method, path, body) {
+  const init = {
+    method,
+    cache: "no-store",
+    headers: { authorization: `Bearer ${state.token}`, accept: "application/json" },
+  };
+  if (body !== undefined) {
+    init.headers["content-type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch (e) {
+    throw new ApiError(0, { detail: `cannot reach the server (${e.message})` });
+  }
+  const text = await res.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    // Not JSON: reported below as the body's start.
+  }
+  if (!res.ok) {
+    const problem = json && typeof json === "object" ? json : { detail: text.slice(0, 200) || res.statusText };
+    throw new ApiError(res.status, problem);
+  }
+  return json;
+}
+
+/** Handles an error every view shares (an expired token signs out); returns its message. */
+function handleCommonError(e) {
+  if (e instanceof ApiError && e.status === 401) {
+    signOut(`Signed out: ${e.message}`);
+  }
+  return e.message;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signing in and out
+
+async function signIn(token) {
+  const generation = ++state.generation;
+  state.token = token;
+  $("#login-error").textContent = "";
+  try {
+    await api("GET", "/api/v1/admin/tenants");
+  } catch (e) {
+    if (generation !== state.generation) return;
+    state.token = null;
+    // An unreachable server is no reason to forget the token; a refusal is.
+    if (e.status !== 0) sessionStorage.removeItem(TOKEN_KEY);
+    const why =
+      e.status === 401 ? `Token refused: ${e.message}`
+      : e.status === 403 ? `This token may not use the admin console: ${e.message}`
+      : e.status ? `${e.message} (HTTP ${e.status})`
+      : e.message;
+    $("#login-error").textContent = why;
+    return;
+  }
+  if (generation !== state.generation) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  state.claims = decodeClaims(token);
+  const c = state.claims;
+  $("#whoami").textContent = [
+    `${fmt(c.sub)} · ${fmt(c.role)}`,
+    c.tenantKey ? ` of ${c.tenantKey}` : "",
+    typeof c.exp === "number" ? ` · token expires ${fmtTime(c.exp * 1000)} UTC` : "",
+  ].join("");
+  $("#token").value = "";
+  show($("#login-panel"), false);
+  show($("#console"), true);
+  show($("#logout"), true);
+  // A tenant's own admin has one tenant to look at: open it.
+  if (c.tenantKey && c.role !== "Operator") select(String(c.tenantKey));
+  loop(generation);
+}
+
+function signOut(message = "") {
+  state.generation++;
+  clearTimeout(state.timer);
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.token = null;
+  state.claims = {};
+  state.selected = null;
+  state.tick = 0;
+  state.actorsAllowed = true;
+  state.recentSignature = "";
+  closeActivity();
+  for (const id of ["#tenants", "#users", "#channels", "#actors"]) $(`${id} tbody`).replaceChildren();
+  $("#recent-events").replaceChildren();
+  $("#activity").replaceChildren();
+  for (const id of ["#tenants-error", "#tenant-error", "#actors-error", "#status", "#whoami"]) $(id).textContent = "";
+  show($("#tenant-panel"), false);
+  show($("#actors"), true);
+  show($("#actors-denied"), false);
+  show($("#console"), false);
+  show($("#logout"), false);
+  show($("#login-panel"), true);
+  $("#login-error").textContent = message;
+  $("#token").focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The refresh loop: one request of each kind at a time, the next one a second after the last.
+
+async function loop(generation) {
+  if (generation !== state.generation) return;
+  const jobs = [refreshTenants()];
+  if (state.selected) jobs.push(refreshTenant());
+  if (state.actorsAllowed && state.tick % ACTORS_EVERY === 0) jobs.push(refreshActors());
+  state.tick++;
+  await Promise.all(jobs);
+  if (generation !== state.generation) return;
+  $("#status").textContent = `Updated ${new Date().toLocaleTimeString()}`;
+  state.timer = setTimeout(() => loop(generation), REFRESH_MS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenants
+
+async function refreshTenants() {
+  const generation = state.generation;
+  try {
+    const body = await api("GET", "/api/v1/admin/tenants");
+    if (generation !== state.generation) return;
+    renderTenants(Array.isArray(body?.tenants) ? body.tenants : []);
+    $("#tenants-error").textContent = "";
+  } catch (e) {
+    if (generation === state.generation) $("#tenants-error").textContent = handleCommonError(e);
+  }
+}
+
+function renderTenants(tenants) {
+  const tbody = $("#tenants tbody");
+  const rows = new Map([...tbody.rows].map((r) => [r.dataset.tenant, r]));
+  const sorted = [...tenants].sort((a, b) => String(a.tenantKey).localeCompare(String(b.tenantKey)));
+  for (const t of sorted) {
+    const key = String(t.tenantKey);
+    let row = rows.get(key);
+    if (row) {
+      rows.delete(key);
+    } else {
+      row = el("tr", { "data-tenant": key, tabIndex: 0, title: `Show tenant ${key}` },
+        el("td", { class: "key" }, key),
+        el("td", { class: "connections num" }),
+        el("td", { class: "users num" }));
+      row.addEventListener("click", () => select(key));
+      row.addEventListener("keydown", (ev) => {
+        if (ev.key === "Enter" || ev.key === " ") {
+          ev.preventDefault();
+          select(key);
+        }
+      });
+    }
+    row.querySelector(".connections").textContent = fmt(t.connections);
+    row.querySelector(".users").textContent = fmt(t.users);
+    row.classList.toggle("selected", key === state.selected);
+    tbody.append(row); // moves an existing row into sorted order
+  }
+  for (const gone of rows.values()) gone.remove();
+  show($("#tenants-empty"), tenants.length === 0);
+}
+
+function select(key) {
+  if (state.selected === key) return;
+  state.selected = key;
+  state.recentSignature = "";
+  for (const row of $("#tenants tbody").rows) row.classList.toggle("selected", row.dataset.tenant === key);
+  $("#tenant-name").textContent = key;
+  for (const id of ["#tenant-connections", "#rate-published", "#rate-delivered", "#tenant-quotas"]) $(id).textContent = "–";
+  $("#users tbody").replaceChildren();
+  $("#channels tbody").replaceChildren();
+  $("#recent-events").replaceChildren();
+  $("#activity").replaceChildren();
+  $("#tenant-error").textContent = "";
+  show($("#tenant-panel"), true);
+  refreshTenant();
+  if (state.ws) subscribeActivity();
+  else openActivity();
+}
+
+async function refreshTenant() {
+  const key = state.selected;
+  const generation = state.generation;
+  try {
+    const t = await api("GET", `/api/v1/admin/tenants/${encodeURIComponent(key)}`);
+    if (generation !== state.generation || key !== state.selected) return;
+    renderTenant(t ?? {});
+    $("#tenant-error").textContent = "";
+  } catch (e) {
+    if (generation === state.generation && key === state.selected) $("#tenant-error").textContent = handleCommonError(e);
+  }
+}
+
+function renderTenant(t) {
+  $("#tenant-connections").textContent = fmt(t.connections);
+  $("#rate-published").textContent = fmtRate(t.rates?.publishedPerSecond);
+  $("#rate-delivered").textContent = fmtRate(t.rates?.deliveredPerSecond);
+  const q = t.quotas;
+  $("#tenant-quotas").textContent = q
+    ? `${fmt(q.maxConnections)} connections · ${fmt(q.publishesPerSecond)} publishes/s · ` +
+      `${fmt(q.maxSubscriptionsPerConnection)} subscriptions/connection`
+    : "–";
+
+  const users = Array.isArray(t.users) ? t.users : [];
+  $("#users tbody").replaceChildren(...users.map((u) =>
+    el("tr", { "data-user": String(u.userId) },
+      el("td", { class: "user" }, fmt(u.userId)),
+      el("td", { class: "role" }, fmt(u.role)),
+      el("td", { class: "connections num" }, fmt(u.connections)))));
+
+  const channels = Array.isArray(t.channels) ? t.channels : [];
+  $("#channels tbody").replaceChildren(...channels.map((c) =>
+    el("tr", { "data-channel": String(c.channel) },
+      el("td", { class: "channel" }, fmt(c.channel)),
+      el("td", { class: "subscribers num" }, fmt(c.subscribers)))));
+
+  // Newest first, as the API sends them; rebuilt only when the list changed.
+  const events = Array.isArray(t.recentEvents) ? t.recentEvents : [];
+  const signature = events.map((e) => e.id).join(",");
+  if (signature !== state.recentSignature) {
+    state.recentSignature = signature;
+    $("#recent-events").replaceChildren(...events.map((e) =>
+      el("li", { "data-event-id": String(e.id), title: fmt(e.timestamp) },
+        el("span", { class: "time" }, fmtTime(e.timestamp)),
+        el("span", { class: "event" }, fmt(e.event)),
+        el("span", { class: "channel" }, fmt(e.channel)),
+        el("span", { class: "detail" }, `#${fmt(e.offset)}`))));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The live activity tail: one WebSocket, subscribed to the selected tenant's activity channel.
+
+function openActivity() {
+  if (!state.token || state.ws) return;
+  const generation = state.generation;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${location.host}/ws?access_token=${encodeURIComponent(state.token)}`);
+  state.ws = ws;
+  state.wsChannel = null;
+  setActivityState("connecting", "connecting…");
+  ws.addEventListener("open", () => {
+    if (state.ws !== ws) return;
+    state.wsBackoff = 500;
+    state.wsPing = setInterval(() => send(ws, { type: "ping" }), PING_MS);
+    subscribeActivity();
+  });
+  ws.addEventListener("message", (m) => {
+    if (state.ws !== ws) return;
+    let frame;
+    try {
+      frame = JSON.parse(m.data);
+    } catch {
+      return;
+    }
+    onFrame(frame);
+  });
+  ws.addEventListener("close", (ev) => {
+    if (state.ws !== ws) return;
+    clearInterval(state.wsPing);
+    state.ws = null;
+    state.wsChannel = null;
+    if (generation !== state.generation || !state.token) return;
+    const why = ev.reason ? `${ev.code} ${ev.reason}` : `${ev.code}`;
+    setActivityState("disconnected", `disconnected (${why}); reconnecting…`);
+    setTimeout(() => {
+      if (generation === state.generation) openActivity();
+    }, state.wsBackoff);
+    state.wsBackoff = Math.min(state.wsBackoff * 2, RECONNECT_MAX_MS);
+  });
+}
+
+function closeActivity() {
+  const ws = state.ws;
+  state.ws = null;
+  state.wsChannel = null;
+  clearInterval(state.wsPing);
+  if (ws) ws.close(1000);
+  setActivityState("", "");
+}
+
+function send(ws, frame) {
+  if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(frame));
+}
+
+/** Moves the socket's one subscription to the selected tenant's activity channel. */
+function subscribeActivity() {
+  const ws = state.ws;
+  if (!ws || ws.readyState !== WebSocket.OPEN) return;
+  const want = state.selected ? `tenant:${state.selected}:activity` : null;
+  if (state.wsChannel === want) return;
+  if (state.wsChannel) send(ws, { type: "unsubscribe", data: { channel: state.wsChannel } });
+  state.wsChannel = want;
+  if (want) {
+    send(ws, { type: "subscribe", id: ++state.wsNextId, data: { channel: want } });
+    setActivityState("subscribing", "subscribing…");
+  }
+}
+
+function setActivityState(name, text) {
+  const node = $("#activity-state");
+  node.dataset.state = name;
+  node.textContent = text ? `(${text})` : "";
+}
+
+function onFrame(frame) {
+  const data = frame?.data ?? {};
+  switch (frame?.type) {
+    case "subscribed":
+      if (data.channel === state.wsChannel) setActivityState("live", "live");
+      break;
+    case "subscription_error":
+      if (data.channel === state.wsChannel) {
+        setActivityState("refused", `refused: ${fmt(data.reason)} (${fmt(data.code)})`);
+      }
+      break;
+    case "notification":
+      if (data.channel === state.wsChannel) addActivity(data);
+      break;
+    case "error":
+      addActivity({ event: "error", data: { message: `${fmt(data.code)}: ${fmt(data.message)}` } });
+      break;
+    default:
+      break; // pong, unsubscribed, presence on auto-joined channels
+  }
+}
+
+/** One line of the tail for an activity event. */
+function summarize(event, d) {
+  d = d && typeof d === "object" ? d : {};
+  switch (event) {
+    case "ConnectionOpened":
+    case "ConnectionClosed":
+      return `${fmt(d.userId)} (${fmt(d.role)}) via ${fmt(d.protocol)}`;
+    case "Subscribed":
+    case "Unsubscribed":
+      return `${fmt(d.userId)} → ${fmt(d.channel)}`;
+    case "Published":
+      return `${fmt(d.event)} on ${fmt(d.channel)} #${fmt(d.offset)}`;
+    case "ActivitySuppressed":
+      return `${fmt(d.suppressed)} summaries dropped by the rate limit`;
+    case "error":
+      return fmt(d.message);
+    default:
+      return JSON.stringify(d);
+  }
+}
+
+function addActivity(n) {
+  const d = n.data && typeof n.data === "object" ? n.data : {};
+  const li = el("li", {
+    "data-event": fmt(n.event),
+    "data-published-id": n.event === "Published" ? fmt(d.id) : undefined,
+    title: n.timestamp ? fmt(n.timestamp) : undefined,
+  },
+  el("span", { class: "time" }, n.timestamp ? fmtTime(n.timestamp) : fmtTime(new Date().toISOString())),
+  el("span", { class: "event" }, fmt(n.event)),
+  el("span", { class: "detail" }, summarize(n.event, d)));
+  const list = $("#activity");
+  list.prepend(li);
+  while (list.childElementCount > ACTIVITY_KEEP) list.lastElementChild.remove();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Actors: a table with one edit form per kind.
+
+async function refreshActors() {
+  const generation = state.generation;
+  const version = state.actorsVersion;
+  try {
+    const body = await api("GET", "/api/v1/admin/actors");
+    if (generation !== state.generation || version !== state.actorsVersion) return;
+    renderActors(Array.isArray(body?.actors) ? body.actors : []);
+    $("#actors-error").textContent = "";
+  } catch (e) {
+    if (generation !== state.generation) return;
+    if (e.status === 403) {
+      // Not an Operator: the figures are not for this token; stop asking.
+      state.actorsAllowed = false;
+      show($("#actors"), false);
+      show($("#actors-denied"), true);
+      $("#actors-error").textContent = "";
+    } else {
+      $("#actors-error").textContent = handleCommonError(e);
+    }
+  }
+}
+
+function renderActors(actors) {
+  const tbody = $("#actors tbody");
+  const rows = new Map([...tbody.rows].map((r) => [r.dataset.kind, r]));
+  for (const a of actors) {
+    const kind = String(a.kind);
+    let row = rows.get(kind);
+    if (row) rows.delete(kind);
+    else row = actorRow(kind);
+    updateActorRow(row, a, false);
+    tbody.append(row);
+  }
+  for (const gone of rows.values()) gone.remove();
+}
+
+function actorRow(kind) {
+  const formId = `actor-form-${kind}`;
+  const input = (name, min) =>
+    el("input", { name, type: "number", min, step: 1, inputMode: "numeric" });
+  const policy = el("select", { name: "policy" },
+    el("option", { value: "disconnect" }, "disconnect"),
+    el("option", { value: "drop" }, "drop"));
+  const mailbox = input("mailbox", 1);
+  const maxQueued = input("maxQueuedBytes", 0);
+  // The inputs sit in other cells than the form; the `form` attribute ties them to it.
+  for (const field of [mailbox, policy, maxQueued]) field.setAttribute("form", formId);
+  const form = el("form", { id: formId, noValidate: true },
+    el("button", { type: "submit", class: "save" }, "Save"));
+  const row = el("tr", { "data-kind": kind },
+    el("td", { class: "kind" }, kind),
+    el("td", { class: "count num" }),
+    el("td", {}, mailbox),
+    el("td", {}, policy),
+    el("td", {}, maxQueued),
+    el("td", { class: "queue num" }),
+    el("td", { class: "full num" }),
+    el("td", { class: "dropped num" }),
+    el("td", { class: "slow num" }),
+    el("td", { class: "actions" }, form, " ", el("span", { class: "message", role: "status" })));
+  const edited = () => {
+    row.dataset.dirty = "1";
+    setMessage(row, "", "");
+  };
+  for (const field of [mailbox, policy, maxQueued]) {
+    field.addEventListener("input", edited);
+    field.addEventListener("change", edited);
+  }
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    save(row, kind);
+  });
+  return row;
+}
+
+/** Shows the server's figures; the inputs only when the row holds no unsaved edit (or `force`). */
+function updateActorRow(row, a, force) {
+  row.entry = a;
+  row.querySelector(".count").textContent = fmt(a.count);
+  row.querySelector(".queue").textContent = `${fmt(a.queueDepth)} (${fmt(a.peakQueueDepth)})`;
+  row.querySelector(".full").textContent = fmt(a.mailboxFull);
+  row.querySelector(".dropped").textContent = fmt(a.dropped);
+  row.querySelector(".slow").textContent = fmt(a.slowConsumerDisconnects);
+  if (row.dataset.dirty && !force) return;
+  delete row.dataset.dirty;
+  for (const name of ["mailbox", "policy", "maxQueuedBytes"]) {
+    const field = row.querySelector(`[name=${name}]`);
+    const value = a[name];
+    // A kind without this limit (null) cannot be given one here.
+    field.disabled = value === null || value === undefined;
+    if (document.activeElement !== field || force) field.value = field.disabled ? "" : String(value);
+  }
+}
+
+function setMessage(row, kind, text) {
+  const message = row.querySelector(".message");
+  message.className = kind ? `message ${kind}` : "message";
+  message.textContent = text;
+}
+
+/** A whole number typed into `name`, or an Error saying what is wrong with it. */
+function wholeNumber(name, text) {
+  const t = text.trim();
+  if (!/^-?\d+$/.test(t)) throw new Error(`${name} must be a whole number`);
+  return Number(t);
+}
+
+/** Sends the fields that differ from the server's last answer; shows "saved" or the reason. */
+async function save(row, kind) {
+  const last = row.entry ?? {};
+  const patch = {};
+  try {
+    for (const name of ["mailbox", "maxQueuedBytes"]) {
+      const field = row.querySelector(`[name=${name}]`);
+      if (field.disabled) continue;
+      if (field.value.trim() !== String(last[name])) patch[name] = wholeNumber(name, field.value);
+    }
+  } catch (e) {
+    setMessage(row, "error", e.message);
+    return;
+  }
+  const policy = row.querySelector("[name=policy]");
+  if (!policy.disabled && policy.value !== last.policy) patch.policy = policy.value;
+  if (Object.keys(patch).length === 0) {
+    setMessage(row, "", "nothing changed");
+    return;
+  }
+  const button = row.querySelector("button.save");
+  button.disabled = true;
+  setMessage(row, "pending", "saving…");
+  const generation = state.generation;
+  try {
+    const entry = await api("PUT", `/api/v1/admin/actors/${encodeURIComponent(kind)}`, patch);
+    if (generation !== state.generation) return;
+    state.actorsVersion++;
+    updateActorRow(row, entry ?? last, true);
+    setMessage(row, "saved", "saved");
+  } catch (e) {
+    if (generation !== state.generation) return;
+    if (e.status === 403) {
+      state.actorsAllowed = false;
+      show($("#actors"), false);
+      show($("#actors-denied"), true);
+    } else {
+      setMessage(row, "error", handleCommonError(e));
+    }
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start
+
+$("#login-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const token = $("#token").value.trim();
+  if (token) signIn(token);
+});
+$("#logout").addEventListener("click", () => signOut());
+
+const saved = sessionStorage.getItem(TOKEN_KEY);
+if (saved) signIn(saved);
+else $("#token").focus();
