@@ -161,7 +161,7 @@ async function signIn(token) {
   $("#whoami").textContent = [
     `${fmt(c.sub)} · ${fmt(c.role)}`,
     c.tenantKey ? ` of ${c.tenantKey}` : "",
-    typeof c.exp === "number" ? ` · token expires ${fmtTime(c.exp * 1000)} UTC` : "",
+    typeof c.exp === "number" ? ` · token expires ${new Date(c.exp * 1000).toISOString().slice(0, 16).replace("T", " ")} UTC` : "",
   ].join("");
   $("#token").value = "";
   show($("#login-panel"), false);
