@@ -622,3 +622,83 @@ async fn drafts_appended_before_any_node_ran_are_published() {
         .unwrap();
     assert_eq!(len, 0, "published drafts are deleted from the stream");
 }
+
+/// The channels this Redis has pub/sub subscribers for, under `prefix`.
+async fn redis_pubsub_channels(redis: &RedisServer, prefix: &str) -> Vec<String> {
+    let mut conn = redis.conn().await;
+    let mut channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg(format!("{prefix}:ch:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    channels.sort();
+    channels
+}
+
+#[actix_web::test]
+async fn redis_subscriptions_follow_local_subscribers_and_everything_carries_the_prefix() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let order = "tenant:acme:order:o1";
+    let pubsub = format!("{prefix}:ch:{order}");
+    // Published on, but nobody here listens: no Redis subscription.
+    let (status, _) = a.publish(&service(), order, "E", json!(1)).await;
+    assert_eq!(status, 202);
+    assert!(!redis_pubsub_channels(&redis, &prefix)
+        .await
+        .contains(&pubsub));
+
+    // The first local subscriber subscribes in Redis (before `subscribed` is answered).
+    let mut first = a.connect(&customer("acme", "u1", None)).await;
+    first.subscribed(order).await;
+    assert_eq!(
+        redis_pubsub_channels(&redis, &prefix).await,
+        [pubsub.clone()]
+    );
+    let mut second = a.connect(&customer("acme", "u2", None)).await;
+    second.subscribed(order).await;
+
+    // One of two leaves: still subscribed, and events still arrive through Redis.
+    first
+        .send_json(json!({"type":"unsubscribe","data":{"channel":order}}))
+        .await;
+    first.recv_type("unsubscribed").await;
+    a.publish(&service(), order, "StillHere", json!(2)).await;
+    assert_eq!(second.recv().await["data"]["event"], "StillHere");
+    assert_eq!(
+        redis_pubsub_channels(&redis, &prefix).await,
+        [pubsub.clone()]
+    );
+
+    // The last one goes away: the Redis subscription is dropped.
+    drop(second);
+    eventually(
+        "the Redis unsubscribe after the last local subscriber",
+        || async {
+            redis_pubsub_channels(&redis, &prefix)
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Every key this node wrote (offsets, epochs, history, presence, nodes) carries the prefix.
+    let mut conn = redis.conn().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        keys.iter().any(|k| k.ends_with(":history")),
+        "history was written: {keys:?}"
+    );
+    let stray: Vec<&String> = keys
+        .iter()
+        .filter(|k| !k.starts_with(&format!("{prefix}:")))
+        .collect();
+    assert!(stray.is_empty(), "keys without the prefix: {stray:?}");
+}
