@@ -702,3 +702,61 @@ async fn redis_subscriptions_follow_local_subscribers_and_everything_carries_the
         .collect();
     assert!(stray.is_empty(), "keys without the prefix: {stray:?}");
 }
+
+#[actix_web::test]
+async fn a_password_protected_redis_and_a_database_index_from_the_pieces() {
+    let redis = RedisServer::start_with_password("s3cret-pass").await;
+    // The overlays' way: host, port, password and database instead of a URL.
+    let settings = |password: &'static str| {
+        let port = redis.port;
+        let prefix = unique_prefix();
+        move |s: &mut switchyard::settings::Settings| {
+            cluster_settings(s, "", &prefix);
+            s.redis.host = "127.0.0.1".into();
+            s.redis.port = port;
+            s.redis.password = password.to_owned().into();
+            s.redis.database = 5;
+        }
+    };
+    let a = spawn_app_with(settings("s3cret-pass")).await;
+    let (status, ready) = a.get("/health/ready", None).await;
+    assert_eq!(
+        (status, ready["mode"].as_str()),
+        (200, Some("cluster")),
+        "{ready}"
+    );
+    let mut ws = a.connect(&customer("acme", "u1", None)).await;
+    ws.subscribed("tenant:acme:broadcast").await;
+    let (status, ack) = a
+        .publish(&service(), "tenant:acme:broadcast", "Authed", json!(1))
+        .await;
+    assert_eq!(status, 202, "{ack}");
+    assert_eq!(ws.recv().await["data"]["event"], "Authed");
+    // Everything went to database 5, nothing to 0.
+    let mut conn = redis.conn().await;
+    let _: () = redis::cmd("SELECT")
+        .arg(5)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let in_5: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("SELECT")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let in_0: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    assert!(in_5 > 0, "keys in database 5");
+    assert_eq!(in_0, 0, "nothing in database 0");
+
+    // A wrong password: the node stays up, not ready, and says why.
+    let b = spawn_app_with(settings("wrong")).await;
+    let ready = eventually("readiness to report the refused password", || async {
+        let (status, body) = b.get("/health/ready", None).await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(ready["redis"]["connected"], false, "{ready}");
+    let (status, _) = b.get("/health/live", None).await;
+    assert_eq!(status, 200);
+}
