@@ -652,6 +652,70 @@ async fn hub_keepalive_pings_flow_and_silent_clients_are_closed_with_allow_recon
     );
 }
 
+#[actix_web::test]
+async fn configured_hub_paths_all_work_and_shutdown_sends_close_with_allow_reconnect() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let app = spawn_app_with(|s| {
+        s.signalr.hub_paths = vec!["/hubs/notifications".into(), "/hubs/kitchen".into()];
+    })
+    .await;
+    let url = format!("http://127.0.0.1:{}/hubs/kitchen", app.port);
+    let mut hub = HubClient::start_url(&url, &token(&admin("acme")), listening(&["NewOrder"]))
+        .await
+        .expect("the second hub path negotiates and connects");
+    app.publish(
+        &service(),
+        "tenant:acme:admins",
+        "NewOrder",
+        json!({"n": 1}),
+    )
+    .await;
+    assert_eq!(hub.event("NewOrder").await["data"]["n"], 1);
+
+    // A raw hub connection sees the Close record before the 1012 close on shutdown.
+    let raw_url = app.ws_url(&format!(
+        "/hubs/kitchen?access_token={}",
+        token(&admin("acme"))
+    ));
+    let (mut ws, _) = tokio_tungstenite::connect_async(raw_url).await.unwrap();
+    ws.send(Message::text(
+        "{\"protocol\":\"json\",\"version\":1}\u{1e}{\"type\":1,\"invocationId\":\"1\",\"target\":\"Ping\",\"arguments\":[]}\u{1e}",
+    ))
+    .await
+    .unwrap();
+    let mut seen = String::new();
+    while !seen.contains("\"invocationId\":\"1\"") {
+        let Some(Ok(Message::Text(t))) = ws.next().await else {
+            panic!("handshake and completion expected")
+        };
+        seen.push_str(t.as_str());
+    }
+    let handle = app.handle.clone();
+    actix_web::rt::spawn(async move { handle.shutdown().await });
+    let mut close_record = None;
+    let code = loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("closed") {
+            Some(Ok(Message::Text(t))) => {
+                for r in t.split('\u{1e}').filter(|r| !r.is_empty()) {
+                    let v: Value = serde_json::from_str(r).unwrap();
+                    if v["type"] == 7 {
+                        close_record = Some(v);
+                    }
+                }
+            }
+            Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        close_record,
+        Some(json!({"type":7,"error":"server restarting, reconnect","allowReconnect":true}))
+    );
+    assert_eq!(code, 1012);
+}
+
 mod stateful_reconnect {
     use std::time::Duration;
 
