@@ -760,3 +760,43 @@ async fn a_password_protected_redis_and_a_database_index_from_the_pieces() {
     let (status, _) = b.get("/health/live", None).await;
     assert_eq!(status, 200);
 }
+
+#[actix_web::test]
+async fn redis_history_expires_after_its_time_to_live() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |s| s.history.ttl_secs = 2).await;
+    let channel = "tenant:acme:broadcast";
+    for i in 1..=3 {
+        a.publish(&service(), channel, "E", json!(i)).await;
+    }
+    let mut conn = redis.conn().await;
+    let history = format!("{prefix}:{{{channel}}}:history");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&history)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((1..=2000).contains(&ttl), "the stream expires (PTTL {ttl})");
+    let t = token(&admin("acme"));
+    let (_, page) = a
+        .get(&format!("/api/v1/channels/{channel}/history"), Some(&t))
+        .await;
+    let epoch = page["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(page["events"].as_array().unwrap().len(), 3);
+
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&history)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "history is gone after history.ttl_secs");
+    let mut ws = a.connect(&customer("acme", "u", None)).await;
+    ws.send_json(
+        json!({"type":"subscribe","data":{"channel":channel,"since":{"offset":1,"epoch":epoch}}}),
+    )
+    .await;
+    let sub = ws.recv().await;
+    assert_eq!(sub["data"]["recovered"], false, "{sub}");
+}
