@@ -234,7 +234,8 @@ impl Metrics {
             self.actors.with_label_values(&[kind.as_str()]);
             self.limit_changes.with_label_values(&[kind.as_str()]);
         }
-        for reason in ["slow_consumer"] {
+        {
+            let reason = "slow_consumer";
             self.dropped.with_label_values(&[reason]);
         }
         for close in CloseCode::ALL {

@@ -54,6 +54,8 @@ pub struct Node {
 }
 
 impl Node {
+    // Every field a node cannot run without; built once, at start-up.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: NodeId,
         broker: BrokerHandle,

@@ -274,7 +274,7 @@ mod tests {
         let t = TenantKey::parse("acme").unwrap();
         let err = book.set(&t, quotas(0)).unwrap_err();
         assert_eq!(err.field, "publishesPerSecond");
-        assert_eq!(book.get(&t).1, false);
+        assert!(!book.get(&t).1);
     }
 
     #[test]
