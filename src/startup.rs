@@ -88,6 +88,12 @@ fn node_id(settings: &Settings) -> NodeId {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Bound first: a taken port is a clean start-up error, before any actor runs.
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
+            .with_context(|| {
+                format!("binding {}:{}", settings.server.host, settings.server.port)
+            })?;
+        let port = listener.local_addr()?.port();
         let (verifier, generated) =
             Verifier::from_settings(&settings.auth, settings.is_development())?;
         if let Some(GeneratedSecret(secret)) = generated {
@@ -198,11 +204,6 @@ impl Application {
         }
         let background = background::start(&settings, node.clone(), &store, entities);
 
-        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
-            .with_context(|| {
-                format!("binding {}:{}", settings.server.host, settings.server.port)
-            })?;
-        let port = listener.local_addr()?.port();
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
