@@ -168,8 +168,16 @@ async fn actor_limits_change_at_run_time_are_validated_and_survive_a_restart() {
 }
 
 #[actix_web::test]
-async fn a_change_on_one_node_reaches_another_sharing_the_database() {
-    let db = TestDb::sqlite();
+async fn a_change_on_one_node_reaches_another_sharing_sqlite() {
+    a_change_on_one_node_reaches_another(TestDb::sqlite()).await;
+}
+
+#[actix_web::test]
+async fn a_change_on_one_node_reaches_another_sharing_postgres() {
+    a_change_on_one_node_reaches_another(TestDb::postgres().await).await;
+}
+
+async fn a_change_on_one_node_reaches_another(db: TestDb) {
     let fast = |s: &mut switchyard::settings::Settings| s.admin.reload_interval_ms = 100;
     let a = spawn_app_with_db(&db, fast).await;
     let b = spawn_app_with_db(&db, fast).await;
@@ -553,6 +561,8 @@ async fn tenant_quotas_refuse_connections_subscriptions_and_publishes_and_are_co
     let app = spawn_app_with_db(&db, |_| {}).await;
     let (_, body) = app.get(path, Some(&ops)).await;
     assert_eq!(body["quotas"], quotas, "quotas survive a restart");
+    let (status, _) = app.delete(path, Some(&token(&admin("t1")))).await;
+    assert_eq!(status, 403, "only an operator resets quotas");
     let (status, body) = app.delete(path, Some(&ops)).await;
     assert_eq!(status, 200);
     assert_eq!(body["overridden"], false);
