@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::Deserialize;
+use switchyard_actors::activity::ActivityConfig;
 use switchyard_actors::history::HistoryLimits;
 use switchyard_actors::mailbox::{ActorKind, MailboxSettings, SlowConsumerPolicy};
+use switchyard_actors::quotas::TenantQuotas;
 use switchyard_actors::session::SessionSettings;
 
 /// The environment variable prefix; `__` separates every level below it.
@@ -54,6 +56,35 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub change_feed: ChangeFeedSettings,
     pub chat: ChatSettings,
+    pub activity: ActivitySettings,
+    pub quotas: QuotaSettings,
+    pub admin: AdminSettings,
+}
+
+/// `[quotas]`: every tenant's quotas unless it has its own.
+#[derive(Debug, Clone, Deserialize)]
+pub struct QuotaSettings {
+    pub max_connections: usize,
+    pub publishes_per_second: u32,
+    pub max_subscriptions_per_connection: usize,
+}
+
+/// `[activity]`: what the activity recorder keeps per tenant and how fast it may stream.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ActivitySettings {
+    pub recent_events: usize,
+    pub max_events_per_second: u32,
+    pub rate_window_secs: u64,
+    pub forget_after_secs: u64,
+}
+
+/// `[admin]`: how run-time changes made through the admin API are kept.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AdminSettings {
+    /// Store actor limits and tenant quotas changed at run time in the database.
+    pub persist: bool,
+    /// How often each node re-reads stored changes (so a change made on one node reaches all).
+    pub reload_interval_ms: u64,
 }
 
 /// `[chat]`: the chat hub's limits and the offline webhook (`docs/chat.md`).
@@ -170,6 +201,7 @@ pub struct ActorsConfig {
     pub redis_bridge: ActorConfig,
     pub scheduler: ActorConfig,
     pub pg_listener: ActorConfig,
+    pub activity: ActorConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -324,6 +356,26 @@ impl Settings {
         Duration::from_millis(self.publish.timeout_ms)
     }
 
+    /// The default tenant quotas (`[quotas]`).
+    pub fn quota_defaults(&self) -> TenantQuotas {
+        let q = &self.quotas;
+        TenantQuotas {
+            max_connections: q.max_connections,
+            publishes_per_second: q.publishes_per_second,
+            max_subscriptions_per_connection: q.max_subscriptions_per_connection,
+        }
+    }
+
+    pub fn activity_config(&self) -> ActivityConfig {
+        let a = &self.activity;
+        ActivityConfig {
+            recent_events: a.recent_events,
+            max_events_per_second: a.max_events_per_second,
+            rate_window_secs: a.rate_window_secs.max(1),
+            forget_after: Duration::from_secs(a.forget_after_secs),
+        }
+    }
+
     pub fn history_limits(&self) -> HistoryLimits {
         HistoryLimits {
             size: self.history.size,
@@ -364,6 +416,7 @@ impl Settings {
             ActorKind::RedisBridge => &a.redis_bridge,
             ActorKind::Scheduler => &a.scheduler,
             ActorKind::PgListener => &a.pg_listener,
+            ActorKind::Activity => &a.activity,
         };
         MailboxSettings {
             mailbox: c.mailbox,

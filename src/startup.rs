@@ -15,6 +15,7 @@ use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use switchyard_actors::activity::{ActivityRecorder, ActivitySink, AttachPublisher};
 use switchyard_actors::broker::{BrokerConfig, BrokerHandle, ClusterLink};
 use switchyard_actors::cluster::Cluster;
 use switchyard_actors::ids::NodeId;
@@ -22,6 +23,7 @@ use switchyard_actors::mailbox::{ActorKind, ActorLimits};
 use switchyard_actors::metrics::Metrics;
 use switchyard_actors::node::Node;
 use switchyard_actors::presence_hook::PresenceHook;
+use switchyard_actors::quotas::QuotaBook;
 use switchyard_actors::redis_bridge::{AttachBroker, RedisBridge};
 use switchyard_actors::tenant_group::TenantRegistry;
 
@@ -86,6 +88,12 @@ fn node_id(settings: &Settings) -> NodeId {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Bound first: a taken port is a clean start-up error, before any actor runs.
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
+            .with_context(|| {
+                format!("binding {}:{}", settings.server.host, settings.server.port)
+            })?;
+        let port = listener.local_addr()?.port();
         let (verifier, generated) =
             Verifier::from_settings(&settings.auth, settings.is_development())?;
         if let Some(GeneratedSecret(secret)) = generated {
@@ -117,6 +125,14 @@ impl Application {
                 .set(limits.get(kind).mailbox() as i64);
         }
         let id = node_id(&settings);
+        let quotas = Arc::new(QuotaBook::new(settings.quota_defaults(), metrics.clone()));
+        let activity = {
+            let (config, limits, metrics) =
+                (settings.activity_config(), limits.clone(), metrics.clone());
+            ActivityRecorder::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+                ActivityRecorder::new(config, limits, metrics)
+            })
+        };
         // Filled below with the chat service, which relays presence to conversation partners.
         let presence_hook = PresenceHook::default();
         let link = match settings.cluster() {
@@ -141,6 +157,7 @@ impl Application {
                 request_timeout: settings.publish_timeout(),
                 origin: id.clone(),
                 bridge: link.as_ref().map(|l| l.bridge.clone()),
+                activity: ActivitySink::new(activity.clone().recipient(), metrics.clone()),
             },
             link.clone(),
             limits.clone(),
@@ -149,6 +166,7 @@ impl Application {
         if let Some(l) = &link {
             l.bridge.do_send(AttachBroker(broker.clone()));
         }
+        activity.do_send(AttachPublisher(broker.clone()));
         let tenants = TenantRegistry::new(
             limits.clone(),
             metrics.clone(),
@@ -169,16 +187,23 @@ impl Application {
                 settings.session_settings(),
                 Arc::new(StoreAuthorizer::new(store.clone(), entities.clone())),
                 Duration::from_millis(settings.signalr.stateful_reconnect_grace_ms),
+                quotas,
             )
             .with_hub_methods(Arc::new(chat))
+            .with_activity(activity)
         });
+        if settings.admin.persist {
+            routes::admin::apply_stored(&node, &store)
+                .await
+                .context("applying stored actor limits and tenant quotas")?;
+            reload_stored_changes(
+                node.clone(),
+                store.clone(),
+                Duration::from_millis(settings.admin.reload_interval_ms.max(1)),
+            );
+        }
         let background = background::start(&settings, node.clone(), &store, entities);
 
-        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
-            .with_context(|| {
-                format!("binding {}:{}", settings.server.host, settings.server.port)
-            })?;
-        let port = listener.local_addr()?.port();
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -247,6 +272,26 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Re-reads stored admin changes every `every` until the node shuts down, so a change made
+/// through another node sharing the database applies here too.
+fn reload_stored_changes(node: Arc<Node>, store: Store, every: Duration) {
+    actix_web::rt::spawn(async move {
+        let mut shutdown = node.shutdown_signal();
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = routes::admin::apply_stored(&node, &store).await {
+                        log::warn!("admin: stored changes not re-read: {e}");
+                    }
+                }
+                _ = shutdown.wait_for(|down| *down) => return,
+            }
+        }
+    });
 }
 
 /// Browser CORS for negotiate and the REST API: the allowed origin is echoed (never `*`),

@@ -172,6 +172,8 @@ pub enum ErrorCode {
     Busy,
     /// The cluster could not take the publish (Redis unreachable after retries).
     Unavailable,
+    /// A tenant quota refused the request (subscriptions per connection, publishes per second).
+    QuotaExceeded,
     /// Binary frames on a text protocol.
     UnsupportedFrame,
     /// Something failed inside the server.
@@ -193,6 +195,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Busy => "busy",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::UnsupportedFrame => "unsupported_frame",
             ErrorCode::Internal => "internal",
         }

@@ -19,7 +19,10 @@
 //! | `hub_methods.rs` | the seam for hub methods implemented by the server (chat) |
 //! | `chat_events.rs` | the chat hub's event names; which SignalR events carry their data bare |
 //! | `presence_hook.rs` | the seam telling the server about each UserOnline/UserOffline |
+//! | `activity.rs` | [`activity::ActivityRecorder`]: per-tenant recent events, rates, the activity stream |
+//! | `quotas.rs` | per-tenant quotas: connections, publishes per second, subscriptions per connection |
 
+pub mod activity;
 pub mod authorizer;
 pub mod broker;
 pub mod channel;
@@ -37,6 +40,7 @@ pub mod metrics;
 pub mod node;
 pub mod pg_listener;
 pub mod presence_hook;
+pub mod quotas;
 pub mod redis_bridge;
 pub mod rules;
 pub mod scheduler;

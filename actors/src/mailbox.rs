@@ -23,16 +23,18 @@ pub enum ActorKind {
     RedisBridge,
     Scheduler,
     PgListener,
+    Activity,
 }
 
 impl ActorKind {
-    pub const ALL: [ActorKind; 6] = [
+    pub const ALL: [ActorKind; 7] = [
         ActorKind::Session,
         ActorKind::Broker,
         ActorKind::TenantGroup,
         ActorKind::RedisBridge,
         ActorKind::Scheduler,
         ActorKind::PgListener,
+        ActorKind::Activity,
     ];
 
     /// The name used in configuration (`[actors.<name>]`), metrics and the admin API.
@@ -44,6 +46,7 @@ impl ActorKind {
             ActorKind::RedisBridge => "redis_bridge",
             ActorKind::Scheduler => "scheduler",
             ActorKind::PgListener => "pg_listener",
+            ActorKind::Activity => "activity",
         }
     }
 }

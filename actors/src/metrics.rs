@@ -66,6 +66,13 @@ pub struct Metrics {
     pub redis_catchups: IntCounter,
     /// HTTP API errors answered with problem JSON, by status.
     pub http_errors: IntCounterVec,
+    /// Requests refused by a tenant quota, by tenant and quota (`connections`, `publishes`,
+    /// `subscriptions`). Tenants are a bounded, operator-chosen set; users never label a metric.
+    pub quota_exceeded: IntCounterVec,
+    /// Activity-stream summaries held back by `activity.max_events_per_second`.
+    pub activity_suppressed: IntCounter,
+    /// Mailbox limits changed through the admin API, by actor kind.
+    pub limit_changes: IntCounterVec,
 }
 
 impl Metrics {
@@ -201,6 +208,20 @@ impl Metrics {
                 "HTTP API requests answered with an error, by status",
                 &["status"],
             ),
+            quota_exceeded: counter_vec(
+                "switchyard_quota_exceeded_total",
+                "Requests refused by a tenant quota, by tenant and quota",
+                &["tenant", "quota"],
+            ),
+            activity_suppressed: counter(
+                "switchyard_activity_suppressed_total",
+                "Activity-stream summaries held back by the per-tenant rate limit",
+            ),
+            limit_changes: counter_vec(
+                "switchyard_limit_changes_total",
+                "Mailbox limits changed at run time through the admin API, by actor kind",
+                &["actor"],
+            ),
             registry,
         }
         .with_known_labels()
@@ -211,8 +232,10 @@ impl Metrics {
         for kind in ActorKind::ALL {
             self.mailbox_full.with_label_values(&[kind.as_str()]);
             self.actors.with_label_values(&[kind.as_str()]);
+            self.limit_changes.with_label_values(&[kind.as_str()]);
         }
-        for reason in ["slow_consumer"] {
+        {
+            let reason = "slow_consumer";
             self.dropped.with_label_values(&[reason]);
         }
         for close in CloseCode::ALL {

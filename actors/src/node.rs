@@ -8,6 +8,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use actix::Addr;
+
+use crate::activity::{ActivityRecorder, ActivitySink, Observe};
 use crate::authorizer::ChannelAuthorizer;
 use crate::broker::{BrokerError, BrokerHandle, PublishAck};
 use crate::envelope::Draft;
@@ -15,6 +18,7 @@ use crate::hub_methods::HubMethods;
 use crate::ids::{ConnId, NodeId};
 use crate::mailbox::ActorLimits;
 use crate::metrics::Metrics;
+use crate::quotas::QuotaBook;
 use crate::session::resume::ParkedSessions;
 use crate::session::SessionSettings;
 use crate::tenant_group::TenantRegistry;
@@ -39,11 +43,19 @@ pub struct Node {
     pub parked: ParkedSessions,
     /// Hub methods the session does not map itself (the server's chat service), if any.
     pub hub_methods: Option<Arc<dyn HubMethods>>,
+    /// Per-tenant quotas (connections, publishes per second, subscriptions per connection).
+    pub quotas: Arc<QuotaBook>,
+    /// Where sessions and the publish path report tenant activity (never waits).
+    pub activity: ActivitySink,
+    /// The activity recorder, for the admin API's queries (absent in bare test nodes).
+    pub activity_recorder: Option<Addr<ActivityRecorder>>,
     shutdown: watch::Sender<bool>,
     next_conn: AtomicU64,
 }
 
 impl Node {
+    // Every field a node cannot run without; built once, at start-up.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: NodeId,
         broker: BrokerHandle,
@@ -53,8 +65,12 @@ impl Node {
         sessions: SessionSettings,
         authorizer: Arc<dyn ChannelAuthorizer>,
         resume_grace: std::time::Duration,
+        quotas: Arc<QuotaBook>,
     ) -> Self {
         Self {
+            quotas,
+            activity: ActivitySink::default(),
+            activity_recorder: None,
             parked: ParkedSessions::new(resume_grace),
             id,
             broker,
@@ -75,6 +91,13 @@ impl Node {
         self
     }
 
+    /// The node reporting tenant activity to `recorder`.
+    pub fn with_activity(mut self, recorder: Addr<ActivityRecorder>) -> Self {
+        self.activity = ActivitySink::new(recorder.clone().recipient(), self.metrics.clone());
+        self.activity_recorder = Some(recorder);
+        self
+    }
+
     /// A fresh connection id.
     pub fn next_conn_id(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
@@ -87,9 +110,43 @@ impl Node {
         draft: Draft,
         source: &'static str,
     ) -> Result<PublishAck, PublishError> {
+        let seen = self
+            .activity
+            .is_active()
+            .then(|| (draft.channel.clone(), draft.event.clone(), draft.ts));
         let ack = self.broker.publish(draft).await?;
         self.metrics.published.with_label_values(&[source]).inc();
+        if let Some((channel, event, ts)) = seen {
+            self.record_published(channel, event, ts, &ack);
+        }
         Ok(ack)
+    }
+
+    /// Tells the activity recorder about an accepted event on a tenant channel (activity
+    /// summaries themselves are not recorded: they would describe themselves).
+    fn record_published(
+        &self,
+        channel: crate::channel::ChannelName,
+        event: crate::envelope::EventName,
+        ts: u64,
+        ack: &PublishAck,
+    ) {
+        if matches!(
+            channel.kind(),
+            crate::channel::Channel::TenantActivity { .. }
+        ) {
+            return;
+        }
+        if let Some(tenant) = channel.tenant().cloned() {
+            self.activity.observe(Observe::Published {
+                tenant,
+                channel,
+                event,
+                id: ack.id.clone(),
+                offset: ack.offset,
+                ts,
+            });
+        }
     }
 
     /// A receiver that changes to `true` when the node starts shutting down.

@@ -52,13 +52,23 @@ pub fn can_subscribe(who: &Identity, channel: &Channel) -> Decision {
         }
         Channel::TenantAdmins { tenant }
         | Channel::TenantAdminsOrders { tenant }
-        | Channel::TenantAdminsSessions { tenant }
-        | Channel::TenantActivity { tenant } => allow_if(who.is_staff_of(tenant), || {
+        | Channel::TenantAdminsSessions { tenant } => allow_if(who.is_staff_of(tenant), || {
             format!(
                 "{}: Admin or Staff of tenant {tenant} only",
                 pattern(channel)
             )
         }),
+        // Summaries only (who connected, what flowed where; never payloads): operators watch
+        // every tenant's activity from the admin console.
+        Channel::TenantActivity { tenant } => allow_if(
+            who.is_staff_of(tenant) || who.role == Role::Operator,
+            || {
+                format!(
+                    "{}: Admin or Staff of tenant {tenant}, or Operator, only",
+                    pattern(channel)
+                )
+            },
+        ),
         Channel::TenantCustomer { tenant, user } => allow_if(
             who.is_staff_of(tenant) || (who.is_member_of(tenant) && who.user_id.as_str() == user),
             || {
@@ -224,6 +234,8 @@ mod tests {
             (&operator, "global:broadcast", true),
             (&admin_a, "tenant:a:activity", true),
             (&cust_a, "tenant:a:activity", false),
+            (&admin_b, "tenant:a:activity", false),
+            (&operator, "tenant:a:activity", true),
         ];
         for (id, name, expect) in cases {
             assert_eq!(

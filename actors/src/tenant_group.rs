@@ -397,6 +397,18 @@ impl TenantRegistry {
         }
     }
 
+    /// Every tenant with connections: cluster-wide in cluster mode, else on this node.
+    pub async fn tenant_keys(&self) -> Result<Vec<TenantKey>, TenantError> {
+        match self.broker.cluster() {
+            Some(link) => link
+                .cluster
+                .presence_tenants()
+                .await
+                .map_err(|e| TenantError::Unavailable(e.to_string())),
+            None => Ok(self.tenants().into_iter().map(|(t, _)| t).collect()),
+        }
+    }
+
     /// Every tenant with connections on this node, with its connection count.
     pub fn tenants(&self) -> Vec<(TenantKey, usize)> {
         let mut out: Vec<_> = self

@@ -70,6 +70,12 @@ async fn publish(
     event: EventName,
     data: &Value,
 ) -> Result<Vec<Value>, ApiError> {
+    // One request is one publish against the tenant's quota, however many channels it reaches.
+    if let Some(tenant) = channels.iter().find_map(|c| c.tenant()) {
+        node.quotas
+            .take_publish(tenant)
+            .map_err(|e| ApiError::TooManyRequests(e.to_string()))?;
+    }
     let data = raw(data);
     let mut acks = Vec::with_capacity(channels.len());
     for channel in channels {

@@ -1,6 +1,7 @@
 //! The HTTP surface: WebSocket upgrades, the REST API, health, metrics and development helpers.
 //! Each file owns one group of routes; [`configure`] mounts them all.
 
+pub mod admin;
 pub mod admin_console;
 pub mod channels;
 pub mod conversations;
@@ -45,12 +46,40 @@ pub fn configure(cfg: &mut web::ServiceConfig, hub_paths: &[String]) {
             "/api/v1/channels/{channel}/history",
             web::get().to(channels::history),
         )
+        .configure(admin_routes)
         .configure(dining_session_routes)
         .configure(conversation_routes)
         .route("/health/live", web::get().to(health::live))
         .route("/health/ready", web::get().to(health::ready))
         .route("/metrics", web::get().to(metrics::metrics))
         .route("/dev/token", web::post().to(dev::token));
+}
+
+/// The operators' and admin consoles' API (issue 7, `docs/admin.md`).
+fn admin_routes(cfg: &mut web::ServiceConfig) {
+    const A: &str = "/api/v1/admin";
+    cfg.route(&format!("{A}/actors"), web::get().to(admin::actors))
+        .route(
+            &format!("{A}/actors/{{kind}}"),
+            web::put().to(admin::put_actor),
+        )
+        .route(&format!("{A}/tenants"), web::get().to(admin::tenants))
+        .route(
+            &format!("{A}/tenants/{{tenant}}"),
+            web::get().to(admin::tenant),
+        )
+        .route(
+            &format!("{A}/tenants/{{tenant}}/quotas"),
+            web::get().to(admin::get_quotas),
+        )
+        .route(
+            &format!("{A}/tenants/{{tenant}}/quotas"),
+            web::put().to(admin::put_quotas),
+        )
+        .route(
+            &format!("{A}/tenants/{{tenant}}/quotas"),
+            web::delete().to(admin::delete_quotas),
+        );
 }
 
 /// Dining sessions, tenant timeouts and the typed domain notifications (issue 5).

@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use switchyard_actors::broker::BrokerError;
 use switchyard_actors::channel::ChannelName;
 use switchyard_actors::envelope::{Draft, EventName};
+use switchyard_actors::identity::Identity;
 use switchyard_actors::node::PublishError;
 use switchyard_actors::rules::{self, Decision};
 
@@ -50,6 +51,7 @@ pub async fn publish(
                 .map_err(|v| ApiError::Forbidden(v.rule))?;
         }
     }
+    take_publish_quota(&state, &who, &channel)?;
     let draft = Draft::new(channel, event, Arc::from(body.data));
     let ack = state
         .node
@@ -57,6 +59,22 @@ pub async fn publish(
         .await
         .map_err(publish_error)?;
     Ok(HttpResponse::Accepted().json(ack))
+}
+
+/// Takes one publish from the quota of the channel's tenant (or the caller's): 429 when spent.
+pub fn take_publish_quota(
+    state: &AppState,
+    who: &Identity,
+    channel: &ChannelName,
+) -> Result<(), ApiError> {
+    match channel.tenant().or(who.tenant.as_ref()) {
+        Some(tenant) => state
+            .node
+            .quotas
+            .take_publish(tenant)
+            .map_err(|e| ApiError::TooManyRequests(e.to_string())),
+        None => Ok(()),
+    }
 }
 
 /// Maps a refused publish onto HTTP.

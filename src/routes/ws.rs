@@ -9,6 +9,7 @@ use switchyard_actors::codec::WireCodec;
 use switchyard_actors::identity::Identity;
 use switchyard_actors::ids::{ConnId, TenantKey};
 use switchyard_actors::node::Node;
+use switchyard_actors::quotas::QuotaKind;
 use switchyard_actors::session::resume::Parked;
 use switchyard_actors::session::Session;
 use switchyard_actors::tenant_group::{Member, TenantError};
@@ -105,10 +106,16 @@ fn start(
             user: identity.user_id.clone(),
             role: identity.role,
         };
-        node.tenants.join(t, member, None).map_err(|e| match e {
-            TenantError::Quota { .. } => ApiError::TooManyRequests(e.to_string()),
-            other => ApiError::Internal(other.to_string()),
-        })?;
+        let limit = node.quotas.get(t).0.max_connections;
+        node.tenants
+            .join(t, member, Some(limit))
+            .map_err(|e| match e {
+                TenantError::Quota { .. } => {
+                    node.quotas.exceeded(t, QuotaKind::Connections);
+                    ApiError::TooManyRequests(e.to_string())
+                }
+                other => ApiError::Internal(other.to_string()),
+            })?;
     }
     let user = identity.user_id.clone();
     let session = make(node.clone(), conn, identity, tenant.clone());

@@ -12,11 +12,13 @@
 //! | `tenants.rs` | per-tenant dining-session timeouts |
 //! | `change_feed.rs` | the Postgres change outbox, its lease (advisory lock) and row-tenant lookups |
 //! | `chat.rs` | chat conversations, participants and messages (delivery and read state) |
+//! | `admin.rs` | actor limits and tenant quotas changed through the admin API |
 //!
 //! The actors reach the store only through the traits of `switchyard-actors`
 //! ([`switchyard_actors::scheduler::SessionExpiryStore`],
 //! [`switchyard_actors::pg_listener::ChangeFeed`]), implemented here.
 
+mod admin;
 mod change_feed;
 mod chat;
 mod sessions;

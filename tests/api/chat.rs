@@ -144,6 +144,43 @@ async fn two_users_on_two_nodes_exchange_messages_and_see_each_others_presence()
     assert_eq!(on["role"], "Customer");
 }
 
+#[actix_web::test]
+async fn every_connection_of_the_recipient_on_every_node_receives_the_message() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let db = TestDb::postgres().await;
+    let cluster =
+        |s: &mut switchyard::settings::Settings| cluster_settings(s, &redis.url(), &prefix);
+    let a = spawn_app_with_db(&db, cluster).await;
+    let b = spawn_app_with_db(&db, cluster).await;
+    let mut alice = chat_client(&a, &user("alice")).await;
+    let mut bob_on_a = chat_client(&a, &user("bob")).await;
+    let mut bob_on_b = chat_client(&b, &user("bob")).await;
+    // Node A holds user:alice, user:bob and the broadcast; node B user:bob and the broadcast.
+    listening(&a, 3).await;
+    listening(&b, 2).await;
+    let sent = alice
+        .invoke(
+            "SendMessage",
+            json!(["bob", "to all of you", "Text", "tmp-9"]),
+        )
+        .await
+        .expect("SendMessage completes");
+    for bob in [&mut bob_on_a, &mut bob_on_b] {
+        let got = bob.event("ReceiveMessage").await;
+        assert_eq!(got["id"], sent["id"]);
+        assert_eq!(got["content"], "to all of you");
+    }
+    // Once each: a second message is the next ReceiveMessage on both.
+    alice
+        .invoke("SendMessage", json!(["bob", "second"]))
+        .await
+        .unwrap();
+    for bob in [&mut bob_on_a, &mut bob_on_b] {
+        assert_eq!(bob.event("ReceiveMessage").await["content"], "second");
+    }
+}
+
 /// One webhook request as the endpoint saw it: signature, delivery id, attempt, body.
 type Seen = Arc<Mutex<Vec<(Option<String>, String, String, String)>>>;
 

@@ -622,3 +622,181 @@ async fn drafts_appended_before_any_node_ran_are_published() {
         .unwrap();
     assert_eq!(len, 0, "published drafts are deleted from the stream");
 }
+
+/// The channels this Redis has pub/sub subscribers for, under `prefix`.
+async fn redis_pubsub_channels(redis: &RedisServer, prefix: &str) -> Vec<String> {
+    let mut conn = redis.conn().await;
+    let mut channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg(format!("{prefix}:ch:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    channels.sort();
+    channels
+}
+
+#[actix_web::test]
+async fn redis_subscriptions_follow_local_subscribers_and_everything_carries_the_prefix() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let order = "tenant:acme:order:o1";
+    let pubsub = format!("{prefix}:ch:{order}");
+    // Published on, but nobody here listens: no Redis subscription.
+    let (status, _) = a.publish(&service(), order, "E", json!(1)).await;
+    assert_eq!(status, 202);
+    assert!(!redis_pubsub_channels(&redis, &prefix)
+        .await
+        .contains(&pubsub));
+
+    // The first local subscriber subscribes in Redis (before `subscribed` is answered).
+    let mut first = a.connect(&customer("acme", "u1", None)).await;
+    first.subscribed(order).await;
+    assert_eq!(
+        redis_pubsub_channels(&redis, &prefix).await,
+        std::slice::from_ref(&pubsub)
+    );
+    let mut second = a.connect(&customer("acme", "u2", None)).await;
+    second.subscribed(order).await;
+
+    // One of two leaves: still subscribed, and events still arrive through Redis.
+    first
+        .send_json(json!({"type":"unsubscribe","data":{"channel":order}}))
+        .await;
+    first.recv_type("unsubscribed").await;
+    a.publish(&service(), order, "StillHere", json!(2)).await;
+    assert_eq!(second.recv().await["data"]["event"], "StillHere");
+    assert_eq!(
+        redis_pubsub_channels(&redis, &prefix).await,
+        std::slice::from_ref(&pubsub)
+    );
+
+    // The last one goes away: the Redis subscription is dropped.
+    drop(second);
+    eventually(
+        "the Redis unsubscribe after the last local subscriber",
+        || async {
+            redis_pubsub_channels(&redis, &prefix)
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Every key this node wrote (offsets, epochs, history, presence, nodes) carries the prefix.
+    let mut conn = redis.conn().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        keys.iter().any(|k| k.ends_with(":history")),
+        "history was written: {keys:?}"
+    );
+    let stray: Vec<&String> = keys
+        .iter()
+        .filter(|k| !k.starts_with(&format!("{prefix}:")))
+        .collect();
+    assert!(stray.is_empty(), "keys without the prefix: {stray:?}");
+}
+
+#[actix_web::test]
+async fn a_password_protected_redis_and_a_database_index_from_the_pieces() {
+    let redis = RedisServer::start_with_password("s3cret-pass").await;
+    // The overlays' way: host, port, password and database instead of a URL.
+    let settings = |password: &'static str| {
+        let port = redis.port;
+        let prefix = unique_prefix();
+        move |s: &mut switchyard::settings::Settings| {
+            cluster_settings(s, "", &prefix);
+            s.redis.host = "127.0.0.1".into();
+            s.redis.port = port;
+            s.redis.password = password.to_owned().into();
+            s.redis.database = 5;
+        }
+    };
+    let a = spawn_app_with(settings("s3cret-pass")).await;
+    let (status, ready) = a.get("/health/ready", None).await;
+    assert_eq!(
+        (status, ready["mode"].as_str()),
+        (200, Some("cluster")),
+        "{ready}"
+    );
+    let mut ws = a.connect(&customer("acme", "u1", None)).await;
+    ws.subscribed("tenant:acme:broadcast").await;
+    let (status, ack) = a
+        .publish(&service(), "tenant:acme:broadcast", "Authed", json!(1))
+        .await;
+    assert_eq!(status, 202, "{ack}");
+    assert_eq!(ws.recv().await["data"]["event"], "Authed");
+    // Everything went to database 5, nothing to 0.
+    let mut conn = redis.conn().await;
+    let _: () = redis::cmd("SELECT")
+        .arg(5)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let in_5: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("SELECT")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let in_0: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    assert!(in_5 > 0, "keys in database 5");
+    assert_eq!(in_0, 0, "nothing in database 0");
+
+    // A wrong password: the node stays up, not ready, and says why.
+    let b = spawn_app_with(settings("wrong")).await;
+    let ready = eventually("readiness to report the refused password", || async {
+        let (status, body) = b.get("/health/ready", None).await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(ready["redis"]["connected"], false, "{ready}");
+    let (status, _) = b.get("/health/live", None).await;
+    assert_eq!(status, 200);
+}
+
+#[actix_web::test]
+async fn redis_history_expires_after_its_time_to_live() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |s| s.history.ttl_secs = 2).await;
+    let channel = "tenant:acme:broadcast";
+    for i in 1..=3 {
+        a.publish(&service(), channel, "E", json!(i)).await;
+    }
+    let mut conn = redis.conn().await;
+    let history = format!("{prefix}:{{{channel}}}:history");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&history)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((1..=2000).contains(&ttl), "the stream expires (PTTL {ttl})");
+    let t = token(&admin("acme"));
+    let (_, page) = a
+        .get(&format!("/api/v1/channels/{channel}/history"), Some(&t))
+        .await;
+    let epoch = page["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(page["events"].as_array().unwrap().len(), 3);
+
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&history)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "history is gone after history.ttl_secs");
+    let mut ws = a.connect(&customer("acme", "u", None)).await;
+    ws.send_json(
+        json!({"type":"subscribe","data":{"channel":channel,"since":{"offset":1,"epoch":epoch}}}),
+    )
+    .await;
+    let sub = ws.recv().await;
+    assert_eq!(sub["data"]["recovered"], false, "{sub}");
+}

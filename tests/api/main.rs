@@ -4,6 +4,7 @@ mod helpers;
 mod hub_client;
 mod redis_server;
 
+mod admin;
 mod admin_console;
 mod auth;
 mod change_feed;

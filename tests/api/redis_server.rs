@@ -14,6 +14,8 @@ use crate::helpers::WAIT;
 pub struct RedisServer {
     pub port: u16,
     tls: bool,
+    /// `requirepass`, when the server was started with one.
+    password: Option<String>,
     child: Option<Child>,
 }
 
@@ -34,6 +36,19 @@ impl RedisServer {
         let mut s = Self {
             port: free_port(),
             tls: false,
+            password: None,
+            child: None,
+        };
+        s.spawn().await;
+        s
+    }
+
+    /// A Redis that refuses clients without `password` (`requirepass`).
+    pub async fn start_with_password(password: &str) -> Self {
+        let mut s = Self {
+            port: free_port(),
+            tls: false,
+            password: Some(password.to_owned()),
             child: None,
         };
         s.spawn().await;
@@ -45,6 +60,7 @@ impl RedisServer {
         let mut s = Self {
             port: free_port(),
             tls: true,
+            password: None,
             child: None,
         };
         s.spawn().await;
@@ -53,7 +69,11 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         let scheme = if self.tls { "rediss" } else { "redis" };
-        format!("{scheme}://127.0.0.1:{}/0", self.port)
+        let auth = self
+            .password
+            .as_ref()
+            .map_or(String::new(), |p| format!(":{p}@"));
+        format!("{scheme}://{auth}127.0.0.1:{}/0", self.port)
     }
 
     pub fn ca_file() -> std::path::PathBuf {
@@ -92,6 +112,9 @@ impl RedisServer {
         } else {
             cmd.args(["--port", &port]);
         }
+        if let Some(password) = &self.password {
+            cmd.args(["--requirepass", password]);
+        }
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -109,10 +132,17 @@ impl RedisServer {
                 if self.tls {
                     return; // the TLS port accepts connections once ready
                 }
-                let mut buf = [0u8; 7];
-                if s.write_all(b"PING\r\n").await.is_ok()
+                let (probe, answer): (Vec<u8>, &[u8]) = match &self.password {
+                    Some(p) => (
+                        format!("AUTH {p}\r\nPING\r\n").into_bytes(),
+                        b"+OK\r\n+PONG\r\n",
+                    ),
+                    None => (b"PING\r\n".to_vec(), b"+PONG\r\n"),
+                };
+                let mut buf = vec![0u8; answer.len()];
+                if s.write_all(&probe).await.is_ok()
                     && s.read_exact(&mut buf).await.is_ok()
-                    && &buf == b"+PONG\r\n"
+                    && buf == answer
                 {
                     return;
                 }

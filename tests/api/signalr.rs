@@ -521,6 +521,201 @@ async fn rate_limited_invocations_get_a_completion_error() {
     );
 }
 
+#[actix_web::test]
+async fn subscribe_and_unsubscribe_any_channel_the_rules_allow() {
+    let app = spawn_app().await;
+    let channel = "tenant:acme:order:o-5";
+    let mut hub = HubClient::start(
+        &app,
+        &token(&customer("acme", "c1", None)),
+        listening(&["Tick"]),
+    )
+    .await
+    .unwrap();
+    let sub = hub.invoke("Subscribe", json!([channel])).await.unwrap();
+    assert_eq!(sub["channel"], channel);
+    assert_eq!(sub["offset"], 0);
+    assert!(
+        sub["epoch"].as_str().is_some_and(|e| !e.is_empty()),
+        "{sub}"
+    );
+    app.publish(&service(), channel, "Tick", json!({"n": 1}))
+        .await;
+    let tick = hub.event("Tick").await;
+    assert_eq!(
+        (tick["channel"].as_str(), tick["offset"].as_u64()),
+        (Some(channel), Some(1))
+    );
+
+    hub.invoke("Unsubscribe", json!([channel]))
+        .await
+        .expect("unsubscribed");
+    // Published while unsubscribed: never delivered (nothing is written after the completion).
+    app.publish(&service(), channel, "Tick", json!({"n": 2}))
+        .await;
+    let again = hub.invoke("Subscribe", json!([channel])).await.unwrap();
+    assert_eq!(again["offset"], 2);
+    app.publish(&service(), channel, "Tick", json!({"n": 3}))
+        .await;
+    assert_eq!(
+        hub.event("Tick").await["offset"],
+        3,
+        "offset 2, published between Unsubscribe and Subscribe, never arrived"
+    );
+    // Unsubscribing from a channel the connection does not hold is an error; it lives on.
+    let err = hub
+        .invoke("Unsubscribe", json!(["tenant:acme:order:never"]))
+        .await
+        .unwrap_err();
+    assert!(err.contains("not subscribed"), "{err}");
+    assert_eq!(hub.invoke("Ping", json!([])).await, Ok(json!(true)));
+}
+
+#[actix_web::test]
+async fn hub_keepalive_pings_flow_and_silent_clients_are_closed_with_allow_reconnect() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let app = spawn_app_with(|s| {
+        s.session.heartbeat_interval_ms = 100;
+        s.session.client_timeout_ms = 500;
+    })
+    .await;
+    let url = app.ws_url(&format!(
+        "/hubs/notifications?access_token={}",
+        token(&admin("acme"))
+    ));
+    let handshake = "{\"protocol\":\"json\",\"version\":1}\u{1e}";
+    let (mut silent, _) = tokio_tungstenite::connect_async(url.clone()).await.unwrap();
+    let (mut lively, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    silent.send(Message::text(handshake)).await.unwrap();
+    lively.send(Message::text(handshake)).await.unwrap();
+
+    // The lively client sends a Ping record now and then (as the JS client does when idle) and
+    // is kept; the silent one only reads, gets the server's Ping records, and is closed.
+    let lively_task = actix_web::rt::spawn(async move {
+        for _ in 0..12 {
+            lively
+                .send(Message::text("{\"type\":6}\u{1e}"))
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        lively
+            .send(Message::text(
+                "{\"type\":1,\"invocationId\":\"1\",\"target\":\"Ping\",\"arguments\":[]}\u{1e}",
+            ))
+            .await
+            .unwrap();
+        loop {
+            match lively.next().await {
+                Some(Ok(Message::Text(t))) if t.contains("\"invocationId\":\"1\"") => return t,
+                Some(Ok(Message::Text(t))) => assert!(!t.contains("\"type\":7"), "{t}"),
+                Some(Ok(Message::Close(f))) => panic!("the lively client was closed: {f:?}"),
+                Some(Ok(_)) => {}
+                other => panic!("lively client: {other:?}"),
+            }
+        }
+    });
+
+    let mut pings = 0;
+    let mut close_record = None;
+    let code = loop {
+        let next = tokio::time::timeout(WAIT, silent.next())
+            .await
+            .expect("the silent client is closed");
+        match next {
+            Some(Ok(Message::Text(t))) => {
+                for r in t.split('\u{1e}').filter(|r| !r.is_empty()) {
+                    let v: Value = serde_json::from_str(r).unwrap();
+                    match v["type"].as_u64() {
+                        Some(6) => pings += 1,
+                        Some(7) => close_record = Some(v),
+                        _ => {}
+                    }
+                }
+            }
+            Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
+            Some(Ok(_)) => {}
+            other => panic!("silent client: {other:?}"),
+        }
+    };
+    assert!(pings >= 3, "server Ping records every heartbeat ({pings})");
+    assert_eq!(code, 4001);
+    assert_eq!(
+        close_record,
+        Some(json!({"type":7,"error":"heartbeat timeout","allowReconnect":true}))
+    );
+    let reply = lively_task.await.unwrap();
+    assert_eq!(
+        reply, "{\"type\":3,\"invocationId\":\"1\",\"result\":true}\u{1e}",
+        "the client that pinged is still served"
+    );
+}
+
+#[actix_web::test]
+async fn configured_hub_paths_all_work_and_shutdown_sends_close_with_allow_reconnect() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let app = spawn_app_with(|s| {
+        s.signalr.hub_paths = vec!["/hubs/notifications".into(), "/hubs/kitchen".into()];
+    })
+    .await;
+    let url = format!("http://127.0.0.1:{}/hubs/kitchen", app.port);
+    let mut hub = HubClient::start_url(&url, &token(&admin("acme")), listening(&["NewOrder"]))
+        .await
+        .expect("the second hub path negotiates and connects");
+    app.publish(
+        &service(),
+        "tenant:acme:admins",
+        "NewOrder",
+        json!({"n": 1}),
+    )
+    .await;
+    assert_eq!(hub.event("NewOrder").await["data"]["n"], 1);
+
+    // A raw hub connection sees the Close record before the 1012 close on shutdown.
+    let raw_url = app.ws_url(&format!(
+        "/hubs/kitchen?access_token={}",
+        token(&admin("acme"))
+    ));
+    let (mut ws, _) = tokio_tungstenite::connect_async(raw_url).await.unwrap();
+    ws.send(Message::text(
+        "{\"protocol\":\"json\",\"version\":1}\u{1e}{\"type\":1,\"invocationId\":\"1\",\"target\":\"Ping\",\"arguments\":[]}\u{1e}",
+    ))
+    .await
+    .unwrap();
+    let mut seen = String::new();
+    while !seen.contains("\"invocationId\":\"1\"") {
+        let Some(Ok(Message::Text(t))) = ws.next().await else {
+            panic!("handshake and completion expected")
+        };
+        seen.push_str(t.as_str());
+    }
+    let handle = app.handle.clone();
+    actix_web::rt::spawn(async move { handle.shutdown().await });
+    let mut close_record = None;
+    let code = loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("closed") {
+            Some(Ok(Message::Text(t))) => {
+                for r in t.split('\u{1e}').filter(|r| !r.is_empty()) {
+                    let v: Value = serde_json::from_str(r).unwrap();
+                    if v["type"] == 7 {
+                        close_record = Some(v);
+                    }
+                }
+            }
+            Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        close_record,
+        Some(json!({"type":7,"error":"server restarting, reconnect","allowReconnect":true}))
+    );
+    assert_eq!(code, 1012);
+}
+
 mod stateful_reconnect {
     use std::time::Duration;
 

@@ -176,6 +176,8 @@ pub struct BrokerConfig {
     pub origin: NodeId,
     /// Cluster mode: the bridge shards report channel interest to.
     pub bridge: Option<Addr<RedisBridge>>,
+    /// Where shards report deliveries per tenant (the activity recorder), never waiting.
+    pub activity: crate::activity::ActivitySink,
 }
 
 /// Cluster mode's engine: Redis commands and the bridge.

@@ -10,7 +10,8 @@ use super::{
     BrokerConfig, ChannelStats, Deliver, HistoryPage, Publish, PublishAck, ReadHistory, Relay,
     ShardStats, Subscribe, Subscribed, Subscriber, Unsubscribe,
 };
-use crate::channel::ChannelName;
+use crate::activity::Observe;
+use crate::channel::{Channel, ChannelName};
 use crate::envelope::Envelope;
 use crate::envelope::StreamPosition;
 use crate::history::ChannelLog;
@@ -105,6 +106,16 @@ impl BrokerShard {
             }
         }
         m.delivered.inc_by(delivered);
+        if delivered > 0 && self.config.activity.is_active() {
+            if let Some(tenant) = env.channel.tenant() {
+                if !matches!(env.channel.kind(), Channel::TenantActivity { .. }) {
+                    self.config.activity.observe(Observe::Delivered {
+                        tenant: tenant.clone(),
+                        count: delivered,
+                    });
+                }
+            }
+        }
         if dropped + evicted > 0 {
             m.mailbox_full
                 .with_label_values(&[ActorKind::Session.as_str()])

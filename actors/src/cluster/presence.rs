@@ -134,6 +134,26 @@ impl Cluster {
         Ok(nodes.into_iter().map(|n| NodeId(n.into())).collect())
     }
 
+    /// Every tenant with connections on a live node (the union of the nodes' tenant sets).
+    pub async fn presence_tenants(&self) -> Result<Vec<TenantKey>, ClusterError> {
+        let nodes = self.live_nodes().await?;
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = nodes.iter().map(|n| self.keys().node_tenants(n)).collect();
+        let mut tenants: Vec<String> = self
+            .run(|mut c| {
+                let keys = keys.clone();
+                async move { redis::cmd("SUNION").arg(keys).query_async(&mut c).await }
+            })
+            .await?;
+        tenants.sort();
+        Ok(tenants
+            .into_iter()
+            .filter_map(|t| TenantKey::parse(&t).ok())
+            .collect())
+    }
+
     /// Removes a node's presence and its entry; returns how many connections went with it.
     /// Only the caller whose `ZREM` removed a dead node does the work, so it happens once.
     pub async fn drop_node(&self, node: &NodeId) -> Result<u64, ClusterError> {

@@ -27,6 +27,7 @@ use prometheus::local::LocalHistogram;
 
 use self::resume::{Parked, SendBuffer};
 use self::subscriptions::{Accept, BeginError, Subscriptions};
+use crate::activity::Observe;
 use crate::authorizer::Action;
 use crate::broker::BrokerError;
 use crate::broker::{Deliver, Subscribe, Subscribed, Subscriber};
@@ -38,6 +39,7 @@ use crate::identity::Identity;
 use crate::ids::{ConnId, TenantKey};
 use crate::mailbox::{ActorKind, OutboundBudget};
 use crate::node::{Node, PublishError};
+use crate::quotas::QuotaKind;
 use crate::rules::{self, Decision};
 use std::collections::HashSet;
 
@@ -571,6 +573,27 @@ impl Session {
                 )
             }
         };
+        if let Some(tenant) = &self.tenant {
+            let limit = self
+                .node
+                .quotas
+                .get(tenant)
+                .0
+                .max_subscriptions_per_connection;
+            if self.subs.len() >= limit && !self.subs.contains(&channel) {
+                self.node.quotas.exceeded(tenant, QuotaKind::Subscriptions);
+                let reason = format!(
+                    "tenant {tenant} allows at most {limit} subscriptions per connection (tenant quota)"
+                );
+                return self.subscription_error(
+                    ctx,
+                    &reply_to,
+                    raw,
+                    ErrorCode::QuotaExceeded,
+                    reason,
+                );
+            }
+        }
         if let Err(e) = self.subs.begin(&channel) {
             let (code, reason) = match e {
                 BeginError::Already => (
@@ -674,6 +697,7 @@ impl Session {
             self.node.broker.unsubscribe(self.conn, [channel]);
             return;
         };
+        self.observe_subscription(&channel, true);
         self.reply(
             ctx,
             &reply_to,
@@ -710,6 +734,7 @@ impl Session {
             }
         };
         if self.subs.remove(&channel) {
+            self.observe_subscription(&channel, false);
             self.node.broker.unsubscribe(self.conn, [channel]);
             self.reply(ctx, &reply_to, Outcome::Unsubscribed { channel: raw });
         } else {
@@ -743,6 +768,15 @@ impl Session {
             Ok(e) => e,
             Err(e) => return self.reply(ctx, &reply_to, error(ErrorCode::BadEvent, e.to_string())),
         };
+        if let Some(tenant) = channel.tenant().or(self.identity.tenant.as_ref()) {
+            if let Err(e) = self.node.quotas.take_publish(tenant) {
+                return self.reply(
+                    ctx,
+                    &reply_to,
+                    error(ErrorCode::QuotaExceeded, e.to_string()),
+                );
+            }
+        }
         let draft = Draft::new(channel.clone(), event, data);
         match rules::can_publish(&self.identity, channel.kind()) {
             Decision::Allow => self.send_publish(ctx, reply_to, draft),
@@ -782,6 +816,63 @@ impl Session {
             };
             act.reply(ctx, &reply_to, outcome);
         }));
+    }
+
+    /// Tells the activity recorder about a subscription of a tenant's connection (or, for
+    /// callers without a tenant, on a tenant's channel).
+    fn observe_subscription(&self, channel: &ChannelName, subscribed: bool) {
+        if !self.node.activity.is_active()
+            || matches!(
+                channel.kind(),
+                crate::channel::Channel::TenantActivity { .. }
+            )
+        {
+            return;
+        }
+        let Some(tenant) = self.tenant.clone().or_else(|| channel.tenant().cloned()) else {
+            return;
+        };
+        let (user, channel) = (self.identity.user_id.clone(), channel.clone());
+        self.node.activity.observe(if subscribed {
+            Observe::Subscribed {
+                tenant,
+                user,
+                channel,
+            }
+        } else {
+            Observe::Unsubscribed {
+                tenant,
+                user,
+                channel,
+            }
+        });
+    }
+
+    /// Tells the activity recorder that this tenant connection opened or closed.
+    fn observe_connection(&self, opened: bool) {
+        let Some(tenant) = self.tenant.clone() else {
+            return;
+        };
+        let (user, role, protocol) = (
+            self.identity.user_id.clone(),
+            self.identity.role,
+            self.codec.label(),
+        );
+        self.node.activity.observe(if opened {
+            Observe::ConnectionOpened {
+                tenant,
+                user,
+                role,
+                protocol,
+            }
+        } else {
+            Observe::ConnectionClosed {
+                tenant,
+                user,
+                role,
+                protocol,
+            }
+        });
     }
 
     fn on_fragment(&mut self, ctx: &mut ws::WebsocketContext<Self>, item: actix_http::ws::Item) {
@@ -855,6 +946,7 @@ impl Actor for Session {
             .with_label_values(&[ActorKind::Session.as_str()])
             .inc();
         log::debug!("{} connected", self.log_ctx());
+        self.observe_connection(true);
 
         ctx.run_interval(self.node.sessions.heartbeat_interval, |act, ctx| {
             act.on_heartbeat(ctx)
@@ -895,6 +987,7 @@ impl Actor for Session {
         if !channels.is_empty() {
             self.node.broker.unsubscribe(self.conn, channels);
         }
+        self.observe_connection(false);
         if let Some(tenant) = self.tenant.take() {
             self.node
                 .tenants

@@ -126,11 +126,11 @@ impl Subscriptions {
         let mut last = start_after;
         let mut out = Vec::with_capacity(replay.len() + buffered.len());
         for env in replay.into_iter().chain(buffered) {
-            if &*env.epoch != &*epoch {
+            if *env.epoch != *epoch {
                 // History was lost between registration and now: deliver what is live.
                 last = 0;
             }
-            if env.offset > last || &*env.epoch != &*epoch {
+            if env.offset > last || *env.epoch != *epoch {
                 last = env.offset;
                 out.push(env);
             }
@@ -159,7 +159,7 @@ impl Subscriptions {
             Some(Entry::Active {
                 last_offset, epoch, ..
             }) => {
-                if &*env.epoch != &**epoch {
+                if *env.epoch != **epoch {
                     // A new history generation restarts offsets.
                     *epoch = env.epoch.clone();
                     *last_offset = env.offset;

@@ -1,0 +1,382 @@
+//! The operators' and admin consoles' API (docs/admin.md):
+//! - actor kinds with their live mailbox limits and counters, retuned at run time (`Operator`);
+//! - tenants with their connections, online users, channels, rates and recent events
+//!   (Admin/Staff of the tenant, or `Operator` for all);
+//! - per-tenant quotas (read: the tenant's Admin/Staff or `Operator`; change: `Operator`).
+//!
+//! Changes apply at once to live actors and new ones, are logged, and — with `[admin] persist`
+//! — stored, so a restart keeps them and every node sharing the database picks them up.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use switchyard_actors::activity::{ActivityReport, TenantActivity};
+use switchyard_actors::identity::{Identity, Role};
+use switchyard_actors::ids::TenantKey;
+use switchyard_actors::mailbox::{ActorKind, MailboxSettings, SlowConsumerPolicy};
+use switchyard_actors::metrics::Metrics;
+use switchyard_actors::node::Node;
+use switchyard_actors::quotas::TenantQuotas;
+use switchyard_actors::tenant_group::{TenantError, TenantSnapshot};
+
+use crate::auth::Caller;
+use crate::problem::ApiError;
+use crate::state::AppState;
+use crate::store::Store;
+
+/// How long the admin API waits for the activity recorder.
+const RECORDER_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn operator_only(who: &Identity) -> Result<(), ApiError> {
+    if who.role == Role::Operator {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "the actor admin API is for the Operator role only".into(),
+        ))
+    }
+}
+
+/// The tenant in the path, if the caller may watch it (its Admin/Staff, or an Operator).
+fn watched_tenant(who: &Identity, raw: &str) -> Result<TenantKey, ApiError> {
+    let tenant =
+        TenantKey::parse(raw).map_err(|e| ApiError::BadRequest(format!("tenant key {e}")))?;
+    if who.is_staff_of(&tenant) || who.role == Role::Operator {
+        Ok(tenant)
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "tenant {tenant}: Admin or Staff of the tenant, or Operator, only"
+        )))
+    }
+}
+
+/// One actor kind as the API shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ActorView {
+    kind: ActorKind,
+    /// Live actors of this kind on this node.
+    count: i64,
+    mailbox: usize,
+    policy: SlowConsumerPolicy,
+    max_queued_bytes: usize,
+    /// Messages waiting in mailboxes: actix does not expose it, so it is not reported.
+    queue_depth: Option<u64>,
+    peak_queue_depth: Option<u64>,
+    /// Sessions only: the most outbound bytes one session has had queued since start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_queued_bytes: Option<i64>,
+    mailbox_full: u64,
+    dropped: u64,
+    slow_consumer_disconnects: u64,
+}
+
+fn actor_view(node: &Node, kind: ActorKind) -> ActorView {
+    let m: &Metrics = &node.metrics;
+    let s = node.limits.get(kind).settings();
+    let dropped_reason = match kind {
+        ActorKind::Session => Some("slow_consumer"),
+        ActorKind::Activity => Some("activity_full"),
+        _ => None,
+    };
+    ActorView {
+        kind,
+        count: m.actors.with_label_values(&[kind.as_str()]).get(),
+        mailbox: s.mailbox,
+        policy: s.policy,
+        max_queued_bytes: s.max_queued_bytes,
+        queue_depth: None,
+        peak_queue_depth: None,
+        peak_queued_bytes: (kind == ActorKind::Session).then(|| m.session_queued_bytes_peak.get()),
+        mailbox_full: m.mailbox_full.with_label_values(&[kind.as_str()]).get(),
+        dropped: dropped_reason.map_or(0, |r| m.dropped.with_label_values(&[r]).get()),
+        slow_consumer_disconnects: if kind == ActorKind::Session {
+            m.slow_consumer_disconnects.get()
+        } else {
+            0
+        },
+    }
+}
+
+/// `GET /api/v1/admin/actors` → `{"actors": [ActorView, …]}`.
+pub async fn actors(
+    Caller(who): Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    operator_only(&who)?;
+    let all: Vec<_> = ActorKind::ALL
+        .into_iter()
+        .map(|k| actor_view(&state.node, k))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "actors": all })))
+}
+
+/// A change of one kind's limits; absent fields keep their value.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LimitChange {
+    mailbox: Option<usize>,
+    policy: Option<SlowConsumerPolicy>,
+    max_queued_bytes: Option<usize>,
+}
+
+/// `PUT /api/v1/admin/actors/{kind}` with `{"mailbox"?, "policy"?, "maxQueuedBytes"?}` →
+/// the kind's new view.
+pub async fn put_actor(
+    Caller(who): Caller,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    store: web::Data<Store>,
+    body: web::Json<LimitChange>,
+) -> Result<HttpResponse, ApiError> {
+    operator_only(&who)?;
+    let kind: ActorKind = path
+        .parse()
+        .map_err(|e: String| ApiError::NotFound(format!("{e}; kinds: {}", kind_names())))?;
+    let change = body.into_inner();
+    if change.mailbox.is_none() && change.policy.is_none() && change.max_queued_bytes.is_none() {
+        return Err(ApiError::BadRequest(
+            "nothing to change: give mailbox, policy and/or maxQueuedBytes".into(),
+        ));
+    }
+    let limits = state.node.limits.get(kind);
+    let old = limits.settings();
+    let new = MailboxSettings {
+        mailbox: change.mailbox.unwrap_or(old.mailbox),
+        policy: change.policy.unwrap_or(old.policy),
+        max_queued_bytes: change.max_queued_bytes.unwrap_or(old.max_queued_bytes),
+    };
+    new.validate()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if state.settings.admin.persist {
+        store
+            .save_actor_limits(kind, new, now_ms())
+            .await
+            .map_err(ApiError::from)?;
+    }
+    apply_limits(&state.node, kind, new);
+    log::info!(
+        "admin: {kind} limits changed by {} from {old:?} to {new:?}",
+        who.user_id
+    );
+    Ok(HttpResponse::Ok().json(actor_view(&state.node, kind)))
+}
+
+/// Applies limits to live actors and new ones, and to the capacity metric. Unchanged limits are
+/// left alone (no needless re-application by live actors).
+pub fn apply_limits(node: &Node, kind: ActorKind, s: MailboxSettings) -> bool {
+    let limits = node.limits.get(kind);
+    if limits.settings() == s {
+        return false;
+    }
+    if limits.update(s).is_err() {
+        return false;
+    }
+    let m = &node.metrics;
+    m.mailbox_capacity
+        .with_label_values(&[kind.as_str()])
+        .set(s.mailbox as i64);
+    m.limit_changes.with_label_values(&[kind.as_str()]).inc();
+    true
+}
+
+fn kind_names() -> String {
+    ActorKind::ALL.map(|k| k.as_str()).join(", ")
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(switchyard_actors::envelope::now_millis()).unwrap_or(i64::MAX)
+}
+
+async fn snapshot(state: &AppState, tenant: &TenantKey) -> Result<TenantSnapshot, ApiError> {
+    state
+        .node
+        .tenants
+        .snapshot(tenant)
+        .await
+        .map_err(tenant_error)
+}
+
+fn tenant_error(e: TenantError) -> ApiError {
+    match e {
+        TenantError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+        _ => ApiError::Busy(e.to_string()),
+    }
+}
+
+/// `GET /api/v1/admin/tenants` → `{"tenants": [{"tenantKey","connections","users"}]}`: every
+/// tenant with connections for an Operator, the caller's own tenant for its Admin/Staff.
+pub async fn tenants(
+    Caller(who): Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let keys = match (who.role, &who.tenant) {
+        (Role::Operator, _) => state
+            .node
+            .tenants
+            .tenant_keys()
+            .await
+            .map_err(tenant_error)?,
+        (r, Some(t)) if r.is_tenant_staff() => vec![t.clone()],
+        _ => {
+            return Err(ApiError::Forbidden(
+                "tenant activity: Admin or Staff of a tenant, or Operator, only".into(),
+            ))
+        }
+    };
+    let mut out = Vec::with_capacity(keys.len());
+    for tenant in keys {
+        let snap = snapshot(&state, &tenant).await?;
+        // An Admin sees its tenant even when empty; an Operator sees tenants with connections.
+        if snap.connections > 0 || who.role != Role::Operator {
+            out.push(json!({
+                "tenantKey": tenant,
+                "connections": snap.connections,
+                "users": snap.users.len(),
+            }));
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({ "tenants": out })))
+}
+
+/// `GET /api/v1/admin/tenants/{t}`: online users, channels with subscriber counts (this node),
+/// publish and delivery rates, recent events and the quotas in force.
+pub async fn tenant(
+    Caller(who): Caller,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = watched_tenant(&who, &path)?;
+    let snap = snapshot(&state, &tenant).await?;
+    let channels = state
+        .node
+        .broker
+        .channel_stats(&format!("tenant:{tenant}:"))
+        .await
+        .map_err(|e| ApiError::Busy(e.to_string()))?;
+    let activity = match &state.node.activity_recorder {
+        Some(r) => r
+            .send(TenantActivity(tenant.clone()))
+            .timeout(RECORDER_TIMEOUT)
+            .await
+            .map_err(|e| ApiError::Busy(format!("activity recorder: {e}")))?,
+        None => ActivityReport::default(),
+    };
+    let (quotas, own) = state.node.quotas.get(&tenant);
+    Ok(HttpResponse::Ok().json(json!({
+        "tenantKey": tenant,
+        "connections": snap.connections,
+        "users": snap.users,
+        "channels": channels
+            .into_iter()
+            .map(|(channel, subscribers)| json!({"channel": channel, "subscribers": subscribers}))
+            .collect::<Vec<_>>(),
+        "rates": activity.rates,
+        "recentEvents": activity.recent_events,
+        "quotas": quotas,
+        "quotasOverridden": own,
+    })))
+}
+
+fn quotas_view(tenant: &TenantKey, q: TenantQuotas, own: bool) -> serde_json::Value {
+    json!({ "tenantKey": tenant, "quotas": q, "overridden": own })
+}
+
+/// `GET /api/v1/admin/tenants/{t}/quotas` → `{"tenantKey","quotas":{…},"overridden"}`.
+pub async fn get_quotas(
+    Caller(who): Caller,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = watched_tenant(&who, &path)?;
+    let (q, own) = state.node.quotas.get(&tenant);
+    Ok(HttpResponse::Ok().json(quotas_view(&tenant, q, own)))
+}
+
+/// A change of a tenant's quotas; absent fields keep the value in force.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct QuotaChange {
+    max_connections: Option<usize>,
+    publishes_per_second: Option<u32>,
+    max_subscriptions_per_connection: Option<usize>,
+}
+
+/// `PUT /api/v1/admin/tenants/{t}/quotas` (Operator) → the tenant's quotas.
+pub async fn put_quotas(
+    Caller(who): Caller,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    store: web::Data<Store>,
+    body: web::Json<QuotaChange>,
+) -> Result<HttpResponse, ApiError> {
+    operator_only(&who)?;
+    let tenant =
+        TenantKey::parse(&path).map_err(|e| ApiError::BadRequest(format!("tenant key {e}")))?;
+    let c = body.into_inner();
+    let (old, _) = state.node.quotas.get(&tenant);
+    let new = TenantQuotas {
+        max_connections: c.max_connections.unwrap_or(old.max_connections),
+        publishes_per_second: c.publishes_per_second.unwrap_or(old.publishes_per_second),
+        max_subscriptions_per_connection: c
+            .max_subscriptions_per_connection
+            .unwrap_or(old.max_subscriptions_per_connection),
+    };
+    new.validate()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if state.settings.admin.persist {
+        store
+            .save_tenant_quotas(&tenant, new, now_ms())
+            .await
+            .map_err(ApiError::from)?;
+    }
+    state
+        .node
+        .quotas
+        .set(&tenant, new)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    log::info!(
+        "admin: tenant {tenant} quotas set by {} to {new:?}",
+        who.user_id
+    );
+    Ok(HttpResponse::Ok().json(quotas_view(&tenant, new, true)))
+}
+
+/// `DELETE /api/v1/admin/tenants/{t}/quotas` (Operator): back to the defaults.
+pub async fn delete_quotas(
+    Caller(who): Caller,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    store: web::Data<Store>,
+) -> Result<HttpResponse, ApiError> {
+    operator_only(&who)?;
+    let tenant =
+        TenantKey::parse(&path).map_err(|e| ApiError::BadRequest(format!("tenant key {e}")))?;
+    if state.settings.admin.persist {
+        store
+            .delete_tenant_quotas(&tenant)
+            .await
+            .map_err(ApiError::from)?;
+    }
+    state.node.quotas.reset(&tenant);
+    log::info!(
+        "admin: tenant {tenant} quotas reset to defaults by {}",
+        who.user_id
+    );
+    let (q, own) = state.node.quotas.get(&tenant);
+    Ok(HttpResponse::Ok().json(quotas_view(&tenant, q, own)))
+}
+
+/// Applies what is stored (at start-up, then every `[admin] reload_interval_ms`), so a change
+/// made on any node sharing the database reaches this one.
+pub async fn apply_stored(node: &Node, store: &Store) -> Result<(), crate::store::StoreError> {
+    for (kind, s) in store.actor_limits().await? {
+        if s.validate().is_ok() && apply_limits(node, kind, s) {
+            log::info!("admin: stored {kind} limits applied: {s:?}");
+        }
+    }
+    node.quotas.replace_all(store.tenant_quotas().await?);
+    Ok(())
+}

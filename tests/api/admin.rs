@@ -1,0 +1,575 @@
+//! The operators' and admin consoles' API: actor limits retuned live (and kept across restarts and
+//! nodes), tenant activity (figures, recent events, the activity stream) and tenant quotas, each
+//! allowed and refused.
+
+use std::time::Duration;
+
+use futures_util::{stream, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpSocket;
+
+use crate::helpers::*;
+
+const ACTORS: &str = "/api/v1/admin/actors";
+
+fn kind<'a>(body: &'a Value, kind: &str) -> &'a Value {
+    body["actors"]
+        .as_array()
+        .expect("actors array")
+        .iter()
+        .find(|a| a["kind"] == kind)
+        .unwrap_or_else(|| panic!("kind {kind} listed in {body}"))
+}
+
+#[actix_web::test]
+async fn actor_api_lists_every_kind_for_operators_only() {
+    let app = spawn_app().await;
+    let _ws = app.connect(&admin("t1")).await;
+    let ops = token(&operator());
+    let (status, body) = app.get(ACTORS, Some(&ops)).await;
+    assert_eq!(status, 200, "{body}");
+    for k in [
+        "session",
+        "broker",
+        "tenant_group",
+        "redis_bridge",
+        "scheduler",
+        "pg_listener",
+        "activity",
+    ] {
+        let a = kind(&body, k);
+        assert!(a["mailbox"].as_u64().unwrap() > 0, "{k}: {a}");
+        assert!(a["policy"] == "drop" || a["policy"] == "disconnect");
+        for field in [
+            "count",
+            "maxQueuedBytes",
+            "mailboxFull",
+            "dropped",
+            "slowConsumerDisconnects",
+        ] {
+            assert!(a[field].is_number(), "{k}.{field} in {a}");
+        }
+    }
+    let session = kind(&body, "session");
+    assert_eq!(session["mailbox"], app.settings.actors.session.mailbox);
+    assert_eq!(session["count"], 1, "the one open connection");
+    assert_eq!(
+        kind(&body, "broker")["count"],
+        app.handle.node.broker.shard_count() as u64
+    );
+    assert_eq!(kind(&body, "activity")["count"], 1);
+
+    for who in [admin("t1"), service(), customer("t1", "c", None)] {
+        let (status, body) = app.get(ACTORS, Some(&token(&who))).await;
+        assert_eq!(status, 403, "{} refused: {body}", who.role);
+        assert_eq!(body["code"], "forbidden");
+    }
+    let (status, body) = app.get(ACTORS, None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("token_missing"))
+    );
+}
+
+#[actix_web::test]
+async fn actor_limits_change_at_run_time_are_validated_and_survive_a_restart() {
+    let db = TestDb::sqlite();
+    let app = spawn_app_with_db(&db, |_| {}).await;
+    let ops = token(&operator());
+    let path = format!("{ACTORS}/session");
+
+    let (status, body) = app
+        .put_json(&path, Some(&ops), &json!({"mailbox": 77, "policy": "drop"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["mailbox"].as_u64(), body["policy"].as_str()),
+        (Some(77), Some("drop"))
+    );
+    assert_eq!(
+        body["maxQueuedBytes"], app.settings.actors.session.max_queued_bytes,
+        "an absent field keeps its value"
+    );
+    let (_, listed) = app.get(ACTORS, Some(&ops)).await;
+    assert_eq!(
+        kind(&listed, "session")["mailbox"],
+        77,
+        "visible in the next GET"
+    );
+    assert_eq!(
+        app.metric("switchyard_mailbox_capacity{actor=\"session\"}")
+            .await,
+        77.0
+    );
+    assert_eq!(
+        app.metric("switchyard_limit_changes_total{actor=\"session\"}")
+            .await,
+        1.0
+    );
+
+    let refusals = [
+        (json!({"mailbox": 0}), 400, "mailbox must be between"),
+        (
+            json!({"maxQueuedBytes": 12}),
+            400,
+            "maxQueuedBytes must be between",
+        ),
+        (
+            json!({"policy": "explode"}),
+            400,
+            "expected `drop` or `disconnect`",
+        ),
+        (json!({"mailbox": -5}), 400, "invalid value: integer `-5`"),
+        (json!({"mailboxes": 5}), 400, "unknown field"),
+        (json!({}), 400, "nothing to change"),
+    ];
+    for (change, code, reason) in refusals {
+        let (status, body) = app.put_json(&path, Some(&ops), &change).await;
+        assert_eq!(status, code, "{change}: {body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(reason),
+            "{change}: {detail:?} names {reason:?}"
+        );
+    }
+    let (status, body) = app
+        .put_json(
+            &format!("{ACTORS}/conductor"),
+            Some(&ops),
+            &json!({"mailbox": 5}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("session, broker"));
+    let (status, _) = app
+        .put_json(&path, Some(&token(&admin("t1"))), &json!({"mailbox": 5}))
+        .await;
+    assert_eq!(status, 403);
+    let (_, listed) = app.get(ACTORS, Some(&ops)).await;
+    assert_eq!(
+        kind(&listed, "session")["mailbox"],
+        77,
+        "refused changes changed nothing"
+    );
+
+    app.stop().await;
+    let restarted = spawn_app_with_db(&db, |_| {}).await;
+    let (_, listed) = restarted.get(ACTORS, Some(&ops)).await;
+    let session = kind(&listed, "session");
+    assert_eq!(
+        (session["mailbox"].as_u64(), session["policy"].as_str()),
+        (Some(77), Some("drop"))
+    );
+    assert_eq!(
+        kind(&listed, "broker")["mailbox"],
+        restarted.settings.actors.broker.mailbox,
+        "kinds never changed keep the configured default"
+    );
+}
+
+#[actix_web::test]
+async fn a_change_on_one_node_reaches_another_sharing_sqlite() {
+    a_change_on_one_node_reaches_another(TestDb::sqlite()).await;
+}
+
+#[actix_web::test]
+async fn a_change_on_one_node_reaches_another_sharing_postgres() {
+    a_change_on_one_node_reaches_another(TestDb::postgres().await).await;
+}
+
+async fn a_change_on_one_node_reaches_another(db: TestDb) {
+    let fast = |s: &mut switchyard::settings::Settings| s.admin.reload_interval_ms = 100;
+    let a = spawn_app_with_db(&db, fast).await;
+    let b = spawn_app_with_db(&db, fast).await;
+    let ops = token(&operator());
+    let (status, _) = a
+        .put_json(
+            &format!("{ACTORS}/tenant_group"),
+            Some(&ops),
+            &json!({"mailbox": 321}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = a
+        .put_json(
+            "/api/v1/admin/tenants/t9/quotas",
+            Some(&ops),
+            &json!({"maxConnections": 3}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    eventually("node b applies the stored limit and quota", || async {
+        let (_, listed) = b.get(ACTORS, Some(&ops)).await;
+        let (_, quotas) = b.get("/api/v1/admin/tenants/t9/quotas", Some(&ops)).await;
+        (kind(&listed, "tenant_group")["mailbox"] == 321 && quotas["quotas"]["maxConnections"] == 3)
+            .then_some(())
+    })
+    .await;
+}
+
+/// A client whose socket receive buffer is tiny, so the server feels it stall at once.
+async fn stalled_client(app: &TestApp, who: &As) -> WsClient {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket
+        .connect(([127, 0, 0, 1], app.port).into())
+        .await
+        .unwrap();
+    let url = app.ws_url(&format!("/ws?access_token={}", token(who)));
+    let (ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    WsClient { ws }
+}
+
+async fn publish_many(app: &TestApp, channel: &str, n: u64, pad: usize) {
+    let pad = "x".repeat(pad);
+    let results: Vec<u16> = stream::iter(0..n)
+        .map(|i| {
+            let pad = pad.clone();
+            async move {
+                app.publish(&service(), channel, "Tick", json!({"i": i, "pad": pad}))
+                    .await
+                    .0
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert!(results.iter().all(|s| *s == 202), "every publish accepted");
+}
+
+#[actix_web::test]
+async fn lowering_the_session_limit_live_disconnects_a_slow_consumer_sooner() {
+    const CHANNEL: &str = "tenant:acme:broadcast";
+    let app = spawn_app_with(|s| {
+        s.actors.session.mailbox = 100_000;
+        s.actors.session.max_queued_bytes = 256 << 20;
+    })
+    .await;
+    let mut slow = stalled_client(&app, &customer("acme", "slow", None)).await;
+    slow.subscribed(CHANNEL).await;
+    // Under the generous limit, a burst the stalled client cannot read is only queued.
+    publish_many(&app, CHANNEL, 400, 2048).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.metric("switchyard_slow_consumer_disconnects_total")
+            .await,
+        0.0
+    );
+
+    let (status, body) = app
+        .put_json(
+            &format!("{ACTORS}/session"),
+            Some(&token(&operator())),
+            &json!({"maxQueuedBytes": 16384, "policy": "disconnect"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    publish_many(&app, CHANNEL, 400, 2048).await;
+    app.wait_metric("switchyard_slow_consumer_disconnects_total", 1.0)
+        .await;
+    assert_eq!(
+        slow.closed().await,
+        4000,
+        "closed as a slow consumer after the change"
+    );
+    let (_, listed) = app.get(ACTORS, Some(&token(&operator()))).await;
+    assert!(
+        kind(&listed, "session")["slowConsumerDisconnects"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+}
+
+#[actix_web::test]
+async fn tenant_activity_shows_users_channels_rates_and_recent_events() {
+    let app = spawn_app().await;
+    let mut alice = app.connect(&admin("t1")).await;
+    alice.subscribed("tenant:t1:broadcast").await;
+    let _other = app.connect(&admin("t2")).await;
+    let ops = token(&operator());
+
+    let (status, body) = app.get("/api/v1/admin/tenants", Some(&ops)).await;
+    assert_eq!(status, 200, "{body}");
+    let keys: Vec<&str> = body["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tenantKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["t1", "t2"],
+        "an operator sees every tenant with connections"
+    );
+    let (status, body) = app
+        .get("/api/v1/admin/tenants", Some(&token(&staff("t1"))))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["tenants"],
+        json!([{"tenantKey": "t1", "connections": 1, "users": 1}])
+    );
+
+    let (status, ack) = app
+        .publish(
+            &service(),
+            "tenant:t1:broadcast",
+            "NewOrder",
+            json!({"orderId": "o-1"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    alice.notifications(1).await;
+    let detail = eventually("the publish is in the tenant's recent events", || async {
+        let (status, body) = app.get("/api/v1/admin/tenants/t1", Some(&ops)).await;
+        assert_eq!(status, 200, "{body}");
+        (body["recentEvents"][0]["id"] == ack["id"]).then_some(body)
+    })
+    .await;
+    let recent = &detail["recentEvents"][0];
+    assert_eq!(recent["event"], "NewOrder");
+    assert_eq!(recent["channel"], "tenant:t1:broadcast");
+    assert_eq!(recent["offset"], ack["offset"]);
+    assert!(
+        recent.get("data").is_none(),
+        "payloads never reach the console"
+    );
+    assert_eq!(detail["connections"], 1);
+    assert_eq!(detail["users"][0]["userId"], "admin-t1");
+    assert_eq!(detail["users"][0]["role"], "Admin");
+    assert!(detail["channels"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"channel": "tenant:t1:broadcast", "subscribers": 1})));
+    assert!(detail["rates"]["publishedPerSecond"].is_number());
+    assert!(detail["rates"]["deliveredPerSecond"].is_number());
+    assert_eq!(
+        detail["quotas"]["maxConnections"],
+        app.settings.quotas.max_connections
+    );
+    eventually(
+        "the publish and its delivery count in the rates",
+        || async {
+            let (_, body) = app.get("/api/v1/admin/tenants/t1", Some(&ops)).await;
+            let r = &body["rates"];
+            (r["publishedPerSecond"].as_f64()? > 0.0 && r["deliveredPerSecond"].as_f64()? > 0.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let (_, t2) = app.get("/api/v1/admin/tenants/t2", Some(&ops)).await;
+    assert_eq!(
+        t2["recentEvents"],
+        json!([]),
+        "nothing of t1 is shown under t2"
+    );
+
+    for (who, path) in [
+        (admin("t2"), "/api/v1/admin/tenants/t1"),
+        (customer("t1", "c", None), "/api/v1/admin/tenants/t1"),
+        (service(), "/api/v1/admin/tenants/t1"),
+        (customer("t1", "c", None), "/api/v1/admin/tenants"),
+    ] {
+        let (status, body) = app.get(path, Some(&token(&who))).await;
+        assert_eq!(status, 403, "{} on {path}: {body}", who.role);
+    }
+    let (status, _) = app.get("/api/v1/admin/tenants/bad%20key", Some(&ops)).await;
+    assert_eq!(status, 400);
+}
+
+/// The next notification on the activity channel, skipping others (presence, replies).
+async fn next_activity(ws: &mut WsClient) -> Value {
+    loop {
+        let v = ws.recv().await;
+        if v["type"] == "notification" && v["data"]["channel"] == "tenant:t1:activity" {
+            return v["data"].clone();
+        }
+    }
+}
+
+#[actix_web::test]
+async fn the_activity_stream_summarises_connections_subscriptions_and_publishes() {
+    let app = spawn_app().await;
+    let mut console = app.connect(&operator()).await;
+    console.subscribed("tenant:t1:activity").await;
+    let mut customer_ws = app.connect(&customer("t1", "c1", None)).await;
+    let refused = customer_ws.subscribe("tenant:t1:activity").await;
+    assert_eq!(refused["type"], "subscription_error");
+    assert_eq!(refused["data"]["code"], "forbidden");
+    let refused = app
+        .connect(&admin("t2"))
+        .await
+        .subscribe("tenant:t1:activity")
+        .await;
+    assert_eq!(
+        refused["data"]["code"], "forbidden",
+        "another tenant's admin is refused"
+    );
+
+    let opened = next_activity(&mut console).await;
+    assert_eq!(opened["event"], "ConnectionOpened");
+    assert_eq!(
+        opened["data"],
+        json!({"userId": "c1", "role": "Customer", "protocol": "native"})
+    );
+    customer_ws.subscribed("tenant:t1:broadcast").await;
+    let sub = next_activity(&mut console).await;
+    assert_eq!(sub["event"], "Subscribed");
+    assert_eq!(
+        sub["data"],
+        json!({"userId": "c1", "channel": "tenant:t1:broadcast"})
+    );
+    let (_, ack) = app
+        .publish(
+            &service(),
+            "tenant:t1:broadcast",
+            "NewOrder",
+            json!({"secret": "s"}),
+        )
+        .await;
+    let published = next_activity(&mut console).await;
+    assert_eq!(published["event"], "Published");
+    assert_eq!(
+        published["data"],
+        json!({"channel": "tenant:t1:broadcast", "event": "NewOrder", "id": ack["id"], "offset": ack["offset"]})
+    );
+    drop(customer_ws);
+    let closed = next_activity(&mut console).await;
+    assert_eq!(closed["event"], "ConnectionClosed");
+    assert_eq!(closed["data"]["userId"], "c1");
+}
+
+#[actix_web::test]
+async fn a_busy_tenant_cannot_flood_its_activity_stream() {
+    const LIMIT: u32 = 5;
+    let app = spawn_app_with(|s| s.activity.max_events_per_second = LIMIT).await;
+    // An operator's console has no tenant: its own connection is not part of t1's activity.
+    let mut console = app.connect(&operator()).await;
+    console.subscribed("tenant:t1:activity").await;
+    let started = std::time::Instant::now();
+    publish_many(&app, "tenant:t1:broadcast", 60, 16).await;
+    let elapsed_secs = started.elapsed().as_secs() + 1;
+    let mut published = 0u64;
+    let suppressed = loop {
+        let v = next_activity(&mut console).await;
+        match v["event"].as_str() {
+            Some("Published") => published += 1,
+            Some("ActivitySuppressed") => break v["data"]["suppressed"].as_u64().unwrap(),
+            other => panic!("unexpected activity {other:?}"),
+        }
+    };
+    assert!(suppressed > 0);
+    assert!(
+        published <= u64::from(LIMIT) * (elapsed_secs + 1),
+        "{published} summaries in about {elapsed_secs} s at {LIMIT}/s"
+    );
+    assert!(app.metric("switchyard_activity_suppressed_total").await >= suppressed as f64);
+}
+
+#[actix_web::test]
+async fn tenant_quotas_refuse_connections_subscriptions_and_publishes_and_are_counted() {
+    let db = TestDb::sqlite();
+    let app = spawn_app_with_db(&db, |_| {}).await;
+    let ops = token(&operator());
+    let path = "/api/v1/admin/tenants/t1/quotas";
+    let quotas =
+        json!({"maxConnections": 1, "publishesPerSecond": 2, "maxSubscriptionsPerConnection": 2});
+
+    let (status, _) = app
+        .put_json(path, Some(&token(&admin("t1"))), &quotas)
+        .await;
+    assert_eq!(status, 403, "only an operator sets quotas");
+    for bad in [
+        json!({"maxConnections": 0}),
+        json!({"publishesPerSecond": 0}),
+        json!({"maxSubscriptionsPerConnection": 0}),
+        json!({"maxConnection": 3}),
+    ] {
+        let (status, body) = app.put_json(path, Some(&ops), &bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["code"], "bad_request");
+    }
+    let (status, body) = app.put_json(path, Some(&ops), &quotas).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["quotas"], quotas);
+    let (status, body) = app.get(path, Some(&token(&admin("t1")))).await;
+    assert_eq!(
+        (status, &body["quotas"], &body["overridden"]),
+        (200, &quotas, &json!(true))
+    );
+    let (status, _) = app.get(path, Some(&token(&admin("t2")))).await;
+    assert_eq!(status, 403);
+
+    // Connections: the second is refused at the upgrade with 429 problem JSON.
+    let mut first = app.connect(&admin("t1")).await;
+    let (status, body) = app
+        .connect_token(&token(&customer("t1", "c2", None)))
+        .await
+        .err()
+        .expect("the second connection is refused");
+    assert_eq!(status, 429);
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["code"], "too_many_requests");
+    assert!(body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("limit of 1 connections"));
+    let _t2 = app.connect(&admin("t2")).await; // other tenants are not affected
+
+    // Subscriptions: the third is refused by the quota; the connection lives on.
+    first.subscribed("tenant:t1:broadcast").await;
+    first.subscribed("tenant:t1:admins").await;
+    let refused = first.subscribe("tenant:t1:order:o1").await;
+    assert_eq!(refused["type"], "subscription_error");
+    assert_eq!(refused["data"]["code"], "quota_exceeded");
+    assert!(refused["data"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("at most 2 subscriptions"));
+    first.ping().await;
+
+    // Publishes: two per second; a burst past it gets 429 (REST) and quota_exceeded (client).
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let (status, _) = app
+            .publish(&service(), "tenant:t1:broadcast", "Tick", json!({"i": i}))
+            .await;
+        statuses.push(status);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    first
+        .send_json(json!({"type":"publish","id":"p","data":{"channel":"tenant:t1:broadcast","event":"Tick","data":{}}}))
+        .await;
+    let reply = first.recv_type("error").await;
+    assert_eq!(reply["data"]["code"], "quota_exceeded", "{reply}");
+    let (status, _) = app
+        .publish(&service(), "tenant:t2:broadcast", "Tick", json!({}))
+        .await;
+    assert_eq!(status, 202, "another tenant's quota is its own");
+
+    for quota in ["connections", "subscriptions", "publishes"] {
+        let sample = format!("switchyard_quota_exceeded_total{{quota=\"{quota}\",tenant=\"t1\"}}");
+        assert!(app.metric(&sample).await >= 1.0, "{sample}");
+    }
+
+    // Kept across a restart; DELETE returns the tenant to the defaults.
+    app.stop().await;
+    let app = spawn_app_with_db(&db, |_| {}).await;
+    let (_, body) = app.get(path, Some(&ops)).await;
+    assert_eq!(body["quotas"], quotas, "quotas survive a restart");
+    let (status, _) = app.delete(path, Some(&token(&admin("t1")))).await;
+    assert_eq!(status, 403, "only an operator resets quotas");
+    let (status, body) = app.delete(path, Some(&ops)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["overridden"], false);
+    assert_eq!(
+        body["quotas"]["maxConnections"],
+        app.settings.quotas.max_connections
+    );
+    let _a = app.connect(&admin("t1")).await;
+    let _b = app.connect(&customer("t1", "c2", None)).await;
+}
