@@ -296,7 +296,8 @@ function renderTenant(t) {
   const q = t.quotas;
   $("#tenant-quotas").textContent = q
     ? `${fmt(q.maxConnections)} connections · ${fmt(q.publishesPerSecond)} publishes/s · ` +
-      `${fmt(q.maxSubscriptionsPerConnection)} subscriptions/connection`
+      `${fmt(q.maxSubscriptionsPerConnection)} subscriptions/connection` +
+      (t.quotasOverridden ? " (this tenant's own)" : "")
     : "–";
 
   const users = Array.isArray(t.users) ? t.users : [];
@@ -541,7 +542,7 @@ function actorRow(kind) {
 function updateActorRow(row, a, force) {
   row.entry = a;
   row.querySelector(".count").textContent = fmt(a.count);
-  row.querySelector(".queue").textContent = `${fmt(a.queueDepth)} (${fmt(a.peakQueueDepth)})`;
+  row.querySelector(".queue").textContent = queueText(a);
   row.querySelector(".full").textContent = fmt(a.mailboxFull);
   row.querySelector(".dropped").textContent = fmt(a.dropped);
   row.querySelector(".slow").textContent = fmt(a.slowConsumerDisconnects);
@@ -554,6 +555,19 @@ function updateActorRow(row, a, force) {
     field.disabled = value === null || value === undefined;
     if (document.activeElement !== field || force) field.value = field.disabled ? "" : String(value);
   }
+}
+
+/** Queue depth (peak) where the server measures it; for sessions the peak of queued bytes. */
+function queueText(a) {
+  if (a.queueDepth != null || a.peakQueueDepth != null) return `${fmt(a.queueDepth)} (${fmt(a.peakQueueDepth)})`;
+  if (typeof a.peakQueuedBytes === "number") return `peak ${fmtBytes(a.peakQueuedBytes)}`;
+  return "–";
+}
+
+function fmtBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / (1024 * 1024)).toFixed(1)} MiB`;
 }
 
 function setMessage(row, kind, text) {
