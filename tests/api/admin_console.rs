@@ -106,8 +106,11 @@ async fn an_operator_watches_a_tenant_and_retunes_a_mailbox_in_headless_chromium
     assert_eq!(online["role"], "Customer", "{online}");
     assert_eq!(online["connections"], 1, "{online}");
 
-    // The page is subscribed to the live activity of t1: publish, and tell the page what to find.
+    // The page is subscribed to the live activity of t1: connect someone else and publish, then
+    // tell the page what to find.
     browser.step("watching").await;
+    let mut late = app.connect(&customer("t1", "guest-8", None)).await;
+    late.ping().await;
     let (status, published) = app
         .publish(
             &service(),
@@ -118,7 +121,7 @@ async fn an_operator_watches_a_tenant_and_retunes_a_mailbox_in_headless_chromium
         .await;
     assert_eq!(status, 202, "{published}");
     let id = published["id"].as_str().expect("a published id").to_owned();
-    browser.send(json!({"id": id})).await;
+    browser.send(json!({"id": id, "user": "guest-8"})).await;
 
     let recent = browser.step("recent_event").await;
     assert_eq!(recent["event"], "NewOrder", "{recent}");
@@ -128,6 +131,13 @@ async fn an_operator_watches_a_tenant_and_retunes_a_mailbox_in_headless_chromium
     assert!(
         summary.contains("NewOrder") && summary.contains("tenant:t1:broadcast"),
         "{live}"
+    );
+
+    let opened = browser.step("activity_connection").await;
+    let summary = opened["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.starts_with("guest-8 (Customer)") && summary.contains("native"),
+        "{opened}"
     );
 
     // The form: session mailbox 77 with the drop policy, then a refused mailbox of 0.

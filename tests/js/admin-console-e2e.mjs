@@ -12,8 +12,9 @@
 //
 // Every step is reported as one JSON line on stdout: {"step":"…","ok":true,…what the page showed}.
 // A failing step reports {"step":"…","ok":false,"error":"…","screenshot":"…"} and the script exits 1.
-// After the "watching" step the script reads one JSON line on stdin, {"id":"…"}: the id of the
-// event the test published, which the page must then show.
+// After the "watching" step the script reads one JSON line on stdin, {"id":"…","user":"…"}: the id
+// of the event the test published and the user of a connection it opened since, which the page
+// must then show.
 import { chromium } from "playwright-core";
 import fs from "node:fs";
 import os from "node:os";
@@ -188,6 +189,17 @@ await step("activity_event", async () => {
 });
 
 const sessionRow = '#actors tbody tr[data-kind="session"]';
+
+await step("activity_connection", async () => {
+  const summary = await until(
+    (user) =>
+      [...document.querySelectorAll('#activity li[data-event="ConnectionOpened"] .detail')]
+        .map((n) => n.textContent)
+        .find((t) => t.startsWith(`${user} (`)) ?? null,
+    published.user,
+  );
+  return { user: published.user, summary };
+});
 
 await step("mailbox_saved", async () => {
   await page.locator(`${sessionRow} input[name=mailbox]`).waitFor({ state: "visible", timeout });
