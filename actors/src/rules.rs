@@ -151,14 +151,16 @@ pub fn default_channels(who: &Identity) -> Vec<ChannelName> {
             }));
         }
     }
-    if who.role != Role::Operator {
-        out.push(ChannelName::from_channel(Channel::User {
-            user: who.user_id.as_str().to_owned(),
-        }));
-    }
+    // Before `user:{sub}`: when a tight subscription quota refuses the last default channel, the
+    // one chat needs is kept.
     if let Some(tenant) = who.tenant.clone().filter(|_| who.role.is_tenant_bound()) {
         out.push(ChannelName::from_channel(Channel::TenantUser {
             tenant,
+            user: who.user_id.as_str().to_owned(),
+        }));
+    }
+    if who.role != Role::Operator {
+        out.push(ChannelName::from_channel(Channel::User {
             user: who.user_id.as_str().to_owned(),
         }));
     }
@@ -357,8 +359,8 @@ mod tests {
             [
                 "tenant:a:broadcast",
                 "tenant:a:admins",
-                "user:adm",
-                "tenant:a:user:adm"
+                "tenant:a:user:adm",
+                "user:adm"
             ]
         );
         assert_eq!(
@@ -366,8 +368,8 @@ mod tests {
             [
                 "tenant:a:broadcast",
                 "session:s1",
-                "user:c1",
-                "tenant:a:user:c1"
+                "tenant:a:user:c1",
+                "user:c1"
             ]
         );
         assert_eq!(
@@ -375,8 +377,8 @@ mod tests {
             [
                 "tenant:a:broadcast",
                 "tenant:a:admins",
-                "user:s",
-                "tenant:a:user:s"
+                "tenant:a:user:s",
+                "user:s"
             ]
         );
         // No tenant, no personal channel of a tenant.
