@@ -9,8 +9,9 @@
 //! | `tenant:{t}:activity` | Admin/Staff: the tenant's live activity stream |
 //! | `tenant:{t}:customer:{userId}` | one customer |
 //! | `tenant:{t}:order:{orderId}` | one order's watchers |
+//! | `tenant:{t}:user:{userId}` | one member of the tenant on all connections (chat, personal delivery) |
 //! | `session:{sessionId}` | one dining session |
-//! | `user:{userId}` | one user on all connections |
+//! | `user:{userId}` | one user id on all connections, whatever the tenant (global) |
 //! | `conversation:{id}` | chat participants |
 //! | `notifications:{EntityType}:{EntityId}` | database change feed |
 //! | `global:broadcast` | everyone |
@@ -52,6 +53,12 @@ pub enum Channel {
         tenant: TenantKey,
         order: String,
     },
+    /// One member of a tenant: what is addressed to that person (chat messages, partner
+    /// presence). `user:{userId}` names a user id in every tenant at once; this one does not.
+    TenantUser {
+        tenant: TenantKey,
+        user: String,
+    },
     Session {
         session: String,
     },
@@ -78,7 +85,8 @@ impl Channel {
             | Channel::TenantAdminsSessions { tenant }
             | Channel::TenantActivity { tenant }
             | Channel::TenantCustomer { tenant, .. }
-            | Channel::TenantOrder { tenant, .. } => Some(tenant),
+            | Channel::TenantOrder { tenant, .. }
+            | Channel::TenantUser { tenant, .. } => Some(tenant),
             _ => None,
         }
     }
@@ -93,6 +101,7 @@ impl Channel {
             Channel::TenantActivity { tenant } => format!("tenant:{tenant}:activity"),
             Channel::TenantCustomer { tenant, user } => format!("tenant:{tenant}:customer:{user}"),
             Channel::TenantOrder { tenant, order } => format!("tenant:{tenant}:order:{order}"),
+            Channel::TenantUser { tenant, user } => format!("tenant:{tenant}:user:{user}"),
             Channel::Session { session } => format!("session:{session}"),
             Channel::User { user } => format!("user:{user}"),
             Channel::Conversation { id } => format!("conversation:{id}"),
@@ -229,6 +238,10 @@ fn parse_channel(name: &str) -> Result<Channel, ChannelError> {
             tenant: tenant(t)?,
             order: segment(o)?,
         },
+        ["tenant", t, "user", u] => Channel::TenantUser {
+            tenant: tenant(t)?,
+            user: segment(u)?,
+        },
         ["session", s] => Channel::Session {
             session: segment(s)?,
         },
@@ -290,6 +303,13 @@ mod tests {
                 },
             ),
             (
+                "tenant:acme:user:u1",
+                Channel::TenantUser {
+                    tenant: t("acme"),
+                    user: "u1".into(),
+                },
+            ),
+            (
                 "session:s1",
                 Channel::Session {
                     session: "s1".into(),
@@ -327,6 +347,12 @@ mod tests {
             "tenant::broadcast",
             "tenant:acme:customer:",
             "tenant:acme:order",
+            "tenant:acme:user",
+            "tenant:acme:user:",
+            "tenant::user:u1",
+            "tenant:acme:user:u1:extra",
+            "tenant:acme:user:a b",
+            "tenant:acme:users:u1",
             "orders:1",
             "global",
             "global:everyone",
@@ -353,6 +379,22 @@ mod tests {
             ChannelName::parse("tenant:acme:order:1").unwrap().tenant(),
             Some(&t("acme"))
         );
+        assert_eq!(
+            ChannelName::parse("tenant:acme:user:1").unwrap().tenant(),
+            Some(&t("acme"))
+        );
         assert_eq!(ChannelName::parse("user:1").unwrap().tenant(), None);
+    }
+
+    #[test]
+    fn one_user_id_in_two_tenants_has_two_personal_channels() {
+        let pets = ChannelName::from_channel(Channel::TenantUser {
+            tenant: t("pets"),
+            user: "bob".into(),
+        });
+        let other = ChannelName::parse("tenant:other:user:bob").unwrap();
+        assert_eq!(pets.as_str(), "tenant:pets:user:bob");
+        assert_ne!(pets, other);
+        assert_ne!(pets, ChannelName::parse("user:bob").unwrap());
     }
 }

@@ -4,10 +4,11 @@
 //! The restaurant front ends read every event as the notification message
 //! `{id, type, tenantKey, channel, data, timestamp, offset}`; the chat front end reads its events
 //! as the payload itself (`connection.on("ReceiveMessage", m => m.content)`). The rule: **an event
-//! whose name is in [`CHAT_EVENTS`], on a `user:{userId}` or `conversation:{id}` channel, is sent to
-//! SignalR clients with its `data` as the single argument**; every other event keeps the
+//! whose name is in [`CHAT_EVENTS`], on a personal channel (`tenant:{t}:user:{userId}`, where the
+//! chat service delivers, or the global `user:{userId}`) or a `conversation:{id}` channel, is sent
+//! to SignalR clients with its `data` as the single argument**; every other event keeps the
 //! notification message. So `UserOnline` on `tenant:{t}:admins` (the admin consoles') stays wrapped,
-//! while the `UserOnline` relayed to a chat partner's `user:` channel is bare. The native protocol
+//! while the `UserOnline` relayed to a chat partner's personal channel is bare. The native protocol
 //! is not affected: its `notification` frame always carries `data` as it is.
 
 use crate::channel::{Channel, ChannelName};
@@ -44,7 +45,7 @@ pub const CHAT_EVENTS: [&str; 11] = [
 pub fn sent_bare(channel: &ChannelName, event: &EventName) -> bool {
     matches!(
         channel.kind(),
-        Channel::User { .. } | Channel::Conversation { .. }
+        Channel::TenantUser { .. } | Channel::User { .. } | Channel::Conversation { .. }
     ) && CHAT_EVENTS.contains(&event.as_str())
 }
 
@@ -61,10 +62,19 @@ mod tests {
     fn chat_events_on_chat_channels_only() {
         let ch = |n: &str| ChannelName::parse(n).unwrap();
         for name in CHAT_EVENTS {
+            assert!(sent_bare(&ch("tenant:a:user:u1"), &event(name)), "{name}");
             assert!(sent_bare(&ch("user:u1"), &event(name)), "{name}");
             assert!(sent_bare(&ch("conversation:c1"), &event(name)), "{name}");
             assert!(!sent_bare(&ch("tenant:a:admins"), &event(name)), "{name}");
+            assert!(
+                !sent_bare(&ch("tenant:a:customer:u1"), &event(name)),
+                "{name}"
+            );
         }
+        assert!(!sent_bare(
+            &ch("tenant:a:user:u1"),
+            &event("ReceiveNotification")
+        ));
         assert!(!sent_bare(&ch("user:u1"), &event("ReceiveNotification")));
         assert!(!sent_bare(&ch("user:u1"), &event("NewOrder")));
     }

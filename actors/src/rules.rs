@@ -78,6 +78,11 @@ pub fn can_subscribe(who: &Identity, channel: &Channel) -> Decision {
                 )
             },
         ),
+        // Private to one person: not even the tenant's Admin/Staff (chat messages travel here).
+        Channel::TenantUser { tenant, user } => allow_if(
+            who.is_member_of(tenant) && who.user_id.as_str() == user,
+            || format!("{}: that member of tenant {tenant} only", pattern(channel)),
+        ),
         Channel::Session { session } => allow_if(
             who.role == Role::Customer
                 && who.session_id.as_ref().map(|s| s.as_str()) == Some(session.as_str()),
@@ -125,7 +130,10 @@ pub fn can_publish(who: &Identity, channel: &Channel) -> Decision {
     }
 }
 
-/// The channels a SignalR hub connection joins on connect (the seeds' hub `OnConnectedAsync`).
+/// The channels a SignalR hub connection joins on connect (the seeds' hub `OnConnectedAsync`),
+/// plus, for members of a tenant, their personal channel `tenant:{t}:user:{sub}` (where chat
+/// delivers). `user:{sub}` stays for every non-Operator token: it is the global channel a back end
+/// addresses by user id alone.
 pub fn default_channels(who: &Identity) -> Vec<ChannelName> {
     let mut out = Vec::new();
     if let Some(tenant) = who.tenant.clone().filter(|_| who.role.is_tenant_bound()) {
@@ -142,6 +150,14 @@ pub fn default_channels(who: &Identity) -> Vec<ChannelName> {
                 session: session.as_str().to_owned(),
             }));
         }
+    }
+    // Before `user:{sub}`: when a tight subscription quota refuses the last default channel, the
+    // one chat needs is kept.
+    if let Some(tenant) = who.tenant.clone().filter(|_| who.role.is_tenant_bound()) {
+        out.push(ChannelName::from_channel(Channel::TenantUser {
+            tenant,
+            user: who.user_id.as_str().to_owned(),
+        }));
     }
     if who.role != Role::Operator {
         out.push(ChannelName::from_channel(Channel::User {
@@ -161,6 +177,7 @@ fn pattern(channel: &Channel) -> &'static str {
         Channel::TenantActivity { .. } => "tenant:{t}:activity",
         Channel::TenantCustomer { .. } => "tenant:{t}:customer:{userId}",
         Channel::TenantOrder { .. } => "tenant:{t}:order:{orderId}",
+        Channel::TenantUser { .. } => "tenant:{t}:user:{userId}",
         Channel::Session { .. } => "session:{sessionId}",
         Channel::User { .. } => "user:{userId}",
         Channel::Conversation { .. } => "conversation:{id}",
@@ -236,6 +253,17 @@ mod tests {
             (&cust_a, "tenant:a:activity", false),
             (&admin_b, "tenant:a:activity", false),
             (&operator, "tenant:a:activity", true),
+            // The personal channel: that member only, in that tenant only.
+            (&cust_a, "tenant:a:user:c1", true),
+            (&cust_a, "tenant:a:user:c2", false),
+            (&cust_a, "tenant:b:user:c1", false),
+            (&admin_a, "tenant:a:user:adm", true),
+            (&staff_a, "tenant:a:user:stf", true),
+            (&admin_a, "tenant:a:user:c1", false),
+            (&staff_a, "tenant:a:user:c1", false),
+            (&admin_b, "tenant:a:user:adm", false),
+            (&operator, "tenant:a:user:ops", false),
+            (&service, "tenant:a:user:c1", true),
         ];
         for (id, name, expect) in cases {
             assert_eq!(
@@ -279,8 +307,27 @@ mod tests {
         assert!(!allowed(can_publish(&cust_a, &ch("tenant:a:broadcast"))));
         assert!(!allowed(can_publish(&admin_a, &ch("global:broadcast"))));
         assert!(!allowed(can_publish(&operator, &ch("global:broadcast"))));
-        for name in ["global:broadcast", "tenant:z:admins", "session:x", "user:u"] {
+        for name in [
+            "global:broadcast",
+            "tenant:z:admins",
+            "session:x",
+            "user:u",
+            "tenant:z:user:u",
+        ] {
             assert!(allowed(can_publish(&service, &ch(name))), "{name}");
+        }
+        // Nobody but Service publishes on a personal channel, not even its owner or the
+        // tenant's admin (chat events are made by the server).
+        let owner = who(Role::Customer, Some("a"), "c1", None);
+        for id in [&owner, &admin_a, &staff_a, &operator] {
+            match can_publish(id, &ch("tenant:a:user:c1")) {
+                Decision::Deny(v) => assert_eq!(
+                    v.rule, "tenant:{t}:user:{userId}: only Service may publish",
+                    "{:?}",
+                    id.role
+                ),
+                other => panic!("{:?}: {other:?}", id.role),
+            }
         }
     }
 
@@ -289,6 +336,15 @@ mod tests {
         let cust = who(Role::Customer, Some("a"), "c1", None);
         match can_subscribe(&cust, &ch("tenant:a:admins")) {
             Decision::Deny(v) => assert!(v.rule.contains("tenant:{t}:admins"), "{}", v.rule),
+            other => panic!("{other:?}"),
+        }
+        // Another tenant's member with the same user id is told the personal channel's rule.
+        let namesake = who(Role::Customer, Some("b"), "c1", None);
+        match can_subscribe(&namesake, &ch("tenant:a:user:c1")) {
+            Decision::Deny(v) => assert_eq!(
+                v.rule,
+                "tenant:{t}:user:{userId}: that member of tenant a only"
+            ),
             other => panic!("{other:?}"),
         }
     }
@@ -300,13 +356,38 @@ mod tests {
         };
         assert_eq!(
             names(&who(Role::Admin, Some("a"), "adm", None)),
-            ["tenant:a:broadcast", "tenant:a:admins", "user:adm"]
+            [
+                "tenant:a:broadcast",
+                "tenant:a:admins",
+                "tenant:a:user:adm",
+                "user:adm"
+            ]
         );
         assert_eq!(
             names(&who(Role::Customer, Some("a"), "c1", Some("s1"))),
-            ["tenant:a:broadcast", "session:s1", "user:c1"]
+            [
+                "tenant:a:broadcast",
+                "session:s1",
+                "tenant:a:user:c1",
+                "user:c1"
+            ]
         );
+        assert_eq!(
+            names(&who(Role::Staff, Some("a"), "s", None)),
+            [
+                "tenant:a:broadcast",
+                "tenant:a:admins",
+                "tenant:a:user:s",
+                "user:s"
+            ]
+        );
+        // No tenant, no personal channel of a tenant.
         assert_eq!(names(&who(Role::Service, None, "svc", None)), ["user:svc"]);
+        assert_eq!(
+            names(&who(Role::Service, Some("a"), "svc", None)),
+            ["user:svc"]
+        );
+        assert!(names(&who(Role::Operator, None, "ops", None)).is_empty());
         // Every default channel passes the subscribe rules.
         for id in [
             who(Role::Admin, Some("a"), "adm", None),

@@ -215,7 +215,7 @@ impl ChatService {
                 who.tenant,
                 who.user
             );
-            HubReply::done().with(push(&who.user, MESSAGE_ERROR, &Value::from(text)))
+            HubReply::done().with(push(&who, MESSAGE_ERROR, &Value::from(text)))
         };
         let recipient = match check_message(&self, &who, &m) {
             Ok(r) => r,
@@ -260,7 +260,11 @@ impl ChatService {
         log::debug!("chat: {ctx}: {} → {recipient}", who.user);
         let message = payload::message(&stored);
         let published = match self
-            .publish(user_channel(recipient.as_str()), RECEIVE_MESSAGE, &message)
+            .publish(
+                user_channel(&who.tenant, recipient.as_str()),
+                RECEIVE_MESSAGE,
+                &message,
+            )
             .await
         {
             Ok(_) => true,
@@ -288,12 +292,12 @@ impl ChatService {
         } else if let Some(hook) = &self.0.config.webhook {
             hook.notify_offline(who.tenant.as_str(), recipient.as_str(), message.clone());
         }
-        HubReply::value(message.clone()).with(push(&who.user, MESSAGE_SENT, &message))
+        HubReply::value(message.clone()).with(push(&who, MESSAGE_SENT, &message))
     }
 
     async fn conversation_method(self, method: Method, who: Chatter, id: String) -> HubReply {
         let denied =
-            || HubReply::done().with(push(&who.user, CONVERSATION_ERROR, &ACCESS_DENIED.into()));
+            || HubReply::done().with(push(&who, CONVERSATION_ERROR, &ACCESS_DENIED.into()));
         if validate_segment(&id).is_err() {
             return denied();
         }
@@ -321,7 +325,7 @@ impl ChatService {
             Err(e) => {
                 log::warn!("chat: {ctx}: {} failed: {e}", method.name());
                 let text = format!("{} failed; retry later", method.name());
-                return HubReply::done().with(push(&who.user, CONVERSATION_ERROR, &text.into()));
+                return HubReply::done().with(push(&who, CONVERSATION_ERROR, &text.into()));
             }
         };
         let channel = conversation_channel(&id);
@@ -388,7 +392,7 @@ impl ChatService {
                     Err(e) => {
                         log::warn!("chat: {ctx}: MarkRead failed: {e}");
                         let text = "MarkRead failed; retry later";
-                        HubReply::done().with(push(&who.user, CONVERSATION_ERROR, &text.into()))
+                        HubReply::done().with(push(&who, CONVERSATION_ERROR, &text.into()))
                     }
                 }
             }

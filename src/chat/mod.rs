@@ -12,11 +12,13 @@
 //! | `webhook.rs` | the signed, retried webhook for offline recipients |
 //!
 //! Events for other connections are published on channels through `Node::publish` (so they
-//! reach every node): `ReceiveMessage` on the recipient's `user:{id}` (which every hub connection
-//! joins on connect), the conversation events on `conversation:{id}` (joined by
-//! `JoinConversation`), presence on each partner's `user:{id}`. Events for the caller only
-//! (`MessageSent`, `MessageError`, `ConversationError`, stored messages on connect) are
-//! [`SessionAction::Push`]es.
+//! reach every node): `ReceiveMessage` on the recipient's personal channel
+//! `tenant:{t}:user:{id}` (which every hub connection of a member joins on connect), the
+//! conversation events on `conversation:{id}` (joined by `JoinConversation`), presence on each
+//! partner's `tenant:{t}:user:{id}`. Events for the caller only (`MessageSent`, `MessageError`,
+//! `ConversationError`, stored messages on connect) are [`SessionAction::Push`]es on the caller's
+//! own personal channel. Nothing is sent on the global `user:{id}`: a user id is only unique
+//! within its tenant.
 
 mod methods;
 pub mod payload;
@@ -141,9 +143,11 @@ impl Chatter {
     }
 }
 
-/// `user:{id}`.
-fn user_channel(user: &str) -> ChannelName {
-    ChannelName::from_channel(Channel::User {
+/// `tenant:{t}:user:{id}`: one member of one tenant (never the global `user:{id}`, which every
+/// tenant's user with that id may hold).
+fn user_channel(tenant: &TenantKey, user: &str) -> ChannelName {
+    ChannelName::from_channel(Channel::TenantUser {
+        tenant: tenant.clone(),
         user: user.to_owned(),
     })
 }
@@ -153,10 +157,10 @@ fn conversation_channel(id: &str) -> ChannelName {
     ChannelName::from_channel(Channel::Conversation { id: id.to_owned() })
 }
 
-/// An event for the calling connection only.
-fn push(me: &UserId, event: &'static str, data: &Value) -> SessionAction {
+/// An event for the calling connection only (labelled with the caller's personal channel).
+fn push(me: &Chatter, event: &'static str, data: &Value) -> SessionAction {
     SessionAction::Push {
-        channel: user_channel(me.as_str()),
+        channel: user_channel(&me.tenant, me.user.as_str()),
         event: chat_events::event(event),
         data: Arc::from(serde_json::value::to_raw_value(data).expect("JSON values serialize")),
     }
@@ -233,13 +237,7 @@ impl ChatService {
                 }
                 messages
                     .iter()
-                    .map(|m| {
-                        push(
-                            &who.user,
-                            chat_events::RECEIVE_MESSAGE,
-                            &payload::message(m),
-                        )
-                    })
+                    .map(|m| push(&who, chat_events::RECEIVE_MESSAGE, &payload::message(m)))
                     .collect()
             }
             Err(e) => {
@@ -279,7 +277,7 @@ impl ChatService {
         };
         let ctx = format!("tenant={} user={}", change.tenant, change.user);
         for contact in contacts {
-            self.announce(user_channel(&contact), event, &data, &ctx)
+            self.announce(user_channel(&change.tenant, &contact), event, &data, &ctx)
                 .await;
         }
     }

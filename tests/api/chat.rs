@@ -74,9 +74,9 @@ async fn two_users_on_two_nodes_exchange_messages_and_see_each_others_presence()
     let b = spawn_app_with_db(&db, cluster).await;
     let mut alice = chat_client(&a, &user("alice")).await;
     let mut bob = chat_client(&b, &user("bob")).await;
-    // Each has tenant:pets:broadcast and user:{me} on its node.
-    listening(&a, 2).await;
-    listening(&b, 2).await;
+    // Each has tenant:pets:broadcast, user:{me} and tenant:pets:user:{me} on its node.
+    listening(&a, 3).await;
+    listening(&b, 3).await;
 
     let sent = alice
         .invoke(
@@ -156,9 +156,10 @@ async fn every_connection_of_the_recipient_on_every_node_receives_the_message() 
     let mut alice = chat_client(&a, &user("alice")).await;
     let mut bob_on_a = chat_client(&a, &user("bob")).await;
     let mut bob_on_b = chat_client(&b, &user("bob")).await;
-    // Node A holds user:alice, user:bob and the broadcast; node B user:bob and the broadcast.
-    listening(&a, 3).await;
-    listening(&b, 2).await;
+    // Node A holds the broadcast and, for alice and bob, user:{id} and tenant:pets:user:{id};
+    // node B the broadcast, user:bob and tenant:pets:user:bob.
+    listening(&a, 5).await;
+    listening(&b, 3).await;
     let sent = alice
         .invoke(
             "SendMessage",
@@ -307,7 +308,8 @@ async fn offline_messages_are_stored_pushed_by_webhook_and_delivered_in_order_on
     // Delivered once: a second connection gets only what is sent from now on.
     bob.stop().await;
     let mut bob = chat_client(&app, &user("bob")).await;
-    wait_metric_subscriptions(&app, 4).await;
+    // Three default channels each (the broadcast, user:{id}, tenant:pets:user:{id}).
+    wait_metric_subscriptions(&app, 6).await;
     alice
         .invoke("SendMessage", json!(["bob", "four"]))
         .await
@@ -516,7 +518,7 @@ async fn native_invoke_history_paging_and_conversation_rest(app: TestApp) {
             "MessageSent comes first: {sent}"
         );
         assert_eq!(sent["data"]["event"], "MessageSent");
-        assert_eq!(sent["data"]["channel"], "user:alice");
+        assert_eq!(sent["data"]["channel"], "tenant:pets:user:alice");
         assert_eq!(sent["data"]["data"]["tempId"], format!("t{n}"));
         let result = alice.recv().await;
         assert_eq!(result["type"], "result");
@@ -671,4 +673,163 @@ async fn native_invoke_history_paging_and_conversation_rest(app: TestApp) {
         )
         .await;
     assert_eq!(status, 403, "{body}");
+}
+
+/// The events a hub client received and the test has not consumed, up to `marker` (which must be
+/// its next `ReceiveMessage`'s content): the others in arrival order, then the marker.
+async fn events_until_marker(client: &mut HubClient, marker: &str) -> Vec<Value> {
+    let got = client.event("ReceiveMessage").await;
+    assert_eq!(
+        got["content"], marker,
+        "the first ReceiveMessage must be the marker"
+    );
+    let mut seen: Vec<Value> = client
+        .take_backlog()
+        .into_iter()
+        .filter(|v| v["type"] == "event")
+        .collect();
+    seen.push(json!({"type": "event", "name": "ReceiveMessage", "args": [got]}));
+    seen
+}
+
+#[actix_web::test]
+async fn a_namesake_in_another_tenant_never_gets_a_members_messages_or_presence() {
+    // The bug this guards: chat delivered on `user:{sub}`, which carries no tenant, and every
+    // hub connection joins `user:{sub}`, so other/bob read pets/bob's messages.
+    let app = spawn_app_with(|s| s.presence.offline_grace_ms = 200).await;
+    let mut alice = chat_client(&app, &user("alice")).await;
+    let mut bob = chat_client(&app, &user("bob")).await;
+    // The same user ids in tenant `other`, listening for every chat event.
+    let mut other_alice = chat_client(&app, &customer("other", "alice", None)).await;
+    let mut other_bob = chat_client(&app, &customer("other", "bob", None)).await;
+    // Three default channels each (the broadcast, user:{id}, tenant:{t}:user:{id}).
+    wait_metric_subscriptions(&app, 12).await;
+
+    let sent = alice
+        .invoke("SendMessage", json!(["bob", "for pets/bob only"]))
+        .await
+        .unwrap();
+    let got = bob.event("ReceiveMessage").await;
+    assert_eq!(got, sent, "pets/bob gets it, bare");
+    assert_eq!(alice.event("MessageSent").await["id"], sent["id"]);
+
+    // Presence goes to conversation partners in pets only.
+    bob.stop().await;
+    let off = alice.event("UserOffline").await;
+    assert_eq!(
+        (&off["userId"], &off["tenantKey"]),
+        (&json!("bob"), &json!(TENANT))
+    );
+    // Stored while offline, delivered to pets/bob's next connection only.
+    alice
+        .invoke("SendMessage", json!(["bob", "while you were out"]))
+        .await
+        .unwrap();
+    let mut bob = chat_client(&app, &user("bob")).await;
+    assert_eq!(
+        bob.event("ReceiveMessage").await["content"],
+        "while you were out"
+    );
+    let on = alice.event("UserOnline").await;
+    assert_eq!(
+        (&on["userId"], &on["tenantKey"]),
+        (&json!("bob"), &json!(TENANT))
+    );
+
+    // Markers inside tenant `other`, sent after everything above was delivered in pets: the
+    // first (and only) thing the namesakes received is the marker.
+    other_alice
+        .invoke("SendMessage", json!(["bob", "marker for other/bob"]))
+        .await
+        .unwrap();
+    other_bob
+        .invoke("SendMessage", json!(["alice", "marker for other/alice"]))
+        .await
+        .unwrap();
+    for (client, marker) in [
+        (&mut other_bob, "marker for other/bob"),
+        (&mut other_alice, "marker for other/alice"),
+    ] {
+        let events = events_until_marker(client, marker).await;
+        let names: Vec<&str> = events.iter().filter_map(|e| e["name"].as_str()).collect();
+        // Its own MessageSent may come first (a push to the sender), nothing of pets.
+        assert!(
+            names == ["ReceiveMessage"] || names == ["MessageSent", "ReceiveMessage"],
+            "tenant other saw {events:?}"
+        );
+        for e in &events {
+            let text = e.to_string();
+            assert!(
+                !text.contains("pets")
+                    && !text.contains("for pets/bob")
+                    && !text.contains("while you were out"),
+                "tenant other saw {e}"
+            );
+        }
+    }
+    // And nothing of other reached pets either: before bob's last message, alice has only her
+    // own MessageSent for the stored message.
+    bob.invoke("SendMessage", json!(["alice", "last"]))
+        .await
+        .unwrap();
+    let events = events_until_marker(&mut alice, "last").await;
+    let names: Vec<&str> = events.iter().filter_map(|e| e["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["MessageSent", "ReceiveMessage"],
+        "pets/alice saw {events:?}"
+    );
+    assert!(!format!("{events:?}").contains("marker"), "{events:?}");
+}
+
+#[actix_web::test]
+async fn the_personal_channel_is_its_members_alone_on_the_native_protocol() {
+    let app = spawn_app().await;
+    // other/bob may not subscribe to pets/bob's personal channel, nor may anyone else.
+    let mut other_bob = app.connect(&customer("other", "bob", None)).await;
+    let refused = other_bob.subscribe("tenant:pets:user:bob").await;
+    assert_eq!(refused["type"], "subscription_error", "{refused}");
+    assert_eq!(refused["data"]["code"], "forbidden", "{refused}");
+    assert_eq!(
+        refused["data"]["reason"],
+        "tenant:{t}:user:{userId}: that member of tenant pets only"
+    );
+    other_bob.subscribed("tenant:other:user:bob").await;
+    for who in [admin(TENANT), staff(TENANT), user("alice"), operator()] {
+        let mut ws = app.connect(&who).await;
+        let r = ws.subscribe("tenant:pets:user:bob").await;
+        assert_eq!(r["type"], "subscription_error", "{}: {r}", who.sub);
+        assert_eq!(r["data"]["code"], "forbidden", "{}: {r}", who.sub);
+    }
+    // Nobody but Service publishes on it (chat events are the server's).
+    for who in [user("bob"), user("alice"), admin(TENANT)] {
+        let (status, body) = app
+            .publish(&who, "tenant:pets:user:bob", "ReceiveMessage", json!({}))
+            .await;
+        assert_eq!(status, 403, "{}: {body}", who.sub);
+    }
+
+    // A native chat client subscribes to its personal channel and gets what is addressed to it.
+    let mut bob = app.connect(&user("bob")).await;
+    bob.subscribed("tenant:pets:user:bob").await;
+    let mut alice = app.connect(&user("alice")).await;
+    alice
+        .send_json(json!({"type":"invoke","id":1,"data":{"method":"SendMessage","args":["bob","native hello"]}}))
+        .await;
+    let sent = alice.recv().await;
+    assert_eq!(sent["data"]["channel"], "tenant:pets:user:alice", "{sent}");
+    assert_eq!(sent["data"]["event"], "MessageSent");
+    alice.recv_type("result").await;
+    let got = bob.recv().await;
+    assert_eq!(got["type"], "notification", "{got}");
+    assert_eq!(got["data"]["channel"], "tenant:pets:user:bob");
+    assert_eq!(got["data"]["event"], "ReceiveMessage");
+    assert_eq!(got["data"]["data"]["content"], "native hello");
+    // other/bob's own channel stayed silent: the next thing it gets is a Service event there.
+    let (status, _) = app
+        .publish(&service(), "tenant:other:user:bob", "Marker", json!(1))
+        .await;
+    assert_eq!(status, 202);
+    let next = other_bob.recv().await;
+    assert_eq!(next["data"]["event"], "Marker", "other/bob saw {next}");
 }

@@ -149,6 +149,11 @@ impl HubClient {
         self.backlog.iter().any(pred)
     }
 
+    /// Takes every report already read but not yet consumed, in arrival order.
+    pub fn take_backlog(&mut self) -> Vec<Value> {
+        self.backlog.drain(..).collect()
+    }
+
     /// Adds a handler for `name`; returns once the driver has it (commands run in order, so a
     /// round trip after it proves it is registered).
     pub async fn listen(&mut self, name: &str) {

@@ -30,6 +30,7 @@ async fn nothing_of_one_tenant_reaches_another() {
         "tenant:b:order:o1",
         "session:s1",
         "user:c1",
+        "tenant:b:user:c1",
     ] {
         b_cust.subscribed(c).await;
     }
@@ -39,6 +40,7 @@ async fn nothing_of_one_tenant_reaches_another() {
         "tenant:a:admins",
         "tenant:a:customer:c1",
         "tenant:a:order:o1",
+        "tenant:a:user:c1",
     ] {
         assert_eq!(
             b_admin.subscribe(c).await["type"],
@@ -66,6 +68,7 @@ async fn nothing_of_one_tenant_reaches_another() {
         "tenant:a:admins:sessions",
         "tenant:a:customer:c1",
         "tenant:a:order:o1",
+        "tenant:a:user:c1",
     ] {
         for _ in 0..5 {
             let (status, _) = app

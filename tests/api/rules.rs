@@ -36,6 +36,13 @@ fn subscribe_table() -> Vec<(As, &'static str, bool)> {
         (cust.clone(), "global:broadcast", true),
         (operator(), "global:broadcast", true),
         (operator(), "user:c1", false),
+        (cust.clone(), "tenant:a:user:c1", true),
+        (cust.clone(), "tenant:a:user:c2", false),
+        (customer("b", "c1", None), "tenant:a:user:c1", false),
+        (admin("a"), "tenant:a:user:c1", false),
+        (admin("a"), "tenant:a:user:admin-a", true),
+        (operator(), "tenant:a:user:c1", false),
+        (service(), "tenant:a:user:c1", true),
     ]
 }
 
@@ -92,6 +99,9 @@ async fn rest_publish_rules() {
         (admin("a"), "global:broadcast", 403),
         (customer("a", "c1", None), "tenant:a:broadcast", 403),
         (operator(), "global:broadcast", 403),
+        (service(), "tenant:a:user:c1", 202),
+        (customer("a", "c1", None), "tenant:a:user:c1", 403),
+        (admin("a"), "tenant:a:user:c1", 403),
     ];
     for (who, channel, expected) in cases {
         let (status, body) = app.publish(&who, channel, "E", json!({})).await;

@@ -130,13 +130,26 @@ mod tests {
             };
             Envelope::new(draft, 2, Arc::from("ep"), NodeId(Arc::from("n1")))
         };
-        let frame = encode_notification_json(&envelope("user:bob", "ReceiveMessage"));
+        for channel in ["tenant:pets:user:bob", "user:bob"] {
+            let frame = encode_notification_json(&envelope(channel, "ReceiveMessage"));
+            assert_eq!(
+                std::str::from_utf8(&frame).unwrap(),
+                concat!(
+                    r#"{"type":1,"target":"ReceiveMessage","arguments":[{"content":"<b>hi</b>"}]}"#,
+                    "\u{1e}"
+                ),
+                "{channel}"
+            );
+        }
+        let frame = encode_notification_msgpack(&envelope("tenant:pets:user:bob", "UserOnline"));
+        let value = rmpv::decode::read_value(&mut &frame[1..]).unwrap();
+        assert_eq!(value[3], rmpv::Value::from("UserOnline"));
         assert_eq!(
-            std::str::from_utf8(&frame).unwrap(),
-            concat!(
-                r#"{"type":1,"target":"ReceiveMessage","arguments":[{"content":"<b>hi</b>"}]}"#,
-                "\u{1e}"
-            )
+            value[4][0],
+            rmpv::Value::Map(vec![(
+                rmpv::Value::from("content"),
+                rmpv::Value::from("<b>hi</b>")
+            )])
         );
         let frame = encode_notification_msgpack(&envelope("conversation:c1", "UserStartedTyping"));
         let value = rmpv::decode::read_value(&mut &frame[1..]).unwrap();
@@ -148,7 +161,11 @@ mod tests {
             )])
         );
         // The same event elsewhere, and other events on chat channels, keep the message.
-        for (channel, event) in [("tenant:a:admins", "UserOnline"), ("user:bob", "NewOrder")] {
+        for (channel, event) in [
+            ("tenant:a:admins", "UserOnline"),
+            ("user:bob", "NewOrder"),
+            ("tenant:a:user:bob", "NewOrder"),
+        ] {
             let frame = encode_notification_json(&envelope(channel, event));
             let v: serde_json::Value = serde_json::from_slice(&frame[..frame.len() - 1]).unwrap();
             assert_eq!(v["arguments"][0]["channel"], channel);
