@@ -24,6 +24,8 @@ const COLOURS: [RGBColor; 4] = [
 
 /// One target's points: subscribers → (deliveries/s, p99 ms), medians over repeated runs.
 type Series = BTreeMap<u64, (f64, f64)>;
+/// One target's runs before the medians: subscribers → every (deliveries/s, p99 ms) measured.
+type Runs = BTreeMap<u64, Vec<(f64, f64)>>;
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -35,12 +37,29 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// `1234567` → `1,234,567`.
+fn group_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
 /// Reads every fan-out run of `protocol` from `files`, grouped by target in order of appearance.
 fn read_series(files: &[String], protocol: &str) -> Result<Vec<(String, Series)>, String> {
-    let mut raw: Vec<(String, BTreeMap<u64, Vec<(f64, f64)>>)> = Vec::new();
+    let mut raw: Vec<(String, Runs)> = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
-        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
             let r: Value =
                 serde_json::from_str(line).map_err(|e| format!("{file}:{}: {e}", n + 1))?;
             let windowed_fanout = r["scenario"] == "fanout" && r["rate"].is_null();
@@ -109,14 +128,7 @@ where
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(80);
-    let thousands = |v: &f64| {
-        let n = v.round() as u64;
-        if n >= 1000 {
-            format!("{},{:03}", n / 1000, n % 1000)
-        } else {
-            format!("{n}")
-        }
-    };
+    let thousands = |v: &f64| group_thousands(v.round() as u64);
     macro_rules! finish {
         ($chart:expr) => {{
             let mut chart = $chart;
@@ -212,6 +224,14 @@ pub fn run(args: &PlotArgs) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(group_thousands(0), "0");
+        assert_eq!(group_thousands(999), "999");
+        assert_eq!(group_thousands(1000), "1,000");
+        assert_eq!(group_thousands(1_400_000), "1,400,000");
+    }
 
     #[test]
     fn draws_one_line_per_target_from_fanout_runs_only() {
