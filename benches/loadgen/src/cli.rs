@@ -28,6 +28,8 @@ pub enum Scenario {
     Idle(IdleArgs),
     /// Fan-out with subscribers on one node (--sub-url) and the publisher on another (--pub-url).
     CrossNode(CrossNodeArgs),
+    /// Draws deliveries/s and p99 latency against subscriber count from stored results (SVG).
+    Plot(PlotArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,4 +188,17 @@ pub struct CrossNodeArgs {
     /// Base URL of the node the publisher posts to.
     #[arg(long)]
     pub pub_url: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PlotArgs {
+    /// Results files (JSON lines as `scripts/bench` writes them).
+    #[arg(required = true)]
+    pub results: Vec<String>,
+    /// The SVG file to write.
+    #[arg(long, default_value = "fanout.svg")]
+    pub out: String,
+    /// Protocol of the runs to draw.
+    #[arg(long, default_value = "native")]
+    pub protocol: String,
 }

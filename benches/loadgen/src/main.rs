@@ -7,6 +7,7 @@ mod cli;
 mod http_client;
 mod net;
 mod payload;
+mod plot;
 mod publisher;
 mod scenarios;
 mod server_memory;
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use serde_json::Value;
 
-use cli::{Cli, Scenario};
+use cli::{Cli, CommonArgs, Scenario};
 use scenarios::{ChannelLayout, DeliveryRun};
 
 /// Connections a scenario will open, to check against the file-descriptor limit.
@@ -28,15 +29,18 @@ fn planned_connections(scenario: &Scenario) -> usize {
         Scenario::Targeted(a) => a.subscribers + a.publish.window,
         Scenario::Idle(a) => a.connections,
         Scenario::CrossNode(a) => a.fanout.subscribers + a.fanout.publish.window,
+        Scenario::Plot(_) => 0,
     }
 }
 
-fn common(scenario: &Scenario) -> &cli::CommonArgs {
+/// The connection flags of a load scenario (`None` for `plot`, which connects nowhere).
+fn common(scenario: &Scenario) -> Option<&CommonArgs> {
     match scenario {
-        Scenario::Fanout(a) => &a.common,
-        Scenario::Targeted(a) => &a.common,
-        Scenario::Idle(a) => &a.common,
-        Scenario::CrossNode(a) => &a.fanout.common,
+        Scenario::Fanout(a) => Some(&a.common),
+        Scenario::Targeted(a) => Some(&a.common),
+        Scenario::Idle(a) => Some(&a.common),
+        Scenario::CrossNode(a) => Some(&a.fanout.common),
+        Scenario::Plot(_) => None,
     }
 }
 
@@ -96,6 +100,7 @@ async fn run(scenario: Scenario, worker_threads: usize) -> Result<Value, String>
             )
             .await
         }
+        Scenario::Plot(_) => Err("plot is not a load scenario".to_owned()),
     }
 }
 
@@ -164,9 +169,25 @@ fn summary(report: &Value) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let json_only = common(&cli.scenario).json_only;
+    if let Scenario::Plot(args) = &cli.scenario {
+        return match plot::run(args) {
+            Ok(summary) => {
+                print!("{summary}");
+                eprintln!("loadgen: wrote {}", args.out);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("loadgen plot: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(common_args) = common(&cli.scenario) else {
+        return ExitCode::FAILURE;
+    };
+    let json_only = common_args.json_only;
     let fd_limit = net::raise_fd_limit();
-    let negotiate = match common(&cli.scenario).protocol {
+    let negotiate = match common_args.protocol {
         cli::Protocol::Signalr => subscriber::NEGOTIATE_CONNECTIONS,
         cli::Protocol::Native => 0,
     };
@@ -176,7 +197,7 @@ fn main() -> ExitCode {
             "loadgen: warning: about {needed} file descriptors needed but the limit is {fd_limit}; expect connect errors"
         );
     }
-    let worker_threads = common(&cli.scenario)
+    let worker_threads = common_args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let runtime = match tokio::runtime::Builder::new_multi_thread()

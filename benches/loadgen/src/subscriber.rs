@@ -28,6 +28,8 @@ const HUB_HANDSHAKE: &str = "{\"protocol\":\"json\",\"version\":1}\u{1e}";
 const HUB_PING_RECORD: &str = "{\"type\":6}\u{1e}";
 /// How often an idle hub client sends its keep-alive (SignalR's default is 15 s).
 const HUB_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+/// Completion error of a hub subscribe to a channel the connection was joined to on connect.
+const HUB_ALREADY_SUBSCRIBED: &str = "already subscribed";
 /// Invocation id of the subscribe call.
 const SUBSCRIBE_INVOCATION_ID: &str = "1";
 /// Keep-alive connections used for SignalR negotiates at most (they also cost file descriptors on
@@ -391,10 +393,14 @@ async fn subscribe_hub(
             let invocation = message.get("invocationId").and_then(|t| t.as_str());
             match (kind, invocation) {
                 (Some(3), Some(SUBSCRIBE_INVOCATION_ID)) => {
-                    if message.get("error").is_some() {
-                        return Err(SetupError::Refused(record.to_owned()));
+                    match message.get("error").and_then(|e| e.as_str()) {
+                        None => return Ok(()),
+                        // Switchyard joins hub connections to their default groups (a member's
+                        // `tenant:{t}:broadcast`) at the handshake, as SignalR back ends do: the
+                        // connection is on the channel already.
+                        Some(HUB_ALREADY_SUBSCRIBED) => return Ok(()),
+                        Some(_) => return Err(SetupError::Refused(record.to_owned())),
                     }
-                    return Ok(());
                 }
                 (Some(7), _) => return Err(SetupError::Refused(format!("hub closed: {record}"))),
                 _ => {}
