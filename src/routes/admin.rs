@@ -19,10 +19,10 @@ use switchyard_actors::mailbox::{ActorKind, MailboxSettings, SlowConsumerPolicy}
 use switchyard_actors::metrics::Metrics;
 use switchyard_actors::node::Node;
 use switchyard_actors::quotas::TenantQuotas;
-use switchyard_actors::tenant_group::{TenantError, TenantSnapshot};
 
 use crate::auth::Caller;
 use crate::problem::ApiError;
+use crate::routes::tenants::{snapshot, tenant_error};
 use crate::state::AppState;
 use crate::store::Store;
 
@@ -188,22 +188,6 @@ fn kind_names() -> String {
 
 fn now_ms() -> i64 {
     i64::try_from(switchyard_actors::envelope::now_millis()).unwrap_or(i64::MAX)
-}
-
-async fn snapshot(state: &AppState, tenant: &TenantKey) -> Result<TenantSnapshot, ApiError> {
-    state
-        .node
-        .tenants
-        .snapshot(tenant)
-        .await
-        .map_err(tenant_error)
-}
-
-fn tenant_error(e: TenantError) -> ApiError {
-    match e {
-        TenantError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
-        _ => ApiError::Busy(e.to_string()),
-    }
 }
 
 /// `GET /api/v1/admin/tenants` → `{"tenants": [{"tenantKey","connections","users"}]}`: every

@@ -20,17 +20,25 @@ fn tenant_for(who: &Caller, raw: &str) -> Result<TenantKey, ApiError> {
     Ok(tenant)
 }
 
+/// A tenant query's failure as HTTP: Redis unreachable is 503 unavailable, a slow group busy.
+pub(crate) fn tenant_error(e: TenantError) -> ApiError {
+    match e {
+        TenantError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+        _ => ApiError::Busy(e.to_string()),
+    }
+}
+
 /// The tenant's connections and online users (cluster-wide in cluster mode).
-async fn snapshot(state: &AppState, tenant: &TenantKey) -> Result<TenantSnapshot, ApiError> {
+pub(crate) async fn snapshot(
+    state: &AppState,
+    tenant: &TenantKey,
+) -> Result<TenantSnapshot, ApiError> {
     state
         .node
         .tenants
         .snapshot(tenant)
         .await
-        .map_err(|e| match e {
-            TenantError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
-            _ => ApiError::Busy(e.to_string()),
-        })
+        .map_err(tenant_error)
 }
 
 /// `GET /api/v1/tenants/{t}/connections` → `{"tenantKey","connections"}`.

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::TcpSocket;
 
 use crate::helpers::*;
 
@@ -205,22 +204,6 @@ async fn a_change_on_one_node_reaches_another(db: TestDb) {
             .then_some(())
     })
     .await;
-}
-
-/// A client whose socket receive buffer is tiny, so the server feels it stall at once.
-async fn stalled_client(app: &TestApp, who: &As) -> WsClient {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket
-        .connect(([127, 0, 0, 1], app.port).into())
-        .await
-        .unwrap();
-    let url = app.ws_url(&format!("/ws?access_token={}", token(who)));
-    let (ws, _) =
-        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-            .await
-            .unwrap();
-    WsClient { ws }
 }
 
 async fn publish_many(app: &TestApp, channel: &str, n: u64, pad: usize) {

@@ -55,6 +55,19 @@ async fn chat_client_with(app: &TestApp, who: &As, messagepack: bool) -> HubClie
 
 /// Waits until a cluster node's Redis subscriptions are confirmed for `channels` channels, so
 /// events published anywhere reach its clients.
+/// Two cluster nodes sharing one Redis and one Postgres database (bind the first two to named
+/// `_` variables: they must outlive the nodes).
+async fn two_chat_nodes() -> (RedisServer, TestDb, TestApp, TestApp) {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let db = TestDb::postgres().await;
+    let cluster =
+        |s: &mut switchyard::settings::Settings| cluster_settings(s, &redis.url(), &prefix);
+    let a = spawn_app_with_db(&db, cluster).await;
+    let b = spawn_app_with_db(&db, cluster).await;
+    (redis, db, a, b)
+}
+
 async fn listening(node: &TestApp, channels: u64) {
     eventually("the node's Redis subscriptions", || async {
         let (_, r) = node.get("/health/ready", None).await;
@@ -65,13 +78,7 @@ async fn listening(node: &TestApp, channels: u64) {
 
 #[actix_web::test]
 async fn two_users_on_two_nodes_exchange_messages_and_see_each_others_presence() {
-    let redis = RedisServer::start().await;
-    let prefix = unique_prefix();
-    let db = TestDb::postgres().await;
-    let cluster =
-        |s: &mut switchyard::settings::Settings| cluster_settings(s, &redis.url(), &prefix);
-    let a = spawn_app_with_db(&db, cluster).await;
-    let b = spawn_app_with_db(&db, cluster).await;
+    let (_redis, _db, a, b) = two_chat_nodes().await;
     let mut alice = chat_client(&a, &user("alice")).await;
     let mut bob = chat_client(&b, &user("bob")).await;
     // Each has tenant:pets:broadcast, user:{me} and tenant:pets:user:{me} on its node.
@@ -146,13 +153,7 @@ async fn two_users_on_two_nodes_exchange_messages_and_see_each_others_presence()
 
 #[actix_web::test]
 async fn every_connection_of_the_recipient_on_every_node_receives_the_message() {
-    let redis = RedisServer::start().await;
-    let prefix = unique_prefix();
-    let db = TestDb::postgres().await;
-    let cluster =
-        |s: &mut switchyard::settings::Settings| cluster_settings(s, &redis.url(), &prefix);
-    let a = spawn_app_with_db(&db, cluster).await;
-    let b = spawn_app_with_db(&db, cluster).await;
+    let (_redis, _db, a, b) = two_chat_nodes().await;
     let mut alice = chat_client(&a, &user("alice")).await;
     let mut bob_on_a = chat_client(&a, &user("bob")).await;
     let mut bob_on_b = chat_client(&b, &user("bob")).await;

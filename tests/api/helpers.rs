@@ -469,6 +469,23 @@ pub fn metric_value(text: &str, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A client of `who` whose socket receive buffer is tiny, so the server feels it stall at once
+/// (it never reads unless the test makes it).
+pub async fn stalled_client(app: &TestApp, who: &As) -> WsClient {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket
+        .connect(([127, 0, 0, 1], app.port).into())
+        .await
+        .unwrap();
+    let url = app.ws_url(&format!("/ws?access_token={}", token(who)));
+    let (ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    WsClient { ws }
+}
+
 /// A real WebSocket client.
 pub struct WsClient {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,

@@ -24,12 +24,16 @@ async fn metrics_cover_connections_traffic_and_latency() {
         .await;
     ws.recv().await;
     let m = app.metrics().await;
+    let session_capacity = format!(
+        "switchyard_mailbox_capacity{{actor=\"session\"}} {}",
+        app.settings.actors.session.mailbox
+    );
     for name in [
         "switchyard_connections{protocol=\"native\"} 1",
         "switchyard_subscriptions 1",
         "switchyard_published_total{source=\"rest\"} 1",
         "switchyard_delivered_total 1",
-        "switchyard_mailbox_capacity{actor=\"session\"} 1024",
+        session_capacity.as_str(),
         "switchyard_mailbox_capacity{actor=\"broker\"}",
         "switchyard_actors{actor=\"session\"} 1",
         "switchyard_actors{actor=\"tenant_group\"} 1",

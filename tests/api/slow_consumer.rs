@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use futures_util::{stream, StreamExt};
 use serde_json::json;
-use tokio::net::TcpSocket;
 
 use crate::helpers::*;
 
@@ -16,25 +15,6 @@ const PAYLOAD_BYTES: usize = 2048;
 /// Far below the ~8 MB that flows (so the stalled client must hit it), but with headroom for
 /// healthy readers on a loaded machine running a debug build.
 const MAX_QUEUED_BYTES: usize = 512 * 1024;
-
-/// A client whose socket receive buffer is tiny, so the server feels it stall at once.
-async fn stalled_client(app: &TestApp) -> WsClient {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket
-        .connect(([127, 0, 0, 1], app.port).into())
-        .await
-        .unwrap();
-    let url = app.ws_url(&format!(
-        "/ws?access_token={}",
-        token(&customer("acme", "slow", None))
-    ));
-    let (ws, _) =
-        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-            .await
-            .unwrap();
-    WsClient { ws }
-}
 
 /// Reads `n` notifications and returns their offsets.
 async fn read_offsets(mut ws: WsClient, n: u64) -> Vec<u64> {
@@ -71,7 +51,7 @@ async fn slow_consumer_run(policy: &'static str) -> (TestApp, WsClient) {
         s.actors.session.policy = policy.parse_policy();
     })
     .await;
-    let mut slow = stalled_client(&app).await;
+    let mut slow = stalled_client(&app, &customer("acme", "slow", None)).await;
     slow.subscribed(CHANNEL).await;
     let mut readers = Vec::new();
     for i in 0..3 {
