@@ -38,6 +38,7 @@ pub mod ids;
 pub mod mailbox;
 pub mod metrics;
 pub mod node;
+pub mod outbox;
 pub mod pg_listener;
 pub mod presence_hook;
 pub mod quotas;

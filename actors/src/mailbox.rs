@@ -1,15 +1,16 @@
-//! Bounded mailboxes: per-actor-kind limits that operators tune at run time, the slow-consumer
-//! policy, and each session's outbound budget.
+//! Bounded mailboxes: per-actor-kind limits that operators tune at run time and the slow-consumer
+//! policy.
 //!
-//! actix's `do_send` ignores mailbox capacity, so everything on the fan-out path is offered with
-//! `try_send`: when a session's mailbox is full (or its queued bytes would pass
-//! `max_queued_bytes`), the configured [`SlowConsumerPolicy`] applies. Control messages that must
+//! actix's `do_send` ignores mailbox capacity, so everything on the fan-out path is bounded: events
+//! go into each session's [`Outbox`](crate::outbox::Outbox), whose length and bytes are the
+//! session's `mailbox` and `max_queued_bytes`, and its wake-up is sent with `try_send`; when the
+//! outbox is full the configured [`SlowConsumerPolicy`] applies. Control messages that must
 //! not be lost (subscribe/unsubscribe bookkeeping, joins/leaves) use `do_send`; they are bounded by
 //! the number of connections, not by traffic.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -232,81 +233,9 @@ pub enum Offer {
     Closed,
 }
 
-/// A session's outbound accounting, shared between the session and every broker shard that
-/// delivers to it.
-#[derive(Debug, Default)]
-pub struct OutboundBudget {
-    queued_bytes: AtomicUsize,
-    evicted: AtomicBool,
-}
-
-impl OutboundBudget {
-    /// Reserves `bytes` if the total stays within `limit`; returns the new total.
-    pub fn try_reserve(&self, bytes: usize, limit: usize) -> Option<usize> {
-        let mut cur = self.queued_bytes.load(Ordering::Relaxed);
-        loop {
-            // A single message larger than the limit still goes through into an empty queue,
-            // otherwise one big event could never be delivered.
-            if cur != 0 && cur + bytes > limit {
-                return None;
-            }
-            match self.queued_bytes.compare_exchange_weak(
-                cur,
-                cur + bytes,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Some(cur + bytes),
-                Err(actual) => cur = actual,
-            }
-        }
-    }
-
-    /// Returns `bytes` once the session has taken the message off its queue.
-    pub fn release(&self, bytes: usize) {
-        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-    }
-
-    pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes.load(Ordering::Relaxed)
-    }
-
-    /// Marks the session for disconnection; true the first time only.
-    pub fn evict(&self) -> bool {
-        !self.evicted.swap(true, Ordering::AcqRel)
-    }
-
-    pub fn is_evicted(&self) -> bool {
-        self.evicted.load(Ordering::Acquire)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn budget_bounds_bytes_but_admits_one_big_message() {
-        let b = OutboundBudget::default();
-        assert_eq!(b.try_reserve(600, 1000), Some(600));
-        assert_eq!(b.try_reserve(600, 1000), None);
-        assert_eq!(b.try_reserve(400, 1000), Some(1000));
-        b.release(1000);
-        assert_eq!(
-            b.try_reserve(5000, 1000),
-            Some(5000),
-            "an empty queue takes any one message"
-        );
-        assert_eq!(b.try_reserve(1, 1000), None);
-    }
-
-    #[test]
-    fn eviction_is_reported_once() {
-        let b = OutboundBudget::default();
-        assert!(b.evict());
-        assert!(!b.evict());
-        assert!(b.is_evicted());
-    }
 
     #[test]
     fn limits_update_validates_and_bumps_generation() {

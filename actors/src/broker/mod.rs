@@ -10,7 +10,8 @@
 //! - [`Unsubscribe`]: session → shard, fire-and-forget; removes the session from channels.
 //! - [`Publish`]: publisher (REST, session, scheduler, …) → shard; assigns the next offset, keeps it in
 //!   history, fans out, replies with a [`PublishAck`].
-//! - [`Deliver`]: shard → session, offered with `try_send`; one shared envelope.
+//! - fan-out: shard → session's [`Outbox`] (one shared envelope appended within the session's
+//!   bounds), plus a [`Wake`] sent with `try_send` when the session has none outstanding.
 //! - [`Relay`]: Redis bridge → shard (cluster mode); one envelope from Redis to fan out.
 //! - [`ReadHistory`]: history API → shard (embedded mode); replies with retained events.
 //! - [`ChannelStats`]: admin → shard; replies with channel and subscriber counts.
@@ -38,23 +39,18 @@ use crate::cluster::Cluster;
 use crate::envelope::{Draft, Envelope, StreamPosition};
 use crate::history::{HistoryLimits, Recovery};
 use crate::ids::{ConnId, NodeId};
-use crate::mailbox::{ActorLimits, OutboundBudget};
+use crate::mailbox::ActorLimits;
 use crate::metrics::Metrics;
+use crate::outbox::{Outbox, Wake};
 use crate::redis_bridge::{RedisBridge, WhenListening};
-
-/// Sent by a broker shard to a session: one event for one of its channels.
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub struct Deliver {
-    pub env: Arc<Envelope>,
-}
 
 /// A session as the broker sees it.
 #[derive(Clone)]
 pub struct Subscriber {
     pub conn: ConnId,
-    pub deliver: Recipient<Deliver>,
-    pub budget: Arc<OutboundBudget>,
+    /// Woken when its outbox goes from idle to holding events.
+    pub wake: Recipient<Wake>,
+    pub outbox: Arc<Outbox>,
 }
 
 /// Sent by a session to the shard of `channel`; replies with [`Subscribed`].

@@ -7,8 +7,8 @@ use actix::prelude::*;
 use indexmap::IndexMap;
 
 use super::{
-    BrokerConfig, ChannelStats, Deliver, HistoryPage, Publish, PublishAck, ReadHistory, Relay,
-    ShardStats, Subscribe, Subscribed, Subscriber, Unsubscribe,
+    BrokerConfig, ChannelStats, HistoryPage, Publish, PublishAck, ReadHistory, Relay, ShardStats,
+    Subscribe, Subscribed, Subscriber, Unsubscribe,
 };
 use crate::activity::Observe;
 use crate::channel::{Channel, ChannelName};
@@ -18,6 +18,7 @@ use crate::history::ChannelLog;
 use crate::ids::ConnId;
 use crate::mailbox::{ActorKind, ActorLimits, Offer, SlowConsumerPolicy};
 use crate::metrics::Metrics;
+use crate::outbox::{Push, Wake};
 use crate::redis_bridge::{Listen, Unlisten};
 
 /// A channel on this shard: who listens, and what was said.
@@ -73,12 +74,17 @@ impl BrokerShard {
             return;
         };
         let limits = self.limits.get(ActorKind::Session);
-        let (policy, max_bytes) = (limits.policy(), limits.max_queued_bytes());
+        let bounds = Bounds {
+            max_len: limits.mailbox(),
+            max_bytes: limits.max_queued_bytes(),
+            policy: limits.policy(),
+        };
         let size = env.queued_size();
         let (mut delivered, mut dropped, mut evicted, mut removed) = (0u64, 0u64, 0u64, 0i64);
         let mut peak = self.queued_peak;
-        state.subscribers.retain(|_, sub| {
-            match offer(sub, env, size, max_bytes, policy, &mut peak) {
+        state
+            .subscribers
+            .retain(|_, sub| match offer(sub, env, size, &bounds, &mut peak) {
                 Offer::Accepted => {
                     delivered += 1;
                     true
@@ -96,8 +102,7 @@ impl BrokerShard {
                     removed += 1;
                     false
                 }
-            }
-        });
+            });
         let m = &self.metrics;
         if peak > self.queued_peak {
             self.queued_peak = peak;
@@ -147,39 +152,46 @@ impl BrokerShard {
     }
 }
 
-/// Offers one event to one subscriber within its mailbox and byte budget.
+/// A session outbox's live limits, read once per fan-out.
+struct Bounds {
+    max_len: usize,
+    max_bytes: usize,
+    policy: SlowConsumerPolicy,
+}
+
+/// Offers one event to one subscriber's outbox within its length and byte bounds, waking the
+/// session if no wake is outstanding.
 fn offer(
     sub: &Subscriber,
     env: &Arc<Envelope>,
     size: usize,
-    max_bytes: usize,
-    policy: SlowConsumerPolicy,
+    bounds: &Bounds,
     peak: &mut usize,
 ) -> Offer {
-    if sub.budget.is_evicted() {
+    if sub.outbox.is_evicted() {
         return Offer::Evicted;
     }
-    let full = || match policy {
-        SlowConsumerPolicy::Drop => Offer::Dropped,
-        SlowConsumerPolicy::Disconnect => {
-            sub.budget.evict();
-            Offer::Evicted
+    match sub.outbox.push(env, size, bounds.max_len, bounds.max_bytes) {
+        Push::Queued { wake, queued_bytes } => {
+            *peak = (*peak).max(queued_bytes);
+            if wake {
+                match sub.wake.try_send(Wake) {
+                    Ok(()) => {}
+                    // The heartbeat drains the outbox; the event stays queued.
+                    Err(SendError::Full(_)) => sub.outbox.wake_failed(),
+                    Err(SendError::Closed(_)) => return Offer::Closed,
+                }
+            }
+            Offer::Accepted
         }
-    };
-    match sub.budget.try_reserve(size, max_bytes) {
-        Some(queued) => *peak = (*peak).max(queued),
-        None => return full(),
-    }
-    match sub.deliver.try_send(Deliver { env: env.clone() }) {
-        Ok(()) => Offer::Accepted,
-        Err(SendError::Full(_)) => {
-            sub.budget.release(size);
-            full()
-        }
-        Err(SendError::Closed(_)) => {
-            sub.budget.release(size);
-            Offer::Closed
-        }
+        Push::Full => match bounds.policy {
+            SlowConsumerPolicy::Drop => Offer::Dropped,
+            SlowConsumerPolicy::Disconnect => {
+                sub.outbox.evict();
+                Offer::Evicted
+            }
+        },
+        Push::Closed => Offer::Closed,
     }
 }
 

@@ -165,8 +165,8 @@ impl Session {
             channel: channel.clone(),
             subscriber: Subscriber {
                 conn: self.conn,
-                deliver: ctx.address().recipient(),
-                budget: self.budget.clone(),
+                wake: ctx.address().recipient(),
+                outbox: self.outbox.clone(),
             },
             since: None,
         };

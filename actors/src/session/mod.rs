@@ -2,10 +2,10 @@
 //! `actix-web-actors`, kept in this one module so a move to `actix-ws` touches one place).
 //!
 //! It owns the socket, the caller's verified identity, its subscriptions, the heartbeat, the inbound
-//! rate limit and the outbound budget. Frames are turned into requests by the connection's
-//! [`WireCodec`]; the session never looks inside a frame itself. Notifications arrive as
-//! [`Deliver`] messages carrying a shared envelope whose frame for this codec's format was encoded
-//! once for the whole node.
+//! rate limit and the outbox. Frames are turned into requests by the connection's
+//! [`WireCodec`]; the session never looks inside a frame itself. Notifications arrive in its
+//! [`Outbox`] as shared envelopes whose frame for this codec's format was encoded once for the whole
+//! node; a [`Wake`] makes the session write everything queued in one turn.
 //!
 //! Lifecycle: registration with the tenant group happens at the upgrade (so a tenant quota can be
 //! answered with HTTP 429); everything is unregistered exactly once, in `stopped()`.
@@ -30,15 +30,16 @@ use self::subscriptions::{Accept, BeginError, Subscriptions};
 use crate::activity::Observe;
 use crate::authorizer::Action;
 use crate::broker::BrokerError;
-use crate::broker::{Deliver, Subscribe, Subscribed, Subscriber};
+use crate::broker::{Subscribe, Subscribed, Subscriber};
 use crate::channel::ChannelName;
 use crate::codec::{Decoded, InFrame, Inbound, OutFrame, Outcome, ReplyTo, Request, WireCodec};
 use crate::codes::{CloseCode, ErrorCode};
 use crate::envelope::{now_millis, Draft, Envelope, EventName, StreamPosition};
 use crate::identity::Identity;
 use crate::ids::{ConnId, TenantKey};
-use crate::mailbox::{ActorKind, OutboundBudget};
+use crate::mailbox::ActorKind;
 use crate::node::{Node, PublishError};
+use crate::outbox::{Outbox, Wake};
 use crate::quotas::QuotaKind;
 use crate::rules::{self, Decision};
 use std::collections::HashSet;
@@ -97,7 +98,9 @@ pub struct Session {
     codec: Box<dyn WireCodec>,
     node: Arc<Node>,
     subs: Subscriptions,
-    budget: Arc<OutboundBudget>,
+    outbox: Arc<Outbox>,
+    /// Reused buffer for the events taken from the outbox in one turn.
+    batch: Vec<Arc<Envelope>>,
     last_heard: Instant,
     limiter: DefaultDirectRateLimiter,
     rate_violations: u32,
@@ -139,7 +142,8 @@ impl Session {
             tenant,
             codec,
             subs: Subscriptions::new(s.max_subscriptions),
-            budget: Arc::default(),
+            outbox: Arc::default(),
+            batch: Vec::new(),
             last_heard: Instant::now(),
             limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
             rate_violations: 0,
@@ -328,6 +332,26 @@ impl Session {
         }
     }
 
+    /// Writes every event queued in the outbox, or closes the session if a shard evicted it.
+    fn drain_outbox(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.outbox.take_all(&mut batch);
+        if self.outbox.is_evicted() {
+            batch.clear();
+            self.batch = batch;
+            return self.close(ctx, CloseCode::SlowConsumer);
+        }
+        if !self.closing && self.codec.ready() {
+            for env in &batch {
+                if self.subs.accept(env) == Accept::Write {
+                    self.write_envelope(ctx, env);
+                }
+            }
+        }
+        batch.clear();
+        self.batch = batch;
+    }
+
     fn reply(
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
@@ -411,6 +435,10 @@ impl Session {
         self.rate_violations = 0;
         self.bad_frames = 0;
         self.apply_mailbox_limit(ctx);
+        // Normally a wake does this; it is the fallback when a wake could not be sent.
+        if !self.outbox.is_empty() {
+            self.drain_outbox(ctx);
+        }
         if self.last_heard.elapsed() > self.node.sessions.client_timeout {
             // A silent resumable client may come back on a new socket: keep its state.
             self.park_on_stop = self.sent.is_some();
@@ -645,8 +673,8 @@ impl Session {
             channel: channel.clone(),
             subscriber: Subscriber {
                 conn: self.conn,
-                deliver: ctx.address().recipient(),
-                budget: self.budget.clone(),
+                wake: ctx.address().recipient(),
+                outbox: self.outbox.clone(),
             },
             since: since.clone(),
         };
@@ -976,6 +1004,7 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.outbox.close();
         self.latency.flush();
         let label = self.codec.label();
         // A drop without a close (or a silent client) of a resumable connection parks it.
@@ -1002,20 +1031,11 @@ impl Actor for Session {
     }
 }
 
-impl Handler<Deliver> for Session {
+impl Handler<Wake> for Session {
     type Result = ();
 
-    fn handle(&mut self, Deliver { env }: Deliver, ctx: &mut Self::Context) {
-        self.budget.release(env.queued_size());
-        if self.budget.is_evicted() {
-            return self.close(ctx, CloseCode::SlowConsumer);
-        }
-        if self.closing || !self.codec.ready() {
-            return;
-        }
-        if self.subs.accept(&env) == Accept::Write {
-            self.write_envelope(ctx, &env);
-        }
+    fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
+        self.drain_outbox(ctx);
     }
 }
 
