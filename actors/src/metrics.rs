@@ -42,6 +42,8 @@ pub struct Metrics {
     /// The most outbound bytes any one session has had queued (bounded by `max_queued_bytes`
     /// plus one message).
     pub session_queued_bytes_peak: IntGauge,
+    /// The most events any one session has had waiting in its outbox (bounded by its mailbox).
+    pub session_queue_depth_peak: IntGauge,
     /// Configured mailbox capacity, by actor kind.
     pub mailbox_capacity: IntGaugeVec,
     /// Live actors, by kind.
@@ -161,6 +163,10 @@ impl Metrics {
             session_queued_bytes_peak: gauge(
                 "switchyard_session_queued_bytes_peak",
                 "Most outbound bytes any one session has had queued since start",
+            ),
+            session_queue_depth_peak: gauge(
+                "switchyard_session_queue_depth_peak",
+                "Most events any one session has had waiting in its outbox since start",
             ),
             mailbox_capacity: gauge_vec(
                 "switchyard_mailbox_capacity",

@@ -25,8 +25,13 @@ pub struct Wake;
 /// What happened to one event offered to an outbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Push {
-    /// Queued; `wake` says whether the caller must wake the session (none was outstanding).
-    Queued { wake: bool, queued_bytes: usize },
+    /// Queued; `wake` says whether the caller must wake the session (none was outstanding);
+    /// `queued` and `queued_bytes` are the outbox's length and bytes with this event.
+    Queued {
+        wake: bool,
+        queued: usize,
+        queued_bytes: usize,
+    },
     /// The event would pass the length or byte bound; nothing was queued.
     Full,
     /// The session has stopped.
@@ -57,17 +62,21 @@ impl Outbox {
         if self.closed.load(Ordering::Acquire) {
             return Push::Closed;
         }
-        let queued_bytes = {
+        let (queued, queued_bytes) = {
             let mut q = self.lock();
             if !q.events.is_empty() && (q.events.len() >= max_len || q.bytes + size > max_bytes) {
                 return Push::Full;
             }
             q.events.push_back(env.clone());
             q.bytes += size;
-            q.bytes
+            (q.events.len(), q.bytes)
         };
         let wake = !self.wake_pending.swap(true, Ordering::AcqRel);
-        Push::Queued { wake, queued_bytes }
+        Push::Queued {
+            wake,
+            queued,
+            queued_bytes,
+        }
     }
 
     /// The wake could not be sent (the session's mailbox is full of control messages): the
@@ -152,6 +161,7 @@ mod tests {
             o.push(&e, 10, 8, 1000),
             Push::Queued {
                 wake: true,
+                queued: 1,
                 queued_bytes: 10
             }
         );
@@ -159,6 +169,7 @@ mod tests {
             o.push(&e, 10, 8, 1000),
             Push::Queued {
                 wake: false,
+                queued: 2,
                 queued_bytes: 20
             }
         );
@@ -169,6 +180,7 @@ mod tests {
             o.push(&e, 10, 8, 1000),
             Push::Queued {
                 wake: true,
+                queued: 1,
                 queued_bytes: 10
             }
         );

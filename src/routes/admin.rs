@@ -62,9 +62,10 @@ struct ActorView {
     mailbox: usize,
     policy: SlowConsumerPolicy,
     max_queued_bytes: usize,
-    /// Messages waiting in mailboxes: actix does not expose it, so it is not reported.
+    /// Messages waiting in mailboxes now: actix does not expose it, so it is not reported.
     queue_depth: Option<u64>,
-    peak_queue_depth: Option<u64>,
+    /// Sessions only: the most events one session has had waiting in its outbox since start.
+    peak_queue_depth: Option<i64>,
     /// Sessions only: the most outbound bytes one session has had queued since start.
     #[serde(skip_serializing_if = "Option::is_none")]
     peak_queued_bytes: Option<i64>,
@@ -88,7 +89,7 @@ fn actor_view(node: &Node, kind: ActorKind) -> ActorView {
         policy: s.policy,
         max_queued_bytes: s.max_queued_bytes,
         queue_depth: None,
-        peak_queue_depth: None,
+        peak_queue_depth: (kind == ActorKind::Session).then(|| m.session_queue_depth_peak.get()),
         peak_queued_bytes: (kind == ActorKind::Session).then(|| m.session_queued_bytes_peak.get()),
         mailbox_full: m.mailbox_full.with_label_values(&[kind.as_str()]).get(),
         dropped: dropped_reason.map_or(0, |r| m.dropped.with_label_values(&[r]).get()),

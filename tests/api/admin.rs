@@ -259,11 +259,16 @@ async fn lowering_the_session_limit_live_disconnects_a_slow_consumer_sooner() {
         "closed as a slow consumer after the change"
     );
     let (_, listed) = app.get(ACTORS, Some(&token(&operator()))).await;
+    let session = kind(&listed, "session");
+    assert!(session["slowConsumerDisconnects"].as_u64().unwrap() >= 1);
+    // The eviction means the stalled session's outbox held more than 16 KiB of 2 KiB events.
     assert!(
-        kind(&listed, "session")["slowConsumerDisconnects"]
-            .as_u64()
-            .unwrap()
-            >= 1
+        session["peakQueueDepth"].as_u64().unwrap() >= 2,
+        "{session}"
+    );
+    assert!(
+        session["peakQueuedBytes"].as_u64().unwrap() >= 16384 - 4096,
+        "{session}"
     );
 }
 

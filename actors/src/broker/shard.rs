@@ -37,8 +37,8 @@ pub struct BrokerShard {
     limits: Arc<ActorLimits>,
     metrics: Arc<Metrics>,
     mailbox_generation: u64,
-    /// This shard's highest observed session queue, in bytes (exported as a peak gauge).
-    queued_peak: usize,
+    /// The most bytes and events one session's outbox has held, as this shard saw them.
+    peak: OutboxPeak,
 }
 
 impl BrokerShard {
@@ -55,7 +55,7 @@ impl BrokerShard {
             limits,
             metrics,
             mailbox_generation: u64::MAX,
-            queued_peak: 0,
+            peak: OutboxPeak::default(),
         }
     }
 
@@ -81,7 +81,7 @@ impl BrokerShard {
         };
         let size = env.queued_size();
         let (mut delivered, mut dropped, mut evicted, mut removed) = (0u64, 0u64, 0u64, 0i64);
-        let mut peak = self.queued_peak;
+        let mut peak = self.peak;
         state
             .subscribers
             .retain(|_, sub| match offer(sub, env, size, &bounds, &mut peak) {
@@ -104,10 +104,13 @@ impl BrokerShard {
                 }
             });
         let m = &self.metrics;
-        if peak > self.queued_peak {
-            self.queued_peak = peak;
-            if peak as i64 > m.session_queued_bytes_peak.get() {
-                m.session_queued_bytes_peak.set(peak as i64);
+        if peak != self.peak {
+            self.peak = peak;
+            if peak.bytes as i64 > m.session_queued_bytes_peak.get() {
+                m.session_queued_bytes_peak.set(peak.bytes as i64);
+            }
+            if peak.events as i64 > m.session_queue_depth_peak.get() {
+                m.session_queue_depth_peak.set(peak.events as i64);
             }
         }
         m.delivered.inc_by(delivered);
@@ -152,6 +155,13 @@ impl BrokerShard {
     }
 }
 
+/// The fullest any one session's outbox has been.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct OutboxPeak {
+    bytes: usize,
+    events: usize,
+}
+
 /// A session outbox's live limits, read once per fan-out.
 struct Bounds {
     max_len: usize,
@@ -166,14 +176,19 @@ fn offer(
     env: &Arc<Envelope>,
     size: usize,
     bounds: &Bounds,
-    peak: &mut usize,
+    peak: &mut OutboxPeak,
 ) -> Offer {
     if sub.outbox.is_evicted() {
         return Offer::Evicted;
     }
     match sub.outbox.push(env, size, bounds.max_len, bounds.max_bytes) {
-        Push::Queued { wake, queued_bytes } => {
-            *peak = (*peak).max(queued_bytes);
+        Push::Queued {
+            wake,
+            queued,
+            queued_bytes,
+        } => {
+            peak.bytes = peak.bytes.max(queued_bytes);
+            peak.events = peak.events.max(queued);
             if wake {
                 match sub.wake.try_send(Wake) {
                     Ok(()) => {}
