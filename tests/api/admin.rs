@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -204,23 +203,6 @@ async fn a_change_on_one_node_reaches_another(db: TestDb) {
             .then_some(())
     })
     .await;
-}
-
-async fn publish_many(app: &TestApp, channel: &str, n: u64, pad: usize) {
-    let pad = "x".repeat(pad);
-    let results: Vec<u16> = stream::iter(0..n)
-        .map(|i| {
-            let pad = pad.clone();
-            async move {
-                app.publish(&service(), channel, "Tick", json!({"i": i, "pad": pad}))
-                    .await
-                    .0
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    assert!(results.iter().all(|s| *s == 202), "every publish accepted");
 }
 
 #[actix_web::test]

@@ -614,3 +614,22 @@ impl WsClient {
         assert_eq!(pong["id"], "sync");
     }
 }
+
+/// Publishes `n` `Tick` events (`{"i", "pad"}` with `pad` bytes of padding) to `channel` as the
+/// service, 16 in flight, and checks every one was accepted.
+pub async fn publish_many(app: &TestApp, channel: &str, n: u64, pad: usize) {
+    let pad = "x".repeat(pad);
+    let results: Vec<u16> = futures_util::stream::iter(0..n)
+        .map(|i| {
+            let pad = pad.clone();
+            async move {
+                app.publish(&service(), channel, "Tick", json!({"i": i, "pad": pad}))
+                    .await
+                    .0
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(results.iter().all(|s| *s == 202), "every publish accepted");
+}

@@ -351,17 +351,13 @@ async fn raw_hub_protocol_handshake_and_framing() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let app = spawn_app().await;
-    let url = app.ws_url(&format!(
-        "/hubs/notifications?access_token={}",
-        token(&admin("acme"))
-    ));
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     // Handshake and two invocations in one frame; one reply frame per record is fine.
-    ws.send(Message::text(
+    let mut ws = raw_hub(
+        &app,
+        "/hubs/notifications",
         "{\"protocol\":\"json\",\"version\":1}\u{1e}{\"type\":1,\"invocationId\":\"1\",\"target\":\"Ping\",\"arguments\":[]}\u{1e}{\"type\":1,\"target\":\"Ping\",\"arguments\":[]}\u{1e}",
-    ))
-    .await
-    .unwrap();
+    )
+    .await;
     let mut records: Vec<Value> = Vec::new();
     while records.len() < 2 {
         let Some(Ok(Message::Text(t))) = ws.next().await else {
@@ -404,17 +400,15 @@ async fn raw_hub_protocol_handshake_and_framing() {
 
 #[actix_web::test]
 async fn an_unsupported_protocol_fails_the_handshake() {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     let app = spawn_app().await;
-    let url = app.ws_url(&format!(
-        "/hubs/notifications?access_token={}",
-        token(&admin("acme"))
-    ));
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    ws.send(Message::text("{\"protocol\":\"xml\",\"version\":1}\u{1e}"))
-        .await
-        .unwrap();
+    let mut ws = raw_hub(
+        &app,
+        "/hubs/notifications",
+        "{\"protocol\":\"xml\",\"version\":1}\u{1e}",
+    )
+    .await;
     let Some(Ok(Message::Text(t))) = ws.next().await else {
         panic!()
     };
@@ -654,7 +648,7 @@ async fn hub_keepalive_pings_flow_and_silent_clients_are_closed_with_allow_recon
 
 #[actix_web::test]
 async fn configured_hub_paths_all_work_and_shutdown_sends_close_with_allow_reconnect() {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     let app = spawn_app_with(|s| {
         s.signalr.hub_paths = vec!["/hubs/notifications".into(), "/hubs/kitchen".into()];
@@ -674,16 +668,12 @@ async fn configured_hub_paths_all_work_and_shutdown_sends_close_with_allow_recon
     assert_eq!(hub.event("NewOrder").await["data"]["n"], 1);
 
     // A raw hub connection sees the Close record before the 1012 close on shutdown.
-    let raw_url = app.ws_url(&format!(
-        "/hubs/kitchen?access_token={}",
-        token(&admin("acme"))
-    ));
-    let (mut ws, _) = tokio_tungstenite::connect_async(raw_url).await.unwrap();
-    ws.send(Message::text(
+    let mut ws = raw_hub(
+        &app,
+        "/hubs/kitchen",
         "{\"protocol\":\"json\",\"version\":1}\u{1e}{\"type\":1,\"invocationId\":\"1\",\"target\":\"Ping\",\"arguments\":[]}\u{1e}",
-    ))
-    .await
-    .unwrap();
+    )
+    .await;
     let mut seen = String::new();
     while !seen.contains("\"invocationId\":\"1\"") {
         let Some(Ok(Message::Text(t))) = ws.next().await else {
@@ -857,4 +847,20 @@ mod stateful_reconnect {
             .await;
         assert!(plain.get("useStatefulReconnect").is_none());
     }
+}
+
+/// A raw WebSocket to `hub` as an acme admin (no SignalR client), after sending `first` (the
+/// handshake, and records if any) as one text frame.
+async fn raw_hub(
+    app: &TestApp,
+    hub: &str,
+    first: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::SinkExt;
+    let url = app.ws_url(&format!("{hub}?access_token={}", token(&admin("acme"))));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text(first))
+        .await
+        .unwrap();
+    ws
 }

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use futures_util::{stream, StreamExt};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -27,23 +26,6 @@ async fn read_offsets(mut ws: WsClient, n: u64) -> Vec<u64> {
     offsets
 }
 
-async fn publish_all(app: &TestApp) {
-    let pad = "x".repeat(PAYLOAD_BYTES);
-    let results: Vec<u16> = stream::iter(0..MESSAGES)
-        .map(|i| {
-            let pad = pad.clone();
-            async move {
-                app.publish(&service(), CHANNEL, "Tick", json!({"i": i, "pad": pad}))
-                    .await
-                    .0
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    assert!(results.iter().all(|s| *s == 202), "every publish accepted");
-}
-
 async fn slow_consumer_run(policy: &'static str) -> (TestApp, WsClient) {
     let app = spawn_app_with(|s| {
         s.actors.session.mailbox = 512;
@@ -61,7 +43,7 @@ async fn slow_consumer_run(policy: &'static str) -> (TestApp, WsClient) {
         ws.subscribed(CHANNEL).await;
         readers.push(actix_web::rt::spawn(read_offsets(ws, MESSAGES)));
     }
-    publish_all(&app).await;
+    publish_many(&app, CHANNEL, MESSAGES, PAYLOAD_BYTES).await;
     // Every fast reader got every message, in order, while the slow one read nothing.
     let expected: Vec<u64> = (1..=MESSAGES).collect();
     for r in readers {
