@@ -131,6 +131,8 @@ pub struct ServerSettings {
     pub host: String,
     pub port: u16,
     pub workers: usize,
+    /// Pending connections the kernel queues before the server accepts them.
+    pub backlog: u32,
     pub shutdown_timeout_ms: u64,
     pub max_body_bytes: usize,
 }

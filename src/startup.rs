@@ -5,7 +5,7 @@
 //! every session to close with 1012 "server restarting, reconnect", then let the HTTP server drain
 //! for at most `server.shutdown_timeout_ms` before it force-closes what is left.
 
-use std::net::TcpListener;
+use std::net::{TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ use crate::problem::{bad_request, ApiError};
 use crate::routes;
 use crate::routes::signalr::Negotiations;
 use crate::settings::CorsSettings;
-use crate::settings::Settings;
+use crate::settings::{ServerSettings, Settings};
 use crate::state::AppState;
 use crate::store::{redact, SessionDefaults, Store};
 
@@ -86,13 +86,29 @@ fn node_id(settings: &Settings) -> NodeId {
     NodeId(Arc::from(id))
 }
 
+/// Binds the HTTP listener with the configured accept backlog: `TcpListener::bind` uses 128,
+/// which drops connection attempts (retried by clients only after 1 s) when a thousand displays
+/// reconnect at once.
+fn bind_listener(server: &ServerSettings) -> anyhow::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = (server.host.as_str(), server.port)
+        .to_socket_addrs()?
+        .next()
+        .context("the host resolves to no address")?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As std's bind does on Unix: a restarted node can take its port back at once.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(server.backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         // Bound first: a taken port is a clean start-up error, before any actor runs.
-        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
-            .with_context(|| {
-                format!("binding {}:{}", settings.server.host, settings.server.port)
-            })?;
+        let listener = bind_listener(&settings.server).with_context(|| {
+            format!("binding {}:{}", settings.server.host, settings.server.port)
+        })?;
         let port = listener.local_addr()?.port();
         let (verifier, generated) =
             Verifier::from_settings(&settings.auth, settings.is_development())?;
