@@ -42,6 +42,8 @@ pub enum Push {
 struct Queue {
     events: VecDeque<Arc<Envelope>>,
     bytes: usize,
+    /// Under the lock with the events, so no push can land after `close` cleared them.
+    closed: bool,
 }
 
 /// Shared between a session and every broker shard that delivers to it.
@@ -51,7 +53,6 @@ pub struct Outbox {
     /// A [`Wake`] is on its way to (or being handled by) the session.
     wake_pending: AtomicBool,
     evicted: AtomicBool,
-    closed: AtomicBool,
 }
 
 impl Outbox {
@@ -59,11 +60,11 @@ impl Outbox {
     /// `max_bytes`. An empty queue takes any one event, otherwise one big event could never be
     /// delivered.
     pub fn push(&self, env: &Arc<Envelope>, size: usize, max_len: usize, max_bytes: usize) -> Push {
-        if self.closed.load(Ordering::Acquire) {
-            return Push::Closed;
-        }
         let (queued, queued_bytes) = {
             let mut q = self.lock();
+            if q.closed {
+                return Push::Closed;
+            }
             if !q.events.is_empty() && (q.events.len() >= max_len || q.bytes + size > max_bytes) {
                 return Push::Full;
             }
@@ -118,8 +119,8 @@ impl Outbox {
 
     /// The session stopped: later pushes answer [`Push::Closed`] and what was queued is freed.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
         let mut q = self.lock();
+        q.closed = true;
         q.events.clear();
         q.bytes = 0;
     }
@@ -153,37 +154,24 @@ mod tests {
         ))
     }
 
+    fn queued(wake: bool, queued: usize, queued_bytes: usize) -> Push {
+        Push::Queued {
+            wake,
+            queued,
+            queued_bytes,
+        }
+    }
+
     #[test]
     fn wakes_once_per_burst_and_rearms_after_take() {
         let o = Outbox::default();
         let e = event();
-        assert_eq!(
-            o.push(&e, 10, 8, 1000),
-            Push::Queued {
-                wake: true,
-                queued: 1,
-                queued_bytes: 10
-            }
-        );
-        assert_eq!(
-            o.push(&e, 10, 8, 1000),
-            Push::Queued {
-                wake: false,
-                queued: 2,
-                queued_bytes: 20
-            }
-        );
+        assert_eq!(o.push(&e, 10, 8, 1000), queued(true, 1, 10));
+        assert_eq!(o.push(&e, 10, 8, 1000), queued(false, 2, 20));
         let mut batch = Vec::new();
         o.take_all(&mut batch);
         assert_eq!((batch.len(), o.queued_bytes(), o.len()), (2, 0, 0));
-        assert_eq!(
-            o.push(&e, 10, 8, 1000),
-            Push::Queued {
-                wake: true,
-                queued: 1,
-                queued_bytes: 10
-            }
-        );
+        assert_eq!(o.push(&e, 10, 8, 1000), queued(true, 1, 10));
     }
 
     #[test]

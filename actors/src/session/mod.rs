@@ -336,12 +336,8 @@ impl Session {
     fn drain_outbox(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         let mut batch = std::mem::take(&mut self.batch);
         self.outbox.take_all(&mut batch);
-        if self.outbox.is_evicted() {
-            batch.clear();
-            self.batch = batch;
-            return self.close(ctx, CloseCode::SlowConsumer);
-        }
-        if !self.closing && self.codec.ready() {
+        let evicted = self.outbox.is_evicted();
+        if !evicted && !self.closing && self.codec.ready() {
             for env in &batch {
                 if self.subs.accept(env) == Accept::Write {
                     self.write_envelope(ctx, env);
@@ -350,6 +346,9 @@ impl Session {
         }
         batch.clear();
         self.batch = batch;
+        if evicted {
+            self.close(ctx, CloseCode::SlowConsumer);
+        }
     }
 
     fn reply(
