@@ -35,10 +35,18 @@ pub enum AuthError {
     NotYetValid,
     #[error("the token's signature or algorithm does not match this server's key")]
     BadSignature,
-    #[error("the token's issuer is not the configured one")]
+    #[error("the token's issuer (iss) is missing or not the configured one")]
     WrongIssuer,
-    #[error("the token's audience is not the configured one")]
+    #[error("the token's audience (aud) is missing or not the configured one")]
     WrongAudience,
+    /// The header does not parse, typically an `alg` this server never accepts (`none`).
+    #[error(
+        "the token's header is not acceptable (this server verifies {expected} only): {detail}"
+    )]
+    BadHeader {
+        expected: &'static str,
+        detail: String,
+    },
     #[error("the token is malformed: {0}")]
     Malformed(String),
     #[error("the token's claims are not usable: {0}")]
@@ -54,6 +62,7 @@ impl AuthError {
             AuthError::BadSignature => "bad_signature",
             AuthError::WrongIssuer => "wrong_issuer",
             AuthError::WrongAudience => "wrong_audience",
+            AuthError::BadHeader { .. } => "bad_header",
             AuthError::Malformed(_) => "malformed",
             AuthError::Claims(_) => "bad_claims",
         }
@@ -94,6 +103,7 @@ struct Claims {
     #[serde(rename = "sessionId")]
     session_id: Option<String>,
     exp: Option<u64>,
+    iss: Option<String>,
 }
 
 /// Claims of a token minted by this server (dev tokens, `switchyard token`).
@@ -164,15 +174,20 @@ impl Verifier {
         let mut validation = Validation::new(algorithm);
         validation.leeway = auth.leeway_secs;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience is required, not only checked when present: a token
+        // without the claim proves nothing about who issued it or for whom.
+        let mut required = vec!["exp"];
         if !auth.issuer.is_empty() {
             validation.set_issuer(&[auth.issuer.as_str()]);
+            required.push("iss");
         }
         if auth.audience.is_empty() {
             validation.validate_aud = false;
         } else {
             validation.set_audience(&[auth.audience.as_str()]);
+            required.push("aud");
         }
+        validation.set_required_spec_claims(&required);
         Ok((
             Self {
                 key,
@@ -185,6 +200,14 @@ impl Verifier {
 
     /// Verifies a token and turns its claims into an identity.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        // The header first, so an unknown `alg` (`none`) is named as such, not as bad claims.
+        jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            ErrorKind::Json(_) | ErrorKind::Utf8(_) => AuthError::BadHeader {
+                expected: self.algorithm_name(),
+                detail: e.to_string(),
+            },
+            _ => AuthError::Malformed(e.to_string()),
+        })?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -194,14 +217,23 @@ impl Verifier {
                 }
                 ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
                 ErrorKind::InvalidAudience => AuthError::WrongAudience,
-                ErrorKind::MissingRequiredClaim(c) => {
-                    AuthError::Claims(format!("missing claim {c}"))
-                }
+                ErrorKind::MissingRequiredClaim(c) => match c.as_str() {
+                    "iss" => AuthError::WrongIssuer,
+                    "aud" => AuthError::WrongAudience,
+                    _ => AuthError::Claims(format!("missing claim {c}")),
+                },
                 ErrorKind::Json(e) => AuthError::Claims(e.to_string()),
                 _ => AuthError::Malformed(e.to_string()),
             },
         )?;
         identity_from(data.claims)
+    }
+
+    fn algorithm_name(&self) -> &'static str {
+        match self.validation.algorithms.first() {
+            Some(Algorithm::RS256) => "RS256",
+            _ => "HS256",
+        }
     }
 
     /// Signs `claims` with the server's HS256 secret; `None` when the server only verifies (RS256).
@@ -273,6 +305,7 @@ fn identity_from(c: Claims) -> Result<Identity, AuthError> {
         role,
         session_id,
         expires_at: c.exp,
+        issuer: c.iss,
     })
 }
 
@@ -454,6 +487,74 @@ mod tests {
             .unwrap_err(),
             AuthError::WrongAudience
         );
+    }
+
+    #[test]
+    fn a_configured_issuer_and_audience_are_required_not_only_checked() {
+        let mut s = settings("k");
+        s.issuer = "https://issuer".into();
+        s.audience = "switchyard".into();
+        let (v, _) = Verifier::from_settings(&s, false).unwrap();
+        let base = serde_json::json!({"sub":"u","role":"Service","exp":now()+60});
+        let with = |extra: serde_json::Value| {
+            let mut c = base.clone();
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            sign("k", c, Algorithm::HS256)
+        };
+        let neither = v.verify(&with(serde_json::json!({}))).unwrap_err();
+        assert!(
+            matches!(neither, AuthError::WrongIssuer | AuthError::WrongAudience),
+            "{neither:?}"
+        );
+        let cases = [
+            (
+                with(serde_json::json!({"iss":"https://issuer"})),
+                AuthError::WrongAudience,
+            ),
+            (
+                with(serde_json::json!({"aud":"switchyard"})),
+                AuthError::WrongIssuer,
+            ),
+        ];
+        for (token, expected) in cases {
+            assert_eq!(v.verify(&token).unwrap_err(), expected);
+        }
+        let ok = v
+            .verify(&with(
+                serde_json::json!({"iss":"https://issuer","aud":"switchyard"}),
+            ))
+            .unwrap();
+        assert_eq!(ok.issuer.as_deref(), Some("https://issuer"));
+    }
+
+    #[test]
+    fn alg_none_is_refused_as_a_bad_header() {
+        let (v, _) = Verifier::from_settings(&settings("k"), false).unwrap();
+        let b64 = |v: serde_json::Value| {
+            use std::fmt::Write;
+            // base64url without padding, enough for a test token.
+            const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            let bytes = v.to_string().into_bytes();
+            let mut out = String::new();
+            for chunk in bytes.chunks(3) {
+                let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b))
+                    << (8 * (3 - chunk.len()));
+                for i in 0..=chunk.len() {
+                    let _ = out.write_char(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                }
+            }
+            out
+        };
+        let token = format!(
+            "{}.{}.",
+            b64(serde_json::json!({"alg":"none","typ":"JWT"})),
+            b64(serde_json::json!({"sub":"u","tenantKey":"a","role":"Admin","exp":now()+60}))
+        );
+        let err = v.verify(&token).unwrap_err();
+        assert_eq!(err.label(), "bad_header");
+        assert!(err.to_string().contains("HS256 only"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! HTTP errors: one typed enum for every route, rendered as RFC 9457 problem JSON
 //! (`application/problem+json`) with a stable machine-readable `code`.
 
+use actix_web::body::{self, BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
+use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
@@ -31,6 +34,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// A refusal written by a layer below the routes (actix-web's 405, actix-cors), in its status.
+    #[error("{detail}")]
+    Http { status: StatusCode, detail: String },
 }
 
 impl ApiError {
@@ -50,6 +56,28 @@ impl ApiError {
             ApiError::Busy(_) => "busy",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
+            ApiError::Http { status, .. } => match status.as_u16() {
+                405 => "method_not_allowed",
+                406 => "not_acceptable",
+                413 => "payload_too_large",
+                415 => "unsupported_media_type",
+                431 => "header_too_large",
+                _ => "http_error",
+            },
+        }
+    }
+
+    /// The problem for a refusal some other layer wrote with `status` and a plain `detail`.
+    pub fn from_status(status: StatusCode, detail: String) -> Self {
+        match status.as_u16() {
+            400 => ApiError::BadRequest(detail),
+            403 => ApiError::Forbidden(detail),
+            404 => ApiError::NotFound(detail),
+            409 => ApiError::Conflict(detail),
+            429 => ApiError::TooManyRequests(detail),
+            500 => ApiError::Internal(detail),
+            503 => ApiError::Unavailable(detail),
+            _ => ApiError::Http { status, detail },
         }
     }
 
@@ -64,6 +92,7 @@ impl ApiError {
             ApiError::Busy(_) => "Busy",
             ApiError::Unavailable(_) => "Service unavailable",
             ApiError::Internal(_) => "Internal error",
+            ApiError::Http { status, .. } => status.canonical_reason().unwrap_or("Error"),
         }
     }
 }
@@ -93,6 +122,7 @@ impl ResponseError for ApiError {
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Busy(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Http { status, .. } => *status,
         }
     }
 
@@ -123,4 +153,45 @@ impl ResponseError for ApiError {
 /// Turns actix's body/query/path extraction failures into problem JSON.
 pub fn bad_request(err: impl std::fmt::Display) -> actix_web::Error {
     ApiError::BadRequest(err.to_string()).into()
+}
+
+/// Middleware: every error response that is not problem JSON yet (actix-cors' refusals,
+/// actix-web's own 405, an upgrade refused by the WebSocket handshake) becomes one, keeping its
+/// status and its other headers (`Allow`, CORS), so a client sees one error format whatever layer
+/// refused it.
+pub async fn problem_json_everywhere(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let res = match next.call(req).await {
+        Ok(res) => res,
+        Err(e) if e.as_error::<ApiError>().is_some() => return Err(e),
+        Err(e) => {
+            let status = e.as_response_error().status_code();
+            return Err(ApiError::from_status(status, e.to_string()).into());
+        }
+    };
+    let status = res.status();
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return Ok(res.map_into_boxed_body());
+    }
+    let (req, res) = res.into_parts();
+    let headers = res.headers().clone();
+    let text = body::to_bytes(res.into_body())
+        .await
+        .ok()
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+        .filter(|t| !t.trim().is_empty());
+    let detail = text.unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    let mut problem = ApiError::from_status(status, detail).error_response();
+    for (name, value) in headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    Ok(ServiceResponse::new(req, problem))
 }

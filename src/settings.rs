@@ -58,6 +58,7 @@ pub struct Settings {
     pub chat: ChatSettings,
     pub activity: ActivitySettings,
     pub quotas: QuotaSettings,
+    pub connection_limits: ConnectionLimitSettings,
     pub admin: AdminSettings,
 }
 
@@ -67,6 +68,13 @@ pub struct QuotaSettings {
     pub max_connections: usize,
     pub publishes_per_second: u32,
     pub max_subscriptions_per_connection: usize,
+}
+
+/// `[connection_limits]`: connections one caller may hold on one node (`0` = no limit).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConnectionLimitSettings {
+    pub max_per_user: usize,
+    pub max_per_ip: usize,
 }
 
 /// `[activity]`: what the activity recorder keeps per tenant and how fast it may stream.

@@ -18,6 +18,7 @@ use anyhow::Context;
 use switchyard_actors::activity::{ActivityRecorder, ActivitySink, AttachPublisher};
 use switchyard_actors::broker::{BrokerConfig, BrokerHandle, ClusterLink};
 use switchyard_actors::cluster::Cluster;
+use switchyard_actors::connection_limits::ConnectionLimiter;
 use switchyard_actors::ids::NodeId;
 use switchyard_actors::mailbox::{ActorKind, ActorLimits};
 use switchyard_actors::metrics::Metrics;
@@ -31,7 +32,7 @@ use crate::auth::{GeneratedSecret, Verifier};
 use crate::authorizer::StoreAuthorizer;
 use crate::background::{self, Background};
 use crate::chat::{ChatConfig, ChatService};
-use crate::problem::{bad_request, ApiError};
+use crate::problem::{self, bad_request, ApiError};
 use crate::routes;
 use crate::routes::signalr::Negotiations;
 use crate::settings::CorsSettings;
@@ -206,6 +207,10 @@ impl Application {
                 quotas,
             )
             .with_hub_methods(Arc::new(chat))
+            .with_connection_limits(ConnectionLimiter::new(
+                settings.connection_limits.max_per_user,
+                settings.connection_limits.max_per_ip,
+            ))
             .with_activity(activity)
         });
         if settings.admin.persist {
@@ -250,8 +255,9 @@ impl Application {
                 )
                 .app_data(web::PathConfig::default().error_handler(|e, _| bad_request(e)))
                 .app_data(web::QueryConfig::default().error_handler(|e, _| bad_request(e)))
-                .wrap(from_fn(observe))
                 .wrap(cors_policy(&cors))
+                .wrap(from_fn(problem::problem_json_everywhere))
+                .wrap(from_fn(observe))
                 .configure(|cfg| routes::configure(cfg, &hub_paths))
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such route".into()))

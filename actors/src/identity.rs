@@ -89,9 +89,23 @@ pub struct Identity {
     pub session_id: Option<SessionKey>,
     /// Token expiry, seconds since the Unix epoch.
     pub expires_at: Option<u64>,
+    /// The token's `iss` claim, if it had one.
+    pub issuer: Option<String>,
 }
 
 impl Identity {
+    /// Whether `other` was verified as the same principal: same user, tenant, role, dining session
+    /// and issuer. Only the same principal may take over a connection somebody negotiated or
+    /// parked; comparing the user alone let a namesake in another tenant (or with another role)
+    /// take over a connection with its rights.
+    pub fn same_principal(&self, other: &Identity) -> bool {
+        self.user_id == other.user_id
+            && self.tenant == other.tenant
+            && self.role == other.role
+            && self.session_id == other.session_id
+            && self.issuer == other.issuer
+    }
+
     /// Whether this caller is a member (any tenant-bound role) of `tenant`.
     pub fn is_member_of(&self, tenant: &TenantKey) -> bool {
         self.role.is_tenant_bound() && self.tenant.as_ref() == Some(tenant)
@@ -111,6 +125,42 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn alice(tenant: &str, role: Role) -> Identity {
+        Identity {
+            user_id: UserId::parse("alice").unwrap(),
+            tenant: Some(TenantKey::parse(tenant).unwrap()),
+            role,
+            session_id: None,
+            expires_at: Some(1),
+            issuer: None,
+        }
+    }
+
+    #[test]
+    fn the_same_principal_needs_user_tenant_role_session_and_issuer() {
+        let owner = alice("acme", Role::Admin);
+        let refreshed = Identity {
+            expires_at: Some(2),
+            ..owner.clone()
+        };
+        assert!(
+            owner.same_principal(&refreshed),
+            "a refreshed token is the same principal"
+        );
+        assert!(!owner.same_principal(&alice("globex", Role::Admin)));
+        assert!(!owner.same_principal(&alice("acme", Role::Customer)));
+        let other_issuer = Identity {
+            issuer: Some("https://elsewhere".into()),
+            ..owner.clone()
+        };
+        assert!(!owner.same_principal(&other_issuer));
+        let seated = Identity {
+            session_id: Some(SessionKey::parse("s1").unwrap()),
+            ..owner.clone()
+        };
+        assert!(!owner.same_principal(&seated));
+    }
 
     #[test]
     fn roles_parse_case_insensitively() {

@@ -30,6 +30,7 @@ pub mod chat_events;
 pub mod cluster;
 pub mod codec;
 pub mod codes;
+pub mod connection_limits;
 pub mod envelope;
 pub mod history;
 pub mod hub_methods;

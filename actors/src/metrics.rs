@@ -71,6 +71,8 @@ pub struct Metrics {
     /// Requests refused by a tenant quota, by tenant and quota (`connections`, `publishes`,
     /// `subscriptions`). Tenants are a bounded, operator-chosen set; users never label a metric.
     pub quota_exceeded: IntCounterVec,
+    /// WebSocket upgrades refused by a connection limit (`per_user`, `per_ip`).
+    pub connections_refused: IntCounterVec,
     /// Activity-stream summaries held back by `activity.max_events_per_second`.
     pub activity_suppressed: IntCounter,
     /// Mailbox limits changed through the admin API, by actor kind.
@@ -218,6 +220,11 @@ impl Metrics {
                 "switchyard_quota_exceeded_total",
                 "Requests refused by a tenant quota, by tenant and quota",
                 &["tenant", "quota"],
+            ),
+            connections_refused: counter_vec(
+                "switchyard_connections_refused_total",
+                "WebSocket upgrades refused by a per-user or per-address connection limit",
+                &["limit"],
             ),
             activity_suppressed: counter(
                 "switchyard_activity_suppressed_total",

@@ -13,6 +13,7 @@ use actix::Addr;
 use crate::activity::{ActivityRecorder, ActivitySink, Observe};
 use crate::authorizer::ChannelAuthorizer;
 use crate::broker::{BrokerError, BrokerHandle, PublishAck};
+use crate::connection_limits::ConnectionLimiter;
 use crate::envelope::Draft;
 use crate::hub_methods::HubMethods;
 use crate::ids::{ConnId, NodeId};
@@ -45,6 +46,8 @@ pub struct Node {
     pub hub_methods: Option<Arc<dyn HubMethods>>,
     /// Per-tenant quotas (connections, publishes per second, subscriptions per connection).
     pub quotas: Arc<QuotaBook>,
+    /// Connections per user and per source address on this node.
+    pub connection_limits: Arc<ConnectionLimiter>,
     /// Where sessions and the publish path report tenant activity (never waits).
     pub activity: ActivitySink,
     /// The activity recorder, for the admin API's queries (absent in bare test nodes).
@@ -69,6 +72,7 @@ impl Node {
     ) -> Self {
         Self {
             quotas,
+            connection_limits: Arc::new(ConnectionLimiter::unlimited()),
             activity: ActivitySink::default(),
             activity_recorder: None,
             parked: ParkedSessions::new(resume_grace),
@@ -88,6 +92,12 @@ impl Node {
     /// The node with `methods` answering the hub methods sessions do not know.
     pub fn with_hub_methods(mut self, methods: Arc<dyn HubMethods>) -> Self {
         self.hub_methods = Some(methods);
+        self
+    }
+
+    /// The node limiting connections per user and per source address.
+    pub fn with_connection_limits(mut self, limits: ConnectionLimiter) -> Self {
+        self.connection_limits = Arc::new(limits);
         self
     }
 

@@ -198,6 +198,7 @@ mod tests {
             role,
             session_id: session.map(|s| SessionKey::parse(s).unwrap()),
             expires_at: None,
+            issuer: None,
         }
     }
 

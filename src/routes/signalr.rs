@@ -16,11 +16,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use switchyard_actors::codec::signalr::SignalRCodec;
-use switchyard_actors::ids::UserId;
+use switchyard_actors::identity::Identity;
+use switchyard_actors::session::resume::TakeError;
 
 use std::sync::Arc;
 
-use super::ws::{check_origin, resume, upgrade};
+use super::ws::{check_origin, check_upgrade, resume, upgrade};
 use crate::auth::authenticate;
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -35,10 +36,13 @@ pub enum ClaimError {
     Unknown,
     #[error("this connection id already has a WebSocket")]
     InUse,
+    /// Presented by a caller other than the one that negotiated it; the id stays usable.
+    #[error("this connection was negotiated by another identity (user, tenant, role and issuer must match)")]
+    NotTheirs,
 }
 
 struct Negotiated {
-    user: UserId,
+    identity: Arc<Identity>,
     issued: Instant,
     used: bool,
     /// The client asked for stateful reconnect and the server agreed.
@@ -48,7 +52,6 @@ struct Negotiated {
 /// A connection token's first WebSocket.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Claimed {
-    pub user: UserId,
     pub stateful: bool,
 }
 
@@ -66,8 +69,8 @@ impl Negotiations {
         }
     }
 
-    /// Issues a connection token for `user`.
-    pub fn issue(&self, user: UserId, stateful: bool) -> String {
+    /// Issues a connection token for `identity`.
+    pub fn issue(&self, identity: Arc<Identity>, stateful: bool) -> String {
         // Hex: URL-safe as the client puts it in the URL without encoding.
         let token = uuid::Uuid::new_v4().simple().to_string();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -76,7 +79,7 @@ impl Negotiations {
         pending.insert(
             token.clone(),
             Negotiated {
-                user,
+                identity,
                 issued: Instant::now(),
                 used: false,
                 stateful,
@@ -85,17 +88,20 @@ impl Negotiations {
         token
     }
 
-    /// Claims a token for its first WebSocket; returns who it was issued to and how.
-    pub fn claim(&self, token: &str) -> Result<Claimed, ClaimError> {
+    /// Claims a token for its first WebSocket, for the principal it was issued to only; a
+    /// refused claim leaves the token as it was, so its owner can still use it.
+    pub fn claim(&self, token: &str, caller: &Identity) -> Result<Claimed, ClaimError> {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         match pending.get_mut(token) {
             Some(n) if n.issued.elapsed() < self.ttl => {
+                if !n.identity.same_principal(caller) {
+                    return Err(ClaimError::NotTheirs);
+                }
                 if n.used {
                     return Err(ClaimError::InUse);
                 }
                 n.used = true;
                 Ok(Claimed {
-                    user: n.user.clone(),
                     stateful: n.stateful,
                 })
             }
@@ -126,7 +132,7 @@ pub async fn negotiate(
     // Offered only when asked: clients that did not ask refuse a server that offers it.
     let stateful =
         query.use_stateful_reconnect == Some(true) && state.settings.signalr.stateful_reconnect;
-    let token = state.negotiations.issue(identity.user_id.clone(), stateful);
+    let token = state.negotiations.issue(identity, stateful);
     let transports = json!([{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}]);
     let body = if version >= 1 {
         let mut body = json!({
@@ -163,29 +169,37 @@ pub async fn hub(
     query: web::Query<HubQuery>,
 ) -> Result<HttpResponse, actix_web::Error> {
     check_origin(&req, &state)?;
+    // Before anything is claimed: a request that cannot become a WebSocket must not use up
+    // a connection id.
+    check_upgrade(&req)?;
     let identity = authenticate(&req, &state).map_err(ApiError::from)?;
-    let not_theirs = || {
-        ApiError::Forbidden(
-            "the token's user is not the one that negotiated this connection".into(),
-        )
-    };
     let mut resume_token = None;
     if let Some(id) = query.id.as_deref() {
-        // A parked connection (stateful reconnect): the same connection on a new socket.
-        if let Some(parked) = state.node.parked.take(id) {
-            if parked.identity.user_id != identity.user_id {
-                state.node.parked.park(Arc::from(id), parked);
-                return Err(not_theirs().into());
+        // A parked connection (stateful reconnect): the same connection on a new socket, for the
+        // same principal only; a refused attempt leaves it parked for its owner.
+        match state
+            .node
+            .parked
+            .take_for(id, |parked| parked.identity.same_principal(&identity))
+        {
+            Ok(parked) => return resume(&req, payload, &state, Arc::from(id), parked),
+            Err(TakeError::NotTheirs) => {
+                refused_takeover(&state, &identity, "resume a parked connection");
+                return Err(ApiError::Forbidden(ClaimError::NotTheirs.to_string()).into());
             }
-            return resume(&req, payload, &state, Arc::from(id), parked);
+            Err(TakeError::Missing) => {}
         }
-        let claimed = state.negotiations.claim(id).map_err(|e| match e {
-            ClaimError::Unknown => ApiError::NotFound(e.to_string()),
-            ClaimError::InUse => ApiError::Conflict(e.to_string()),
-        })?;
-        if claimed.user != identity.user_id {
-            return Err(not_theirs().into());
-        }
+        let claimed = state
+            .negotiations
+            .claim(id, &identity)
+            .map_err(|e| match e {
+                ClaimError::Unknown => ApiError::NotFound(e.to_string()),
+                ClaimError::InUse => ApiError::Conflict(e.to_string()),
+                ClaimError::NotTheirs => {
+                    refused_takeover(&state, &identity, "use a negotiated connection id");
+                    ApiError::Forbidden(e.to_string())
+                }
+            })?;
         if claimed.stateful {
             resume_token = Some(Arc::<str>::from(id));
         }
@@ -201,27 +215,66 @@ pub async fn hub(
     )
 }
 
+/// Counts and logs a caller presenting a connection id that is not theirs (never the id or token).
+fn refused_takeover(state: &AppState, caller: &Identity, what: &str) {
+    state
+        .node
+        .metrics
+        .auth_failures
+        .with_label_values(&["not_connection_owner"])
+        .inc();
+    log::warn!(
+        "refused an attempt to {what} of another identity: tenant={} user={} role={}",
+        caller.tenant.as_ref().map(|t| t.as_str()).unwrap_or("-"),
+        caller.user_id,
+        caller.role
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchyard_actors::identity::Role;
+    use switchyard_actors::ids::{TenantKey, UserId};
+
+    fn who(tenant: &str, role: Role) -> Arc<Identity> {
+        Arc::new(Identity {
+            user_id: UserId::parse("alice").unwrap(),
+            tenant: Some(TenantKey::parse(tenant).unwrap()),
+            role,
+            session_id: None,
+            expires_at: None,
+            issuer: None,
+        })
+    }
 
     #[test]
     fn tokens_are_single_use_url_safe_and_expire() {
         let n = Negotiations::new(Duration::from_millis(50));
-        let user = UserId::parse("u").unwrap();
-        let t = n.issue(user.clone(), true);
+        let alice = who("acme", Role::Admin);
+        let t = n.issue(alice.clone(), true);
         assert!(t.chars().all(|c| c.is_ascii_alphanumeric()));
-        assert_eq!(
-            n.claim(&t),
-            Ok(Claimed {
-                user: user.clone(),
-                stateful: true
-            })
-        );
-        assert_eq!(n.claim(&t), Err(ClaimError::InUse));
-        assert_eq!(n.claim("nope"), Err(ClaimError::Unknown));
-        let late = n.issue(user, false);
+        assert_eq!(n.claim(&t, &alice), Ok(Claimed { stateful: true }));
+        assert_eq!(n.claim(&t, &alice), Err(ClaimError::InUse));
+        assert_eq!(n.claim("nope", &alice), Err(ClaimError::Unknown));
+        let late = n.issue(alice.clone(), false);
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(n.claim(&late), Err(ClaimError::Unknown));
+        assert_eq!(n.claim(&late, &alice), Err(ClaimError::Unknown));
+    }
+
+    #[test]
+    fn a_refused_claim_by_another_principal_leaves_the_token_to_its_owner() {
+        let n = Negotiations::new(Duration::from_secs(60));
+        let owner = who("acme", Role::Admin);
+        let t = n.issue(owner.clone(), false);
+        assert_eq!(
+            n.claim(&t, &who("globex", Role::Customer)),
+            Err(ClaimError::NotTheirs)
+        );
+        assert_eq!(
+            n.claim(&t, &who("acme", Role::Customer)),
+            Err(ClaimError::NotTheirs)
+        );
+        assert_eq!(n.claim(&t, &owner), Ok(Claimed { stateful: false }));
     }
 }

@@ -25,8 +25,16 @@ pub async fn native(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
     check_origin(&req, &state)?;
+    check_upgrade(&req)?;
     let identity = authenticate(&req, &state).map_err(ApiError::from)?;
     upgrade(&req, payload, &state, identity, Box::new(NativeCodec), None)
+}
+
+/// Refuses a request that cannot become a WebSocket (no `Upgrade` header, wrong method or
+/// version) with problem JSON, before anything is claimed for it.
+pub fn check_upgrade(req: &HttpRequest) -> Result<(), ApiError> {
+    Session::verify_upgrade(req)
+        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade request: {e}")))
 }
 
 /// Refuses WebSocket upgrades from browser origins not in `cors.allowed_origins` (an empty list
@@ -98,6 +106,22 @@ fn start(
             ApiError::Busy("the server is restarting; reconnect to another node".into()).into(),
         );
     }
+    let slot = node
+        .connection_limits
+        .acquire(&identity, req.peer_addr().map(|a| a.ip()))
+        .map_err(|e| {
+            node.metrics
+                .connections_refused
+                .with_label_values(&[e.label()])
+                .inc();
+            log::info!(
+                "connection refused ({}): tenant={} user={}: {e}",
+                e.label(),
+                identity.tenant.as_ref().map(|t| t.as_str()).unwrap_or("-"),
+                identity.user_id
+            );
+            ApiError::TooManyRequests(e.to_string())
+        })?;
     let conn = node.next_conn_id();
     let tenant = identity.tenant.clone();
     if let Some(t) = &tenant {
@@ -118,7 +142,7 @@ fn start(
             })?;
     }
     let user = identity.user_id.clone();
-    let session = make(node.clone(), conn, identity, tenant.clone());
+    let session = make(node.clone(), conn, identity, tenant.clone()).with_slot(slot);
     let result = session.serve(req, payload);
     if result.is_err() {
         // The actor never started, so its `stopped()` will not leave the group.

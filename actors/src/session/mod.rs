@@ -34,6 +34,7 @@ use crate::broker::{Subscribe, Subscribed, Subscriber};
 use crate::channel::ChannelName;
 use crate::codec::{Decoded, InFrame, Inbound, OutFrame, Outcome, ReplyTo, Request, WireCodec};
 use crate::codes::{CloseCode, ErrorCode};
+use crate::connection_limits::ConnectionSlot;
 use crate::envelope::{now_millis, Draft, Envelope, EventName, StreamPosition};
 use crate::identity::Identity;
 use crate::ids::{ConnId, TenantKey};
@@ -122,6 +123,9 @@ pub struct Session {
     recovering: HashSet<ChannelName>,
     /// Park on stop even though the session closed (a heartbeat timeout of a resumable one).
     park_on_stop: bool,
+    /// This connection's count against the per-user and per-address limits, given back when
+    /// the session is dropped.
+    _slot: Option<ConnectionSlot>,
 }
 
 impl Session {
@@ -159,6 +163,7 @@ impl Session {
             resuming: None,
             recovering: HashSet::new(),
             park_on_stop: false,
+            _slot: None,
             node,
         }
     }
@@ -167,6 +172,12 @@ impl Session {
     /// negotiate); it takes effect if the handshake asks for it too.
     pub fn with_resume_token(mut self, token: Arc<str>) -> Self {
         self.resume_token = Some(token);
+        self
+    }
+
+    /// The connection holds `slot` of the connection limits for as long as it lives.
+    pub fn with_slot(mut self, slot: ConnectionSlot) -> Self {
+        self._slot = Some(slot);
         self
     }
 
@@ -266,6 +277,12 @@ impl Session {
         );
         log::info!("{} parked for a stateful reconnect", self.log_ctx());
         true
+    }
+
+    /// Checks that `req` is a WebSocket upgrade this server can complete, without starting
+    /// anything: callers check before they claim resources for the connection.
+    pub fn verify_upgrade(req: &HttpRequest) -> Result<(), ws::HandshakeError> {
+        ws::handshake(req).map(|_| ())
     }
 
     /// Completes the WebSocket upgrade and starts the session actor.

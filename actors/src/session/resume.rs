@@ -99,6 +99,15 @@ pub struct Parked {
     pub acked_in: u64,
 }
 
+/// Why a parked connection could not be taken back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TakeError {
+    #[error("no connection is parked under this token (or its grace period ended)")]
+    Missing,
+    #[error("the connection parked under this token belongs to another identity")]
+    NotTheirs,
+}
+
 /// The node's parked connections, by connection token.
 pub struct ParkedSessions {
     parked: Mutex<HashMap<Arc<str>, (Instant, Parked)>>,
@@ -125,10 +134,26 @@ impl ParkedSessions {
         map.insert(token, (Instant::now(), parked));
     }
 
-    /// Takes a parked connection back, if it is still within the grace period.
-    pub fn take(&self, token: &str) -> Option<Parked> {
-        let (at, parked) = self.lock().remove(token)?;
-        (at.elapsed() < self.grace).then_some(parked)
+    /// Takes a parked connection back if it is still within the grace period and `may_take`
+    /// allows it; otherwise it stays parked, untouched, for its owner.
+    pub fn take_for(
+        &self,
+        token: &str,
+        may_take: impl FnOnce(&Parked) -> bool,
+    ) -> Result<Parked, TakeError> {
+        let mut map = self.lock();
+        match map.get(token) {
+            Some((at, _)) if at.elapsed() >= self.grace => {
+                map.remove(token);
+                Err(TakeError::Missing)
+            }
+            None => Err(TakeError::Missing),
+            Some((_, parked)) if !may_take(parked) => Err(TakeError::NotTheirs),
+            Some(_) => map
+                .remove(token)
+                .map(|(_, parked)| parked)
+                .ok_or(TakeError::Missing),
+        }
     }
 
     /// Whether a connection is parked under `token`.

@@ -211,6 +211,7 @@ pub(crate) mod tests {
             },
             session_id: None,
             expires_at: None,
+            issuer: None,
         }
     }
 
