@@ -18,6 +18,8 @@ pub mod auth;
 pub mod authorizer;
 pub mod background;
 pub mod chat;
+pub mod http_server;
+pub mod parser_refusals;
 pub mod problem;
 pub mod routes;
 pub mod settings;

@@ -67,6 +67,18 @@ impl ApiError {
         }
     }
 
+    /// The problem document, serialized.
+    pub fn problem_body(&self) -> Vec<u8> {
+        let problem = Problem {
+            kind: format!("urn:switchyard:problem:{}", self.code()),
+            title: self.title(),
+            status: self.status_code().as_u16(),
+            detail: self.to_string(),
+            code: self.code(),
+        };
+        serde_json::to_vec(&problem).expect("a problem document always serializes")
+    }
+
     /// The problem for a refusal some other layer wrote with `status` and a plain `detail`.
     pub fn from_status(status: StatusCode, detail: String) -> Self {
         match status.as_u16() {
@@ -128,13 +140,6 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        let body = Problem {
-            kind: format!("urn:switchyard:problem:{}", self.code()),
-            title: self.title(),
-            status: status.as_u16(),
-            detail: self.to_string(),
-            code: self.code(),
-        };
         let mut res = HttpResponse::build(status);
         res.content_type("application/problem+json");
         match self {
@@ -146,7 +151,7 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        res.json(body)
+        res.body(self.problem_body())
     }
 }
 
@@ -155,7 +160,7 @@ pub fn bad_request(err: impl std::fmt::Display) -> actix_web::Error {
     ApiError::BadRequest(err.to_string()).into()
 }
 
-/// Middleware: every error response that is not problem JSON yet (actix-cors' refusals,
+/// Middleware: every error response that is not JSON (actix-cors' refusals,
 /// actix-web's own 405, an upgrade refused by the WebSocket handshake) becomes one, keeping its
 /// status and its other headers (`Allow`, CORS), so a client sees one error format whatever layer
 /// refused it.
@@ -172,11 +177,13 @@ pub async fn problem_json_everywhere(
         }
     };
     let status = res.status();
-    let is_problem = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+    // Problem JSON already, or a JSON document a route answers with on purpose (the readiness
+    // probe's 503 carries its health report).
+    let is_json = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/problem+json")
+            || v.as_bytes().starts_with(b"application/json")
+    });
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
         return Ok(res.map_into_boxed_body());
     }
     let (req, res) = res.into_parts();

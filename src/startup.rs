@@ -5,7 +5,6 @@
 //! every session to close with 1012 "server restarting, reconnect", then let the HTTP server drain
 //! for at most `server.shutdown_timeout_ms` before it force-closes what is left.
 
-use std::net::{TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use actix::{Actor, Arbiter};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use anyhow::Context;
 use switchyard_actors::activity::{ActivityRecorder, ActivitySink, AttachPublisher};
 use switchyard_actors::broker::{BrokerConfig, BrokerHandle, ClusterLink};
@@ -32,11 +31,12 @@ use crate::auth::{GeneratedSecret, Verifier};
 use crate::authorizer::StoreAuthorizer;
 use crate::background::{self, Background};
 use crate::chat::{ChatConfig, ChatService};
+use crate::http_server::{self, bind_listener, ServeOptions};
 use crate::problem::{self, bad_request, ApiError};
 use crate::routes;
 use crate::routes::signalr::Negotiations;
 use crate::settings::CorsSettings;
-use crate::settings::{ServerSettings, Settings};
+use crate::settings::Settings;
 use crate::state::AppState;
 use crate::store::{redact, SessionDefaults, Store};
 
@@ -85,23 +85,6 @@ fn node_id(settings: &Settings) -> NodeId {
         settings.node.id.clone()
     };
     NodeId(Arc::from(id))
-}
-
-/// Binds the HTTP listener with the configured accept backlog: `TcpListener::bind` uses 128,
-/// which drops connection attempts (retried by clients only after 1 s) when a thousand displays
-/// reconnect at once.
-fn bind_listener(server: &ServerSettings) -> anyhow::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let addr = (server.host.as_str(), server.port)
-        .to_socket_addrs()?
-        .next()
-        .context("the host resolves to no address")?;
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    // As std's bind does on Unix: a restarted node can take its port back at once.
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(i32::try_from(server.backlog).unwrap_or(i32::MAX))?;
-    Ok(socket.into())
 }
 
 impl Application {
@@ -244,7 +227,13 @@ impl Application {
             )),
             settings: Arc::new(settings),
         });
-        let server = HttpServer::new(move || {
+        let http_errors = node.metrics.http_errors.clone();
+        let options = ServeOptions {
+            workers,
+            shutdown_timeout_secs: shutdown_secs,
+            http_errors,
+        };
+        let server = http_server::serve(listener, options, move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(store_data.clone())
@@ -262,12 +251,7 @@ impl Application {
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such route".into()))
                 }))
-        })
-        .workers(workers)
-        .disable_signals()
-        .shutdown_timeout(shutdown_secs)
-        .listen(listener)?
-        .run();
+        })?;
         log::info!("node {id} listening on port {port} ({workers} workers)");
         let handle = AppHandle {
             server: server.handle(),

@@ -3,6 +3,8 @@
 //! and audience required when configured (2), problem JSON for every refusal the server writes
 //! (7) and connection limits per user and per address (9).
 
+use std::time::Duration;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -156,16 +158,33 @@ async fn takeover_of_a_parked_connection_is_refused(owner_node: &TestApp, publis
         )))
         .await
         .unwrap();
-    let (status, _) = publisher
-        .publish(
-            &service(),
-            "tenant:acme:admins",
-            "NewOrder",
-            json!({"n": 1}),
-        )
-        .await;
-    assert_eq!(status, 202);
-    assert_eq!(invocation(&mut resumed, "NewOrder").await["data"]["n"], 1);
+    // The resumed connection has acme's Admin channels again. Published until one arrives: in
+    // cluster mode an event published on another node in the moment a resume resubscribes can
+    // be missed (issue 14's territory, not this finding's), so this does not time a single one.
+    let received = tokio::time::timeout(WAIT, async {
+        for n in 1.. {
+            let (status, _) = publisher
+                .publish(
+                    &service(),
+                    "tenant:acme:admins",
+                    "NewOrder",
+                    json!({ "n": n }),
+                )
+                .await;
+            assert_eq!(status, 202);
+            let next = tokio::time::timeout(
+                Duration::from_millis(500),
+                invocation(&mut resumed, "NewOrder"),
+            );
+            if let Ok(event) = next.await {
+                return event;
+            }
+        }
+        unreachable!()
+    })
+    .await
+    .expect("the owner's resumed connection receives acme's admin events");
+    assert_eq!(received["channel"], "tenant:acme:admins");
 }
 
 #[actix_web::test]
@@ -420,4 +439,80 @@ async fn connection_limits_hold_on_each_node_of_a_cluster() {
         .await;
     assert_eq!(status, 202);
     assert_eq!(on_b.notifications(1).await[0]["data"]["n"], 1);
+}
+
+/// Sends `request` on a raw TCP connection and returns the whole response.
+async fn raw_http(app: &TestApp, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    // The server may answer (and close) before it read everything: a failed write is fine.
+    let _ = tcp.write_all(request).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn problem_of(response: &str) -> Value {
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "{head}"
+    );
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("problem JSON body ({e}): {body:?}"))
+}
+
+#[actix_web::test]
+async fn an_oversized_header_gets_a_problem_json_431() {
+    let app = spawn_app().await;
+    let request = format!(
+        "GET /health/live HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(200 * 1024)
+    );
+    let response = raw_http(&app, request.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 431 "), "{response:.200}");
+    let body = problem_of(&response);
+    assert_eq!(body["status"], 431);
+    assert_eq!(body["code"], "header_too_large");
+    assert_eq!(
+        app.metric("switchyard_http_errors_total{status=\"431\"}")
+            .await,
+        1.0
+    );
+}
+
+#[actix_web::test]
+async fn an_unparseable_request_gets_a_problem_json_400_even_after_a_good_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    // A good request first: the refusal follows a response with a body on the same connection.
+    tcp.write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, tcp.read(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    let first = String::from_utf8_lossy(&first[..n]).into_owned();
+    assert!(first.starts_with("HTTP/1.1 200 "), "{first}");
+    assert!(
+        first.ends_with("{\"status\":\"live\"}"),
+        "one whole response: {first}"
+    );
+    tcp.write_all(b"GET / HTTP/1.1\r\nbad header line\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut rest)).await;
+    let refusal = String::from_utf8_lossy(&rest).into_owned();
+    assert!(refusal.starts_with("HTTP/1.1 400 "), "{refusal}");
+    let body = problem_of(&refusal);
+    assert_eq!(body["status"], 400);
+    assert_eq!(body["code"], "bad_request");
 }

@@ -1,0 +1,110 @@
+//! The HTTP listener: the socket bound with the configured accept backlog, and actix-web's
+//! server assembled from its parts (actix-server, actix-http, the app) the way `HttpServer`
+//! assembles it, with one difference: every accepted connection is wrapped in
+//! [`ParserRefusals`], so the refusals the HTTP/1 parser writes itself are problem JSON too.
+
+use std::net::{TcpListener, ToSocketAddrs};
+use std::time::Duration;
+
+use actix_http::{HttpService, KeepAlive, Request, Response};
+use actix_server::Server;
+use actix_service::{
+    fn_service, map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt,
+};
+use actix_web::body::MessageBody;
+use actix_web::dev::AppConfig;
+use actix_web::rt::net::TcpStream;
+use anyhow::Context;
+use prometheus::IntCounterVec;
+
+use crate::parser_refusals::ParserRefusals;
+use crate::settings::ServerSettings;
+
+/// `HttpServer`'s defaults, kept: a request head must arrive within this time...
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// ...and a closing connection gets this long to go away.
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Binds the HTTP listener with the configured accept backlog: `TcpListener::bind` uses 128,
+/// which drops connection attempts (retried by clients only after 1 s) when a thousand displays
+/// reconnect at once.
+pub fn bind_listener(server: &ServerSettings) -> anyhow::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = (server.host.as_str(), server.port)
+        .to_socket_addrs()?
+        .next()
+        .context("the host resolves to no address")?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As std's bind does on Unix: a restarted node can take its port back at once.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(server.backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
+}
+
+/// How the server runs: worker threads, the drain time at shutdown, where parser refusals are
+/// counted.
+pub struct ServeOptions {
+    pub workers: usize,
+    pub shutdown_timeout_secs: u64,
+    pub http_errors: IntCounterVec,
+}
+
+/// Serves the app `factory` builds (once per worker) on `listener`, HTTP/1.1 only.
+pub fn serve<F, I, S, B>(
+    listener: TcpListener,
+    options: ServeOptions,
+    factory: F,
+) -> std::io::Result<Server>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<Response<B>> + 'static,
+    <S::Service as actix_service::Service<Request>>::Future: 'static,
+    S::Service: 'static,
+    B: MessageBody + 'static,
+{
+    let addr = listener.local_addr()?;
+    let builder = Server::build();
+    let shutdown = builder.graceful_shutdown_signal();
+    let ServeOptions {
+        workers,
+        shutdown_timeout_secs,
+        http_errors,
+    } = options;
+    Ok(builder
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(shutdown_timeout_secs)
+        .listen("switchyard-http", listener, move || {
+            let shutdown = shutdown.clone();
+            let http_errors = http_errors.clone();
+            let app = factory()
+                .into_factory()
+                .map_err(|err| err.into().error_response());
+            let http = HttpService::build()
+                // Idle keep-alive connections close as soon as the node starts shutting down.
+                .graceful_shutdown_signal(move || {
+                    let signal = shutdown.clone();
+                    async move { signal.notified().await }
+                })
+                .keep_alive(KeepAlive::default())
+                .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+                .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+                .h1_allow_half_closed(true)
+                .local_addr(addr)
+                // AppConfig's constructor is private to actix-web; its host and address serve URL
+                // generation only, which Switchyard does not use (it reads the Host header).
+                .h1(map_config(app, |_| AppConfig::default()));
+            fn_service(move |io: TcpStream| {
+                let peer = io.peer_addr().ok();
+                let io = ParserRefusals::new(io, http_errors.clone());
+                std::future::ready(Ok::<_, actix_http::error::DispatchError>((io, peer)))
+            })
+            .and_then(http)
+        })?
+        .run())
+}
