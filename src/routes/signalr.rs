@@ -182,7 +182,11 @@ pub async fn hub(
             .parked
             .take_for(id, |parked| parked.identity.same_principal(&identity))
         {
-            Ok(parked) => return resume(&req, payload, &state, Arc::from(id), parked),
+            Ok(mut parked) => {
+                // The same principal, perhaps with a refreshed token: its expiry now applies.
+                parked.identity = identity;
+                return resume(&req, payload, &state, Arc::from(id), parked);
+            }
             Err(TakeError::NotTheirs) => {
                 refused_takeover(&state, &identity, "resume a parked connection");
                 return Err(ApiError::Forbidden(ClaimError::NotTheirs.to_string()).into());
