@@ -16,6 +16,7 @@ mod domain_events;
 mod isolation;
 mod native_bad_input;
 mod operations;
+mod payload_limits;
 mod rest;
 mod rules;
 mod session_scheduler;
