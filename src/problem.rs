@@ -8,6 +8,8 @@ use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use switchyard_actors::payload::PayloadError;
+
 use crate::auth::AuthError;
 
 /// Every error a route can answer with.
@@ -19,6 +21,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     BadRequest(String),
+    /// Event data beyond `payload.max_depth` or `payload.max_bytes`.
+    #[error(transparent)]
+    BadPayload(#[from] PayloadError),
     #[error("{0}")]
     NotFound(String),
     /// The resource is not in a state that allows the request (an ended dining session).
@@ -50,6 +55,7 @@ impl ApiError {
             },
             ApiError::Forbidden(_) => "forbidden",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::BadPayload(_) => "bad_payload",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooManyRequests(_) => "too_many_requests",
@@ -98,6 +104,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "Unauthorized",
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::BadRequest(_) => "Bad request",
+            ApiError::BadPayload(_) => "Payload refused",
             ApiError::NotFound(_) => "Not found",
             ApiError::Conflict(_) => "Conflict",
             ApiError::TooManyRequests(_) => "Too many requests",
@@ -128,7 +135,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::BadPayload(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use switchyard_actors::activity::ActivityConfig;
 use switchyard_actors::history::HistoryLimits;
 use switchyard_actors::mailbox::{ActorKind, MailboxSettings, SlowConsumerPolicy};
+use switchyard_actors::payload::{PayloadLimits, MAX_CONFIGURABLE_DEPTH};
 use switchyard_actors::quotas::TenantQuotas;
 use switchyard_actors::session::SessionSettings;
 
@@ -35,6 +36,8 @@ pub enum SettingsError {
     Config(#[from] config::ConfigError),
     #[error("configuration: cloud overlay {0} does not exist")]
     MissingCloud(PathBuf),
+    #[error("configuration: {0}")]
+    Invalid(String),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +51,7 @@ pub struct Settings {
     pub actors: ActorsConfig,
     pub history: HistoryConfig,
     pub publish: PublishConfig,
+    pub payload: PayloadSettings,
     pub redis: RedisSettings,
     pub presence: PresenceSettings,
     pub database: DatabaseSettings,
@@ -225,6 +229,22 @@ pub struct PublishConfig {
     pub timeout_ms: u64,
 }
 
+/// `[payload]`: the bounds of every event's data.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PayloadSettings {
+    pub max_depth: usize,
+    pub max_bytes: usize,
+}
+
+impl PayloadSettings {
+    fn limits(&self) -> PayloadLimits {
+        PayloadLimits {
+            max_depth: self.max_depth,
+            max_bytes: self.max_bytes,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
     pub url: SecretString,
@@ -386,6 +406,23 @@ impl Settings {
         }
     }
 
+    /// The payload limits, refused at start-up when they could not protect every reader.
+    pub fn payload_limits(&self) -> Result<PayloadLimits, SettingsError> {
+        let p = &self.payload;
+        if p.max_depth == 0 || p.max_depth > MAX_CONFIGURABLE_DEPTH {
+            return Err(SettingsError::Invalid(format!(
+                "payload.max_depth must be between 1 and {MAX_CONFIGURABLE_DEPTH}, not {}",
+                p.max_depth
+            )));
+        }
+        if p.max_bytes == 0 {
+            return Err(SettingsError::Invalid(
+                "payload.max_bytes must be greater than 0".into(),
+            ));
+        }
+        Ok(p.limits())
+    }
+
     pub fn history_limits(&self) -> HistoryLimits {
         HistoryLimits {
             size: self.history.size,
@@ -448,6 +485,8 @@ impl Settings {
             reconnect_min: Duration::from_millis(r.reconnect_min_ms),
             reconnect_max: Duration::from_millis(r.reconnect_max_ms),
             history: self.history_limits(),
+            // Start-up refuses limits `payload_limits` refuses, before cluster mode is built.
+            payload: self.payload.limits(),
             node_ttl: Duration::from_secs(p.node_ttl_secs),
             heartbeat: Duration::from_millis(p.heartbeat_interval_ms),
             offline_grace: Duration::from_millis(p.offline_grace_ms),
@@ -519,6 +558,22 @@ mod tests {
         assert_eq!(s.mailbox(ActorKind::Session).mailbox, 7);
         assert_eq!(s.actors.session.policy, SlowConsumerPolicy::Drop);
         assert_eq!(s.redis.url.expose_secret(), "redis://127.0.0.1:6380/2");
+    }
+
+    #[test]
+    fn payload_limits_are_configured_and_bounded() {
+        let limits = load(&[]).payload_limits().unwrap();
+        assert_eq!((limits.max_depth, limits.max_bytes), (64, 65536));
+        let s = load(&[("SWITCHYARD__PAYLOAD__MAX_DEPTH", "20")]);
+        assert_eq!(s.payload_limits().unwrap().max_depth, 20);
+        for (key, value) in [
+            ("SWITCHYARD__PAYLOAD__MAX_DEPTH", "0"),
+            ("SWITCHYARD__PAYLOAD__MAX_DEPTH", "101"),
+            ("SWITCHYARD__PAYLOAD__MAX_BYTES", "0"),
+        ] {
+            let e = load(&[(key, value)]).payload_limits().unwrap_err();
+            assert!(e.to_string().contains("payload.max_"), "{key}={value}: {e}");
+        }
     }
 
     #[test]

@@ -103,6 +103,7 @@ impl Application {
             );
         }
         background::validate(&settings)?;
+        let payload = settings.payload_limits()?;
         let chat_config = ChatConfig::from_settings(&settings.chat)?;
         let store = Store::open(
             &settings.database,
@@ -188,6 +189,7 @@ impl Application {
                 Arc::new(StoreAuthorizer::new(store.clone(), entities.clone())),
                 Duration::from_millis(settings.signalr.stateful_reconnect_grace_ms),
                 quotas,
+                payload,
             )
             .with_hub_methods(Arc::new(chat))
             .with_connection_limits(ConnectionLimiter::new(

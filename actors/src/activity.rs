@@ -233,7 +233,7 @@ impl ActivityRecorder {
                 tenant: tenant.clone(),
             }),
             EventName::parse(event).expect("activity event names are valid"),
-            Arc::from(serde_json::value::to_raw_value(&data).expect("json values serialize")),
+            crate::payload::Payload::built(&data),
         );
         let metrics = self.metrics.clone();
         actix::spawn(async move {

@@ -158,6 +158,9 @@ pub enum ErrorCode {
     BadChannel,
     /// The event name does not follow the grammar.
     BadEvent,
+    /// The event's data is nested deeper than `payload.max_depth` or is larger than
+    /// `payload.max_bytes`; nothing was published.
+    BadPayload,
     /// The channel rules refuse this caller; the message names the rule.
     Forbidden,
     /// The connection already has `session.max_subscriptions` subscriptions.
@@ -188,6 +191,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::BadChannel => "bad_channel",
             ErrorCode::BadEvent => "bad_event",
+            ErrorCode::BadPayload => "bad_payload",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::AlreadySubscribed => "already_subscribed",

@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use crate::channel::ChannelName;
 use crate::codec::{self, WireFormat};
 use crate::ids::NodeId;
+use crate::payload::Payload;
 
 /// Version of the envelope's serialized form (`v`).
 pub const ENVELOPE_VERSION: u8 = 1;
@@ -64,20 +65,21 @@ impl fmt::Debug for EventName {
     }
 }
 
-/// An event accepted from a publisher, before the broker gives it an offset.
+/// An event accepted from a publisher, before the broker gives it an offset. Its data is a
+/// [`Payload`]: it passed the one payload validation, whichever way it came in.
 #[derive(Clone, Debug)]
 pub struct Draft {
     pub id: Arc<str>,
     pub channel: ChannelName,
     pub event: EventName,
-    pub data: Arc<RawValue>,
+    pub data: Payload,
     /// Publish time, milliseconds since the Unix epoch.
     pub ts: u64,
 }
 
 impl Draft {
     /// A new event with a fresh time-ordered id and the current time.
-    pub fn new(channel: ChannelName, event: EventName, data: Arc<RawValue>) -> Self {
+    pub fn new(channel: ChannelName, event: EventName, data: Payload) -> Self {
         Self {
             id: Arc::from(uuid::Uuid::now_v7().to_string()),
             channel,
@@ -108,6 +110,8 @@ pub struct Envelope {
     pub id: Arc<str>,
     pub channel: ChannelName,
     pub event: EventName,
+    /// The data as stored: checked when it was published here, but an envelope read from Redis
+    /// may predate the payload limits, so nothing that reads it may assume it parses.
     pub data: Arc<RawValue>,
     pub ts: u64,
     /// The channel's sequence number for this event: 1, 2, 3, … within one epoch.
@@ -126,7 +130,7 @@ impl Envelope {
             id: draft.id,
             channel: draft.channel,
             event: draft.event,
-            data: draft.data,
+            data: draft.data.into_raw(),
             ts: draft.ts,
             offset,
             epoch,
@@ -237,9 +241,7 @@ pub(crate) mod tests {
             id: Arc::from("e1"),
             channel: ChannelName::parse("tenant:acme:broadcast").unwrap(),
             event: EventName::parse("NewOrder").unwrap(),
-            data: Arc::from(
-                RawValue::from_string(r#"{"orderId":"o1","total":12.5}"#.into()).unwrap(),
-            ),
+            data: Payload::built(&serde_json::json!({"orderId": "o1", "total": 12.5})),
             ts: 1_700_000_000_123,
         };
         Envelope::new(draft, 7, Arc::from("ep1"), NodeId(Arc::from("n1")))

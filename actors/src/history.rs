@@ -150,13 +150,12 @@ mod tests {
     use super::*;
     use crate::channel::ChannelName;
     use crate::envelope::EventName;
-    use serde_json::value::RawValue;
 
     fn draft() -> Draft {
         Draft::new(
             ChannelName::parse("user:u").unwrap(),
             EventName::parse("E").unwrap(),
-            Arc::from(RawValue::from_string("1".into()).unwrap()),
+            crate::payload::Payload::test("1"),
         )
     }
 

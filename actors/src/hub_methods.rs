@@ -20,7 +20,6 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use serde_json::value::RawValue;
 
 use crate::channel::ChannelName;
 use crate::codes::ErrorCode;
@@ -56,7 +55,7 @@ pub enum SessionAction {
     Push {
         channel: ChannelName,
         event: EventName,
-        data: Arc<RawValue>,
+        data: crate::payload::Payload,
     },
 }
 

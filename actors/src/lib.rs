@@ -13,6 +13,7 @@
 //! | `codec/` | wire protocols: native JSON, SignalR JSON and MessagePack |
 //! | `channel.rs`, `rules.rs` | the channel grammar and who may use which channel |
 //! | `envelope.rs`, `history.rs` | the one event envelope and in-memory history |
+//! | `payload.rs` | the one validation of an event's data (depth and size), for every way in |
 //! | `cluster/`, `redis_bridge.rs` | cluster mode: Redis commands and the [`redis_bridge::RedisBridge`] actor |
 //! | `mailbox.rs` | per-actor-kind mailbox limits and the slow-consumer policy |
 //! | `codes.rs` | every close code and error code |
@@ -40,6 +41,7 @@ pub mod mailbox;
 pub mod metrics;
 pub mod node;
 pub mod outbox;
+pub mod payload;
 pub mod pg_listener;
 pub mod presence_hook;
 pub mod quotas;

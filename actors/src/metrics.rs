@@ -16,6 +16,19 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// The ways in whose event data is checked (`switchyard_bad_payloads_total{source}`).
+pub const PAYLOAD_SOURCES: [&str; 6] = [
+    "rest",
+    "domain",
+    "native",
+    "signalr",
+    "ingest",
+    "change_feed",
+];
+
+/// `switchyard_history_skipped_total{reason}` of an entry that is not a readable envelope.
+pub const HISTORY_UNDECODABLE: &str = "undecodable";
+
 /// Every metric the actors and routes update.
 pub struct Metrics {
     pub registry: Registry,
@@ -54,6 +67,12 @@ pub struct Metrics {
     pub bad_frames: IntCounterVec,
     /// Frames refused by the per-connection rate limit.
     pub rate_limited: IntCounter,
+    /// Event data refused by the payload limits, by way in (`rest`, `domain`, `native`,
+    /// `signalr`, `ingest`, `change_feed`) and limit (`depth`, `size`).
+    pub bad_payloads: IntCounterVec,
+    /// Stored history entries left out of a history page or a recovery because they could not be
+    /// decoded, by reason.
+    pub history_skipped: IntCounterVec,
     /// Publish time to socket write, in seconds.
     pub delivery_latency: Histogram,
     /// Cluster mode: 1 while the Redis pub/sub connection is up.
@@ -190,6 +209,16 @@ impl Metrics {
                 "switchyard_rate_limited_total",
                 "Client frames refused by the per-connection rate limit",
             ),
+            bad_payloads: counter_vec(
+                "switchyard_bad_payloads_total",
+                "Event data refused by payload.max_depth or payload.max_bytes, by way in and limit",
+                &["source", "reason"],
+            ),
+            history_skipped: counter_vec(
+                "switchyard_history_skipped_total",
+                "Stored history entries that could not be decoded and were left out, by reason",
+                &["reason"],
+            ),
             delivery_latency,
             redis_bridge_up: gauge(
                 "switchyard_redis_bridge_up",
@@ -254,6 +283,13 @@ impl Metrics {
         for close in CloseCode::ALL {
             self.disconnects.with_label_values(&[close.label()]);
         }
+        for source in PAYLOAD_SOURCES {
+            for reason in ["depth", "size"] {
+                self.bad_payloads.with_label_values(&[source, reason]);
+            }
+        }
+        self.history_skipped
+            .with_label_values(&[HISTORY_UNDECODABLE]);
         for protocol in ["native", "signalr"] {
             self.connections.with_label_values(&[protocol]);
             self.connections_opened.with_label_values(&[protocol]);

@@ -19,6 +19,7 @@ use crate::hub_methods::HubMethods;
 use crate::ids::{ConnId, NodeId};
 use crate::mailbox::ActorLimits;
 use crate::metrics::Metrics;
+use crate::payload::{Payload, PayloadError, PayloadLimits};
 use crate::quotas::QuotaBook;
 use crate::session::resume::ParkedSessions;
 use crate::session::SessionSettings;
@@ -48,6 +49,8 @@ pub struct Node {
     pub quotas: Arc<QuotaBook>,
     /// Connections per user and per source address on this node.
     pub connection_limits: Arc<ConnectionLimiter>,
+    /// The one validation of every event's data (`[payload]`).
+    pub payload: PayloadLimits,
     /// Where sessions and the publish path report tenant activity (never waits).
     pub activity: ActivitySink,
     /// The activity recorder, for the admin API's queries (absent in bare test nodes).
@@ -69,10 +72,12 @@ impl Node {
         authorizer: Arc<dyn ChannelAuthorizer>,
         resume_grace: std::time::Duration,
         quotas: Arc<QuotaBook>,
+        payload: PayloadLimits,
     ) -> Self {
         Self {
             quotas,
             connection_limits: Arc::new(ConnectionLimiter::unlimited()),
+            payload,
             activity: ActivitySink::default(),
             activity_recorder: None,
             parked: ParkedSessions::new(resume_grace),
@@ -111,6 +116,16 @@ impl Node {
     /// A fresh connection id.
     pub fn next_conn_id(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Checks event data that came in through `source` (a `switchyard_bad_payloads_total` label)
+    /// against the payload limits, counting a refusal. Callers log a refusal with their context.
+    pub fn check_payload(
+        &self,
+        raw: impl Into<Arc<serde_json::value::RawValue>>,
+        source: &'static str,
+    ) -> Result<Payload, PayloadError> {
+        self.payload.check_counted(raw, source, &self.metrics)
     }
 
     /// The one publish path for every source (REST, sessions, scheduler, change feed, Redis).

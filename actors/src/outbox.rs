@@ -138,13 +138,12 @@ mod tests {
     use crate::channel::ChannelName;
     use crate::envelope::{Draft, EventName};
     use crate::ids::NodeId;
-    use serde_json::value::RawValue;
 
     fn event() -> Arc<Envelope> {
         let draft = Draft::new(
             ChannelName::parse("user:u").unwrap(),
             EventName::parse("E").unwrap(),
-            Arc::from(RawValue::from_string("1".into()).unwrap()),
+            crate::payload::Payload::test("1"),
         );
         Arc::new(Envelope::new(
             draft,

@@ -26,7 +26,6 @@ use actix::prelude::*;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::value::{to_raw_value, RawValue};
-use serde_json::{Map, Value};
 
 use crate::channel::ChannelName;
 use crate::codec::rfc3339_millis;
@@ -34,6 +33,7 @@ use crate::envelope::{Draft, EventName};
 use crate::ids::validate_segment;
 use crate::mailbox::ActorKind;
 use crate::node::Node;
+use crate::payload::{PayloadError, PayloadLimits};
 use crate::storage::StorageError;
 
 /// Source label of everything the listener publishes (`switchyard_published_total`).
@@ -443,8 +443,24 @@ async fn relay_batch(
 ) -> (Vec<i64>, Option<crate::node::PublishError>) {
     let mut done = Vec::with_capacity(batch.len());
     for change in batch {
-        let draft = match entity_draft(entities, &change) {
+        let draft = match entity_draft(entities, &change, &node.payload) {
             Ok(d) => d,
+            Err(EntityDraftError::Payload(e)) => {
+                // Refused for good (it would be refused again): counted, logged, not retried.
+                node.metrics
+                    .bad_payloads
+                    .with_label_values(&[PUBLISH_SOURCE, e.reason()])
+                    .inc();
+                log::warn!(
+                    "change feed: refusing outbox row {} ({} {:?}, tenant {:?}): {e}",
+                    change.id,
+                    change.table,
+                    change.entity_id,
+                    change.tenant_key
+                );
+                done.push(change.id);
+                continue;
+            }
             Err(why) => {
                 log::warn!(
                     "change feed: skipping outbox row {} ({} {:?}): {why}",
@@ -473,37 +489,58 @@ async fn relay_batch(
     (done, None)
 }
 
+/// Why an outbox row cannot become a notification.
+#[derive(Debug, thiserror::Error)]
+pub enum EntityDraftError {
+    #[error("no channel for this entity: {0}")]
+    Channel(#[from] crate::channel::ChannelError),
+    /// The notification's data (with the full payload, the row) is beyond the payload limits.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+}
+
+/// `EntityChanged` data. The row goes in as the JSON text the database gave, never parsed, so
+/// its depth is judged by the payload check alone.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EntityChanged<'a> {
+    entity_type: &'a str,
+    entity_id: &'a str,
+    change_type: &'static str,
+    payload_type: &'static str,
+    timestamp: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a RawValue>,
+}
+
 /// The notification for one change on `notifications:{EntityType}:{EntityId}`:
-/// `EntityChanged {entityType, entityId, changeType, payloadType, timestamp, tenantKey?, payload?}`.
-pub fn entity_draft(entities: &EntityMap, change: &OutboxChange) -> Result<Draft, String> {
+/// `EntityChanged {entityType, entityId, changeType, payloadType, timestamp, tenantKey?, payload?}`,
+/// its data within `limits`.
+pub fn entity_draft(
+    entities: &EntityMap,
+    change: &OutboxChange,
+    limits: &PayloadLimits,
+) -> Result<Draft, EntityDraftError> {
     let entity_type = entities.entity_type(&change.table);
-    let channel = ChannelName::parse(&format!("notifications:{entity_type}:{}", change.entity_id))
-        .map_err(|e| format!("no channel for this entity: {e}"))?;
+    let channel = ChannelName::parse(&format!("notifications:{entity_type}:{}", change.entity_id))?;
     let strategy = entities.payload(&entity_type);
-    let mut data = Map::new();
-    data.insert("entityType".into(), Value::String(entity_type));
-    data.insert("entityId".into(), Value::String(change.entity_id.clone()));
-    data.insert("changeType".into(), change.change.as_str().into());
-    data.insert("payloadType".into(), strategy.as_str().into());
-    data.insert(
-        "timestamp".into(),
-        Value::String(rfc3339_millis(change.changed_at_ms)),
-    );
-    if let Some(t) = &change.tenant_key {
-        data.insert("tenantKey".into(), Value::String(t.clone()));
-    }
-    if strategy == PayloadStrategy::Full {
-        let row = match &change.row {
-            Some(r) => serde_json::from_str(r.get()).map_err(|e| format!("row JSON: {e}"))?,
-            None => Value::Null,
-        };
-        data.insert("payload".into(), row);
-    }
-    let raw = to_raw_value(&Value::Object(data)).map_err(|e| e.to_string())?;
+    let data = EntityChanged {
+        entity_type: &entity_type,
+        entity_id: &change.entity_id,
+        change_type: change.change.as_str(),
+        payload_type: strategy.as_str(),
+        timestamp: rfc3339_millis(change.changed_at_ms),
+        tenant_key: change.tenant_key.as_deref(),
+        payload: (strategy == PayloadStrategy::Full)
+            .then(|| change.row.as_deref().unwrap_or(RawValue::NULL)),
+    };
+    let raw = to_raw_value(&data).expect("entity notifications serialize");
     Ok(Draft::new(
         channel,
         EventName::parse(EVENT_ENTITY_CHANGED).expect("a valid event name"),
-        Arc::from(raw),
+        limits.check(raw)?,
     ))
 }
 
@@ -516,6 +553,7 @@ impl fmt::Display for ChangeType {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn map() -> EntityMap {
         EntityMap::new(
@@ -556,7 +594,7 @@ mod tests {
             row: Some(RawValue::from_string(r#"{"id":"p-1","name":"Ann"}"#.into()).unwrap()),
             changed_at_ms: 1_700_000_000_123,
         };
-        let d = entity_draft(&map(), &change).unwrap();
+        let d = entity_draft(&map(), &change, &LIMITS).unwrap();
         assert_eq!(d.channel.as_str(), "notifications:Player:p-1");
         let v: Value = serde_json::from_str(d.data.get()).unwrap();
         assert_eq!(
@@ -569,6 +607,33 @@ mod tests {
             entity_id: "has:colon".into(),
             ..change
         };
-        assert!(entity_draft(&map(), &bad).is_err());
+        assert!(matches!(
+            entity_draft(&map(), &bad, &LIMITS),
+            Err(EntityDraftError::Channel(_))
+        ));
+    }
+
+    const LIMITS: PayloadLimits = PayloadLimits {
+        max_depth: 4,
+        max_bytes: 4096,
+    };
+
+    #[test]
+    fn a_full_payload_beyond_the_limits_is_refused() {
+        let change = |row: &str| OutboxChange {
+            id: 1,
+            table: "mt_doc_player".into(),
+            entity_id: "p-1".into(),
+            change: ChangeType::Updated,
+            tenant_key: None,
+            row: Some(RawValue::from_string(row.into()).unwrap()),
+            changed_at_ms: 0,
+        };
+        // The row sits one level inside the notification's data.
+        assert!(entity_draft(&map(), &change(r#"{"a":[[1]]}"#), &LIMITS).is_ok());
+        assert!(matches!(
+            entity_draft(&map(), &change(r#"{"a":[[[1]]]}"#), &LIMITS),
+            Err(EntityDraftError::Payload(PayloadError::TooDeep { max: 4 }))
+        ));
     }
 }

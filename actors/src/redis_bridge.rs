@@ -408,7 +408,7 @@ pub fn presence_event(
             tenant: tenant.clone(),
         }),
         EventName::parse(event).expect("presence event names are valid"),
-        Arc::from(serde_json::value::to_raw_value(&data).expect("json values serialize")),
+        crate::payload::Payload::built(&data),
     )
 }
 

@@ -26,13 +26,13 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures_util::future::BoxFuture;
 use serde_json::json;
-use serde_json::value::{to_raw_value, RawValue};
 
 use crate::channel::{Channel, ChannelName};
 use crate::envelope::{now_millis, Draft, EventName};
 use crate::ids::TenantKey;
 use crate::mailbox::ActorKind;
 use crate::node::Node;
+use crate::payload::Payload;
 use crate::storage::StorageError;
 
 /// Most sessions one scan claims of each kind; the rest wait for the next tick, so one scan never
@@ -264,7 +264,7 @@ async fn publish_all(node: &Node, drafts: Vec<Draft>) -> Vec<Draft> {
     refused
 }
 
-fn draft(channel: Channel, event: &str, data: &Arc<RawValue>) -> Draft {
+fn draft(channel: Channel, event: &str, data: &Payload) -> Draft {
     Draft::new(
         ChannelName::from_channel(channel),
         EventName::parse(event).expect("scheduler event names are valid"),
@@ -272,8 +272,9 @@ fn draft(channel: Channel, event: &str, data: &Arc<RawValue>) -> Draft {
     )
 }
 
-fn raw(v: serde_json::Value) -> Arc<RawValue> {
-    Arc::from(to_raw_value(&v).expect("JSON values always serialize"))
+/// The scheduler's events have the shape it gives them (ids, reasons, times).
+fn raw(v: serde_json::Value) -> Payload {
+    Payload::built(&v)
 }
 
 /// `session:{id}`, when the stored id is a valid channel segment (it was checked on insert).

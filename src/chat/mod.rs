@@ -41,6 +41,7 @@ use switchyard_actors::hub_methods::{HubCall, HubMethods, HubReply, SessionActio
 use switchyard_actors::identity::Identity;
 use switchyard_actors::ids::{ConnId, TenantKey, UserId};
 use switchyard_actors::node::{Node, PublishError};
+use switchyard_actors::payload::Payload;
 use switchyard_actors::presence_hook::{PresenceChange, PresenceObserver};
 
 use self::typing::Typing;
@@ -162,7 +163,7 @@ fn push(me: &Chatter, event: &'static str, data: &Value) -> SessionAction {
     SessionAction::Push {
         channel: user_channel(&me.tenant, me.user.as_str()),
         event: chat_events::event(event),
-        data: Arc::from(serde_json::value::to_raw_value(data).expect("JSON values serialize")),
+        data: Payload::built(data),
     }
 }
 
@@ -194,8 +195,8 @@ impl ChatService {
             .node
             .upgrade()
             .ok_or(PublishError::Broker(BrokerError::Stopped))?;
-        let raw = serde_json::value::to_raw_value(data).expect("JSON values serialize");
-        let draft = Draft::new(channel, chat_events::event(event), Arc::from(raw));
+        // The chat hub's events have the shape this service gives them; user text is a string.
+        let draft = Draft::new(channel, chat_events::event(event), Payload::built(data));
         node.publish(draft, PUBLISH_SOURCE).await
     }
 

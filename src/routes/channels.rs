@@ -2,9 +2,9 @@
 //! for callers allowed to subscribe to it (embedded: this node's memory; cluster: Redis).
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use switchyard_actors::authorizer::Action;
-use switchyard_actors::broker::BrokerError;
+use switchyard_actors::broker::{BrokerError, HistoryPage};
 use switchyard_actors::channel::ChannelName;
 use switchyard_actors::envelope::StreamPosition;
 use switchyard_actors::rules::{self, Decision};
@@ -24,6 +24,16 @@ pub struct HistoryQuery {
     /// The epoch `since` belongs to; omitted = the channel's current epoch.
     epoch: Option<String>,
     limit: Option<usize>,
+}
+
+/// The answer: the page with its channel. Serialized straight to the response, so every event's
+/// data goes out as the JSON text it was stored as and is never parsed (a value tree of a payload
+/// stored before the payload limits existed could exceed the parser's nesting limit).
+#[derive(Serialize)]
+struct HistoryBody<'a> {
+    channel: &'a str,
+    #[serde(flatten)]
+    page: &'a HistoryPage,
 }
 
 fn broker_error(e: BrokerError) -> ApiError {
@@ -78,7 +88,8 @@ pub async fn history(
         .history(&channel, since, limit)
         .await
         .map_err(broker_error)?;
-    let mut body = serde_json::to_value(&page).map_err(|e| ApiError::Internal(e.to_string()))?;
-    body["channel"] = channel.as_str().into();
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(HistoryBody {
+        channel: channel.as_str(),
+        page: &page,
+    }))
 }

@@ -15,11 +15,13 @@
 //! tenant (staff included), the same audience as the seeds' tenant group. Callers: `Service`, or
 //! Admin/Staff of the tenant. A session named in a request must be one of the tenant's
 //! (404 otherwise), so nobody reaches another tenant's customers through these routes.
-
-use std::sync::Arc;
+//!
+//! The JSON a caller chooses (`data`, `cart`, `order`, the whole order) is read as raw text, which
+//! has no nesting limit, and each event's data passes the node's payload check: too deep or too
+//! large is `400 bad_payload`, as on `POST /api/v1/publish`.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::{json, Map, Value};
 use switchyard_actors::channel::{Channel, ChannelName};
@@ -35,7 +37,8 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 use crate::store::{Activity, SessionStatus, Store, StoreError};
 
-/// Source label of these publishes (`switchyard_published_total`).
+/// Source label of these publishes (`switchyard_published_total`, and
+/// `switchyard_bad_payloads_total` for refused data).
 pub const PUBLISH_SOURCE: &str = "domain";
 
 fn event(name: &str) -> EventName {
@@ -59,8 +62,10 @@ fn id_field(what: &str, v: Option<&Value>) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn raw(v: &Value) -> Arc<RawValue> {
-    Arc::from(to_raw_value(v).expect("JSON values always serialize"))
+/// An event's data as JSON text. Serializing never parses, so raw parts (`&RawValue`) of any
+/// depth go in unchanged and the payload check sees the data as it will be sent.
+fn raw(v: &impl Serialize) -> Box<RawValue> {
+    to_raw_value(v).expect("event data always serializes")
 }
 
 /// Publishes one event to each channel, in order; returns one ack per channel.
@@ -68,15 +73,20 @@ async fn publish(
     node: &Node,
     channels: Vec<Channel>,
     event: EventName,
-    data: &Value,
+    data: impl Into<std::sync::Arc<RawValue>>,
 ) -> Result<Vec<Value>, ApiError> {
+    let data = node.check_payload(data, PUBLISH_SOURCE).inspect_err(|e| {
+        let channel = channels
+            .first()
+            .map(|c| ChannelName::from_channel(c.clone()));
+        log::info!("domain event {event} to {channel:?}: {e}");
+    })?;
     // One request is one publish against the tenant's quota, however many channels it reaches.
     if let Some(tenant) = channels.iter().find_map(|c| c.tenant()) {
         node.quotas
             .take_publish(tenant)
             .map_err(|e| ApiError::TooManyRequests(e.to_string()))?;
     }
-    let data = raw(data);
     let mut acks = Vec::with_capacity(channels.len());
     for channel in channels {
         let channel = ChannelName::from_channel(channel);
@@ -130,10 +140,16 @@ pub async fn new_order(
     path: web::Path<String>,
     state: web::Data<AppState>,
     store: web::Data<Store>,
-    body: web::Json<Map<String, Value>>,
+    body: web::Json<Box<RawValue>>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = staff_tenant(&who, &path)?;
-    let order = body.into_inner();
+    // The order is the event's data: checked before it is parsed into a value tree.
+    let order_text = state
+        .node
+        .check_payload(body.into_inner(), PUBLISH_SOURCE)
+        .inspect_err(|e| log::info!("tenant {tenant}: new order refused: {e}"))?;
+    let order: Map<String, Value> = serde_json::from_str(order_text.get())
+        .map_err(|e| ApiError::BadRequest(format!("request body: {e}")))?;
     let order_id = id_field("orderId", order.get("orderId"))?
         .ok_or_else(|| ApiError::BadRequest("orderId is required".into()))?;
     if let Some(session) = id_field("sessionId", order.get("sessionId"))? {
@@ -156,7 +172,7 @@ pub async fn new_order(
         &state.node,
         channels,
         event("NewOrder"),
-        &Value::Object(order),
+        order_text.into_raw(),
     )
     .await?;
     Ok(accepted(acks))
@@ -167,7 +183,19 @@ pub async fn new_order(
 pub struct OrderStatusBody {
     status: String,
     session_id: Option<String>,
-    order: Option<Value>,
+    order: Option<Box<RawValue>>,
+}
+
+/// `OrderStatusChanged` / `OrderStatusUpdate` data.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderStatusData<'a> {
+    order_id: &'a str,
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order: Option<&'a RawValue>,
 }
 
 /// `POST /api/v1/tenants/{t}/orders/{orderId}/status`.
@@ -189,13 +217,12 @@ pub async fn order_status(
         Some(id) => Some(tenant_session(&store, &tenant, id, false).await?),
         None => None,
     };
-    let mut data = json!({"orderId": order_id, "status": b.status});
-    if let Some(s) = &session {
-        data["sessionId"] = s.clone().into();
-    }
-    if let Some(o) = b.order {
-        data["order"] = o;
-    }
+    let data = raw(&OrderStatusData {
+        order_id: &order_id,
+        status: &b.status,
+        session_id: session.as_deref(),
+        order: b.order.as_deref(),
+    });
     let mut acks = publish(
         &state.node,
         vec![
@@ -208,7 +235,7 @@ pub async fn order_status(
             },
         ],
         event("OrderStatusChanged"),
-        &data,
+        data.clone(),
     )
     .await?;
     if let Some(session) = session {
@@ -216,7 +243,7 @@ pub async fn order_status(
             &state.node,
             vec![Channel::Session { session }],
             event("OrderStatusUpdate"),
-            &data,
+            data,
         )
         .await?;
         acks.extend(update);
@@ -245,7 +272,7 @@ pub async fn table_status(
         &state.node,
         vec![Channel::TenantAdmins { tenant }],
         event("TableStatusChanged"),
-        &data,
+        raw(&data),
     )
     .await
     .map(accepted)
@@ -254,7 +281,7 @@ pub async fn table_status(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CartBody {
-    cart: Value,
+    cart: Box<RawValue>,
 }
 
 /// `POST /api/v1/tenants/{t}/sessions/{id}/cart` → `CartUpdated {sessionId, cart}`.
@@ -268,12 +295,21 @@ pub async fn cart(
     let (raw_tenant, id) = path.into_inner();
     let tenant = staff_tenant(&who, &raw_tenant)?;
     let session = tenant_session(&store, &tenant, &id, true).await?;
-    let data = json!({"sessionId": session, "cart": body.into_inner().cart});
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct CartUpdated<'a> {
+        session_id: &'a str,
+        cart: &'a RawValue,
+    }
+    let data = raw(&CartUpdated {
+        session_id: &session,
+        cart: &body.cart,
+    });
     publish(
         &state.node,
         vec![Channel::Session { session }],
         event("CartUpdated"),
-        &data,
+        data,
     )
     .await
     .map(accepted)
@@ -283,7 +319,7 @@ pub async fn cart(
 #[serde(deny_unknown_fields)]
 pub struct BroadcastBody {
     event: String,
-    data: Value,
+    data: Box<RawValue>,
 }
 
 fn broadcast_event(b: &BroadcastBody) -> Result<EventName, ApiError> {
@@ -303,7 +339,7 @@ pub async fn broadcast(
         &state.node,
         vec![Channel::TenantBroadcast { tenant }],
         ev,
-        &body.data,
+        body.into_inner().data,
     )
     .await
     .map(accepted)
@@ -332,7 +368,7 @@ pub async fn role_broadcast(
         }
     };
     let ev = broadcast_event(&body)?;
-    publish(&state.node, vec![channel], ev, &body.data)
+    publish(&state.node, vec![channel], ev, body.into_inner().data)
         .await
         .map(accepted)
 }

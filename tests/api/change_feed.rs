@@ -298,3 +298,37 @@ async fn the_relay_fails_over_to_another_node_when_the_holder_stops() {
     assert_eq!(second.metric(RELAYED).await, 2.0);
     second.stop().await;
 }
+
+/// Issue 12, finding 5: a row nested deeper than `payload.max_depth` (with the full payload) is
+/// refused, counted and skipped; the relay goes on with the next change.
+#[actix_web::test]
+async fn finding_5_a_deep_row_is_refused_counted_and_later_changes_flow() {
+    let db = TestDb::postgres().await;
+    let app = spawn_app_with_db(&db, fast).await;
+    let pool = db.pg().await;
+    attach_tables(&pool).await;
+    wait_until_leading(&app).await;
+    let mut svc = app.connect(&service()).await;
+    for id in ["p-deep", "p-2"] {
+        assert_eq!(watch(&mut svc, "Player", id).await["type"], "subscribed");
+    }
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    sqlx::query("INSERT INTO mt_doc_player VALUES ('p-deep', $1::jsonb, 'a')")
+        .bind(deep)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sql(
+        &pool,
+        "INSERT INTO mt_doc_player VALUES ('p-2', '{\"name\":\"Bo\"}', 'a')",
+    )
+    .await;
+    let n = svc.notifications(1).await.remove(0);
+    assert_eq!(n["entityId"], "p-2", "the deep row was not published: {n}");
+    app.wait_metric(
+        "switchyard_bad_payloads_total{reason=\"depth\",source=\"change_feed\"}",
+        1.0,
+    )
+    .await;
+    app.stop().await;
+}

@@ -17,6 +17,7 @@ mod hardening_auth;
 mod isolation;
 mod native_bad_input;
 mod operations;
+mod payload_limits;
 mod rest;
 mod rules;
 mod session_scheduler;

@@ -10,7 +10,6 @@
 //! deleted. Drafts appended before any node ran are published when the first one starts.
 //! Entries a dead node had claimed are taken over after [`CLAIM_IDLE`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -19,6 +18,10 @@ use serde_json::value::RawValue;
 use super::{Cluster, ClusterError};
 use crate::channel::ChannelName;
 use crate::envelope::{Draft, EventName};
+use crate::payload::{PayloadError, PayloadLimits};
+
+/// `switchyard_bad_payloads_total{source}` of a refused entry's data.
+const PAYLOAD_SOURCE: &str = "ingest";
 
 /// The consumer group every node joins.
 pub const GROUP: &str = "switchyard";
@@ -51,22 +54,26 @@ pub enum IngestError {
     Channel(#[from] crate::channel::ChannelError),
     #[error("event: {0}")]
     Event(#[from] crate::envelope::BadEventName),
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
 }
 
-fn parse(fields: &[(String, String)]) -> Result<Draft, IngestError> {
+fn parse(fields: &[(String, String)], limits: &PayloadLimits) -> Result<Draft, IngestError> {
     let text = fields
         .iter()
         .find(|(k, _)| k == "event")
         .map(|(_, v)| v)
         .ok_or(IngestError::Missing)?;
+    // `data` is read as raw text (no depth limit while parsing), so the payload check, not the
+    // parser, is what refuses deep data.
     let d: IngestDraft = serde_json::from_str(text)?;
     let mut draft = Draft::new(
         ChannelName::parse(&d.channel)?,
         EventName::parse(&d.event)?,
-        Arc::from(d.data),
+        limits.check(d.data)?,
     );
     if let Some(id) = d.id.filter(|i| !i.is_empty()) {
-        draft.id = Arc::from(id);
+        draft.id = std::sync::Arc::from(id);
     }
     Ok(draft)
 }
@@ -155,7 +162,7 @@ impl Cluster {
                 entries.extend(r.keys.into_iter().flat_map(|k| k.ids).map(entry));
             }
             for (id, fields) in entries {
-                self.ingest_one(&fields).await?;
+                self.ingest_one(&id, &fields).await?;
                 // Acknowledged and deleted, so the stream only ever holds unpublished drafts.
                 let _: () = redis::pipe()
                     .cmd("XACK")
@@ -175,15 +182,23 @@ impl Cluster {
 
     /// Publishes one entry; a refused entry is logged and counted, a Redis failure is returned
     /// (the entry stays pending and is retried).
-    async fn ingest_one(&self, fields: &[(String, String)]) -> Result<(), ClusterError> {
-        match parse(fields) {
+    async fn ingest_one(&self, id: &str, fields: &[(String, String)]) -> Result<(), ClusterError> {
+        match parse(fields, &self.config().payload) {
             Ok(draft) => {
                 self.publish(&draft).await?;
                 self.metrics().published.with_label_values(&["redis"]).inc();
                 Ok(())
             }
+            Err(IngestError::Payload(e)) => {
+                log::warn!("ingest: refused entry {id}: {e}");
+                self.metrics()
+                    .bad_payloads
+                    .with_label_values(&[PAYLOAD_SOURCE, e.reason()])
+                    .inc();
+                Ok(())
+            }
             Err(e) => {
-                log::warn!("ingest: refused entry: {e}");
+                log::warn!("ingest: refused entry {id}: {e}");
                 self.metrics()
                     .bad_frames
                     .with_label_values(&["ingest"])
@@ -200,6 +215,15 @@ mod tests {
 
     fn f(v: &str) -> Vec<(String, String)> {
         vec![("event".into(), v.into())]
+    }
+
+    const LIMITS: PayloadLimits = PayloadLimits {
+        max_depth: 2,
+        max_bytes: 100,
+    };
+
+    fn parse(fields: &[(String, String)]) -> Result<Draft, IngestError> {
+        super::parse(fields, &LIMITS)
     }
 
     #[test]
@@ -219,6 +243,10 @@ mod tests {
         assert!(matches!(
             parse(&f(r#"{"channel":"user:u","event":"bad name","data":1}"#)),
             Err(IngestError::Event(_))
+        ));
+        assert!(matches!(
+            parse(&f(r#"{"channel":"user:u","event":"E","data":[[[1]]]}"#)),
+            Err(IngestError::Payload(PayloadError::TooDeep { max: 2 }))
         ));
     }
 }

@@ -45,6 +45,8 @@ pub struct ClusterConfig {
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     pub history: HistoryLimits,
+    /// The payload limits drafts from the ingest stream are checked against.
+    pub payload: crate::payload::PayloadLimits,
     /// A node not heard from for this long is dead; its presence is removed.
     pub node_ttl: Duration,
     /// How often a node refreshes its presence and looks for dead nodes.
@@ -241,7 +243,7 @@ impl Cluster {
         let reply: Vec<redis::Value> = self
             .run(|mut conn| async move { inv.invoke_async(&mut conn).await })
             .await?;
-        parse_position(&reply, since.is_some())
+        parse_position(&reply, since.is_some(), channel, &self.inner.metrics)
     }
 }
 
@@ -262,7 +264,7 @@ fn envelope_parts(draft: &Draft, origin: &NodeId) -> (String, String) {
         id: &draft.id,
         channel: draft.channel.as_str(),
         event: draft.event.as_str(),
-        data: &draft.data,
+        data: draft.data.as_raw(),
         ts: draft.ts,
     })
     .expect("drafts always serialize");
@@ -274,7 +276,16 @@ fn envelope_parts(draft: &Draft, origin: &NodeId) -> (String, String) {
     (head, tail)
 }
 
-fn parse_position(reply: &[redis::Value], asked: bool) -> Result<Position, ClusterError> {
+/// Reads the position script's reply. A history entry that is not a readable envelope (written
+/// by something else, or by a version that accepted what this one refuses) is left out, logged
+/// and counted, and the recovery is then not complete: one entry must never make a channel's
+/// whole history unreadable.
+fn parse_position(
+    reply: &[redis::Value],
+    asked: bool,
+    channel: &ChannelName,
+    metrics: &Metrics,
+) -> Result<Position, ClusterError> {
     use redis::FromRedisValue;
     let bad = || ClusterError::Reply(format!("{reply:?}"));
     if reply.len() < 3 {
@@ -282,12 +293,23 @@ fn parse_position(reply: &[redis::Value], asked: bool) -> Result<Position, Clust
     }
     let offset = u64::from_redis_value_ref(&reply[0]).map_err(|_| bad())?;
     let epoch = String::from_redis_value_ref(&reply[1]).map_err(|_| bad())?;
-    let recovered = i64::from_redis_value_ref(&reply[2]).map_err(|_| bad())? == 1;
+    let mut recovered = i64::from_redis_value_ref(&reply[2]).map_err(|_| bad())? == 1;
     let mut replay = Vec::new();
     for v in &reply[3..] {
-        let text = String::from_redis_value_ref(v).map_err(|_| bad())?;
-        let env = Envelope::from_json(&text).map_err(|e| ClusterError::Reply(e.to_string()))?;
-        replay.push(Arc::new(env));
+        let decoded = String::from_redis_value_ref(v)
+            .map_err(|e| e.to_string())
+            .and_then(|text| Envelope::from_json(&text).map_err(|e| e.to_string()));
+        match decoded {
+            Ok(env) => replay.push(Arc::new(env)),
+            Err(e) => {
+                log::warn!("history of {channel}: skipping an entry that is not an envelope: {e}");
+                metrics
+                    .history_skipped
+                    .with_label_values(&[crate::metrics::HISTORY_UNDECODABLE])
+                    .inc();
+                recovered = false;
+            }
+        }
     }
     Ok(Position {
         offset,
@@ -307,7 +329,7 @@ mod tests {
             id: Arc::from("e1"),
             channel: ChannelName::parse("tenant:a:broadcast").unwrap(),
             event: EventName::parse("NewOrder").unwrap(),
-            data: Arc::from(serde_json::value::RawValue::from_string("{\"x\":1}".into()).unwrap()),
+            data: crate::payload::Payload::test("{\"x\":1}"),
             ts: 5,
         };
         let (head, tail) = envelope_parts(&draft, &NodeId(Arc::from("n1")));

@@ -65,6 +65,29 @@ pub enum RequestId {
 /// native frame without `id`; native replies are still sent, without `id`).
 pub type ReplyTo = Option<RequestId>;
 
+/// One argument of a method call as the client sent it: JSON text, not parsed. An argument may
+/// carry event data (`Publish`), whose depth and size only the payload check
+/// ([`crate::payload`]) may judge: a parser's own nesting limit would refuse it with a different
+/// error, before the call could be answered.
+#[derive(Clone, Debug)]
+pub struct JsonArg(pub Box<RawValue>);
+
+impl JsonArg {
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn into_raw(self) -> Box<RawValue> {
+        self.0
+    }
+}
+
+impl PartialEq for JsonArg {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
 /// What a client asked for, whatever protocol it spoke.
 #[derive(Clone, Debug)]
 pub enum Request {
@@ -78,13 +101,15 @@ pub enum Request {
     Publish {
         channel: String,
         event: String,
+        /// Not checked yet: the session checks it against the payload limits.
         data: Arc<RawValue>,
     },
     Ping,
     /// A hub method the codec does not map onto channel operations (chat, …).
     Invoke {
         method: String,
-        args: Vec<serde_json::Value>,
+        /// Not checked yet: the session checks each against the payload limits.
+        args: Vec<JsonArg>,
     },
     /// The protocol handshake finished (SignalR); the session joins its default channels.
     HandshakeComplete,

@@ -2,17 +2,23 @@
 //!
 //! Every frame is an object `{"type": …, "id"?: …, "data"?: {…}}`. `id` is the client's
 //! correlation id, echoed in the reply. Fields may also sit at the top level instead of in `data`.
+//!
+//! A frame is read field by field as raw JSON text, never as one value tree: a publish's `data`
+//! (and an invoke's `args`) may be nested deeper than the parser's limit, and it is the payload
+//! check's to refuse (`bad_payload`, with the request's `id`), not the parser's.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Deserialize;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{
-    Decoded, InFrame, OutFrame, Outcome, ReplyTo, Request, RequestId, WireCodec, WireFormat,
+    Decoded, InFrame, JsonArg, OutFrame, Outcome, ReplyTo, Request, RequestId, WireCodec,
+    WireFormat,
 };
 use crate::channel::Channel;
 use crate::codes::ErrorCode;
@@ -49,15 +55,8 @@ impl WireCodec for NativeCodec {
     }
 }
 
-#[derive(Deserialize)]
-struct ClientFrame {
-    #[serde(rename = "type")]
-    kind: Option<Value>,
-    id: Option<Value>,
-    data: Option<Value>,
-    #[serde(flatten)]
-    rest: Map<String, Value>,
-}
+/// A frame's top-level fields, each as raw JSON text.
+type ClientFrame<'a> = HashMap<String, &'a RawValue>;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -77,7 +76,7 @@ struct ChannelData {
 struct InvokeData {
     method: String,
     #[serde(default)]
-    args: Vec<Value>,
+    args: Vec<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -87,8 +86,21 @@ struct PublishData {
     data: Box<RawValue>,
 }
 
+/// A small top-level field (`type`, `id`) as a value; `Err` when it is nested too deep to read.
+fn field(frame: &ClientFrame<'_>, name: &str) -> Result<Option<Value>, serde_json::Error> {
+    frame
+        .get(name)
+        .map(|raw| serde_json::from_str(raw.get()))
+        .transpose()
+}
+
 fn decode_text(text: &str) -> Decoded {
-    let frame: ClientFrame = match serde_json::from_str(text) {
+    let parsed = serde_json::from_str::<ClientFrame<'_>>(text).and_then(|frame| {
+        let kind = field(&frame, "type")?;
+        let id = field(&frame, "id")?;
+        Ok((frame, kind, id))
+    });
+    let (frame, kind, id) = match parsed {
         Ok(f) => f,
         Err(e) => {
             return Decoded::reject(
@@ -98,7 +110,7 @@ fn decode_text(text: &str) -> Decoded {
             )
         }
     };
-    let reply_to = match frame.id {
+    let reply_to = match id {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(RequestId::Text(s)),
         Some(Value::Number(n)) if n.is_i64() => {
@@ -112,7 +124,7 @@ fn decode_text(text: &str) -> Decoded {
             )
         }
     };
-    let kind = match frame.kind {
+    let kind = match kind {
         Some(Value::String(s)) => s,
         _ => {
             return Decoded::reject(
@@ -122,7 +134,12 @@ fn decode_text(text: &str) -> Decoded {
             )
         }
     };
-    let data = frame.data.unwrap_or(Value::Object(frame.rest));
+    // `data`, or the frame itself when the fields sit at the top level (`type` and `id` are then
+    // fields the request's struct does not know, and ignores).
+    let data = match frame.get("data") {
+        Some(d) if d.get() != "null" => d.get(),
+        _ => text,
+    };
     let request = match kind.as_str() {
         "subscribe" => parse::<SubscribeData>(data).and_then(|d| {
             let channel = match (d.channel, d.entity_type, d.entity_id) {
@@ -151,7 +168,7 @@ fn decode_text(text: &str) -> Decoded {
         "ping" => Ok(Request::Ping),
         "invoke" => parse::<InvokeData>(data).map(|d| Request::Invoke {
             method: d.method,
-            args: d.args,
+            args: d.args.into_iter().map(JsonArg).collect(),
         }),
         other => {
             return Decoded::reject(
@@ -169,8 +186,8 @@ fn decode_text(text: &str) -> Decoded {
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(data: Value) -> Result<T, String> {
-    serde_json::from_value(data).map_err(|e| e.to_string())
+fn parse<T: for<'de> Deserialize<'de>>(data: &str) -> Result<T, String> {
+    serde_json::from_str(data).map_err(|e| e.to_string())
 }
 
 #[derive(Serialize)]
@@ -385,7 +402,8 @@ mod tests {
         ) {
             Decoded::Request(inb) => match inb.request {
                 Request::Publish { data, event, .. } => {
-                    assert_eq!(data.get(), r#"{"a":[1,2]}"#);
+                    // Exactly as sent (never parsed), as on REST.
+                    assert_eq!(data.get(), r#"{"a": [1, 2]}"#);
                     assert_eq!(event, "E");
                 }
                 other => panic!("{other:?}"),
@@ -404,7 +422,7 @@ mod tests {
             Decoded::Request(Inbound {
                 reply_to: Some(RequestId::Text(id)),
                 request: Request::Invoke { method, args },
-            }) if id == "m1" && method == "SendMessage" && args == vec![Value::from("bob"), Value::from("hi")]
+            }) if id == "m1" && method == "SendMessage" && args.iter().map(JsonArg::get).eq(["\"bob\"", "\"hi\""])
         ));
         let d = decode(r#"{"type":"invoke","data":{"method":"MarkRead"}}"#);
         assert!(
@@ -509,7 +527,7 @@ mod tests {
                 id: Arc::from("e2"),
                 channel: ChannelName::parse(channel).unwrap(),
                 event: EventName::parse("EntityChanged").unwrap(),
-                data: Arc::from(RawValue::from_string(data.into()).unwrap()),
+                data: crate::payload::Payload::test(data),
                 ts: 1_700_000_000_123,
             };
             Envelope::new(draft, 3, Arc::from("ep"), NodeId(Arc::from("n1")))

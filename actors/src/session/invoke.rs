@@ -17,7 +17,7 @@ use super::Session;
 use crate::authorizer::Action;
 use crate::broker::{BrokerError, Subscribe, Subscriber};
 use crate::channel::ChannelName;
-use crate::codec::{Outcome, ReplyTo};
+use crate::codec::{JsonArg, Outcome, ReplyTo};
 use crate::codes::ErrorCode;
 use crate::envelope::{Draft, Envelope};
 use crate::hub_methods::{HubCall, HubMethodError, SessionAction};
@@ -28,14 +28,22 @@ type Completion = (ReplyTo, Result<Option<Value>, HubMethodError>);
 
 impl Session {
     /// Hands `method` to the node's hub methods; "unknown method" when there are none or they do
-    /// not know it.
+    /// not know it. Every argument passes the payload check first (`bad_payload`), which also
+    /// makes it safe to parse.
     pub(super) fn invoke(
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         reply_to: ReplyTo,
         method: String,
-        args: Vec<Value>,
+        args: Vec<JsonArg>,
     ) {
+        let args = match self.invoke_args(args) {
+            Ok(args) => args,
+            Err((code, message)) => {
+                log::info!("{} {method}: {message}", self.log_ctx());
+                return self.reply(ctx, &reply_to, Outcome::Error { code, message });
+            }
+        };
         let unknown = format!("unknown method '{method}'");
         let call = HubCall {
             identity: self.identity.clone(),
@@ -53,6 +61,20 @@ impl Session {
         ctx.spawn(reply.into_actor(self).map(move |reply, act, ctx| {
             act.apply(ctx, reply.actions.into(), Some((reply_to, reply.result)))
         }));
+    }
+
+    /// The arguments as values, each within the payload limits.
+    fn invoke_args(&self, args: Vec<JsonArg>) -> Result<Vec<Value>, (ErrorCode, String)> {
+        args.into_iter()
+            .map(|arg| {
+                let checked = self
+                    .node
+                    .check_payload(arg.into_raw(), self.codec.label())
+                    .map_err(|e| (ErrorCode::BadPayload, e.to_string()))?;
+                serde_json::from_str(checked.get())
+                    .map_err(|e| (ErrorCode::BadRequest, format!("argument: {e}")))
+            })
+            .collect()
     }
 
     /// Tells the hub methods this connection is ready for events, and applies what they answer

@@ -812,6 +812,13 @@ impl Session {
             Ok(e) => e,
             Err(e) => return self.reply(ctx, &reply_to, error(ErrorCode::BadEvent, e.to_string())),
         };
+        let data = match self.node.check_payload(data, self.codec.label()) {
+            Ok(d) => d,
+            Err(e) => {
+                log::info!("{} publish to {channel}: {e}", self.log_ctx());
+                return self.reply(ctx, &reply_to, error(ErrorCode::BadPayload, e.to_string()));
+            }
+        };
         if let Some(tenant) = channel.tenant().or(self.identity.tenant.as_ref()) {
             if let Err(e) = self.node.quotas.take_publish(tenant) {
                 return self.reply(

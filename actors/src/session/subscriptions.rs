@@ -216,7 +216,6 @@ mod tests {
     use super::*;
     use crate::envelope::{Draft, EventName};
     use crate::ids::NodeId;
-    use serde_json::value::RawValue;
 
     fn ch() -> ChannelName {
         ChannelName::parse("user:u").unwrap()
@@ -226,7 +225,7 @@ mod tests {
         let draft = Draft::new(
             ch(),
             EventName::parse("E").unwrap(),
-            Arc::from(RawValue::from_string("null".into()).unwrap()),
+            crate::payload::Payload::test("null"),
         );
         Arc::new(Envelope::new(
             draft,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::message::Completion;
-use crate::codec::{Outcome, Request};
+use crate::codec::{JsonArg, Outcome, Request};
 use crate::codes::ErrorCode;
 use crate::envelope::StreamPosition;
 use crate::identity::Identity;
@@ -103,8 +103,9 @@ impl Method {
     }
 }
 
-/// Turns an invocation into a request for the session.
-pub fn request(identity: &Identity, target: &str, args: Vec<Value>) -> Result<Request, HubError> {
+/// Turns an invocation into a request for the session. `Publish`'s `data` stays JSON text for the
+/// session's payload check; the other arguments of the methods mapped here are small and parsed.
+pub fn request(identity: &Identity, target: &str, args: Vec<JsonArg>) -> Result<Request, HubError> {
     let Some(method) = Method::lookup(target) else {
         return Ok(Request::Invoke {
             method: target.to_owned(),
@@ -117,7 +118,23 @@ pub fn request(identity: &Identity, target: &str, args: Vec<Value>) -> Result<Re
     if extra.is_some() {
         return Err(bad());
     }
-    match (method, a, b, c) {
+    let value = |arg: Option<JsonArg>| -> Result<Option<Value>, HubError> {
+        arg.map(|a| serde_json::from_str(a.get()).map_err(|_| bad()))
+            .transpose()
+    };
+    if method == Method::Publish {
+        return match (value(a)?, value(b)?, c) {
+            (Some(Value::String(channel)), Some(Value::String(event)), Some(data)) => {
+                Ok(Request::Publish {
+                    channel,
+                    event,
+                    data: Arc::from(data.into_raw()),
+                })
+            }
+            _ => Err(bad()),
+        };
+    }
+    match (method, value(a)?, value(b)?, value(c)?) {
         (Method::Ping, None, None, None) => Ok(Request::Ping),
         (Method::JoinOrderChannel, Some(order), None, None) => Ok(Request::Subscribe {
             channel: order_channel(identity, method, order)?,
@@ -135,14 +152,6 @@ pub fn request(identity: &Identity, target: &str, args: Vec<Value>) -> Result<Re
         }
         (Method::Unsubscribe, Some(Value::String(channel)), None, None) => {
             Ok(Request::Unsubscribe { channel })
-        }
-        (Method::Publish, Some(Value::String(channel)), Some(Value::String(event)), Some(data)) => {
-            let data = serde_json::value::to_raw_value(&data).map_err(|_| bad())?;
-            Ok(Request::Publish {
-                channel,
-                event,
-                data: Arc::from(data),
-            })
         }
         _ => Err(bad()),
     }
@@ -217,6 +226,10 @@ pub(crate) mod tests {
 
     fn map(target: &str, args: Value) -> Result<Request, HubError> {
         let Value::Array(args) = args else { panic!() };
+        let args = args
+            .iter()
+            .map(|a| JsonArg(serde_json::value::to_raw_value(a).unwrap()))
+            .collect();
         request(&staff(Some("acme")), target, args)
     }
 
@@ -240,7 +253,8 @@ pub(crate) mod tests {
 
     #[test]
     fn order_channels_need_a_tenant_and_a_clean_id() {
-        let e = request(&staff(None), "JoinOrderChannel", vec![json!("o1")]).unwrap_err();
+        let o1 = JsonArg(serde_json::value::to_raw_value("o1").unwrap());
+        let e = request(&staff(None), "JoinOrderChannel", vec![o1]).unwrap_err();
         assert_eq!(e.code(), ErrorCode::Forbidden);
         assert!(e.to_string().contains("tenantKey"), "{e}");
         let e = map("JoinOrderChannel", json!(["a:b"])).unwrap_err();

@@ -1,28 +1,49 @@
 //! The JSON hub protocol's records: reading a client record into a [`HubMessage`], and writing
 //! Completion, Ping and Close records (each ended by 0x1E, sent in text frames).
+//!
+//! A record is read field by field as raw JSON text: an invocation's `arguments` stay text
+//! ([`JsonArg`]), because they may carry event data nested deeper than the parser's limit, which
+//! the session's payload check refuses with an answer to the caller.
+
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::framing::RECORD_SEPARATOR;
 use super::message::{kind, Completion, HubMessage, RecordError};
-use crate::codec::{OutFrame, RequestId};
+use crate::codec::{JsonArg, OutFrame, RequestId};
 
 const FORMAT: &str = "JSON";
 
 /// Reads one record (the bytes between separators).
 pub fn parse_record(record: &[u8]) -> Result<HubMessage, RecordError> {
-    let value: Value = serde_json::from_slice(record).map_err(|e| RecordError::Malformed {
+    let malformed = |detail: String| RecordError::Malformed {
         format: FORMAT,
-        detail: e.to_string(),
-    })?;
-    let Value::Object(mut fields) = value else {
-        return Err(RecordError::Malformed {
-            format: FORMAT,
-            detail: "a hub message must be a JSON object".to_owned(),
-        });
+        detail,
     };
+    let text = std::str::from_utf8(record).map_err(|e| malformed(e.to_string()))?;
+    let raw: HashMap<String, &RawValue> = serde_json::from_str(text).map_err(|e| {
+        malformed(if e.is_data() {
+            "a hub message must be a JSON object".to_owned()
+        } else {
+            e.to_string()
+        })
+    })?;
+    // Every field but the arguments is small: read as values (one nested beyond the parser's
+    // limit makes the record unreadable, as before).
+    let mut args = None;
+    let mut fields = Map::new();
+    for (name, value) in raw {
+        if name == "arguments" {
+            args = Some(value);
+            continue;
+        }
+        let value = serde_json::from_str(value.get()).map_err(|e| malformed(e.to_string()))?;
+        fields.insert(name, value);
+    }
     let message_type = match fields.get("type") {
         Some(Value::Number(n)) => n.as_i64(),
         _ => None,
@@ -32,8 +53,8 @@ pub fn parse_record(record: &[u8]) -> Result<HubMessage, RecordError> {
         kind::INVOCATION => {
             let id = invocation_id(&fields)?;
             let target = target(&mut fields, &id)?;
-            let args = match fields.remove("arguments") {
-                Some(Value::Array(args)) => args,
+            let args = match args.map(|a| serde_json::from_str::<Vec<Box<RawValue>>>(a.get())) {
+                Some(Ok(args)) => args.into_iter().map(JsonArg).collect(),
                 _ => {
                     return Err(RecordError::invalid(
                         id,
@@ -209,6 +230,25 @@ mod tests {
         parse_record(s.as_bytes())
     }
 
+    fn arg(v: Value) -> JsonArg {
+        JsonArg(serde_json::value::to_raw_value(&v).unwrap())
+    }
+
+    #[test]
+    fn arguments_of_any_depth_are_read_as_text() {
+        let deep = format!("{}1{}", "[".repeat(500), "]".repeat(500));
+        let record = format!(
+            r#"{{"type":1,"invocationId":"3","target":"Publish","arguments":["c","E",{deep}]}}"#
+        );
+        match parse(&record) {
+            Ok(HubMessage::Invocation { id, args, .. }) => {
+                assert_eq!(id, Some(RequestId::Text("3".into())));
+                assert_eq!(args[2].get(), deep);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn text(frame: OutFrame) -> String {
         match frame {
             OutFrame::Text(b) => String::from_utf8(b.to_vec()).unwrap(),
@@ -225,7 +265,7 @@ mod tests {
             Ok(HubMessage::Invocation {
                 id: Some(RequestId::Text("0".into())),
                 target: "JoinOrderChannel".into(),
-                args: vec![json!("o1")],
+                args: vec![arg(json!("o1"))],
                 streams: false,
             })
         );

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::codec::{ReplyTo, RequestId};
+use crate::codec::{JsonArg, ReplyTo, RequestId};
 use crate::codes::ErrorCode;
 
 /// The hub protocol's message type numbers.
@@ -27,7 +27,8 @@ pub enum HubMessage {
     Invocation {
         id: Option<RequestId>,
         target: String,
-        args: Vec<Value>,
+        /// As JSON text: an argument may carry event data of any depth (see [`JsonArg`]).
+        args: Vec<JsonArg>,
         /// The call also uploads streams (non-empty `streamIds`).
         streams: bool,
     },
@@ -78,6 +79,10 @@ pub enum RecordError {
     /// when one could be read, so the caller gets a completion error instead of waiting forever.
     #[error("{message}")]
     Invalid { reply_to: ReplyTo, message: String },
+    /// An argument nested deeper than the reader can hold (MessagePack records are read whole);
+    /// answered like data refused by the payload limits.
+    #[error("{message}")]
+    TooDeep { reply_to: ReplyTo, message: String },
 }
 
 impl RecordError {
@@ -93,6 +98,7 @@ impl RecordError {
         match self {
             RecordError::Malformed { .. } => ErrorCode::BadJson,
             RecordError::Invalid { .. } => ErrorCode::BadRequest,
+            RecordError::TooDeep { .. } => ErrorCode::BadPayload,
         }
     }
 
@@ -100,7 +106,9 @@ impl RecordError {
     pub fn reply_to(&self) -> ReplyTo {
         match self {
             RecordError::Malformed { .. } => None,
-            RecordError::Invalid { reply_to, .. } => reply_to.clone(),
+            RecordError::Invalid { reply_to, .. } | RecordError::TooDeep { reply_to, .. } => {
+                reply_to.clone()
+            }
         }
     }
 }

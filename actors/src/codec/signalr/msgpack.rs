@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::framing::write_varint;
 use super::message::{kind, Completion, HubMessage, RecordError};
-use crate::codec::{OutFrame, RequestId};
+use crate::codec::{JsonArg, OutFrame, RequestId};
 
 const FORMAT: &str = "MessagePack";
 
@@ -34,8 +34,24 @@ pub fn parse_record(body: &[u8]) -> Result<HubMessage, RecordError> {
         detail,
     };
     let mut reader = body;
-    let value = rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH)
-        .map_err(|e| malformed(e.to_string()))?;
+    let value = match rmpv::decode::read_value_with_max_depth(&mut reader, MAX_DEPTH) {
+        Ok(v) => v,
+        // The reader recurses, so it must stop somewhere; the caller still gets an answer.
+        Err(rmpv::decode::Error::DepthLimitExceeded) => {
+            return Err(match invocation_head(body) {
+                Some((reply_to, target)) => RecordError::TooDeep {
+                    reply_to,
+                    message: format!(
+                        "bad_payload: an argument of '{target}' is nested more than {} levels \
+                         deep, deeper than a MessagePack record may be",
+                        MAX_DEPTH / 2
+                    ),
+                },
+                None => malformed(rmpv::decode::Error::DepthLimitExceeded.to_string()),
+            })
+        }
+        Err(e) => return Err(malformed(e.to_string())),
+    };
     if !reader.is_empty() {
         return Err(malformed(format!(
             "{} bytes follow the message inside its length prefix",
@@ -59,7 +75,12 @@ pub fn parse_record(body: &[u8]) -> Result<HubMessage, RecordError> {
             let args = match items.next() {
                 Some(Mp::Array(args)) => args
                     .into_iter()
-                    .map(to_json)
+                    .map(|a| {
+                        let value = to_json(a)?;
+                        serde_json::value::to_raw_value(&value)
+                            .map(JsonArg)
+                            .map_err(|e| e.to_string())
+                    })
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| {
                         RecordError::invalid(id.clone(), format!("'{target}' argument: {e}"))
@@ -106,6 +127,28 @@ pub fn parse_record(body: &[u8]) -> Result<HubMessage, RecordError> {
         },
         other => HubMessage::Unknown(other),
     })
+}
+
+/// The invocation id and target of an Invocation record too deep to read whole: the array header
+/// is skipped by hand and the elements before the arguments are read one at a time.
+fn invocation_head(body: &[u8]) -> Option<(Option<RequestId>, String)> {
+    // fixarray, array 16, array 32: the marker, then 0, 2 or 4 length bytes.
+    let (&marker, rest) = body.split_first()?;
+    let length_bytes = match marker {
+        0x90..=0x9f => 0,
+        0xdc => 2,
+        0xdd => 4,
+        _ => return None,
+    };
+    let mut rest = rest.get(length_bytes..)?;
+    let mut next = || rmpv::decode::read_value_with_max_depth(&mut rest, MAX_DEPTH).ok();
+    if next()?.as_i64()? != kind::INVOCATION {
+        return None;
+    }
+    let _headers = next()?;
+    let id = invocation_id(next()).ok()?;
+    let target = target(next(), &id).ok()?;
+    Some((id, target))
 }
 
 /// The `sequenceId` of an Ack or Sequence record.
@@ -259,6 +302,7 @@ pub fn close(error: Option<&str>, allow_reconnect: bool) -> OutFrame {
 pub(crate) mod tests {
     use super::*;
     use serde_json::json;
+    use serde_json::value::RawValue;
 
     /// Encodes `value` as one MessagePack record body.
     pub(crate) fn body(value: &Mp) -> Vec<u8> {
@@ -303,7 +347,7 @@ pub(crate) mod tests {
             Ok(HubMessage::Invocation {
                 id: Some(RequestId::Text("xyz".into())),
                 target: "method".into(),
-                args: vec![json!(42)],
+                args: vec![JsonArg(RawValue::from_string("42".into()).unwrap())],
                 streams: false,
             })
         );
@@ -392,10 +436,27 @@ pub(crate) mod tests {
         let HubMessage::Invocation { args, .. } = parsed else {
             panic!("{parsed:?}")
         };
+        let args: Vec<Value> = args
+            .iter()
+            .map(|a| serde_json::from_str(a.get()).unwrap())
+            .collect();
         assert_eq!(
             Value::Array(args),
             json!(["o1", -3, u64::MAX, 1.5, null, true, "aGVsbG8=", {"a":[1],"2":"two"}])
         );
+    }
+
+    #[test]
+    fn arguments_too_deep_to_read_are_answered_as_bad_payload() {
+        let mut deep = Mp::from(1);
+        for _ in 0..200 {
+            deep = Mp::Array(vec![deep]);
+        }
+        let args = vec![Mp::from("c"), Mp::from("E"), deep];
+        let e = parse_record(&body(&invocation(Mp::from("9"), "Publish", args))).unwrap_err();
+        assert_eq!(e.code(), crate::codes::ErrorCode::BadPayload);
+        assert_eq!(e.reply_to(), Some(RequestId::Text("9".into())));
+        assert!(e.to_string().starts_with("bad_payload: "), "{e}");
     }
 
     #[test]

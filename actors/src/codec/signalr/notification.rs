@@ -79,8 +79,17 @@ pub fn encode_notification_json(env: &Envelope) -> Bytes {
 /// `[1, {}, nil, "<event>", [{…}]]` with its varint length prefix, shared by every MessagePack
 /// hub session.
 pub fn encode_notification_msgpack(env: &Envelope) -> Bytes {
-    // MessagePack needs a structured value; parsing `data` here happens once per node.
-    let data: serde_json::Value = serde_json::from_str(env.data.get()).unwrap_or_default();
+    // MessagePack needs a structured value; parsing `data` here happens once per node. Checked
+    // data always parses; data stored before the payload limits existed (an old history entry)
+    // may not, and goes out as nil rather than failing the frame.
+    let data: serde_json::Value = serde_json::from_str(env.data.get()).unwrap_or_else(|e| {
+        log::warn!(
+            "{} offset {}: data sent as nil to MessagePack clients: {e}",
+            env.channel,
+            env.offset
+        );
+        serde_json::Value::Null
+    });
     let headers = std::collections::BTreeMap::<String, String>::new();
     let encoded = if sent_bare(&env.channel, &env.event) {
         rmp_serde::to_vec_named(&(1u8, headers, (), env.event.as_str(), [data]))
@@ -123,9 +132,7 @@ mod tests {
                 id: Arc::from("e3"),
                 channel: ChannelName::parse(channel).unwrap(),
                 event: EventName::parse(event).unwrap(),
-                data: Arc::from(
-                    RawValue::from_string(r#"{"content":"<b>hi</b>"}"#.into()).unwrap(),
-                ),
+                data: crate::payload::Payload::test(r#"{"content":"<b>hi</b>"}"#),
                 ts: 1_700_000_000_123,
             };
             Envelope::new(draft, 2, Arc::from("ep"), NodeId(Arc::from("n1")))
