@@ -13,6 +13,7 @@ mod cluster;
 mod delivery;
 mod dining_sessions;
 mod domain_events;
+mod hardening_frames;
 mod isolation;
 mod native_bad_input;
 mod operations;

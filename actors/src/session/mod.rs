@@ -11,6 +11,7 @@
 //! answered with HTTP 429); everything is unregistered exactly once, in `stopped()`.
 
 mod invoke;
+mod read_errors;
 pub mod resume;
 pub mod subscriptions;
 
@@ -25,6 +26,7 @@ use bytes::{Bytes, BytesMut};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use prometheus::local::LocalHistogram;
 
+use self::read_errors::ReadFailure;
 use self::resume::{Parked, SendBuffer};
 use self::subscriptions::{Accept, BeginError, Subscriptions};
 use crate::activity::Observe;
@@ -932,10 +934,29 @@ impl Session {
             } else {
                 match std::str::from_utf8(&buf) {
                     Ok(text) => self.on_data(ctx, InFrame::Text(text)),
-                    Err(_) => self.close(ctx, CloseCode::ProtocolError),
+                    Err(e) => self.bad_read(ctx, read_errors::INVALID_UTF8, &e),
                 }
             }
         }
+    }
+
+    /// A frame that broke the WebSocket protocol: counted, logged, and closed with its code.
+    fn bad_read(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        failure: ReadFailure,
+        error: &dyn std::fmt::Display,
+    ) {
+        let ReadFailure::Bad { close, label } = failure else {
+            return;
+        };
+        self.node
+            .metrics
+            .bad_frames
+            .with_label_values(&[label])
+            .inc();
+        log::info!("{} bad websocket frame ({label}): {error}", self.log_ctx());
+        self.close(ctx, close);
     }
 }
 
@@ -1064,29 +1085,15 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 ctx.close(reason);
                 ctx.stop();
             }
-            Err(ws::ProtocolError::Overflow) => {
-                self.node
-                    .metrics
-                    .bad_frames
-                    .with_label_values(&["frame_too_big"])
-                    .inc();
-                self.close(ctx, CloseCode::MessageTooBig);
-            }
-            Err(ws::ProtocolError::Io(e)) => {
-                // The peer vanished (EOF, reset): an unclean drop, which a resumable connection
-                // survives; nothing can be written to it any more.
-                log::debug!("{} connection lost: {e}", self.log_ctx());
-                ctx.stop();
-            }
-            Err(e) => {
-                self.node
-                    .metrics
-                    .bad_frames
-                    .with_label_values(&["ws_protocol"])
-                    .inc();
-                log::info!("{} websocket protocol error: {e}", self.log_ctx());
-                self.close(ctx, CloseCode::ProtocolError);
-            }
+            Err(e) => match read_errors::classify(&e) {
+                ReadFailure::PeerLost => {
+                    // An unclean drop, which a resumable connection survives; nothing can be
+                    // written to it any more.
+                    log::debug!("{} connection lost: {e}", self.log_ctx());
+                    ctx.stop();
+                }
+                bad => self.bad_read(ctx, bad, &e),
+            },
         }
     }
 
