@@ -14,6 +14,8 @@ mod delivery;
 mod dining_sessions;
 mod domain_events;
 mod hardening_frames;
+mod hardening_policy;
+mod hardening_replies;
 mod isolation;
 mod native_bad_input;
 mod operations;
