@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 use crate::hub_client::{HubClient, HubOptions};
+use crate::redis_server::RedisServer;
 
 const QUOTA_SUBSCRIPTIONS: &str =
     "switchyard_quota_exceeded_total{quota=\"subscriptions\",tenant=\"pets\"}";
@@ -53,12 +54,18 @@ async fn conversation(app: &TestApp) -> String {
     c["id"].as_str().unwrap().to_owned()
 }
 
+/// Invokes a hub method over the native protocol; its reply (notifications are skipped: the chat
+/// announces a leave on the conversation before the connection leaves it).
 async fn invoke(ws: &mut WsClient, id: &str, method: &str, args: Value) -> Value {
     ws.send_json(json!({"type":"invoke","id":id,"data":{"method":method,"args":args}}))
         .await;
-    let reply = ws.recv_event().await;
-    assert_eq!(reply["id"], id, "{reply}");
-    reply
+    loop {
+        let reply = ws.recv().await;
+        if reply["type"] != "notification" {
+            assert_eq!(reply["id"], id, "{reply}");
+            return reply;
+        }
+    }
 }
 
 #[actix_web::test]
@@ -130,26 +137,47 @@ async fn next_activity(ws: &mut WsClient, event: &str) -> Value {
     }
 }
 
+/// `alice` joins and leaves her conversation through the chat methods on `node`; the console
+/// (subscribed to the activity stream, possibly on another node) sees both.
+async fn joins_and_leaves_show(node: &TestApp, console: &mut WsClient, conv: &str) {
+    let mut alice = node.connect(&customer("pets", "alice", None)).await;
+    next_activity(console, "ConnectionOpened").await;
+    let joined = invoke(&mut alice, "j", "JoinConversation", json!([conv])).await;
+    assert_eq!(joined["type"], "result", "{joined}");
+    let channel = format!("conversation:{conv}");
+    assert_eq!(
+        next_activity(console, "Subscribed").await,
+        json!({"userId": "alice", "channel": channel})
+    );
+    let left = invoke(&mut alice, "l", "LeaveConversation", json!([conv])).await;
+    assert_eq!(left["type"], "result", "{left}");
+    assert_eq!(
+        next_activity(console, "Unsubscribed").await,
+        json!({"userId": "alice", "channel": channel})
+    );
+}
+
 #[actix_web::test]
 async fn hub_method_joins_and_leaves_show_in_the_tenant_activity() {
     let app = spawn_app().await;
     let conv = conversation(&app).await;
     let mut console = app.connect(&operator()).await;
     console.subscribed("tenant:pets:activity").await;
+    joins_and_leaves_show(&app, &mut console, &conv).await;
+}
 
-    let mut alice = app.connect(&customer("pets", "alice", None)).await;
-    next_activity(&mut console, "ConnectionOpened").await;
-    let joined = invoke(&mut alice, "j", "JoinConversation", json!([conv])).await;
-    assert_eq!(joined["type"], "result", "{joined}");
-    let channel = format!("conversation:{conv}");
-    assert_eq!(
-        next_activity(&mut console, "Subscribed").await,
-        json!({"userId": "alice", "channel": channel})
-    );
-    let left = invoke(&mut alice, "l", "LeaveConversation", json!([conv])).await;
-    assert_eq!(left["type"], "result", "{left}");
-    assert_eq!(
-        next_activity(&mut console, "Unsubscribed").await,
-        json!({"userId": "alice", "channel": channel})
-    );
+#[actix_web::test]
+async fn hub_method_joins_and_leaves_show_in_the_tenant_activity_on_a_cluster() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let db = TestDb::postgres().await;
+    let cluster =
+        |s: &mut switchyard::settings::Settings| cluster_settings(s, &redis.url(), &prefix);
+    let a = spawn_app_with_db(&db, cluster).await;
+    let b = spawn_app_with_db(&db, cluster).await;
+    let conv = conversation(&b).await;
+    // The console on node a, the chat user on node b.
+    let mut console = a.connect(&operator()).await;
+    console.subscribed("tenant:pets:activity").await;
+    joins_and_leaves_show(&b, &mut console, &conv).await;
 }
