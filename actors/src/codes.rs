@@ -4,8 +4,8 @@
 //! Close codes 4000-4002 and 4004 mean "reconnect now" (and recover from history where the protocol
 //! allows); 4003 (an operator's eviction) and 4400-4499 mean "something must change before
 //! reconnecting" (a fresh token, a slower rate). [`CloseCode::reconnect`] is the authority.
-//! Standard codes: 1000 normal, 1002 protocol error, 1009 frame too big, 1011 internal error,
-//! 1012 server restarting (reconnect).
+//! Standard codes: 1000 normal, 1002 protocol error, 1007 invalid payload data (text that is not
+//! UTF-8), 1009 frame too big, 1011 internal error, 1012 server restarting (reconnect).
 
 use serde::Serialize;
 
@@ -20,6 +20,8 @@ pub enum CloseCode {
     /// protocol is answered with an `unsupported_frame` error frame instead, and the connection
     /// stays open.
     UnsupportedData,
+    /// 1007: a text message was not valid UTF-8 (in one frame or across fragments).
+    InvalidPayload,
     /// 1009: a frame (or reassembled message) exceeded `session.max_frame_bytes`.
     MessageTooBig,
     /// 1011: the server failed unexpectedly; reconnect.
@@ -49,10 +51,11 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 15] = [
+    pub const ALL: [CloseCode; 16] = [
         CloseCode::Normal,
         CloseCode::ProtocolError,
         CloseCode::UnsupportedData,
+        CloseCode::InvalidPayload,
         CloseCode::MessageTooBig,
         CloseCode::InternalError,
         CloseCode::ServerRestart,
@@ -72,6 +75,7 @@ impl CloseCode {
             CloseCode::Normal => 1000,
             CloseCode::ProtocolError => 1002,
             CloseCode::UnsupportedData => 1003,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::MessageTooBig => 1009,
             CloseCode::InternalError => 1011,
             CloseCode::ServerRestart => 1012,
@@ -93,6 +97,7 @@ impl CloseCode {
             CloseCode::Normal => "normal closure",
             CloseCode::ProtocolError => "websocket protocol error",
             CloseCode::UnsupportedData => "unsupported frame type",
+            CloseCode::InvalidPayload => "invalid payload data: text is not valid UTF-8",
             CloseCode::MessageTooBig => "frame too big",
             CloseCode::InternalError => "internal error",
             CloseCode::ServerRestart => "server restarting, reconnect",
@@ -127,6 +132,7 @@ impl CloseCode {
             CloseCode::Normal => "normal",
             CloseCode::ProtocolError => "protocol_error",
             CloseCode::UnsupportedData => "unsupported_data",
+            CloseCode::InvalidPayload => "invalid_payload",
             CloseCode::MessageTooBig => "message_too_big",
             CloseCode::InternalError => "internal_error",
             CloseCode::ServerRestart => "server_restart",

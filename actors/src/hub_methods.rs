@@ -45,8 +45,9 @@ pub struct HubCall {
 #[derive(Clone, Debug)]
 pub enum SessionAction {
     /// Subscribe this connection to a channel. The handler has checked the right to; the session
-    /// still applies the channel rules (and the authorizer for stored-data channels). Joining a
-    /// channel the connection already has is not an error.
+    /// still applies everything a `subscribe` gets: the tenant's subscription quota, the
+    /// connection's limit, the channel rules (and the authorizer for stored-data channels), and the
+    /// activity observation. Joining a channel the connection already has is not an error.
     Join(ChannelName),
     /// Unsubscribe this connection from a channel (nothing if it is not subscribed).
     Leave(ChannelName),

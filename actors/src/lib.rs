@@ -12,6 +12,7 @@
 //! | `storage.rs` | the error the storage seams (traits implemented in `src/store/`) report |
 //! | `codec/` | wire protocols: native JSON, SignalR JSON and MessagePack |
 //! | `channel.rs`, `rules.rs` | the channel grammar and who may use which channel |
+//! | `publish_policy.rs` | the checks every client publish passes, in one order: rules, then quota |
 //! | `envelope.rs`, `history.rs` | the one event envelope and in-memory history |
 //! | `payload.rs` | the one validation of an event's data (depth and size), for every way in |
 //! | `cluster/`, `redis_bridge.rs` | cluster mode: Redis commands and the [`redis_bridge::RedisBridge`] actor |
@@ -44,6 +45,7 @@ pub mod outbox;
 pub mod payload;
 pub mod pg_listener;
 pub mod presence_hook;
+pub mod publish_policy;
 pub mod quotas;
 pub mod redis_bridge;
 pub mod rules;

@@ -6,9 +6,8 @@ use serde_json::value::RawValue;
 use switchyard_actors::broker::BrokerError;
 use switchyard_actors::channel::ChannelName;
 use switchyard_actors::envelope::{Draft, EventName};
-use switchyard_actors::identity::Identity;
 use switchyard_actors::node::PublishError;
-use switchyard_actors::rules::{self, Decision};
+use switchyard_actors::publish_policy::{admit_publish, PublishRefused};
 
 use crate::auth::Caller;
 use crate::problem::ApiError;
@@ -37,27 +36,16 @@ pub async fn publish(
         .map_err(|e| ApiError::BadRequest(format!("channel: {e}")))?;
     let event =
         EventName::parse(&body.event).map_err(|e| ApiError::BadRequest(format!("event: {e}")))?;
-    match rules::can_publish(&who, channel.kind()) {
-        Decision::Allow => {}
-        Decision::Deny(v) => return Err(ApiError::Forbidden(v.rule)),
-        Decision::Lookup => {
-            state
-                .node
-                .authorizer
-                .authorize(
-                    who.clone(),
-                    channel.clone(),
-                    switchyard_actors::authorizer::Action::Publish,
-                )
-                .await
-                .map_err(|v| ApiError::Forbidden(v.rule))?;
-        }
-    }
     let data = state
         .node
         .check_payload(body.data, PAYLOAD_SOURCE)
         .inspect_err(|e| log::info!("publish to {channel} by {}: {e}", who.user_id))?;
-    take_publish_quota(&state, &who, &channel)?;
+    admit_publish(state.node.clone(), who.clone(), channel.clone())
+        .await
+        .map_err(|e| match e {
+            PublishRefused::Forbidden(rule) => ApiError::Forbidden(rule),
+            PublishRefused::Quota(q) => ApiError::TooManyRequests(q.to_string()),
+        })?;
     let draft = Draft::new(channel, event, data);
     let ack = state
         .node
@@ -65,22 +53,6 @@ pub async fn publish(
         .await
         .map_err(publish_error)?;
     Ok(HttpResponse::Accepted().json(ack))
-}
-
-/// Takes one publish from the quota of the channel's tenant (or the caller's): 429 when spent.
-pub fn take_publish_quota(
-    state: &AppState,
-    who: &Identity,
-    channel: &ChannelName,
-) -> Result<(), ApiError> {
-    match channel.tenant().or(who.tenant.as_ref()) {
-        Some(tenant) => state
-            .node
-            .quotas
-            .take_publish(tenant)
-            .map_err(|e| ApiError::TooManyRequests(e.to_string())),
-        None => Ok(()),
-    }
 }
 
 /// Maps a refused publish onto HTTP.

@@ -136,6 +136,43 @@ impl HubClient {
         }
     }
 
+    /// Invokes `calls` (method, arguments) without awaiting in between, as `invoke()` calls made
+    /// in one go (the client sends them in one frame). Returns every result in the order the
+    /// completions arrived, each with the index of its call: `Ok(value)` or `Err(error message)`;
+    /// a completion that never arrives times out.
+    pub async fn invoke_together(
+        &mut self,
+        calls: &[(&str, Value)],
+    ) -> Vec<(usize, Result<Value, String>)> {
+        let first = self.next_id + 1;
+        self.next_id += calls.len() as u64;
+        let id_of = |i: usize| format!("i{}", first + i as u64);
+        let commands: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, (method, args))| json!({"id": id_of(i), "method": method, "args": args}))
+            .collect();
+        self.command(json!({"cmd":"invokeAll","calls":commands}))
+            .await;
+        let index_of = |v: &Value| (0..calls.len()).find(|&i| v["id"] == id_of(i).as_str());
+        let mut results = Vec::with_capacity(calls.len());
+        while results.len() < calls.len() {
+            let r = self
+                .wait_for(|v| v["type"] == "result" && index_of(v).is_some())
+                .await;
+            let i = index_of(&r).expect("matched above");
+            results.push((
+                i,
+                if r["ok"] == true {
+                    Ok(r["value"].clone())
+                } else {
+                    Err(r["error"].as_str().unwrap_or_default().to_owned())
+                },
+            ));
+        }
+        results
+    }
+
     /// The next `event` report for the event `name`; returns its first argument.
     pub async fn event(&mut self, name: &str) -> Value {
         let v = self

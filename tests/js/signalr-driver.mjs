@@ -9,6 +9,9 @@
 //    "reconnect":bool,"events":["NewOrder",…]}
 //   {"cmd":"on","event":"Name"}                 listen for one more event name
 //   {"cmd":"invoke","id":"r1","method":"Ping","args":[…]}
+//   {"cmd":"invokeAll","calls":[{"id":"r2","method":…,"args":[…]},…]}
+//                                               invokes without awaiting in between (the client
+//                                               sends them in one frame); one result each
 //   {"cmd":"send","method":"…","args":[…]}      fire-and-forget
 //   {"cmd":"token","token":…}                   what accessTokenFactory returns from now on
 //   {"cmd":"noop","id":…}                     answered in order: proves earlier commands ran
@@ -83,6 +86,18 @@ async function handle(c) {
         out({ type: "result", id: c.id, ok: false, error: String(e.message ?? e) });
       }
       return;
+    case "invokeAll":
+      // Every invoke() starts in this tick: the client's send queue batches them into one frame.
+      return Promise.all(
+        (c.calls ?? []).map(async (call) => {
+          try {
+            const value = await connection.invoke(call.method, ...(call.args ?? []));
+            out({ type: "result", id: call.id, ok: true, value: value === undefined ? null : value });
+          } catch (e) {
+            out({ type: "result", id: call.id, ok: false, error: String(e.message ?? e) });
+          }
+        }),
+      );
     case "send":
       await connection.send(c.method, ...(c.args ?? []));
       return out({ type: "send_done", method: c.method });

@@ -12,16 +12,12 @@ use actix::prelude::*;
 use actix_web_actors::ws;
 use serde_json::Value;
 
-use super::subscriptions::BeginError;
 use super::Session;
-use crate::authorizer::Action;
-use crate::broker::{BrokerError, Subscribe, Subscriber};
 use crate::channel::ChannelName;
 use crate::codec::{JsonArg, Outcome, ReplyTo};
 use crate::codes::ErrorCode;
 use crate::envelope::{Draft, Envelope};
 use crate::hub_methods::{HubCall, HubMethodError, SessionAction};
-use crate::rules::{self, Decision};
 
 /// A method's completion, written after its actions.
 type Completion = (ReplyTo, Result<Option<Value>, HubMethodError>);
@@ -58,9 +54,9 @@ impl Session {
             };
             return self.reply(ctx, &reply_to, outcome);
         };
-        ctx.spawn(reply.into_actor(self).map(move |reply, act, ctx| {
+        self.hold(ctx, reply.into_actor(self), move |act, ctx, reply| {
             act.apply(ctx, reply.actions.into(), Some((reply_to, reply.result)))
-        }));
+        });
     }
 
     /// The arguments as values, each within the payload limits.
@@ -106,20 +102,19 @@ impl Session {
             match action {
                 SessionAction::Join(channel) => {
                     if let Some(joined) = self.join(ctx, channel) {
-                        ctx.spawn(joined.map(move |res, act, ctx| match res {
+                        // Part of the request: later requests wait until the method completes.
+                        self.hold(ctx, joined, move |act, ctx, res| match res {
                             Ok(()) => act.apply(ctx, actions, completion),
                             Err(e) => {
                                 let failed = completion.map(|(to, _)| (to, Err(e)));
                                 act.apply(ctx, VecDeque::new(), failed)
                             }
-                        }));
+                        });
                         return;
                     }
                 }
                 SessionAction::Leave(channel) => {
-                    if self.subs.remove(&channel) {
-                        self.node.broker.unsubscribe(self.conn, [channel]);
-                    }
+                    self.leave_channel(&channel);
                 }
                 SessionAction::Push {
                     channel,
@@ -147,94 +142,34 @@ impl Session {
     }
 
     /// Subscribes this connection to `channel` without a reply frame of its own (the method's
-    /// completion answers). `None` when it is already subscribed; otherwise a future that
-    /// resolves once the broker registered it (the channel rules and, for stored-data channels,
-    /// the authorizer are applied on the way).
+    /// completion answers), through the same path as a `subscribe` request (quota, limits, rules,
+    /// authorizer, activity). `None` when it is already subscribed; otherwise a future that
+    /// resolves once the broker registered it.
     fn join(
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         channel: ChannelName,
     ) -> Option<LocalBoxActorFuture<Self, Result<(), HubMethodError>>> {
-        let refused = |code, message: String| {
-            Some(fut::ready(Err(HubMethodError::new(code, message))).boxed_local())
-        };
-        match self.subs.begin(&channel) {
-            Ok(_) => {}
-            Err(BeginError::Already) => return None,
-            Err(BeginError::TooMany) => {
-                return refused(
-                    ErrorCode::TooManySubscriptions,
-                    format!(
-                        "at most {} subscriptions per connection",
-                        self.node.sessions.max_subscriptions
-                    ),
-                )
-            }
+        if self.subs.contains(&channel) {
+            return None;
         }
-        let check = match rules::can_subscribe(&self.identity, channel.kind()) {
-            Decision::Allow => None,
-            Decision::Deny(v) => {
-                self.subs.cancel(&channel);
-                return refused(ErrorCode::Forbidden, v.rule);
-            }
-            Decision::Lookup => Some(self.node.authorizer.authorize(
-                self.identity.clone(),
-                channel.clone(),
-                Action::Subscribe,
-            )),
-        };
-        let msg = Subscribe {
-            channel: channel.clone(),
-            subscriber: Subscriber {
-                conn: self.conn,
-                wake: ctx.address().recipient(),
-                outbox: self.outbox.clone(),
-            },
-            since: None,
-        };
-        let broker = self.node.broker.clone();
-        let registered = async move {
-            if let Some(check) = check {
-                check
-                    .await
-                    .map_err(|v| HubMethodError::new(ErrorCode::Forbidden, v.rule))?;
-            }
-            broker
-                .subscribe(msg)
-                .await
-                .map_err(|e| HubMethodError::new(broker_error_code(&e), e.to_string()))
-        };
+        let joining = self.join_channel(ctx, channel.clone(), None);
         Some(
-            registered
-                .into_actor(self)
-                .map(move |res, act, ctx| {
-                    let s = match res {
-                        Ok(s) => s,
-                        Err(e) => {
-                            act.subs.cancel(&channel);
-                            return Err(e);
+            joining
+                .map(move |res, act, ctx| match res {
+                    Ok(joined) => {
+                        for env in joined.ready {
+                            act.write_envelope(ctx, &env);
                         }
-                    };
-                    match act.subs.activate(&channel, s.offset, s.epoch, Vec::new()) {
-                        Some((_, ready)) => {
-                            for env in ready {
-                                act.write_envelope(ctx, &env);
-                            }
-                        }
-                        // Left while the broker was answering: undo the registration.
-                        None => act.node.broker.unsubscribe(act.conn, [channel]),
+                        Ok(())
                     }
-                    Ok(())
+                    Err(refused) if refused.code == ErrorCode::AlreadySubscribed => Ok(()),
+                    Err(refused) => {
+                        act.note_refused(channel.as_str(), &refused);
+                        Err(HubMethodError::new(refused.code, refused.reason))
+                    }
                 })
                 .boxed_local(),
         )
-    }
-}
-
-fn broker_error_code(e: &BrokerError) -> ErrorCode {
-    match e {
-        BrokerError::Busy(_) => ErrorCode::Busy,
-        BrokerError::Stopped => ErrorCode::Internal,
-        BrokerError::Unavailable(_) => ErrorCode::Unavailable,
     }
 }

@@ -3,14 +3,19 @@
 //!
 //! It owns the socket, the caller's verified identity, its subscriptions, the heartbeat, the inbound
 //! rate limit and the outbox. Frames are turned into requests by the connection's
-//! [`WireCodec`]; the session never looks inside a frame itself. Notifications arrive in its
-//! [`Outbox`] as shared envelopes whose frame for this codec's format was encoded once for the whole
-//! node; a [`Wake`] makes the session write everything queued in one turn.
+//! [`WireCodec`]; the session never looks inside a frame itself. Requests are handled one at a time
+//! in arrival order (`requests.rs`), joins of every origin through one path (`membership.rs`).
+//! Notifications arrive in its [`Outbox`] as shared envelopes whose frame for this codec's format
+//! was encoded once for the whole node; a [`Wake`] makes the session write everything queued in one
+//! turn.
 //!
 //! Lifecycle: registration with the tenant group happens at the upgrade (so a tenant quota can be
 //! answered with HTTP 429); everything is unregistered exactly once, in `stopped()`.
 
 mod invoke;
+mod membership;
+mod read_errors;
+mod requests;
 pub mod resume;
 pub mod subscriptions;
 
@@ -25,12 +30,13 @@ use bytes::{Bytes, BytesMut};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use prometheus::local::LocalHistogram;
 
+use self::membership::JoinRefused;
+use self::read_errors::ReadFailure;
+use self::requests::{Requests, Step};
 use self::resume::{Parked, SendBuffer};
-use self::subscriptions::{Accept, BeginError, Subscriptions};
+use self::subscriptions::{Accept, Subscriptions};
 use crate::activity::Observe;
-use crate::authorizer::Action;
 use crate::broker::BrokerError;
-use crate::broker::{Subscribe, Subscribed, Subscriber};
 use crate::channel::ChannelName;
 use crate::codec::{Decoded, InFrame, Inbound, OutFrame, Outcome, ReplyTo, Request, WireCodec};
 use crate::codes::{CloseCode, ErrorCode};
@@ -41,8 +47,8 @@ use crate::ids::{ConnId, TenantKey};
 use crate::mailbox::ActorKind;
 use crate::node::{Node, PublishError};
 use crate::outbox::{Outbox, Wake};
-use crate::quotas::QuotaKind;
-use crate::rules::{self, Decision};
+use crate::publish_policy::{admit_publish, PublishRefused};
+use crate::rules;
 use std::collections::HashSet;
 
 /// Per-connection limits and timers (configuration `[session]` and `[rate_limit]`).
@@ -126,6 +132,8 @@ pub struct Session {
     /// This connection's count against the per-user and per-address limits, given back when
     /// the session is dropped.
     _slot: Option<ConnectionSlot>,
+    /// Requests not yet answered, handled one at a time in arrival order.
+    requests: Requests,
 }
 
 impl Session {
@@ -164,6 +172,7 @@ impl Session {
             recovering: HashSet::new(),
             park_on_stop: false,
             _slot: None,
+            requests: Requests::default(),
             node,
         }
     }
@@ -253,8 +262,12 @@ impl Session {
             if since.is_some() {
                 self.recovering.insert(channel.clone());
             }
-            self.subscribe(ctx, None, channel.to_string(), since);
+            let channel = channel.to_string();
+            let resubscribe = Request::Subscribe { channel, since };
+            self.requests
+                .push(Step::Decoded(Decoded::request(None, resubscribe)));
         }
+        self.run_requests(ctx);
         self.start_acks(ctx);
     }
 
@@ -388,15 +401,9 @@ impl Session {
         code: ErrorCode,
         reason: String,
     ) {
-        self.node
-            .metrics
-            .subscription_errors
-            .with_label_values(&[code.as_str()])
-            .inc();
-        log::debug!(
-            "{} subscription to {channel} refused: {reason}",
-            self.log_ctx()
-        );
+        let refused = JoinRefused { code, reason };
+        self.note_refused(&channel, &refused);
+        let JoinRefused { code, reason } = refused;
         self.reply(
             ctx,
             reply_to,
@@ -488,26 +495,22 @@ impl Session {
         self.codec.decode(frame, &mut decoded);
         let mut refused_without_reply = false;
         for d in decoded.drain(..) {
-            if self.closing {
-                break;
-            }
             match d {
                 Decoded::Request(inbound) if limited && !is_protocol_request(&inbound.request) => {
                     if inbound.reply_to.is_some() {
-                        let outcome = self.rate_limited_outcome();
-                        self.reply(ctx, &inbound.reply_to, outcome);
+                        self.requests.push(Step::RateLimited(inbound.reply_to));
                     } else {
                         refused_without_reply = true;
                     }
                 }
-                other => self.on_decoded(ctx, other),
+                other => self.requests.push(Step::Decoded(other)),
             }
         }
         if refused_without_reply {
-            let outcome = self.rate_limited_outcome();
-            self.reply(ctx, &None, outcome);
+            self.requests.push(Step::RateLimited(None));
         }
         self.decoded = decoded;
+        self.run_requests(ctx);
     }
 
     fn rate_limited_outcome(&self) -> Outcome {
@@ -584,10 +587,19 @@ impl Session {
                     self.sent = Some(SendBuffer::new(self.node.sessions.resume_buffer_bytes));
                     self.start_acks(ctx);
                 }
-                for channel in rules::default_channels(&self.identity) {
-                    self.subscribe(ctx, None, channel.to_string(), None);
-                }
-                self.hub_connected(ctx);
+                // The default channels, then the hub methods' connect-time events, before any
+                // request sent after the handshake.
+                let defaults = rules::default_channels(&self.identity)
+                    .into_iter()
+                    .map(|c| {
+                        let subscribe = Request::Subscribe {
+                            channel: c.to_string(),
+                            since: None,
+                        };
+                        Step::Decoded(Decoded::request(None, subscribe))
+                    });
+                let steps: Vec<Step> = defaults.chain([Step::HubConnected]).collect();
+                self.requests.push_next(steps.into_iter());
             }
             Request::Close => self.close(ctx, CloseCode::Normal),
             Request::Ack { sequence_id } => {
@@ -617,145 +629,25 @@ impl Session {
                 )
             }
         };
-        if let Some(tenant) = &self.tenant {
-            let limit = self
-                .node
-                .quotas
-                .get(tenant)
-                .0
-                .max_subscriptions_per_connection;
-            if self.subs.len() >= limit && !self.subs.contains(&channel) {
-                self.node.quotas.exceeded(tenant, QuotaKind::Subscriptions);
-                let reason = format!(
-                    "tenant {tenant} allows at most {limit} subscriptions per connection (tenant quota)"
-                );
-                return self.subscription_error(
-                    ctx,
-                    &reply_to,
-                    raw,
-                    ErrorCode::QuotaExceeded,
-                    reason,
-                );
-            }
-        }
-        if let Err(e) = self.subs.begin(&channel) {
-            let (code, reason) = match e {
-                BeginError::Already => (
-                    ErrorCode::AlreadySubscribed,
-                    "already subscribed".to_owned(),
-                ),
-                BeginError::TooMany => (
-                    ErrorCode::TooManySubscriptions,
-                    format!(
-                        "at most {} subscriptions per connection",
-                        self.node.sessions.max_subscriptions
-                    ),
-                ),
-            };
-            return self.subscription_error(ctx, &reply_to, raw, code, reason);
-        }
-        match rules::can_subscribe(&self.identity, channel.kind()) {
-            Decision::Allow => self.register(ctx, reply_to, channel, since),
-            Decision::Deny(v) => {
-                self.subs.cancel(&channel);
-                self.subscription_error(ctx, &reply_to, raw, ErrorCode::Forbidden, v.rule)
-            }
-            Decision::Lookup => {
-                let check = self.node.authorizer.authorize(
-                    self.identity.clone(),
-                    channel.clone(),
-                    Action::Subscribe,
-                );
-                ctx.spawn(check.into_actor(self).map(move |res, act, ctx| match res {
-                    Ok(()) => act.register(ctx, reply_to, channel, since),
-                    Err(v) => {
-                        act.subs.cancel(&channel);
-                        act.subscription_error(ctx, &reply_to, raw, ErrorCode::Forbidden, v.rule)
-                    }
-                }));
-            }
-        }
-    }
-
-    /// Registers with the broker first, then replays, then goes live (see `subscriptions`).
-    fn register(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        reply_to: ReplyTo,
-        channel: ChannelName,
-        since: Option<StreamPosition>,
-    ) {
-        let msg = Subscribe {
-            channel: channel.clone(),
-            subscriber: Subscriber {
-                conn: self.conn,
-                wake: ctx.address().recipient(),
-                outbox: self.outbox.clone(),
-            },
-            since: since.clone(),
-        };
-        let broker = self.node.broker.clone();
-        let fut = async move { broker.subscribe(msg).await };
-        ctx.spawn(
-            fut.into_actor(self)
-                .map(move |res, act, ctx| act.on_registered(ctx, reply_to, channel, since, res)),
-        );
-    }
-
-    fn on_registered(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        reply_to: ReplyTo,
-        channel: ChannelName,
-        since: Option<StreamPosition>,
-        res: Result<Subscribed, BrokerError>,
-    ) {
-        let s = match res {
-            Ok(s) => s,
-            Err(e) => {
-                self.subs.cancel(&channel);
-                let code = match e {
-                    BrokerError::Busy(_) => ErrorCode::Busy,
-                    BrokerError::Stopped => ErrorCode::Internal,
-                    BrokerError::Unavailable(_) => ErrorCode::Unavailable,
+        let joining = self.join_channel(ctx, channel.clone(), since);
+        self.hold(ctx, joining, move |act, ctx, res| match res {
+            Ok(joined) => {
+                let subscribed = Outcome::Subscribed {
+                    channel: channel.to_string(),
+                    subscription_id: joined.id,
+                    offset: joined.offset,
+                    epoch: joined.epoch,
+                    recovered: joined.recovered,
                 };
-                return self.subscription_error(
-                    ctx,
-                    &reply_to,
-                    channel.to_string(),
-                    code,
-                    e.to_string(),
-                );
+                act.reply(ctx, &reply_to, subscribed);
+                for env in joined.ready {
+                    act.write_envelope(ctx, &env);
+                }
             }
-        };
-        let (start_after, recovered, replay) = match (s.recovery, since) {
-            (Some(r), Some(since)) if r.recovered => (since.offset, Some(true), r.replay),
-            (Some(_), _) => (s.offset, Some(false), Vec::new()),
-            (None, _) => (s.offset, None, Vec::new()),
-        };
-        let Some((id, ready)) = self
-            .subs
-            .activate(&channel, start_after, s.epoch.clone(), replay)
-        else {
-            // Unsubscribed while the broker was answering: undo the registration.
-            self.node.broker.unsubscribe(self.conn, [channel]);
-            return;
-        };
-        self.observe_subscription(&channel, true);
-        self.reply(
-            ctx,
-            &reply_to,
-            Outcome::Subscribed {
-                channel: channel.to_string(),
-                subscription_id: id,
-                offset: s.offset,
-                epoch: s.epoch,
-                recovered,
-            },
-        );
-        for env in ready {
-            self.write_envelope(ctx, &env);
-        }
+            Err(JoinRefused { code, reason }) => {
+                act.subscription_error(ctx, &reply_to, raw, code, reason)
+            }
+        });
     }
 
     fn unsubscribe(
@@ -777,9 +669,7 @@ impl Session {
                 )
             }
         };
-        if self.subs.remove(&channel) {
-            self.observe_subscription(&channel, false);
-            self.node.broker.unsubscribe(self.conn, [channel]);
+        if self.leave_channel(&channel) {
             self.reply(ctx, &reply_to, Outcome::Unsubscribed { channel: raw });
         } else {
             self.reply(
@@ -819,54 +709,30 @@ impl Session {
                 return self.reply(ctx, &reply_to, error(ErrorCode::BadPayload, e.to_string()));
             }
         };
-        if let Some(tenant) = channel.tenant().or(self.identity.tenant.as_ref()) {
-            if let Err(e) = self.node.quotas.take_publish(tenant) {
-                return self.reply(
-                    ctx,
-                    &reply_to,
-                    error(ErrorCode::QuotaExceeded, e.to_string()),
-                );
-            }
-        }
-        let draft = Draft::new(channel.clone(), event, data);
-        match rules::can_publish(&self.identity, channel.kind()) {
-            Decision::Allow => self.send_publish(ctx, reply_to, draft),
-            Decision::Deny(v) => self.reply(ctx, &reply_to, error(ErrorCode::Forbidden, v.rule)),
-            Decision::Lookup => {
-                let check =
-                    self.node
-                        .authorizer
-                        .authorize(self.identity.clone(), channel, Action::Publish);
-                ctx.spawn(check.into_actor(self).map(move |res, act, ctx| match res {
-                    Ok(()) => act.send_publish(ctx, reply_to, draft),
-                    Err(v) => act.reply(ctx, &reply_to, error(ErrorCode::Forbidden, v.rule)),
-                }));
-            }
-        }
-    }
-
-    fn send_publish(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        reply_to: ReplyTo,
-        draft: Draft,
-    ) {
+        // The rules, then the quota (as for REST); then the node's one publish path.
         let node = self.node.clone();
-        let fut = async move { node.publish(draft, "ws").await };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+        let admitted = admit_publish(node.clone(), self.identity.clone(), channel.clone());
+        let draft = Draft::new(channel, event, data);
+        let publishing = async move {
+            admitted.await.map_err(|refused| match refused {
+                PublishRefused::Forbidden(rule) => error(ErrorCode::Forbidden, rule),
+                PublishRefused::Quota(q) => error(ErrorCode::QuotaExceeded, q.to_string()),
+            })?;
+            node.publish(draft, "ws")
+                .await
+                .map_err(|e| error(publish_error_code(&e), e.to_string()))
+        };
+        self.hold(ctx, publishing.into_actor(self), move |act, ctx, res| {
             let outcome = match res {
                 Ok(ack) => Outcome::Published {
                     id: ack.id,
                     offset: ack.offset,
                     epoch: ack.epoch,
                 },
-                Err(e) => Outcome::Error {
-                    code: publish_error_code(&e),
-                    message: e.to_string(),
-                },
+                Err(refused) => refused,
             };
             act.reply(ctx, &reply_to, outcome);
-        }));
+        });
     }
 
     /// Tells the activity recorder about a subscription of a tenant's connection (or, for
@@ -956,10 +822,29 @@ impl Session {
             } else {
                 match std::str::from_utf8(&buf) {
                     Ok(text) => self.on_data(ctx, InFrame::Text(text)),
-                    Err(_) => self.close(ctx, CloseCode::ProtocolError),
+                    Err(e) => self.bad_read(ctx, read_errors::INVALID_UTF8, &e),
                 }
             }
         }
+    }
+
+    /// A frame that broke the WebSocket protocol: counted, logged, and closed with its code.
+    fn bad_read(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        failure: ReadFailure,
+        error: &dyn std::fmt::Display,
+    ) {
+        let ReadFailure::Bad { close, label } = failure else {
+            return;
+        };
+        self.node
+            .metrics
+            .bad_frames
+            .with_label_values(&[label])
+            .inc();
+        log::info!("{} bad websocket frame ({label}): {error}", self.log_ctx());
+        self.close(ctx, close);
     }
 }
 
@@ -1088,29 +973,15 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 ctx.close(reason);
                 ctx.stop();
             }
-            Err(ws::ProtocolError::Overflow) => {
-                self.node
-                    .metrics
-                    .bad_frames
-                    .with_label_values(&["frame_too_big"])
-                    .inc();
-                self.close(ctx, CloseCode::MessageTooBig);
-            }
-            Err(ws::ProtocolError::Io(e)) => {
-                // The peer vanished (EOF, reset): an unclean drop, which a resumable connection
-                // survives; nothing can be written to it any more.
-                log::debug!("{} connection lost: {e}", self.log_ctx());
-                ctx.stop();
-            }
-            Err(e) => {
-                self.node
-                    .metrics
-                    .bad_frames
-                    .with_label_values(&["ws_protocol"])
-                    .inc();
-                log::info!("{} websocket protocol error: {e}", self.log_ctx());
-                self.close(ctx, CloseCode::ProtocolError);
-            }
+            Err(e) => match read_errors::classify(&e) {
+                ReadFailure::PeerLost => {
+                    // An unclean drop, which a resumable connection survives; nothing can be
+                    // written to it any more.
+                    log::debug!("{} connection lost: {e}", self.log_ctx());
+                    ctx.stop();
+                }
+                bad => self.bad_read(ctx, bad, &e),
+            },
         }
     }
 
