@@ -254,6 +254,77 @@ mod tests {
         })
     }
 
+    async fn serve(state: Arc<AppState>) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                tokio::spawn(serve_connection(socket, Arc::clone(&state)));
+            }
+        });
+        addr
+    }
+
+    async fn next_text<S>(ws: &mut WebSocketStream<S>) -> serde_json::Value
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use futures_util::StreamExt;
+        loop {
+            match ws.next().await.unwrap().unwrap() {
+                tokio_tungstenite::tungstenite::Message::Text(text) => {
+                    return serde_json::from_str(&text).unwrap()
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn pipelined_publish_frames_are_acknowledged_and_delivered() {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let addr = serve(state()).await;
+        let url = format!("ws://{addr}{NATIVE_WS_PATH}");
+        let (mut subscriber, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        subscriber
+            .send(Message::text(
+                r#"{"type":"subscribe","id":1,"data":{"channel":"c"}}"#,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(next_text(&mut subscriber).await["type"], "subscribed");
+        let (mut publisher, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        for id in 1..=3 {
+            let frame = format!(
+                r#"{{"type":"publish","id":{id},"data":{{"channel":"c","event":"E","data":{{"seq":{id}}}}}}}"#
+            );
+            publisher.feed(Message::text(frame)).await.unwrap();
+        }
+        publisher
+            .feed(Message::text(
+                r#"{"type":"publish","id":4,"data":{"event":"E"}}"#,
+            ))
+            .await
+            .unwrap();
+        publisher.flush().await.unwrap();
+        for id in 1..=3 {
+            let ack = next_text(&mut publisher).await;
+            assert_eq!(ack["type"], "published");
+            assert_eq!(ack["id"], id);
+            assert_eq!(ack["data"]["offset"], id);
+        }
+        let refused = next_text(&mut publisher).await;
+        assert_eq!(refused["type"], "error");
+        assert_eq!(refused["id"], 4);
+        for seq in 1..=3 {
+            let notification = next_text(&mut subscriber).await;
+            assert_eq!(notification["type"], "notification");
+            assert_eq!(notification["data"]["data"]["seq"], seq);
+        }
+    }
+
     #[tokio::test]
     async fn pipelined_publishes_are_answered_in_order_in_one_go() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

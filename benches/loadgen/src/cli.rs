@@ -132,7 +132,8 @@ pub struct PublishArgs {
     /// How the publisher reaches the server: REST (`http`) or `publish` frames on `/ws` (`ws`).
     #[arg(long, value_enum, default_value_t = PublishOver::Http)]
     pub publish_over: PublishOver,
-    /// With --publish-over ws: WebSocket connections of the publisher (each a `Service` token).
+    /// With --publish-over ws: WebSocket connections of the publisher, all as one `Service` user
+    /// (Switchyard's `connection_limits.max_per_user`, 100 by default, caps them per node).
     #[arg(long, default_value_t = 4)]
     pub publishers: usize,
     /// Publish at this fixed rate (messages per second) instead of as fast as possible.

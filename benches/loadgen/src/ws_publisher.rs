@@ -392,7 +392,8 @@ fn try_next_job(job_queue: &JobQueue) -> Option<Job> {
     job_queue.try_lock().ok()?.try_recv().ok()
 }
 
-/// Registers `flight` and feeds its frame (not flushed).
+/// Registers `flight` and feeds its frame (not flushed). The id goes last, so the frame is built
+/// before the publish is registered under it.
 async fn send(
     ws: &mut Ws,
     pipeline: &mut Pipeline,
@@ -401,16 +402,14 @@ async fn send(
     flight: Flight,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     frame.clear();
-    frame.push_str(r#"{"type":"publish","id":"#);
-    let target = flight.target;
+    frame.push_str(r#"{"type":"publish""#);
+    frame.push_str(&prefixes[flight.target]);
+    // The payload byte for byte (a retry keeps its original stamp).
+    frame.push_str(&flight.payload);
+    frame.push_str(r#"},"id":"#);
     let id = pipeline.start(flight);
     frame.push_str(&id.to_string());
-    frame.push_str(&prefixes[target]);
-    // The payload just registered, byte for byte (a retry keeps its original stamp).
-    if let Some(flight) = pipeline.in_flight.get(&id) {
-        frame.push_str(&flight.payload);
-    }
-    frame.push_str("}}");
+    frame.push('}');
     ws.feed(Message::text(frame.as_str())).await
 }
 
