@@ -13,6 +13,9 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 /// The SignalR record separator that ends every hub-protocol record.
 pub const RECORD_SEPARATOR: char = '\u{1e}';
 
+/// Event name of a publish that names none.
+pub const DEFAULT_EVENT: &str = "Notification";
+
 /// Seconds in one civil day, for the timestamp arithmetic.
 const SECONDS_PER_DAY: u64 = 86_400;
 
@@ -143,12 +146,31 @@ pub fn native_subscription_error(
     ))
 }
 
-/// `{"type":"error",…}` for a frame the server does not understand.
-pub fn native_error(code: &str, reason: &str) -> Utf8Bytes {
+/// `{"type":"error",…}` for a frame the server cannot act on, echoing the request id when the
+/// frame had one (Switchyard's shape: `code` and `message`).
+pub fn native_error(request_id: Option<&RawValue>, code: &str, message: &str) -> Utf8Bytes {
+    let id = request_id
+        .map(|id| format!(r#","id":{}"#, id.get()))
+        .unwrap_or_default();
     Utf8Bytes::from(format!(
-        r#"{{"type":"error","data":{{"code":{},"reason":{}}}}}"#,
+        r#"{{"type":"error"{id},"data":{{"code":{},"message":{}}}}}"#,
         json_string(code),
-        json_string(reason),
+        json_string(message),
+    ))
+}
+
+/// `{"type":"published",…}`: the acknowledgement of a `publish` frame, echoing its id.
+pub fn native_published(
+    request_id: Option<&RawValue>,
+    message_id: &str,
+    offset: u64,
+    epoch: &str,
+) -> Utf8Bytes {
+    let id = request_id.map(RawValue::get).unwrap_or("null");
+    Utf8Bytes::from(format!(
+        r#"{{"type":"published","id":{id},"data":{{"id":{},"offset":{offset},"epoch":{}}}}}"#,
+        json_string(message_id),
+        json_string(epoch),
     ))
 }
 
@@ -235,5 +257,24 @@ mod tests {
         let hub: serde_json::Value = serde_json::from_str(record).unwrap();
         assert_eq!(hub["target"], "BenchEvent");
         assert_eq!(hub["arguments"][0]["tenantKey"], "bench");
+    }
+
+    #[test]
+    fn published_and_error_echo_the_request_id() {
+        let id = RawValue::from_string("17".to_owned()).unwrap();
+        let ack: serde_json::Value =
+            serde_json::from_str(&native_published(Some(&id), "e-3", 3, "e")).unwrap();
+        assert_eq!(
+            ack,
+            serde_json::json!({"type":"published","id":17,"data":{"id":"e-3","offset":3,"epoch":"e"}})
+        );
+        let error: serde_json::Value =
+            serde_json::from_str(&native_error(Some(&id), "bad_request", "no \"channel\""))
+                .unwrap();
+        assert_eq!(error["id"], 17);
+        assert_eq!(error["data"]["code"], "bad_request");
+        let error: serde_json::Value =
+            serde_json::from_str(&native_error(None, "bad_json", "x")).unwrap();
+        assert!(error.get("id").is_none());
     }
 }

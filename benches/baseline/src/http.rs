@@ -1,6 +1,9 @@
 //! A tiny HTTP/1.1 keep-alive front door on the listening port: reads request heads, routes
 //! `POST /api/v1/publish` and the SignalR negotiate, and hands WebSocket upgrades (`/ws`,
 //! `/hubs/notifications`) to the session code after writing the `101 Switching Protocols`.
+//!
+//! Pipelined requests are served in order: every complete request already read is answered, and
+//! the answers go out in one write. A publish never waits for a subscriber (see `rooms`).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -94,7 +97,7 @@ struct PublishRequest<'a> {
     data: &'a RawValue,
 }
 
-async fn publish(state: &AppState, body: &[u8]) -> (&'static str, String) {
+fn publish(state: &AppState, body: &[u8]) -> (&'static str, String) {
     let request: PublishRequest<'_> = match serde_json::from_slice(body) {
         Ok(request) => request,
         Err(e) => {
@@ -105,11 +108,13 @@ async fn publish(state: &AppState, body: &[u8]) -> (&'static str, String) {
             );
         }
     };
-    let event = request.event.as_deref().unwrap_or("Notification");
+    let event = request
+        .event
+        .as_deref()
+        .unwrap_or(crate::frames::DEFAULT_EVENT);
     let published = state
         .rooms
-        .publish(&state.identity, &request.channel, event, request.data)
-        .await;
+        .publish(&state.identity, &request.channel, event, request.data);
     let body = format!(
         r#"{{"id":{},"offset":{},"epoch":{}}}"#,
         serde_json::to_string(&published.id).unwrap_or_default(),
@@ -163,60 +168,199 @@ async fn upgrade(
 pub async fn serve_connection(mut stream: TcpStream, state: Arc<AppState>) {
     let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES);
+    let mut out: Vec<u8> = Vec::new();
     loop {
-        let head_end = loop {
-            if let Some(end) = find_head_end(&buf) {
-                break end;
-            }
-            if buf.len() > MAX_HEAD_BYTES {
-                let _ = stream
-                    .write_all(&response("431 Request Header Fields Too Large", "{}", true))
-                    .await;
+        // Answer every complete request read so far (HTTP/1.1 pipelining), in order.
+        let mut consumed = 0;
+        let mut close = false;
+        loop {
+            let pending = &buf[consumed..];
+            let Some(head_end) = find_head_end(pending) else {
+                if pending.len() > MAX_HEAD_BYTES {
+                    out.extend(response("431 Request Header Fields Too Large", "{}", true));
+                    close = true;
+                }
+                break;
+            };
+            let Some(head) = parse_head(&pending[..head_end]) else {
+                out.extend(response("400 Bad Request", "{}", true));
+                close = true;
+                break;
+            };
+            if head.upgrade_websocket {
+                if !out.is_empty() && stream.write_all(&out).await.is_err() {
+                    return;
+                }
+                let leftover = buf.split_off(consumed + head_end);
+                upgrade(stream, head, leftover, state).await;
                 return;
             }
-            match stream.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+            if head.content_length > MAX_BODY_BYTES {
+                out.extend(response("413 Payload Too Large", "{}", true));
+                close = true;
+                break;
             }
-        };
-        let Some(head) = parse_head(&buf[..head_end]) else {
-            let _ = stream
-                .write_all(&response("400 Bad Request", "{}", true))
-                .await;
-            return;
-        };
-        if head.upgrade_websocket {
-            let leftover = buf.split_off(head_end);
-            upgrade(stream, head, leftover, state).await;
-            return;
-        }
-        if head.content_length > MAX_BODY_BYTES {
-            let _ = stream
-                .write_all(&response("413 Payload Too Large", "{}", true))
-                .await;
-            return;
-        }
-        let request_end = head_end + head.content_length;
-        while buf.len() < request_end {
-            match stream.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+            let request_end = head_end + head.content_length;
+            if pending.len() < request_end {
+                break;
+            }
+            let body = &pending[head_end..request_end];
+            let (status, body) = match (head.method.as_str(), head.path.as_str()) {
+                ("POST", PUBLISH_PATH) => publish(&state, body),
+                ("POST", HUB_NEGOTIATE_PATH) => ("200 OK", negotiate(&state)),
+                _ => ("404 Not Found", "{}".to_owned()),
+            };
+            out.extend(response(status, &body, head.close_after));
+            consumed += request_end;
+            if head.close_after {
+                close = true;
+                break;
             }
         }
-        let body = &buf[head_end..request_end];
-        let (status, body) = match (head.method.as_str(), head.path.as_str()) {
-            ("POST", PUBLISH_PATH) => publish(&state, body).await,
-            ("POST", HUB_NEGOTIATE_PATH) => ("200 OK", negotiate(&state)),
-            _ => ("404 Not Found", "{}".to_owned()),
-        };
-        if stream
-            .write_all(&response(status, &body, head.close_after))
+        buf.drain(..consumed);
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if close {
+            return;
+        }
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frames::ServerIdentity;
+    use crate::rooms::Rooms;
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+
+    fn state() -> Arc<AppState> {
+        Arc::new(AppState {
+            rooms: Rooms::new(),
+            identity: ServerIdentity::new(),
+            queue_capacity: 16,
+            heartbeat_interval: Duration::from_secs(15),
+            ws_read_buffer_bytes: 4096,
+            ws_write_buffer_bytes: 4096,
+            next_connection: AtomicU64::new(1),
+        })
+    }
+
+    async fn serve(state: Arc<AppState>) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                tokio::spawn(serve_connection(socket, Arc::clone(&state)));
+            }
+        });
+        addr
+    }
+
+    async fn next_text<S>(ws: &mut WebSocketStream<S>) -> serde_json::Value
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use futures_util::StreamExt;
+        loop {
+            match ws.next().await.unwrap().unwrap() {
+                tokio_tungstenite::tungstenite::Message::Text(text) => {
+                    return serde_json::from_str(&text).unwrap()
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn pipelined_publish_frames_are_acknowledged_and_delivered() {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let addr = serve(state()).await;
+        let url = format!("ws://{addr}{NATIVE_WS_PATH}");
+        let (mut subscriber, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        subscriber
+            .send(Message::text(
+                r#"{"type":"subscribe","id":1,"data":{"channel":"c"}}"#,
+            ))
             .await
-            .is_err()
-            || head.close_after
-        {
-            return;
+            .unwrap();
+        assert_eq!(next_text(&mut subscriber).await["type"], "subscribed");
+        let (mut publisher, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        for id in 1..=3 {
+            let frame = format!(
+                r#"{{"type":"publish","id":{id},"data":{{"channel":"c","event":"E","data":{{"seq":{id}}}}}}}"#
+            );
+            publisher.feed(Message::text(frame)).await.unwrap();
         }
-        buf.drain(..request_end);
+        publisher
+            .feed(Message::text(
+                r#"{"type":"publish","id":4,"data":{"event":"E"}}"#,
+            ))
+            .await
+            .unwrap();
+        publisher.flush().await.unwrap();
+        for id in 1..=3 {
+            let ack = next_text(&mut publisher).await;
+            assert_eq!(ack["type"], "published");
+            assert_eq!(ack["id"], id);
+            assert_eq!(ack["data"]["offset"], id);
+        }
+        let refused = next_text(&mut publisher).await;
+        assert_eq!(refused["type"], "error");
+        assert_eq!(refused["id"], 4);
+        for seq in 1..=3 {
+            let notification = next_text(&mut subscriber).await;
+            assert_eq!(notification["type"], "notification");
+            assert_eq!(notification["data"]["data"]["seq"], seq);
+        }
+    }
+
+    #[tokio::test]
+    async fn pipelined_publishes_are_answered_in_order_in_one_go() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = state();
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            serve_connection(socket, state).await;
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let body = r#"{"channel":"c","event":"E","data":{"seq":1}}"#;
+        let one = format!(
+            "POST {PUBLISH_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let last = format!(
+            "POST {PUBLISH_PATH} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        client
+            .write_all(format!("{one}{one}{last}").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        assert_eq!(
+            answer.matches("HTTP/1.1 202 Accepted").count(),
+            3,
+            "{answer}"
+        );
+        let offsets: Vec<usize> = (1..=3)
+            .map(|n| answer.find(&format!(r#""offset":{n}"#)).expect("offset"))
+            .collect();
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "in order: {answer}"
+        );
     }
 }

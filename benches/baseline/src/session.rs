@@ -1,6 +1,8 @@
-//! One WebSocket connection: the reader that handles client frames (native protocol or SignalR
-//! JSON hub protocol) and the writer task that drains the bounded outbound queue in batches
-//! (`feed` … `flush`) and sends heartbeats.
+//! One WebSocket connection: the reader that handles client frames (native protocol, including
+//! pipelined `publish` frames answered with `published`, or the SignalR JSON hub protocol) and the
+//! writer task that drains the bounded outbound queue — every frame queued, fed to the socket and
+//! flushed once per drain — sends heartbeats, and closes the connection (4000) when the rooms drop
+//! it as a slow consumer.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -9,7 +11,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
@@ -17,8 +21,8 @@ use crate::frames::{self, RECORD_SEPARATOR};
 use crate::rooms::{Protocol, Subscriber};
 use crate::AppState;
 
-/// Most frames written between two flushes.
-const MAX_FRAMES_PER_FLUSH: usize = 256;
+/// Close code sent to a connection dropped as a slow consumer (Switchyard's 4000).
+const SLOW_CONSUMER_CLOSE_CODE: u16 = 4000;
 
 /// SignalR hub-protocol message types used here.
 const HUB_INVOCATION: u64 = 1;
@@ -34,16 +38,20 @@ const HUB_PING_RECORD: &str = "{\"type\":6}\u{1e}";
 type Ws = WebSocketStream<TcpStream>;
 type WsSink = futures_util::stream::SplitSink<Ws, Message>;
 
-/// Drains the outbound queue into the socket, batching everything already queued into one flush,
-/// and sends `heartbeat` at the configured interval.
+/// Drains the outbound queue into the socket: waits for one frame, then feeds every frame already
+/// queued (at most one queue's worth, so a flush always comes) and flushes once. Sends `heartbeat`
+/// at the configured interval, and closes with 4000 when `kick` says the connection was dropped as
+/// a slow consumer.
 async fn write_loop(
     mut sink: WsSink,
     mut outbox: mpsc::Receiver<Message>,
     heartbeat: Message,
+    kick: Arc<Notify>,
     state: Arc<AppState>,
 ) {
     let mut ticker = tokio::time::interval(state.heartbeat_interval);
     ticker.reset();
+    let most_per_flush = state.queue_capacity.max(1);
     loop {
         tokio::select! {
             next = outbox.recv() => {
@@ -52,20 +60,24 @@ async fn write_loop(
                     break;
                 }
                 let mut written = 1;
-                while written < MAX_FRAMES_PER_FLUSH {
-                    match outbox.try_recv() {
-                        Ok(message) => {
-                            if sink.feed(message).await.is_err() {
-                                return;
-                            }
-                            written += 1;
-                        }
-                        Err(_) => break,
+                while written < most_per_flush {
+                    let Ok(message) = outbox.try_recv() else { break };
+                    if sink.feed(message).await.is_err() {
+                        return;
                     }
+                    written += 1;
                 }
                 if sink.flush().await.is_err() {
                     break;
                 }
+            }
+            _ = kick.notified() => {
+                let close = CloseFrame {
+                    code: CloseCode::from(SLOW_CONSUMER_CLOSE_CODE),
+                    reason: Utf8Bytes::from_static("slow consumer"),
+                };
+                let _ = sink.send(Message::Close(Some(close))).await;
+                break;
             }
             _ = ticker.tick() => {
                 if sink.send(heartbeat.clone()).await.is_err() {
@@ -81,12 +93,13 @@ async fn write_loop(
 struct Connection {
     id: u64,
     outbox: mpsc::Sender<Message>,
+    kick: Arc<Notify>,
     channels: Vec<Box<str>>,
     state: Arc<AppState>,
 }
 
 impl Connection {
-    async fn subscribe(
+    fn subscribe(
         &mut self,
         channel: &str,
         protocol: Protocol,
@@ -96,8 +109,9 @@ impl Connection {
             connection_id: self.id,
             protocol,
             outbox: self.outbox.clone(),
+            kick: Arc::clone(&self.kick),
         };
-        self.state.rooms.subscribe(channel, subscriber, reply).await;
+        self.state.rooms.subscribe(channel, subscriber, reply);
         self.channels.push(channel.into());
     }
 
@@ -105,9 +119,9 @@ impl Connection {
         let _ = self.outbox.send(Message::Text(frame)).await;
     }
 
-    async fn leave_all(&mut self) {
+    fn leave_all(&mut self) {
         for channel in self.channels.drain(..) {
-            self.state.rooms.unsubscribe(&channel, self.id).await;
+            self.state.rooms.unsubscribe(&channel, self.id);
         }
     }
 }
@@ -119,10 +133,18 @@ fn open(
 ) -> (Connection, futures_util::stream::SplitStream<Ws>) {
     let (sink, stream) = ws.split();
     let (outbox, inbox) = mpsc::channel(state.queue_capacity);
-    tokio::spawn(write_loop(sink, inbox, heartbeat, Arc::clone(&state)));
+    let kick = Arc::new(Notify::new());
+    tokio::spawn(write_loop(
+        sink,
+        inbox,
+        heartbeat,
+        Arc::clone(&kick),
+        Arc::clone(&state),
+    ));
     let connection = Connection {
         id: state.next_connection_id(),
         outbox,
+        kick,
         channels: Vec::new(),
         state,
     };
@@ -143,6 +165,39 @@ struct NativeFrame<'a> {
 struct NativeData<'a> {
     #[serde(borrow, default)]
     channel: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    event: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// Handles a `publish` frame: fans the event out (never waiting for a subscriber) and answers
+/// `published` with the request's id, or an `error` when the frame lacks a channel or data.
+fn publish_frame(
+    state: &AppState,
+    request_id: Option<&RawValue>,
+    data: Option<NativeData<'_>>,
+) -> Utf8Bytes {
+    let Some(NativeData {
+        channel: Some(channel),
+        event,
+        data: Some(data),
+    }) = data.filter(|d| d.channel.as_deref().is_some_and(|c| !c.is_empty()))
+    else {
+        return frames::native_error(
+            request_id,
+            "bad_request",
+            "publish: data.channel and data.data are required",
+        );
+    };
+    let event = event.as_deref().unwrap_or(frames::DEFAULT_EVENT);
+    let published = state.rooms.publish(&state.identity, &channel, event, data);
+    frames::native_published(
+        request_id,
+        &published.id,
+        published.offset,
+        state.identity.epoch(),
+    )
 }
 
 /// Serves the native protocol at `/ws` until the peer goes away.
@@ -159,7 +214,7 @@ pub async fn run_native(ws: Ws, state: Arc<AppState>) {
             Ok(frame) => frame,
             Err(e) => {
                 connection
-                    .reply(frames::native_error("malformed_json", &e.to_string()))
+                    .reply(frames::native_error(None, "bad_json", &e.to_string()))
                     .await;
                 continue;
             }
@@ -182,17 +237,13 @@ pub async fn run_native(ws: Ws, state: Arc<AppState>) {
                 let epoch = connection.state.identity.epoch().to_owned();
                 let request_id = frame.id;
                 let name = channel.clone();
-                connection
-                    .subscribe(&channel, Protocol::Native, move |offset| {
-                        frames::native_subscribed(
-                            request_id,
-                            &name,
-                            &subscription_id,
-                            offset,
-                            &epoch,
-                        )
-                    })
-                    .await;
+                connection.subscribe(&channel, Protocol::Native, move |offset| {
+                    frames::native_subscribed(request_id, &name, &subscription_id, offset, &epoch)
+                });
+            }
+            "publish" => {
+                let reply = publish_frame(&connection.state, frame.id, frame.data);
+                connection.reply(reply).await;
             }
             "ping" => {
                 connection
@@ -202,12 +253,12 @@ pub async fn run_native(ws: Ws, state: Arc<AppState>) {
             other => {
                 let reason = format!("unknown message type {other:?}");
                 connection
-                    .reply(frames::native_error("unknown_type", &reason))
+                    .reply(frames::native_error(frame.id, "unknown_type", &reason))
                     .await;
             }
         }
     }
-    connection.leave_all().await;
+    connection.leave_all();
 }
 
 #[derive(Deserialize)]
@@ -249,14 +300,14 @@ pub async fn run_signalr(ws: Ws, state: Arc<AppState>) {
                 HUB_INVOCATION => handle_hub_invocation(&mut connection, record).await,
                 HUB_PING => {}
                 HUB_CLOSE => {
-                    connection.leave_all().await;
+                    connection.leave_all();
                     return;
                 }
                 _ => {}
             }
         }
     }
-    connection.leave_all().await;
+    connection.leave_all();
 }
 
 async fn handle_hub_invocation(connection: &mut Connection, record: HubRecord<'_>) {
@@ -276,13 +327,10 @@ async fn handle_hub_invocation(connection: &mut Connection, record: HubRecord<'_
                 serde_json::to_string(connection.state.identity.epoch()).unwrap_or_default();
             let name = serde_json::to_string(channel.as_ref()).unwrap_or_default();
             let channel = channel.clone();
-            connection
-                .subscribe(&channel, Protocol::SignalR, move |offset| {
-                    let result =
-                        format!(r#"{{"channel":{name},"offset":{offset},"epoch":{epoch}}}"#);
-                    frames::signalr_completion_result(&invocation_id, &result)
-                })
-                .await;
+            connection.subscribe(&channel, Protocol::SignalR, move |offset| {
+                let result = format!(r#"{{"channel":{name},"offset":{offset},"epoch":{epoch}}}"#);
+                frames::signalr_completion_result(&invocation_id, &result)
+            });
         }
         Some("Ping") => {
             connection

@@ -49,6 +49,25 @@ impl Protocol {
     }
 }
 
+/// How the publisher reaches the server.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishOver {
+    /// `POST /api/v1/publish` on keep-alive connections, one publish in flight per connection.
+    Http,
+    /// `publish` frames on `Service` WebSocket connections at `/ws`, pipelined, each acknowledged
+    /// with `published`.
+    Ws,
+}
+
+impl PublishOver {
+    pub fn name(self) -> &'static str {
+        match self {
+            PublishOver::Http => "http",
+            PublishOver::Ws => "ws",
+        }
+    }
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TargetedChannel {
     /// `tenant:{t}:customer:u{i}`
@@ -106,9 +125,17 @@ pub struct PublishArgs {
     /// Messages to publish (window mode; with --rate, --duration decides instead when given).
     #[arg(long, default_value_t = 1000)]
     pub messages: u64,
-    /// Most publishes in flight at once: one keep-alive connection per slot.
+    /// Most publishes in flight at once. Over HTTP: one keep-alive connection per slot. Over a
+    /// WebSocket: shared out among the --publishers connections (pipelined on each).
     #[arg(long, default_value_t = 64)]
     pub window: usize,
+    /// How the publisher reaches the server: REST (`http`) or `publish` frames on `/ws` (`ws`).
+    #[arg(long, value_enum, default_value_t = PublishOver::Http)]
+    pub publish_over: PublishOver,
+    /// With --publish-over ws: WebSocket connections of the publisher, all as one `Service` user
+    /// (Switchyard's `connection_limits.max_per_user`, 100 by default, caps them per node).
+    #[arg(long, default_value_t = 4)]
+    pub publishers: usize,
     /// Publish at this fixed rate (messages per second) instead of as fast as possible.
     #[arg(long)]
     pub rate: Option<f64>,
@@ -121,12 +148,28 @@ pub struct PublishArgs {
     /// Event name of the published messages.
     #[arg(long, default_value = "BenchEvent")]
     pub event: String,
-    /// Retries of one publish answered 503 before it counts as an error.
+    /// Retries of one publish answered 503 (over a WebSocket: `busy`, `unavailable` or
+    /// `rate_limited`) before it counts as an error.
     #[arg(long, default_value_t = 50)]
     pub max_retries: u32,
     /// Seed of the random target choice (targeted scenario).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+impl PublishArgs {
+    /// Connections the publisher opens at most.
+    pub fn connections(&self) -> usize {
+        match self.publish_over {
+            PublishOver::Http => self.window.max(1),
+            PublishOver::Ws => self.ws_connections(),
+        }
+    }
+
+    /// WebSocket publisher connections: --publishers, but never more than the window.
+    pub fn ws_connections(&self) -> usize {
+        self.publishers.clamp(1, self.window.max(1))
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -201,4 +244,7 @@ pub struct PlotArgs {
     /// Protocol of the runs to draw.
     #[arg(long, default_value = "native")]
     pub protocol: String,
+    /// Publish path of the runs to draw (`ws` or `http`; results without the field are `http`).
+    #[arg(long, default_value = "ws")]
+    pub publish_over: String,
 }

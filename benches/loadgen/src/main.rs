@@ -13,6 +13,7 @@ mod scenarios;
 mod server_memory;
 mod stats;
 mod subscriber;
+mod ws_publisher;
 
 use std::process::ExitCode;
 
@@ -25,10 +26,10 @@ use scenarios::{ChannelLayout, DeliveryRun};
 /// Connections a scenario will open, to check against the file-descriptor limit.
 fn planned_connections(scenario: &Scenario) -> usize {
     match scenario {
-        Scenario::Fanout(a) => a.subscribers + a.publish.window,
-        Scenario::Targeted(a) => a.subscribers + a.publish.window,
+        Scenario::Fanout(a) => a.subscribers + a.publish.connections(),
+        Scenario::Targeted(a) => a.subscribers + a.publish.connections(),
         Scenario::Idle(a) => a.connections,
-        Scenario::CrossNode(a) => a.fanout.subscribers + a.fanout.publish.window,
+        Scenario::CrossNode(a) => a.fanout.subscribers + a.fanout.publish.connections(),
         Scenario::Plot(_) => 0,
     }
 }
@@ -138,11 +139,14 @@ fn summary(report: &Value) -> String {
         let latency = &report["latency_ms"];
         let l = |key: &str| number(latency, key);
         out += &format!(
-            "   published {} of {} ({} errors, {} × 503) at {} msg/s\n   delivered {} of {} at {} deliveries/s over {} s — lost {}, duplicated {}{}\n   latency ms: p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  ({} samples)\n",
+            "   published {} of {} over {} ({} errors, {} × 503/busy, {} × rate-limited, {} unmatched replies) at {} msg/s\n   delivered {} of {} at {} deliveries/s over {} s — lost {}, duplicated {}{}\n   latency ms: p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  ({} samples)\n",
             n("published"),
             n("messages"),
+            report["publish_over"].as_str().unwrap_or("?"),
             n("publish_errors"),
             n("publish_busy_503"),
+            n("publish_rate_limited"),
+            n("publish_unmatched_replies"),
             n("publish_rate"),
             n("deliveries"),
             n("expected_deliveries"),

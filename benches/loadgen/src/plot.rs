@@ -1,7 +1,8 @@
 //! `loadgen plot`: draws the fan-out curve from stored results (the JSON lines `scripts/bench`
 //! writes) as one SVG: deliveries/s and p99 latency against subscriber count, one line per target
 //! (Switchyard beside the baseline). Only as-fast-as-possible fan-out runs of the chosen protocol
-//! are drawn; where a target ran one subscriber count more than once, the median is drawn.
+//! and publish path (`publish_over`; results from before that field are `http`) are drawn; where a
+//! target ran one subscriber count more than once, the median is drawn.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -50,8 +51,13 @@ fn group_thousands(n: u64) -> String {
     out
 }
 
-/// Reads every fan-out run of `protocol` from `files`, grouped by target in order of appearance.
-fn read_series(files: &[String], protocol: &str) -> Result<Vec<(String, Series)>, String> {
+/// Reads every fan-out run of `protocol` published over `publish_over` from `files`, grouped by
+/// target in order of appearance.
+fn read_series(
+    files: &[String],
+    protocol: &str,
+    publish_over: &str,
+) -> Result<Vec<(String, Series)>, String> {
     let mut raw: Vec<(String, Runs)> = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
@@ -63,7 +69,8 @@ fn read_series(files: &[String], protocol: &str) -> Result<Vec<(String, Series)>
             let r: Value =
                 serde_json::from_str(line).map_err(|e| format!("{file}:{}: {e}", n + 1))?;
             let windowed_fanout = r["scenario"] == "fanout" && r["rate"].is_null();
-            if !windowed_fanout || r["protocol"] != protocol {
+            let over = r["publish_over"].as_str().unwrap_or("http");
+            if !windowed_fanout || r["protocol"] != protocol || over != publish_over {
                 continue;
             }
             let (Some(subs), Some(rate), Some(p99)) = (
@@ -185,11 +192,11 @@ where
 
 /// Runs `loadgen plot`.
 pub fn run(args: &PlotArgs) -> Result<String, String> {
-    let series = read_series(&args.results, &args.protocol)?;
+    let series = read_series(&args.results, &args.protocol, &args.publish_over)?;
     if series.iter().all(|(_, s)| s.is_empty()) {
         return Err(format!(
-            "no windowed fan-out runs of protocol {} in {:?}",
-            args.protocol, args.results
+            "no windowed fan-out runs of protocol {} published over {} in {:?}",
+            args.protocol, args.publish_over, args.results
         ));
     }
     let root = SVGBackend::new(Path::new(&args.out), (WIDTH, HEIGHT)).into_drawing_area();
@@ -197,7 +204,10 @@ pub fn run(args: &PlotArgs) -> Result<String, String> {
     let (left, right) = root.split_horizontally(WIDTH / 2);
     draw_chart(
         &left,
-        &format!("fan-out throughput ({})", args.protocol),
+        &format!(
+            "fan-out throughput ({}, publishing over {})",
+            args.protocol, args.publish_over
+        ),
         "deliveries per second",
         &series,
         |v| v.0,
@@ -205,7 +215,10 @@ pub fn run(args: &PlotArgs) -> Result<String, String> {
     )?;
     draw_chart(
         &right,
-        &format!("fan-out p99 latency ({})", args.protocol),
+        &format!(
+            "fan-out p99 latency ({}, publishing over {})",
+            args.protocol, args.publish_over
+        ),
         "p99 latency, ms (log scale)",
         &series,
         |v| v.1,
@@ -249,6 +262,11 @@ mod tests {
             line("switchyard", 1000, 2000.0, 12.0, "fanout"),
             line("switchyard", 1000, 2400.0, 14.0, "fanout"),
             line("switchyard", 1000, 5.0, 1.0, "targeted"),
+            line("switchyard", 1000, 7.0, 1.0, "fanout").replacen(
+                '{',
+                r#"{"publish_over":"ws","#,
+                1,
+            ),
         ]
         .join("\n");
         std::fs::write(&results, text).unwrap();
@@ -257,6 +275,7 @@ mod tests {
             results: vec![results.to_string_lossy().into_owned()],
             out: out.to_string_lossy().into_owned(),
             protocol: "native".to_owned(),
+            publish_over: "http".to_owned(),
         })
         .unwrap();
         assert_eq!(

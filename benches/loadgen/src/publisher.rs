@@ -1,6 +1,7 @@
 //! The publisher: a generator that schedules messages (as fast as the window allows, or at a fixed
-//! rate) onto a pool of keep-alive HTTP connections, one publish in flight per connection, with
-//! retry and back-off on 503.
+//! rate) onto either a pool of keep-alive HTTP connections, one publish in flight per connection,
+//! with retry and back-off on 503, or a few `Service` WebSocket connections with a pipelining
+//! window each (`ws_publisher`). Both count acknowledgements per target channel the same way.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::cli::PublishOver;
 use crate::http_client::HttpConnection;
 use crate::net::Dialer;
 use crate::payload::{self, now_micros};
@@ -19,11 +21,11 @@ use crate::subscriber::ErrorSamples;
 /// REST publish path.
 pub const PUBLISH_PATH: &str = "/api/v1/publish";
 /// First pause after a 503.
-const RETRY_BACKOFF_START: Duration = Duration::from_millis(2);
+pub(crate) const RETRY_BACKOFF_START: Duration = Duration::from_millis(2);
 /// Longest pause between retries.
-const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(200);
+pub(crate) const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(200);
 /// Room reserved in a request body beyond the payload (channel, event, JSON punctuation).
-const BODY_OVERHEAD_BYTES: usize = 128;
+pub(crate) const BODY_OVERHEAD_BYTES: usize = 128;
 
 /// What to publish and how.
 pub struct PublishPlan {
@@ -36,8 +38,16 @@ pub struct PublishPlan {
     pub messages: u64,
     /// Messages per second; `None` publishes as fast as the window allows.
     pub rate: Option<f64>,
-    /// Publishes in flight at most (one connection each).
+    /// Publishes in flight at most (over HTTP one connection each; over a WebSocket shared out
+    /// among the connections).
     pub window: usize,
+    /// REST or WebSocket.
+    pub over: PublishOver,
+    /// WebSocket connections (with `over == Ws`).
+    pub ws_connections: usize,
+    /// How long in-flight WebSocket publishes may go without any acknowledgement arriving on their
+    /// connection before they count as errors.
+    pub ack_timeout: Duration,
     pub max_retries: u32,
     pub seed: u64,
     /// Offset added to connection indices so publisher sockets spread over source addresses too.
@@ -51,7 +61,12 @@ pub struct PublishOutcome {
     pub acked_per_channel: Vec<u64>,
     pub acked: u64,
     pub errors: u64,
+    /// HTTP 503 answers, or over a WebSocket `busy` / `unavailable` errors (each retried).
     pub busy_503: u64,
+    /// WebSocket `rate_limited` errors (each retried).
+    pub rate_limited: u64,
+    /// WebSocket replies whose id matched no publish in flight (e.g. a second ack for one id).
+    pub unmatched_replies: u64,
     pub first_publish_micros: u64,
     pub finished_micros: u64,
     /// Largest delay between a message's scheduled time and its hand-off (rate mode).
@@ -60,17 +75,41 @@ pub struct PublishOutcome {
 }
 
 #[derive(Clone, Copy)]
-struct Job {
-    target: usize,
-    seq: u64,
+pub(crate) struct Job {
+    pub target: usize,
+    pub seq: u64,
 }
 
-struct Shared {
-    acked: Vec<AtomicU64>,
-    errors: AtomicU64,
-    busy_503: AtomicU64,
-    first_publish_micros: AtomicU64,
-    error_samples: ErrorSamples,
+/// The queue of jobs the workers take from.
+pub(crate) type JobQueue = Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>;
+
+pub(crate) struct Shared {
+    pub acked: Vec<AtomicU64>,
+    pub errors: AtomicU64,
+    pub busy_503: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub unmatched_replies: AtomicU64,
+    pub first_publish_micros: AtomicU64,
+    pub error_samples: ErrorSamples,
+}
+
+impl Shared {
+    /// Stamps the first publish of the run (the start of the delivery clock) and returns `now`.
+    pub fn stamp_send(&self) -> u64 {
+        let sent_at = now_micros();
+        let _ = self.first_publish_micros.compare_exchange(
+            0,
+            sent_at,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        sent_at
+    }
+
+    pub fn error(&self, message: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.error_samples.note(message);
+    }
 }
 
 /// Publishes according to `plan` and returns when every message has been answered or given up.
@@ -80,22 +119,42 @@ pub async fn run(plan: PublishPlan) -> PublishOutcome {
         acked: plan.channels.iter().map(|_| AtomicU64::new(0)).collect(),
         errors: AtomicU64::new(0),
         busy_503: AtomicU64::new(0),
+        rate_limited: AtomicU64::new(0),
+        unmatched_replies: AtomicU64::new(0),
         first_publish_micros: AtomicU64::new(0),
         error_samples: ErrorSamples::default(),
     });
     let window = plan.window.max(1);
     let (jobs, job_queue) = mpsc::channel::<Job>(window);
-    let job_queue = Arc::new(tokio::sync::Mutex::new(job_queue));
-    let workers: Vec<_> = (0..window)
-        .map(|worker| {
-            tokio::spawn(publish_worker(
-                worker,
-                Arc::clone(&plan),
-                Arc::clone(&shared),
-                Arc::clone(&job_queue),
-            ))
-        })
-        .collect();
+    let job_queue: JobQueue = Arc::new(tokio::sync::Mutex::new(job_queue));
+    let workers: Vec<_> = match plan.over {
+        PublishOver::Http => (0..window)
+            .map(|worker| {
+                tokio::spawn(publish_worker(
+                    worker,
+                    Arc::clone(&plan),
+                    Arc::clone(&shared),
+                    Arc::clone(&job_queue),
+                ))
+            })
+            .collect(),
+        PublishOver::Ws => {
+            let connections = plan.ws_connections.clamp(1, window);
+            (0..connections)
+                .map(|worker| {
+                    // The window shared out: the first `window % connections` take one more.
+                    let slots = window / connections + usize::from(worker < window % connections);
+                    tokio::spawn(crate::ws_publisher::worker(
+                        worker,
+                        slots,
+                        Arc::clone(&plan),
+                        Arc::clone(&shared),
+                        Arc::clone(&job_queue),
+                    ))
+                })
+                .collect()
+        }
+    };
 
     let mut rng = StdRng::seed_from_u64(plan.seed);
     let mut next_seq = vec![0u64; plan.channels.len()];
@@ -139,6 +198,8 @@ pub async fn run(plan: PublishPlan) -> PublishOutcome {
         acked_per_channel,
         errors: shared.errors.load(Ordering::Relaxed),
         busy_503: shared.busy_503.load(Ordering::Relaxed),
+        rate_limited: shared.rate_limited.load(Ordering::Relaxed),
+        unmatched_replies: shared.unmatched_replies.load(Ordering::Relaxed),
         first_publish_micros: shared.first_publish_micros.load(Ordering::Relaxed),
         finished_micros: now_micros(),
         max_schedule_lag_micros: max_lag.as_micros() as u64,
@@ -150,7 +211,7 @@ async fn publish_worker(
     worker: usize,
     plan: Arc<PublishPlan>,
     shared: Arc<Shared>,
-    job_queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+    job_queue: JobQueue,
 ) {
     let prefixes: Vec<String> = plan
         .channels
@@ -170,13 +231,7 @@ async fn publish_worker(
         let Some(job) = job else { break };
         body.clear();
         body.push_str(&prefixes[job.target]);
-        let sent_at = now_micros();
-        let _ = shared.first_publish_micros.compare_exchange(
-            0,
-            sent_at,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        let sent_at = shared.stamp_send();
         payload::write_payload(&mut body, job.seq, sent_at, plan.payload_bytes);
         body.push('}');
         publish_one(
@@ -298,6 +353,9 @@ mod tests {
             messages: 3,
             rate: None,
             window: 1,
+            over: PublishOver::Http,
+            ws_connections: 1,
+            ack_timeout: Duration::from_secs(5),
             max_retries: 5,
             seed: 1,
             connection_index_base: 0,

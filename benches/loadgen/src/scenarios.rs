@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::auth::{TokenMinter, SERVICE_ROLE};
-use crate::cli::{CommonArgs, PublishArgs, TargetedChannel};
+use crate::cli::{CommonArgs, PublishArgs, PublishOver, TargetedChannel};
 use crate::net::{default_source_addrs, Dialer, Endpoint};
 use crate::publisher::{self, PublishPlan};
 use crate::server_memory::vm_rss_kb;
@@ -187,7 +187,7 @@ pub async fn run_delivery(run: DeliveryRun) -> Result<Value, String> {
         .map_err(|e| e.to_string())?;
     let source_addrs = common
         .source_addrs
-        .unwrap_or_else(|| default_source_addrs(run.subscribers + run.publish.window));
+        .unwrap_or_else(|| default_source_addrs(run.subscribers + run.publish.connections()));
     let sub_dialer = Arc::new(Dialer::new(sub_endpoint, source_addrs));
     let pub_dialer = Arc::new(Dialer::new(pub_endpoint, source_addrs));
     let minter = TokenMinter::new(&common.jwt_secret, &common.tenant);
@@ -257,8 +257,12 @@ pub async fn run_delivery(run: DeliveryRun) -> Result<Value, String> {
             .rate
             .map(|r| format!("at {r} msg/s"))
             .unwrap_or_else(|| format!("window {}", publish.window));
+        let over = match publish.publish_over {
+            PublishOver::Http => format!("over HTTP, {} connection(s)", publish.connections()),
+            PublishOver::Ws => format!("over {} WebSocket(s)", publish.connections()),
+        };
         eprintln!(
-            "{}: {subscribed} subscribed in {:.2} s; publishing {messages} messages to {} ({pace})",
+            "{}: {subscribed} subscribed in {:.2} s; publishing {messages} messages to {} ({pace}, {over})",
             run.scenario, connections.connect_secs, run.pub_url
         );
     }
@@ -271,6 +275,9 @@ pub async fn run_delivery(run: DeliveryRun) -> Result<Value, String> {
         messages,
         rate: publish.rate,
         window: publish.window,
+        over: publish.publish_over,
+        ws_connections: publish.ws_connections(),
+        ack_timeout: Duration::from_secs(common.timeout_secs),
         max_retries: publish.max_retries,
         seed: publish.seed,
         connection_index_base: run.subscribers,
@@ -317,11 +324,15 @@ pub async fn run_delivery(run: DeliveryRun) -> Result<Value, String> {
         "connect_secs": (connect_secs * 1000.0).round() / 1000.0,
         "messages": messages,
         "window": publish.window,
+        "publish_over": publish.publish_over.name(),
+        "publisher_connections": publish.connections(),
         "rate": publish.rate,
         "payload_bytes": publish.payload_bytes,
         "published": outcome.acked,
         "publish_errors": outcome.errors,
         "publish_busy_503": outcome.busy_503,
+        "publish_rate_limited": outcome.rate_limited,
+        "publish_unmatched_replies": outcome.unmatched_replies,
         "publish_rate": per_sec(outcome.acked, outcome.first_publish_micros, outcome.finished_micros),
         "max_schedule_lag_ms": outcome.max_schedule_lag_micros as f64 / MICROS_PER_MILLI,
         "expected_deliveries": totals.expected,

@@ -36,7 +36,7 @@ const SUBSCRIBE_INVOCATION_ID: &str = "1";
 /// both sides, which matters near the descriptor limit).
 pub const NEGOTIATE_CONNECTIONS: usize = 16;
 /// Native WebSocket path.
-const NATIVE_WS_PATH: &str = "/ws";
+pub(crate) const NATIVE_WS_PATH: &str = "/ws";
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -131,7 +131,7 @@ enum SetupError {
     Refused(String),
 }
 
-fn percent_encode(value: &str) -> String {
+pub(crate) fn percent_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
