@@ -265,6 +265,20 @@ async fn stall_disconnects(app: &TestApp) -> [f64; 3] {
     })
 }
 
+/// Connections the server reset because their client took nothing, at any stage.
+async fn stall_resets(app: &TestApp) -> f64 {
+    let m = app.metrics().await;
+    ["stalled", "closing", "released"]
+        .iter()
+        .map(|w| {
+            metric_value(
+                &m,
+                &format!("switchyard_connection_resets_total{{when=\"{w}\"}}"),
+            )
+        })
+        .sum()
+}
+
 fn stall_settings(s: &mut Settings, policy: &str) {
     s.actors.session.policy = policy.parse_policy();
     // The stalled sessions hit it even behind the kernel's buffers; the readers have headroom.
@@ -279,6 +293,8 @@ async fn a_subscriber_that_stops_reading_is_closed_as_a_slow_consumer() {
         assert_connection_ended(ws).await;
     }
     assert_eq!(stall_disconnects(&app).await, [STALLED as f64, 0.0, 0.0]);
+    // Whichever side noticed first, no close frame could reach them: each was reset.
+    assert_eq!(stall_resets(&app).await, STALLED as f64);
     assert_eq!(
         app.metric("switchyard_slow_consumer_disconnects_total")
             .await,
@@ -298,6 +314,11 @@ async fn a_subscriber_that_stops_reading_is_closed_after_the_write_timeout_under
         assert_connection_ended(ws).await;
     }
     assert_eq!(stall_disconnects(&app).await, [0.0, 0.0, STALLED as f64]);
+    assert_eq!(
+        app.metric("switchyard_connection_resets_total{when=\"stalled\"}")
+            .await,
+        STALLED as f64
+    );
     assert_eq!(
         app.metric("switchyard_slow_consumer_disconnects_total")
             .await,
@@ -342,6 +363,8 @@ async fn a_subscriber_that_stops_reading_is_closed_in_cluster_mode() {
         stall_disconnects(&subscribers).await,
         [STALLED as f64, 0.0, 0.0]
     );
+    assert_eq!(stall_resets(&subscribers).await, STALLED as f64);
+    assert_eq!(stall_disconnects(&publisher).await, [0.0, 0.0, 0.0]);
     assert_eq!(
         subscribers
             .metric("switchyard_slow_consumer_disconnects_total")

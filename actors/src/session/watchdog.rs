@@ -129,7 +129,7 @@ pub enum StallReason {
     SlowConsumer,
     /// The client was silent past `session.client_timeout_ms` too (as 4001 would say).
     HeartbeatTimeout,
-    /// The socket took nothing for `session.write_timeout_ms`.
+    /// The client took nothing written to it within `session.write_timeout_ms`.
     WriteTimeout,
 }
 
