@@ -372,3 +372,36 @@ async fn a_subscriber_that_stops_reading_is_closed_in_cluster_mode() {
         STALLED as f64
     );
 }
+
+#[actix_web::test]
+async fn a_subscriber_that_stops_reading_is_reset_when_its_own_close_cannot_be_written() {
+    // The second half of the finding: a session that closes itself (here 4001, the client is
+    // silent) while what it wrote before still fills the client's buffers. The close frame never
+    // reaches the client, and the server must not leave the connection to linger until the
+    // client reads.
+    let app = spawn_app_with(|s| {
+        s.session.heartbeat_interval_ms = 500;
+        s.session.client_timeout_ms = 1500;
+        s.session.write_timeout_ms = 4000;
+    })
+    .await;
+    let mut ws = stalled_client(&app, &customer("acme", "stalled", None)).await;
+    ws.subscribed(CHANNEL).await;
+    // Far more than the client's 4 KB receive buffer, little enough that the server's kernel
+    // takes it all: the session keeps running and closes itself.
+    publish_many(&app, CHANNEL, 200, STALL_PAYLOAD).await;
+    let app = &app;
+    eventually("the server to let go of the connection", || {
+        let let_go = server_let_go(&ws);
+        async move {
+            let open = app
+                .metric("switchyard_connections{protocol=\"native\"}")
+                .await;
+            (let_go && open == 0.0).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(stall_disconnects(app).await, [0.0, 1.0, 0.0]);
+    assert_eq!(stall_resets(app).await, 1.0);
+    assert_connection_ended(ws).await;
+}
