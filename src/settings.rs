@@ -480,6 +480,7 @@ mod tests {
         assert_eq!(s.server.port, 8080);
         assert_eq!(s.session.max_frame_bytes, 32 * 1024);
         assert_eq!(s.session.max_subscriptions, 100);
+        assert_eq!(s.session.write_timeout_ms, 5000);
         assert_eq!(s.actors.session.policy, SlowConsumerPolicy::Disconnect);
         assert_eq!(s.signalr.hub_paths, ["/hubs/notifications"]);
         assert!(s.cors.allowed_origins.is_empty());

@@ -270,7 +270,7 @@ impl Application {
                 }))
         })
         // Records each connection's socket, for the session watchdog to reset one that stalls.
-        .on_connect(conn_socket::recorder(node.metrics.clone()))
+        .on_connect(conn_socket::on_connect)
         .workers(workers)
         .disable_signals()
         .shutdown_timeout(shutdown_secs)

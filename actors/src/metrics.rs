@@ -40,9 +40,8 @@ pub struct Metrics {
     /// session watchdog when their socket took nothing).
     pub slow_consumer_disconnects: IntCounter,
     /// Connections reset because their client took nothing, by when: `stalled` (the session
-    /// could not run; the reason is in `disconnects`), `closing` (the session had ended but its
-    /// connection was still open after the write timeout) or `released` (the HTTP layer let go
-    /// of a connection with data the client never took).
+    /// could not run; the reason is in `disconnects`) or `closing` (the session had ended but
+    /// its connection still held data the client had not taken after the write timeout).
     pub connection_resets: IntCounterVec,
     /// Messages refused by a full mailbox, by actor kind.
     pub mailbox_full: IntCounterVec,
@@ -262,7 +261,7 @@ impl Metrics {
         for stall in StallReason::ALL {
             self.disconnects.with_label_values(&[stall.label()]);
         }
-        for when in ["stalled", "closing", "released"] {
+        for when in ["stalled", "closing"] {
             self.connection_resets.with_label_values(&[when]);
         }
         for protocol in ["native", "signalr"] {

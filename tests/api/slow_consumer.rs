@@ -268,7 +268,7 @@ async fn stall_disconnects(app: &TestApp) -> [f64; 3] {
 /// Connections the server reset because their client took nothing, at any stage.
 async fn stall_resets(app: &TestApp) -> f64 {
     let m = app.metrics().await;
-    ["stalled", "closing", "released"]
+    ["stalled", "closing"]
         .iter()
         .map(|w| {
             metric_value(

@@ -1031,6 +1031,7 @@ impl Actor for Session {
     fn stopped(&mut self, _: &mut Self::Context) {
         // The watchdog resets the connection if it is still open after the write timeout.
         self.pulse.stopped();
+        self.socket.session_ended();
         self.outbox.close();
         self.latency.flush();
         let label = self.codec.label();

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::conn_socket::{AbortError, ConnSocket};
+use super::conn_socket::{AbortError, Aborted, ConnSocket};
 use crate::codes::CloseCode;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -331,9 +331,8 @@ fn reset_stalled(w: &Watched, reason: StallReason, ages: &Ages, metrics: &Metric
         .with_label_values(&["stalled"])
         .inc();
     let outbox = &w.watch.pulse.outbox;
-    let result = w.watch.socket.abort();
-    let outcome = match &result {
-        Ok(()) => "connection reset".to_owned(),
+    let outcome = match w.watch.socket.abort() {
+        Ok(_) => "connection reset".to_owned(),
         Err(e) => format!("could not reset the connection: {e}"),
     };
     log::info!(
@@ -353,17 +352,21 @@ fn reset_stalled(w: &Watched, reason: StallReason, ages: &Ages, metrics: &Metric
 fn reset_lingering(w: &Watched, metrics: &Metrics) {
     let peer = peer(&w.watch.socket);
     match w.watch.socket.abort() {
-        Ok(()) => {
+        Ok(Aborted::Reset) => {
             metrics
                 .connection_resets
                 .with_label_values(&["closing"])
                 .inc();
             log::info!(
-                "{} peer={peer} still open after the session ended (its close could not be \
-                 written); connection reset",
+                "{} peer={peer} still held data the client had not taken after the session ended \
+                 (its close could not be written); connection reset",
                 w.watch.who
             );
         }
+        Ok(Aborted::Closed) => log::debug!(
+            "{} peer={peer} took everything after the session ended; closed",
+            w.watch.who
+        ),
         // Closed meanwhile, as it should have been.
         Err(AbortError::Closed) => {}
         Err(e) => log::warn!(
