@@ -3,6 +3,7 @@
 //! assembles it, with one difference: every accepted connection is wrapped in
 //! [`ParserRefusals`], so the refusals the HTTP/1 parser writes itself are problem JSON too.
 
+use std::any::Any;
 use std::net::{TcpListener, ToSocketAddrs};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use actix_service::{
     fn_service, map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt,
 };
 use actix_web::body::MessageBody;
-use actix_web::dev::AppConfig;
+use actix_web::dev::{AppConfig, Extensions};
 use actix_web::rt::net::TcpStream;
 use anyhow::Context;
 use prometheus::IntCounterVec;
@@ -42,12 +43,17 @@ pub fn bind_listener(server: &ServerSettings) -> anyhow::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// Called with each accepted TCP connection and its extensions (`HttpServer::on_connect`'s
+/// callback); what it inserts, `HttpRequest::conn_data` finds.
+pub type OnConnect = fn(&dyn Any, &mut Extensions);
+
 /// How the server runs: worker threads, the drain time at shutdown, where parser refusals are
-/// counted.
+/// counted, what each accepted connection records.
 pub struct ServeOptions {
     pub workers: usize,
     pub shutdown_timeout_secs: u64,
     pub http_errors: IntCounterVec,
+    pub on_connect: OnConnect,
 }
 
 /// Serves the app `factory` builds (once per worker) on `listener`, HTTP/1.1 only.
@@ -74,6 +80,7 @@ where
         workers,
         shutdown_timeout_secs,
         http_errors,
+        on_connect,
     } = options;
     Ok(builder
         .workers(workers)
@@ -96,6 +103,12 @@ where
                 .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
                 .h1_allow_half_closed(true)
                 .local_addr(addr)
+                // The callback sees the TCP stream itself, as under `HttpServer`.
+                .on_connect_ext(
+                    move |io: &ParserRefusals<TcpStream>, ext: &mut Extensions| {
+                        on_connect(io.get_ref() as &dyn Any, ext)
+                    },
+                )
                 // AppConfig's constructor is private to actix-web; its host and address serve URL
                 // generation only, which Switchyard does not use (it reads the Host header).
                 .h1(map_config(app, |_| AppConfig::default()));

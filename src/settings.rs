@@ -170,6 +170,7 @@ pub struct SessionConfig {
     pub max_frame_bytes: usize,
     pub heartbeat_interval_ms: u64,
     pub client_timeout_ms: u64,
+    pub write_timeout_ms: u64,
     pub handshake_timeout_ms: u64,
     pub max_subscriptions: usize,
     pub max_bad_frames: u32,
@@ -436,6 +437,7 @@ impl Settings {
             max_frame_bytes: s.max_frame_bytes,
             heartbeat_interval: Duration::from_millis(s.heartbeat_interval_ms),
             client_timeout: Duration::from_millis(s.client_timeout_ms),
+            write_timeout: Duration::from_millis(s.write_timeout_ms),
             handshake_timeout: Duration::from_millis(s.handshake_timeout_ms),
             max_subscriptions: s.max_subscriptions,
             rate_per_second: self.rate_limit.messages_per_second,
@@ -525,6 +527,7 @@ mod tests {
         assert_eq!(s.server.port, 8080);
         assert_eq!(s.session.max_frame_bytes, 32 * 1024);
         assert_eq!(s.session.max_subscriptions, 100);
+        assert_eq!(s.session.write_timeout_ms, 5000);
         assert_eq!(s.actors.session.policy, SlowConsumerPolicy::Disconnect);
         assert_eq!(s.signalr.hub_paths, ["/hubs/notifications"]);
         assert!(s.cors.allowed_origins.is_empty());

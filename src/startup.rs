@@ -25,6 +25,8 @@ use switchyard_actors::node::Node;
 use switchyard_actors::presence_hook::PresenceHook;
 use switchyard_actors::quotas::QuotaBook;
 use switchyard_actors::redis_bridge::{AttachBroker, RedisBridge};
+use switchyard_actors::session::conn_socket;
+use switchyard_actors::session::watchdog::{SessionWatchdog, WatchdogSettings};
 use switchyard_actors::tenant_group::TenantRegistry;
 
 use crate::auth::{GeneratedSecret, Verifier};
@@ -176,6 +178,15 @@ impl Application {
             Duration::from_millis(settings.presence.offline_grace_ms),
         )
         .with_presence_hook(presence_hook.clone());
+        let sessions = settings.session_settings();
+        let watchdog = SessionWatchdog::start_on_own_thread(
+            WatchdogSettings {
+                write_timeout: sessions.write_timeout,
+                heartbeat_interval: sessions.heartbeat_interval,
+                client_timeout: sessions.client_timeout,
+            },
+            metrics.clone(),
+        );
         let node = Arc::new_cyclic(|node| {
             let chat = ChatService::new(store.clone(), node.clone(), chat_config);
             presence_hook.set(Arc::new(chat.clone()));
@@ -185,7 +196,7 @@ impl Application {
                 tenants,
                 metrics,
                 limits,
-                settings.session_settings(),
+                sessions,
                 Arc::new(StoreAuthorizer::new(store.clone(), entities.clone())),
                 Duration::from_millis(settings.signalr.stateful_reconnect_grace_ms),
                 quotas,
@@ -197,6 +208,7 @@ impl Application {
                 settings.connection_limits.max_per_ip,
             ))
             .with_activity(activity)
+            .with_watchdog(watchdog)
         });
         if settings.admin.persist {
             routes::admin::apply_stored(&node, &store)
@@ -234,6 +246,8 @@ impl Application {
             workers,
             shutdown_timeout_secs: shutdown_secs,
             http_errors,
+            // Records each connection's socket, for the session watchdog to reset one that stalls.
+            on_connect: conn_socket::on_connect,
         };
         let server = http_server::serve(listener, options, move || {
             App::new()

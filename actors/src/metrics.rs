@@ -10,6 +10,7 @@ use prometheus::{
 
 use crate::codes::CloseCode;
 use crate::mailbox::ActorKind;
+use crate::session::watchdog::StallReason;
 
 /// Buckets for delivery latency, in seconds: sub-millisecond to seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -48,8 +49,13 @@ pub struct Metrics {
     pub delivered: IntCounter,
     /// Events not delivered to a session, by reason (`slow_consumer`, …).
     pub dropped: IntCounterVec,
-    /// Sessions closed under the `disconnect` slow-consumer policy.
+    /// Sessions closed under the `disconnect` slow-consumer policy (with 4000, or reset by the
+    /// session watchdog when their socket took nothing).
     pub slow_consumer_disconnects: IntCounter,
+    /// Connections reset because their client took nothing, by when: `stalled` (the session
+    /// could not run; the reason is in `disconnects`) or `closing` (the session had ended but
+    /// its connection still held data the client had not taken after the write timeout).
+    pub connection_resets: IntCounterVec,
     /// Messages refused by a full mailbox, by actor kind.
     pub mailbox_full: IntCounterVec,
     /// The most outbound bytes any one session has had queued (bounded by `max_queued_bytes`
@@ -176,6 +182,11 @@ impl Metrics {
                 "switchyard_slow_consumer_disconnects_total",
                 "Sessions closed because their outbound queue was full (policy disconnect)",
             ),
+            connection_resets: counter_vec(
+                "switchyard_connection_resets_total",
+                "Connections reset because their client took nothing, by when",
+                &["when"],
+            ),
             mailbox_full: counter_vec(
                 "switchyard_mailbox_full_total",
                 "Messages refused by a full mailbox, by actor kind",
@@ -290,6 +301,12 @@ impl Metrics {
         }
         self.history_skipped
             .with_label_values(&[HISTORY_UNDECODABLE]);
+        for stall in StallReason::ALL {
+            self.disconnects.with_label_values(&[stall.label()]);
+        }
+        for when in ["stalled", "closing"] {
+            self.connection_resets.with_label_values(&[when]);
+        }
         for protocol in ["native", "signalr"] {
             self.connections.with_label_values(&[protocol]);
             self.connections_opened.with_label_values(&[protocol]);

@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::payload::{Payload, PayloadError, PayloadLimits};
 use crate::quotas::QuotaBook;
 use crate::session::resume::ParkedSessions;
+use crate::session::watchdog::SessionWatchdog;
 use crate::session::SessionSettings;
 use crate::tenant_group::TenantRegistry;
 
@@ -55,6 +56,8 @@ pub struct Node {
     pub activity: ActivitySink,
     /// The activity recorder, for the admin API's queries (absent in bare test nodes).
     pub activity_recorder: Option<Addr<ActivityRecorder>>,
+    /// Resets the connections of sessions that cannot write (absent in bare test nodes).
+    pub watchdog: Option<Addr<SessionWatchdog>>,
     shutdown: watch::Sender<bool>,
     next_conn: AtomicU64,
 }
@@ -80,6 +83,7 @@ impl Node {
             payload,
             activity: ActivitySink::default(),
             activity_recorder: None,
+            watchdog: None,
             parked: ParkedSessions::new(resume_grace),
             id,
             broker,
@@ -110,6 +114,12 @@ impl Node {
     pub fn with_activity(mut self, recorder: Addr<ActivityRecorder>) -> Self {
         self.activity = ActivitySink::new(recorder.clone().recipient(), self.metrics.clone());
         self.activity_recorder = Some(recorder);
+        self
+    }
+
+    /// The node with `watchdog` watching its sessions.
+    pub fn with_watchdog(mut self, watchdog: Addr<SessionWatchdog>) -> Self {
+        self.watchdog = Some(watchdog);
         self
     }
 

@@ -10,7 +10,7 @@
 //! pass either is refused and the slow-consumer policy applies, exactly as a full mailbox did.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::Message;
@@ -53,6 +53,9 @@ pub struct Outbox {
     /// A [`Wake`] is on its way to (or being handled by) the session.
     wake_pending: AtomicBool,
     evicted: AtomicBool,
+    /// Turns in which the session took its events: the session watchdog's evidence that a wake
+    /// outstanding for long is stuck rather than taken again and again.
+    drains: AtomicU64,
 }
 
 impl Outbox {
@@ -90,9 +93,20 @@ impl Outbox {
     /// first, so an event pushed while the session is busy with this batch wakes it again.
     pub fn take_all(&self, into: &mut Vec<Arc<Envelope>>) {
         self.wake_pending.store(false, Ordering::Release);
+        self.drains.fetch_add(1, Ordering::Relaxed);
         let mut q = self.lock();
         into.extend(q.events.drain(..));
         q.bytes = 0;
+    }
+
+    /// Whether a wake is on its way to the session (or the session is handling it).
+    pub fn wake_outstanding(&self) -> bool {
+        self.wake_pending.load(Ordering::Acquire)
+    }
+
+    /// How many times the session has taken its events.
+    pub fn drains(&self) -> u64 {
+        self.drains.load(Ordering::Relaxed)
     }
 
     /// Events waiting for the session.

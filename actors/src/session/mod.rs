@@ -12,12 +12,14 @@
 //! Lifecycle: registration with the tenant group happens at the upgrade (so a tenant quota can be
 //! answered with HTTP 429); everything is unregistered exactly once, in `stopped()`.
 
+pub mod conn_socket;
 mod invoke;
 mod membership;
 mod read_errors;
 mod requests;
 pub mod resume;
 pub mod subscriptions;
+pub mod watchdog;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -30,11 +32,13 @@ use bytes::{Bytes, BytesMut};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use prometheus::local::LocalHistogram;
 
+use self::conn_socket::ConnSocket;
 use self::membership::JoinRefused;
 use self::read_errors::ReadFailure;
 use self::requests::{Requests, Step};
 use self::resume::{Parked, SendBuffer};
 use self::subscriptions::{Accept, Subscriptions};
+use self::watchdog::{Pulse, Watch};
 use crate::activity::Observe;
 use crate::broker::BrokerError;
 use crate::channel::ChannelName;
@@ -60,6 +64,8 @@ pub struct SessionSettings {
     pub heartbeat_interval: Duration,
     /// A client heard from less recently than this is dropped (close 4001).
     pub client_timeout: Duration,
+    /// A connection the session cannot write to for this long is shut (see [`watchdog`]).
+    pub write_timeout: Duration,
     /// Time a protocol with a handshake (SignalR) has to complete it (close 4002).
     pub handshake_timeout: Duration,
     /// Subscriptions per connection.
@@ -134,6 +140,10 @@ pub struct Session {
     _slot: Option<ConnectionSlot>,
     /// Requests not yet answered, handled one at a time in arrival order.
     requests: Requests,
+    /// What the node's session watchdog sees of this session.
+    pulse: Arc<Pulse>,
+    /// The TCP connection, for the watchdog to reset if this session cannot write.
+    socket: ConnSocket,
 }
 
 impl Session {
@@ -148,13 +158,16 @@ impl Session {
         let s = &node.sessions;
         let per_second = NonZeroU32::new(s.rate_per_second.max(1)).expect("max(1) is non-zero");
         let burst = NonZeroU32::new(s.rate_burst.max(1)).expect("max(1) is non-zero");
+        let outbox = Arc::<Outbox>::default();
         Self {
             conn,
             identity,
             tenant,
             codec,
             subs: Subscriptions::new(s.max_subscriptions),
-            outbox: Arc::default(),
+            pulse: Arc::new(Pulse::new(outbox.clone())),
+            socket: ConnSocket::default(),
+            outbox,
             batch: Vec::new(),
             last_heard: Instant::now(),
             limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
@@ -300,10 +313,11 @@ impl Session {
 
     /// Completes the WebSocket upgrade and starts the session actor.
     pub fn serve(
-        self,
+        mut self,
         req: &HttpRequest,
         payload: web::Payload,
     ) -> Result<HttpResponse, actix_web::Error> {
+        self.socket = ConnSocket::of(req);
         let max = self.node.sessions.max_frame_bytes;
         ws::WsResponseBuilder::new(self, req, payload)
             .frame_size(max)
@@ -432,10 +446,14 @@ impl Session {
             return;
         }
         self.closing = true;
-        let m = &self.node.metrics;
-        m.disconnects.with_label_values(&[code.label()]).inc();
-        if code == CloseCode::SlowConsumer {
-            m.slow_consumer_disconnects.inc();
+        // Unless the watchdog already reset the connection (and counted why) while this
+        // session could not run.
+        if self.pulse.begin_close() {
+            let m = &self.node.metrics;
+            m.disconnects.with_label_values(&[code.label()]).inc();
+            if code == CloseCode::SlowConsumer {
+                m.slow_consumer_disconnects.inc();
+            }
         }
         log::info!(
             "{} closing: {} ({})",
@@ -454,6 +472,7 @@ impl Session {
     }
 
     fn on_heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.pulse.turn();
         self.latency.flush();
         self.rate_violations = 0;
         self.bad_frames = 0;
@@ -883,6 +902,13 @@ impl Actor for Session {
             .inc();
         log::debug!("{} connected", self.log_ctx());
         self.observe_connection(true);
+        if let Some(watchdog) = &self.node.watchdog {
+            watchdog.do_send(Watch {
+                pulse: self.pulse.clone(),
+                socket: self.socket.clone(),
+                who: self.log_ctx(),
+            });
+        }
 
         ctx.run_interval(self.node.sessions.heartbeat_interval, |act, ctx| {
             act.on_heartbeat(ctx)
@@ -912,6 +938,9 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        // The watchdog resets the connection if it is still open after the write timeout.
+        self.pulse.stopped();
+        self.socket.session_ended();
         self.outbox.close();
         self.latency.flush();
         let label = self.codec.label();
@@ -961,6 +990,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             return;
         }
         self.last_heard = Instant::now();
+        self.pulse.heard();
         match msg {
             Ok(ws::Message::Text(text)) => self.on_data(ctx, InFrame::Text(&text)),
             Ok(ws::Message::Binary(bin)) => self.on_data(ctx, InFrame::Binary(&bin)),
