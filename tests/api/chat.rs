@@ -11,7 +11,6 @@ use switchyard::chat::webhook::sign;
 
 use crate::helpers::*;
 use crate::hub_client::{HubClient, HubOptions};
-use crate::redis_server::RedisServer;
 
 const TENANT: &str = "pets";
 
@@ -55,18 +54,6 @@ async fn chat_client_with(app: &TestApp, who: &As, messagepack: bool) -> HubClie
 
 /// Waits until a cluster node's Redis subscriptions are confirmed for `channels` channels, so
 /// events published anywhere reach its clients.
-/// Two cluster nodes sharing one Redis and one Postgres database (bind the first two to named
-/// `_` variables: they must outlive the nodes).
-async fn two_chat_nodes() -> (RedisServer, TestDb, TestApp, TestApp) {
-    let redis = RedisServer::start().await;
-    let prefix = unique_prefix();
-    let db = TestDb::postgres().await;
-    let cluster =
-        |s: &mut switchyard::settings::Settings| cluster_settings(s, &redis.url(), &prefix);
-    let a = spawn_app_with_db(&db, cluster).await;
-    let b = spawn_app_with_db(&db, cluster).await;
-    (redis, db, a, b)
-}
 
 async fn listening(node: &TestApp, channels: u64) {
     eventually("the node's Redis subscriptions", || async {

@@ -463,15 +463,7 @@ async fn other_processes_publish_through_the_ingest_stream() {
     // A background job (any language) appends a draft; exactly one node publishes it.
     let mut conn = redis.conn().await;
     let job = json!({"channel":"tenant:acme:admins","event":"TenantCreated","data":{"tenantKey":"acme","name":"Acme"},"id":"job-42"});
-    eventually("the ingest group to exist", || async {
-        let groups: redis::RedisResult<redis::Value> = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(format!("{prefix}:ingest"))
-            .query_async(&mut redis.conn().await)
-            .await;
-        groups.ok()
-    })
-    .await;
+    redis.ingest_group_exists(&prefix).await;
     for _ in 0..2 {
         // Sent twice with one id: published once.
         let _: String = redis::cmd("XADD")

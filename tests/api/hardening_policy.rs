@@ -7,7 +7,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 use crate::hub_client::{HubClient, HubOptions};
-use crate::redis_server::RedisServer;
 
 const QUOTA_SUBSCRIPTIONS: &str =
     "switchyard_quota_exceeded_total{quota=\"subscriptions\",tenant=\"pets\"}";
@@ -168,13 +167,7 @@ async fn hub_method_joins_and_leaves_show_in_the_tenant_activity() {
 
 #[actix_web::test]
 async fn hub_method_joins_and_leaves_show_in_the_tenant_activity_on_a_cluster() {
-    let redis = RedisServer::start().await;
-    let prefix = unique_prefix();
-    let db = TestDb::postgres().await;
-    let cluster =
-        |s: &mut switchyard::settings::Settings| cluster_settings(s, &redis.url(), &prefix);
-    let a = spawn_app_with_db(&db, cluster).await;
-    let b = spawn_app_with_db(&db, cluster).await;
+    let (_redis, _db, a, b) = two_chat_nodes().await;
     let conv = conversation(&b).await;
     // The console on node a, the chat user on node b.
     let mut console = a.connect(&operator()).await;

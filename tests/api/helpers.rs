@@ -633,3 +633,40 @@ pub async fn publish_many(app: &TestApp, channel: &str, n: u64, pad: usize) {
         .await;
     assert!(results.iter().all(|s| *s == 202), "every publish accepted");
 }
+
+/// The code and reason of the first close frame among the raw server frames in `buf` (unmasked,
+/// as a server sends them).
+pub fn close_frame_in(buf: &[u8]) -> Option<(u16, String)> {
+    let mut i = 0;
+    while i + 2 <= buf.len() {
+        let opcode = buf[i] & 0x0f;
+        let (len, header) = match buf[i + 1] & 0x7f {
+            126 => (u16::from_be_bytes([buf[i + 2], buf[i + 3]]) as usize, 4),
+            127 => (
+                u64::from_be_bytes(buf[i + 2..i + 10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n => (n as usize, 2),
+        };
+        let payload = buf.get(i + header..i + header + len)?;
+        if opcode == 8 {
+            let code = u16::from_be_bytes([*payload.first()?, *payload.get(1)?]);
+            return Some((code, String::from_utf8_lossy(&payload[2..]).into_owned()));
+        }
+        i += header + len;
+    }
+    None
+}
+
+/// Two cluster nodes sharing one Redis and one Postgres database (bind the first two to named
+/// `_` variables: they must outlive the nodes).
+pub async fn two_chat_nodes() -> (crate::redis_server::RedisServer, TestDb, TestApp, TestApp) {
+    let redis = crate::redis_server::RedisServer::start().await;
+    let prefix = unique_prefix();
+    let db = TestDb::postgres().await;
+    let cluster =
+        |s: &mut switchyard::settings::Settings| cluster_settings(s, &redis.url(), &prefix);
+    let a = spawn_app_with_db(&db, cluster).await;
+    let b = spawn_app_with_db(&db, cluster).await;
+    (redis, db, a, b)
+}

@@ -230,23 +230,6 @@ impl RawSilentClient {
             .await
             .ok()?
             .ok()?;
-        let mut i = 0;
-        while i + 2 <= buf.len() {
-            let opcode = buf[i] & 0x0f;
-            let (len, header) = match buf[i + 1] & 0x7f {
-                126 => (u16::from_be_bytes([buf[i + 2], buf[i + 3]]) as usize, 4),
-                127 => (
-                    u64::from_be_bytes(buf[i + 2..i + 10].try_into().unwrap()) as usize,
-                    10,
-                ),
-                n => (n as usize, 2),
-            };
-            let payload = &buf[i + header..i + header + len];
-            if opcode == 8 {
-                return Some(u16::from_be_bytes([payload[0], payload[1]]));
-            }
-            i += header + len;
-        }
-        None
+        close_frame_in(&buf).map(|(code, _)| code)
     }
 }

@@ -296,15 +296,7 @@ async fn finding_5_deep_ingest_entry_is_refused_counted_and_later_entries_flow()
     let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
     let mut on_b = b.connect(&service()).await;
     on_b.subscribed("tenant:acme:admins").await;
-    eventually("the ingest group to exist", || async {
-        let groups: redis::RedisResult<redis::Value> = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(format!("{prefix}:ingest"))
-            .query_async(&mut redis.conn().await)
-            .await;
-        groups.ok()
-    })
-    .await;
+    redis.ingest_group_exists(&prefix).await;
     let mut conn = redis.conn().await;
     let deep = format!(
         r#"{{"channel":"tenant:acme:admins","event":"Deep","data":{}}}"#,

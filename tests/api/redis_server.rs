@@ -170,6 +170,19 @@ impl RedisServer {
     }
 
     /// A command connection for test set-up and checks.
+    /// Waits until the nodes sharing `prefix` created their ingest consumer group.
+    pub async fn ingest_group_exists(&self, prefix: &str) {
+        crate::helpers::eventually("the ingest group to exist", || async {
+            let groups: redis::RedisResult<redis::Value> = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(format!("{prefix}:ingest"))
+                .query_async(&mut self.conn().await)
+                .await;
+            groups.ok()
+        })
+        .await;
+    }
+
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
             .unwrap()
