@@ -182,6 +182,8 @@ pub struct RateLimitConfig {
     pub messages_per_second: u32,
     pub burst: u32,
     pub max_violations: u32,
+    /// Roles whose connections are not rate-limited (back-end publishers).
+    pub exempt_roles: Vec<switchyard_actors::identity::Role>,
 }
 
 /// One actor kind's `[actors.<kind>]` table.
@@ -368,6 +370,7 @@ impl Settings {
                 .list_separator(",")
                 .with_list_parse_key("cors.allowed_origins")
                 .with_list_parse_key("signalr.hub_paths")
+                .with_list_parse_key("rate_limit.exempt_roles")
                 .with_list_parse_key("change_feed.full_payload_entity_types")
                 .source(Some(env.into_iter().collect())),
         );
@@ -443,6 +446,7 @@ impl Settings {
             rate_per_second: self.rate_limit.messages_per_second,
             rate_burst: self.rate_limit.burst,
             max_rate_violations: self.rate_limit.max_violations,
+            rate_exempt_roles: self.rate_limit.exempt_roles.clone(),
             max_bad_frames: s.max_bad_frames,
             close_on_token_expiry: s.close_on_token_expiry,
             resume_buffer_bytes: self.signalr.stateful_reconnect_buffer_bytes,

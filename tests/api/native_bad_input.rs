@@ -157,6 +157,35 @@ async fn flooding_gets_rate_limited_then_closed() {
 }
 
 #[actix_web::test]
+async fn a_service_publisher_pipelining_over_ws_is_not_rate_limited() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.messages_per_second = 5;
+        s.rate_limit.burst = 5;
+        s.rate_limit.max_violations = 3;
+    })
+    .await;
+    assert_eq!(
+        app.settings.rate_limit.exempt_roles,
+        vec![switchyard_actors::identity::Role::Service],
+        "the shipped default"
+    );
+    let mut publisher = app.connect(&service()).await;
+    const PUBLISHES: u64 = 200;
+    for i in 0..PUBLISHES {
+        publisher
+            .send_json(json!({"type":"publish","id":i,"data":{
+                "channel":"tenant:acme:broadcast","event":"Tick","data":{"i":i}}}))
+            .await;
+    }
+    for i in 0..PUBLISHES {
+        let reply = publisher.recv().await;
+        assert_eq!(reply["type"], "published", "{reply}");
+        assert_eq!(reply["id"], i, "in request order");
+    }
+    assert_eq!(app.metric("switchyard_rate_limited_total").await, 0.0);
+}
+
+#[actix_web::test]
 async fn a_silent_client_is_dropped_and_heartbeats_flow() {
     use tokio_tungstenite::tungstenite::Message;
     let app = spawn_app_with(|s| {

@@ -76,6 +76,8 @@ pub struct SessionSettings {
     pub rate_burst: u32,
     /// Rate-limited frames tolerated per heartbeat interval before closing with 4429.
     pub max_rate_violations: u32,
+    /// Roles whose connections the inbound rate limit does not apply to.
+    pub rate_exempt_roles: Vec<crate::identity::Role>,
     /// Bad frames tolerated per heartbeat interval before closing with 4400.
     pub max_bad_frames: u32,
     /// Close with 4401 when the token's `exp` passes during the connection.
@@ -115,7 +117,8 @@ pub struct Session {
     /// Reused buffer for the events taken from the outbox in one turn.
     batch: Vec<Arc<Envelope>>,
     last_heard: Instant,
-    limiter: DefaultDirectRateLimiter,
+    /// The inbound rate limit; `None` for an exempt role.
+    limiter: Option<DefaultDirectRateLimiter>,
     rate_violations: u32,
     bad_frames: u32,
     fragments: Option<Fragments>,
@@ -158,6 +161,7 @@ impl Session {
         let s = &node.sessions;
         let per_second = NonZeroU32::new(s.rate_per_second.max(1)).expect("max(1) is non-zero");
         let burst = NonZeroU32::new(s.rate_burst.max(1)).expect("max(1) is non-zero");
+        let limited = !s.rate_exempt_roles.contains(&identity.role);
         let outbox = Arc::<Outbox>::default();
         Self {
             conn,
@@ -170,7 +174,8 @@ impl Session {
             outbox,
             batch: Vec::new(),
             last_heard: Instant::now(),
-            limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+            limiter: limited
+                .then(|| RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst))),
             rate_violations: 0,
             bad_frames: 0,
             fragments: None,
@@ -500,7 +505,7 @@ impl Session {
     }
 
     fn on_data(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: InFrame<'_>) {
-        let limited = self.limiter.check().is_err();
+        let limited = self.limiter.as_ref().is_some_and(|l| l.check().is_err());
         if limited {
             self.node.metrics.rate_limited.inc();
             self.rate_violations += 1;
