@@ -800,6 +800,66 @@ mod stateful_reconnect {
         );
     }
 
+    /// Issue 12, finding 1, with the real client as the owner: another identity presenting its
+    /// parked connection's id is refused and the client's own resume still succeeds.
+    #[actix_web::test]
+    async fn another_identity_cannot_take_over_a_parked_connection_and_the_owner_resumes() {
+        let app = spawn_app().await;
+        let proxy = Proxy::start(app.port).await;
+        let url = format!("http://127.0.0.1:{}/hubs/notifications", proxy.port);
+        let alice = |tenant: &'static str, role: &'static str| As {
+            role,
+            tenant: Some(tenant),
+            sub: "alice".into(),
+            session: None,
+        };
+        let mut hub = HubClient::start_url(&url, &token(&alice("acme", "Admin")), opts())
+            .await
+            .unwrap();
+        hub.invoke("Ping", json!([])).await.unwrap();
+        let id = proxy
+            .request_lines()
+            .iter()
+            .find_map(|line| {
+                let (_, rest) = line.split_once("?id=")?;
+                rest.split(['&', ' ']).next().map(str::to_owned)
+            })
+            .expect("the client's connection id in its request line");
+        proxy.hold(true);
+        proxy.sever();
+        eventually("the connection to be parked", || async {
+            (app.metric("switchyard_connections{protocol=\"signalr\"}")
+                .await
+                == 0.0)
+                .then_some(())
+        })
+        .await;
+        for intruder in [alice("globex", "Customer"), alice("acme", "Customer")] {
+            let url = app.ws_url(&format!(
+                "/hubs/notifications?id={id}&access_token={}",
+                token(&intruder)
+            ));
+            let (status, body) = WsClient::open(url)
+                .await
+                .err()
+                .expect("another identity is refused");
+            assert_eq!(status, 403, "{intruder:?}: {body}");
+        }
+        proxy.hold(false);
+        app.publish(
+            &service(),
+            "tenant:acme:admins",
+            "NewOrder",
+            json!({"n": 1}),
+        )
+        .await;
+        assert_eq!(hub.event("NewOrder").await["data"]["n"], 1);
+        assert!(
+            !hub.backlog_contains(|v| v["type"] == "reconnecting"),
+            "the owner resumed its own connection (no fresh reconnect)"
+        );
+    }
+
     #[actix_web::test]
     async fn after_the_grace_period_the_client_reconnects_afresh() {
         let app = spawn_app_with(|s| s.signalr.stateful_reconnect_grace_ms = 200).await;

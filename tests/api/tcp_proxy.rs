@@ -11,6 +11,8 @@ pub struct Proxy {
     pub port: u16,
     conns: Arc<Mutex<Vec<actix_web::rt::task::JoinHandle<()>>>>,
     hold: Arc<AtomicBool>,
+    /// The first line of each connection's first bytes (an HTTP request line), in order.
+    request_lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proxy {
@@ -20,11 +22,20 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let conns: Arc<Mutex<Vec<_>>> = Arc::default();
         let hold = Arc::new(AtomicBool::new(false));
-        let (c, h) = (conns.clone(), hold.clone());
+        let request_lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (c, h, r) = (conns.clone(), hold.clone(), request_lines.clone());
         actix_web::rt::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                let h = h.clone();
+                let (h, r) = (h.clone(), r.clone());
                 let task = actix_web::rt::spawn(async move {
+                    // Looked at without consuming: the bytes still go to the server.
+                    let mut first = [0u8; 512];
+                    if let Ok(n) = inbound.peek(&mut first).await {
+                        let text = String::from_utf8_lossy(&first[..n]).into_owned();
+                        if let Some(line) = text.lines().next() {
+                            r.lock().unwrap().push(line.to_owned());
+                        }
+                    }
                     while h.load(Ordering::SeqCst) {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
@@ -35,7 +46,17 @@ impl Proxy {
                 c.lock().unwrap().push(task);
             }
         });
-        Self { port, conns, hold }
+        Self {
+            port,
+            conns,
+            hold,
+            request_lines,
+        }
+    }
+
+    /// The request lines seen so far (e.g. `GET /hubs/notifications?id=… HTTP/1.1`).
+    pub fn request_lines(&self) -> Vec<String> {
+        self.request_lines.lock().unwrap().clone()
     }
 
     /// Drops every proxied connection at once (both sockets close, no WebSocket close frame).
