@@ -8,7 +8,7 @@
 //! that discards the unsent data. The failed write then makes the dispatcher drop the connection,
 //! and with it the session (actix runs `stopped()` on drop).
 //!
-//! [`on_connect`] (installed with `HttpServer::on_connect`) records each accepted connection's
+//! [`on_connect`] (installed by the server's listener, `src/http_server.rs`) records each accepted connection's
 //! descriptor and peer in the connection's extensions, in a [`SocketOwner`]; the upgrade routes
 //! hand a clone ([`ConnSocket::of`]) to the session. The dispatcher drops its connection data
 //! before it closes the socket (`conn_data` is declared before `io` in actix-http's h1
@@ -154,7 +154,7 @@ fn unsent_bytes(fd: &impl AsFd) -> std::io::Result<usize> {
     Ok(usize::try_from(unsent).unwrap_or(0))
 }
 
-/// The `HttpServer::on_connect` callback: records each plain TCP connection's socket.
+/// The listener's on-connect callback (`src/http_server.rs`): records each plain TCP connection's socket.
 pub fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
     let Some(tcp) = conn.downcast_ref::<TcpStream>() else {
         return;
