@@ -110,13 +110,9 @@ async fn park_a_connection(app: &TestApp, id: &str, owner: &As) {
         tcp.set_zero_linger().unwrap();
     }
     drop(ws);
-    eventually("the connection to be parked", || async {
-        (app.metric("switchyard_connections{protocol=\"signalr\"}")
-            .await
-            == 0.0)
-            .then_some(())
-    })
-    .await;
+    // Parked: the session has stopped.
+    app.wait_metric_drops_to("switchyard_connections{protocol=\"signalr\"}", 0.0)
+        .await;
 }
 
 fn assert_forbidden(refusal: Result<RawWs, (u16, Value)>, what: &str) {

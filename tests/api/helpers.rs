@@ -434,6 +434,14 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// Polls one sample of `/metrics` (a gauge) until it is at most `at_most`.
+    pub async fn wait_metric_drops_to(&self, sample: &str, at_most: f64) {
+        eventually(&format!("{sample} to drop to {at_most}"), || async {
+            (self.metric(sample).await <= at_most).then_some(())
+        })
+        .await;
+    }
+
     /// Polls one sample of `/metrics` until it reaches `at_least` (counters are bumped just after
     /// the event they count was handed on, so a receiver can be a moment ahead of them).
     pub async fn wait_metric(&self, sample: &str, at_least: f64) {

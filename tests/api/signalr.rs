@@ -827,13 +827,9 @@ mod stateful_reconnect {
             .expect("the client's connection id in its request line");
         proxy.hold(true);
         proxy.sever();
-        eventually("the connection to be parked", || async {
-            (app.metric("switchyard_connections{protocol=\"signalr\"}")
-                .await
-                == 0.0)
-                .then_some(())
-        })
-        .await;
+        // Parked: the session has stopped.
+        app.wait_metric_drops_to("switchyard_connections{protocol=\"signalr\"}", 0.0)
+            .await;
         for intruder in [alice("globex", "Customer"), alice("acme", "Customer")] {
             let url = app.ws_url(&format!(
                 "/hubs/notifications?id={id}&access_token={}",
