@@ -792,3 +792,42 @@ async fn redis_history_expires_after_its_time_to_live() {
     let sub = ws.recv().await;
     assert_eq!(sub["data"]["recovered"], false, "{sub}");
 }
+
+/// Issue 14, finding 1: the groups a SignalR connection joins at the handshake are live on every
+/// node when `start()` resolves, so an event published on another node at that moment arrives.
+#[actix_web::test]
+async fn an_event_published_right_after_signalr_start_reaches_a_client_on_another_node() {
+    use crate::hub_client::{HubClient, HubOptions};
+    const ROUNDS: usize = 30;
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let mut lost = Vec::new();
+    for round in 0..ROUNDS {
+        let user = format!("kitchen-{round}");
+        let url = b.url("/hubs/notifications");
+        let opts = HubOptions {
+            events: vec!["OrderReady"],
+            ..Default::default()
+        };
+        let mut hub = HubClient::start_url(&url, &token(&customer("acme", &user, None)), opts)
+            .await
+            .unwrap();
+        let channel = format!("tenant:acme:user:{user}");
+        let (status, _) = a
+            .publish(
+                &service(),
+                &channel,
+                "OrderReady",
+                json!({ "round": round }),
+            )
+            .await;
+        assert_eq!(status, 202);
+        match tokio::time::timeout(Duration::from_secs(3), hub.event("OrderReady")).await {
+            Ok(event) => assert_eq!(event["data"]["round"], round),
+            Err(_) => lost.push(round),
+        }
+    }
+    assert!(lost.is_empty(), "lost in rounds {lost:?} of {ROUNDS}");
+}

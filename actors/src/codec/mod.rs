@@ -111,8 +111,12 @@ pub enum Request {
         /// Not checked yet: the session checks each against the payload limits.
         args: Vec<JsonArg>,
     },
-    /// The protocol handshake finished (SignalR); the session joins its default channels.
-    HandshakeComplete,
+    /// The protocol handshake was accepted (SignalR). The session joins its default channels and
+    /// only then writes `reply` (the handshake response), so that when the client's `start()`
+    /// resolves those channels receive every event published on any node from then on.
+    HandshakeComplete {
+        reply: OutFrame,
+    },
     /// The client announced it is closing (SignalR `Close` record).
     Close,
     /// Stateful reconnect: the client has every sequenced message up to `sequence_id`.

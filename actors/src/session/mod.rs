@@ -141,6 +141,9 @@ pub struct Session {
     /// This connection's count against the per-user and per-address limits, given back when
     /// the session is dropped.
     _slot: Option<ConnectionSlot>,
+    /// The handshake was accepted and its reply waits for the default channels (see
+    /// `Request::HandshakeComplete`); nothing else is written meanwhile.
+    handshake_reply_pending: bool,
     /// Requests not yet answered, handled one at a time in arrival order.
     requests: Requests,
     /// What the node's session watchdog sees of this session.
@@ -190,6 +193,7 @@ impl Session {
             recovering: HashSet::new(),
             park_on_stop: false,
             _slot: None,
+            handshake_reply_pending: false,
             requests: Requests::default(),
             node,
         }
@@ -383,6 +387,10 @@ impl Session {
 
     /// Writes every event queued in the outbox, or closes the session if a shard evicted it.
     fn drain_outbox(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.handshake_reply_pending {
+            // Left queued: the handshake reply must be the first thing the client reads.
+            return;
+        }
         let mut batch = std::mem::take(&mut self.batch);
         self.outbox.take_all(&mut batch);
         let evicted = self.outbox.is_evicted();
@@ -499,7 +507,9 @@ impl Session {
             }
         }
         match self.codec.keepalive() {
-            Some(frame) if self.codec.ready() => self.write(ctx, frame),
+            Some(frame) if self.codec.ready() && !self.handshake_reply_pending => {
+                self.write(ctx, frame)
+            }
             _ => ctx.ping(b""),
         }
     }
@@ -606,13 +616,16 @@ impl Session {
             } => self.publish(ctx, reply_to, channel, event, data),
             Request::Ping => self.reply(ctx, &reply_to, Outcome::Pong),
             Request::Invoke { method, args } => self.invoke(ctx, reply_to, method, args),
-            Request::HandshakeComplete => {
+            Request::HandshakeComplete { reply } => {
                 if self.resume_token.is_some() && self.codec.resumable() {
                     self.sent = Some(SendBuffer::new(self.node.sessions.resume_buffer_bytes));
                     self.start_acks(ctx);
                 }
-                // The default channels, then the hub methods' connect-time events, before any
-                // request sent after the handshake.
+                // The default channels, registered on every node; then the handshake reply (so
+                // `start()` resolves only once they are live); then the hub methods'
+                // connect-time events; all before any request sent after the handshake. Until the
+                // reply is out, events wait in the outbox: nothing may precede it.
+                self.handshake_reply_pending = true;
                 let defaults = rules::default_channels(&self.identity)
                     .into_iter()
                     .map(|c| {
@@ -622,7 +635,9 @@ impl Session {
                         };
                         Step::Decoded(Decoded::request(None, subscribe))
                     });
-                let steps: Vec<Step> = defaults.chain([Step::HubConnected]).collect();
+                let steps: Vec<Step> = defaults
+                    .chain([Step::AnswerHandshake(reply), Step::HubConnected])
+                    .collect();
                 self.requests.push_next(steps.into_iter());
             }
             Request::Close => self.close(ctx, CloseCode::Normal),
@@ -874,7 +889,7 @@ impl Session {
 
 /// Requests that keep the protocol itself going, processed even when the client is over its rate.
 fn is_protocol_request(r: &Request) -> bool {
-    matches!(r, Request::HandshakeComplete | Request::Close)
+    matches!(r, Request::HandshakeComplete { .. } | Request::Close)
 }
 
 /// Wraps encoder output as a text frame payload without re-validating it per recipient.

@@ -25,6 +25,8 @@ pub(super) enum Step {
     Decoded(Decoded),
     /// A request refused by the inbound rate limit: its error reply, in its turn.
     RateLimited(ReplyTo),
+    /// Write the handshake reply (after the handshake's default channels are registered).
+    AnswerHandshake(crate::codec::OutFrame),
     /// Tell the hub methods the connection is ready (after the handshake's default channels).
     HubConnected,
 }
@@ -84,6 +86,12 @@ impl Session {
             Step::RateLimited(reply_to) => {
                 let outcome = self.rate_limited_outcome();
                 self.reply(ctx, &reply_to, outcome);
+            }
+            Step::AnswerHandshake(reply) => {
+                self.write(ctx, reply);
+                self.handshake_reply_pending = false;
+                // Events that arrived for the default channels meanwhile.
+                self.drain_outbox(ctx);
             }
             Step::HubConnected => self.hub_connected(ctx),
         }

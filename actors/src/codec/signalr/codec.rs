@@ -154,8 +154,12 @@ impl SignalRCodec {
                     records: Reassembler::new(framing, self.max_message_bytes),
                     receiving: Receiving::new(),
                 };
-                out.push(Decoded::Send(handshake::success_reply()));
-                out.push(Decoded::request(None, Request::HandshakeComplete));
+                out.push(Decoded::request(
+                    None,
+                    Request::HandshakeComplete {
+                        reply: handshake::success_reply(),
+                    },
+                ));
                 // Records may follow the handshake in the same frame (after its separator).
                 if let Some(rest) = rest.get(1..).filter(|r| !r.is_empty()) {
                     self.decode_records(rest, out);
