@@ -821,3 +821,25 @@ async fn the_personal_channel_is_its_members_alone_on_the_native_protocol() {
     let next = other_bob.recv().await;
     assert_eq!(next["data"]["event"], "Marker", "other/bob saw {next}");
 }
+
+/// Typing indicators cross nodes, as on one node (issue 14's finding 2 reported they did not;
+/// this scenario, as described there, passes on the code before and after issue 12's changes, so it
+/// covers the path but is not yet the reproduction of that report).
+#[actix_web::test]
+async fn typing_indicators_cross_nodes() {
+    let (_redis, _db, a, b) = two_chat_nodes().await;
+    let conv = group(&a, &user("alice"), &["bob"]).await;
+    let mut alice = chat_client(&a, &user("alice")).await;
+    let mut bob = chat_client(&b, &user("bob")).await;
+    for client in [&mut alice, &mut bob] {
+        assert_eq!(
+            client.invoke("JoinConversation", json!([conv])).await,
+            Ok(Value::Null)
+        );
+    }
+    alice.invoke("StartTyping", json!([conv])).await.unwrap();
+    let typing = bob.event("UserStartedTyping").await;
+    assert_eq!(typing, json!({"conversationId": conv, "userId": "alice"}));
+    alice.invoke("StopTyping", json!([conv])).await.unwrap();
+    assert_eq!(bob.event("UserStoppedTyping").await["userId"], "alice");
+}
