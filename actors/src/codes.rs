@@ -113,7 +113,9 @@ impl CloseCode {
         }
     }
 
-    /// Whether a client should reconnect at once (SignalR `allowReconnect`).
+    /// Whether a client may reconnect (SignalR `allowReconnect`). A rate-limit close allows it:
+    /// the client's own reconnect delays slow it down, and forbidding it left a client that had
+    /// only flushed a burst (a resumed connection's buffered calls) disconnected for good.
     pub fn reconnect(self) -> bool {
         matches!(
             self,
@@ -123,6 +125,7 @@ impl CloseCode {
                 | CloseCode::HeartbeatTimeout
                 | CloseCode::HandshakeTimeout
                 | CloseCode::ResumeIncomplete
+                | CloseCode::RateLimited
         )
     }
 

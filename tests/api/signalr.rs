@@ -683,22 +683,7 @@ async fn configured_hub_paths_all_work_and_shutdown_sends_close_with_allow_recon
     }
     let handle = app.handle.clone();
     actix_web::rt::spawn(async move { handle.shutdown().await });
-    let mut close_record = None;
-    let code = loop {
-        match tokio::time::timeout(WAIT, ws.next()).await.expect("closed") {
-            Some(Ok(Message::Text(t))) => {
-                for r in t.split('\u{1e}').filter(|r| !r.is_empty()) {
-                    let v: Value = serde_json::from_str(r).unwrap();
-                    if v["type"] == 7 {
-                        close_record = Some(v);
-                    }
-                }
-            }
-            Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
-            Some(Ok(_)) => {}
-            other => panic!("{other:?}"),
-        }
-    };
+    let (close_record, code) = close_record_and_code(&mut ws).await;
     assert_eq!(
         close_record,
         Some(json!({"type":7,"error":"server restarting, reconnect","allowReconnect":true}))
@@ -903,6 +888,66 @@ mod stateful_reconnect {
             .await;
         assert!(plain.get("useStatefulReconnect").is_none());
     }
+}
+
+/// Reads a raw hub connection until it closes: its last Close record and the close code.
+async fn close_record_and_code(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> (Option<Value>, u16) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut close_record = None;
+    let code = loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("closed") {
+            Some(Ok(Message::Text(t))) => {
+                for r in t.split('\u{1e}').filter(|r| !r.is_empty()) {
+                    let v: Value = serde_json::from_str(r).unwrap();
+                    if v["type"] == 7 {
+                        close_record = Some(v);
+                    }
+                }
+            }
+            Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    (close_record, code)
+}
+
+/// Issue 14, finding 6: a rate-limit close lets the client reconnect (it used to forbid it, so a
+/// client that resumed with a burst of buffered calls never came back).
+#[actix_web::test]
+async fn a_rate_limit_close_allows_reconnecting() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.messages_per_second = 2;
+        s.rate_limit.burst = 2;
+        s.rate_limit.max_violations = 3;
+    })
+    .await;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = raw_hub(
+        &app,
+        "/hubs/notifications",
+        "{\"protocol\":\"json\",\"version\":1}\u{1e}",
+    )
+    .await;
+    for i in 0..20 {
+        let frame = format!(
+            "{{\"type\":1,\"invocationId\":\"x{i}\",\"target\":\"Ping\",\"arguments\":[]}}\u{1e}"
+        );
+        futures_util::SinkExt::send(&mut ws, Message::text(frame))
+            .await
+            .unwrap();
+    }
+    let (close_record, code) = close_record_and_code(&mut ws).await;
+    assert_eq!(code, 4429);
+    assert_eq!(
+        close_record,
+        Some(json!({"type":7,"error":"rate limit exceeded","allowReconnect":true}))
+    );
 }
 
 /// A raw WebSocket to `hub` as an acme admin (no SignalR client), after sending `first` (the
