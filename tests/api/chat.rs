@@ -54,7 +54,6 @@ async fn chat_client_with(app: &TestApp, who: &As, messagepack: bool) -> HubClie
 
 /// Waits until a cluster node's Redis subscriptions are confirmed for `channels` channels, so
 /// events published anywhere reach its clients.
-
 async fn listening(node: &TestApp, channels: u64) {
     eventually("the node's Redis subscriptions", || async {
         let (_, r) = node.get("/health/ready", None).await;
