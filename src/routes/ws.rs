@@ -84,12 +84,20 @@ pub fn resume(
     payload: web::Payload,
     state: &AppState,
     token: Arc<str>,
-    parked: Parked,
+    mut parked: Parked,
 ) -> Result<HttpResponse, actix_web::Error> {
     let identity = parked.identity.clone();
-    start(req, payload, state, identity, |node, conn, _, tenant| {
+    // The parked connection's tenant membership is left only once this socket joined in its own
+    // name, so the user never looks offline in between.
+    let previous = parked.membership.take();
+    let user = identity.user_id.clone();
+    let started = start(req, payload, state, identity, |node, conn, _, tenant| {
         Session::resume(node, conn, tenant, token, parked)
-    })
+    });
+    if let Some(membership) = previous {
+        membership.leave(&state.node.tenants, &user);
+    }
+    started
 }
 
 /// Joins the tenant group and starts the session `make` builds.

@@ -841,6 +841,70 @@ mod stateful_reconnect {
         );
     }
 
+    /// Issue 14, finding 6: a connection parked for a stateful reconnect is still present; others
+    /// see no UserOffline/UserOnline while its client resumes within the grace period, and a
+    /// UserOffline once the grace period ends without it.
+    #[actix_web::test]
+    async fn a_parked_connection_stays_present_until_its_grace_period_ends() {
+        let app = spawn_app_with(grace_settings).await;
+        parked_presence(&app, &app).await;
+    }
+
+    #[actix_web::test]
+    async fn a_parked_connection_stays_present_until_its_grace_period_ends_in_cluster_mode() {
+        let redis = crate::redis_server::RedisServer::start().await;
+        let prefix = unique_prefix();
+        let a = spawn_cluster_node(&redis.url(), &prefix, grace_settings).await;
+        let b = spawn_cluster_node(&redis.url(), &prefix, grace_settings).await;
+        parked_presence(&a, &b).await;
+    }
+
+    fn grace_settings(s: &mut switchyard::settings::Settings) {
+        s.presence.offline_grace_ms = 300;
+        s.signalr.stateful_reconnect_grace_ms = 3000;
+    }
+
+    /// Alice's stateful connection on `app` drops and resumes, then drops for good, while a
+    /// watcher on `watched_from` follows presence on `tenant:acme:admins`.
+    async fn parked_presence(app: &TestApp, watched_from: &TestApp) {
+        let mut watcher = watched_from.connect(&service()).await;
+        watcher.subscribed("tenant:acme:admins").await;
+        let proxy = Proxy::start(app.port).await;
+        let url = format!("http://127.0.0.1:{}/hubs/notifications", proxy.port);
+        let alice = As {
+            sub: "alice".into(),
+            ..staff("acme")
+        };
+        let mut hub = HubClient::start_url(&url, &token(&alice), opts())
+            .await
+            .unwrap();
+        hub.invoke("Ping", json!([])).await.unwrap();
+        let online = watcher.recv().await;
+        assert_eq!(online["data"]["event"], "UserOnline", "{online}");
+        // Dropped and resumed after well over the presence grace (300 ms), within the resume
+        // grace (3 s).
+        proxy.hold(true);
+        proxy.sever();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        proxy.hold(false);
+        assert_eq!(hub.invoke("Ping", json!([])).await, Ok(json!(true)));
+        // A marker on the watched channel: anything presence announced came before it.
+        app.publish(&service(), "tenant:acme:admins", "Marker", json!({}))
+            .await;
+        let next = watcher.recv().await;
+        assert_eq!(
+            next["data"]["event"], "Marker",
+            "no presence change while parked: {next}"
+        );
+        assert!(!hub.backlog_contains(|v| v["type"] == "reconnecting"));
+        // Dropped for good: UserOffline once the resume grace has passed.
+        proxy.hold(true);
+        proxy.sever();
+        let offline = watcher.recv().await;
+        assert_eq!(offline["data"]["event"], "UserOffline", "{offline}");
+        assert_eq!(offline["data"]["data"]["userId"], "alice");
+    }
+
     #[actix_web::test]
     async fn after_the_grace_period_the_client_reconnects_afresh() {
         let app = spawn_app_with(|s| s.signalr.stateful_reconnect_grace_ms = 200).await;

@@ -36,7 +36,7 @@ use self::conn_socket::ConnSocket;
 use self::membership::JoinRefused;
 use self::read_errors::ReadFailure;
 use self::requests::{Requests, Step};
-use self::resume::{Parked, SendBuffer};
+use self::resume::{Parked, SendBuffer, TenantMembership};
 use self::subscriptions::{Accept, Subscriptions};
 use self::watchdog::{Pulse, Watch};
 use crate::activity::Observe;
@@ -226,7 +226,13 @@ impl Session {
             sent,
             channels,
             acked_in,
+            membership,
         } = parked;
+        // The caller leaves the parked membership once this session has joined in its own name.
+        debug_assert!(
+            membership.is_none(),
+            "the parked membership was taken first"
+        );
         codec.begin_resume();
         let mut s = Self::new(node, conn, identity, tenant, codec).with_resume_token(token);
         s.sent = Some(sent);
@@ -300,17 +306,33 @@ impl Session {
         };
         let channels = self.subs.positions();
         let codec = std::mem::replace(&mut self.codec, Box::new(crate::codec::native::NativeCodec));
+        // The membership stays with the parked connection (so `stopped()` does not leave).
+        let membership = self.tenant.take().map(|tenant| TenantMembership {
+            tenant,
+            conn: self.conn,
+        });
         self.node.parked.park(
-            token,
+            token.clone(),
             Parked {
                 identity: self.identity.clone(),
                 codec,
                 sent,
                 channels,
                 acked_in: self.acked_in,
+                membership,
             },
         );
         log::info!("{} parked for a stateful reconnect", self.log_ctx());
+        let node = self.node.clone();
+        actix::spawn(async move {
+            tokio::time::sleep(node.parked.grace()).await;
+            if let Some(expired) = node.parked.expire(&token) {
+                log::debug!("a parked connection was not resumed in time; it leaves");
+                if let Some(m) = expired.membership {
+                    m.leave(&node.tenants, &expired.identity.user_id);
+                }
+            }
+        });
         true
     }
 

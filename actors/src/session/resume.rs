@@ -17,6 +17,8 @@ use crate::channel::ChannelName;
 use crate::codec::{OutFrame, WireCodec};
 use crate::envelope::StreamPosition;
 use crate::identity::Identity;
+use crate::ids::{ConnId, TenantKey, UserId};
+use crate::tenant_group::TenantRegistry;
 
 /// Sequenced frames sent and not yet acknowledged.
 pub struct SendBuffer {
@@ -97,6 +99,23 @@ pub struct Parked {
     /// Every channel with the position delivered so far (`None` if it never went live).
     pub channels: Vec<(ChannelName, Option<StreamPosition>)>,
     pub acked_in: u64,
+    /// The tenant group membership the connection keeps while parked: to everyone else the user
+    /// is still connected, so a resume within the grace period changes nothing in presence.
+    pub membership: Option<TenantMembership>,
+}
+
+/// A parked connection's place in its tenant group (see [`Parked::membership`]).
+pub struct TenantMembership {
+    pub tenant: TenantKey,
+    pub conn: ConnId,
+}
+
+impl TenantMembership {
+    /// Gives the membership up (the parked connection expired, or a new socket took it over and
+    /// joined in its own name).
+    pub fn leave(self, tenants: &TenantRegistry, user: &UserId) {
+        tenants.leave(&self.tenant, self.conn, user);
+    }
 }
 
 /// Why a parked connection could not be taken back.
@@ -126,12 +145,25 @@ impl ParkedSessions {
         self.parked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps `parked` for the grace period.
+    /// Keeps `parked` for the grace period; whoever parks it calls [`ParkedSessions::expire`]
+    /// once the grace period has passed.
     pub fn park(&self, token: Arc<str>, parked: Parked) {
+        self.lock().insert(token, (Instant::now(), parked));
+    }
+
+    /// How long a parked connection waits for its client.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// Removes the connection parked under `token` if its grace period has passed (a connection
+    /// parked again under the same token since is left alone), for the caller to release.
+    pub fn expire(&self, token: &str) -> Option<Parked> {
         let mut map = self.lock();
-        let grace = self.grace;
-        map.retain(|_, (at, _)| at.elapsed() < grace);
-        map.insert(token, (Instant::now(), parked));
+        match map.get(token) {
+            Some((at, _)) if at.elapsed() >= self.grace => map.remove(token).map(|(_, p)| p),
+            _ => None,
+        }
     }
 
     /// Takes a parked connection back if it is still within the grace period and `may_take`
@@ -143,10 +175,8 @@ impl ParkedSessions {
     ) -> Result<Parked, TakeError> {
         let mut map = self.lock();
         match map.get(token) {
-            Some((at, _)) if at.elapsed() >= self.grace => {
-                map.remove(token);
-                Err(TakeError::Missing)
-            }
+            // Expired: left for `expire`, which releases what it holds.
+            Some((at, _)) if at.elapsed() >= self.grace => Err(TakeError::Missing),
             None => Err(TakeError::Missing),
             Some((_, parked)) if !may_take(parked) => Err(TakeError::NotTheirs),
             Some(_) => map
