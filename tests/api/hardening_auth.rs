@@ -13,9 +13,9 @@ use crate::helpers::*;
 use crate::redis_server::RedisServer;
 
 const HUB: &str = "/hubs/notifications";
-const RS: char = '\u{1e}';
+pub(crate) const RS: char = '\u{1e}';
 
-fn alice(tenant: &'static str, role: &'static str) -> As {
+pub(crate) fn alice(tenant: &'static str, role: &'static str) -> As {
     As {
         role,
         tenant: Some(tenant),
@@ -25,7 +25,7 @@ fn alice(tenant: &'static str, role: &'static str) -> As {
 }
 
 /// Negotiates as `who` with stateful reconnect; returns the connection token.
-async fn negotiate(app: &TestApp, who: &As) -> String {
+pub(crate) async fn negotiate(app: &TestApp, who: &As) -> String {
     let (status, body) = app
         .post_json(
             &format!("{HUB}/negotiate?negotiateVersion=1&useStatefulReconnect=true"),
@@ -38,11 +38,11 @@ async fn negotiate(app: &TestApp, who: &As) -> String {
     body["connectionToken"].as_str().unwrap().to_owned()
 }
 
-type RawWs =
+pub(crate) type RawWs =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens `{hub}?id=…` as `who`: the socket, or the refusal's status and body.
-async fn open_hub(app: &TestApp, id: &str, who: &As) -> Result<RawWs, (u16, Value)> {
+pub(crate) async fn open_hub(app: &TestApp, id: &str, who: &As) -> Result<RawWs, (u16, Value)> {
     let url = app.ws_url(&format!("{HUB}?id={id}&access_token={}", token(who)));
     match WsClient::open(url).await {
         Ok(c) => Ok(c.ws),
@@ -51,7 +51,7 @@ async fn open_hub(app: &TestApp, id: &str, who: &As) -> Result<RawWs, (u16, Valu
 }
 
 /// The hub records of the next text frame.
-async fn records(ws: &mut RawWs) -> Vec<Value> {
+pub(crate) async fn records(ws: &mut RawWs) -> Vec<Value> {
     loop {
         let msg = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -81,7 +81,7 @@ async fn invocation(ws: &mut RawWs, target: &str) -> Value {
 
 /// Opens the owner's stateful connection (handshake version 2) and drops its socket with a TCP
 /// reset, so the server parks it.
-async fn park_a_connection(app: &TestApp, id: &str, owner: &As) {
+pub(crate) async fn park_a_connection(app: &TestApp, id: &str, owner: &As) {
     let mut ws = open_hub(app, id, owner).await.expect("owner connects");
     ws.send(Message::text(format!(
         "{}{RS}",

@@ -905,6 +905,57 @@ mod stateful_reconnect {
         assert_eq!(offline["data"]["data"]["userId"], "alice");
     }
 
+    /// Issue 14, finding 6: what a client buffered while its socket was down (at no more than the
+    /// allowed rate) is flushed on resume without being refused by the inbound rate limit.
+    #[actix_web::test]
+    async fn a_resumed_clients_buffered_calls_are_not_rate_limited() {
+        use crate::hardening_auth::{alice, negotiate, open_hub, park_a_connection, records, RS};
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        const BUFFERED: usize = 20;
+        let app = spawn_app_with(|s| {
+            s.rate_limit.messages_per_second = 10;
+            s.rate_limit.burst = 10;
+            s.rate_limit.max_violations = 1000;
+        })
+        .await;
+        let owner = alice("acme", "Admin");
+        let id = negotiate(&app, &owner).await;
+        park_a_connection(&app, &id, &owner).await;
+        // At 10 calls per second, a client can buffer 20 in a 2 s gap.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut ws = open_hub(&app, &id, &owner).await.expect("resumed");
+        // The client resends from its second message (the first, a Ping, was answered).
+        let mut frames = vec![format!("{}{RS}", json!({"type":9,"sequenceId":2}))];
+        frames.extend((0..BUFFERED).map(|i| {
+            format!(
+                "{}{RS}",
+                json!({"type":1,"invocationId":format!("r{i}"),"target":"Ping","arguments":[]})
+            )
+        }));
+        for f in frames {
+            ws.send(Message::text(f)).await.unwrap();
+        }
+        let mut completions = Vec::new();
+        while completions.len() < BUFFERED {
+            for r in records(&mut ws).await {
+                if r["type"] == 3
+                    && r["invocationId"]
+                        .as_str()
+                        .is_some_and(|i| i.starts_with('r'))
+                {
+                    completions.push(r);
+                }
+            }
+        }
+        let refused: Vec<_> = completions
+            .iter()
+            .filter(|c| c.get("error").is_some())
+            .collect();
+        assert!(refused.is_empty(), "rate-limited on resume: {refused:?}");
+        assert_eq!(app.metric("switchyard_rate_limited_total").await, 0.0);
+    }
+
     #[actix_web::test]
     async fn after_the_grace_period_the_client_reconnects_afresh() {
         let app = spawn_app_with(|s| s.signalr.stateful_reconnect_grace_ms = 200).await;

@@ -141,6 +141,9 @@ pub struct Session {
     /// This connection's count against the per-user and per-address limits, given back when
     /// the session is dropped.
     _slot: Option<ConnectionSlot>,
+    /// Frames a resumed connection may send over the rate: the rate times the time it was
+    /// parked (what a compliant client can have buffered meanwhile), used up once.
+    replay_credit: u64,
     /// The handshake was accepted and its reply waits for the default channels (see
     /// `Request::HandshakeComplete`); nothing else is written meanwhile.
     handshake_reply_pending: bool,
@@ -194,6 +197,7 @@ impl Session {
             park_on_stop: false,
             _slot: None,
             handshake_reply_pending: false,
+            replay_credit: 0,
             requests: Requests::default(),
             node,
         }
@@ -227,6 +231,7 @@ impl Session {
             channels,
             acked_in,
             membership,
+            parked_at,
         } = parked;
         // The caller leaves the parked membership once this session has joined in its own name.
         debug_assert!(
@@ -238,6 +243,8 @@ impl Session {
         s.sent = Some(sent);
         s.acked_in = acked_in;
         s.resuming = Some(channels);
+        let gap = parked_at.elapsed().as_secs_f64();
+        s.replay_credit = (f64::from(s.node.sessions.rate_per_second) * gap).ceil() as u64;
         s
     }
 
@@ -320,6 +327,7 @@ impl Session {
                 channels,
                 acked_in: self.acked_in,
                 membership,
+                parked_at: Instant::now(),
             },
         );
         log::info!("{} parked for a stateful reconnect", self.log_ctx());
@@ -537,7 +545,13 @@ impl Session {
     }
 
     fn on_data(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: InFrame<'_>) {
-        let limited = self.limiter.as_ref().is_some_and(|l| l.check().is_err());
+        let mut limited = self.limiter.as_ref().is_some_and(|l| l.check().is_err());
+        if limited && self.replay_credit > 0 {
+            // What a resumed client buffered while its socket was down, at most at the allowed
+            // rate: its flush is not a violation.
+            self.replay_credit -= 1;
+            limited = false;
+        }
         if limited {
             self.node.metrics.rate_limited.inc();
             self.rate_violations += 1;

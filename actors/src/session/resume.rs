@@ -102,6 +102,8 @@ pub struct Parked {
     /// The tenant group membership the connection keeps while parked: to everyone else the user
     /// is still connected, so a resume within the grace period changes nothing in presence.
     pub membership: Option<TenantMembership>,
+    /// When the socket dropped: a resume's inbound rate allowance grows with the gap.
+    pub parked_at: Instant,
 }
 
 /// A parked connection's place in its tenant group (see [`Parked::membership`]).
