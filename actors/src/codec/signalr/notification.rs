@@ -76,8 +76,9 @@ pub fn encode_notification_json(env: &Envelope) -> Bytes {
     Bytes::from(out)
 }
 
-/// `[1, {}, nil, "<event>", [{…}]]` with its varint length prefix, shared by every MessagePack
-/// hub session.
+/// `[1, {}, nil, "<event>", [{…}], []]` with its varint length prefix, shared by every
+/// MessagePack hub session. The sixth element, the (empty) stream ids, is what ASP.NET Core writes;
+/// readers such as `signalrcore` index it and drop a five-element invocation.
 pub fn encode_notification_msgpack(env: &Envelope) -> Bytes {
     // MessagePack needs a structured value; parsing `data` here happens once per node. Checked
     // data always parses; data stored before the payload limits existed (an old history entry)
@@ -91,10 +92,12 @@ pub fn encode_notification_msgpack(env: &Envelope) -> Bytes {
         serde_json::Value::Null
     });
     let headers = std::collections::BTreeMap::<String, String>::new();
+    let stream_ids: [&str; 0] = [];
+    let target = env.event.as_str();
     let encoded = if sent_bare(&env.channel, &env.event) {
-        rmp_serde::to_vec_named(&(1u8, headers, (), env.event.as_str(), [data]))
+        rmp_serde::to_vec_named(&(1u8, headers, (), target, [data], stream_ids))
     } else {
-        rmp_serde::to_vec_named(&(1u8, headers, (), env.event.as_str(), [message(env, data)]))
+        rmp_serde::to_vec_named(&(1u8, headers, (), target, [message(env, data)], stream_ids))
     }
     .expect("invocations always serialize");
     let mut out = Vec::with_capacity(encoded.len() + 5);
@@ -212,9 +215,11 @@ mod tests {
             M::Nil,
             M::from("NewOrder"),
             M::Array(vec![message]),
+            M::Array(vec![]),
         ]);
         assert_eq!(value, expected);
-        // The empty header map is the single byte 0x80, as the spec requires.
-        assert_eq!(&frame[2..5], &[0x95, 0x01, 0x80]);
+        // Six elements, as ASP.NET Core writes them; the empty header map is the single byte
+        // 0x80, as the spec requires.
+        assert_eq!(&frame[2..5], &[0x96, 0x01, 0x80]);
     }
 }
