@@ -1,4 +1,4 @@
-//! JWT verification: tokens from `Authorization: Bearer …` or the `access_token` query parameter,
+//! JWT verification: tokens from `Authorization: Bearer …` or the `access_token` (or `token`) query parameter,
 //! verified with a pinned algorithm (HS256 with a shared secret, or RS256 with the issuer's public
 //! key), `exp`/`nbf` always checked, `iss`/`aud` when configured. The result is an [`Identity`];
 //! nothing else in the server sees a token. Tokens and secrets are never logged.
@@ -309,17 +309,23 @@ fn identity_from(c: Claims) -> Result<Identity, AuthError> {
     })
 }
 
-/// The token of a request: `Authorization: Bearer …` first, then `?access_token=…`.
+/// Query parameters a token may come in, in order: `access_token` (the SignalR clients), then
+/// `token` (seed 004's SDK connects with `?token=<jwt>`).
+const TOKEN_QUERY_PARAMETERS: [&str; 2] = ["access_token", "token"];
+
+/// The token of a request: `Authorization: Bearer …` first, then the query parameters above.
 pub fn token_of(req: &HttpRequest) -> Option<String> {
     if let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
         if let Some(t) = h.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
             return Some(t.trim().to_owned());
         }
     }
-    web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
-        .ok()
-        .and_then(|q| q.get("access_token").cloned())
-        .filter(|t| !t.is_empty())
+    let query =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .ok()?;
+    TOKEN_QUERY_PARAMETERS
+        .iter()
+        .find_map(|name| query.get(*name).filter(|t| !t.is_empty()).cloned())
 }
 
 /// Verifies the request's token, counting failures by reason.

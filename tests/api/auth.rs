@@ -124,3 +124,19 @@ async fn rs256_tokens_verify_with_the_configured_public_key() {
         .unwrap();
     assert_eq!(status, 401);
 }
+
+/// Issue 15, item 4: seed 004's SDK connects with `?token=<jwt>`; it is taken like `access_token`.
+#[actix_web::test]
+async fn a_token_query_parameter_works_like_access_token() {
+    let app = spawn_app().await;
+    let url = app.ws_url(&format!("/ws?token={}", token(&admin("acme"))));
+    let mut ws = WsClient::open(url).await.expect("?token= is accepted");
+    ws.subscribed("tenant:acme:broadcast").await;
+    let url = app.ws_url("/ws?token=not-a-jwt");
+    let (status, body) = WsClient::open(url)
+        .await
+        .err()
+        .expect("a bad one is refused");
+    assert_eq!(status, 401);
+    assert_eq!(problem(&body)["code"], "token_invalid");
+}
