@@ -162,6 +162,18 @@ pub enum BrokerError {
     Unavailable(String),
 }
 
+impl BrokerError {
+    /// The wire error code a client gets for this (a refused subscribe or publish).
+    pub fn code(&self) -> crate::codes::ErrorCode {
+        use crate::codes::ErrorCode;
+        match self {
+            BrokerError::Busy(_) => ErrorCode::Busy,
+            BrokerError::Stopped => ErrorCode::Internal,
+            BrokerError::Unavailable(_) => ErrorCode::Unavailable,
+        }
+    }
+}
+
 /// What every shard is configured with.
 #[derive(Clone)]
 pub struct BrokerConfig {

@@ -13,7 +13,7 @@ use actix_web_actors::ws;
 use super::subscriptions::BeginError;
 use super::Session;
 use crate::authorizer::Action;
-use crate::broker::{BrokerError, Subscribe, Subscribed, Subscriber};
+use crate::broker::{Subscribe, Subscribed, Subscriber};
 use crate::channel::ChannelName;
 use crate::codes::ErrorCode;
 use crate::envelope::{Envelope, StreamPosition};
@@ -46,14 +46,6 @@ pub(super) struct Joined {
     pub recovered: Option<bool>,
     /// Replayed and buffered events to write after the reply, in order.
     pub ready: Vec<Arc<Envelope>>,
-}
-
-fn broker_error_code(e: &BrokerError) -> ErrorCode {
-    match e {
-        BrokerError::Busy(_) => ErrorCode::Busy,
-        BrokerError::Stopped => ErrorCode::Internal,
-        BrokerError::Unavailable(_) => ErrorCode::Unavailable,
-    }
 }
 
 impl Session {
@@ -101,7 +93,7 @@ impl Session {
             broker
                 .subscribe(msg)
                 .await
-                .map_err(|e| JoinRefused::new(broker_error_code(&e), e.to_string()))
+                .map_err(|e| JoinRefused::new(e.code(), e.to_string()))
         };
         registered
             .into_actor(self)

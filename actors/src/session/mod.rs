@@ -40,7 +40,6 @@ use self::resume::{Parked, SendBuffer, TenantMembership};
 use self::subscriptions::{Accept, Subscriptions};
 use self::watchdog::{Pulse, Watch};
 use crate::activity::Observe;
-use crate::broker::BrokerError;
 use crate::channel::ChannelName;
 use crate::codec::{Decoded, InFrame, Inbound, OutFrame, Outcome, ReplyTo, Request, WireCodec};
 use crate::codes::{CloseCode, ErrorCode};
@@ -937,9 +936,7 @@ fn text_of(bytes: Bytes) -> bytestring::ByteString {
 
 fn publish_error_code(e: &PublishError) -> ErrorCode {
     match e {
-        PublishError::Broker(BrokerError::Busy(_)) => ErrorCode::Busy,
-        PublishError::Broker(BrokerError::Stopped) => ErrorCode::Internal,
-        PublishError::Broker(BrokerError::Unavailable(_)) => ErrorCode::Unavailable,
+        PublishError::Broker(b) => b.code(),
     }
 }
 
