@@ -86,6 +86,13 @@ impl Outbox {
     /// The wake could not be sent (the session's mailbox is full of control messages): the
     /// session's heartbeat drains the outbox anyway, and the next push tries again.
     pub fn wake_failed(&self) {
+        self.rearm_wake();
+    }
+
+    /// The session saw its wake but leaves the events queued for now (it drains them itself
+    /// later): the next push wakes it again, and no wake stays outstanding meanwhile, which the
+    /// session watchdog would take for a session that cannot run.
+    pub fn rearm_wake(&self) {
         self.wake_pending.store(false, Ordering::Release);
     }
 
@@ -185,6 +192,21 @@ mod tests {
         o.take_all(&mut batch);
         assert_eq!((batch.len(), o.queued_bytes(), o.len()), (2, 0, 0));
         assert_eq!(o.push(&e, 10, 8, 1000), queued(true, 1, 10));
+    }
+
+    #[test]
+    fn a_wake_left_for_later_is_not_outstanding_and_the_next_push_wakes_again() {
+        let o = Outbox::default();
+        let e = event();
+        assert_eq!(o.push(&e, 10, 8, 1000), queued(true, 1, 10));
+        assert!(o.wake_outstanding());
+        o.rearm_wake();
+        assert!(
+            !o.wake_outstanding(),
+            "nothing for the watchdog to take for a stall"
+        );
+        assert_eq!(o.len(), 1, "the event stays queued");
+        assert_eq!(o.push(&e, 10, 8, 1000), queued(true, 2, 20));
     }
 
     #[test]

@@ -417,7 +417,9 @@ impl Session {
     /// Writes every event queued in the outbox, or closes the session if a shard evicted it.
     fn drain_outbox(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         if self.handshake_reply_pending {
-            // Left queued: the handshake reply must be the first thing the client reads.
+            // Left queued: the handshake reply must be the first thing the client reads (it
+            // drains once the reply is out).
+            self.outbox.rearm_wake();
             return;
         }
         let mut batch = std::mem::take(&mut self.batch);
