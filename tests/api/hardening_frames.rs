@@ -27,27 +27,7 @@ const CONTINUATION: u8 = 0x0;
 /// Opens `/ws` over raw TCP as `who`, sends `bytes`, and reads until the server closes the TCP
 /// connection; returns the close frame's code and reason (`None`: no close frame at all).
 async fn close_after(app: &TestApp, who: &As, bytes: &[u8]) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
-        .await
-        .unwrap();
-    let req = format!(
-        "GET /ws?access_token={} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Version: 13\r\n\r\n",
-        token(who)
-    );
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        stream.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let mut stream = raw_ws_upgrade(app, &token(who)).await;
     stream.write_all(bytes).await.unwrap();
     let mut buf = Vec::new();
     // A reset after the close frame is fine: what was read before it counts.

@@ -678,3 +678,28 @@ pub async fn two_chat_nodes() -> (crate::redis_server::RedisServer, TestDb, Test
     let b = spawn_app_with_db(&db, cluster).await;
     (redis, db, a, b)
 }
+
+/// A WebSocket upgrade of `/ws` done by hand over raw TCP (for tests that write or read frames
+/// byte by byte); returns the stream right after the 101 response head.
+pub async fn raw_ws_upgrade(app: &TestApp, token: &str) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+    let req = format!(
+        "GET /ws?access_token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        stream.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}

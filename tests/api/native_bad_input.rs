@@ -227,28 +227,9 @@ struct RawSilentClient {
 
 impl RawSilentClient {
     async fn connect(app: &TestApp, token: &str) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
-            .await
-            .unwrap();
-        let req = format!(
-            "GET /ws?access_token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream.write_all(req.as_bytes()).await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut b = [0u8; 1];
-            stream.read_exact(&mut b).await.unwrap();
-            head.push(b[0]);
+        Self {
+            stream: raw_ws_upgrade(app, token).await,
         }
-        assert!(
-            head.starts_with(b"HTTP/1.1 101"),
-            "{}",
-            String::from_utf8_lossy(&head)
-        );
-        Self { stream }
     }
 
     /// Reads frames until a close frame; returns its code.
