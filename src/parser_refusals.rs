@@ -66,57 +66,54 @@ impl<T> ParserRefusals<T> {
     }
 }
 
-/// What a complete response head means for the bytes after it.
-fn framing_after(head: &[u8]) -> Framing {
+/// What one complete response head says, read once.
+struct ResponseHead {
+    /// Where the bytes after the head fall.
+    next: Framing,
+    /// An error status with `content-length: 0`: a parser refusal (see the module docs).
+    refusal: Option<StatusCode>,
+}
+
+/// Reads a complete response head; an unreadable one makes the connection opaque.
+fn read_head(head: &[u8]) -> ResponseHead {
+    let opaque = ResponseHead {
+        next: Framing::Opaque,
+        refusal: None,
+    };
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut headers);
-    let Ok(httparse::Status::Complete(_)) = res.parse(head) else {
-        return Framing::Opaque;
+    let (Ok(httparse::Status::Complete(_)), Some(code)) = (res.parse(head), res.code) else {
+        return opaque;
     };
-    let status = res.code.unwrap_or(0);
-    if status == 101 {
-        return Framing::Opaque;
-    }
-    if (100..200).contains(&status) || status == 204 || status == 304 {
-        return Framing::Head(Vec::new());
-    }
     let header = |name: &str| {
         res.headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value)
     };
-    if header("transfer-encoding").is_some() {
-        return Framing::Opaque;
-    }
-    match header("content-length")
+    let length = header("content-length")
         .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
-        Some(0) => Framing::Head(Vec::new()),
-        Some(n) => Framing::Body(n),
-        None => Framing::Opaque,
-    }
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let next = if code == 101 || header("transfer-encoding").is_some() {
+        Framing::Opaque
+    } else if (100..200).contains(&code) || code == 204 || code == 304 {
+        Framing::Head(Vec::new())
+    } else {
+        match length {
+            Some(0) => Framing::Head(Vec::new()),
+            Some(n) => Framing::Body(n),
+            None => Framing::Opaque,
+        }
+    };
+    let refusal = StatusCode::from_u16(code)
+        .ok()
+        .filter(|s| length == Some(0) && (s.is_client_error() || s.is_server_error()));
+    ResponseHead { next, refusal }
 }
 
 /// The end of a response head at the start of `buf`, if `buf` holds all of it.
 fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
-}
-
-/// The status of an error response with an empty body heading `head`, if it is one.
-fn parser_refusal(head: &[u8]) -> Option<StatusCode> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut headers);
-    let Ok(httparse::Status::Complete(_)) = res.parse(head) else {
-        return None;
-    };
-    let status = StatusCode::from_u16(res.code?).ok()?;
-    let empty = res
-        .headers
-        .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("content-length") && h.value.trim_ascii() == b"0");
-    (empty && (status.is_client_error() || status.is_server_error())).then_some(status)
 }
 
 /// The problem response written instead of a parser refusal with `status`.
@@ -162,7 +159,7 @@ impl<T: AsyncWrite + Unpin> ParserRefusals<T> {
                         Some(end) => {
                             let end = from + end;
                             let rest = head.len() - end;
-                            let next = framing_after(&head[..end]);
+                            let next = read_head(&head[..end]).next;
                             bytes = &bytes[bytes.len() - rest..];
                             self.framing = next;
                         }
@@ -209,18 +206,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ParserRefusals<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_replacement(cx))?;
-        // One response per write, so that every response head starts a write (pipelined
-        // responses are written back to back in one buffer).
-        let mut buf = buf;
+        // A response starts this write with its whole head (the common case): read the head
+        // once, and write one response per write, so that every response head starts a write
+        // (pipelined responses come back to back in one buffer).
         if this.framing == Framing::Head(Vec::new()) {
             if let Some(end) = head_end(buf) {
-                if let Framing::Body(n) = framing_after(&buf[..end]) {
-                    let response_end = (end as u64).saturating_add(n);
-                    buf = &buf[..buf
-                        .len()
-                        .min(usize::try_from(response_end).unwrap_or(usize::MAX))];
-                }
-                if let Some(status) = parser_refusal(&buf[..end]) {
+                let head = read_head(&buf[..end]);
+                if let Some(status) = head.refusal {
                     this.http_errors.with_label_values(&[status.as_str()]).inc();
                     log::info!("refused a request the HTTP parser could not take: {status}");
                     // The connection closes after this response: nothing is followed after it.
@@ -232,6 +224,24 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ParserRefusals<T> {
                     }
                     return Poll::Ready(Ok(end));
                 }
+                let buf = match head.next {
+                    Framing::Body(n) => {
+                        let response_end = (end as u64).saturating_add(n);
+                        &buf[..buf
+                            .len()
+                            .min(usize::try_from(response_end).unwrap_or(usize::MAX))]
+                    }
+                    _ => buf,
+                };
+                let n = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
+                if n >= end {
+                    this.framing = head.next;
+                    this.advance(&buf[end..n]);
+                } else {
+                    // Part of the head went out: follow it byte-wise from here.
+                    this.advance(&buf[..n]);
+                }
+                return Poll::Ready(Ok(n));
             }
         }
         let n = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
