@@ -29,6 +29,7 @@ use switchyard_actors::envelope::{now_millis, Draft, EventName};
 use switchyard_actors::identity::Role;
 use switchyard_actors::ids::{validate_segment, TenantKey};
 use switchyard_actors::node::Node;
+use switchyard_actors::payload::Payload;
 
 use super::dining_sessions::staff_tenant;
 use super::publish::publish_error;
@@ -81,6 +82,16 @@ async fn publish(
             .map(|c| ChannelName::from_channel(c.clone()));
         log::info!("domain event {event} to {channel:?}: {e}");
     })?;
+    publish_checked(node, channels, event, data).await
+}
+
+/// [`publish`] for data that already passed the payload check.
+async fn publish_checked(
+    node: &Node,
+    channels: Vec<Channel>,
+    event: EventName,
+    data: Payload,
+) -> Result<Vec<Value>, ApiError> {
     // One request is one publish against the tenant's quota, however many channels it reaches.
     if let Some(tenant) = channels.iter().find_map(|c| c.tenant()) {
         node.quotas
@@ -168,13 +179,7 @@ pub async fn new_order(
         },
         Channel::TenantAdminsOrders { tenant },
     ];
-    let acks = publish(
-        &state.node,
-        channels,
-        event("NewOrder"),
-        order_text.into_raw(),
-    )
-    .await?;
+    let acks = publish_checked(&state.node, channels, event("NewOrder"), order_text).await?;
     Ok(accepted(acks))
 }
 
