@@ -1,13 +1,13 @@
 //! The node's background actors over the store, started by [`crate::startup::Application::build`]:
-//! the [`SessionTimeoutScheduler`] (always) and the [`PgChangeListener`] (Postgres, when
+//! the [`SessionTimeoutScheduler`] (always) and the [`ChangeFeedListener`] (Postgres, when
 //! `[change_feed] enabled`). Both stop by themselves when the node shuts down.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr};
+use switchyard_actors::change_feed::{ChangeFeedListener, EntityMap, ListenerConfig};
 use switchyard_actors::node::Node;
-use switchyard_actors::pg_listener::{EntityMap, ListenerConfig, PgChangeListener};
 use switchyard_actors::scheduler::{SchedulerConfig, SessionTimeoutScheduler};
 
 use crate::settings::Settings;
@@ -21,7 +21,7 @@ pub enum BackgroundError {
     #[error("[change_feed] {0}")]
     ChangeFeed(String),
     #[error(transparent)]
-    Entities(#[from] switchyard_actors::pg_listener::EntityMapError),
+    Entities(#[from] switchyard_actors::change_feed::EntityMapError),
 }
 
 /// Addresses of the running background actors (for tests and the admin API).
@@ -29,7 +29,7 @@ pub enum BackgroundError {
 pub struct Background {
     pub scheduler: Addr<SessionTimeoutScheduler>,
     /// `None` on SQLite or when the change feed is disabled.
-    pub change_listener: Option<Addr<PgChangeListener>>,
+    pub change_listener: Option<Addr<ChangeFeedListener>>,
 }
 
 /// The change feed's table ↔ entity-type map and payload strategies, from `[change_feed]`.
@@ -100,14 +100,14 @@ pub fn start(
     }
 }
 
-/// Starts a [`PgChangeListener`] when the store runs on Postgres (whatever `enabled` says: tests
+/// Starts a [`ChangeFeedListener`] when the store runs on Postgres (whatever `enabled` says: tests
 /// start one late, to show that changes made while none ran are relayed).
 pub fn start_change_listener(
     settings: &Settings,
     node: Arc<Node>,
     store: &Store,
     entities: Arc<EntityMap>,
-) -> Option<Addr<PgChangeListener>> {
+) -> Option<Addr<ChangeFeedListener>> {
     let cf = &settings.change_feed;
     let pool = store.postgres()?;
     let feed = PgChangeFeed::new(pool.clone(), cf.lock_key);
@@ -118,5 +118,5 @@ pub fn start_change_listener(
         retention: Duration::from_secs(cf.retention_secs),
         entities,
     };
-    Some(PgChangeListener::new(node, Arc::new(feed), config).start())
+    Some(ChangeFeedListener::new(node, Arc::new(feed), config).start())
 }

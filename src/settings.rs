@@ -12,11 +12,11 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 use switchyard_actors::activity::ActivityConfig;
+use switchyard_actors::connection::ConnectionSettings;
 use switchyard_actors::history::HistoryLimits;
 use switchyard_actors::mailbox::{ActorKind, MailboxSettings, SlowConsumerPolicy};
 use switchyard_actors::payload::{PayloadLimits, MAX_CONFIGURABLE_DEPTH};
 use switchyard_actors::quotas::TenantQuotas;
-use switchyard_actors::session::SessionSettings;
 
 /// The environment variable prefix; `__` separates every level below it.
 pub const ENV_PREFIX: &str = "SWITCHYARD";
@@ -434,9 +434,9 @@ impl Settings {
         }
     }
 
-    pub fn session_settings(&self) -> SessionSettings {
+    pub fn session_settings(&self) -> ConnectionSettings {
         let s = &self.session;
-        SessionSettings {
+        ConnectionSettings {
             max_frame_bytes: s.max_frame_bytes,
             heartbeat_interval: Duration::from_millis(s.heartbeat_interval_ms),
             client_timeout: Duration::from_millis(s.client_timeout_ms),
@@ -457,7 +457,7 @@ impl Settings {
     pub fn mailbox(&self, kind: ActorKind) -> MailboxSettings {
         let a = &self.actors;
         let c = match kind {
-            ActorKind::Session => &a.session,
+            ActorKind::Connection => &a.session,
             ActorKind::Broker => {
                 return MailboxSettings {
                     mailbox: a.broker.mailbox,
@@ -468,7 +468,7 @@ impl Settings {
             ActorKind::TenantGroup => &a.tenant_group,
             ActorKind::RedisBridge => &a.redis_bridge,
             ActorKind::Scheduler => &a.scheduler,
-            ActorKind::PgListener => &a.pg_listener,
+            ActorKind::ChangeFeed => &a.pg_listener,
             ActorKind::Activity => &a.activity,
         };
         MailboxSettings {
@@ -562,7 +562,7 @@ mod tests {
         assert_eq!(s.signalr.hub_paths, ["/hubs/notifications", "/hubs/chat"]);
         assert_eq!(s.server.port, 9123);
         assert_eq!(s.auth.jwt_secret.expose_secret(), "s3cret");
-        assert_eq!(s.mailbox(ActorKind::Session).mailbox, 7);
+        assert_eq!(s.mailbox(ActorKind::Connection).mailbox, 7);
         assert_eq!(s.actors.session.policy, SlowConsumerPolicy::Drop);
         assert_eq!(s.redis.url.expose_secret(), "redis://127.0.0.1:6380/2");
     }

@@ -17,6 +17,8 @@ use anyhow::Context;
 use switchyard_actors::activity::{ActivityRecorder, ActivitySink, AttachPublisher};
 use switchyard_actors::broker::{BrokerConfig, BrokerHandle, ClusterLink};
 use switchyard_actors::cluster::Cluster;
+use switchyard_actors::connection::conn_socket;
+use switchyard_actors::connection::watchdog::{ConnectionWatchdog, WatchdogSettings};
 use switchyard_actors::connection_limits::ConnectionLimiter;
 use switchyard_actors::ids::NodeId;
 use switchyard_actors::mailbox::{ActorKind, ActorLimits};
@@ -25,8 +27,6 @@ use switchyard_actors::node::Node;
 use switchyard_actors::presence_hook::PresenceHook;
 use switchyard_actors::quotas::QuotaBook;
 use switchyard_actors::redis_bridge::{AttachBroker, RedisBridge};
-use switchyard_actors::session::conn_socket;
-use switchyard_actors::session::watchdog::{SessionWatchdog, WatchdogSettings};
 use switchyard_actors::tenant_group::TenantRegistry;
 
 use crate::auth::{GeneratedSecret, Verifier};
@@ -179,7 +179,7 @@ impl Application {
         )
         .with_presence_hook(presence_hook.clone());
         let sessions = settings.session_settings();
-        let watchdog = SessionWatchdog::start_on_own_thread(
+        let watchdog = ConnectionWatchdog::start_on_own_thread(
             WatchdogSettings {
                 write_timeout: sessions.write_timeout,
                 heartbeat_interval: sessions.heartbeat_interval,

@@ -4,11 +4,11 @@
 //!
 //! | file | owns |
 //! | --- | --- |
-//! | `session/` | [`session::Session`]: one actor per WebSocket connection; [`session::watchdog::SessionWatchdog`]: resets the connections of sessions that cannot write |
+//! | `session/` | [`session::Session`]: one actor per WebSocket connection; [`session::watchdog::ConnectionWatchdog`]: resets the connections of sessions that cannot write |
 //! | `broker/` | [`broker::BrokerShard`] actors: channel → subscribers, fan-out, embedded history |
 //! | `tenant_group.rs` | [`tenant_group::TenantGroup`] actors: a tenant's local connections |
 //! | `scheduler.rs` | [`scheduler::SessionTimeoutScheduler`]: dining-session expiry and warnings |
-//! | `pg_listener.rs` | [`pg_listener::PgChangeListener`]: the Postgres change outbox → entity notifications |
+//! | `pg_listener.rs` | [`pg_listener::ChangeFeedListener`]: the Postgres change outbox → entity notifications |
 //! | `storage.rs` | the error the storage seams (traits implemented in `src/store/`) report |
 //! | `codec/` | wire protocols: native JSON, SignalR JSON and MessagePack |
 //! | `channel.rs`, `rules.rs` | the channel grammar and who may use which channel |
@@ -27,11 +27,13 @@
 pub mod activity;
 pub mod authorizer;
 pub mod broker;
+pub mod change_feed;
 pub mod channel;
 pub mod chat_events;
 pub mod cluster;
 pub mod codec;
 pub mod codes;
+pub mod connection;
 pub mod connection_limits;
 pub mod envelope;
 pub mod history;
@@ -43,13 +45,11 @@ pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod payload;
-pub mod pg_listener;
 pub mod presence_hook;
 pub mod publish_policy;
 pub mod quotas;
 pub mod redis_bridge;
 pub mod rules;
 pub mod scheduler;
-pub mod session;
 pub mod storage;
 pub mod tenant_group;

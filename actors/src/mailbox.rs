@@ -18,35 +18,40 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActorKind {
-    Session,
+    /// A WebSocket connection's actor. Its external name stays `session` (configuration, metrics
+    /// and the admin API predate the module's rename).
+    #[serde(rename = "session")]
+    Connection,
     Broker,
     TenantGroup,
     RedisBridge,
     Scheduler,
-    PgListener,
+    /// The change-feed listener; externally `pg_listener`, for the same reason.
+    #[serde(rename = "pg_listener")]
+    ChangeFeed,
     Activity,
 }
 
 impl ActorKind {
     pub const ALL: [ActorKind; 7] = [
-        ActorKind::Session,
+        ActorKind::Connection,
         ActorKind::Broker,
         ActorKind::TenantGroup,
         ActorKind::RedisBridge,
         ActorKind::Scheduler,
-        ActorKind::PgListener,
+        ActorKind::ChangeFeed,
         ActorKind::Activity,
     ];
 
     /// The name used in configuration (`[actors.<name>]`), metrics and the admin API.
     pub fn as_str(self) -> &'static str {
         match self {
-            ActorKind::Session => "session",
+            ActorKind::Connection => "session",
             ActorKind::Broker => "broker",
             ActorKind::TenantGroup => "tenant_group",
             ActorKind::RedisBridge => "redis_bridge",
             ActorKind::Scheduler => "scheduler",
-            ActorKind::PgListener => "pg_listener",
+            ActorKind::ChangeFeed => "pg_listener",
             ActorKind::Activity => "activity",
         }
     }

@@ -9,8 +9,8 @@ use prometheus::{
 };
 
 use crate::codes::CloseCode;
+use crate::connection::watchdog::StallReason;
 use crate::mailbox::ActorKind;
-use crate::session::watchdog::StallReason;
 
 /// Buckets for delivery latency, in seconds: sub-millisecond to seconds.
 const LATENCY_BUCKETS: &[f64] = &[

@@ -13,6 +13,9 @@ use actix::Addr;
 use crate::activity::{ActivityRecorder, ActivitySink, Observe};
 use crate::authorizer::ChannelAuthorizer;
 use crate::broker::{BrokerError, BrokerHandle, PublishAck};
+use crate::connection::resume::ParkedConnections;
+use crate::connection::watchdog::ConnectionWatchdog;
+use crate::connection::ConnectionSettings;
 use crate::connection_limits::ConnectionLimiter;
 use crate::envelope::Draft;
 use crate::hub_methods::HubMethods;
@@ -21,9 +24,6 @@ use crate::mailbox::ActorLimits;
 use crate::metrics::Metrics;
 use crate::payload::{Payload, PayloadError, PayloadLimits};
 use crate::quotas::QuotaBook;
-use crate::session::resume::ParkedSessions;
-use crate::session::watchdog::SessionWatchdog;
-use crate::session::SessionSettings;
 use crate::tenant_group::TenantRegistry;
 
 /// Why a publish was not accepted.
@@ -40,10 +40,10 @@ pub struct Node {
     pub tenants: TenantRegistry,
     pub metrics: Arc<Metrics>,
     pub limits: Arc<ActorLimits>,
-    pub sessions: SessionSettings,
+    pub sessions: ConnectionSettings,
     pub authorizer: Arc<dyn ChannelAuthorizer>,
     /// Resumable connections whose socket dropped, waiting for their client.
-    pub parked: ParkedSessions,
+    pub parked: ParkedConnections,
     /// Hub methods the session does not map itself (the server's chat service), if any.
     pub hub_methods: Option<Arc<dyn HubMethods>>,
     /// Per-tenant quotas (connections, publishes per second, subscriptions per connection).
@@ -57,7 +57,7 @@ pub struct Node {
     /// The activity recorder, for the admin API's queries (absent in bare test nodes).
     pub activity_recorder: Option<Addr<ActivityRecorder>>,
     /// Resets the connections of sessions that cannot write (absent in bare test nodes).
-    pub watchdog: Option<Addr<SessionWatchdog>>,
+    pub watchdog: Option<Addr<ConnectionWatchdog>>,
     shutdown: watch::Sender<bool>,
     next_conn: AtomicU64,
 }
@@ -71,7 +71,7 @@ impl Node {
         tenants: TenantRegistry,
         metrics: Arc<Metrics>,
         limits: Arc<ActorLimits>,
-        sessions: SessionSettings,
+        sessions: ConnectionSettings,
         authorizer: Arc<dyn ChannelAuthorizer>,
         resume_grace: std::time::Duration,
         quotas: Arc<QuotaBook>,
@@ -84,7 +84,7 @@ impl Node {
             activity: ActivitySink::default(),
             activity_recorder: None,
             watchdog: None,
-            parked: ParkedSessions::new(resume_grace),
+            parked: ParkedConnections::new(resume_grace),
             id,
             broker,
             tenants,
@@ -118,7 +118,7 @@ impl Node {
     }
 
     /// The node with `watchdog` watching its sessions.
-    pub fn with_watchdog(mut self, watchdog: Addr<SessionWatchdog>) -> Self {
+    pub fn with_watchdog(mut self, watchdog: Addr<ConnectionWatchdog>) -> Self {
         self.watchdog = Some(watchdog);
         self
     }

@@ -1,5 +1,5 @@
 //! The error the storage seams report. Actors reach the database only through small traits
-//! ([`crate::scheduler::SessionExpiryStore`], [`crate::pg_listener::ChangeFeed`]) that the server
+//! ([`crate::scheduler::SessionExpiryStore`], [`crate::change_feed::ChangeFeed`]) that the server
 //! implements in `src/store/`; this crate never sees SQL, so a failure arrives as text to log.
 
 /// A storage operation failed (unreachable database, a query refused, a malformed row).

@@ -78,7 +78,7 @@ fn actor_view(node: &Node, kind: ActorKind) -> ActorView {
     let m: &Metrics = &node.metrics;
     let s = node.limits.get(kind).settings();
     let dropped_reason = match kind {
-        ActorKind::Session => Some("slow_consumer"),
+        ActorKind::Connection => Some("slow_consumer"),
         ActorKind::Activity => Some("activity_full"),
         _ => None,
     };
@@ -89,11 +89,12 @@ fn actor_view(node: &Node, kind: ActorKind) -> ActorView {
         policy: s.policy,
         max_queued_bytes: s.max_queued_bytes,
         queue_depth: None,
-        peak_queue_depth: (kind == ActorKind::Session).then(|| m.session_queue_depth_peak.get()),
-        peak_queued_bytes: (kind == ActorKind::Session).then(|| m.session_queued_bytes_peak.get()),
+        peak_queue_depth: (kind == ActorKind::Connection).then(|| m.session_queue_depth_peak.get()),
+        peak_queued_bytes: (kind == ActorKind::Connection)
+            .then(|| m.session_queued_bytes_peak.get()),
         mailbox_full: m.mailbox_full.with_label_values(&[kind.as_str()]).get(),
         dropped: dropped_reason.map_or(0, |r| m.dropped.with_label_values(&[r]).get()),
-        slow_consumer_disconnects: if kind == ActorKind::Session {
+        slow_consumer_disconnects: if kind == ActorKind::Connection {
             m.slow_consumer_disconnects.get()
         } else {
             0

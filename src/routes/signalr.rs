@@ -1,6 +1,6 @@
 //! The SignalR-compatible hub: `POST {hub}/negotiate` and the WebSockets transport at `{hub}`
 //! (with `?id={connectionToken}` after negotiate, or without for `skipNegotiation` clients).
-//! A hub connection is an ordinary [`Session`](switchyard_actors::session::Session) with the
+//! A hub connection is an ordinary [`Connection`](switchyard_actors::connection::Connection) with the
 //! SignalR codec; broker, auth and channel rules are shared with `/ws`.
 //!
 //! Wire facts followed here (see `docs/signalr.md`): negotiate answers 200 (a refused token is
@@ -16,8 +16,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use switchyard_actors::codec::signalr::SignalRCodec;
+use switchyard_actors::connection::resume::TakeError;
 use switchyard_actors::identity::Identity;
-use switchyard_actors::session::resume::TakeError;
 
 use std::sync::Arc;
 

@@ -1,17 +1,17 @@
 //! WebSocket upgrades: authenticate (401 problem JSON before any upgrade), join the tenant group,
-//! and hand the socket to a [`Session`] with the protocol's codec.
+//! and hand the socket to a [`Connection`] with the protocol's codec.
 
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use switchyard_actors::codec::native::NativeCodec;
 use switchyard_actors::codec::WireCodec;
+use switchyard_actors::connection::resume::Parked;
+use switchyard_actors::connection::Connection;
 use switchyard_actors::identity::Identity;
 use switchyard_actors::ids::{ConnId, TenantKey};
 use switchyard_actors::node::Node;
 use switchyard_actors::quotas::QuotaKind;
-use switchyard_actors::session::resume::Parked;
-use switchyard_actors::session::Session;
 use switchyard_actors::tenant_group::{Member, TenantError};
 
 use crate::auth::authenticate;
@@ -33,7 +33,7 @@ pub async fn native(
 /// Refuses a request that cannot become a WebSocket (no `Upgrade` header, wrong method or
 /// version) with problem JSON, before anything is claimed for it.
 pub fn check_upgrade(req: &HttpRequest) -> Result<(), ApiError> {
-    Session::verify_upgrade(req)
+    Connection::verify_upgrade(req)
         .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade request: {e}")))
 }
 
@@ -69,7 +69,7 @@ pub fn upgrade(
         state,
         identity,
         |node, conn, identity, tenant| {
-            let session = Session::new(node, conn, identity, tenant, codec);
+            let session = Connection::new(node, conn, identity, tenant, codec);
             match resume_token {
                 Some(token) => session.with_resume_token(token),
                 None => session,
@@ -92,7 +92,7 @@ pub fn resume(
     let previous = parked.membership.take();
     let user = identity.user_id.clone();
     let started = start(req, payload, state, identity, |node, conn, _, tenant| {
-        Session::resume(node, conn, tenant, token, parked)
+        Connection::resume(node, conn, tenant, token, parked)
     });
     if let Some(membership) = previous {
         membership.leave(&state.node.tenants, &user);
@@ -106,7 +106,7 @@ fn start(
     payload: web::Payload,
     state: &AppState,
     identity: Arc<Identity>,
-    make: impl FnOnce(Arc<Node>, ConnId, Arc<Identity>, Option<TenantKey>) -> Session,
+    make: impl FnOnce(Arc<Node>, ConnId, Arc<Identity>, Option<TenantKey>) -> Connection,
 ) -> Result<HttpResponse, actix_web::Error> {
     let node = &state.node;
     if node.is_shutting_down() {

@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnection, PgListener, PgPool};
 use sqlx::Connection;
-use switchyard_actors::pg_listener::{ChangeFeed, ChangeLease, ChangeType, OutboxChange};
+use switchyard_actors::change_feed::{ChangeFeed, ChangeLease, ChangeType, OutboxChange};
 use switchyard_actors::storage::StorageError;
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;

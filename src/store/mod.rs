@@ -16,7 +16,7 @@
 //!
 //! The actors reach the store only through the traits of `switchyard-actors`
 //! ([`switchyard_actors::scheduler::SessionExpiryStore`],
-//! [`switchyard_actors::pg_listener::ChangeFeed`]), implemented here.
+//! [`switchyard_actors::change_feed::ChangeFeed`]), implemented here.
 
 mod admin;
 mod change_feed;

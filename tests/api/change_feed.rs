@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use switchyard::background;
 use switchyard::settings::Settings;
-use switchyard_actors::pg_listener::ListenerStatus;
+use switchyard_actors::change_feed::ListenerStatus;
 
 use crate::helpers::*;
 

@@ -73,7 +73,7 @@ impl BrokerShard {
         let Some(state) = self.channels.get_mut(&env.channel) else {
             return;
         };
-        let limits = self.limits.get(ActorKind::Session);
+        let limits = self.limits.get(ActorKind::Connection);
         let bounds = Bounds {
             max_len: limits.mailbox(),
             max_bytes: limits.max_queued_bytes(),
@@ -126,7 +126,7 @@ impl BrokerShard {
         }
         if dropped + evicted > 0 {
             m.mailbox_full
-                .with_label_values(&[ActorKind::Session.as_str()])
+                .with_label_values(&[ActorKind::Connection.as_str()])
                 .inc_by(dropped + evicted);
             m.dropped
                 .with_label_values(&["slow_consumer"])

@@ -1,7 +1,7 @@
 //! Wire codecs: how one WebSocket protocol turns frames into protocol-neutral requests and
 //! outcomes into frames.
 //!
-//! A [`crate::session::Session`] owns the socket, subscriptions, heartbeat and limits; it holds one
+//! A [`crate::connection::Connection`] owns the socket, subscriptions, heartbeat and limits; it holds one
 //! `Box<dyn WireCodec>` and never looks inside a frame itself. A SignalR connection is just another
 //! session with another codec. Notification frames are the exception: they are encoded once per
 //! node per [`WireFormat`] by [`encode_notification`] and shared by every session of that format.

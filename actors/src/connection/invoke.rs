@@ -12,7 +12,7 @@ use actix::prelude::*;
 use actix_web_actors::ws;
 use serde_json::Value;
 
-use super::Session;
+use super::Connection;
 use crate::channel::ChannelName;
 use crate::codec::{JsonArg, Outcome, ReplyTo};
 use crate::codes::ErrorCode;
@@ -22,7 +22,7 @@ use crate::hub_methods::{HubCall, HubMethodError, SessionAction};
 /// A method's completion, written after its actions.
 type Completion = (ReplyTo, Result<Option<Value>, HubMethodError>);
 
-impl Session {
+impl Connection {
     /// Hands `method` to the node's hub methods; "unknown method" when there are none or they do
     /// not know it. Every argument passes the payload check first (`bad_payload`), which also
     /// makes it safe to parse.

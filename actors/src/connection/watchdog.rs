@@ -265,13 +265,13 @@ impl Watched {
 }
 
 /// The node's session watchdog (see the module docs).
-pub struct SessionWatchdog {
+pub struct ConnectionWatchdog {
     settings: WatchdogSettings,
     metrics: Arc<Metrics>,
     watched: Vec<Watched>,
 }
 
-impl SessionWatchdog {
+impl ConnectionWatchdog {
     pub fn new(settings: WatchdogSettings, metrics: Arc<Metrics>) -> Self {
         Self {
             settings,
@@ -382,7 +382,7 @@ fn peer(socket: &ConnSocket) -> String {
         .map_or_else(|| "-".to_owned(), |p| p.to_string())
 }
 
-impl Actor for SessionWatchdog {
+impl Actor for ConnectionWatchdog {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
@@ -398,7 +398,7 @@ impl Actor for SessionWatchdog {
     }
 }
 
-impl Handler<Watch> for SessionWatchdog {
+impl Handler<Watch> for ConnectionWatchdog {
     type Result = ();
 
     fn handle(&mut self, watch: Watch, _: &mut Self::Context) {

@@ -8,7 +8,7 @@
 //! waits (the authorizer, a broker round trip, a hub method) holds back the ones after it; events
 //! for the connection keep flowing meanwhile. The inbound rate limit bounds what can queue up.
 //!
-//! A request's asynchronous part runs through [`Session::hold`]; the queue moves on when the last
+//! A request's asynchronous part runs through [`Connection::hold`]; the queue moves on when the last
 //! held future of the request has finished.
 
 use std::collections::VecDeque;
@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use actix::prelude::*;
 use actix_web_actors::ws;
 
-use super::Session;
+use super::Connection;
 use crate::codec::{Decoded, ReplyTo};
 
 /// One thing to do in request order.
@@ -53,7 +53,7 @@ impl Requests {
     }
 }
 
-impl Session {
+impl Connection {
     /// Runs queued steps until one waits for a future, the queue is empty, or the session closes.
     pub(super) fn run_requests(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         while self.requests.held == 0 && !self.closing {

@@ -11,7 +11,7 @@ use actix::prelude::*;
 use actix_web_actors::ws;
 
 use super::subscriptions::BeginError;
-use super::Session;
+use super::Connection;
 use crate::authorizer::Action;
 use crate::broker::{Subscribe, Subscribed, Subscriber};
 use crate::channel::ChannelName;
@@ -48,7 +48,7 @@ pub(super) struct Joined {
     pub ready: Vec<Arc<Envelope>>,
 }
 
-impl Session {
+impl Connection {
     /// Joins `channel`: resolves once the broker registered it and the subscription is active,
     /// or with the reason it was refused (already subscribed included). Registration comes
     /// first, then the replay, then live events (see `subscriptions`).

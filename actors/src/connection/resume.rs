@@ -4,7 +4,7 @@
 //!
 //! While connected, every sequenced frame sent (invocations, completions) is kept in
 //! [`SendBuffer`] until the client acknowledges it. When the socket drops without a close, the
-//! session parks its state ([`Parked`]) in the node's [`ParkedSessions`] under the connection
+//! session parks its state ([`Parked`]) in the node's [`ParkedConnections`] under the connection
 //! token. A new socket on the same token takes it back: the session announces where it resends
 //! from, resends what was not acknowledged, then resubscribes every channel from the last offset it
 //! delivered, so what was published meanwhile comes from history.
@@ -130,12 +130,12 @@ pub enum TakeError {
 }
 
 /// The node's parked connections, by connection token.
-pub struct ParkedSessions {
+pub struct ParkedConnections {
     parked: Mutex<HashMap<Arc<str>, (Instant, Parked)>>,
     grace: Duration,
 }
 
-impl ParkedSessions {
+impl ParkedConnections {
     pub fn new(grace: Duration) -> Self {
         Self {
             parked: Mutex::default(),
@@ -147,7 +147,7 @@ impl ParkedSessions {
         self.parked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps `parked` for the grace period; whoever parks it calls [`ParkedSessions::expire`]
+    /// Keeps `parked` for the grace period; whoever parks it calls [`ParkedConnections::expire`]
     /// once the grace period has passed.
     pub fn park(&self, token: Arc<str>, parked: Parked) {
         self.lock().insert(token, (Instant::now(), parked));

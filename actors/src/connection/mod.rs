@@ -56,7 +56,7 @@ use std::collections::HashSet;
 
 /// Per-connection limits and timers (configuration `[session]` and `[rate_limit]`).
 #[derive(Clone, Debug)]
-pub struct SessionSettings {
+pub struct ConnectionSettings {
     /// Largest frame or reassembled message accepted; larger closes with 1009.
     pub max_frame_bytes: usize,
     /// How often the server sends a heartbeat (WebSocket ping, or the protocol's own ping).
@@ -104,7 +104,7 @@ struct Fragments {
 }
 
 /// One WebSocket connection.
-pub struct Session {
+pub struct Connection {
     conn: ConnId,
     identity: Arc<Identity>,
     /// The tenant group this connection joined at the upgrade, left in `stopped()`.
@@ -154,7 +154,7 @@ pub struct Session {
     socket: ConnSocket,
 }
 
-impl Session {
+impl Connection {
     /// A session for a verified caller; `tenant` is the tenant group it has already joined.
     pub fn new(
         node: Arc<Node>,
@@ -377,7 +377,7 @@ impl Session {
     }
 
     fn apply_mailbox_limit(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        let limits = self.node.limits.get(ActorKind::Session);
+        let limits = self.node.limits.get(ActorKind::Connection);
         let generation = limits.generation();
         if generation != self.mailbox_generation {
             self.mailbox_generation = generation;
@@ -942,7 +942,7 @@ fn publish_error_code(e: &PublishError) -> ErrorCode {
     }
 }
 
-impl Actor for Session {
+impl Actor for Connection {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
@@ -953,7 +953,7 @@ impl Actor for Session {
             .with_label_values(&[self.codec.label()])
             .inc();
         m.actors
-            .with_label_values(&[ActorKind::Session.as_str()])
+            .with_label_values(&[ActorKind::Connection.as_str()])
             .inc();
         log::debug!("{} connected", self.log_ctx());
         self.observe_connection(true);
@@ -1017,13 +1017,13 @@ impl Actor for Session {
         let m = &self.node.metrics;
         m.connections.with_label_values(&[label]).dec();
         m.actors
-            .with_label_values(&[ActorKind::Session.as_str()])
+            .with_label_values(&[ActorKind::Connection.as_str()])
             .dec();
         log::debug!("conn={} disconnected", self.conn);
     }
 }
 
-impl Handler<Wake> for Session {
+impl Handler<Wake> for Connection {
     type Result = ();
 
     fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
@@ -1031,7 +1031,7 @@ impl Handler<Wake> for Session {
     }
 }
 
-impl Handler<Close> for Session {
+impl Handler<Close> for Connection {
     type Result = ();
 
     fn handle(&mut self, Close(code): Close, ctx: &mut Self::Context) {
@@ -1039,7 +1039,7 @@ impl Handler<Close> for Session {
     }
 }
 
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Connection {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         if self.closing {
             return;

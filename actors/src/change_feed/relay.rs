@@ -1,0 +1,159 @@
+//! The relay loop: take the lease, relay the outbox in order through the node's one publish path,
+//! mark rows relayed once the broker accepted them, give the lease up on shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::listener::{ChangeFeedListener, LeaseChanged, ListenerConfig, Relayed};
+use super::{
+    entity_draft, ChangeFeed, ChangeLease, EntityDraftError, EntityMap, OutboxChange,
+    PUBLISH_SOURCE,
+};
+use crate::node::Node;
+use crate::storage::StorageError;
+
+/// How often the holder prunes relayed outbox rows.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Try to lead; while leading, relay; on shutdown give the lease up and end.
+pub(super) async fn relay_loop(
+    node: Arc<Node>,
+    feed: Arc<dyn ChangeFeed>,
+    config: ListenerConfig,
+    me: Addr<ChangeFeedListener>,
+) {
+    let mut shutdown = node.shutdown_signal();
+    let mut last_error: Option<String> = None;
+    while !node.is_shutting_down() {
+        match feed.try_lead().await {
+            Ok(Some(mut lease)) => {
+                log::info!("node {}: holding the change-feed lease; relaying", node.id);
+                me.do_send(LeaseChanged { leading: true });
+                let outcome = lead(&mut *lease, &node, &config, &me).await;
+                lease.release().await;
+                me.do_send(LeaseChanged { leading: false });
+                match outcome {
+                    Ok(()) => log::info!("node {}: change-feed lease released", node.id),
+                    Err(e) => log::warn!("node {}: change-feed lease lost: {e}", node.id),
+                }
+                last_error = None;
+            }
+            Ok(None) => last_error = None,
+            Err(e) => {
+                // Log a failure once until it changes, not on every retry.
+                let text = e.to_string();
+                if last_error.as_ref() != Some(&text) {
+                    log::warn!("node {}: change feed unavailable: {text}", node.id);
+                }
+                last_error = Some(text);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.retry_interval) => {}
+            _ = shutdown.wait_for(|down| *down) => {}
+        }
+    }
+}
+
+/// Relays until shutdown (`Ok`) or until the lease fails (`Err`).
+async fn lead(
+    lease: &mut dyn ChangeLease,
+    node: &Node,
+    config: &ListenerConfig,
+    me: &Addr<ChangeFeedListener>,
+) -> Result<(), StorageError> {
+    let mut shutdown = node.shutdown_signal();
+    let mut last_prune = Instant::now();
+    loop {
+        loop {
+            let batch = lease.pending(config.batch_size.max(1)).await?;
+            let full_batch = batch.len() >= config.batch_size.max(1);
+            let (done, refused) = relay_batch(node, &config.entities, batch).await;
+            let count = done.len() as u64;
+            if !done.is_empty() {
+                lease.mark_relayed(done).await?;
+                me.do_send(Relayed { count });
+            }
+            if let Some(e) = refused {
+                // The broker is full or stopping: keep the rest for later, in order.
+                log::warn!("change feed: publish refused, retrying later: {e}");
+                tokio::time::sleep(config.retry_interval).await;
+                break;
+            }
+            if !full_batch {
+                break;
+            }
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = Instant::now();
+            let pruned = lease.prune(config.retention).await?;
+            if pruned > 0 {
+                log::debug!("change feed: pruned {pruned} relayed outbox rows");
+            }
+        }
+        if node.is_shutting_down() {
+            return Ok(());
+        }
+        tokio::select! {
+            woke = lease.wait_for_changes(config.poll_interval) => woke?,
+            _ = shutdown.wait_for(|down| *down) => return Ok(()),
+        }
+    }
+}
+
+/// Publishes a batch in order. Returns the ids to mark relayed (published, or unusable and
+/// skipped) and, if the broker refused one, why (that change and the rest stay pending).
+async fn relay_batch(
+    node: &Node,
+    entities: &EntityMap,
+    batch: Vec<OutboxChange>,
+) -> (Vec<i64>, Option<crate::node::PublishError>) {
+    let mut done = Vec::with_capacity(batch.len());
+    for change in batch {
+        let draft = match entity_draft(entities, &change, &node.payload) {
+            Ok(d) => d,
+            Err(EntityDraftError::Payload(e)) => {
+                // Refused for good (it would be refused again): counted, logged, not retried.
+                node.metrics
+                    .bad_payloads
+                    .with_label_values(&[PUBLISH_SOURCE, e.reason()])
+                    .inc();
+                log::warn!(
+                    "change feed: refusing outbox row {} ({} {:?}, tenant {:?}): {e}",
+                    change.id,
+                    change.table,
+                    change.entity_id,
+                    change.tenant_key
+                );
+                done.push(change.id);
+                continue;
+            }
+            Err(why) => {
+                log::warn!(
+                    "change feed: skipping outbox row {} ({} {:?}): {why}",
+                    change.id,
+                    change.table,
+                    change.entity_id
+                );
+                done.push(change.id);
+                continue;
+            }
+        };
+        match node.publish(draft, PUBLISH_SOURCE).await {
+            Ok(_) => {
+                log::debug!(
+                    "change feed: {} {} {} (tenant {:?})",
+                    change.table,
+                    change.entity_id,
+                    change.change.as_str(),
+                    change.tenant_key
+                );
+                done.push(change.id)
+            }
+            Err(e) => return (done, Some(e)),
+        }
+    }
+    (done, None)
+}
