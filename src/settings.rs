@@ -479,10 +479,10 @@ impl Settings {
     }
 
     /// Cluster mode's configuration, or `None` for embedded mode.
-    pub fn cluster(&self) -> Option<switchyard_actors::cluster::ClusterConfig> {
+    pub fn cluster(&self) -> Option<switchyard_actors::engine::redis::ClusterConfig> {
         let r = &self.redis;
         let p = &self.presence;
-        Some(switchyard_actors::cluster::ClusterConfig {
+        Some(switchyard_actors::engine::redis::ClusterConfig {
             url: r.connection_url()?,
             prefix: r.prefix.clone(),
             publish_attempts: r.publish_retry_attempts,

@@ -15,19 +15,21 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App};
 use anyhow::Context;
 use switchyard_actors::activity::{ActivityRecorder, ActivitySink, AttachPublisher};
-use switchyard_actors::broker::{BrokerConfig, BrokerHandle, ClusterLink};
-use switchyard_actors::cluster::Cluster;
+use switchyard_actors::broker::{BrokerConfig, BrokerHandle, Publisher};
 use switchyard_actors::connection::conn_socket;
 use switchyard_actors::connection::watchdog::{ConnectionWatchdog, WatchdogSettings};
 use switchyard_actors::connection_limits::ConnectionLimiter;
+use switchyard_actors::engine::embedded::{EmbeddedEngine, EmbeddedPresence};
+use switchyard_actors::engine::redis::bridge::{AttachShards, RedisBridge};
+use switchyard_actors::engine::redis::{Cluster, RedisEngine, RedisPresence};
+use switchyard_actors::engine::BrokerEngine;
 use switchyard_actors::ids::NodeId;
 use switchyard_actors::mailbox::{ActorKind, ActorLimits};
 use switchyard_actors::metrics::Metrics;
 use switchyard_actors::node::Node;
-use switchyard_actors::presence_hook::PresenceHook;
+use switchyard_actors::presence::{Announcer, PresenceEngine, PresenceHook};
 use switchyard_actors::quotas::QuotaBook;
-use switchyard_actors::redis_bridge::{AttachBroker, RedisBridge};
-use switchyard_actors::tenant_group::TenantRegistry;
+use switchyard_actors::tenant_group::{TenantGroups, TenantRegistry};
 
 use crate::auth::{GeneratedSecret, Verifier};
 use crate::authorizer::StoreAuthorizer;
@@ -65,13 +67,8 @@ impl AppHandle {
         log::info!("node {}: shutting down", self.node.id);
         self.server.pause().await;
         self.node.begin_shutdown();
-        if let Some(link) = self.node.broker.cluster() {
-            // Graceful: this node's presence goes at once, not after its heartbeat expires.
-            match link.cluster.drop_node(&self.node.id).await {
-                Ok(n) => log::info!("presence: removed this node's {n} connections"),
-                Err(e) => log::warn!("presence: could not remove this node's connections: {e}"),
-            }
-        }
+        // Graceful: this node's presence goes at once, not after its heartbeat expires.
+        self.node.tenants.presence().node_stopping().await;
         self.server.stop(true).await;
         log::info!("node {}: stopped in {:?}", self.node.id, started.elapsed());
     }
@@ -138,46 +135,63 @@ impl Application {
         };
         // Filled below with the chat service, which relays presence to conversation partners.
         let presence_hook = PresenceHook::default();
-        let link = match settings.cluster() {
+        // The engine, chosen once: Redis in cluster mode, else the embedded one.
+        let cluster = match settings.cluster() {
             None => None,
             Some(cfg) => {
                 let cluster = Cluster::new(cfg, id.clone(), metrics.clone())
                     .context("configuring Redis (cluster mode)")?;
-                let bridge_limits = limits.clone();
-                let bridge_cluster = cluster.clone();
-                let bridge_hook = presence_hook.clone();
+                let (bridge_cluster, bridge_limits) = (cluster.clone(), limits.clone());
                 let bridge = RedisBridge::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                    RedisBridge::new(bridge_cluster, bridge_limits).with_presence_hook(bridge_hook)
+                    RedisBridge::new(bridge_cluster, bridge_limits)
                 });
                 log::info!("cluster mode: Redis prefix {:?}", settings.redis.prefix);
-                Some(ClusterLink { cluster, bridge })
+                Some((cluster, bridge))
             }
         };
+        let request_timeout = settings.publish_timeout();
+        let activity_sink = ActivitySink::new(activity.clone().recipient(), metrics.clone());
         let broker = BrokerHandle::start(
             BrokerConfig {
                 shards: settings.broker_shards(),
                 history: settings.history_limits(),
-                request_timeout: settings.publish_timeout(),
+                request_timeout,
                 origin: id.clone(),
-                bridge: link.as_ref().map(|l| l.bridge.clone()),
-                activity: ActivitySink::new(activity.clone().recipient(), metrics.clone()),
+                interest: cluster
+                    .as_ref()
+                    .map(|(_, bridge)| bridge.clone().recipient()),
+                activity: activity_sink.clone(),
             },
-            link.clone(),
             limits.clone(),
             metrics.clone(),
+            |shards| -> Arc<dyn BrokerEngine> {
+                match &cluster {
+                    None => Arc::new(EmbeddedEngine::new(shards)),
+                    Some((cluster, bridge)) => {
+                        bridge.do_send(AttachShards(shards.clone()));
+                        Arc::new(RedisEngine::new(
+                            cluster.clone(),
+                            bridge.clone(),
+                            shards,
+                            request_timeout,
+                        ))
+                    }
+                }
+            },
         );
-        if let Some(l) = &link {
-            l.bridge.do_send(AttachBroker(broker.clone()));
-        }
-        activity.do_send(AttachPublisher(broker.clone()));
-        let tenants = TenantRegistry::new(
-            limits.clone(),
-            metrics.clone(),
-            settings.publish_timeout(),
-            broker.clone(),
-            Duration::from_millis(settings.presence.offline_grace_ms),
-        )
-        .with_presence_hook(presence_hook.clone());
+        let publisher = Publisher::new(broker.clone(), metrics.clone(), activity_sink.clone());
+        activity.do_send(AttachPublisher(Arc::new(publisher.clone())));
+        let announcer = Announcer::new(Arc::new(publisher.clone()), presence_hook.clone());
+        let groups = TenantGroups::new(limits.clone(), metrics.clone(), request_timeout);
+        let presence: Arc<dyn PresenceEngine> = match cluster {
+            None => Arc::new(EmbeddedPresence::new(
+                Arc::new(groups.clone()),
+                announcer,
+                Duration::from_millis(settings.presence.offline_grace_ms),
+            )),
+            Some((cluster, _)) => Arc::new(RedisPresence::start(cluster, announcer)),
+        };
+        let tenants = TenantRegistry::new(groups, presence);
         let sessions = settings.session_settings();
         let watchdog = ConnectionWatchdog::start_on_own_thread(
             WatchdogSettings {
@@ -193,6 +207,7 @@ impl Application {
             Node::new(
                 id.clone(),
                 broker,
+                publisher,
                 tenants,
                 metrics,
                 limits,
@@ -207,7 +222,7 @@ impl Application {
                 settings.connection_limits.max_per_user,
                 settings.connection_limits.max_per_ip,
             ))
-            .with_activity(activity)
+            .with_activity(activity, activity_sink)
             .with_watchdog(watchdog)
         });
         if settings.admin.persist {

@@ -25,13 +25,13 @@ use actix::prelude::*;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::broker::BrokerHandle;
 use crate::channel::{Channel, ChannelName};
 use crate::envelope::{now_millis, Draft, EventName};
 use crate::identity::Role;
 use crate::ids::{TenantKey, UserId};
 use crate::mailbox::{ActorKind, ActorLimits};
 use crate::metrics::Metrics;
+use crate::publish_path::PublishPath;
 
 /// How the recorder is configured (`[activity]`).
 #[derive(Clone, Debug)]
@@ -98,10 +98,13 @@ impl Observe {
     }
 }
 
-/// Gives the recorder the broker to publish summaries through (it starts before the broker).
+/// The label of activity summaries in `switchyard_published_total`.
+pub const PUBLISH_SOURCE: &str = "activity";
+
+/// Gives the recorder the node's publish path for its summaries (it starts before the broker).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct AttachPublisher(pub BrokerHandle);
+pub struct AttachPublisher(pub Arc<dyn PublishPath>);
 
 /// Asks for one tenant's recent events and rates.
 #[derive(Message)]
@@ -159,7 +162,7 @@ struct TenantLog {
 pub struct ActivityRecorder {
     config: ActivityConfig,
     tenants: HashMap<TenantKey, TenantLog>,
-    publisher: Option<BrokerHandle>,
+    publisher: Option<Arc<dyn PublishPath>>,
     limits: Arc<ActorLimits>,
     metrics: Arc<Metrics>,
     mailbox_generation: u64,
@@ -225,7 +228,7 @@ impl ActivityRecorder {
     }
 
     fn send_summary(&self, tenant: &TenantKey, event: &'static str, data: serde_json::Value) {
-        let Some(broker) = self.publisher.clone() else {
+        let Some(publisher) = self.publisher.clone() else {
             return;
         };
         let draft = Draft::new(
@@ -235,11 +238,9 @@ impl ActivityRecorder {
             EventName::parse(event).expect("activity event names are valid"),
             crate::payload::Payload::built(&data),
         );
-        let metrics = self.metrics.clone();
         actix::spawn(async move {
-            match broker.publish(draft).await {
-                Ok(_) => metrics.published.with_label_values(&["activity"]).inc(),
-                Err(e) => log::debug!("activity summary not published: {e}"),
+            if let Err(e) = publisher.publish(draft, PUBLISH_SOURCE).await {
+                log::debug!("activity summary not published: {e}");
             }
         });
     }
@@ -291,8 +292,8 @@ impl Actor for ActivityRecorder {
 
 impl Handler<AttachPublisher> for ActivityRecorder {
     type Result = ();
-    fn handle(&mut self, AttachPublisher(broker): AttachPublisher, _: &mut Self::Context) {
-        self.publisher = Some(broker);
+    fn handle(&mut self, AttachPublisher(publisher): AttachPublisher, _: &mut Self::Context) {
+        self.publisher = Some(publisher);
     }
 }
 

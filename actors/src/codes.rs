@@ -215,6 +215,35 @@ impl ErrorCode {
     }
 }
 
+/// Why a stalled session's connection was reset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StallReason {
+    /// Its outbox filled under policy `disconnect` (as close code 4000 would say).
+    SlowConsumer,
+    /// The client was silent past `session.client_timeout_ms` too (as 4001 would say).
+    HeartbeatTimeout,
+    /// The client took nothing written to it within `session.write_timeout_ms`.
+    WriteTimeout,
+}
+
+impl StallReason {
+    pub const ALL: [StallReason; 3] = [
+        StallReason::SlowConsumer,
+        StallReason::HeartbeatTimeout,
+        StallReason::WriteTimeout,
+    ];
+
+    /// The `reason` label in `switchyard_disconnects_total` (the close codes' labels where one
+    /// applies, so a slow consumer is one series whichever side closed it).
+    pub fn label(self) -> &'static str {
+        match self {
+            StallReason::SlowConsumer => CloseCode::SlowConsumer.label(),
+            StallReason::HeartbeatTimeout => CloseCode::HeartbeatTimeout.label(),
+            StallReason::WriteTimeout => "write_timeout",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::channel::ChannelName;
-use crate::codec::{self, WireFormat};
 use crate::ids::NodeId;
 use crate::payload::Payload;
+
+/// How many encodings of one event an envelope can cache (one per wire format).
+pub const FRAME_SLOTS: usize = 3;
 
 /// Version of the envelope's serialized form (`v`).
 pub const ENVELOPE_VERSION: u8 = 1;
@@ -120,8 +122,9 @@ pub struct Envelope {
     pub epoch: Arc<str>,
     /// The node that accepted the publish.
     pub origin: NodeId,
-    /// Wire frames, encoded on first use, one slot per [`WireFormat`].
-    frames: [OnceLock<Bytes>; WireFormat::COUNT],
+    /// Wire frames, encoded on first use, one slot per wire format (the codecs own the slots:
+    /// [`crate::codec::notification_frame`]).
+    frames: [OnceLock<Bytes>; FRAME_SLOTS],
 }
 
 impl Envelope {
@@ -139,9 +142,10 @@ impl Envelope {
         }
     }
 
-    /// This event's frame in `format`, encoded once per node and shared by every recipient.
-    pub fn frame(&self, format: WireFormat) -> &Bytes {
-        self.frames[format as usize].get_or_init(|| codec::encode_notification(format, self))
+    /// The frame cached in `slot`, encoded by `encode` on first use and then shared by every
+    /// recipient. `slot` is below [`FRAME_SLOTS`].
+    pub fn cached_frame(&self, slot: usize, encode: impl FnOnce(&Envelope) -> Bytes) -> &Bytes {
+        self.frames[slot].get_or_init(|| encode(self))
     }
 
     /// Bytes this event occupies in a session's outbound queue, for the per-session byte bound.
@@ -277,8 +281,8 @@ pub(crate) mod tests {
     #[test]
     fn frames_are_encoded_once_and_shared() {
         let env = sample();
-        let a = env.frame(WireFormat::Native).clone();
-        let b = env.frame(WireFormat::Native).clone();
+        let a = env.cached_frame(0, |_| Bytes::from_static(b"one")).clone();
+        let b = env.cached_frame(0, |_| Bytes::from_static(b"two")).clone();
         assert_eq!(a.as_ptr(), b.as_ptr(), "the same bytes, not a re-encoding");
     }
 

@@ -4,23 +4,24 @@
 //!
 //! | file | owns |
 //! | --- | --- |
-//! | `session/` | [`session::Session`]: one actor per WebSocket connection; [`session::watchdog::ConnectionWatchdog`]: resets the connections of sessions that cannot write |
-//! | `broker/` | [`broker::BrokerShard`] actors: channel → subscribers, fan-out, embedded history |
-//! | `tenant_group.rs` | [`tenant_group::TenantGroup`] actors: a tenant's local connections |
+//! | `connection/` | [`connection::Connection`]: one actor per WebSocket connection; [`connection::watchdog::ConnectionWatchdog`]: resets the connections that cannot write |
+//! | `broker/` | [`broker::BrokerShard`] actors: channel → subscribers, fan-out, embedded history; [`broker::Publisher`]: the one publish path |
+//! | `engine/` | the engine seam ([`engine::BrokerEngine`]) and its implementations: `embedded.rs`, `redis/` (Redis commands, the [`engine::redis::bridge::RedisBridge`] actor, the ingest stream) |
+//! | `presence/` | the presence seam ([`presence::PresenceEngine`]): `embedded.rs`, `redis.rs`; the UserOnline/UserOffline announcer and the hook telling the server |
+//! | `tenant_group.rs` | [`tenant_group::TenantGroup`] actors: a tenant's local connections; the registry |
 //! | `scheduler.rs` | [`scheduler::SessionTimeoutScheduler`]: dining-session expiry and warnings |
-//! | `pg_listener.rs` | [`pg_listener::ChangeFeedListener`]: the Postgres change outbox → entity notifications |
+//! | `change_feed/` | [`change_feed::ChangeFeedListener`]: the Postgres change outbox → entity notifications |
 //! | `storage.rs` | the error the storage seams (traits implemented in `src/store/`) report |
 //! | `codec/` | wire protocols: native JSON, SignalR JSON and MessagePack |
 //! | `channel.rs`, `rules.rs` | the channel grammar and who may use which channel |
 //! | `publish_policy.rs` | the checks every client publish passes, in one order: rules, then quota |
+//! | `publish_path.rs` | the interface of the one publish path, for actors that publish their own events |
 //! | `envelope.rs`, `history.rs` | the one event envelope and in-memory history |
 //! | `payload.rs` | the one validation of an event's data (depth and size), for every way in |
-//! | `cluster/`, `redis_bridge.rs` | cluster mode: Redis commands and the [`redis_bridge::RedisBridge`] actor |
 //! | `mailbox.rs` | per-actor-kind mailbox limits and the slow-consumer policy |
 //! | `codes.rs` | every close code and error code |
 //! | `hub_methods.rs` | the seam for hub methods implemented by the server (chat) |
 //! | `chat_events.rs` | the chat hub's event names; which SignalR events carry their data bare |
-//! | `presence_hook.rs` | the seam telling the server about each UserOnline/UserOffline |
 //! | `activity.rs` | [`activity::ActivityRecorder`]: per-tenant recent events, rates, the activity stream |
 //! | `quotas.rs` | per-tenant quotas: connections, publishes per second, subscriptions per connection |
 
@@ -30,11 +31,11 @@ pub mod broker;
 pub mod change_feed;
 pub mod channel;
 pub mod chat_events;
-pub mod cluster;
 pub mod codec;
 pub mod codes;
 pub mod connection;
 pub mod connection_limits;
+pub mod engine;
 pub mod envelope;
 pub mod history;
 pub mod hub_methods;
@@ -45,10 +46,10 @@ pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod payload;
-pub mod presence_hook;
+pub mod presence;
+pub mod publish_path;
 pub mod publish_policy;
 pub mod quotas;
-pub mod redis_bridge;
 pub mod rules;
 pub mod scheduler;
 pub mod storage;

@@ -8,8 +8,7 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use crate::codes::CloseCode;
-use crate::connection::watchdog::StallReason;
+use crate::codes::{CloseCode, StallReason};
 use crate::mailbox::ActorKind;
 
 /// Buckets for delivery latency, in seconds: sub-millisecond to seconds.

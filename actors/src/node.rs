@@ -10,9 +10,9 @@ use tokio::sync::watch;
 
 use actix::Addr;
 
-use crate::activity::{ActivityRecorder, ActivitySink, Observe};
+use crate::activity::{ActivityRecorder, ActivitySink};
 use crate::authorizer::ChannelAuthorizer;
-use crate::broker::{BrokerError, BrokerHandle, PublishAck};
+use crate::broker::{BrokerHandle, PublishAck, Publisher};
 use crate::connection::resume::ParkedConnections;
 use crate::connection::watchdog::ConnectionWatchdog;
 use crate::connection::ConnectionSettings;
@@ -26,17 +26,14 @@ use crate::payload::{Payload, PayloadError, PayloadLimits};
 use crate::quotas::QuotaBook;
 use crate::tenant_group::TenantRegistry;
 
-/// Why a publish was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PublishError {
-    #[error(transparent)]
-    Broker(#[from] BrokerError),
-}
+pub use crate::publish_path::PublishError;
 
 /// Shared state of one Switchyard node.
 pub struct Node {
     pub id: NodeId,
     pub broker: BrokerHandle,
+    /// The one publish path (broker, metrics, activity record).
+    pub publisher: Publisher,
     pub tenants: TenantRegistry,
     pub metrics: Arc<Metrics>,
     pub limits: Arc<ActorLimits>,
@@ -68,6 +65,7 @@ impl Node {
     pub fn new(
         id: NodeId,
         broker: BrokerHandle,
+        publisher: Publisher,
         tenants: TenantRegistry,
         metrics: Arc<Metrics>,
         limits: Arc<ActorLimits>,
@@ -87,6 +85,7 @@ impl Node {
             parked: ParkedConnections::new(resume_grace),
             id,
             broker,
+            publisher,
             tenants,
             metrics,
             limits,
@@ -110,9 +109,9 @@ impl Node {
         self
     }
 
-    /// The node reporting tenant activity to `recorder`.
-    pub fn with_activity(mut self, recorder: Addr<ActivityRecorder>) -> Self {
-        self.activity = ActivitySink::new(recorder.clone().recipient(), self.metrics.clone());
+    /// The node reporting tenant activity to `recorder` through `sink`.
+    pub fn with_activity(mut self, recorder: Addr<ActivityRecorder>, sink: ActivitySink) -> Self {
+        self.activity = sink;
         self.activity_recorder = Some(recorder);
         self
     }
@@ -145,43 +144,7 @@ impl Node {
         draft: Draft,
         source: &'static str,
     ) -> Result<PublishAck, PublishError> {
-        let seen = self
-            .activity
-            .is_active()
-            .then(|| (draft.channel.clone(), draft.event.clone(), draft.ts));
-        let ack = self.broker.publish(draft).await?;
-        self.metrics.published.with_label_values(&[source]).inc();
-        if let Some((channel, event, ts)) = seen {
-            self.record_published(channel, event, ts, &ack);
-        }
-        Ok(ack)
-    }
-
-    /// Tells the activity recorder about an accepted event on a tenant channel (activity
-    /// summaries themselves are not recorded: they would describe themselves).
-    fn record_published(
-        &self,
-        channel: crate::channel::ChannelName,
-        event: crate::envelope::EventName,
-        ts: u64,
-        ack: &PublishAck,
-    ) {
-        if matches!(
-            channel.kind(),
-            crate::channel::Channel::TenantActivity { .. }
-        ) {
-            return;
-        }
-        if let Some(tenant) = channel.tenant().cloned() {
-            self.activity.observe(Observe::Published {
-                tenant,
-                channel,
-                event,
-                id: ack.id.clone(),
-                offset: ack.offset,
-                ts,
-            });
-        }
+        self.publisher.publish(draft, source).await
     }
 
     /// A receiver that changes to `true` when the node starts shutting down.

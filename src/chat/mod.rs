@@ -42,7 +42,7 @@ use switchyard_actors::identity::Identity;
 use switchyard_actors::ids::{ConnId, TenantKey, UserId};
 use switchyard_actors::node::{Node, PublishError};
 use switchyard_actors::payload::Payload;
-use switchyard_actors::presence_hook::{PresenceChange, PresenceObserver};
+use switchyard_actors::presence::{PresenceChange, PresenceObserver};
 
 use self::typing::Typing;
 use self::webhook::{Webhook, WebhookConfigError};

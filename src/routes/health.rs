@@ -3,7 +3,6 @@
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
-use switchyard_actors::redis_bridge::BridgeStatus;
 
 use crate::state::AppState;
 
@@ -15,28 +14,8 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let node = &state.node;
     let broker_ok = node.broker.channel_stats("\u{0}").await.is_ok();
     let shutting_down = node.is_shutting_down();
-    let (mode, redis, redis_ok) = match node.broker.cluster() {
-        None => ("embedded", serde_json::Value::Null, true),
-        Some(link) => {
-            let status = link
-                .bridge
-                .send(BridgeStatus)
-                .timeout(state.settings.publish_timeout())
-                .await;
-            match status {
-                Ok(s) => (
-                    "cluster",
-                    serde_json::to_value(&s).unwrap_or_default(),
-                    s.connected,
-                ),
-                Err(e) => (
-                    "cluster",
-                    json!({"connected": false, "lastError": e.to_string()}),
-                    false,
-                ),
-            }
-        }
-    };
+    let engine = node.broker.engine_status().await;
+    let (mode, redis, redis_ok) = (engine.mode, engine.detail, engine.connected);
     let ready = broker_ok && redis_ok && !shutting_down;
     let body = json!({
         "status": if ready { "ready" } else { "unavailable" },

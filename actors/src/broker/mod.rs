@@ -16,13 +16,13 @@
 //! - [`ReadHistory`]: history API → shard (embedded mode); replies with retained events.
 //! - [`ChannelStats`]: admin → shard; replies with channel and subscriber counts.
 //!
-//! Engines: with no Redis, a shard keeps each channel's offsets and history itself. In cluster
-//! mode, publishing is one atomic step in Redis ([`crate::cluster`]) and events come back through
-//! the [`RedisBridge`] as [`Relay`]s; shards tell the bridge when a channel gains its first or
-//! loses its last local subscriber. If Redis stays unreachable after the retries, the event is
-//! still delivered to this node's subscribers (under the shard's local epoch, so clients see the
-//! history break) and the publisher gets [`BrokerError::Unavailable`].
+//! Engines ([`crate::engine`]): the broker holds one `Arc<dyn BrokerEngine>`, chosen at start-up.
+//! The embedded engine publishes through the owning shard, which keeps the channel's offsets and
+//! history; the Redis engine publishes in Redis and hands events back through [`Shards::deliver`].
+//! Shards tell the engine when a channel gains its first or loses its last local subscriber
+//! ([`Interest`]). [`Publisher`] (`publisher.rs`) is the node's one publish path on top.
 
+mod publisher;
 mod shard;
 
 use std::collections::HashMap;
@@ -31,18 +31,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 
+pub use publisher::Publisher;
 pub use shard::BrokerShard;
 
 use crate::channel::ChannelName;
-use crate::cluster::Cluster;
+use crate::engine::{BrokerEngine, Delivery, EngineStatus, Interest, Shards};
+pub use crate::engine::{BrokerError, HistoryPage, PublishAck, Subscribed};
 use crate::envelope::{Draft, Envelope, StreamPosition};
-use crate::history::{HistoryLimits, Recovery};
+use crate::history::HistoryLimits;
 use crate::ids::{ConnId, NodeId};
 use crate::mailbox::ActorLimits;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Wake};
-use crate::redis_bridge::{RedisBridge, WhenListening};
 
 /// A session as the broker sees it.
 #[derive(Clone)]
@@ -63,16 +66,6 @@ pub struct Subscribe {
     pub since: Option<StreamPosition>,
 }
 
-/// The channel's position at the moment the subscriber was registered.
-#[derive(Debug)]
-pub struct Subscribed {
-    /// Offset of the channel's last event (0 if none).
-    pub offset: u64,
-    pub epoch: Arc<str>,
-    /// Present when the subscribe carried `since`.
-    pub recovery: Option<Recovery>,
-}
-
 /// Sent by a session to a shard when it leaves channels (or closes); no reply.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -88,15 +81,7 @@ pub struct Publish {
     pub draft: Draft,
 }
 
-/// A published event's identity and place in its channel.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct PublishAck {
-    pub id: Arc<str>,
-    pub offset: u64,
-    pub epoch: Arc<str>,
-}
-
-/// Sent by the Redis bridge to the shard of the envelope's channel: fan it out.
+/// Sent to the shard of the envelope's channel when the engine carried it here: fan it out.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Relay {
@@ -110,30 +95,6 @@ pub struct ReadHistory {
     pub channel: ChannelName,
     pub since: Option<StreamPosition>,
     pub limit: usize,
-}
-
-/// A channel's position and retained events (oldest first).
-#[derive(Debug, serde::Serialize)]
-pub struct HistoryPage {
-    pub offset: u64,
-    pub epoch: Arc<str>,
-    /// With `since`: whether every event after it is in `events` (up to the limit).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recovered: Option<bool>,
-    #[serde(serialize_with = "serialize_events")]
-    pub events: Vec<Arc<Envelope>>,
-}
-
-fn serialize_events<S: serde::Serializer>(
-    events: &[Arc<Envelope>],
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeSeq;
-    let mut seq = s.serialize_seq(Some(events.len()))?;
-    for e in events {
-        seq.serialize_element(&**e)?;
-    }
-    seq.end()
 }
 
 /// Sent by the admin API to every shard; replies with that shard's figures.
@@ -150,30 +111,6 @@ pub struct ShardStats {
     pub channels: Vec<(String, usize)>,
 }
 
-/// Why the broker could not take a request.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BrokerError {
-    #[error("the broker's mailbox stayed full for {0:?}; retry later")]
-    Busy(Duration),
-    #[error("the broker has stopped")]
-    Stopped,
-    /// Cluster mode: Redis stayed unreachable; delivered to this node's subscribers only.
-    #[error("the cluster is unreachable ({0}); the event reached this node's subscribers only and was not relayed to other nodes")]
-    Unavailable(String),
-}
-
-impl BrokerError {
-    /// The wire error code a client gets for this (a refused subscribe or publish).
-    pub fn code(&self) -> crate::codes::ErrorCode {
-        use crate::codes::ErrorCode;
-        match self {
-            BrokerError::Busy(_) => ErrorCode::Busy,
-            BrokerError::Stopped => ErrorCode::Internal,
-            BrokerError::Unavailable(_) => ErrorCode::Unavailable,
-        }
-    }
-}
-
 /// What every shard is configured with.
 #[derive(Clone)]
 pub struct BrokerConfig {
@@ -182,17 +119,11 @@ pub struct BrokerConfig {
     /// How long a publisher or subscriber waits for room in a full shard mailbox.
     pub request_timeout: Duration,
     pub origin: NodeId,
-    /// Cluster mode: the bridge shards report channel interest to.
-    pub bridge: Option<Addr<RedisBridge>>,
+    /// Where shards report channel interest (the engine's, when it carries events between
+    /// nodes); `None` for the embedded engine.
+    pub interest: Option<Recipient<Interest>>,
     /// Where shards report deliveries per tenant (the activity recorder), never waiting.
     pub activity: crate::activity::ActivitySink,
-}
-
-/// Cluster mode's engine: Redis commands and the bridge.
-#[derive(Clone)]
-pub struct ClusterLink {
-    pub cluster: Cluster,
-    pub bridge: Addr<RedisBridge>,
 }
 
 /// Owns the shard threads; stops them when the last handle is dropped.
@@ -206,24 +137,102 @@ impl Drop for ShardThreads {
     }
 }
 
-/// Routes broker requests to the shard that owns each channel.
-#[derive(Clone)]
-pub struct BrokerHandle {
+/// This node's shards, routed by channel hash. The engine sees them as [`Shards`].
+struct ShardRouter {
     shards: Arc<[Addr<BrokerShard>]>,
     hasher: RandomState,
     request_timeout: Duration,
-    history: HistoryLimits,
-    cluster: Option<ClusterLink>,
-    _threads: Arc<ShardThreads>,
+    _threads: ShardThreads,
+}
+
+impl ShardRouter {
+    fn index_of(&self, channel: &ChannelName) -> usize {
+        (self.hasher.hash_one(channel.as_str()) % self.shards.len() as u64) as usize
+    }
+
+    /// Each call returns a fresh address clone: actix parks a sender handle whose message hit a
+    /// full mailbox, so concurrent requests must not share one.
+    fn shard_for(&self, channel: &ChannelName) -> Addr<BrokerShard> {
+        self.shards[self.index_of(channel)].clone()
+    }
+
+    /// Sends `msg` to `shard`, waiting at most the request timeout for mailbox room.
+    fn request<M>(
+        &self,
+        shard: Addr<BrokerShard>,
+        msg: M,
+    ) -> impl std::future::Future<Output = Result<M::Result, BrokerError>> + Send + 'static
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        BrokerShard: Handler<M>,
+    {
+        let timeout = self.request_timeout;
+        async move {
+            match shard.send(msg).timeout(timeout).await {
+                Ok(r) => Ok(r),
+                Err(MailboxError::Timeout) => Err(BrokerError::Busy(timeout)),
+                Err(MailboxError::Closed) => Err(BrokerError::Stopped),
+            }
+        }
+    }
+}
+
+impl Shards for ShardRouter {
+    fn append(&self, draft: Draft) -> BoxFuture<'static, Result<PublishAck, BrokerError>> {
+        let shard = self.shard_for(&draft.channel);
+        self.request(shard, Publish { draft }).boxed()
+    }
+
+    fn deliver(&self, env: Arc<Envelope>) -> Delivery {
+        let shard = self.shard_for(&env.channel);
+        match shard.try_send(Relay { env }) {
+            Ok(()) => Delivery::Queued,
+            Err(SendError::Full(msg)) => Delivery::Full(
+                async move {
+                    let _ = shard.send(msg).await;
+                }
+                .boxed(),
+            ),
+            Err(SendError::Closed(_)) => Delivery::Stopped,
+        }
+    }
+
+    fn read_history(
+        &self,
+        channel: ChannelName,
+        since: Option<StreamPosition>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<HistoryPage, BrokerError>> {
+        let shard = self.shard_for(&channel);
+        self.request(
+            shard,
+            ReadHistory {
+                channel,
+                since,
+                limit,
+            },
+        )
+        .boxed()
+    }
+}
+
+/// The broker's front door: routes to the shard that owns each channel, publishes through the
+/// engine. Cheap to clone.
+#[derive(Clone)]
+pub struct BrokerHandle {
+    router: Arc<ShardRouter>,
+    engine: Arc<dyn BrokerEngine>,
 }
 
 impl BrokerHandle {
-    /// Starts `config.shards` shards, each on a thread of its own.
+    /// Starts `config.shards` shards, each on a thread of its own, and the engine `engine` makes
+    /// over them.
     pub fn start(
         config: BrokerConfig,
-        cluster: Option<ClusterLink>,
         limits: Arc<ActorLimits>,
         metrics: Arc<Metrics>,
+        engine: impl FnOnce(Arc<dyn Shards>) -> Arc<dyn BrokerEngine>,
     ) -> Self {
         let n = config.shards.max(1);
         let mut threads = Vec::with_capacity(n);
@@ -237,94 +246,44 @@ impl BrokerHandle {
             shards.push(addr);
             threads.push(arbiter);
         }
-        Self {
+        let router = Arc::new(ShardRouter {
             shards: shards.into(),
             hasher: RandomState::new(),
             request_timeout: config.request_timeout,
-            history: config.history,
-            cluster,
-            _threads: Arc::new(ShardThreads(threads)),
-        }
+            _threads: ShardThreads(threads),
+        });
+        let engine = engine(router.clone());
+        Self { router, engine }
     }
 
-    fn index_of(&self, channel: &ChannelName) -> usize {
-        (self.hasher.hash_one(channel.as_str()) % self.shards.len() as u64) as usize
-    }
-
-    /// The shard that owns `channel`. Each call returns a fresh address clone: actix parks a
-    /// sender handle whose message hit a full mailbox, so concurrent requests must not share one.
+    /// The shard that owns `channel` (a fresh address clone each call).
     pub fn shard_for(&self, channel: &ChannelName) -> Addr<BrokerShard> {
-        self.shards[self.index_of(channel)].clone()
+        self.router.shard_for(channel)
     }
 
     pub fn shard_count(&self) -> usize {
-        self.shards.len()
+        self.router.shards.len()
     }
 
-    /// The cluster engine, in cluster mode.
-    pub fn cluster(&self) -> Option<&ClusterLink> {
-        self.cluster.as_ref()
+    /// The engine's state (`/health/ready`).
+    pub async fn engine_status(&self) -> EngineStatus {
+        self.engine.status().await
     }
 
-    /// Publishes: in Redis (cluster mode), else through the owning shard. Waits at most the
-    /// request timeout for mailbox room.
+    /// Publishes through the engine. Waits at most the request timeout for mailbox room.
     pub async fn publish(&self, draft: Draft) -> Result<PublishAck, BrokerError> {
-        let Some(link) = &self.cluster else {
-            let shard = self.shard_for(&draft.channel);
-            return self.request(shard, Publish { draft }).await;
-        };
-        match link.cluster.publish(&draft).await {
-            Ok(ack) => Ok(ack),
-            Err(e) => {
-                // Local delivery goes on; the publisher learns it was not relayed.
-                link.cluster.metrics().unrelayed.inc();
-                log::warn!(
-                    "publish to {} not relayed: {e}; delivering locally",
-                    draft.channel
-                );
-                let shard = self.shard_for(&draft.channel);
-                self.request(shard, Publish { draft }).await?;
-                Err(BrokerError::Unavailable(e.to_string()))
-            }
-        }
+        self.engine.publish(draft).await
     }
 
-    /// Registers a subscriber with the owning shard, then (cluster mode) waits for the Redis
-    /// subscription and reads the channel's position — in that order, so every event after the
-    /// position arrives live, and overlaps are removed by offset.
+    /// Registers a subscriber with the owning shard, then asks the engine where it starts — in
+    /// that order, so every event after the position arrives live, and overlaps are removed by
+    /// offset.
     pub async fn subscribe(&self, msg: Subscribe) -> Result<Subscribed, BrokerError> {
         let channel = msg.channel.clone();
         let since = msg.since.clone();
-        let shard = self.shard_for(&msg.channel);
-        let local = self.request(shard, msg).await?;
-        let Some(link) = &self.cluster else {
-            return Ok(local);
-        };
-        let listening = link
-            .bridge
-            .send(WhenListening(channel.clone()))
-            .timeout(self.request_timeout)
-            .await
-            .unwrap_or(false);
-        if !listening {
-            // Redis unreachable: serve locally; the subscription resumes when Redis returns.
-            return Ok(local);
-        }
-        match link
-            .cluster
-            .position(&channel, since.as_ref(), self.history.size)
-            .await
-        {
-            Ok(p) => Ok(Subscribed {
-                offset: p.offset,
-                epoch: p.epoch,
-                recovery: p.recovery,
-            }),
-            Err(e) => {
-                log::warn!("position of {channel} unavailable: {e}; serving locally");
-                Ok(local)
-            }
-        }
+        let shard = self.router.shard_for(&msg.channel);
+        let local = self.router.request(shard, msg).await?;
+        Ok(self.engine.subscribed(channel, since, local).await)
     }
 
     /// A channel's retained events after `since` (or the latest `limit` ones).
@@ -334,83 +293,31 @@ impl BrokerHandle {
         since: Option<StreamPosition>,
         limit: usize,
     ) -> Result<HistoryPage, BrokerError> {
-        let Some(link) = &self.cluster else {
-            let shard = self.shard_for(channel);
-            return self
-                .request(
-                    shard,
-                    ReadHistory {
-                        channel: channel.clone(),
-                        since,
-                        limit,
-                    },
-                )
-                .await;
-        };
-        let unavailable = |e: crate::cluster::ClusterError| BrokerError::Unavailable(e.to_string());
-        let asked = since.is_some();
-        let since = match since {
-            Some(s) => s,
-            None => {
-                let now = link
-                    .cluster
-                    .position(channel, None, 1)
-                    .await
-                    .map_err(unavailable)?;
-                StreamPosition {
-                    offset: now.offset.saturating_sub(limit as u64),
-                    epoch: now.epoch.to_string(),
-                }
-            }
-        };
-        let p = link
-            .cluster
-            .position(channel, Some(&since), limit)
-            .await
-            .map_err(unavailable)?;
-        let recovery = p.recovery.unwrap_or(Recovery {
-            recovered: false,
-            replay: Vec::new(),
-        });
-        Ok(HistoryPage {
-            offset: p.offset,
-            epoch: p.epoch,
-            recovered: asked.then_some(recovery.recovered),
-            events: recovery.replay,
-        })
-    }
-
-    async fn request<M>(&self, shard: Addr<BrokerShard>, msg: M) -> Result<M::Result, BrokerError>
-    where
-        M: Message + Send + 'static,
-        M::Result: Send,
-        BrokerShard: Handler<M>,
-    {
-        match shard.send(msg).timeout(self.request_timeout).await {
-            Ok(r) => Ok(r),
-            Err(MailboxError::Timeout) => Err(BrokerError::Busy(self.request_timeout)),
-            Err(MailboxError::Closed) => Err(BrokerError::Stopped),
-        }
+        self.engine.history(channel.clone(), since, limit).await
     }
 
     /// Removes `conn` from `channels`, one message per shard involved.
     pub fn unsubscribe(&self, conn: ConnId, channels: impl IntoIterator<Item = ChannelName>) {
         let mut by_shard: HashMap<usize, Vec<ChannelName>> = HashMap::new();
         for c in channels {
-            by_shard.entry(self.index_of(&c)).or_default().push(c);
+            by_shard
+                .entry(self.router.index_of(&c))
+                .or_default()
+                .push(c);
         }
         for (i, channels) in by_shard {
             // do_send: bookkeeping must not be lost to a full mailbox; it is bounded by the
             // number of sessions, not by traffic.
-            self.shards[i].do_send(Unsubscribe { conn, channels });
+            self.router.shards[i].do_send(Unsubscribe { conn, channels });
         }
     }
 
     /// Channel and subscriber counts across all shards.
     pub async fn channel_stats(&self, prefix: &str) -> Result<Vec<(String, usize)>, BrokerError> {
         let mut all = Vec::new();
-        for shard in self.shards.iter() {
+        for shard in self.router.shards.iter() {
             let stats = self
+                .router
                 .request(
                     shard.clone(),
                     ChannelStats {

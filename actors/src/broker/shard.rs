@@ -12,6 +12,7 @@ use super::{
 };
 use crate::activity::Observe;
 use crate::channel::{Channel, ChannelName};
+use crate::engine::Interest;
 use crate::envelope::Envelope;
 use crate::envelope::StreamPosition;
 use crate::history::ChannelLog;
@@ -19,7 +20,6 @@ use crate::ids::ConnId;
 use crate::mailbox::{ActorKind, ActorLimits, Offer, SlowConsumerPolicy};
 use crate::metrics::Metrics;
 use crate::outbox::{Push, Wake};
-use crate::redis_bridge::{Listen, Unlisten};
 
 /// A channel on this shard: who listens, and what was said.
 #[derive(Default)]
@@ -134,14 +134,7 @@ impl BrokerShard {
         }
         m.subscriptions.sub(removed);
         if removed > 0 && state.subscribers.is_empty() {
-            self.unlisten(&env.channel);
-        }
-    }
-
-    /// Cluster mode: the channel lost its last local subscriber.
-    fn unlisten(&self, channel: &ChannelName) {
-        if let Some(bridge) = &self.config.bridge {
-            bridge.do_send(Unlisten(channel.clone()));
+            tell_interest(&self.config.interest, &env.channel, false);
         }
     }
 
@@ -151,6 +144,17 @@ impl BrokerShard {
         self.channels.retain(|_, state| {
             state.log.expire(ttl);
             !(state.subscribers.is_empty() && state.log.is_stale(ttl))
+        });
+    }
+}
+
+/// Tells the engine (if it wants to know) that `channel` gained its first or lost its last
+/// local subscriber.
+fn tell_interest(to: &Option<Recipient<Interest>>, channel: &ChannelName, listening: bool) {
+    if let Some(interest) = to {
+        interest.do_send(Interest {
+            channel: channel.clone(),
+            listening,
         });
     }
 }
@@ -249,9 +253,7 @@ impl Handler<Subscribe> for BrokerShard {
         {
             self.metrics.subscriptions.inc();
             if state.subscribers.len() == 1 {
-                if let Some(bridge) = &self.config.bridge {
-                    bridge.do_send(Listen(msg.channel.clone()));
-                }
+                tell_interest(&self.config.interest, &msg.channel, true);
             }
         }
         let recovery = msg.since.map(|since| state.log.recover(&since, history));
@@ -272,7 +274,7 @@ impl Handler<Unsubscribe> for BrokerShard {
                 if state.subscribers.swap_remove(&msg.conn).is_some() {
                     self.metrics.subscriptions.dec();
                     if state.subscribers.is_empty() {
-                        self.unlisten(&channel);
+                        tell_interest(&self.config.interest, &channel, false);
                     }
                 }
             }

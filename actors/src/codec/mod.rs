@@ -262,8 +262,17 @@ pub trait WireCodec: Send + 'static {
     fn begin_resume(&mut self) {}
 }
 
+// Every format has its slot in an envelope's frame cache.
+const _: () = assert!(WireFormat::COUNT <= crate::envelope::FRAME_SLOTS);
+
+/// This event's notification frame in `format`, encoded once per node and shared by every
+/// recipient.
+pub fn notification_frame(env: &Envelope, format: WireFormat) -> &Bytes {
+    env.cached_frame(format as usize, |env| encode_notification(format, env))
+}
+
 /// Encodes an envelope as a notification frame in `format`. Called once per envelope per format
-/// per node through [`Envelope::frame`].
+/// per node through [`notification_frame`].
 pub fn encode_notification(format: WireFormat, env: &Envelope) -> Bytes {
     match format {
         WireFormat::Native => native::encode_notification(env),

@@ -394,7 +394,7 @@ impl Connection {
 
     fn write_envelope(&mut self, ctx: &mut ws::WebsocketContext<Self>, env: &Envelope) {
         let format = self.codec.format();
-        let frame = env.frame(format).clone();
+        let frame = crate::codec::notification_frame(env, format).clone();
         if let Some(sent) = self.sent.as_mut() {
             sent.record(if format.is_binary() {
                 OutFrame::Binary(frame.clone())

@@ -10,13 +10,14 @@
 //! bridge retries with back-off and resubscribes every channel by itself; nothing here panics.
 //!
 //! Messages (who sends them, what they reply):
-//! - [`Listen`] / [`Unlisten`]: broker shard → bridge when a channel gains its first / loses its
-//!   last local subscriber; no reply.
-//! - [`WhenListening`]: broker → bridge; replies true once the Redis subscription is confirmed
-//!   (false at once while Redis is unreachable).
-//! - [`AttachBroker`]: start-up → bridge; the shards to relay into.
-//! - [`BridgeStatus`]: health/admin → bridge; replies with the connection state.
-//! - Heartbeat and the dead-node janitor run on the bridge's timers.
+//! - [`Interest`]: broker shard → bridge when a channel gains its first / loses its last local
+//!   subscriber; no reply.
+//! - [`WhenListening`]: the Redis engine → bridge; replies true once the Redis subscription is
+//!   confirmed (false at once while Redis is unreachable).
+//! - [`AttachShards`]: start-up → bridge; the shards to relay into.
+//! - [`BridgeStatus`]: the Redis engine's status (health/admin) → bridge; replies with the
+//!   connection state.
+//! - The bridge also runs the ingest stream's reader ([`super::ingest`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,33 +28,21 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::broker::{BrokerHandle, Relay};
-use crate::channel::{Channel, ChannelName};
-use crate::cluster::Cluster;
-use crate::envelope::{Draft, Envelope, EventName, StreamPosition};
-use crate::ids::UserId;
+use super::Cluster;
+use crate::channel::ChannelName;
+use crate::engine::{Delivery, Interest, Shards};
+use crate::envelope::{Envelope, StreamPosition};
 use crate::mailbox::{ActorKind, ActorLimits};
-use crate::presence_hook::{PresenceChange, PresenceHook};
-
-/// Sent by a shard when a channel gets its first local subscriber.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Listen(pub ChannelName);
-
-/// Sent by a shard when a channel loses its last local subscriber.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Unlisten(pub ChannelName);
 
 /// Asks whether the channel's Redis subscription is confirmed (waits for it if in flight).
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub struct WhenListening(pub ChannelName);
 
-/// Gives the bridge the broker it relays into.
+/// Gives the bridge the shards it relays into.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct AttachBroker(pub BrokerHandle);
+pub struct AttachShards(pub Arc<dyn Shards>);
 
 /// Asks for the bridge's state.
 #[derive(Message)]
@@ -100,7 +89,7 @@ impl Message for PubSubItem {
 /// Relays between Redis and this node's broker (see the module docs).
 pub struct RedisBridge {
     cluster: Cluster,
-    broker: Option<BrokerHandle>,
+    shards: Option<Arc<dyn Shards>>,
     limits: Arc<ActorLimits>,
     sink: Option<redis::aio::PubSubSink>,
     generation: u64,
@@ -109,8 +98,6 @@ pub struct RedisBridge {
     last_error: Option<String>,
     relayed: u64,
     disconnected_since: Option<Instant>,
-    /// Told about each UserOffline this bridge announces.
-    presence_hook: PresenceHook,
 }
 
 impl RedisBridge {
@@ -118,7 +105,7 @@ impl RedisBridge {
         let backoff = cluster.config().reconnect_min;
         Self {
             cluster,
-            broker: None,
+            shards: None,
             limits,
             sink: None,
             generation: 0,
@@ -127,14 +114,7 @@ impl RedisBridge {
             last_error: None,
             relayed: 0,
             disconnected_since: Some(Instant::now()),
-            presence_hook: PresenceHook::default(),
         }
-    }
-
-    /// The bridge telling `hook` about each UserOffline it announces.
-    pub fn with_presence_hook(mut self, hook: PresenceHook) -> Self {
-        self.presence_hook = hook;
-        self
     }
 
     fn metrics(&self) -> &crate::metrics::Metrics {
@@ -329,87 +309,16 @@ impl RedisBridge {
         state.last = Some((env.epoch.clone(), env.offset));
         self.relayed += 1;
         self.metrics().relayed.inc();
-        let Some(broker) = &self.broker else { return };
-        let shard = broker.shard_for(&env.channel);
-        match shard.try_send(Relay { env }) {
-            Ok(()) => {}
-            Err(SendError::Full(msg)) => {
+        let Some(shards) = &self.shards else { return };
+        match shards.deliver(env) {
+            Delivery::Queued | Delivery::Stopped => {}
+            Delivery::Full(room) => {
                 // Backpressure: stop reading pub/sub until the shard has room.
                 self.metrics().mailbox_full(ActorKind::Broker);
-                ctx.wait(shard.send(msg).into_actor(self).map(|_, _, _| ()));
+                ctx.wait(room.into_actor(self));
             }
-            Err(SendError::Closed(_)) => {}
         }
     }
-
-    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
-        let cluster = self.cluster.clone();
-        let fut = async move {
-            cluster.heartbeat().await?;
-            for node in cluster.dead_nodes().await? {
-                let n = cluster.drop_node(&node).await?;
-                log::info!(
-                    "presence: node {node} missed its heartbeats; removed its {n} connections"
-                );
-            }
-            Ok::<_, crate::cluster::ClusterError>(())
-        };
-        ctx.spawn(fut.into_actor(self).map(|res, _, _| {
-            if let Err(e) = res {
-                log::debug!("presence heartbeat failed: {e}");
-            }
-        }));
-    }
-
-    /// Announces the UserOffline events that are due (one node takes each).
-    fn announce_offline(&mut self, ctx: &mut Context<Self>) {
-        let Some(broker) = self.broker.clone() else {
-            return;
-        };
-        let cluster = self.cluster.clone();
-        let hook = self.presence_hook.clone();
-        let fut = async move {
-            for (tenant, user) in cluster.presence_due().await? {
-                if let Ok(id) = UserId::parse(&user) {
-                    hook.announce(PresenceChange {
-                        tenant: tenant.clone(),
-                        user: id,
-                        online: false,
-                        role: None,
-                    });
-                }
-                if let Err(e) = broker
-                    .publish(presence_event(&tenant, "UserOffline", &user, None))
-                    .await
-                {
-                    log::warn!("UserOffline for {user} in {tenant} not published: {e}");
-                }
-            }
-            Ok::<_, crate::cluster::ClusterError>(())
-        };
-        ctx.spawn(fut.into_actor(self).map(|res, _, _| {
-            if let Err(e) = res {
-                log::debug!("presence sweep failed: {e}");
-            }
-        }));
-    }
-}
-
-/// A `UserOnline` / `UserOffline` event for a tenant's admins.
-pub fn presence_event(
-    tenant: &crate::ids::TenantKey,
-    event: &str,
-    user: &str,
-    role: Option<&str>,
-) -> Draft {
-    let data = serde_json::json!({"userId": user, "role": role, "tenantKey": tenant});
-    Draft::new(
-        ChannelName::from_channel(Channel::TenantAdmins {
-            tenant: tenant.clone(),
-        }),
-        EventName::parse(event).expect("presence event names are valid"),
-        crate::payload::Payload::built(&data),
-    )
 }
 
 impl Actor for RedisBridge {
@@ -422,11 +331,6 @@ impl Actor for RedisBridge {
             .with_label_values(&[ActorKind::RedisBridge.as_str()])
             .inc();
         self.connect(ctx);
-        let beat = self.cluster.config().heartbeat;
-        self.heartbeat(ctx);
-        ctx.run_interval(beat, |act, ctx| act.heartbeat(ctx));
-        let sweep = (self.cluster.config().offline_grace / 2).max(Duration::from_millis(50));
-        ctx.run_interval(sweep, |act, ctx| act.announce_offline(ctx));
         ctx.spawn(actix::fut::wrap_future(self.cluster.clone().run_ingest()));
     }
 
@@ -472,20 +376,29 @@ impl Handler<PubSubItem> for RedisBridge {
     }
 }
 
-impl Handler<Listen> for RedisBridge {
+impl Handler<Interest> for RedisBridge {
     type Result = ();
-    fn handle(&mut self, Listen(name): Listen, ctx: &mut Self::Context) {
+    fn handle(&mut self, Interest { channel, listening }: Interest, ctx: &mut Self::Context) {
+        if listening {
+            self.listen(ctx, channel);
+        } else {
+            self.unlisten(ctx, channel);
+        }
+    }
+}
+
+impl RedisBridge {
+    /// The channel got its first local subscriber: subscribe in Redis.
+    fn listen(&mut self, ctx: &mut Context<Self>, name: ChannelName) {
         if self.channels.contains_key(&name) {
             return;
         }
         self.channels.insert(name.clone(), ChannelRelay::default());
         self.subscribe(ctx, name);
     }
-}
 
-impl Handler<Unlisten> for RedisBridge {
-    type Result = ();
-    fn handle(&mut self, Unlisten(name): Unlisten, ctx: &mut Self::Context) {
+    /// The channel lost its last local subscriber: unsubscribe in Redis.
+    fn unlisten(&mut self, ctx: &mut Context<Self>, name: ChannelName) {
         let Some(mut state) = self.channels.remove(&name) else {
             return;
         };
@@ -528,10 +441,10 @@ impl Handler<WhenListening> for RedisBridge {
     }
 }
 
-impl Handler<AttachBroker> for RedisBridge {
+impl Handler<AttachShards> for RedisBridge {
     type Result = ();
-    fn handle(&mut self, AttachBroker(broker): AttachBroker, _: &mut Self::Context) {
-        self.broker = Some(broker);
+    fn handle(&mut self, AttachShards(shards): AttachShards, _: &mut Self::Context) {
+        self.shards = Some(shards);
     }
 }
 

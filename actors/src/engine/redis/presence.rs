@@ -1,17 +1,29 @@
-//! Cluster-wide presence in Redis: each node keeps its connections per tenant in a hash that
+//! Cluster-wide presence in Redis ([`RedisPresence`], the presence engine of cluster mode, and the
+//! commands it runs): each node keeps its connections per tenant in a hash that
 //! expires unless the node's heartbeat refreshes it, and a per-tenant count per user decides
 //! "first connection anywhere" / "last connection anywhere". A node killed without warning is
 //! removed by any other node's janitor once its heartbeat is older than `node_ttl`.
+//!
+//! Redis decides "first connection anywhere" (announce `UserOnline` at once) and schedules
+//! `UserOffline` after the grace period; the [`PresenceJanitor`] actor hands out the due ones
+//! (each to exactly one node), refreshes this node's heartbeat, and removes the presence of nodes
+//! that stopped beating. It runs on its own timers; no messages from outside.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use actix::prelude::*;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use redis::Script;
 
 use super::{scripts, Cluster, ClusterError};
 use crate::envelope::now_millis;
 use crate::identity::Role;
 use crate::ids::{ConnId, NodeId, TenantKey, UserId};
-use crate::tenant_group::{TenantSnapshot, UserPresence};
+use crate::presence::{
+    Announcer, PresenceChange, PresenceEngine, TenantError, TenantSnapshot, UserPresence,
+};
 
 /// A node's presence data outlives the moment it is declared dead by this factor, so the janitor
 /// that declares it dead still finds what to remove (and whom to announce offline).
@@ -239,5 +251,159 @@ impl Cluster {
                 })
                 .collect(),
         })
+    }
+}
+
+/// The shortest interval of the offline sweep, however short the grace period.
+const MIN_SWEEP: Duration = Duration::from_millis(50);
+
+/// Cluster-wide presence (see the module docs).
+pub struct RedisPresence {
+    cluster: Cluster,
+    announcer: Announcer,
+    _janitor: Addr<PresenceJanitor>,
+}
+
+impl RedisPresence {
+    /// Starts the janitor on the current arbiter.
+    pub fn start(cluster: Cluster, announcer: Announcer) -> Self {
+        let janitor = PresenceJanitor {
+            cluster: cluster.clone(),
+            announcer: announcer.clone(),
+        }
+        .start();
+        Self {
+            cluster,
+            announcer,
+            _janitor: janitor,
+        }
+    }
+}
+
+fn unavailable(e: ClusterError) -> TenantError {
+    TenantError::Unavailable(e.to_string())
+}
+
+impl PresenceEngine for RedisPresence {
+    fn joined(&self, tenant: &TenantKey, conn: ConnId, user: &UserId, role: Role, _: bool) {
+        let (cluster, announcer) = (self.cluster.clone(), self.announcer.clone());
+        let (tenant, user) = (tenant.clone(), user.clone());
+        actix::spawn(async move {
+            match cluster.presence_connect(&tenant, conn, &user, role).await {
+                Ok(true) => announcer.announce(PresenceChange {
+                    tenant,
+                    user,
+                    online: true,
+                    role: Some(role),
+                }),
+                Ok(false) => {}
+                Err(e) => log::warn!("presence of {user} in {tenant} not recorded: {e}"),
+            }
+        });
+    }
+
+    fn left(&self, tenant: &TenantKey, conn: ConnId, user: &UserId, _: bool) {
+        let cluster = self.cluster.clone();
+        let (tenant, user) = (tenant.clone(), user.clone());
+        // The UserOffline, if due, is announced by a node's janitor.
+        actix::spawn(async move {
+            if let Err(e) = cluster.presence_disconnect(&tenant, conn, &user).await {
+                log::warn!("presence of {user} in {tenant} not removed: {e}");
+            }
+        });
+    }
+
+    fn snapshot(
+        &self,
+        tenant: &TenantKey,
+    ) -> BoxFuture<'static, Result<TenantSnapshot, TenantError>> {
+        let (cluster, tenant) = (self.cluster.clone(), tenant.clone());
+        async move {
+            cluster
+                .presence_snapshot(&tenant)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed()
+    }
+
+    fn tenant_keys(&self) -> BoxFuture<'static, Result<Vec<TenantKey>, TenantError>> {
+        let cluster = self.cluster.clone();
+        async move { cluster.presence_tenants().await.map_err(unavailable) }.boxed()
+    }
+
+    fn node_stopping(&self) -> BoxFuture<'static, ()> {
+        let cluster = self.cluster.clone();
+        async move {
+            match cluster.drop_node(cluster.node()).await {
+                Ok(n) => log::info!("presence: removed this node's {n} connections"),
+                Err(e) => log::warn!("presence: could not remove this node's connections: {e}"),
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Refreshes this node's heartbeat, removes dead nodes' presence and announces due
+/// `UserOffline`s (see the module docs).
+pub struct PresenceJanitor {
+    cluster: Cluster,
+    announcer: Announcer,
+}
+
+impl PresenceJanitor {
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        let cluster = self.cluster.clone();
+        let fut = async move {
+            cluster.heartbeat().await?;
+            for node in cluster.dead_nodes().await? {
+                let n = cluster.drop_node(&node).await?;
+                log::info!(
+                    "presence: node {node} missed its heartbeats; removed its {n} connections"
+                );
+            }
+            Ok::<_, ClusterError>(())
+        };
+        ctx.spawn(fut.into_actor(self).map(|res, _, _| {
+            if let Err(e) = res {
+                log::debug!("presence heartbeat failed: {e}");
+            }
+        }));
+    }
+
+    /// Announces the UserOffline events that are due (one node takes each).
+    fn announce_offline(&mut self, ctx: &mut Context<Self>) {
+        let (cluster, announcer) = (self.cluster.clone(), self.announcer.clone());
+        let fut = async move {
+            for (tenant, user) in cluster.presence_due().await? {
+                match UserId::parse(&user) {
+                    Ok(user) => announcer.announce(PresenceChange {
+                        tenant,
+                        user,
+                        online: false,
+                        role: None,
+                    }),
+                    Err(e) => log::warn!("presence: unusable user id {user:?} in {tenant}: {e}"),
+                }
+            }
+            Ok::<_, ClusterError>(())
+        };
+        ctx.spawn(fut.into_actor(self).map(|res, _, _| {
+            if let Err(e) = res {
+                log::debug!("presence sweep failed: {e}");
+            }
+        }));
+    }
+}
+
+impl Actor for PresenceJanitor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let beat = self.cluster.config().heartbeat;
+        self.heartbeat(ctx);
+        ctx.run_interval(beat, |act, ctx| act.heartbeat(ctx));
+        let sweep = (self.cluster.config().offline_grace / 2).max(MIN_SWEEP);
+        ctx.run_interval(sweep, |act, ctx| act.announce_offline(ctx));
     }
 }

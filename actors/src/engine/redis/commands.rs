@@ -1,18 +1,11 @@
-//! Cluster mode: Redis as the distributed engine (nodes never talk to each other directly).
-//!
-//! [`Cluster`] is the cheap, cloneable handle for commands (a `deadpool-redis` pool): publishing
-//! (one atomic Lua step: next offset, bounded history, PUBLISH), channel positions and recovery
-//! from history, and presence. The [`crate::redis_bridge::RedisBridge`] actor owns the node's one
-//! pub/sub connection and relays envelopes into the broker.
+//! [`Cluster`]: the cheap, cloneable handle for Redis commands (a `deadpool-redis` pool):
+//! publishing (one atomic Lua step: next offset, bounded history, PUBLISH) and channel positions
+//! and recovery from history. Presence commands are in `presence.rs`, the ingest stream in
+//! `ingest.rs`.
 //!
 //! Guarantees (stated where they are made): offsets are per channel and cluster-wide; within one
 //! epoch they never repeat; the epoch changes only when Redis lost the channel's state. Delivery is
 //! relayed only from pub/sub (the origin too), so every node sees one order per channel.
-
-pub mod ingest;
-pub mod keys;
-pub mod presence;
-pub mod scripts;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +13,9 @@ use std::time::Duration;
 use deadpool_redis::{Pool, Runtime};
 use redis::Script;
 
-pub use self::keys::Keys;
-use crate::broker::PublishAck;
+use super::{scripts, Keys};
 use crate::channel::ChannelName;
+use crate::engine::PublishAck;
 use crate::envelope::{Draft, Envelope, StreamPosition};
 use crate::history::{HistoryLimits, Recovery};
 use crate::ids::NodeId;

@@ -1,0 +1,80 @@
+//! [`Publisher`]: the node's one publish path ([`PublishPath`]): the broker engine, then
+//! `switchyard_published_total{source}` and the activity record of the accepted event.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+
+use super::BrokerHandle;
+use crate::activity::{ActivitySink, Observe};
+use crate::channel::{Channel, ChannelName};
+use crate::engine::PublishAck;
+use crate::envelope::{Draft, EventName};
+use crate::metrics::Metrics;
+use crate::presence;
+use crate::publish_path::{PublishError, PublishPath};
+
+/// The one publish path (see the module docs). Cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    broker: BrokerHandle,
+    metrics: Arc<Metrics>,
+    activity: ActivitySink,
+}
+
+impl Publisher {
+    pub fn new(broker: BrokerHandle, metrics: Arc<Metrics>, activity: ActivitySink) -> Self {
+        Self {
+            broker,
+            metrics,
+            activity,
+        }
+    }
+
+    /// Publishes `draft`; `source` labels `switchyard_published_total`. Presence announcements
+    /// are not recorded as tenant activity: the recorder sees the connections they describe.
+    pub async fn publish(
+        &self,
+        draft: Draft,
+        source: &'static str,
+    ) -> Result<PublishAck, PublishError> {
+        let seen = (self.activity.is_active() && source != presence::PUBLISH_SOURCE)
+            .then(|| (draft.channel.clone(), draft.event.clone(), draft.ts));
+        let ack = self.broker.publish(draft).await?;
+        self.metrics.published.with_label_values(&[source]).inc();
+        if let Some((channel, event, ts)) = seen {
+            self.record_published(channel, event, ts, &ack);
+        }
+        Ok(ack)
+    }
+
+    /// Tells the activity recorder about an accepted event on a tenant channel (activity
+    /// summaries themselves are not recorded: they would describe themselves).
+    fn record_published(&self, channel: ChannelName, event: EventName, ts: u64, ack: &PublishAck) {
+        if matches!(channel.kind(), Channel::TenantActivity { .. }) {
+            return;
+        }
+        if let Some(tenant) = channel.tenant().cloned() {
+            self.activity.observe(Observe::Published {
+                tenant,
+                channel,
+                event,
+                id: ack.id.clone(),
+                offset: ack.offset,
+                ts,
+            });
+        }
+    }
+}
+
+impl PublishPath for Publisher {
+    fn publish(
+        &self,
+        draft: Draft,
+        source: &'static str,
+    ) -> BoxFuture<'static, Result<PublishAck, PublishError>> {
+        let this = self.clone();
+        async move { Publisher::publish(&this, draft, source).await }.boxed()
+    }
+}

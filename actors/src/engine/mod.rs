@@ -1,0 +1,138 @@
+//! The engine seam, as centrifuge has it (`broker.go` + `broker_memory.go` + `broker_redis.go`):
+//! what the broker asks of whatever keeps channels' offsets and history and carries events between
+//! nodes, with one implementation per mode, chosen once at start-up ([`Engine`]).
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `mod.rs` | the traits ([`BrokerEngine`], [`Shards`]), the values they exchange, [`Interest`] |
+//! | `embedded.rs` | one node: [`embedded::EmbeddedEngine`] (the broker shards keep offsets and history) and [`embedded::EmbeddedPresence`] |
+//! | `redis/` | cluster mode over Redis: [`redis::RedisEngine`] (Redis keeps offsets and history, pub/sub carries events between nodes), [`redis::RedisPresence`] (cluster-wide presence), their commands, the [`redis::bridge::RedisBridge`] actor and the ingest stream |
+//!
+//! Which way each side knows the other: the broker holds an `Arc<dyn BrokerEngine>` and tells the
+//! engine about channel interest by sending [`Interest`] to a recipient it was given; an engine
+//! holds the node's shards as an `Arc<dyn Shards>` (implemented by the broker). Neither names the
+//! other's types, so a new engine (a Redis Cluster one) plugs in here without touching the broker.
+//!
+//! Presence has its own seam ([`crate::presence::PresenceEngine`]); each engine here implements
+//! it too, so a mode is one directory.
+
+pub mod embedded;
+pub mod redis;
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+
+use crate::channel::ChannelName;
+use crate::envelope::{Draft, Envelope, StreamPosition};
+use crate::history::Recovery;
+pub use crate::publish_path::{BrokerError, PublishAck};
+
+/// A channel's position at the moment a subscriber was registered.
+#[derive(Debug)]
+pub struct Subscribed {
+    /// Offset of the channel's last event (0 if none).
+    pub offset: u64,
+    pub epoch: Arc<str>,
+    /// Present when the subscribe carried `since`.
+    pub recovery: Option<Recovery>,
+}
+
+/// A channel's position and retained events (oldest first).
+#[derive(Debug, Serialize)]
+pub struct HistoryPage {
+    pub offset: u64,
+    pub epoch: Arc<str>,
+    /// With `since`: whether every event after it is in `events` (up to the limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    #[serde(serialize_with = "serialize_events")]
+    pub events: Vec<Arc<Envelope>>,
+}
+
+fn serialize_events<S: serde::Serializer>(
+    events: &[Arc<Envelope>],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(events.len()))?;
+    for e in events {
+        seq.serialize_element(&**e)?;
+    }
+    seq.end()
+}
+
+/// Sent by a broker shard to the engine's interest recipient when a channel gains its first
+/// (`listening: true`) or loses its last (`false`) subscriber on this node; no reply. An engine
+/// that carries events between nodes subscribes to exactly these channels.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct Interest {
+    pub channel: ChannelName,
+    pub listening: bool,
+}
+
+/// What handing an event to this node's shards came to.
+pub enum Delivery {
+    /// Queued for its channel's shard.
+    Queued,
+    /// The shard's mailbox is full: the future resolves once it took the event. The caller waits
+    /// for it before handing over more (backpressure), so channel order holds.
+    Full(BoxFuture<'static, ()>),
+    /// The broker has stopped.
+    Stopped,
+}
+
+/// This node's broker shards, as an engine uses them. Implemented by the broker.
+pub trait Shards: Send + Sync + 'static {
+    /// Gives `draft` the next offset in its channel's local history and fans it out here (the
+    /// embedded engine's publish; in cluster mode, the local delivery of an event Redis refused).
+    fn append(&self, draft: Draft) -> BoxFuture<'static, Result<PublishAck, BrokerError>>;
+    /// Fans out an event that already has its offset (carried from Redis).
+    fn deliver(&self, env: Arc<Envelope>) -> Delivery;
+    /// The local history of `channel` after `since` (or its latest `limit` events).
+    fn read_history(
+        &self,
+        channel: ChannelName,
+        since: Option<StreamPosition>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<HistoryPage, BrokerError>>;
+}
+
+/// The engine's connection state, for `/health/ready` and the admin API.
+#[derive(Clone, Debug)]
+pub struct EngineStatus {
+    /// `embedded` or `cluster` (the `mode` of `/health/ready`).
+    pub mode: &'static str,
+    /// Whether the engine can carry events now (always true for the embedded engine).
+    pub connected: bool,
+    /// The engine's own figures (the Redis bridge's state), `null` for the embedded engine.
+    pub detail: serde_json::Value,
+}
+
+/// What keeps channels' offsets and history and carries events to every node's subscribers.
+pub trait BrokerEngine: Send + Sync + 'static {
+    /// Gives `draft` its offset, keeps it in history and delivers it to the subscribers of every
+    /// node (this one included).
+    fn publish(&self, draft: Draft) -> BoxFuture<'static, Result<PublishAck, BrokerError>>;
+    /// Where a subscriber that this node's shard just registered (`local`: the shard's view)
+    /// starts, and with `since`, what it missed. Every event after the returned position reaches
+    /// the subscriber live.
+    fn subscribed(
+        &self,
+        channel: ChannelName,
+        since: Option<StreamPosition>,
+        local: Subscribed,
+    ) -> BoxFuture<'static, Subscribed>;
+    /// A channel's retained events after `since` (or its latest `limit` events).
+    fn history(
+        &self,
+        channel: ChannelName,
+        since: Option<StreamPosition>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<HistoryPage, BrokerError>>;
+    /// The engine's state.
+    fn status(&self) -> BoxFuture<'static, EngineStatus>;
+}
