@@ -173,8 +173,6 @@ impl EntityMap {
     }
 }
 
-/// One row of the outbox: a change the trigger recorded.
-
 /// Why an outbox row cannot become a notification.
 #[derive(Debug, thiserror::Error)]
 pub enum EntityDraftError {

@@ -4,43 +4,14 @@
 //! [`LeaseChanged`] and [`Relayed`] (the relay loop → its actor).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 use serde::Serialize;
 
-use super::relay::relay_loop;
-use super::{ChangeFeed, EntityMap};
+use super::relay::{relay_loop, LeaseChanged, ListenerConfig, Relayed, Reports};
+use super::ChangeFeed;
 use crate::mailbox::ActorKind;
 use crate::node::Node;
-
-/// The listener's settings (from `[change_feed]`).
-#[derive(Clone, Debug)]
-pub struct ListenerConfig {
-    /// How often a node without the lease tries to take it, and the back-off after errors.
-    pub retry_interval: Duration,
-    /// The holder reads the outbox at least this often, wake-up or not.
-    pub poll_interval: Duration,
-    /// Changes read per round trip.
-    pub batch_size: usize,
-    /// Relayed changes are kept this long (for inspection), then deleted.
-    pub retention: Duration,
-    pub entities: Arc<EntityMap>,
-}
-
-/// Sent by the relay loop to its actor when it takes or loses the lease; no reply.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct LeaseChanged {
-    pub leading: bool,
-}
-
-/// Sent by the relay loop to its actor after a batch was relayed; no reply.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Relayed {
-    pub count: u64,
-}
 
 /// Sent by tests or the admin API to the listener; replies with its state.
 #[derive(Message)]
@@ -88,7 +59,10 @@ impl Actor for ChangeFeedListener {
             self.node.clone(),
             self.feed.clone(),
             self.config.clone(),
-            ctx.address(),
+            Reports {
+                lease: ctx.address().recipient(),
+                relayed: ctx.address().recipient(),
+            },
         );
         // The loop ends by itself on shutdown, after giving the lease up.
         ctx.spawn(relay.into_actor(self).map(|_, _, ctx| ctx.stop()));

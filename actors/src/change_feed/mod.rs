@@ -20,8 +20,8 @@
 //! | --- | --- |
 //! | `entity_map.rs` | table ↔ entity type, the payload strategy, and the `EntityChanged` event for one change |
 //! | `outbox.rs` | the storage seam: [`ChangeFeed`], its [`ChangeLease`] and an [`OutboxChange`] (implemented in `src/store/change_feed.rs`) |
-//! | `listener.rs` | the [`ChangeFeedListener`] actor and its messages |
-//! | `relay.rs` | the loop that takes the lease and relays the outbox in order |
+//! | `listener.rs` | the [`ChangeFeedListener`] actor and its status |
+//! | `relay.rs` | the loop that takes the lease and relays the outbox in order, its settings and what it reports |
 
 mod entity_map;
 mod listener;
@@ -32,10 +32,9 @@ pub use entity_map::{
     entity_draft, ChangeType, EntityDraftError, EntityMap, EntityMapError, PayloadStrategy,
     DOCUMENT_TABLE_PREFIX, EVENT_ENTITY_CHANGED,
 };
-pub use listener::{
-    ChangeFeedListener, LeaseChanged, ListenerConfig, ListenerState, ListenerStatus, Relayed,
-};
+pub use listener::{ChangeFeedListener, ListenerState, ListenerStatus};
 pub use outbox::{ChangeFeed, ChangeLease, OutboxChange};
+pub use relay::{LeaseChanged, ListenerConfig, Relayed};
 
 /// Source label of everything the listener publishes (`switchyard_published_total`).
 pub const PUBLISH_SOURCE: &str = "change_feed";

@@ -6,13 +6,46 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::listener::{ChangeFeedListener, LeaseChanged, ListenerConfig, Relayed};
 use super::{
     entity_draft, ChangeFeed, ChangeLease, EntityDraftError, EntityMap, OutboxChange,
     PUBLISH_SOURCE,
 };
 use crate::node::Node;
 use crate::storage::StorageError;
+
+/// The listener's settings (from `[change_feed]`).
+#[derive(Clone, Debug)]
+pub struct ListenerConfig {
+    /// How often a node without the lease tries to take it, and the back-off after errors.
+    pub retry_interval: Duration,
+    /// The holder reads the outbox at least this often, wake-up or not.
+    pub poll_interval: Duration,
+    /// Changes read per round trip.
+    pub batch_size: usize,
+    /// Relayed changes are kept this long (for inspection), then deleted.
+    pub retention: Duration,
+    pub entities: Arc<EntityMap>,
+}
+
+/// Sent by the relay loop to its actor when it takes or loses the lease; no reply.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LeaseChanged {
+    pub leading: bool,
+}
+
+/// Sent by the relay loop to its actor after a batch was relayed; no reply.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Relayed {
+    pub count: u64,
+}
+
+/// Where the relay loop reports to (its listener actor).
+pub struct Reports {
+    pub lease: Recipient<LeaseChanged>,
+    pub relayed: Recipient<Relayed>,
+}
 
 /// How often the holder prunes relayed outbox rows.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -22,7 +55,7 @@ pub(super) async fn relay_loop(
     node: Arc<Node>,
     feed: Arc<dyn ChangeFeed>,
     config: ListenerConfig,
-    me: Addr<ChangeFeedListener>,
+    me: Reports,
 ) {
     let mut shutdown = node.shutdown_signal();
     let mut last_error: Option<String> = None;
@@ -30,10 +63,10 @@ pub(super) async fn relay_loop(
         match feed.try_lead().await {
             Ok(Some(mut lease)) => {
                 log::info!("node {}: holding the change-feed lease; relaying", node.id);
-                me.do_send(LeaseChanged { leading: true });
+                me.lease.do_send(LeaseChanged { leading: true });
                 let outcome = lead(&mut *lease, &node, &config, &me).await;
                 lease.release().await;
-                me.do_send(LeaseChanged { leading: false });
+                me.lease.do_send(LeaseChanged { leading: false });
                 match outcome {
                     Ok(()) => log::info!("node {}: change-feed lease released", node.id),
                     Err(e) => log::warn!("node {}: change-feed lease lost: {e}", node.id),
@@ -62,7 +95,7 @@ async fn lead(
     lease: &mut dyn ChangeLease,
     node: &Node,
     config: &ListenerConfig,
-    me: &Addr<ChangeFeedListener>,
+    me: &Reports,
 ) -> Result<(), StorageError> {
     let mut shutdown = node.shutdown_signal();
     let mut last_prune = Instant::now();
@@ -74,7 +107,7 @@ async fn lead(
             let count = done.len() as u64;
             if !done.is_empty() {
                 lease.mark_relayed(done).await?;
-                me.do_send(Relayed { count });
+                me.relayed.do_send(Relayed { count });
             }
             if let Some(e) = refused {
                 // The broker is full or stopping: keep the rest for later, in order.
