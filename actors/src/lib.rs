@@ -4,7 +4,7 @@
 //!
 //! | file | owns |
 //! | --- | --- |
-//! | `session/` | [`session::Session`]: one actor per WebSocket connection; [`session::watchdog::ConnectionWatchdog`]: resets the connections of sessions that cannot write |
+//! | `connection/` | [`connection::Connection`]: one actor per WebSocket connection, around its connection core (decisions without the socket); [`connection::watchdog::ConnectionWatchdog`]: resets the connections of actors that cannot write |
 //! | `broker/` | [`broker::BrokerShard`] actors: channel → subscribers, fan-out, embedded history |
 //! | `tenant_group.rs` | [`tenant_group::TenantGroup`] actors: a tenant's local connections |
 //! | `scheduler.rs` | [`scheduler::SessionTimeoutScheduler`]: dining-session expiry and warnings |

@@ -1,7 +1,7 @@
 //! The connection actor: one per WebSocket connection (the only user of the deprecated
 //! `actix-web-actors`, kept in this one module so a move to `actix-ws` touches one place).
 //!
-//! The actor is a thin adapter around its [`ConnectionCore`](core::ConnectionCore), which makes
+//! The actor is a thin adapter around its `ConnectionCore` (`core/`), which makes
 //! every decision that needs neither the socket nor the node: the inbound rate limit, bad-frame
 //! counting, the in-order request queue (one reply per request, in request order), subscription
 //! bookkeeping, the heartbeat's verdicts. The actor owns the socket, the caller's verified
@@ -107,7 +107,7 @@ const ACK_INTERVAL: Duration = Duration::from_secs(1);
 /// (also flushed on every heartbeat): shared atomics per delivery would contend across threads.
 const LATENCY_FLUSH_EVERY: u64 = 64;
 
-/// One WebSocket connection: the actor around its [`ConnectionCore`].
+/// One WebSocket connection: the actor around its `ConnectionCore`.
 pub struct Connection {
     conn: ConnId,
     identity: Arc<Identity>,
