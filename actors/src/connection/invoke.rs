@@ -150,7 +150,7 @@ impl Connection {
         ctx: &mut ws::WebsocketContext<Self>,
         channel: ChannelName,
     ) -> Option<LocalBoxActorFuture<Self, Result<(), HubMethodError>>> {
-        if self.core.subs.contains(&channel) {
+        if self.subs().contains(&channel) {
             return None;
         }
         let joining = self.join_channel(ctx, channel.clone(), None);

@@ -64,7 +64,7 @@ impl Connection {
         let check = match rules::can_subscribe(&self.identity, channel.kind()) {
             Decision::Allow => None,
             Decision::Deny(v) => {
-                self.core.subs.cancel(&channel);
+                self.subs().cancel(&channel);
                 return fut::ready(Err(JoinRefused::new(ErrorCode::Forbidden, v.rule)))
                     .boxed_local();
             }
@@ -121,22 +121,18 @@ impl Connection {
                 ));
             }
         }
-        self.core
-            .subs
-            .begin(channel)
-            .map(|_| ())
-            .map_err(|e| match e {
-                BeginError::Already => {
-                    JoinRefused::new(ErrorCode::AlreadySubscribed, "already subscribed")
-                }
-                BeginError::TooMany => JoinRefused::new(
-                    ErrorCode::TooManySubscriptions,
-                    format!(
-                        "at most {} subscriptions per connection",
-                        self.node.sessions.max_subscriptions
-                    ),
+        self.subs().begin(channel).map(|_| ()).map_err(|e| match e {
+            BeginError::Already => {
+                JoinRefused::new(ErrorCode::AlreadySubscribed, "already subscribed")
+            }
+            BeginError::TooMany => JoinRefused::new(
+                ErrorCode::TooManySubscriptions,
+                format!(
+                    "at most {} subscriptions per connection",
+                    self.node.sessions.max_subscriptions
                 ),
-            })
+            ),
+        })
     }
 
     fn activate_join(
@@ -148,7 +144,7 @@ impl Connection {
         let s = match res {
             Ok(s) => s,
             Err(refused) => {
-                self.core.subs.cancel(&channel);
+                self.subs().cancel(&channel);
                 return Err(refused);
             }
         };
@@ -158,8 +154,7 @@ impl Connection {
             (None, _) => (s.offset, None, Vec::new()),
         };
         let Some((id, ready)) =
-            self.core
-                .subs
+            self.subs()
                 .activate(&channel, start_after, s.epoch.clone(), replay)
         else {
             // Left while the broker was answering (only a join outside the request order can
@@ -182,7 +177,7 @@ impl Connection {
 
     /// Leaves `channel`; false if the connection did not have it.
     pub(super) fn leave_channel(&mut self, channel: &ChannelName) -> bool {
-        if !self.core.subs.remove(channel) {
+        if !self.subs().remove(channel) {
             return false;
         }
         self.left_channel(channel);

@@ -56,6 +56,7 @@ use self::core::ConnectionCore;
 use self::fragments::Fragments;
 use self::read_errors::ReadFailure;
 use self::resume::{Parked, SendBuffer, TenantMembership};
+use self::subscriptions::Subscriptions;
 use self::watchdog::{Pulse, Watch};
 use crate::activity::Observe;
 use crate::channel::ChannelName;
@@ -323,6 +324,12 @@ impl Connection {
         ws::WsResponseBuilder::new(self, req, payload)
             .frame_size(max)
             .start()
+    }
+
+    /// The connection's subscriptions, which the core keeps (the join path begins, activates and
+    /// cancels them).
+    fn subs(&mut self) -> &mut Subscriptions {
+        &mut self.core.subs
     }
 
     fn log_ctx(&self) -> String {
