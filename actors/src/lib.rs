@@ -4,10 +4,10 @@
 //!
 //! | file | owns |
 //! | --- | --- |
-//! | `connection/` | [`connection::Connection`]: one actor per WebSocket connection; [`connection::watchdog::ConnectionWatchdog`]: resets the connections that cannot write |
+//! | `connection/` | [`connection::Connection`]: one actor per WebSocket connection, around its connection core (decisions without the socket); [`connection::watchdog::ConnectionWatchdog`]: resets the connections of actors that cannot write |
 //! | `broker/` | [`broker::BrokerShard`] actors: channel → subscribers, fan-out, embedded history; [`broker::Publisher`]: the one publish path |
-//! | `engine/` | the engine seam ([`engine::BrokerEngine`]) and its implementations: `embedded.rs`, `redis/` (Redis commands, the [`engine::redis::bridge::RedisBridge`] actor, the ingest stream) |
-//! | `presence/` | the presence seam ([`presence::PresenceEngine`]): `embedded.rs`, `redis.rs`; the UserOnline/UserOffline announcer and the hook telling the server |
+//! | `engine/` | the engine seam ([`engine::BrokerEngine`]) and the engines: `embedded.rs`, `redis/` (broker and presence engines, Redis commands, the [`engine::redis::bridge::RedisBridge`] actor, the ingest stream) |
+//! | `presence.rs` | the presence seam ([`presence::PresenceEngine`], implemented by each engine); the UserOnline/UserOffline announcer and the hook telling the server |
 //! | `tenant_group.rs` | [`tenant_group::TenantGroup`] actors: a tenant's local connections; the registry |
 //! | `scheduler.rs` | [`scheduler::SessionTimeoutScheduler`]: dining-session expiry and warnings |
 //! | `change_feed/` | [`change_feed::ChangeFeedListener`]: the Postgres change outbox → entity notifications |

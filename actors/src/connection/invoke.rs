@@ -1,7 +1,7 @@
-//! Hub methods the session does not map itself: handing them to the node's
+//! Hub methods the codec does not map itself: handing them to the node's
 //! [`HubMethods`](crate::hub_methods::HubMethods) (the server's chat service), and applying what the
 //! handler asks for this connection — join or leave a channel, push an event — before the
-//! completion is written. The same path serves both protocols: a SignalR `Invocation` and a native
+//! completion is written (through the connection core, as the request's one reply). The same path serves both protocols: a SignalR `Invocation` and a native
 //! `invoke` frame both arrive as [`crate::codec::Request::Invoke`].
 
 use std::collections::VecDeque;
@@ -37,7 +37,7 @@ impl Connection {
             Ok(args) => args,
             Err((code, message)) => {
                 log::info!("{} {method}: {message}", self.log_ctx());
-                return self.reply(ctx, &reply_to, Outcome::Error { code, message });
+                return self.finish(ctx, reply_to, Outcome::Error { code, message });
             }
         };
         let unknown = format!("unknown method '{method}'");
@@ -52,7 +52,7 @@ impl Connection {
                 code: ErrorCode::UnknownType,
                 message: unknown,
             };
-            return self.reply(ctx, &reply_to, outcome);
+            return self.finish(ctx, reply_to, outcome);
         };
         self.hold(ctx, reply.into_actor(self), move |act, ctx, reply| {
             act.apply(ctx, reply.actions.into(), Some((reply_to, reply.result)))
@@ -96,7 +96,7 @@ impl Connection {
         completion: Option<Completion>,
     ) {
         while let Some(action) = actions.pop_front() {
-            if self.closing {
+            if self.core.is_closing() {
                 return;
             }
             match action {
@@ -137,7 +137,7 @@ impl Connection {
                     message: e.message,
                 },
             };
-            self.reply(ctx, &reply_to, outcome);
+            self.finish(ctx, reply_to, outcome);
         }
     }
 
@@ -150,7 +150,7 @@ impl Connection {
         ctx: &mut ws::WebsocketContext<Self>,
         channel: ChannelName,
     ) -> Option<LocalBoxActorFuture<Self, Result<(), HubMethodError>>> {
-        if self.subs.contains(&channel) {
+        if self.subs().contains(&channel) {
             return None;
         }
         let joining = self.join_channel(ctx, channel.clone(), None);

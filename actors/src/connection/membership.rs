@@ -64,7 +64,7 @@ impl Connection {
         let check = match rules::can_subscribe(&self.identity, channel.kind()) {
             Decision::Allow => None,
             Decision::Deny(v) => {
-                self.subs.cancel(&channel);
+                self.subs().cancel(&channel);
                 return fut::ready(Err(JoinRefused::new(ErrorCode::Forbidden, v.rule)))
                     .boxed_local();
             }
@@ -111,7 +111,7 @@ impl Connection {
                 .get(tenant)
                 .0
                 .max_subscriptions_per_connection;
-            if self.subs.len() >= limit && !self.subs.contains(channel) {
+            if self.core.subs.len() >= limit && !self.core.subs.contains(channel) {
                 self.node.quotas.exceeded(tenant, QuotaKind::Subscriptions);
                 return Err(JoinRefused::new(
                     ErrorCode::QuotaExceeded,
@@ -121,7 +121,7 @@ impl Connection {
                 ));
             }
         }
-        self.subs.begin(channel).map(|_| ()).map_err(|e| match e {
+        self.subs().begin(channel).map(|_| ()).map_err(|e| match e {
             BeginError::Already => {
                 JoinRefused::new(ErrorCode::AlreadySubscribed, "already subscribed")
             }
@@ -144,7 +144,7 @@ impl Connection {
         let s = match res {
             Ok(s) => s,
             Err(refused) => {
-                self.subs.cancel(&channel);
+                self.subs().cancel(&channel);
                 return Err(refused);
             }
         };
@@ -153,9 +153,9 @@ impl Connection {
             (Some(_), _) => (s.offset, Some(false), Vec::new()),
             (None, _) => (s.offset, None, Vec::new()),
         };
-        let Some((id, ready)) = self
-            .subs
-            .activate(&channel, start_after, s.epoch.clone(), replay)
+        let Some((id, ready)) =
+            self.subs()
+                .activate(&channel, start_after, s.epoch.clone(), replay)
         else {
             // Left while the broker was answering (only a join outside the request order can
             // be, such as the hub methods' connect-time ones): undo the registration.
@@ -177,12 +177,17 @@ impl Connection {
 
     /// Leaves `channel`; false if the connection did not have it.
     pub(super) fn leave_channel(&mut self, channel: &ChannelName) -> bool {
-        if !self.subs.remove(channel) {
+        if !self.subs().remove(channel) {
             return false;
         }
+        self.left_channel(channel);
+        true
+    }
+
+    /// `channel` was removed from the subscriptions: tells the activity recorder and the broker.
+    pub(super) fn left_channel(&mut self, channel: &ChannelName) {
         self.observe_subscription(channel, false);
         self.node.broker.unsubscribe(self.conn, [channel.clone()]);
-        true
     }
 
     /// Counts and logs a refused join.

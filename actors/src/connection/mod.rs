@@ -1,18 +1,40 @@
-//! The session: one actor per WebSocket connection (the only user of the deprecated
+//! The connection actor: one per WebSocket connection (the only user of the deprecated
 //! `actix-web-actors`, kept in this one module so a move to `actix-ws` touches one place).
 //!
-//! It owns the socket, the caller's verified identity, its subscriptions, the heartbeat, the inbound
-//! rate limit and the outbox. Frames are turned into requests by the connection's
-//! [`WireCodec`]; the session never looks inside a frame itself. Requests are handled one at a time
-//! in arrival order (`requests.rs`), joins of every origin through one path (`membership.rs`).
-//! Notifications arrive in its [`Outbox`] as shared envelopes whose frame for this codec's format
-//! was encoded once for the whole node; a [`Wake`] makes the session write everything queued in one
-//! turn.
+//! The actor is a thin adapter around its `ConnectionCore` (`core/`), which makes
+//! every decision that needs neither the socket nor the node: the inbound rate limit, bad-frame
+//! counting, the in-order request queue (one reply per request, in request order), subscription
+//! bookkeeping, the heartbeat's verdicts. The actor owns the socket, the caller's verified
+//! identity, the codec, the outbox and the node's handles; it feeds the core what it reads and what
+//! the timers say, and carries out the effects the core hands back (`effects.rs`). Frames are
+//! turned into requests by the connection's [`WireCodec`]; neither the actor nor the core looks
+//! inside a frame. Joins of every origin go through one path (`membership.rs`), hub methods through
+//! `invoke.rs`. Notifications arrive in its [`Outbox`] as shared envelopes whose frame for this
+//! codec's format was encoded once for the whole node; a [`Wake`] makes the actor write everything
+//! queued in one turn.
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `core/` | the connection core: decisions and pure state, unit-tested without a socket |
+//! | `requests.rs` | the core's in-order request queue |
+//! | `inbound.rs` | the core's inbound rate limit and bad-frame count |
+//! | `subscriptions.rs` | the core's subscription state machine (register, replay, live) |
+//! | `fragments.rs` | reassembling a message from continuation frames |
+//! | `effects.rs` | carrying out the core's effects: writes, replies, closes, publishes, the outbox drain, the heartbeat |
+//! | `membership.rs` | the one join path (quota, limits, rules, authorizer, broker, activity) |
+//! | `invoke.rs` | hub methods the codec does not map itself |
+//! | `resume.rs` | what a resumable connection keeps (stateful reconnect) |
+//! | `read_errors.rs` | what a failed WebSocket read means |
+//! | `watchdog.rs`, `conn_socket.rs` | resetting connections the actor cannot write to |
 //!
 //! Lifecycle: registration with the tenant group happens at the upgrade (so a tenant quota can be
 //! answered with HTTP 429); everything is unregistered exactly once, in `stopped()`.
 
 pub mod conn_socket;
+mod core;
+mod effects;
+mod fragments;
+mod inbound;
 mod invoke;
 mod membership;
 mod read_errors;
@@ -21,38 +43,32 @@ pub mod resume;
 pub mod subscriptions;
 pub mod watchdog;
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
-use bytes::{Bytes, BytesMut};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use prometheus::local::LocalHistogram;
 
 use self::conn_socket::ConnSocket;
-use self::membership::JoinRefused;
+use self::core::ConnectionCore;
+use self::fragments::Fragments;
 use self::read_errors::ReadFailure;
-use self::requests::{Requests, Step};
 use self::resume::{Parked, SendBuffer, TenantMembership};
-use self::subscriptions::{Accept, Subscriptions};
+use self::subscriptions::Subscriptions;
 use self::watchdog::{Pulse, Watch};
 use crate::activity::Observe;
 use crate::channel::ChannelName;
-use crate::codec::{Decoded, InFrame, Inbound, OutFrame, Outcome, ReplyTo, Request, WireCodec};
-use crate::codes::{CloseCode, ErrorCode};
+use crate::codec::{InFrame, WireCodec};
+use crate::codes::CloseCode;
 use crate::connection_limits::ConnectionSlot;
-use crate::envelope::{now_millis, Draft, Envelope, EventName, StreamPosition};
+use crate::envelope::{Envelope, StreamPosition};
 use crate::identity::Identity;
 use crate::ids::{ConnId, TenantKey};
 use crate::mailbox::ActorKind;
-use crate::node::{Node, PublishError};
+use crate::node::Node;
 use crate::outbox::{Outbox, Wake};
-use crate::publish_policy::{admit_publish, PublishRefused};
-use crate::rules;
-use std::collections::HashSet;
 
 /// Per-connection limits and timers (configuration `[session]` and `[rate_limit]`).
 #[derive(Clone, Debug)]
@@ -63,7 +79,7 @@ pub struct ConnectionSettings {
     pub heartbeat_interval: Duration,
     /// A client heard from less recently than this is dropped (close 4001).
     pub client_timeout: Duration,
-    /// A connection the session cannot write to for this long is shut (see [`watchdog`]).
+    /// A connection the actor cannot write to for this long is shut (see [`watchdog`]).
     pub write_timeout: Duration,
     /// Time a protocol with a handshake (SignalR) has to complete it (close 4002).
     pub handshake_timeout: Duration,
@@ -92,18 +108,7 @@ const ACK_INTERVAL: Duration = Duration::from_secs(1);
 /// (also flushed on every heartbeat): shared atomics per delivery would contend across threads.
 const LATENCY_FLUSH_EVERY: u64 = 64;
 
-/// Sent to a session to close it with a code (operator eviction, shutdown); no reply.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Close(pub CloseCode);
-
-/// A message being reassembled from continuation frames.
-struct Fragments {
-    binary: bool,
-    buf: BytesMut,
-}
-
-/// One WebSocket connection.
+/// One WebSocket connection: the actor around its `ConnectionCore`.
 pub struct Connection {
     conn: ConnId,
     identity: Arc<Identity>,
@@ -111,20 +116,16 @@ pub struct Connection {
     tenant: Option<TenantKey>,
     codec: Box<dyn WireCodec>,
     node: Arc<Node>,
-    subs: Subscriptions,
+    /// The decisions and pure state: rate limit, bad frames, requests, subscriptions, heartbeat.
+    core: ConnectionCore,
     outbox: Arc<Outbox>,
     /// Reused buffer for the events taken from the outbox in one turn.
     batch: Vec<Arc<Envelope>>,
-    last_heard: Instant,
-    /// The inbound rate limit; `None` for an exempt role.
-    limiter: Option<DefaultDirectRateLimiter>,
-    rate_violations: u32,
-    bad_frames: u32,
-    fragments: Option<Fragments>,
-    closing: bool,
+    fragments: Fragments,
     latency: LocalHistogram,
     mailbox_generation: u64,
-    decoded: Vec<Decoded>,
+    /// Reused buffer for the records decoded from one frame.
+    decoded: Vec<crate::codec::Decoded>,
     /// Resumable connections: the token it parks under if its socket drops.
     resume_token: Option<Arc<str>>,
     /// Resumable connections: sequenced frames not yet acknowledged by the client.
@@ -133,29 +134,19 @@ pub struct Connection {
     acked_in: u64,
     /// A resumed connection: channels to resubscribe from these positions at start.
     resuming: Option<Vec<(ChannelName, Option<StreamPosition>)>>,
-    /// Channels still recovering after a resume; one that cannot recover fails the resume.
-    recovering: HashSet<ChannelName>,
-    /// Park on stop even though the session closed (a heartbeat timeout of a resumable one).
+    /// Park on stop even though the connection closed (a heartbeat timeout of a resumable one).
     park_on_stop: bool,
     /// This connection's count against the per-user and per-address limits, given back when
-    /// the session is dropped.
+    /// the actor is dropped.
     _slot: Option<ConnectionSlot>,
-    /// Frames a resumed connection may send over the rate: the rate times the time it was
-    /// parked (what a compliant client can have buffered meanwhile), used up once.
-    replay_credit: u64,
-    /// The handshake was accepted and its reply waits for the default channels (see
-    /// `Request::HandshakeComplete`); nothing else is written meanwhile.
-    handshake_reply_pending: bool,
-    /// Requests not yet answered, handled one at a time in arrival order.
-    requests: Requests,
-    /// What the node's session watchdog sees of this session.
+    /// What the node's connection watchdog sees of this connection.
     pulse: Arc<Pulse>,
-    /// The TCP connection, for the watchdog to reset if this session cannot write.
+    /// The TCP connection, for the watchdog to reset if this actor cannot write.
     socket: ConnSocket,
 }
 
 impl Connection {
-    /// A session for a verified caller; `tenant` is the tenant group it has already joined.
+    /// A connection for a verified caller; `tenant` is the tenant group it has already joined.
     pub fn new(
         node: Arc<Node>,
         conn: ConnId,
@@ -163,28 +154,18 @@ impl Connection {
         tenant: Option<TenantKey>,
         codec: Box<dyn WireCodec>,
     ) -> Self {
-        let s = &node.sessions;
-        let per_second = NonZeroU32::new(s.rate_per_second.max(1)).expect("max(1) is non-zero");
-        let burst = NonZeroU32::new(s.rate_burst.max(1)).expect("max(1) is non-zero");
-        let limited = !s.rate_exempt_roles.contains(&identity.role);
         let outbox = Arc::<Outbox>::default();
         Self {
             conn,
+            core: ConnectionCore::new(&node.sessions, identity.clone(), Instant::now()),
             identity,
             tenant,
             codec,
-            subs: Subscriptions::new(s.max_subscriptions),
             pulse: Arc::new(Pulse::new(outbox.clone())),
             socket: ConnSocket::default(),
             outbox,
             batch: Vec::new(),
-            last_heard: Instant::now(),
-            limiter: limited
-                .then(|| RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst))),
-            rate_violations: 0,
-            bad_frames: 0,
-            fragments: None,
-            closing: false,
+            fragments: Fragments::default(),
             latency: node.metrics.delivery_latency.local(),
             mailbox_generation: u64::MAX,
             decoded: Vec::new(),
@@ -192,12 +173,8 @@ impl Connection {
             sent: None,
             acked_in: 0,
             resuming: None,
-            recovering: HashSet::new(),
             park_on_stop: false,
             _slot: None,
-            handshake_reply_pending: false,
-            replay_credit: 0,
-            requests: Requests::default(),
             node,
         }
     }
@@ -232,7 +209,7 @@ impl Connection {
             membership,
             parked_at,
         } = parked;
-        // The caller leaves the parked membership once this session has joined in its own name.
+        // The caller leaves the parked membership once this connection has joined in its own name.
         debug_assert!(
             membership.is_none(),
             "the parked membership was taken first"
@@ -243,16 +220,9 @@ impl Connection {
         s.acked_in = acked_in;
         s.resuming = Some(channels);
         let gap = parked_at.elapsed().as_secs_f64();
-        s.replay_credit = (f64::from(s.node.sessions.rate_per_second) * gap).ceil() as u64;
+        let credit = (f64::from(s.node.sessions.rate_per_second) * gap).ceil() as u64;
+        s.core.grant_replay_credit(credit);
         s
-    }
-
-    /// Writes a sequenced frame (an invocation or completion) and keeps it for a resend.
-    fn write_sequenced(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: OutFrame) {
-        if let Some(sent) = self.sent.as_mut() {
-            sent.record(frame.clone());
-        }
-        self.write(ctx, frame);
     }
 
     fn start_acks(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
@@ -293,13 +263,7 @@ impl Connection {
             self.write(ctx, frame);
         }
         for (channel, since) in channels {
-            if since.is_some() {
-                self.recovering.insert(channel.clone());
-            }
-            let channel = channel.to_string();
-            let resubscribe = Request::Subscribe { channel, since };
-            self.requests
-                .push(Step::Decoded(Decoded::request(None, resubscribe)));
+            self.core.queue_resubscribe(&channel, since);
         }
         self.run_requests(ctx);
         self.start_acks(ctx);
@@ -310,7 +274,7 @@ impl Connection {
         let (Some(token), Some(sent)) = (self.resume_token.clone(), self.sent.take()) else {
             return false;
         };
-        let channels = self.subs.positions();
+        let channels = self.core.subs.positions();
         let codec = std::mem::replace(&mut self.codec, Box::new(crate::codec::native::NativeCodec));
         // The membership stays with the parked connection (so `stopped()` does not leave).
         let membership = self.tenant.take().map(|tenant| TenantMembership {
@@ -349,7 +313,7 @@ impl Connection {
         ws::handshake(req).map(|_| ())
     }
 
-    /// Completes the WebSocket upgrade and starts the session actor.
+    /// Completes the WebSocket upgrade and starts the connection actor.
     pub fn serve(
         mut self,
         req: &HttpRequest,
@@ -360,6 +324,12 @@ impl Connection {
         ws::WsResponseBuilder::new(self, req, payload)
             .frame_size(max)
             .start()
+    }
+
+    /// The connection's subscriptions, which the core keeps (the join path begins, activates and
+    /// cancels them).
+    fn subs(&mut self) -> &mut Subscriptions {
+        &mut self.core.subs
     }
 
     fn log_ctx(&self) -> String {
@@ -374,441 +344,6 @@ impl Connection {
             self.identity.user_id,
             self.codec.label()
         )
-    }
-
-    fn apply_mailbox_limit(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        let limits = self.node.limits.get(ActorKind::Connection);
-        let generation = limits.generation();
-        if generation != self.mailbox_generation {
-            self.mailbox_generation = generation;
-            ctx.set_mailbox_capacity(limits.mailbox());
-        }
-    }
-
-    fn write(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: OutFrame) {
-        match frame {
-            OutFrame::Text(bytes) => ctx.text(text_of(bytes)),
-            OutFrame::Binary(bytes) => ctx.binary(bytes),
-        }
-    }
-
-    fn write_envelope(&mut self, ctx: &mut ws::WebsocketContext<Self>, env: &Envelope) {
-        let format = self.codec.format();
-        let frame = crate::codec::notification_frame(env, format).clone();
-        if let Some(sent) = self.sent.as_mut() {
-            sent.record(if format.is_binary() {
-                OutFrame::Binary(frame.clone())
-            } else {
-                OutFrame::Text(frame.clone())
-            });
-        }
-        if format.is_binary() {
-            ctx.binary(frame);
-        } else {
-            ctx.text(text_of(frame));
-        }
-        let age_ms = now_millis().saturating_sub(env.ts);
-        self.latency.observe(age_ms as f64 / 1000.0);
-        if self.latency.get_sample_count() >= LATENCY_FLUSH_EVERY {
-            self.latency.flush();
-        }
-    }
-
-    /// Writes every event queued in the outbox, or closes the session if a shard evicted it.
-    fn drain_outbox(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        if self.handshake_reply_pending {
-            // Left queued: the handshake reply must be the first thing the client reads (it
-            // drains once the reply is out).
-            self.outbox.rearm_wake();
-            return;
-        }
-        let mut batch = std::mem::take(&mut self.batch);
-        self.outbox.take_all(&mut batch);
-        let evicted = self.outbox.is_evicted();
-        if !evicted && !self.closing && self.codec.ready() {
-            for env in &batch {
-                if self.subs.accept(env) == Accept::Write {
-                    self.write_envelope(ctx, env);
-                }
-            }
-        }
-        batch.clear();
-        self.batch = batch;
-        if evicted {
-            self.close(ctx, CloseCode::SlowConsumer);
-        }
-    }
-
-    fn reply(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        reply_to: &ReplyTo,
-        outcome: Outcome,
-    ) {
-        // Replies are completions on protocols that sequence (SignalR): kept for a resend.
-        if let Some(frame) = self.codec.encode(reply_to, outcome) {
-            self.write_sequenced(ctx, frame);
-        }
-    }
-
-    fn subscription_error(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        reply_to: &ReplyTo,
-        channel: String,
-        code: ErrorCode,
-        reason: String,
-    ) {
-        let refused = JoinRefused { code, reason };
-        self.note_refused(&channel, &refused);
-        let JoinRefused { code, reason } = refused;
-        self.reply(
-            ctx,
-            reply_to,
-            Outcome::SubscriptionError {
-                channel,
-                code,
-                reason,
-            },
-        );
-    }
-
-    /// Closes the connection once, with a protocol goodbye where the protocol has one.
-    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode) {
-        let goodbye = self.codec.goodbye(code);
-        self.close_with(ctx, code, goodbye);
-    }
-
-    /// Closes the connection once, writing `last` (a protocol goodbye) first.
-    fn close_with(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        code: CloseCode,
-        last: Option<OutFrame>,
-    ) {
-        if self.closing {
-            return;
-        }
-        self.closing = true;
-        // Unless the watchdog already reset the connection (and counted why) while this
-        // session could not run.
-        if self.pulse.begin_close() {
-            let m = &self.node.metrics;
-            m.disconnects.with_label_values(&[code.label()]).inc();
-            if code == CloseCode::SlowConsumer {
-                m.slow_consumer_disconnects.inc();
-            }
-        }
-        log::info!(
-            "{} closing: {} ({})",
-            self.log_ctx(),
-            code.code(),
-            code.reason()
-        );
-        if let Some(frame) = last {
-            self.write(ctx, frame);
-        }
-        ctx.close(Some(ws::CloseReason {
-            code: ws::CloseCode::from(code.code()),
-            description: Some(code.reason().to_owned()),
-        }));
-        ctx.stop();
-    }
-
-    fn on_heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        self.pulse.turn();
-        self.latency.flush();
-        self.rate_violations = 0;
-        self.bad_frames = 0;
-        self.apply_mailbox_limit(ctx);
-        // Normally a wake does this; it is the fallback when a wake could not be sent.
-        if !self.outbox.is_empty() {
-            self.drain_outbox(ctx);
-        }
-        if self.last_heard.elapsed() > self.node.sessions.client_timeout {
-            // A silent resumable client may come back on a new socket: keep its state.
-            self.park_on_stop = self.sent.is_some();
-            return self.close(ctx, CloseCode::HeartbeatTimeout);
-        }
-        if self.node.sessions.close_on_token_expiry {
-            if let Some(exp) = self.identity.expires_at {
-                if now_millis() / 1000 >= exp {
-                    return self.close(ctx, CloseCode::TokenExpired);
-                }
-            }
-        }
-        match self.codec.keepalive() {
-            Some(frame) if self.codec.ready() && !self.handshake_reply_pending => {
-                self.write(ctx, frame)
-            }
-            _ => ctx.ping(b""),
-        }
-    }
-
-    fn on_data(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: InFrame<'_>) {
-        let mut limited = self.limiter.as_ref().is_some_and(|l| l.check().is_err());
-        if limited && self.replay_credit > 0 {
-            // What a resumed client buffered while its socket was down, at most at the allowed
-            // rate: its flush is not a violation.
-            self.replay_credit -= 1;
-            limited = false;
-        }
-        if limited {
-            self.node.metrics.rate_limited.inc();
-            self.rate_violations += 1;
-            if self.rate_violations > self.node.sessions.max_rate_violations {
-                return self.close(ctx, CloseCode::RateLimited);
-            }
-        }
-        // Always decode: the codec's framing state (partial records, the handshake) must see
-        // every frame, and a refused request still deserves its own error reply.
-        let mut decoded = std::mem::take(&mut self.decoded);
-        self.codec.decode(frame, &mut decoded);
-        let mut refused_without_reply = false;
-        for d in decoded.drain(..) {
-            match d {
-                Decoded::Request(inbound) if limited && !is_protocol_request(&inbound.request) => {
-                    if inbound.reply_to.is_some() {
-                        self.requests.push(Step::RateLimited(inbound.reply_to));
-                    } else {
-                        refused_without_reply = true;
-                    }
-                }
-                other => self.requests.push(Step::Decoded(other)),
-            }
-        }
-        if refused_without_reply {
-            self.requests.push(Step::RateLimited(None));
-        }
-        self.decoded = decoded;
-        self.run_requests(ctx);
-    }
-
-    fn rate_limited_outcome(&self) -> Outcome {
-        Outcome::Error {
-            code: ErrorCode::RateLimited,
-            message: format!(
-                "more than {} frames per second; this request was not processed",
-                self.node.sessions.rate_per_second
-            ),
-        }
-    }
-
-    fn on_decoded(&mut self, ctx: &mut ws::WebsocketContext<Self>, d: Decoded) {
-        match d {
-            Decoded::Request(inbound) => self.on_request(ctx, inbound),
-            Decoded::Reject {
-                reply_to,
-                code,
-                message,
-            } => {
-                self.node
-                    .metrics
-                    .bad_frames
-                    .with_label_values(&[code.as_str()])
-                    .inc();
-                self.bad_frames += 1;
-                log::debug!(
-                    "{} bad frame ({}): {message}",
-                    self.log_ctx(),
-                    code.as_str()
-                );
-                self.reply(ctx, &reply_to, Outcome::Error { code, message });
-                if self.bad_frames > self.node.sessions.max_bad_frames {
-                    self.close(ctx, CloseCode::TooManyBadFrames);
-                }
-            }
-            Decoded::Send(frame) => self.write(ctx, frame),
-            Decoded::Ignore => {}
-            Decoded::Fatal {
-                close,
-                message,
-                farewell,
-            } => {
-                self.node
-                    .metrics
-                    .bad_frames
-                    .with_label_values(&[close.label()])
-                    .inc();
-                log::info!("{} protocol failure: {message}", self.log_ctx());
-                // The codec's farewell replaces the generic goodbye (never two Close records).
-                let last = farewell.or_else(|| self.codec.goodbye(close));
-                self.close_with(ctx, close, last);
-            }
-        }
-    }
-
-    fn on_request(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        Inbound { reply_to, request }: Inbound,
-    ) {
-        match request {
-            Request::Subscribe { channel, since } => self.subscribe(ctx, reply_to, channel, since),
-            Request::Unsubscribe { channel } => self.unsubscribe(ctx, reply_to, channel),
-            Request::Publish {
-                channel,
-                event,
-                data,
-            } => self.publish(ctx, reply_to, channel, event, data),
-            Request::Ping => self.reply(ctx, &reply_to, Outcome::Pong),
-            Request::Invoke { method, args } => self.invoke(ctx, reply_to, method, args),
-            Request::HandshakeComplete { reply } => {
-                if self.resume_token.is_some() && self.codec.resumable() {
-                    self.sent = Some(SendBuffer::new(self.node.sessions.resume_buffer_bytes));
-                    self.start_acks(ctx);
-                }
-                // The default channels, registered on every node; then the handshake reply (so
-                // `start()` resolves only once they are live); then the hub methods'
-                // connect-time events; all before any request sent after the handshake. Until the
-                // reply is out, events wait in the outbox: nothing may precede it.
-                self.handshake_reply_pending = true;
-                let defaults = rules::default_channels(&self.identity)
-                    .into_iter()
-                    .map(|c| {
-                        let subscribe = Request::Subscribe {
-                            channel: c.to_string(),
-                            since: None,
-                        };
-                        Step::Decoded(Decoded::request(None, subscribe))
-                    });
-                let steps: Vec<Step> = defaults
-                    .chain([Step::AnswerHandshake(reply), Step::HubConnected])
-                    .collect();
-                self.requests.push_next(steps.into_iter());
-            }
-            Request::Close => self.close(ctx, CloseCode::Normal),
-            Request::Ack { sequence_id } => {
-                if let Some(sent) = self.sent.as_mut() {
-                    sent.ack(sequence_id);
-                }
-            }
-        }
-    }
-
-    fn subscribe(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        reply_to: ReplyTo,
-        raw: String,
-        since: Option<StreamPosition>,
-    ) {
-        let channel = match ChannelName::parse(&raw) {
-            Ok(c) => c,
-            Err(e) => {
-                return self.subscription_error(
-                    ctx,
-                    &reply_to,
-                    raw,
-                    ErrorCode::BadChannel,
-                    e.to_string(),
-                )
-            }
-        };
-        let joining = self.join_channel(ctx, channel.clone(), since);
-        self.hold(ctx, joining, move |act, ctx, res| match res {
-            Ok(joined) => {
-                let subscribed = Outcome::Subscribed {
-                    channel: channel.to_string(),
-                    subscription_id: joined.id,
-                    offset: joined.offset,
-                    epoch: joined.epoch,
-                    recovered: joined.recovered,
-                };
-                act.reply(ctx, &reply_to, subscribed);
-                for env in joined.ready {
-                    act.write_envelope(ctx, &env);
-                }
-            }
-            Err(JoinRefused { code, reason }) => {
-                act.subscription_error(ctx, &reply_to, raw, code, reason)
-            }
-        });
-    }
-
-    fn unsubscribe(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        reply_to: ReplyTo,
-        raw: String,
-    ) {
-        let channel = match ChannelName::parse(&raw) {
-            Ok(c) => c,
-            Err(e) => {
-                return self.reply(
-                    ctx,
-                    &reply_to,
-                    Outcome::Error {
-                        code: ErrorCode::BadChannel,
-                        message: e.to_string(),
-                    },
-                )
-            }
-        };
-        if self.leave_channel(&channel) {
-            self.reply(ctx, &reply_to, Outcome::Unsubscribed { channel: raw });
-        } else {
-            self.reply(
-                ctx,
-                &reply_to,
-                Outcome::Error {
-                    code: ErrorCode::NotSubscribed,
-                    message: format!("not subscribed to {raw}"),
-                },
-            );
-        }
-    }
-
-    fn publish(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        reply_to: ReplyTo,
-        raw: String,
-        event: String,
-        data: Arc<serde_json::value::RawValue>,
-    ) {
-        let error = |code, message: String| Outcome::Error { code, message };
-        let channel = match ChannelName::parse(&raw) {
-            Ok(c) => c,
-            Err(e) => {
-                return self.reply(ctx, &reply_to, error(ErrorCode::BadChannel, e.to_string()))
-            }
-        };
-        let event = match EventName::parse(&event) {
-            Ok(e) => e,
-            Err(e) => return self.reply(ctx, &reply_to, error(ErrorCode::BadEvent, e.to_string())),
-        };
-        let data = match self.node.check_payload(data, self.codec.label()) {
-            Ok(d) => d,
-            Err(e) => {
-                log::info!("{} publish to {channel}: {e}", self.log_ctx());
-                return self.reply(ctx, &reply_to, error(ErrorCode::BadPayload, e.to_string()));
-            }
-        };
-        // The rules, then the quota (as for REST); then the node's one publish path.
-        let node = self.node.clone();
-        let admitted = admit_publish(node.clone(), self.identity.clone(), channel.clone());
-        let draft = Draft::new(channel, event, data);
-        let publishing = async move {
-            admitted.await.map_err(|refused| match refused {
-                PublishRefused::Forbidden(rule) => error(ErrorCode::Forbidden, rule),
-                PublishRefused::Quota(q) => error(ErrorCode::QuotaExceeded, q.to_string()),
-            })?;
-            node.publish(draft, "ws")
-                .await
-                .map_err(|e| error(publish_error_code(&e), e.to_string()))
-        };
-        self.hold(ctx, publishing.into_actor(self), move |act, ctx, res| {
-            let outcome = match res {
-                Ok(ack) => Outcome::Published {
-                    id: ack.id,
-                    offset: ack.offset,
-                    epoch: ack.epoch,
-                },
-                Err(refused) => refused,
-            };
-            act.reply(ctx, &reply_to, outcome);
-        });
     }
 
     /// Tells the activity recorder about a subscription of a tenant's connection (or, for
@@ -866,79 +401,6 @@ impl Connection {
                 protocol,
             }
         });
-    }
-
-    fn on_fragment(&mut self, ctx: &mut ws::WebsocketContext<Self>, item: actix_http::ws::Item) {
-        let max = self.node.sessions.max_frame_bytes;
-        let (first, last, chunk) = match item {
-            actix_http::ws::Item::FirstText(b) => (Some(false), false, b),
-            actix_http::ws::Item::FirstBinary(b) => (Some(true), false, b),
-            actix_http::ws::Item::Continue(b) => (None, false, b),
-            actix_http::ws::Item::Last(b) => (None, true, b),
-        };
-        if let Some(binary) = first {
-            self.fragments = Some(Fragments {
-                binary,
-                buf: BytesMut::new(),
-            });
-        }
-        let Some(f) = self.fragments.as_mut() else {
-            return self.close(ctx, CloseCode::ProtocolError);
-        };
-        if f.buf.len() + chunk.len() > max {
-            return self.close(ctx, CloseCode::MessageTooBig);
-        }
-        f.buf.extend_from_slice(&chunk);
-        if last {
-            let Some(Fragments { binary, buf }) = self.fragments.take() else {
-                return;
-            };
-            if binary {
-                self.on_data(ctx, InFrame::Binary(&buf));
-            } else {
-                match std::str::from_utf8(&buf) {
-                    Ok(text) => self.on_data(ctx, InFrame::Text(text)),
-                    Err(e) => self.bad_read(ctx, read_errors::INVALID_UTF8, &e),
-                }
-            }
-        }
-    }
-
-    /// A frame that broke the WebSocket protocol: counted, logged, and closed with its code.
-    fn bad_read(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        failure: ReadFailure,
-        error: &dyn std::fmt::Display,
-    ) {
-        let ReadFailure::Bad { close, label } = failure else {
-            return;
-        };
-        self.node
-            .metrics
-            .bad_frames
-            .with_label_values(&[label])
-            .inc();
-        log::info!("{} bad websocket frame ({label}): {error}", self.log_ctx());
-        self.close(ctx, close);
-    }
-}
-
-/// Requests that keep the protocol itself going, processed even when the client is over its rate.
-fn is_protocol_request(r: &Request) -> bool {
-    matches!(r, Request::HandshakeComplete { .. } | Request::Close)
-}
-
-/// Wraps encoder output as a text frame payload without re-validating it per recipient.
-fn text_of(bytes: Bytes) -> bytestring::ByteString {
-    // SAFETY: every OutFrame::Text and every text-format notification frame is produced by
-    // serde_json (plus ASCII record separators), which only emits valid UTF-8.
-    unsafe { bytestring::ByteString::from_bytes_unchecked(bytes) }
-}
-
-fn publish_error_code(e: &PublishError) -> ErrorCode {
-    match e {
-        PublishError::Broker(b) => b.code(),
     }
 }
 
@@ -1000,11 +462,11 @@ impl Actor for Connection {
         self.latency.flush();
         let label = self.codec.label();
         // A drop without a close (or a silent client) of a resumable connection parks it.
-        let unclean = !self.closing || self.park_on_stop;
+        let unclean = !self.core.is_closing() || self.park_on_stop;
         if unclean && !self.node.is_shutting_down() {
             self.park();
         }
-        let channels = self.subs.drain();
+        let channels = self.core.subs.drain();
         if !channels.is_empty() {
             self.node.broker.unsubscribe(self.conn, channels);
         }
@@ -1031,20 +493,12 @@ impl Handler<Wake> for Connection {
     }
 }
 
-impl Handler<Close> for Connection {
-    type Result = ();
-
-    fn handle(&mut self, Close(code): Close, ctx: &mut Self::Context) {
-        self.close(ctx, code);
-    }
-}
-
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Connection {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        if self.closing {
+        if self.core.is_closing() {
             return;
         }
-        self.last_heard = Instant::now();
+        self.core.heard(Instant::now());
         self.pulse.heard();
         match msg {
             Ok(ws::Message::Text(text)) => self.on_data(ctx, InFrame::Text(&text)),
@@ -1054,7 +508,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Connection {
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Close(reason)) => {
                 log::debug!("{} client closed: {reason:?}", self.log_ctx());
-                self.closing = true;
+                self.core.begin_close();
                 ctx.close(reason);
                 ctx.stop();
             }

@@ -1,4 +1,5 @@
-//! The session's requests, one at a time, in the order the client sent them.
+//! The connection's requests, one at a time, in the order the client sent them: the queue the
+//! [`ConnectionCore`](super::core::ConnectionCore) runs.
 //!
 //! Every request gets exactly one reply, and the replies come in request order: a request starts
 //! only once every earlier one has been answered. Without that, a `subscribe` still waiting for the
@@ -8,31 +9,28 @@
 //! waits (the authorizer, a broker round trip, a hub method) holds back the ones after it; events
 //! for the connection keep flowing meanwhile. The inbound rate limit bounds what can queue up.
 //!
-//! A request's asynchronous part runs through [`Connection::hold`]; the queue moves on when the last
-//! held future of the request has finished.
+//! This file is plain data (no actor, no socket): the queue of steps and how many pieces of work
+//! the current step still waits for.
 
 use std::collections::VecDeque;
 
-use actix::prelude::*;
-use actix_web_actors::ws;
-
-use super::Connection;
-use crate::codec::{Decoded, ReplyTo};
+use crate::codec::{Decoded, OutFrame, ReplyTo};
 
 /// One thing to do in request order.
+#[derive(Debug)]
 pub(super) enum Step {
     /// A record the codec decoded (a request, a refusal to answer, a frame to write, a failure).
     Decoded(Decoded),
     /// A request refused by the inbound rate limit: its error reply, in its turn.
     RateLimited(ReplyTo),
     /// Write the handshake reply (after the handshake's default channels are registered).
-    AnswerHandshake(crate::codec::OutFrame),
+    AnswerHandshake(OutFrame),
     /// Tell the hub methods the connection is ready (after the handshake's default channels).
     HubConnected,
 }
 
-/// The queue of steps not yet started, and how many futures the current one still waits for.
-#[derive(Default)]
+/// The queue of steps not yet started, and how many pieces of work the current one still waits for.
+#[derive(Debug, Default)]
 pub(super) struct Requests {
     queue: VecDeque<Step>,
     held: usize,
@@ -51,50 +49,24 @@ impl Requests {
             self.queue.push_front(step);
         }
     }
-}
 
-impl Connection {
-    /// Runs queued steps until one waits for a future, the queue is empty, or the session closes.
-    pub(super) fn run_requests(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        while self.requests.held == 0 && !self.closing {
-            let Some(step) = self.requests.queue.pop_front() else {
-                return;
-            };
-            self.run_step(ctx, step);
+    /// The next step, unless the current one still waits for something.
+    pub(super) fn next(&mut self) -> Option<Step> {
+        if self.held > 0 {
+            return None;
         }
+        self.queue.pop_front()
     }
 
-    /// Runs `fut`, then `then` with its output; no later request starts before both are done.
-    /// `then` may hold further futures (the next part of the same request).
-    pub(super) fn hold<T: 'static>(
-        &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        fut: impl ActorFuture<Self, Output = T> + 'static,
-        then: impl FnOnce(&mut Self, &mut ws::WebsocketContext<Self>, T) + 'static,
-    ) {
-        self.requests.held += 1;
-        ctx.spawn(fut.map(move |out, act, ctx| {
-            then(act, ctx, out);
-            act.requests.held -= 1;
-            act.run_requests(ctx);
-        }));
+    /// The current step waits for one more piece of work.
+    pub(super) fn hold(&mut self) {
+        self.held += 1;
     }
 
-    fn run_step(&mut self, ctx: &mut ws::WebsocketContext<Self>, step: Step) {
-        match step {
-            Step::Decoded(d) => self.on_decoded(ctx, d),
-            Step::RateLimited(reply_to) => {
-                let outcome = self.rate_limited_outcome();
-                self.reply(ctx, &reply_to, outcome);
-            }
-            Step::AnswerHandshake(reply) => {
-                self.write(ctx, reply);
-                self.handshake_reply_pending = false;
-                // Events that arrived for the default channels meanwhile.
-                self.drain_outbox(ctx);
-            }
-            Step::HubConnected => self.hub_connected(ctx),
-        }
+    /// One piece of work the current step waited for is done.
+    pub(super) fn release(&mut self) {
+        debug_assert!(self.held > 0, "released more than was held");
+        self.held = self.held.saturating_sub(1);
     }
 }
 
@@ -130,5 +102,20 @@ mod tests {
         r.push(ping(4));
         r.push_next([ping(1), ping(2)].into_iter());
         assert_eq!(ids(&r), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn nothing_starts_while_a_step_is_held() {
+        let mut r = Requests::default();
+        r.push(ping(1));
+        r.push(ping(2));
+        assert!(r.next().is_some());
+        r.hold();
+        r.hold();
+        assert!(r.next().is_none());
+        r.release();
+        assert!(r.next().is_none(), "still one piece of work outstanding");
+        r.release();
+        assert!(r.next().is_some());
     }
 }

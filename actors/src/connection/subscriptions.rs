@@ -1,8 +1,8 @@
-//! A session's subscriptions: the state machine that makes "register first, then replay, then
+//! A connection's subscriptions: the state machine that makes "register first, then replay, then
 //! live" come out in order with no gap and no duplicate.
 //!
 //! A subscription is `Pending` from the moment the client asks until the broker's reply is
-//! handled; live events arriving meanwhile are buffered. On activation the session writes the
+//! handled; live events arriving meanwhile are buffered. On activation the connection writes the
 //! replay, then the buffered events, skipping every offset at or below the last one written.
 
 use std::collections::HashMap;
@@ -11,8 +11,8 @@ use std::sync::Arc;
 use crate::channel::ChannelName;
 use crate::envelope::Envelope;
 
-/// Live events kept per pending subscription before the oldest are dropped (and counted). The
-/// pending phase lasts one broker round trip, so this is only reached under extreme load.
+/// Live events kept per pending subscription before the oldest are dropped. The pending phase
+/// lasts one broker round trip, so this is only reached under extreme load.
 pub const PENDING_BUFFER_LIMIT: usize = 4096;
 
 enum Entry {
@@ -49,8 +49,6 @@ pub struct Subscriptions {
     entries: HashMap<ChannelName, Entry>,
     next_id: u64,
     max: usize,
-    /// Events dropped from full pending buffers.
-    pub overflowed: u64,
 }
 
 impl Subscriptions {
@@ -59,7 +57,6 @@ impl Subscriptions {
             entries: HashMap::new(),
             next_id: 1,
             max,
-            overflowed: 0,
         }
     }
 
@@ -151,7 +148,6 @@ impl Subscriptions {
             Some(Entry::Pending { buffered, .. }) => {
                 if buffered.len() >= PENDING_BUFFER_LIMIT {
                     buffered.remove(0);
-                    self.overflowed += 1;
                 }
                 buffered.push(env.clone());
                 Accept::Held
