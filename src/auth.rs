@@ -67,6 +67,25 @@ impl AuthError {
             AuthError::Claims(_) => "bad_claims",
         }
     }
+
+    /// The problem `code` of a refused token: clients tell "log in" from "refresh" by it.
+    pub fn problem_code(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "token_missing",
+            AuthError::Expired => "token_expired",
+            _ => "token_invalid",
+        }
+    }
+}
+
+/// A refused token answers 401 with its problem code.
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::Unauthorized {
+            code: e.problem_code(),
+            detail: e.to_string(),
+        }
+    }
 }
 
 /// Why the verifier could not be built at start-up.

@@ -15,12 +15,12 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use switchyard_actors::authorizer::{Action, ChannelAuthorizer};
 use switchyard_actors::change_feed::EntityMap;
 use switchyard_actors::channel::{Channel, ChannelName};
 use switchyard_actors::identity::{Identity, Role};
 use switchyard_actors::ids::TenantKey;
-use switchyard_actors::rules::RuleViolation;
+use switchyard_actors::policy::access::Action;
+use switchyard_actors::policy::{ChannelAuthorizer, RuleViolation};
 
 use crate::store::{EntityOwner, Participation, Store, StoreError};
 

@@ -11,8 +11,8 @@
 //! | `pg_listener.rs` | [`pg_listener::ChangeFeedListener`]: the Postgres change outbox → entity notifications |
 //! | `storage.rs` | the error the storage seams (traits implemented in `src/store/`) report |
 //! | `codec/` | wire protocols: native JSON, SignalR JSON and MessagePack |
-//! | `channel.rs`, `rules.rs` | the channel grammar and who may use which channel |
-//! | `publish_policy.rs` | the checks every client publish passes, in one order: rules, then quota |
+//! | `channel.rs` | the channel grammar |
+//! | `policy/` | who may do what: the channel rules, the stored-data authorizer seam, publish admission (rules, then quota), the one [`policy::Refusal`] |
 //! | `envelope.rs`, `history.rs` | the one event envelope and in-memory history |
 //! | `payload.rs` | the one validation of an event's data (depth and size), for every way in |
 //! | `cluster/`, `redis_bridge.rs` | cluster mode: Redis commands and the [`redis_bridge::RedisBridge`] actor |
@@ -25,7 +25,6 @@
 //! | `quotas.rs` | per-tenant quotas: connections, publishes per second, subscriptions per connection |
 
 pub mod activity;
-pub mod authorizer;
 pub mod broker;
 pub mod change_feed;
 pub mod channel;
@@ -45,11 +44,10 @@ pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod payload;
+pub mod policy;
 pub mod presence_hook;
-pub mod publish_policy;
 pub mod quotas;
 pub mod redis_bridge;
-pub mod rules;
 pub mod scheduler;
 pub mod storage;
 pub mod tenant_group;

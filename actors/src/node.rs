@@ -11,7 +11,6 @@ use tokio::sync::watch;
 use actix::Addr;
 
 use crate::activity::{ActivityRecorder, ActivitySink, Observe};
-use crate::authorizer::ChannelAuthorizer;
 use crate::broker::{BrokerError, BrokerHandle, PublishAck};
 use crate::connection::resume::ParkedConnections;
 use crate::connection::watchdog::ConnectionWatchdog;
@@ -23,6 +22,7 @@ use crate::ids::{ConnId, NodeId};
 use crate::mailbox::ActorLimits;
 use crate::metrics::Metrics;
 use crate::payload::{Payload, PayloadError, PayloadLimits};
+use crate::policy::ChannelAuthorizer;
 use crate::quotas::QuotaBook;
 use crate::tenant_group::TenantRegistry;
 
@@ -31,6 +31,15 @@ use crate::tenant_group::TenantRegistry;
 pub enum PublishError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
+}
+
+impl PublishError {
+    /// The wire error code a client's refused publish carries (native and SignalR).
+    pub fn code(&self) -> crate::codes::ErrorCode {
+        match self {
+            PublishError::Broker(b) => b.code(),
+        }
+    }
 }
 
 /// Shared state of one Switchyard node.

@@ -48,10 +48,9 @@ use crate::envelope::{now_millis, Draft, Envelope, EventName, StreamPosition};
 use crate::identity::Identity;
 use crate::ids::{ConnId, TenantKey};
 use crate::mailbox::ActorKind;
-use crate::node::{Node, PublishError};
+use crate::node::Node;
 use crate::outbox::{Outbox, Wake};
-use crate::publish_policy::{admit_publish, PublishRefused};
-use crate::rules;
+use crate::policy::{self, publish};
 use std::collections::HashSet;
 
 /// Per-connection limits and timers (configuration `[session]` and `[rate_limit]`).
@@ -663,7 +662,7 @@ impl Connection {
                 // connect-time events; all before any request sent after the handshake. Until the
                 // reply is out, events wait in the outbox: nothing may precede it.
                 self.handshake_reply_pending = true;
-                let defaults = rules::default_channels(&self.identity)
+                let defaults = policy::default_channels(&self.identity)
                     .into_iter()
                     .map(|c| {
                         let subscribe = Request::Subscribe {
@@ -787,16 +786,15 @@ impl Connection {
         };
         // The rules, then the quota (as for REST); then the node's one publish path.
         let node = self.node.clone();
-        let admitted = admit_publish(node.clone(), self.identity.clone(), channel.clone());
-        let draft = Draft::new(channel, event, data);
+        let who = self.identity.clone();
+        let draft = Draft::new(channel.clone(), event, data);
         let publishing = async move {
-            admitted.await.map_err(|refused| match refused {
-                PublishRefused::Forbidden(rule) => error(ErrorCode::Forbidden, rule),
-                PublishRefused::Quota(q) => error(ErrorCode::QuotaExceeded, q.to_string()),
-            })?;
+            publish::admit(&node.authorizer, &node.quotas, who, channel)
+                .await
+                .map_err(|refused| error(refused.code(), refused.to_string()))?;
             node.publish(draft, "ws")
                 .await
-                .map_err(|e| error(publish_error_code(&e), e.to_string()))
+                .map_err(|e| error(e.code(), e.to_string()))
         };
         self.hold(ctx, publishing.into_actor(self), move |act, ctx, res| {
             let outcome = match res {
@@ -934,12 +932,6 @@ fn text_of(bytes: Bytes) -> bytestring::ByteString {
     // SAFETY: every OutFrame::Text and every text-format notification frame is produced by
     // serde_json (plus ASCII record separators), which only emits valid UTF-8.
     unsafe { bytestring::ByteString::from_bytes_unchecked(bytes) }
-}
-
-fn publish_error_code(e: &PublishError) -> ErrorCode {
-    match e {
-        PublishError::Broker(b) => b.code(),
-    }
 }
 
 impl Actor for Connection {

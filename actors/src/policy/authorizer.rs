@@ -7,16 +7,11 @@ use futures_util::future::BoxFuture;
 
 use crate::channel::ChannelName;
 use crate::identity::Identity;
-use crate::rules::RuleViolation;
 
-/// What the caller wants to do with the channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    Subscribe,
-    Publish,
-}
+use super::rules::{Action, RuleViolation};
 
-/// Decides the channels whose rule is [`crate::rules::Decision::Lookup`].
+/// Decides the channels whose rule is [`super::rules::Decision::Lookup`]; asked only by
+/// [`super::access::check`].
 pub trait ChannelAuthorizer: Send + Sync + 'static {
     fn authorize(
         &self,
