@@ -8,7 +8,7 @@ use switchyard_actors::channel::ChannelName;
 use switchyard_actors::envelope::StreamPosition;
 use switchyard_actors::policy::access::{self, Action};
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::problem::ApiError;
 use crate::state::AppState;
 

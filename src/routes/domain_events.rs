@@ -33,7 +33,7 @@ use switchyard_actors::payload::Payload;
 use switchyard_actors::policy::Refusal;
 
 use super::dining_sessions::staff_tenant;
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use crate::store::{Activity, SessionStatus, Store, StoreError};

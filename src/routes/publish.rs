@@ -7,7 +7,7 @@ use switchyard_actors::channel::ChannelName;
 use switchyard_actors::envelope::{Draft, EventName};
 use switchyard_actors::policy::publish;
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
