@@ -122,7 +122,7 @@ impl ApiError {
 impl From<Refusal> for ApiError {
     fn from(refused: Refusal) -> Self {
         match refused {
-            Refusal::Forbidden(rule) => ApiError::Forbidden(rule.rule),
+            Refusal::Forbidden(rule) | Refusal::Unchecked(rule) => ApiError::Forbidden(rule.rule),
             Refusal::PublishQuota(q) => ApiError::TooManyRequests(q.to_string()),
         }
     }

@@ -30,7 +30,7 @@ pub fn check(
     async move {
         match outcome {
             Ok(None) => Ok(()),
-            Ok(Some(lookup)) => Ok(lookup.await?),
+            Ok(Some(lookup)) => lookup.await,
             Err(rule) => Err(Refusal::Forbidden(rule)),
         }
     }

@@ -13,6 +13,10 @@ pub enum Refusal {
     /// rule.
     #[error(transparent)]
     Forbidden(#[from] RuleViolation),
+    /// The stored data the rule needs could not be read (the database failed); the message names
+    /// the rule. Answered as a refusal like [`Refusal::Forbidden`]; a caller may retry.
+    #[error(transparent)]
+    Unchecked(RuleViolation),
     /// The tenant's publish quota is spent for now.
     #[error(transparent)]
     PublishQuota(#[from] PublishQuotaExceeded),
@@ -22,7 +26,7 @@ impl Refusal {
     /// The error code a native `error`/`subscription_error` frame or a SignalR completion carries.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Refusal::Forbidden(_) => ErrorCode::Forbidden,
+            Refusal::Forbidden(_) | Refusal::Unchecked(_) => ErrorCode::Forbidden,
             Refusal::PublishQuota(_) => ErrorCode::QuotaExceeded,
         }
     }
