@@ -6,10 +6,7 @@
 //! Claims: `sub` (or `userId`), `tenantKey`, `role` (or the .NET role claim URI), optional
 //! `sessionId`, `exp`.
 
-use std::sync::Arc;
-
-use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, HttpRequest};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::ExposeSecret;
@@ -19,7 +16,6 @@ use switchyard_actors::ids::{SessionKey, TenantKey, UserId};
 
 use crate::problem::ApiError;
 use crate::settings::AuthSettings;
-use crate::state::AppState;
 
 /// The .NET role claim type, accepted as an alias of `role`.
 pub const DOTNET_ROLE_CLAIM: &str = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role";
@@ -65,6 +61,25 @@ impl AuthError {
             AuthError::BadHeader { .. } => "bad_header",
             AuthError::Malformed(_) => "malformed",
             AuthError::Claims(_) => "bad_claims",
+        }
+    }
+
+    /// The problem `code` of a refused token: clients tell "log in" from "refresh" by it.
+    pub fn problem_code(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "token_missing",
+            AuthError::Expired => "token_expired",
+            _ => "token_invalid",
+        }
+    }
+}
+
+/// A refused token answers 401 with its problem code.
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::Unauthorized {
+            code: e.problem_code(),
+            detail: e.to_string(),
         }
     }
 }
@@ -326,41 +341,6 @@ pub fn token_of(req: &HttpRequest) -> Option<String> {
     TOKEN_QUERY_PARAMETERS
         .iter()
         .find_map(|name| query.get(*name).filter(|t| !t.is_empty()).cloned())
-}
-
-/// Verifies the request's token, counting failures by reason.
-pub fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Arc<Identity>, AuthError> {
-    let result = token_of(req)
-        .ok_or(AuthError::Missing)
-        .and_then(|t| state.verifier.verify(&t));
-    match result {
-        Ok(id) => Ok(Arc::new(id)),
-        Err(e) => {
-            state
-                .node
-                .metrics
-                .auth_failures
-                .with_label_values(&[e.label()])
-                .inc();
-            log::debug!("refused token ({}): {e} path={}", e.label(), req.path());
-            Err(e)
-        }
-    }
-}
-
-/// An authenticated caller, as a handler argument.
-pub struct Caller(pub Arc<Identity>);
-
-impl FromRequest for Caller {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req
-            .app_data::<web::Data<AppState>>()
-            .expect("AppState is registered at start-up");
-        std::future::ready(authenticate(req, state).map(Caller).map_err(ApiError::from))
-    }
 }
 
 #[cfg(test)]

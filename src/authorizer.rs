@@ -15,12 +15,12 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use switchyard_actors::authorizer::{Action, ChannelAuthorizer};
 use switchyard_actors::change_feed::EntityMap;
 use switchyard_actors::channel::{Channel, ChannelName};
 use switchyard_actors::identity::{Identity, Role};
 use switchyard_actors::ids::TenantKey;
-use switchyard_actors::rules::RuleViolation;
+use switchyard_actors::policy::access::Action;
+use switchyard_actors::policy::{ChannelAuthorizer, Refusal, RuleViolation};
 
 use crate::store::{EntityOwner, Participation, Store, StoreError};
 
@@ -39,8 +39,13 @@ impl StoreAuthorizer {
     }
 }
 
-fn refuse(rule: String) -> Result<(), RuleViolation> {
-    Err(RuleViolation { rule })
+fn refuse(rule: String) -> Result<(), Refusal> {
+    Err(RuleViolation { rule }.into())
+}
+
+/// The store failed: the rule could not be checked (the caller may retry).
+fn unchecked(rule: String) -> Result<(), Refusal> {
+    Err(Refusal::Unchecked(RuleViolation { rule }))
 }
 
 impl ChannelAuthorizer for StoreAuthorizer {
@@ -49,7 +54,7 @@ impl ChannelAuthorizer for StoreAuthorizer {
         who: Arc<Identity>,
         channel: ChannelName,
         action: Action,
-    ) -> BoxFuture<'static, Result<(), RuleViolation>> {
+    ) -> BoxFuture<'static, Result<(), Refusal>> {
         let store = self.store.clone();
         let entities = self.entities.clone();
         Box::pin(async move {
@@ -97,7 +102,7 @@ impl ChannelAuthorizer for StoreAuthorizer {
                                 who.user_id,
                                 who.tenant
                             );
-                            refuse(format!(
+                            unchecked(format!(
                                 "{ENTITY_RULE}: the row's tenant could not be checked; retry later"
                             ))
                         }
@@ -125,7 +130,7 @@ impl ChannelAuthorizer for StoreAuthorizer {
                                 "checking {channel} for user {} (tenant {tenant}): {e}",
                                 who.user_id
                             );
-                            refuse(format!(
+                            unchecked(format!(
                                 "{CONVERSATION_RULE}: participation could not be checked; retry later"
                             ))
                         }

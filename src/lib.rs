@@ -7,7 +7,9 @@
 //! | `settings.rs` | layered configuration (`config/` + `SWITCHYARD__…` variables) |
 //! | `startup.rs` | building a node, running it, the shutdown sequence |
 //! | `auth.rs` | JWT verification → `Identity` |
+//! | `caller.rs` | a request's authenticated caller (the `Caller` extractor, failures counted) |
 //! | `problem.rs` | HTTP errors as problem JSON |
+//! | `negotiations.rs` | SignalR negotiate's single-use connection tokens |
 //! | `routes/` | one file per group of routes |
 //! | `store/` | the sqlx store (SQLite or Postgres): dining sessions, tenants, the change outbox |
 //! | `authorizer.rs` | the database-checked channel rules (entity rows' tenants) |
@@ -17,8 +19,10 @@
 pub mod auth;
 pub mod authorizer;
 pub mod background;
+pub mod caller;
 pub mod chat;
 pub mod http_server;
+pub mod negotiations;
 pub mod parser_refusals;
 pub mod problem;
 pub mod routes;

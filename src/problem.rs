@@ -1,5 +1,9 @@
 //! HTTP errors: one typed enum for every route, rendered as RFC 9457 problem JSON
 //! (`application/problem+json`) with a stable machine-readable `code`.
+//!
+//! A leaf: the errors of the node (the policy's refusals, the publish path's failures) become
+//! problems here, one mapping each; the server's own errors convert next to where they are defined
+//! (a refused token in `auth.rs`), so this module depends on none of the server's modules.
 
 use actix_web::body::{self, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -8,15 +12,17 @@ use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use switchyard_actors::broker::BrokerError;
+use switchyard_actors::node::PublishError;
 use switchyard_actors::payload::PayloadError;
-
-use crate::auth::AuthError;
+use switchyard_actors::policy::Refusal;
 
 /// Every error a route can answer with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error(transparent)]
-    Unauthorized(#[from] AuthError),
+    /// A missing or refused token; `code` is `token_missing`, `token_expired` or `token_invalid`.
+    #[error("{detail}")]
+    Unauthorized { code: &'static str, detail: String },
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -48,11 +54,7 @@ impl ApiError {
     /// Stable identifier of the problem (`code` member, and the end of the `type` URI).
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::Unauthorized(e) => match e {
-                AuthError::Missing => "token_missing",
-                AuthError::Expired => "token_expired",
-                _ => "token_invalid",
-            },
+            ApiError::Unauthorized { code, .. } => code,
             ApiError::Forbidden(_) => "forbidden",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::BadPayload(_) => "bad_payload",
@@ -101,7 +103,7 @@ impl ApiError {
 
     fn title(&self) -> &'static str {
         match self {
-            ApiError::Unauthorized(_) => "Unauthorized",
+            ApiError::Unauthorized { .. } => "Unauthorized",
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::BadRequest(_) => "Bad request",
             ApiError::BadPayload(_) => "Payload refused",
@@ -112,6 +114,37 @@ impl ApiError {
             ApiError::Unavailable(_) => "Service unavailable",
             ApiError::Internal(_) => "Internal error",
             ApiError::Http { status, .. } => status.canonical_reason().unwrap_or("Error"),
+        }
+    }
+}
+
+/// A refusal of the channel policy: 403 naming the rule, or 429 for a spent publish quota.
+impl From<Refusal> for ApiError {
+    fn from(refused: Refusal) -> Self {
+        match refused {
+            Refusal::Forbidden(rule) | Refusal::Unchecked(rule) => ApiError::Forbidden(rule.rule),
+            Refusal::PublishQuota(q) => ApiError::TooManyRequests(q.to_string()),
+        }
+    }
+}
+
+/// The broker could not take the request: busy (a full mailbox) or unavailable, both 503.
+impl From<BrokerError> for ApiError {
+    fn from(e: BrokerError) -> Self {
+        match e {
+            BrokerError::Busy(_) => ApiError::Busy(e.to_string()),
+            BrokerError::Stopped | BrokerError::Unavailable(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
+        }
+    }
+}
+
+/// A publish the node's publish path could not take.
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Broker(b) => b.into(),
         }
     }
 }
@@ -133,7 +166,7 @@ const RETRY_AFTER_SECS: &str = "1";
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) | ApiError::BadPayload(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -150,7 +183,7 @@ impl ResponseError for ApiError {
         let mut res = HttpResponse::build(status);
         res.content_type("application/problem+json");
         match self {
-            ApiError::Unauthorized(_) => {
+            ApiError::Unauthorized { .. } => {
                 res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
             ApiError::Busy(_) | ApiError::Unavailable(_) | ApiError::TooManyRequests(_) => {

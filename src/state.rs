@@ -5,7 +5,7 @@ use std::sync::Arc;
 use switchyard_actors::node::Node;
 
 use crate::auth::Verifier;
-use crate::routes::signalr::Negotiations;
+use crate::negotiations::Negotiations;
 use crate::settings::Settings;
 
 pub struct AppState {

@@ -13,8 +13,8 @@
 //! | `change_feed/` | [`change_feed::ChangeFeedListener`]: the Postgres change outbox → entity notifications |
 //! | `storage.rs` | the error the storage seams (traits implemented in `src/store/`) report |
 //! | `codec/` | wire protocols: native JSON, SignalR JSON and MessagePack |
-//! | `channel.rs`, `rules.rs` | the channel grammar and who may use which channel |
-//! | `publish_policy.rs` | the checks every client publish passes, in one order: rules, then quota |
+//! | `channel.rs` | the channel grammar |
+//! | `policy/` | who may do what: the channel rules, the stored-data authorizer seam, publish admission (rules, then quota), the one [`policy::Refusal`] |
 //! | `publish_path.rs` | the interface of the one publish path, for actors that publish their own events |
 //! | `envelope.rs`, `history.rs` | the one event envelope and in-memory history |
 //! | `payload.rs` | the one validation of an event's data (depth and size), for every way in |
@@ -26,7 +26,6 @@
 //! | `quotas.rs` | per-tenant quotas: connections, publishes per second, subscriptions per connection |
 
 pub mod activity;
-pub mod authorizer;
 pub mod broker;
 pub mod change_feed;
 pub mod channel;
@@ -46,11 +45,10 @@ pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod payload;
+pub mod policy;
 pub mod presence;
 pub mod publish_path;
-pub mod publish_policy;
 pub mod quotas;
-pub mod rules;
 pub mod scheduler;
 pub mod storage;
 pub mod tenant_group;

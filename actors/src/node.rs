@@ -11,7 +11,6 @@ use tokio::sync::watch;
 use actix::Addr;
 
 use crate::activity::{ActivityRecorder, ActivitySink};
-use crate::authorizer::ChannelAuthorizer;
 use crate::broker::{BrokerHandle, PublishAck, Publisher};
 use crate::connection::resume::ParkedConnections;
 use crate::connection::watchdog::ConnectionWatchdog;
@@ -23,6 +22,7 @@ use crate::ids::{ConnId, NodeId};
 use crate::mailbox::ActorLimits;
 use crate::metrics::Metrics;
 use crate::payload::{Payload, PayloadError, PayloadLimits};
+use crate::policy::ChannelAuthorizer;
 use crate::quotas::QuotaBook;
 use crate::tenant_group::TenantRegistry;
 

@@ -5,7 +5,7 @@
 //! This file holds the interface and its values (shared with the engines), so that the actors that publish their own events (the activity
 //! recorder, the presence announcer) depend on it and not on the broker; the broker implements it
 //! ([`crate::broker::Publisher`]). Admission (channel rules, authorizer, quota) comes before, in
-//! [`crate::publish_policy`].
+//! [`crate::policy::publish`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +52,15 @@ impl BrokerError {
 pub enum PublishError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
+}
+
+impl PublishError {
+    /// The wire error code a client's refused publish carries (native and SignalR).
+    pub fn code(&self) -> crate::codes::ErrorCode {
+        match self {
+            PublishError::Broker(b) => b.code(),
+        }
+    }
 }
 
 /// The node's publish path (see the module docs).

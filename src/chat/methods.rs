@@ -22,9 +22,11 @@ use switchyard_actors::chat_events::{
 use switchyard_actors::codes::ErrorCode;
 use switchyard_actors::hub_methods::{HubCall, HubMethodError, HubReply, SessionAction};
 use switchyard_actors::ids::{validate_segment, UserId};
+use switchyard_actors::policy::access::{self, Action};
+use switchyard_actors::policy::Refusal;
 
 use super::{conversation_channel, now, payload, push, user_channel, ChatService, Chatter};
-use crate::store::{NewMessage, Participation};
+use crate::store::NewMessage;
 
 /// The message type when the client gives none.
 pub const DEFAULT_MESSAGE_TYPE: &str = "Text";
@@ -315,20 +317,29 @@ impl ChatService {
             }
             return HubReply::done();
         }
-        let participant = match self
-            .0
-            .store
-            .participation(&who.tenant, &id, &who.user)
-            .await
-        {
-            Ok(p) => p == Participation::Participant,
-            Err(e) => {
+        // A participant is whoever may subscribe to the conversation's channel: the policy's
+        // conversation rule (checked against the store), the same as for the join below.
+        let channel = conversation_channel(&id);
+        let Some(node) = self.0.node.upgrade() else {
+            let text = format!("{} failed; retry later", method.name());
+            return HubReply::done().with(push(&who, CONVERSATION_ERROR, &text.into()));
+        };
+        let access = access::check(
+            &node.authorizer,
+            who.identity.clone(),
+            channel.clone(),
+            Action::Subscribe,
+        );
+        drop(node);
+        let participant = match access.await {
+            Ok(()) => true,
+            Err(Refusal::Unchecked(e)) => {
                 log::warn!("chat: {ctx}: {} failed: {e}", method.name());
                 let text = format!("{} failed; retry later", method.name());
                 return HubReply::done().with(push(&who, CONVERSATION_ERROR, &text.into()));
             }
+            Err(_) => false,
         };
-        let channel = conversation_channel(&id);
         match method {
             Method::LeaveConversation => {
                 if participant {

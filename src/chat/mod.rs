@@ -129,10 +129,12 @@ struct Inner {
 struct Chatter {
     tenant: TenantKey,
     user: UserId,
+    /// The verified identity, for the channel policy.
+    identity: Arc<Identity>,
 }
 
 impl Chatter {
-    fn of(identity: &Identity) -> Option<Self> {
+    fn of(identity: &Arc<Identity>) -> Option<Self> {
         let tenant = identity
             .tenant
             .clone()
@@ -140,6 +142,7 @@ impl Chatter {
         Some(Self {
             tenant,
             user: identity.user_id.clone(),
+            identity: identity.clone(),
         })
     }
 }

@@ -20,7 +20,7 @@ use switchyard_actors::metrics::Metrics;
 use switchyard_actors::node::Node;
 use switchyard_actors::quotas::TenantQuotas;
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::problem::ApiError;
 use crate::routes::tenants::{snapshot, tenant_error};
 use crate::state::AppState;

@@ -3,13 +3,12 @@
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use switchyard_actors::authorizer::Action;
-use switchyard_actors::broker::{BrokerError, HistoryPage};
+use switchyard_actors::broker::HistoryPage;
 use switchyard_actors::channel::ChannelName;
 use switchyard_actors::envelope::StreamPosition;
-use switchyard_actors::rules::{self, Decision};
+use switchyard_actors::policy::access::{self, Action};
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -36,13 +35,6 @@ struct HistoryBody<'a> {
     page: &'a HistoryPage,
 }
 
-fn broker_error(e: BrokerError) -> ApiError {
-    match e {
-        BrokerError::Busy(_) => ApiError::Busy(e.to_string()),
-        _ => ApiError::Unavailable(e.to_string()),
-    }
-}
-
 pub async fn history(
     Caller(who): Caller,
     path: web::Path<String>,
@@ -51,16 +43,14 @@ pub async fn history(
 ) -> Result<HttpResponse, ApiError> {
     let channel =
         ChannelName::parse(&path).map_err(|e| ApiError::BadRequest(format!("channel: {e}")))?;
-    match rules::can_subscribe(&who, channel.kind()) {
-        Decision::Allow => {}
-        Decision::Deny(v) => return Err(ApiError::Forbidden(v.rule)),
-        Decision::Lookup => state
-            .node
-            .authorizer
-            .authorize(who.clone(), channel.clone(), Action::Subscribe)
-            .await
-            .map_err(|v| ApiError::Forbidden(v.rule))?,
-    }
+    // Reading a channel's history is reading the channel: the subscribe rule decides.
+    access::check(
+        &state.node.authorizer,
+        who,
+        channel.clone(),
+        Action::Subscribe,
+    )
+    .await?;
     let max = state.settings.history.size.max(1);
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > max {
@@ -74,20 +64,14 @@ pub async fn history(
         (None, Some(_)) => return Err(ApiError::BadRequest("epoch needs since".into())),
         (Some(offset), Some(epoch)) => Some(StreamPosition { offset, epoch }),
         (Some(offset), None) => {
-            let now = broker
-                .history(&channel, None, 1)
-                .await
-                .map_err(broker_error)?;
+            let now = broker.history(&channel, None, 1).await?;
             Some(StreamPosition {
                 offset,
                 epoch: now.epoch.to_string(),
             })
         }
     };
-    let page = broker
-        .history(&channel, since, limit)
-        .await
-        .map_err(broker_error)?;
+    let page = broker.history(&channel, since, limit).await?;
     Ok(HttpResponse::Ok().json(HistoryBody {
         channel: channel.as_str(),
         page: &page,

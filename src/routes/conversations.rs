@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use switchyard_actors::identity::Role;
 use switchyard_actors::ids::{TenantKey, UserId};
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::chat::payload;
 use crate::problem::ApiError;
 use crate::state::AppState;

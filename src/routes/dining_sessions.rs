@@ -19,7 +19,7 @@ use switchyard_actors::envelope::now_millis;
 use switchyard_actors::identity::Role;
 use switchyard_actors::ids::{SessionKey, TenantKey};
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::problem::ApiError;
 use crate::store::{
     Activity, DiningSession, SessionStatus, Store, StoreError, TenantTimeouts, TimeoutOverrides,

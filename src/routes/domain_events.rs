@@ -30,10 +30,10 @@ use switchyard_actors::identity::Role;
 use switchyard_actors::ids::{validate_segment, TenantKey};
 use switchyard_actors::node::Node;
 use switchyard_actors::payload::Payload;
+use switchyard_actors::policy::Refusal;
 
 use super::dining_sessions::staff_tenant;
-use super::publish::publish_error;
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use crate::store::{Activity, SessionStatus, Store, StoreError};
@@ -94,18 +94,13 @@ async fn publish_checked(
 ) -> Result<Vec<Value>, ApiError> {
     // One request is one publish against the tenant's quota, however many channels it reaches.
     if let Some(tenant) = channels.iter().find_map(|c| c.tenant()) {
-        node.quotas
-            .take_publish(tenant)
-            .map_err(|e| ApiError::TooManyRequests(e.to_string()))?;
+        node.quotas.take_publish(tenant).map_err(Refusal::from)?;
     }
     let mut acks = Vec::with_capacity(channels.len());
     for channel in channels {
         let channel = ChannelName::from_channel(channel);
         let draft = Draft::new(channel.clone(), event.clone(), data.clone());
-        let ack = node
-            .publish(draft, PUBLISH_SOURCE)
-            .await
-            .map_err(publish_error)?;
+        let ack = node.publish(draft, PUBLISH_SOURCE).await?;
         acks.push(json!({
             "channel": channel,
             "event": event,

@@ -3,13 +3,11 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use switchyard_actors::broker::BrokerError;
 use switchyard_actors::channel::ChannelName;
 use switchyard_actors::envelope::{Draft, EventName};
-use switchyard_actors::node::PublishError;
-use switchyard_actors::publish_policy::{admit_publish, PublishRefused};
+use switchyard_actors::policy::publish;
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -40,27 +38,9 @@ pub async fn publish(
         .node
         .check_payload(body.data, PAYLOAD_SOURCE)
         .inspect_err(|e| log::info!("publish to {channel} by {}: {e}", who.user_id))?;
-    admit_publish(state.node.clone(), who.clone(), channel.clone())
-        .await
-        .map_err(|e| match e {
-            PublishRefused::Forbidden(rule) => ApiError::Forbidden(rule),
-            PublishRefused::Quota(q) => ApiError::TooManyRequests(q.to_string()),
-        })?;
+    let node = &state.node;
+    publish::admit(&node.authorizer, &node.quotas, who, channel.clone()).await?;
     let draft = Draft::new(channel, event, data);
-    let ack = state
-        .node
-        .publish(draft, "rest")
-        .await
-        .map_err(publish_error)?;
+    let ack = node.publish(draft, "rest").await?;
     Ok(HttpResponse::Accepted().json(ack))
-}
-
-/// Maps a refused publish onto HTTP.
-pub fn publish_error(e: PublishError) -> ApiError {
-    match e {
-        PublishError::Broker(BrokerError::Busy(_)) => ApiError::Busy(e.to_string()),
-        PublishError::Broker(BrokerError::Stopped | BrokerError::Unavailable(_)) => {
-            ApiError::Unavailable(e.to_string())
-        }
-    }
 }

@@ -5,7 +5,7 @@ use serde_json::json;
 use switchyard_actors::ids::{TenantKey, UserId};
 use switchyard_actors::tenant_group::{TenantError, TenantSnapshot};
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::problem::ApiError;
 use crate::state::AppState;
 

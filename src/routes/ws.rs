@@ -14,7 +14,7 @@ use switchyard_actors::node::Node;
 use switchyard_actors::quotas::QuotaKind;
 use switchyard_actors::tenant_group::{Member, TenantError};
 
-use crate::auth::authenticate;
+use crate::caller::authenticate;
 use crate::problem::ApiError;
 use crate::state::AppState;
 

@@ -21,6 +21,7 @@ mod isolation;
 mod native_bad_input;
 mod operations;
 mod payload_limits;
+mod policy_matrix;
 mod rest;
 mod rules;
 mod session_scheduler;

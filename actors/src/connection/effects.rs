@@ -24,8 +24,7 @@ use crate::codec::{InFrame, OutFrame, Outcome, ReplyTo};
 use crate::codes::{CloseCode, ErrorCode};
 use crate::envelope::{now_millis, Draft, Envelope, EventName, StreamPosition};
 use crate::mailbox::ActorKind;
-use crate::node::PublishError;
-use crate::publish_policy::{admit_publish, PublishRefused};
+use crate::policy::publish;
 
 type Ctx = ws::WebsocketContext<Connection>;
 
@@ -215,16 +214,15 @@ impl Connection {
             }
         };
         let node = self.node.clone();
-        let admitted = admit_publish(node.clone(), self.identity.clone(), channel.clone());
-        let draft = Draft::new(channel, event, data);
+        let who = self.identity.clone();
+        let draft = Draft::new(channel.clone(), event, data);
         let publishing = async move {
-            admitted.await.map_err(|refused| match refused {
-                PublishRefused::Forbidden(rule) => error(ErrorCode::Forbidden, rule),
-                PublishRefused::Quota(q) => error(ErrorCode::QuotaExceeded, q.to_string()),
-            })?;
+            publish::admit(&node.authorizer, &node.quotas, who, channel)
+                .await
+                .map_err(|refused| error(refused.code(), refused.to_string()))?;
             node.publish(draft, "ws")
                 .await
-                .map_err(|e| error(publish_error_code(&e), e.to_string()))
+                .map_err(|e| error(e.code(), e.to_string()))
         };
         self.answer(ctx, publishing.into_actor(self), move |act, ctx, res| {
             let outcome = match res {
@@ -436,8 +434,4 @@ fn text_of(bytes: Bytes) -> bytestring::ByteString {
     unsafe { bytestring::ByteString::from_bytes_unchecked(bytes) }
 }
 
-fn publish_error_code(e: &PublishError) -> ErrorCode {
-    match e {
-        PublishError::Broker(b) => b.code(),
-    }
-}
+

@@ -12,13 +12,13 @@ use actix_web_actors::ws;
 
 use super::subscriptions::BeginError;
 use super::Connection;
-use crate::authorizer::Action;
 use crate::broker::{Subscribe, Subscribed, Subscriber};
 use crate::channel::ChannelName;
 use crate::codes::ErrorCode;
 use crate::envelope::{Envelope, StreamPosition};
+use crate::policy::access::{self, Action};
+use crate::policy::Refusal;
 use crate::quotas::QuotaKind;
-use crate::rules::{self, Decision};
 
 /// Why a channel could not be joined.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +34,12 @@ impl JoinRefused {
             code,
             reason: reason.into(),
         }
+    }
+}
+
+impl From<Refusal> for JoinRefused {
+    fn from(refused: Refusal) -> Self {
+        Self::new(refused.code(), refused.to_string())
     }
 }
 
@@ -61,19 +67,12 @@ impl Connection {
         if let Err(refused) = self.begin_join(&channel) {
             return fut::ready(Err(refused)).boxed_local();
         }
-        let check = match rules::can_subscribe(&self.identity, channel.kind()) {
-            Decision::Allow => None,
-            Decision::Deny(v) => {
-                self.subs().cancel(&channel);
-                return fut::ready(Err(JoinRefused::new(ErrorCode::Forbidden, v.rule)))
-                    .boxed_local();
-            }
-            Decision::Lookup => Some(self.node.authorizer.authorize(
-                self.identity.clone(),
-                channel.clone(),
-                Action::Subscribe,
-            )),
-        };
+        let access = access::check(
+            &self.node.authorizer,
+            self.identity.clone(),
+            channel.clone(),
+            Action::Subscribe,
+        );
         let msg = Subscribe {
             channel: channel.clone(),
             subscriber: Subscriber {
@@ -85,11 +84,7 @@ impl Connection {
         };
         let broker = self.node.broker.clone();
         let registered = async move {
-            if let Some(check) = check {
-                check
-                    .await
-                    .map_err(|v| JoinRefused::new(ErrorCode::Forbidden, v.rule))?;
-            }
+            access.await?;
             broker
                 .subscribe(msg)
                 .await

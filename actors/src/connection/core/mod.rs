@@ -36,7 +36,7 @@ use crate::codec::{Decoded, Inbound, JsonArg, OutFrame, Outcome, ReplyTo, Reques
 use crate::codes::{CloseCode, ErrorCode};
 use crate::envelope::{EventName, StreamPosition};
 use crate::identity::Identity;
-use crate::rules;
+use crate::policy;
 
 /// Something the actor has to do for the core, in the order the core hands them out.
 #[derive(Debug)]
@@ -455,7 +455,7 @@ impl ConnectionCore {
                 // connect-time events; all before any request sent after the handshake. Until the
                 // reply is out, events wait in the outbox: nothing may precede it.
                 self.handshake_reply_pending = true;
-                let defaults = rules::default_channels(&self.identity)
+                let defaults = policy::default_channels(&self.identity)
                     .into_iter()
                     .map(|c| {
                         let subscribe = Request::Subscribe {

@@ -13,7 +13,7 @@ use crate::connection::inbound::Admission;
 use crate::connection::ConnectionSettings;
 use crate::identity::{Identity, Role};
 use crate::ids::{TenantKey, UserId};
-use crate::rules;
+use crate::policy;
 
 const RATE: u32 = 1;
 const BURST: u32 = 3;
@@ -479,7 +479,7 @@ fn a_hub_methods_inner_work_holds_the_queue_until_all_is_done() {
 #[test]
 fn a_handshake_joins_the_default_channels_then_answers_then_runs_later_requests() {
     let identity = staff();
-    let defaults = rules::default_channels(&identity);
+    let defaults = policy::default_channels(&identity);
     assert!(!defaults.is_empty());
     let mut core = core_for(identity);
     let hello = OutFrame::Text("{}\u{1e}".into());

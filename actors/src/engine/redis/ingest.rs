@@ -19,6 +19,8 @@ use super::{Cluster, ClusterError};
 use crate::channel::ChannelName;
 use crate::envelope::{Draft, EventName};
 use crate::payload::{PayloadError, PayloadLimits};
+use crate::policy::access::{self, Action, INGEST_PUBLISHER};
+use crate::policy::Refusal;
 
 /// `switchyard_bad_payloads_total{source}` of a refused entry's data.
 const PAYLOAD_SOURCE: &str = "ingest";
@@ -56,6 +58,9 @@ pub enum IngestError {
     Event(#[from] crate::envelope::BadEventName),
     #[error(transparent)]
     Payload(#[from] PayloadError),
+    /// The policy refused the stream's publisher ([`INGEST_PUBLISHER`], a Service) this channel.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 fn parse(fields: &[(String, String)], limits: &PayloadLimits) -> Result<Draft, IngestError> {
@@ -67,11 +72,9 @@ fn parse(fields: &[(String, String)], limits: &PayloadLimits) -> Result<Draft, I
     // `data` is read as raw text (no depth limit while parsing), so the payload check, not the
     // parser, is what refuses deep data.
     let d: IngestDraft = serde_json::from_str(text)?;
-    let mut draft = Draft::new(
-        ChannelName::parse(&d.channel)?,
-        EventName::parse(&d.event)?,
-        limits.check(d.data)?,
-    );
+    let channel = ChannelName::parse(&d.channel)?;
+    access::check_without_lookup(&INGEST_PUBLISHER, &channel, Action::Publish)?;
+    let mut draft = Draft::new(channel, EventName::parse(&d.event)?, limits.check(d.data)?);
     if let Some(id) = d.id.filter(|i| !i.is_empty()) {
         draft.id = std::sync::Arc::from(id);
     }

@@ -1,12 +1,20 @@
-//! Who may subscribe to and publish on which channel (the table in DESIGN.md), and the channels a
-//! hub connection joins on connect.
+//! The channel table (DESIGN.md): who may subscribe to and publish on which channel, and the
+//! channels a hub connection joins on connect.
 //!
-//! Rules are pure functions of the verified [`Identity`] and the parsed [`Channel`]. Channels whose
-//! rule needs a database row (conversations, entity notifications) answer [`Decision::Lookup`];
-//! the session then asks the node's [`crate::authorizer::ChannelAuthorizer`].
+//! [`decide`] is the one function of the verified [`Identity`], the parsed [`Channel`] and the
+//! [`Action`]. Channels whose rule needs a database row (conversations, entity notifications)
+//! answer [`Decision::Lookup`]; [`super::access::check`] then asks the node's
+//! [`super::ChannelAuthorizer`].
 
 use crate::channel::{Channel, ChannelName};
 use crate::identity::{Identity, Role};
+
+/// What the caller wants to do with the channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Subscribe,
+    Publish,
+}
 
 /// A refusal, naming the rule that refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -39,8 +47,17 @@ fn allow_if(ok: bool, rule: impl FnOnce() -> String) -> Decision {
     }
 }
 
+/// May `who` do `action` on `channel`? Allow, deny naming the rule, or look the answer up in stored
+/// data.
+pub fn decide(who: &Identity, channel: &Channel, action: Action) -> Decision {
+    match action {
+        Action::Subscribe => can_subscribe(who, channel),
+        Action::Publish => can_publish(who, channel),
+    }
+}
+
 /// May `who` subscribe to `channel`?
-pub fn can_subscribe(who: &Identity, channel: &Channel) -> Decision {
+fn can_subscribe(who: &Identity, channel: &Channel) -> Decision {
     if who.role == Role::Service {
         return Decision::Allow;
     }
@@ -111,7 +128,7 @@ pub fn can_subscribe(who: &Identity, channel: &Channel) -> Decision {
 }
 
 /// May `who` publish to `channel` (REST or a client `publish` frame)?
-pub fn can_publish(who: &Identity, channel: &Channel) -> Decision {
+fn can_publish(who: &Identity, channel: &Channel) -> Decision {
     if who.role == Role::Service {
         return Decision::Allow;
     }

@@ -7,23 +7,19 @@ use futures_util::future::BoxFuture;
 
 use crate::channel::ChannelName;
 use crate::identity::Identity;
-use crate::rules::RuleViolation;
 
-/// What the caller wants to do with the channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    Subscribe,
-    Publish,
-}
+use super::refusal::Refusal;
+use super::rules::{Action, RuleViolation};
 
-/// Decides the channels whose rule is [`crate::rules::Decision::Lookup`].
+/// Decides the channels whose rule is [`super::rules::Decision::Lookup`]; asked only by
+/// [`super::access::check`].
 pub trait ChannelAuthorizer: Send + Sync + 'static {
     fn authorize(
         &self,
         who: Arc<Identity>,
         channel: ChannelName,
         action: Action,
-    ) -> BoxFuture<'static, Result<(), RuleViolation>>;
+    ) -> BoxFuture<'static, Result<(), Refusal>>;
 }
 
 /// For nodes without the stores these channels need: refuses, saying why.
@@ -35,11 +31,12 @@ impl ChannelAuthorizer for NoLookups {
         _: Arc<Identity>,
         channel: ChannelName,
         _: Action,
-    ) -> BoxFuture<'static, Result<(), RuleViolation>> {
+    ) -> BoxFuture<'static, Result<(), Refusal>> {
         Box::pin(async move {
             Err(RuleViolation {
                 rule: format!("{channel}: this channel is checked against stored data, which this node does not have"),
-            })
+            }
+            .into())
         })
     }
 }
