@@ -16,8 +16,8 @@ use actix_web::{web, App};
 use anyhow::Context;
 use switchyard_actors::activity::{ActivityRecorder, ActivitySink, AttachPublisher};
 use switchyard_actors::broker::{BrokerConfig, BrokerHandle, Publisher};
-use switchyard_actors::connection::conn_socket;
 use switchyard_actors::connection::watchdog::{ConnectionWatchdog, WatchdogSettings};
+use switchyard_actors::connection::{conn_socket, Connections};
 use switchyard_actors::connection_limits::ConnectionLimiter;
 use switchyard_actors::engine::embedded::{EmbeddedEngine, EmbeddedPresence};
 use switchyard_actors::engine::redis::bridge::{AttachShards, RedisBridge};
@@ -211,20 +211,25 @@ impl Application {
                 tenants,
                 metrics,
                 limits,
-                sessions,
                 Arc::new(StoreAuthorizer::new(store.clone(), entities.clone())),
-                Duration::from_millis(settings.signalr.stateful_reconnect_grace_ms),
                 quotas,
                 payload,
             )
             .with_hub_methods(Arc::new(chat))
-            .with_connection_limits(ConnectionLimiter::new(
+            .with_activity(activity, activity_sink)
+        });
+        let connections = Arc::new(
+            Connections::new(
+                node.clone(),
+                sessions,
+                Duration::from_millis(settings.signalr.stateful_reconnect_grace_ms),
+            )
+            .with_limits(ConnectionLimiter::new(
                 settings.connection_limits.max_per_user,
                 settings.connection_limits.max_per_ip,
             ))
-            .with_activity(activity, activity_sink)
-            .with_watchdog(watchdog)
-        });
+            .with_watchdog(watchdog),
+        );
         if settings.admin.persist {
             routes::admin::apply_stored(&node, &store)
                 .await
@@ -250,6 +255,7 @@ impl Application {
         let store_data = web::Data::new(store.clone());
         let state = web::Data::new(AppState {
             node: node.clone(),
+            connections,
             verifier: Arc::new(verifier),
             negotiations: Negotiations::new(Duration::from_secs(
                 settings.signalr.negotiate_ttl_secs,

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use switchyard_actors::connection::Connections;
 use switchyard_actors::node::Node;
 
 use crate::auth::Verifier;
@@ -10,6 +11,8 @@ use crate::settings::Settings;
 
 pub struct AppState {
     pub node: Arc<Node>,
+    /// What the node's WebSocket connections share (settings, parked connections, limits).
+    pub connections: Arc<Connections>,
     pub verifier: Arc<Verifier>,
     pub settings: Arc<Settings>,
     /// SignalR connection tokens issued by negotiate.

@@ -1,9 +1,9 @@
 //! The node: everything the actors and the server's routes share — the broker, the tenant
-//! registry, metrics, live limits, session settings and the shutdown signal. Built once by the
+//! registry, metrics, live limits, the policy's authorizer and the shutdown signal. What only
+//! connections share is in [`crate::connection::Connections`]. Built once by the
 //! server at start-up and passed around as `Arc<Node>` (no process-wide registries, so two nodes can
 //! run in one test process).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -12,13 +12,9 @@ use actix::Addr;
 
 use crate::activity::{ActivityRecorder, ActivitySink};
 use crate::broker::{BrokerHandle, PublishAck, Publisher};
-use crate::connection::resume::ParkedConnections;
-use crate::connection::watchdog::ConnectionWatchdog;
-use crate::connection::ConnectionSettings;
-use crate::connection_limits::ConnectionLimiter;
 use crate::envelope::Draft;
 use crate::hub_methods::HubMethods;
-use crate::ids::{ConnId, NodeId};
+use crate::ids::NodeId;
 use crate::mailbox::ActorLimits;
 use crate::metrics::Metrics;
 use crate::payload::{Payload, PayloadError, PayloadLimits};
@@ -37,26 +33,18 @@ pub struct Node {
     pub tenants: TenantRegistry,
     pub metrics: Arc<Metrics>,
     pub limits: Arc<ActorLimits>,
-    pub sessions: ConnectionSettings,
     pub authorizer: Arc<dyn ChannelAuthorizer>,
-    /// Resumable connections whose socket dropped, waiting for their client.
-    pub parked: ParkedConnections,
     /// Hub methods the session does not map itself (the server's chat service), if any.
     pub hub_methods: Option<Arc<dyn HubMethods>>,
     /// Per-tenant quotas (connections, publishes per second, subscriptions per connection).
     pub quotas: Arc<QuotaBook>,
-    /// Connections per user and per source address on this node.
-    pub connection_limits: Arc<ConnectionLimiter>,
     /// The one validation of every event's data (`[payload]`).
     pub payload: PayloadLimits,
     /// Where sessions and the publish path report tenant activity (never waits).
     pub activity: ActivitySink,
     /// The activity recorder, for the admin API's queries (absent in bare test nodes).
     pub activity_recorder: Option<Addr<ActivityRecorder>>,
-    /// Resets the connections of sessions that cannot write (absent in bare test nodes).
-    pub watchdog: Option<Addr<ConnectionWatchdog>>,
     shutdown: watch::Sender<bool>,
-    next_conn: AtomicU64,
 }
 
 impl Node {
@@ -69,31 +57,24 @@ impl Node {
         tenants: TenantRegistry,
         metrics: Arc<Metrics>,
         limits: Arc<ActorLimits>,
-        sessions: ConnectionSettings,
         authorizer: Arc<dyn ChannelAuthorizer>,
-        resume_grace: std::time::Duration,
         quotas: Arc<QuotaBook>,
         payload: PayloadLimits,
     ) -> Self {
         Self {
             quotas,
-            connection_limits: Arc::new(ConnectionLimiter::unlimited()),
             payload,
             activity: ActivitySink::default(),
             activity_recorder: None,
-            watchdog: None,
-            parked: ParkedConnections::new(resume_grace),
             id,
             broker,
             publisher,
             tenants,
             metrics,
             limits,
-            sessions,
             authorizer,
             hub_methods: None,
             shutdown: watch::channel(false).0,
-            next_conn: AtomicU64::new(1),
         }
     }
 
@@ -103,28 +84,11 @@ impl Node {
         self
     }
 
-    /// The node limiting connections per user and per source address.
-    pub fn with_connection_limits(mut self, limits: ConnectionLimiter) -> Self {
-        self.connection_limits = Arc::new(limits);
-        self
-    }
-
     /// The node reporting tenant activity to `recorder` through `sink`.
     pub fn with_activity(mut self, recorder: Addr<ActivityRecorder>, sink: ActivitySink) -> Self {
         self.activity = sink;
         self.activity_recorder = Some(recorder);
         self
-    }
-
-    /// The node with `watchdog` watching its sessions.
-    pub fn with_watchdog(mut self, watchdog: Addr<ConnectionWatchdog>) -> Self {
-        self.watchdog = Some(watchdog);
-        self
-    }
-
-    /// A fresh connection id.
-    pub fn next_conn_id(&self) -> ConnId {
-        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Checks event data that came in through `source` (a `switchyard_bad_payloads_total` label)

@@ -96,7 +96,7 @@ pub async fn hub(
         // A parked connection (stateful reconnect): the same connection on a new socket, for the
         // same principal only; a refused attempt leaves it parked for its owner.
         match state
-            .node
+            .connections
             .parked
             .take_for(id, |parked| parked.identity.same_principal(&identity))
         {
@@ -126,7 +126,7 @@ pub async fn hub(
             resume_token = Some(Arc::<str>::from(id));
         }
     }
-    let codec = SignalRCodec::new(identity.clone(), state.node.sessions.max_frame_bytes);
+    let codec = SignalRCodec::new(identity.clone(), state.connections.settings.max_frame_bytes);
     upgrade(
         &req,
         payload,

@@ -7,10 +7,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use switchyard_actors::codec::native::NativeCodec;
 use switchyard_actors::codec::WireCodec;
 use switchyard_actors::connection::resume::Parked;
-use switchyard_actors::connection::Connection;
+use switchyard_actors::connection::{Connection, Connections};
 use switchyard_actors::identity::Identity;
 use switchyard_actors::ids::{ConnId, TenantKey};
-use switchyard_actors::node::Node;
 use switchyard_actors::quotas::QuotaKind;
 use switchyard_actors::tenant_group::{Member, TenantError};
 
@@ -68,8 +67,8 @@ pub fn upgrade(
         payload,
         state,
         identity,
-        |node, conn, identity, tenant| {
-            let session = Connection::new(node, conn, identity, tenant, codec);
+        |shared, conn, identity, tenant| {
+            let session = Connection::new(shared, conn, identity, tenant, codec);
             match resume_token {
                 Some(token) => session.with_resume_token(token),
                 None => session,
@@ -91,8 +90,8 @@ pub fn resume(
     // name, so the user never looks offline in between.
     let previous = parked.membership.take();
     let user = identity.user_id.clone();
-    let started = start(req, payload, state, identity, |node, conn, _, tenant| {
-        Connection::resume(node, conn, tenant, token, parked)
+    let started = start(req, payload, state, identity, |shared, conn, _, tenant| {
+        Connection::resume(shared, conn, tenant, token, parked)
     });
     if let Some(membership) = previous {
         membership.leave(&state.node.tenants, &user);
@@ -106,7 +105,7 @@ fn start(
     payload: web::Payload,
     state: &AppState,
     identity: Arc<Identity>,
-    make: impl FnOnce(Arc<Node>, ConnId, Arc<Identity>, Option<TenantKey>) -> Connection,
+    make: impl FnOnce(Arc<Connections>, ConnId, Arc<Identity>, Option<TenantKey>) -> Connection,
 ) -> Result<HttpResponse, actix_web::Error> {
     let node = &state.node;
     if node.is_shutting_down() {
@@ -114,8 +113,9 @@ fn start(
             ApiError::Busy("the server is restarting; reconnect to another node".into()).into(),
         );
     }
-    let slot = node
-        .connection_limits
+    let connections = &state.connections;
+    let slot = connections
+        .limits
         .acquire(&identity, req.peer_addr().map(|a| a.ip()))
         .map_err(|e| {
             node.metrics
@@ -130,7 +130,7 @@ fn start(
             );
             ApiError::TooManyRequests(e.to_string())
         })?;
-    let conn = node.next_conn_id();
+    let conn = connections.next_conn_id();
     let tenant = identity.tenant.clone();
     if let Some(t) = &tenant {
         let member = Member {
@@ -150,7 +150,7 @@ fn start(
             })?;
     }
     let user = identity.user_id.clone();
-    let session = make(node.clone(), conn, identity, tenant.clone()).with_slot(slot);
+    let session = make(connections.clone(), conn, identity, tenant.clone()).with_slot(slot);
     let result = session.serve(req, payload);
     if result.is_err() {
         // The actor never started, so its `stopped()` will not leave the group.

@@ -145,7 +145,7 @@ impl Connection {
             } => self.invoke(ctx, reply_to, method, args),
             Effect::HandshakeAccepted => {
                 if self.resume_token.is_some() && self.codec.resumable() {
-                    self.sent = Some(SendBuffer::new(self.node.sessions.resume_buffer_bytes));
+                    self.sent = Some(SendBuffer::new(self.shared.settings.resume_buffer_bytes));
                     self.start_acks(ctx);
                 }
             }
@@ -395,7 +395,7 @@ impl Connection {
     pub(super) fn on_fragment(&mut self, ctx: &mut Ctx, item: actix_http::ws::Item) {
         match self
             .fragments
-            .push(item, self.node.sessions.max_frame_bytes)
+            .push(item, self.shared.settings.max_frame_bytes)
         {
             Reassembled::More => {}
             Reassembled::Close(code) => self.close(ctx, code),
@@ -433,5 +433,3 @@ fn text_of(bytes: Bytes) -> bytestring::ByteString {
     // serde_json (plus ASCII record separators), which only emits valid UTF-8.
     unsafe { bytestring::ByteString::from_bytes_unchecked(bytes) }
 }
-
-

@@ -124,7 +124,7 @@ impl Connection {
                 ErrorCode::TooManySubscriptions,
                 format!(
                     "at most {} subscriptions per connection",
-                    self.node.sessions.max_subscriptions
+                    self.shared.settings.max_subscriptions
                 ),
             ),
         })

@@ -40,6 +40,7 @@ mod membership;
 mod read_errors;
 mod requests;
 pub mod resume;
+mod shared;
 pub mod subscriptions;
 pub mod watchdog;
 
@@ -56,6 +57,7 @@ use self::core::ConnectionCore;
 use self::fragments::Fragments;
 use self::read_errors::ReadFailure;
 use self::resume::{Parked, SendBuffer, TenantMembership};
+pub use self::shared::Connections;
 use self::subscriptions::Subscriptions;
 use self::watchdog::{Pulse, Watch};
 use crate::activity::Observe;
@@ -115,6 +117,9 @@ pub struct Connection {
     /// The tenant group this connection joined at the upgrade, left in `stopped()`.
     tenant: Option<TenantKey>,
     codec: Box<dyn WireCodec>,
+    /// What the node's connections share (settings, parked connections, watchdog).
+    shared: Arc<Connections>,
+    /// The node (the same as `shared.node`, kept at hand).
     node: Arc<Node>,
     /// The decisions and pure state: rate limit, bad frames, requests, subscriptions, heartbeat.
     core: ConnectionCore,
@@ -148,7 +153,7 @@ pub struct Connection {
 impl Connection {
     /// A connection for a verified caller; `tenant` is the tenant group it has already joined.
     pub fn new(
-        node: Arc<Node>,
+        shared: Arc<Connections>,
         conn: ConnId,
         identity: Arc<Identity>,
         tenant: Option<TenantKey>,
@@ -157,7 +162,7 @@ impl Connection {
         let outbox = Arc::<Outbox>::default();
         Self {
             conn,
-            core: ConnectionCore::new(&node.sessions, identity.clone(), Instant::now()),
+            core: ConnectionCore::new(&shared.settings, identity.clone(), Instant::now()),
             identity,
             tenant,
             codec,
@@ -166,7 +171,7 @@ impl Connection {
             outbox,
             batch: Vec::new(),
             fragments: Fragments::default(),
-            latency: node.metrics.delivery_latency.local(),
+            latency: shared.node.metrics.delivery_latency.local(),
             mailbox_generation: u64::MAX,
             decoded: Vec::new(),
             resume_token: None,
@@ -175,7 +180,8 @@ impl Connection {
             resuming: None,
             park_on_stop: false,
             _slot: None,
-            node,
+            node: shared.node.clone(),
+            shared,
         }
     }
 
@@ -194,7 +200,7 @@ impl Connection {
 
     /// Continues a parked connection on a new socket.
     pub fn resume(
-        node: Arc<Node>,
+        shared: Arc<Connections>,
         conn: ConnId,
         tenant: Option<TenantKey>,
         token: Arc<str>,
@@ -215,12 +221,12 @@ impl Connection {
             "the parked membership was taken first"
         );
         codec.begin_resume();
-        let mut s = Self::new(node, conn, identity, tenant, codec).with_resume_token(token);
+        let mut s = Self::new(shared, conn, identity, tenant, codec).with_resume_token(token);
         s.sent = Some(sent);
         s.acked_in = acked_in;
         s.resuming = Some(channels);
         let gap = parked_at.elapsed().as_secs_f64();
-        let credit = (f64::from(s.node.sessions.rate_per_second) * gap).ceil() as u64;
+        let credit = (f64::from(s.shared.settings.rate_per_second) * gap).ceil() as u64;
         s.core.grant_replay_credit(credit);
         s
     }
@@ -281,7 +287,7 @@ impl Connection {
             tenant,
             conn: self.conn,
         });
-        self.node.parked.park(
+        self.shared.parked.park(
             token.clone(),
             Parked {
                 identity: self.identity.clone(),
@@ -294,13 +300,13 @@ impl Connection {
             },
         );
         log::info!("{} parked for a stateful reconnect", self.log_ctx());
-        let node = self.node.clone();
+        let shared = self.shared.clone();
         actix::spawn(async move {
-            tokio::time::sleep(node.parked.grace()).await;
-            if let Some(expired) = node.parked.expire(&token) {
+            tokio::time::sleep(shared.parked.grace()).await;
+            if let Some(expired) = shared.parked.expire(&token) {
                 log::debug!("a parked connection was not resumed in time; it leaves");
                 if let Some(m) = expired.membership {
-                    m.leave(&node.tenants, &expired.identity.user_id);
+                    m.leave(&shared.node.tenants, &expired.identity.user_id);
                 }
             }
         });
@@ -320,7 +326,7 @@ impl Connection {
         payload: web::Payload,
     ) -> Result<HttpResponse, actix_web::Error> {
         self.socket = ConnSocket::of(req);
-        let max = self.node.sessions.max_frame_bytes;
+        let max = self.shared.settings.max_frame_bytes;
         ws::WsResponseBuilder::new(self, req, payload)
             .frame_size(max)
             .start()
@@ -419,7 +425,7 @@ impl Actor for Connection {
             .inc();
         log::debug!("{} connected", self.log_ctx());
         self.observe_connection(true);
-        if let Some(watchdog) = &self.node.watchdog {
+        if let Some(watchdog) = &self.shared.watchdog {
             watchdog.do_send(Watch {
                 pulse: self.pulse.clone(),
                 socket: self.socket.clone(),
@@ -427,14 +433,14 @@ impl Actor for Connection {
             });
         }
 
-        ctx.run_interval(self.node.sessions.heartbeat_interval, |act, ctx| {
+        ctx.run_interval(self.shared.settings.heartbeat_interval, |act, ctx| {
             act.on_heartbeat(ctx)
         });
         if let Some(channels) = self.resuming.take() {
             self.continue_resumed(ctx, channels);
         }
         if !self.codec.ready() {
-            ctx.run_later(self.node.sessions.handshake_timeout, |act, ctx| {
+            ctx.run_later(self.shared.settings.handshake_timeout, |act, ctx| {
                 if !act.codec.ready() {
                     act.close(ctx, CloseCode::HandshakeTimeout);
                 }

@@ -1,0 +1,60 @@
+//! [`Connections`]: what every connection of a node shares besides the node itself — the
+//! connection settings, the parked (resumable) connections, the watchdog, the per-user and
+//! per-address limits and the connection id counter. Built once at start-up next to the
+//! [`Node`]; the node knows nothing of connections, so the engine side never depends on them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+
+use super::resume::ParkedConnections;
+use super::watchdog::ConnectionWatchdog;
+use super::ConnectionSettings;
+use crate::connection_limits::ConnectionLimiter;
+use crate::ids::ConnId;
+use crate::node::Node;
+
+/// The connection side of a node (see the module docs).
+pub struct Connections {
+    pub node: Arc<Node>,
+    pub settings: ConnectionSettings,
+    /// Resumable connections whose socket dropped, waiting for their client.
+    pub parked: ParkedConnections,
+    /// Connections per user and per source address on this node.
+    pub limits: Arc<ConnectionLimiter>,
+    /// Resets the connections that cannot write (absent in bare test nodes).
+    pub watchdog: Option<Addr<ConnectionWatchdog>>,
+    next_conn: AtomicU64,
+}
+
+impl Connections {
+    pub fn new(node: Arc<Node>, settings: ConnectionSettings, resume_grace: Duration) -> Self {
+        Self {
+            node,
+            settings,
+            parked: ParkedConnections::new(resume_grace),
+            limits: Arc::new(ConnectionLimiter::unlimited()),
+            watchdog: None,
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// Limiting connections per user and per source address.
+    pub fn with_limits(mut self, limits: ConnectionLimiter) -> Self {
+        self.limits = Arc::new(limits);
+        self
+    }
+
+    /// With `watchdog` watching the connections.
+    pub fn with_watchdog(mut self, watchdog: Addr<ConnectionWatchdog>) -> Self {
+        self.watchdog = Some(watchdog);
+        self
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+}
