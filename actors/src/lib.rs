@@ -9,6 +9,7 @@
 //! | `tenant_group.rs` | [`tenant_group::TenantGroup`] actors: a tenant's local connections |
 //! | `scheduler.rs` | [`scheduler::SessionTimeoutScheduler`]: dining-session expiry and warnings |
 //! | `pg_listener.rs` | [`pg_listener::ChangeFeedListener`]: the Postgres change outbox → entity notifications |
+//! | `shutdown.rs` | the shutdown sequence: the signal, the tasks it waits for, the node's own threads |
 //! | `storage.rs` | the error the storage seams (traits implemented in `src/store/`) report |
 //! | `codec/` | wire protocols: native JSON, SignalR JSON and MessagePack |
 //! | `channel.rs`, `rules.rs` | the channel grammar and who may use which channel |
@@ -51,5 +52,6 @@ pub mod quotas;
 pub mod redis_bridge;
 pub mod rules;
 pub mod scheduler;
+pub mod shutdown;
 pub mod storage;
 pub mod tenant_group;

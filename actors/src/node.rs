@@ -1,12 +1,10 @@
 //! The node: everything the actors and the server's routes share — the broker, the tenant
-//! registry, metrics, live limits, session settings and the shutdown signal. Built once by the
+//! registry, metrics, live limits, session settings and the shutdown ([`crate::shutdown`]). Built once by the
 //! server at start-up and passed around as `Arc<Node>` (no process-wide registries, so two nodes can
 //! run in one test process).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-use tokio::sync::watch;
 
 use actix::Addr;
 
@@ -24,6 +22,7 @@ use crate::mailbox::ActorLimits;
 use crate::metrics::Metrics;
 use crate::payload::{Payload, PayloadError, PayloadLimits};
 use crate::quotas::QuotaBook;
+use crate::shutdown::ShutdownController;
 use crate::tenant_group::TenantRegistry;
 
 /// Why a publish was not accepted.
@@ -58,7 +57,9 @@ pub struct Node {
     pub activity_recorder: Option<Addr<ActivityRecorder>>,
     /// Resets the connections of sessions that cannot write (absent in bare test nodes).
     pub watchdog: Option<Addr<ConnectionWatchdog>>,
-    shutdown: watch::Sender<bool>,
+    /// The shutdown signal every long-lived task listens to, the tasks it waits for, and the
+    /// node's own threads.
+    pub shutdown: ShutdownController,
     next_conn: AtomicU64,
 }
 
@@ -76,6 +77,7 @@ impl Node {
         resume_grace: std::time::Duration,
         quotas: Arc<QuotaBook>,
         payload: PayloadLimits,
+        shutdown: ShutdownController,
     ) -> Self {
         Self {
             quotas,
@@ -93,7 +95,7 @@ impl Node {
             sessions,
             authorizer,
             hub_methods: None,
-            shutdown: watch::channel(false).0,
+            shutdown,
             next_conn: AtomicU64::new(1),
         }
     }
@@ -182,19 +184,5 @@ impl Node {
                 ts,
             });
         }
-    }
-
-    /// A receiver that changes to `true` when the node starts shutting down.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
-    }
-
-    /// Tells every session to close with "server restarting, reconnect".
-    pub fn begin_shutdown(&self) {
-        self.shutdown.send_replace(true);
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
     }
 }

@@ -34,6 +34,7 @@ use crate::envelope::{Draft, Envelope, EventName, StreamPosition};
 use crate::ids::UserId;
 use crate::mailbox::{ActorKind, ActorLimits};
 use crate::presence_hook::{PresenceChange, PresenceHook};
+use crate::shutdown::Shutdown;
 
 /// Sent by a shard when a channel gets its first local subscriber.
 #[derive(Message)]
@@ -111,10 +112,13 @@ pub struct RedisBridge {
     disconnected_since: Option<Instant>,
     /// Told about each UserOffline this bridge announces.
     presence_hook: PresenceHook,
+    /// Heartbeats end when the node starts shutting down: one would put the node back in the
+    /// cluster's node list after its shutdown took it out.
+    shutdown: Shutdown,
 }
 
 impl RedisBridge {
-    pub fn new(cluster: Cluster, limits: Arc<ActorLimits>) -> Self {
+    pub fn new(cluster: Cluster, limits: Arc<ActorLimits>, shutdown: Shutdown) -> Self {
         let backoff = cluster.config().reconnect_min;
         Self {
             cluster,
@@ -128,6 +132,7 @@ impl RedisBridge {
             relayed: 0,
             disconnected_since: Some(Instant::now()),
             presence_hook: PresenceHook::default(),
+            shutdown,
         }
     }
 
@@ -343,6 +348,9 @@ impl RedisBridge {
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if self.shutdown.is_shutdown() {
+            return;
+        }
         let cluster = self.cluster.clone();
         let fut = async move {
             cluster.heartbeat().await?;

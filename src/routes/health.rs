@@ -14,7 +14,7 @@ pub async fn live() -> HttpResponse {
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let node = &state.node;
     let broker_ok = node.broker.channel_stats("\u{0}").await.is_ok();
-    let shutting_down = node.is_shutting_down();
+    let shutting_down = node.shutdown.has_begun();
     let (mode, redis, redis_ok) = match node.broker.cluster() {
         None => ("embedded", serde_json::Value::Null, true),
         Some(link) => {

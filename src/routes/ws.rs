@@ -109,7 +109,7 @@ fn start(
     make: impl FnOnce(Arc<Node>, ConnId, Arc<Identity>, Option<TenantKey>) -> Connection,
 ) -> Result<HttpResponse, actix_web::Error> {
     let node = &state.node;
-    if node.is_shutting_down() {
+    if node.shutdown.has_begun() {
         return Err(
             ApiError::Busy("the server is restarting; reconnect to another node".into()).into(),
         );

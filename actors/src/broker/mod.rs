@@ -43,6 +43,7 @@ use crate::mailbox::ActorLimits;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Wake};
 use crate::redis_bridge::{RedisBridge, WhenListening};
+use crate::shutdown::ShutdownController;
 
 /// A session as the broker sees it.
 #[derive(Clone)]
@@ -195,17 +196,6 @@ pub struct ClusterLink {
     pub bridge: Addr<RedisBridge>,
 }
 
-/// Owns the shard threads; stops them when the last handle is dropped.
-struct ShardThreads(Vec<Arbiter>);
-
-impl Drop for ShardThreads {
-    fn drop(&mut self) {
-        for a in &self.0 {
-            a.stop();
-        }
-    }
-}
-
 /// Routes broker requests to the shard that owns each channel.
 #[derive(Clone)]
 pub struct BrokerHandle {
@@ -214,28 +204,27 @@ pub struct BrokerHandle {
     request_timeout: Duration,
     history: HistoryLimits,
     cluster: Option<ClusterLink>,
-    _threads: Arc<ShardThreads>,
 }
 
 impl BrokerHandle {
-    /// Starts `config.shards` shards, each on a thread of its own.
+    /// Starts `config.shards` shards, each on a thread of its own (owned by the node's
+    /// shutdown, which stops them last).
     pub fn start(
         config: BrokerConfig,
         cluster: Option<ClusterLink>,
         limits: Arc<ActorLimits>,
         metrics: Arc<Metrics>,
+        threads: &ShutdownController,
     ) -> Self {
         let n = config.shards.max(1);
-        let mut threads = Vec::with_capacity(n);
         let mut shards = Vec::with_capacity(n);
         for index in 0..n {
-            let arbiter = Arbiter::new();
+            let thread = threads.spawn_thread(format!("broker shard {index}"));
             let (cfg, limits, metrics) = (config.clone(), limits.clone(), metrics.clone());
-            let addr = BrokerShard::start_in_arbiter(&arbiter.handle(), move |_| {
+            let addr = BrokerShard::start_in_arbiter(&thread, move |_| {
                 BrokerShard::new(index, cfg, limits, metrics)
             });
             shards.push(addr);
-            threads.push(arbiter);
         }
         Self {
             shards: shards.into(),
@@ -243,7 +232,6 @@ impl BrokerHandle {
             request_timeout: config.request_timeout,
             history: config.history,
             cluster,
-            _threads: Arc::new(ShardThreads(threads)),
         }
     }
 

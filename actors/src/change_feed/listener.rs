@@ -13,6 +13,7 @@ use super::relay::relay_loop;
 use super::{ChangeFeed, EntityMap};
 use crate::mailbox::ActorKind;
 use crate::node::Node;
+use crate::shutdown::Shutdown;
 
 /// The listener's settings (from `[change_feed]`).
 #[derive(Clone, Debug)]
@@ -61,11 +62,15 @@ pub struct ChangeFeedListener {
     feed: Arc<dyn ChangeFeed>,
     config: ListenerConfig,
     state: ListenerState,
+    /// Keeps the node's shutdown waiting until this actor is gone, which is after the relay loop
+    /// gave the lease up.
+    _shutdown: Shutdown,
 }
 
 impl ChangeFeedListener {
     pub fn new(node: Arc<Node>, feed: Arc<dyn ChangeFeed>, config: ListenerConfig) -> Self {
         Self {
+            _shutdown: node.shutdown.hold("change-feed listener"),
             node,
             feed,
             config,
@@ -89,6 +94,7 @@ impl Actor for ChangeFeedListener {
             self.feed.clone(),
             self.config.clone(),
             ctx.address(),
+            self.node.shutdown.listen(),
         );
         // The loop ends by itself on shutdown, after giving the lease up.
         ctx.spawn(relay.into_actor(self).map(|_, _, ctx| ctx.stop()));

@@ -12,6 +12,7 @@ use super::{
     PUBLISH_SOURCE,
 };
 use crate::node::Node;
+use crate::shutdown::Shutdown;
 use crate::storage::StorageError;
 
 /// How often the holder prunes relayed outbox rows.
@@ -23,15 +24,15 @@ pub(super) async fn relay_loop(
     feed: Arc<dyn ChangeFeed>,
     config: ListenerConfig,
     me: Addr<ChangeFeedListener>,
+    mut shutdown: Shutdown,
 ) {
-    let mut shutdown = node.shutdown_signal();
     let mut last_error: Option<String> = None;
-    while !node.is_shutting_down() {
+    while !shutdown.is_shutdown() {
         match feed.try_lead().await {
             Ok(Some(mut lease)) => {
                 log::info!("node {}: holding the change-feed lease; relaying", node.id);
                 me.do_send(LeaseChanged { leading: true });
-                let outcome = lead(&mut *lease, &node, &config, &me).await;
+                let outcome = lead(&mut *lease, &node, &config, &me, &mut shutdown).await;
                 lease.release().await;
                 me.do_send(LeaseChanged { leading: false });
                 match outcome {
@@ -52,7 +53,7 @@ pub(super) async fn relay_loop(
         }
         tokio::select! {
             _ = tokio::time::sleep(config.retry_interval) => {}
-            _ = shutdown.wait_for(|down| *down) => {}
+            _ = shutdown.recv() => {}
         }
     }
 }
@@ -63,8 +64,8 @@ async fn lead(
     node: &Node,
     config: &ListenerConfig,
     me: &Addr<ChangeFeedListener>,
+    shutdown: &mut Shutdown,
 ) -> Result<(), StorageError> {
-    let mut shutdown = node.shutdown_signal();
     let mut last_prune = Instant::now();
     loop {
         loop {
@@ -93,12 +94,12 @@ async fn lead(
                 log::debug!("change feed: pruned {pruned} relayed outbox rows");
             }
         }
-        if node.is_shutting_down() {
+        if shutdown.is_shutdown() {
             return Ok(());
         }
         tokio::select! {
             woke = lease.wait_for_changes(config.poll_interval) => woke?,
-            _ = shutdown.wait_for(|down| *down) => return Ok(()),
+            _ = shutdown.recv() => return Ok(()),
         }
     }
 }
