@@ -14,6 +14,11 @@ use std::sync::{Arc, OnceLock};
 use crate::identity::Role;
 use crate::ids::{TenantKey, UserId};
 
+/// The event announcing that a user's first connection in a tenant arrived.
+pub const USER_ONLINE: &str = "UserOnline";
+/// The event announcing that a user's last connection in a tenant left (after the grace).
+pub const USER_OFFLINE: &str = "UserOffline";
+
 /// A presence change, as announced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PresenceChange {
@@ -29,9 +34,9 @@ impl PresenceChange {
     /// The event name: `UserOnline` or `UserOffline`.
     pub fn event(&self) -> &'static str {
         if self.online {
-            "UserOnline"
+            USER_ONLINE
         } else {
-            "UserOffline"
+            USER_OFFLINE
         }
     }
 }

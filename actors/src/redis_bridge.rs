@@ -33,7 +33,7 @@ use crate::cluster::Cluster;
 use crate::envelope::{Draft, Envelope, EventName, StreamPosition};
 use crate::ids::UserId;
 use crate::mailbox::{ActorKind, ActorLimits};
-use crate::presence_hook::{PresenceChange, PresenceHook};
+use crate::presence_hook::{PresenceChange, PresenceHook, USER_OFFLINE};
 use crate::shutdown::Shutdown;
 
 /// Sent by a shard when a channel gets its first local subscriber.
@@ -387,7 +387,7 @@ impl RedisBridge {
                     });
                 }
                 if let Err(e) = broker
-                    .publish(presence_event(&tenant, "UserOffline", &user, None))
+                    .publish(presence_event(&tenant, USER_OFFLINE, &user, None))
                     .await
                 {
                     log::warn!("UserOffline for {user} in {tenant} not published: {e}");

@@ -26,7 +26,7 @@ use crate::identity::Role;
 use crate::ids::{ConnId, TenantKey, UserId};
 use crate::mailbox::{ActorKind, ActorLimits};
 use crate::metrics::Metrics;
-use crate::presence_hook::{PresenceChange, PresenceHook};
+use crate::presence_hook::{PresenceChange, PresenceHook, USER_OFFLINE, USER_ONLINE};
 use crate::redis_bridge::presence_event;
 
 /// A connection as its tenant group sees it.
@@ -220,7 +220,7 @@ impl TenantRegistry {
         self.presence_hook.announce(PresenceChange {
             tenant: tenant.clone(),
             user: user.clone(),
-            online: event == "UserOnline",
+            online: event == USER_ONLINE,
             role,
         });
         let broker = self.broker.clone();
@@ -274,13 +274,13 @@ impl TenantRegistry {
             first && !reg.pending_offline.remove(&(tenant.clone(), user.clone()))
         };
         match self.broker.cluster() {
-            None if first_here => self.announce(tenant, "UserOnline", &user, Some(role)),
+            None if first_here => self.announce(tenant, USER_ONLINE, &user, Some(role)),
             None => {}
             Some(link) => {
                 let (cluster, this, tenant) = (link.cluster.clone(), self.clone(), tenant.clone());
                 actix::spawn(async move {
                     match cluster.presence_connect(&tenant, conn, &user, role).await {
-                        Ok(true) => this.announce(&tenant, "UserOnline", &user, Some(role)),
+                        Ok(true) => this.announce(&tenant, USER_ONLINE, &user, Some(role)),
                         Ok(false) => {}
                         Err(e) => log::warn!("presence of {user} in {tenant} not recorded: {e}"),
                     }
@@ -332,7 +332,7 @@ impl TenantRegistry {
                         .pending_offline
                         .remove(&(tenant.clone(), user.clone()));
                     if due {
-                        this.announce(&tenant, "UserOffline", &user, None);
+                        this.announce(&tenant, USER_OFFLINE, &user, None);
                     }
                 });
             }
