@@ -1,7 +1,7 @@
 //! The node: everything the actors and the server's routes share — the broker, the tenant
-//! registry, metrics, live limits, session settings and the shutdown ([`crate::shutdown`]). Built once by the
-//! server at start-up and passed around as `Arc<Node>` (no process-wide registries, so two nodes can
-//! run in one test process).
+//! registry, metrics, live limits, session settings and the shutdown ([`crate::shutdown`]). Built
+//! once by the server at start-up and passed around as `Arc<Node>` (no process-wide registries, so
+//! two nodes can run in one test process).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
