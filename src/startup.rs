@@ -1,14 +1,17 @@
 //! Building and running one node: settings → verifier, metrics, limits, broker, tenant registry →
 //! the HTTP server on a bound listener (port 0 gives a free port, read back for tests).
 //!
-//! Shutdown is a designed sequence ([`AppHandle::shutdown`]): stop accepting connections, tell
-//! every session to close with 1012 "server restarting, reconnect", then let the HTTP server drain
-//! for at most `server.shutdown_timeout_ms` before it force-closes what is left.
+//! Shutdown is a designed sequence ([`AppHandle::shutdown`], phases in
+//! [`switchyard_actors::shutdown`]): stop accepting connections, tell every session to close with
+//! 1012 "server restarting, reconnect" and every background task to finish, let the HTTP server
+//! drain for at most `server.shutdown_timeout_ms` before it force-closes what is left, wait for the
+//! background tasks (the change-feed lease released), then stop and join the node's own threads.
+//! It returns only when all of that is done.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Arbiter};
+use actix::Actor;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
@@ -29,6 +32,7 @@ use switchyard_actors::metrics::Metrics;
 use switchyard_actors::node::Node;
 use switchyard_actors::presence::{Announcer, PresenceEngine, PresenceHook};
 use switchyard_actors::quotas::QuotaBook;
+use switchyard_actors::shutdown::ShutdownController;
 use switchyard_actors::tenant_group::{TenantGroups, TenantRegistry};
 
 use crate::auth::{GeneratedSecret, Verifier};
@@ -56,21 +60,44 @@ pub struct Application {
 pub struct AppHandle {
     server: ServerHandle,
     pub node: Arc<Node>,
+    /// What the node's WebSocket connections share (settings, parked connections, watchdog).
+    pub connections: Arc<Connections>,
     pub store: Store,
     pub background: Background,
+    /// How long the background tasks get to finish once told (`server.shutdown_timeout_ms`).
+    drain_timeout: Duration,
+    /// Held for the whole sequence, `true` once it ran: a second caller waits for the first one's
+    /// sequence to end instead of starting another.
+    stopped: Arc<tokio::sync::Mutex<bool>>,
 }
 
 impl AppHandle {
-    /// The shutdown sequence (see the module docs).
+    /// The shutdown sequence (see the module docs). Returns when it is complete, also to a caller
+    /// that arrives while another one runs it.
     pub async fn shutdown(&self) {
+        let mut stopped = self.stopped.lock().await;
+        if *stopped {
+            return;
+        }
         let started = Instant::now();
-        log::info!("node {}: shutting down", self.node.id);
+        let id = &self.node.id;
+        log::info!("node {id}: shutting down");
         self.server.pause().await;
-        self.node.begin_shutdown();
+        let shutdown = &self.node.shutdown;
+        shutdown.begin();
         // Graceful: this node's presence goes at once, not after its heartbeat expires.
         self.node.tenants.presence().node_stopping().await;
         self.server.stop(true).await;
-        log::info!("node {}: stopped in {:?}", self.node.id, started.elapsed());
+        // The tasks were told with the sessions; they have had the drain's time already.
+        let left = self.drain_timeout.saturating_sub(started.elapsed());
+        let late = shutdown.wait_for_holders(left).await;
+        if !late.is_empty() {
+            log::warn!("node {id}: stopping without waiting longer for {late:?}");
+        }
+        // Last: the tasks above publish through these threads until they end.
+        shutdown.stop_threads().await;
+        *stopped = true;
+        log::info!("node {id}: stopped in {:?}", started.elapsed());
     }
 }
 
@@ -126,10 +153,13 @@ impl Application {
         }
         let id = node_id(&settings);
         let quotas = Arc::new(QuotaBook::new(settings.quota_defaults(), metrics.clone()));
+        // Owns every thread started below; the node keeps it for its shutdown.
+        let shutdown = ShutdownController::new();
         let activity = {
             let (config, limits, metrics) =
                 (settings.activity_config(), limits.clone(), metrics.clone());
-            ActivityRecorder::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+            let thread = shutdown.spawn_thread("activity recorder");
+            ActivityRecorder::start_in_arbiter(&thread, move |_| {
                 ActivityRecorder::new(config, limits, metrics)
             })
         };
@@ -142,7 +172,8 @@ impl Application {
                 let cluster = Cluster::new(cfg, id.clone(), metrics.clone())
                     .context("configuring Redis (cluster mode)")?;
                 let (bridge_cluster, bridge_limits) = (cluster.clone(), limits.clone());
-                let bridge = RedisBridge::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+                let thread = shutdown.spawn_thread("redis bridge");
+                let bridge = RedisBridge::start_in_arbiter(&thread, move |_| {
                     RedisBridge::new(bridge_cluster, bridge_limits)
                 });
                 log::info!("cluster mode: Redis prefix {:?}", settings.redis.prefix);
@@ -164,6 +195,7 @@ impl Application {
             },
             limits.clone(),
             metrics.clone(),
+            &shutdown,
             |shards| -> Arc<dyn BrokerEngine> {
                 match &cluster {
                     None => Arc::new(EmbeddedEngine::new(shards)),
@@ -189,11 +221,16 @@ impl Application {
                 announcer,
                 Duration::from_millis(settings.presence.offline_grace_ms),
             )),
-            Some((cluster, _)) => Arc::new(RedisPresence::start(cluster, announcer)),
+            Some((cluster, _)) => Arc::new(RedisPresence::start(
+                cluster,
+                announcer,
+                shutdown.hold("presence janitor"),
+            )),
         };
         let tenants = TenantRegistry::new(groups, presence);
         let sessions = settings.session_settings();
-        let watchdog = ConnectionWatchdog::start_on_own_thread(
+        let watchdog = ConnectionWatchdog::start_on(
+            &shutdown.spawn_thread("connection watchdog"),
             WatchdogSettings {
                 write_timeout: sessions.write_timeout,
                 heartbeat_interval: sessions.heartbeat_interval,
@@ -214,6 +251,7 @@ impl Application {
                 Arc::new(StoreAuthorizer::new(store.clone(), entities.clone())),
                 quotas,
                 payload,
+                shutdown,
             )
             .with_hub_methods(Arc::new(chat))
             .with_activity(activity, activity_sink)
@@ -246,13 +284,13 @@ impl Application {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let shutdown_secs = Duration::from_millis(settings.server.shutdown_timeout_ms)
-            .as_secs_f64()
-            .ceil() as u64;
+        let drain_timeout = Duration::from_millis(settings.server.shutdown_timeout_ms);
+        let shutdown_secs = drain_timeout.as_secs_f64().ceil() as u64;
         let max_body = settings.server.max_body_bytes;
         let hub_paths = settings.signalr.hub_paths.clone();
         let cors = settings.cors.clone();
         let store_data = web::Data::new(store.clone());
+        let app_connections = connections.clone();
         let state = web::Data::new(AppState {
             node: node.clone(),
             connections,
@@ -293,8 +331,11 @@ impl Application {
         let handle = AppHandle {
             server: server.handle(),
             node,
+            connections: app_connections,
             store,
             background,
+            drain_timeout,
+            stopped: Arc::default(),
         };
         Ok(Self {
             port,
@@ -311,17 +352,20 @@ impl Application {
         self.handle.clone()
     }
 
-    /// Runs until [`AppHandle::shutdown`] completes.
+    /// Runs until [`AppHandle::shutdown`] completes (the HTTP server stops in its middle).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        self.server.await?;
+        // Waits for the rest of the sequence (or runs it, had the server stopped by itself).
+        self.handle.shutdown().await;
+        Ok(())
     }
 }
 
 /// Re-reads stored admin changes every `every` until the node shuts down, so a change made
 /// through another node sharing the database applies here too.
 fn reload_stored_changes(node: Arc<Node>, store: Store, every: Duration) {
+    let mut shutdown = node.shutdown.hold("admin reload");
     actix_web::rt::spawn(async move {
-        let mut shutdown = node.shutdown_signal();
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
         loop {
@@ -331,7 +375,7 @@ fn reload_stored_changes(node: Arc<Node>, store: Store, every: Duration) {
                         log::warn!("admin: stored changes not re-read: {e}");
                     }
                 }
-                _ = shutdown.wait_for(|down| *down) => return,
+                _ = shutdown.recv() => return,
             }
         }
     });

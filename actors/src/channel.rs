@@ -91,6 +91,12 @@ impl Channel {
         }
     }
 
+    /// The name of an entity's change-feed channel, `notifications:{EntityType}:{EntityId}`: the
+    /// one place that spells it. Not validated yet: parse it ([`ChannelName::parse`]).
+    pub fn notifications_name(entity_type: &str, entity_id: &str) -> String {
+        format!("notifications:{entity_type}:{entity_id}")
+    }
+
     /// The canonical name of this channel.
     pub fn to_name(&self) -> String {
         match self {
@@ -108,7 +114,7 @@ impl Channel {
             Channel::Notifications {
                 entity_type,
                 entity_id,
-            } => format!("notifications:{entity_type}:{entity_id}"),
+            } => Channel::notifications_name(entity_type, entity_id),
             Channel::GlobalBroadcast => "global:broadcast".to_owned(),
         }
     }

@@ -13,6 +13,8 @@
 
 use crate::channel::{Channel, ChannelName};
 use crate::envelope::EventName;
+/// Presence events are defined with presence; the chat hub sends them too.
+pub use crate::presence::{USER_OFFLINE, USER_ONLINE};
 
 pub const RECEIVE_MESSAGE: &str = "ReceiveMessage";
 pub const MESSAGE_SENT: &str = "MessageSent";
@@ -22,8 +24,6 @@ pub const USER_JOINED_CONVERSATION: &str = "UserJoinedConversation";
 pub const USER_LEFT_CONVERSATION: &str = "UserLeftConversation";
 pub const USER_STARTED_TYPING: &str = "UserStartedTyping";
 pub const USER_STOPPED_TYPING: &str = "UserStoppedTyping";
-pub const USER_ONLINE: &str = "UserOnline";
-pub const USER_OFFLINE: &str = "UserOffline";
 pub const MESSAGES_READ: &str = "MessagesRead";
 
 /// Every event the chat hub sends.

@@ -2,10 +2,12 @@
 //! `docs/protocol.md`; keep the two in step).
 //!
 //! Close codes 4000-4002 and 4004 mean "reconnect now" (and recover from history where the protocol
-//! allows); 4003 (an operator's eviction) and 4400-4499 mean "something must change before
-//! reconnecting" (a fresh token, a slower rate). [`CloseCode::reconnect`] is the authority.
-//! Standard codes: 1000 normal, 1002 protocol error, 1007 invalid payload data (text that is not
-//! UTF-8), 1009 frame too big, 1011 internal error, 1012 server restarting (reconnect).
+//! allows); 4400-4499 mean "something must change before reconnecting" (a fresh token, a slower
+//! rate). [`CloseCode::reconnect`] is the authority. Standard codes: 1000 normal, 1002 protocol
+//! error, 1007 invalid payload data (text that is not UTF-8), 1009 frame too big, 1012 server
+//! restarting (reconnect). Only codes the server sends are listed: a binary frame on the native
+//! protocol gets an `unsupported_frame` error frame (not 1003), and a tenant over its connection
+//! quota is refused at the upgrade with HTTP 429 (not a close code).
 
 use serde::Serialize;
 
@@ -16,16 +18,10 @@ pub enum CloseCode {
     Normal,
     /// 1002: the WebSocket framing was broken.
     ProtocolError,
-    /// 1003: reserved for frames a protocol cannot carry. Today a binary frame on the native
-    /// protocol is answered with an `unsupported_frame` error frame instead, and the connection
-    /// stays open.
-    UnsupportedData,
     /// 1007: a text message was not valid UTF-8 (in one frame or across fragments).
     InvalidPayload,
     /// 1009: a frame (or reassembled message) exceeded `session.max_frame_bytes`.
     MessageTooBig,
-    /// 1011: the server failed unexpectedly; reconnect.
-    InternalError,
     /// 1012: the node is shutting down or restarting; reconnect (to another node).
     ServerRestart,
     /// 4000: the client read too slowly and its outbound queue filled (policy `disconnect`);
@@ -33,10 +29,8 @@ pub enum CloseCode {
     SlowConsumer,
     /// 4001: nothing heard from the client within `session.client_timeout_ms`.
     HeartbeatTimeout,
-    /// 4002: no SignalR handshake within `signalr.handshake_timeout_ms`.
+    /// 4002: no SignalR handshake within `session.handshake_timeout_ms`.
     HandshakeTimeout,
-    /// 4003: an operator closed this connection.
-    Evicted,
     /// 4004: a resumed connection (SignalR stateful reconnect) could not be made whole; reconnect
     /// afresh (the client's automatic reconnect does).
     ResumeIncomplete,
@@ -46,48 +40,38 @@ pub enum CloseCode {
     TokenExpired,
     /// 4429: the client kept sending faster than `rate_limit` allows after being warned.
     RateLimited,
-    /// 4430: the tenant has reached its connection quota.
-    ConnectionQuota,
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 16] = [
+    pub const ALL: [CloseCode; 12] = [
         CloseCode::Normal,
         CloseCode::ProtocolError,
-        CloseCode::UnsupportedData,
         CloseCode::InvalidPayload,
         CloseCode::MessageTooBig,
-        CloseCode::InternalError,
         CloseCode::ServerRestart,
         CloseCode::SlowConsumer,
         CloseCode::HeartbeatTimeout,
         CloseCode::HandshakeTimeout,
-        CloseCode::Evicted,
         CloseCode::ResumeIncomplete,
         CloseCode::TooManyBadFrames,
         CloseCode::TokenExpired,
         CloseCode::RateLimited,
-        CloseCode::ConnectionQuota,
     ];
 
     pub fn code(self) -> u16 {
         match self {
             CloseCode::Normal => 1000,
             CloseCode::ProtocolError => 1002,
-            CloseCode::UnsupportedData => 1003,
             CloseCode::InvalidPayload => 1007,
             CloseCode::MessageTooBig => 1009,
-            CloseCode::InternalError => 1011,
             CloseCode::ServerRestart => 1012,
             CloseCode::SlowConsumer => 4000,
             CloseCode::HeartbeatTimeout => 4001,
             CloseCode::HandshakeTimeout => 4002,
-            CloseCode::Evicted => 4003,
             CloseCode::ResumeIncomplete => 4004,
             CloseCode::TooManyBadFrames => 4400,
             CloseCode::TokenExpired => 4401,
             CloseCode::RateLimited => 4429,
-            CloseCode::ConnectionQuota => 4430,
         }
     }
 
@@ -96,20 +80,16 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "normal closure",
             CloseCode::ProtocolError => "websocket protocol error",
-            CloseCode::UnsupportedData => "unsupported frame type",
             CloseCode::InvalidPayload => "invalid payload data: text is not valid UTF-8",
             CloseCode::MessageTooBig => "frame too big",
-            CloseCode::InternalError => "internal error",
             CloseCode::ServerRestart => "server restarting, reconnect",
             CloseCode::SlowConsumer => "slow consumer, reconnect and recover",
             CloseCode::HeartbeatTimeout => "heartbeat timeout",
             CloseCode::HandshakeTimeout => "handshake timeout",
-            CloseCode::Evicted => "closed by an operator",
             CloseCode::ResumeIncomplete => "could not resume the connection, reconnect",
             CloseCode::TooManyBadFrames => "too many bad frames",
             CloseCode::TokenExpired => "token expired",
             CloseCode::RateLimited => "rate limit exceeded",
-            CloseCode::ConnectionQuota => "tenant connection quota reached",
         }
     }
 
@@ -119,8 +99,7 @@ impl CloseCode {
     pub fn reconnect(self) -> bool {
         matches!(
             self,
-            CloseCode::InternalError
-                | CloseCode::ServerRestart
+            CloseCode::ServerRestart
                 | CloseCode::SlowConsumer
                 | CloseCode::HeartbeatTimeout
                 | CloseCode::HandshakeTimeout
@@ -134,20 +113,16 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "normal",
             CloseCode::ProtocolError => "protocol_error",
-            CloseCode::UnsupportedData => "unsupported_data",
             CloseCode::InvalidPayload => "invalid_payload",
             CloseCode::MessageTooBig => "message_too_big",
-            CloseCode::InternalError => "internal_error",
             CloseCode::ServerRestart => "server_restart",
             CloseCode::SlowConsumer => "slow_consumer",
             CloseCode::HeartbeatTimeout => "heartbeat_timeout",
             CloseCode::HandshakeTimeout => "handshake_timeout",
-            CloseCode::Evicted => "evicted",
             CloseCode::ResumeIncomplete => "resume_incomplete",
             CloseCode::TooManyBadFrames => "too_many_bad_frames",
             CloseCode::TokenExpired => "token_expired",
             CloseCode::RateLimited => "rate_limited",
-            CloseCode::ConnectionQuota => "connection_quota",
         }
     }
 }

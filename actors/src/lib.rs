@@ -11,6 +11,7 @@
 //! | `tenant_group.rs` | [`tenant_group::TenantGroup`] actors: a tenant's local connections; the registry |
 //! | `scheduler.rs` | [`scheduler::SessionTimeoutScheduler`]: dining-session expiry and warnings |
 //! | `change_feed/` | [`change_feed::ChangeFeedListener`]: the Postgres change outbox → entity notifications |
+//! | `shutdown.rs` | the shutdown sequence: the signal, the tasks it waits for, the node's own threads |
 //! | `storage.rs` | the error the storage seams (traits implemented in `src/store/`) report |
 //! | `codec/` | wire protocols: native JSON, SignalR JSON and MessagePack |
 //! | `channel.rs` | the channel grammar |
@@ -50,5 +51,6 @@ pub mod presence;
 pub mod publish_path;
 pub mod quotas;
 pub mod scheduler;
+pub mod shutdown;
 pub mod storage;
 pub mod tenant_group;

@@ -1,12 +1,10 @@
 //! The node: everything the actors and the server's routes share — the broker, the tenant
-//! registry, metrics, live limits, the policy's authorizer and the shutdown signal. What only
-//! connections share is in [`crate::connection::Connections`]. Built once by the
-//! server at start-up and passed around as `Arc<Node>` (no process-wide registries, so two nodes can
-//! run in one test process).
+//! registry, metrics, live limits, the policy's authorizer and the shutdown
+//! ([`crate::shutdown`]). What only connections share is in [`crate::connection::Connections`].
+//! Built once by the server at start-up and passed around as `Arc<Node>` (no process-wide
+//! registries, so two nodes can run in one test process).
 
 use std::sync::Arc;
-
-use tokio::sync::watch;
 
 use actix::Addr;
 
@@ -20,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::payload::{Payload, PayloadError, PayloadLimits};
 use crate::policy::ChannelAuthorizer;
 use crate::quotas::QuotaBook;
+use crate::shutdown::ShutdownController;
 use crate::tenant_group::TenantRegistry;
 
 pub use crate::publish_path::PublishError;
@@ -44,7 +43,9 @@ pub struct Node {
     pub activity: ActivitySink,
     /// The activity recorder, for the admin API's queries (absent in bare test nodes).
     pub activity_recorder: Option<Addr<ActivityRecorder>>,
-    shutdown: watch::Sender<bool>,
+    /// The shutdown signal every long-lived task listens to, the tasks it waits for, and the
+    /// node's own threads.
+    pub shutdown: ShutdownController,
 }
 
 impl Node {
@@ -60,6 +61,7 @@ impl Node {
         authorizer: Arc<dyn ChannelAuthorizer>,
         quotas: Arc<QuotaBook>,
         payload: PayloadLimits,
+        shutdown: ShutdownController,
     ) -> Self {
         Self {
             quotas,
@@ -74,7 +76,7 @@ impl Node {
             limits,
             authorizer,
             hub_methods: None,
-            shutdown: watch::channel(false).0,
+            shutdown,
         }
     }
 
@@ -109,19 +111,5 @@ impl Node {
         source: &'static str,
     ) -> Result<PublishAck, PublishError> {
         self.publisher.publish(draft, source).await
-    }
-
-    /// A receiver that changes to `true` when the node starts shutting down.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
-    }
-
-    /// Tells every session to close with "server restarting, reconnect".
-    pub fn begin_shutdown(&self) {
-        self.shutdown.send_replace(true);
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
     }
 }

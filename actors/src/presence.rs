@@ -21,12 +21,16 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 
 use crate::channel::{Channel, ChannelName};
-use crate::chat_events::{USER_OFFLINE, USER_ONLINE};
 use crate::envelope::{Draft, EventName};
 use crate::identity::Role;
 use crate::ids::{ConnId, TenantKey, UserId};
 use crate::payload::Payload;
 use crate::publish_path::PublishPath;
+
+/// The event announcing that a user's first connection in a tenant arrived.
+pub const USER_ONLINE: &str = "UserOnline";
+/// The event announcing that a user's last connection in a tenant left (after the grace).
+pub const USER_OFFLINE: &str = "UserOffline";
 
 /// A presence change, as announced.
 #[derive(Clone, Debug, PartialEq, Eq)]

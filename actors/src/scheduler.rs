@@ -33,6 +33,7 @@ use crate::ids::TenantKey;
 use crate::mailbox::ActorKind;
 use crate::node::Node;
 use crate::payload::Payload;
+use crate::shutdown::Shutdown;
 use crate::storage::StorageError;
 
 /// Most sessions one scan claims of each kind; the rest wait for the next tick, so one scan never
@@ -156,6 +157,8 @@ pub struct SessionTimeoutScheduler {
     scanning: bool,
     /// Announcements the broker refused, oldest first.
     pending: VecDeque<Draft>,
+    /// Keeps the node's shutdown waiting until this actor is gone.
+    shutdown: Shutdown,
 }
 
 impl SessionTimeoutScheduler {
@@ -165,6 +168,7 @@ impl SessionTimeoutScheduler {
         config: SchedulerConfig,
     ) -> Self {
         Self {
+            shutdown: node.shutdown.hold("session scheduler"),
             node,
             store,
             config,
@@ -174,7 +178,7 @@ impl SessionTimeoutScheduler {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.scanning || self.node.is_shutting_down() {
+        if self.scanning || self.shutdown.is_shutdown() {
             return;
         }
         self.scanning = true;
@@ -350,10 +354,7 @@ impl Actor for SessionTimeoutScheduler {
         // Sessions that lapsed while no node ran are expired right away.
         self.tick(ctx);
         ctx.run_interval(self.config.scan_interval, |act, ctx| act.tick(ctx));
-        let mut shutdown = self.node.shutdown_signal();
-        let wait = async move {
-            let _ = shutdown.wait_for(|down| *down).await;
-        };
+        let wait = self.shutdown.signalled();
         ctx.spawn(wait.into_actor(self).map(|_, _, ctx| ctx.stop()));
     }
 

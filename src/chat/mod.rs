@@ -274,11 +274,7 @@ impl ChatService {
             "tenantKey": change.tenant,
             "role": change.role.map(|r| r.as_str()),
         });
-        let event = if change.online {
-            chat_events::USER_ONLINE
-        } else {
-            chat_events::USER_OFFLINE
-        };
+        let event = change.event();
         let ctx = format!("tenant={} user={}", change.tenant, change.user);
         for contact in contacts {
             self.announce(user_channel(&change.tenant, &contact), event, &data, &ctx)

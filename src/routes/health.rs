@@ -13,7 +13,7 @@ pub async fn live() -> HttpResponse {
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let node = &state.node;
     let broker_ok = node.broker.channel_stats("\u{0}").await.is_ok();
-    let shutting_down = node.is_shutting_down();
+    let shutting_down = node.shutdown.has_begun();
     let engine = node.broker.engine_status().await;
     let (mode, redis, redis_ok) = (engine.mode, engine.detail, engine.connected);
     let ready = broker_ok && redis_ok && !shutting_down;

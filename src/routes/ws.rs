@@ -108,7 +108,7 @@ fn start(
     make: impl FnOnce(Arc<Connections>, ConnId, Arc<Identity>, Option<TenantKey>) -> Connection,
 ) -> Result<HttpResponse, actix_web::Error> {
     let node = &state.node;
-    if node.is_shutting_down() {
+    if node.shutdown.has_begun() {
         return Err(
             ApiError::Busy("the server is restarting; reconnect to another node".into()).into(),
         );

@@ -186,6 +186,14 @@ struct PgLease {
 /// The wake-up task, stopped with its lease.
 struct AbortOnDrop(JoinHandle<()>);
 
+impl AbortOnDrop {
+    /// Stops the task and waits until it is gone, so its connection is closed when this returns.
+    async fn stop(mut self) {
+        self.0.abort();
+        let _ = (&mut self.0).await;
+    }
+}
+
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
@@ -280,7 +288,7 @@ impl ChangeLease for PgLease {
                 listen,
                 ..
             } = *self;
-            drop(listen);
+            listen.stop().await;
             if let Err(e) = unlock(&mut conn, lock_key).await {
                 log::debug!("change feed: unlocking failed (closing the connection frees it): {e}");
             }

@@ -10,6 +10,7 @@
 //! | --- | --- |
 //! | `sessions.rs` | dining sessions: open, read, list, activity, close, and the scheduler's claims |
 //! | `tenants.rs` | per-tenant dining-session timeouts |
+//! | `deadlines.rs` | a tenant's effective timeouts and the statements turning them into session deadlines (shared by the two above) |
 //! | `change_feed.rs` | the Postgres change outbox, its lease (advisory lock) and row-tenant lookups |
 //! | `chat.rs` | chat conversations, participants and messages (delivery and read state) |
 //! | `admin.rs` | actor limits and tenant quotas changed through the admin API |
@@ -21,6 +22,7 @@
 mod admin;
 mod change_feed;
 mod chat;
+mod deadlines;
 mod sessions;
 mod tenants;
 
@@ -35,8 +37,8 @@ pub use change_feed::{EntityOwner, PgChangeFeed};
 pub use chat::{
     Conversation, ConversationKind, HistoryPage, NewMessage, Participation, StoredMessage,
 };
+pub use deadlines::{TenantTimeouts, TimeoutOverrides};
 pub use sessions::{Activity, DiningSession, SessionStatus};
-pub use tenants::{TenantTimeouts, TimeoutOverrides};
 
 use crate::settings::{DatabaseSettings, SchedulerSettings};
 

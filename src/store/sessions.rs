@@ -18,7 +18,7 @@ use switchyard_actors::scheduler::{
 };
 use switchyard_actors::storage::StorageError;
 
-use super::tenants::SELECT_TENANT_TIMEOUTS;
+use super::deadlines::{TimeoutRow, RECOMPUTE_DEADLINES, SELECT_TENANT_TIMEOUTS};
 use super::{on_db, Store, StoreError};
 
 /// Where a session is in its life.
@@ -171,18 +171,6 @@ const UPDATE_ACTIVITY: &str = "UPDATE dining_sessions SET last_activity_ms = $3,
 const CLOSE_SESSION: &str = "UPDATE dining_sessions SET status = 'Closed', ended_at_ms = $3 \
      WHERE tenant_key = $1 AND session_id = $2 AND status = 'Active'";
 
-/// Recomputes the deadline of the tenant's Active sessions (or of one, `$5`) from the effective
-/// timeouts in milliseconds: `$1` inactive, `$2` served-order, `$3` warning lead. The earlier of
-/// "last activity + inactive" and (once all served) "served + served-order" wins.
-pub(super) const RECOMPUTE_DEADLINES: &str = "UPDATE dining_sessions SET \
-     expires_at_ms = CASE WHEN all_served AND served_at_ms + $2 < last_activity_ms + $1 \
-         THEN served_at_ms + $2 ELSE last_activity_ms + $1 END, \
-     deadline_reason = CASE WHEN all_served AND served_at_ms + $2 < last_activity_ms + $1 \
-         THEN 'ServedOrderTimeout' ELSE 'InactiveSessionTimeout' END, \
-     warn_before_ms = $3, \
-     warned_at_ms = NULL \
-     WHERE status = 'Active' AND tenant_key = $4 AND ($5 IS NULL OR session_id = $5)";
-
 /// Claims due expiries: `$1` now, `$2` limit; `$lock` is the backend's row-lock clause.
 macro_rules! claim_expiries_sql {
     ($lock:literal) => {
@@ -214,8 +202,6 @@ macro_rules! claim_warnings_sql {
         )
     };
 }
-
-type TimeoutRow = (Option<i64>, Option<i64>, Option<i64>);
 
 impl Store {
     /// Opens a session at `table_number`; [`StoreError::SessionExists`] if the id is taken.

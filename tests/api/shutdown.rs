@@ -1,11 +1,16 @@
-//! Graceful shutdown: stop accepting, close every session with 1012, finish within the timeout.
+//! Graceful shutdown: stop accepting, close every session with 1012, finish within the timeout,
+//! and return only once everything the node started has stopped (tasks, threads, the change-feed
+//! lease, the cluster heartbeat).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use switchyard_actors::change_feed::ListenerStatus;
+use switchyard_actors::channel::ChannelName;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::*;
+use crate::redis_server::RedisServer;
 
 #[actix_web::test]
 async fn shutdown_closes_every_session_with_1012_and_stops() {
@@ -77,8 +82,137 @@ async fn sigterm_stops_the_binary_gracefully() {
         .expect("the binary exits within its shutdown timeout")
         .unwrap();
     assert!(status.success(), "clean exit: {status:?}");
-    // Drain the log so nothing blocks.
-    while let Ok(Some(_)) = lines.next_line().await {}
+    // Nothing of the node runs after its last word.
+    let mut last = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        last = line;
+    }
+    assert!(last.contains("stopped in"), "logged after stopping: {last}");
+}
+
+#[actix_web::test]
+async fn shutdown_returns_once_every_task_and_thread_of_the_node_has_stopped() {
+    let app = spawn_app().await;
+    let mut ws = app.connect(&customer("acme", "c1", None)).await;
+    ws.subscribed("tenant:acme:broadcast").await;
+    let node = app.handle.node.clone();
+    let recorder = node
+        .activity_recorder
+        .clone()
+        .expect("an activity recorder");
+    let watchdog = app
+        .handle
+        .connections
+        .watchdog
+        .clone()
+        .expect("a connection watchdog");
+    let shard = node
+        .broker
+        .shard_for(&ChannelName::parse("tenant:acme:broadcast").unwrap());
+    let scheduler = app.handle.background.scheduler.clone();
+    for (what, running) in [
+        ("activity recorder", recorder.connected()),
+        ("connection watchdog", watchdog.connected()),
+        ("broker shard", shard.connected()),
+        ("session scheduler", scheduler.connected()),
+    ] {
+        assert!(running, "the {what} runs before the shutdown");
+    }
+
+    app.handle.shutdown().await;
+    // Already stopped when `shutdown` returns: nothing here waits.
+    for (what, running) in [
+        ("activity recorder", recorder.connected()),
+        ("connection watchdog", watchdog.connected()),
+        ("broker shard", shard.connected()),
+        ("session scheduler", scheduler.connected()),
+    ] {
+        assert!(!running, "the {what} still runs after the shutdown");
+    }
+    assert_eq!(node.shutdown.threads_running(), 0, "a node thread runs");
+    assert_eq!(node.shutdown.holders(), Vec::<String>::new());
+    assert_eq!(ws.closed().await, 1012);
+    let stopped = tokio::time::timeout(WAIT, app.server).await;
+    assert!(stopped.is_ok(), "the server stopped");
+}
+
+#[actix_web::test]
+async fn shutdown_returns_after_the_change_feed_lease_is_released() {
+    let db = TestDb::postgres().await;
+    let app = spawn_app_with_db(&db, |s| s.change_feed.retry_interval_ms = 100).await;
+    let listener = app
+        .handle
+        .background
+        .change_listener
+        .clone()
+        .expect("a change-feed listener on Postgres");
+    eventually("the lease", || {
+        let listener = listener.clone();
+        async move {
+            let state = listener.send(ListenerStatus).await.ok()?;
+            state.leading.then_some(())
+        }
+    })
+    .await;
+
+    app.handle.shutdown().await;
+    assert!(!listener.connected(), "the listener still runs");
+    let pool = db.pg().await;
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(held, 0, "an advisory lock is still held");
+    // Another node could lead at once.
+    let took: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(app.settings.change_feed.lock_key)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(took, "the lease is free");
+}
+
+#[actix_web::test]
+async fn a_cluster_node_stays_out_of_the_node_list_after_shutdown() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let app = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let conn = redis.conn().await;
+    let (nodes, id) = (format!("{prefix}:nodes"), app.settings.node.id.clone());
+    let score = || {
+        let (mut conn, nodes, id) = (conn.clone(), nodes.clone(), id.clone());
+        async move {
+            redis::cmd("ZSCORE")
+                .arg(nodes)
+                .arg(id)
+                .query_async::<Option<f64>>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    eventually("the node's first heartbeat", score).await;
+    let node = app.handle.node.clone();
+    assert!(
+        node.shutdown.threads_running() > 0,
+        "the Redis bridge's thread runs"
+    );
+    assert!(
+        node.shutdown.holders().contains(&"presence janitor".to_owned()),
+        "the presence janitor holds the shutdown"
+    );
+
+    app.handle.shutdown().await;
+    // The bridge runs on a node thread, the heartbeat on the presence janitor: both are gone.
+    assert_eq!(node.shutdown.threads_running(), 0, "a node thread runs");
+    assert_eq!(node.shutdown.holders(), Vec::<String>::new());
+    assert_eq!(score().await, None, "the shutdown took the node out");
+    // Several heartbeats later, nothing has put it back.
+    let beat = Duration::from_millis(app.settings.presence.heartbeat_interval_ms);
+    tokio::time::sleep(beat * 3).await;
+    assert_eq!(score().await, None, "a heartbeat after the shutdown");
 }
 
 #[actix_web::test]

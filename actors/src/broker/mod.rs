@@ -46,6 +46,7 @@ use crate::ids::{ConnId, NodeId};
 use crate::mailbox::ActorLimits;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Wake};
+use crate::shutdown::ShutdownController;
 
 /// A session as the broker sees it.
 #[derive(Clone)]
@@ -126,23 +127,11 @@ pub struct BrokerConfig {
     pub activity: crate::activity::ActivitySink,
 }
 
-/// Owns the shard threads; stops them when the last handle is dropped.
-struct ShardThreads(Vec<Arbiter>);
-
-impl Drop for ShardThreads {
-    fn drop(&mut self) {
-        for a in &self.0 {
-            a.stop();
-        }
-    }
-}
-
 /// This node's shards, routed by channel hash. The engine sees them as [`Shards`].
 struct ShardRouter {
     shards: Arc<[Addr<BrokerShard>]>,
     hasher: RandomState,
     request_timeout: Duration,
-    _threads: ShardThreads,
 }
 
 impl ShardRouter {
@@ -226,31 +215,29 @@ pub struct BrokerHandle {
 }
 
 impl BrokerHandle {
-    /// Starts `config.shards` shards, each on a thread of its own, and the engine `engine` makes
-    /// over them.
+    /// Starts `config.shards` shards, each on a thread of its own (owned by the node's shutdown,
+    /// which stops them last), and the engine `engine` makes over them.
     pub fn start(
         config: BrokerConfig,
         limits: Arc<ActorLimits>,
         metrics: Arc<Metrics>,
+        threads: &ShutdownController,
         engine: impl FnOnce(Arc<dyn Shards>) -> Arc<dyn BrokerEngine>,
     ) -> Self {
         let n = config.shards.max(1);
-        let mut threads = Vec::with_capacity(n);
         let mut shards = Vec::with_capacity(n);
         for index in 0..n {
-            let arbiter = Arbiter::new();
+            let thread = threads.spawn_thread(format!("broker shard {index}"));
             let (cfg, limits, metrics) = (config.clone(), limits.clone(), metrics.clone());
-            let addr = BrokerShard::start_in_arbiter(&arbiter.handle(), move |_| {
+            let addr = BrokerShard::start_in_arbiter(&thread, move |_| {
                 BrokerShard::new(index, cfg, limits, metrics)
             });
             shards.push(addr);
-            threads.push(arbiter);
         }
         let router = Arc::new(ShardRouter {
             shards: shards.into(),
             hasher: RandomState::new(),
             request_timeout: config.request_timeout,
-            _threads: ShardThreads(threads),
         });
         let engine = engine(router.clone());
         Self { router, engine }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::{to_raw_value, RawValue};
 
 use super::OutboxChange;
-use crate::channel::ChannelName;
+use crate::channel::{Channel, ChannelName};
 use crate::codec::rfc3339_millis;
 use crate::envelope::{Draft, EventName};
 use crate::ids::validate_segment;
@@ -208,7 +208,10 @@ pub fn entity_draft(
     limits: &PayloadLimits,
 ) -> Result<Draft, EntityDraftError> {
     let entity_type = entities.entity_type(&change.table);
-    let channel = ChannelName::parse(&format!("notifications:{entity_type}:{}", change.entity_id))?;
+    let channel = ChannelName::parse(&Channel::notifications_name(
+        &entity_type,
+        &change.entity_id,
+    ))?;
     let strategy = entities.payload(&entity_type);
     let data = EntityChanged {
         entity_type: &entity_type,

@@ -12,6 +12,7 @@ use super::relay::{relay_loop, LeaseChanged, ListenerConfig, Relayed, Reports};
 use super::ChangeFeed;
 use crate::mailbox::ActorKind;
 use crate::node::Node;
+use crate::shutdown::Shutdown;
 
 /// Sent by tests or the admin API to the listener; replies with its state.
 #[derive(Message)]
@@ -32,11 +33,15 @@ pub struct ChangeFeedListener {
     feed: Arc<dyn ChangeFeed>,
     config: ListenerConfig,
     state: ListenerState,
+    /// Keeps the node's shutdown waiting until this actor is gone, which is after the relay loop
+    /// gave the lease up.
+    _shutdown: Shutdown,
 }
 
 impl ChangeFeedListener {
     pub fn new(node: Arc<Node>, feed: Arc<dyn ChangeFeed>, config: ListenerConfig) -> Self {
         Self {
+            _shutdown: node.shutdown.hold("change-feed listener"),
             node,
             feed,
             config,
@@ -63,6 +68,7 @@ impl Actor for ChangeFeedListener {
                 lease: ctx.address().recipient(),
                 relayed: ctx.address().recipient(),
             },
+            self.node.shutdown.listen(),
         );
         // The loop ends by itself on shutdown, after giving the lease up.
         ctx.spawn(relay.into_actor(self).map(|_, _, ctx| ctx.stop()));

@@ -11,6 +11,7 @@ use super::{
     PUBLISH_SOURCE,
 };
 use crate::node::Node;
+use crate::shutdown::Shutdown;
 use crate::storage::StorageError;
 
 /// The listener's settings (from `[change_feed]`).
@@ -56,15 +57,15 @@ pub(super) async fn relay_loop(
     feed: Arc<dyn ChangeFeed>,
     config: ListenerConfig,
     me: Reports,
+    mut shutdown: Shutdown,
 ) {
-    let mut shutdown = node.shutdown_signal();
     let mut last_error: Option<String> = None;
-    while !node.is_shutting_down() {
+    while !shutdown.is_shutdown() {
         match feed.try_lead().await {
             Ok(Some(mut lease)) => {
                 log::info!("node {}: holding the change-feed lease; relaying", node.id);
                 me.lease.do_send(LeaseChanged { leading: true });
-                let outcome = lead(&mut *lease, &node, &config, &me).await;
+                let outcome = lead(&mut *lease, &node, &config, &me, &mut shutdown).await;
                 lease.release().await;
                 me.lease.do_send(LeaseChanged { leading: false });
                 match outcome {
@@ -85,7 +86,7 @@ pub(super) async fn relay_loop(
         }
         tokio::select! {
             _ = tokio::time::sleep(config.retry_interval) => {}
-            _ = shutdown.wait_for(|down| *down) => {}
+            _ = shutdown.recv() => {}
         }
     }
 }
@@ -96,8 +97,8 @@ async fn lead(
     node: &Node,
     config: &ListenerConfig,
     me: &Reports,
+    shutdown: &mut Shutdown,
 ) -> Result<(), StorageError> {
-    let mut shutdown = node.shutdown_signal();
     let mut last_prune = Instant::now();
     loop {
         loop {
@@ -126,12 +127,12 @@ async fn lead(
                 log::debug!("change feed: pruned {pruned} relayed outbox rows");
             }
         }
-        if node.is_shutting_down() {
+        if shutdown.is_shutdown() {
             return Ok(());
         }
         tokio::select! {
             woke = lease.wait_for_changes(config.poll_interval) => woke?,
-            _ = shutdown.wait_for(|down| *down) => return Ok(()),
+            _ = shutdown.recv() => return Ok(()),
         }
     }
 }

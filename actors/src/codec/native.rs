@@ -144,7 +144,7 @@ fn decode_text(text: &str) -> Decoded {
         "subscribe" => parse::<SubscribeData>(data).and_then(|d| {
             let channel = match (d.channel, d.entity_type, d.entity_id) {
                 (Some(c), None, None) => c,
-                (None, Some(t), Some(id)) => format!("notifications:{t}:{id}"),
+                (None, Some(t), Some(id)) => Channel::notifications_name(&t, &id),
                 _ => {
                     return Err(
                         "subscribe needs \"channel\", or \"entityType\" and \"entityId\""

@@ -449,11 +449,8 @@ impl Actor for Connection {
             // No handshake (native): ready for the hub methods' connect-time events now.
             self.hub_connected(ctx);
         }
-        let mut shutdown = self.node.shutdown_signal();
-        let wait = async move {
-            // Resolves once the node starts shutting down (or the node is gone).
-            let _ = shutdown.wait_for(|down| *down).await;
-        };
+        // Resolves once the node starts shutting down (or the node is gone).
+        let wait = self.node.shutdown.listen().signalled();
         ctx.spawn(
             wait.into_actor(self)
                 .map(|_, act, ctx| act.close(ctx, CloseCode::ServerRestart)),
@@ -469,7 +466,7 @@ impl Actor for Connection {
         let label = self.codec.label();
         // A drop without a close (or a silent client) of a resumable connection parks it.
         let unclean = !self.core.is_closing() || self.park_on_stop;
-        if unclean && !self.node.is_shutting_down() {
+        if unclean && !self.node.shutdown.has_begun() {
             self.park();
         }
         let channels = self.core.subs.drain();

@@ -251,11 +251,14 @@ impl ConnectionWatchdog {
         }
     }
 
-    /// Starts the watchdog on a thread of its own, so nothing a session waits for can hold it.
-    pub fn start_on_own_thread(settings: WatchdogSettings, metrics: Arc<Metrics>) -> Addr<Self> {
-        Self::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-            Self::new(settings, metrics)
-        })
+    /// Starts the watchdog on `thread`, which must be a thread of its own, so nothing a session
+    /// waits for can hold it.
+    pub fn start_on(
+        thread: &ArbiterHandle,
+        settings: WatchdogSettings,
+        metrics: Arc<Metrics>,
+    ) -> Addr<Self> {
+        Self::start_in_arbiter(thread, move |_| Self::new(settings, metrics))
     }
 
     fn tick(&mut self) {

@@ -24,6 +24,7 @@ use crate::ids::{ConnId, NodeId, TenantKey, UserId};
 use crate::presence::{
     Announcer, PresenceChange, PresenceEngine, TenantError, TenantSnapshot, UserPresence,
 };
+use crate::shutdown::Shutdown;
 
 /// A node's presence data outlives the moment it is declared dead by this factor, so the janitor
 /// that declares it dead still finds what to remove (and whom to announce offline).
@@ -265,11 +266,13 @@ pub struct RedisPresence {
 }
 
 impl RedisPresence {
-    /// Starts the janitor on the current arbiter.
-    pub fn start(cluster: Cluster, announcer: Announcer) -> Self {
+    /// Starts the janitor on the current arbiter; it stops when `shutdown` is signalled (hold
+    /// it, so the shutdown waits for the janitor).
+    pub fn start(cluster: Cluster, announcer: Announcer, shutdown: Shutdown) -> Self {
         let janitor = PresenceJanitor {
             cluster: cluster.clone(),
             announcer: announcer.clone(),
+            shutdown,
         }
         .start();
         Self {
@@ -349,10 +352,16 @@ impl PresenceEngine for RedisPresence {
 pub struct PresenceJanitor {
     cluster: Cluster,
     announcer: Announcer,
+    /// No heartbeat after the signal: one would put the node back in the cluster's node list
+    /// after its shutdown took it out.
+    shutdown: Shutdown,
 }
 
 impl PresenceJanitor {
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if self.shutdown.is_shutdown() {
+            return;
+        }
         let cluster = self.cluster.clone();
         let fut = async move {
             cluster.heartbeat().await?;
@@ -405,5 +414,9 @@ impl Actor for PresenceJanitor {
         ctx.run_interval(beat, |act, ctx| act.heartbeat(ctx));
         let sweep = (self.cluster.config().offline_grace / 2).max(MIN_SWEEP);
         ctx.run_interval(sweep, |act, ctx| act.announce_offline(ctx));
+        let signalled = self.shutdown.signalled();
+        ctx.spawn(
+            actix::fut::wrap_future(signalled).map(|_, _, ctx: &mut Context<Self>| ctx.stop()),
+        );
     }
 }
