@@ -4,7 +4,7 @@
 //! (connections, subscriptions, publishes) on the tenant's `tenant:{t}:activity` channel.
 //!
 //! Observations are offered with `try_send`: a full recorder mailbox drops the observation
-//! (counted under `switchyard_mailbox_full_total{actor="activity"}`) and never slows a session,
+//! (counted under `switchyard_mailbox_full_total{actor="activity"}`) and never slows a connection,
 //! a publisher or a broker shard. The activity stream is rate-limited per tenant
 //! (`activity.max_events_per_second`); summaries over the limit are counted and announced once a
 //! second as `ActivitySuppressed {suppressed}`, so a busy tenant cannot flood its consoles.
@@ -13,7 +13,7 @@
 //! publish and what it delivers; the summaries travel through Redis like any event.
 //!
 //! Messages (who sends them, what they reply):
-//! - [`Observe`]: sessions, the node's publish path and broker shards → recorder; no reply.
+//! - [`Observe`]: connections, the node's publish path and broker shards → recorder; no reply.
 //! - [`AttachPublisher`]: start-up → recorder, once the broker runs; no reply.
 //! - [`TenantActivity`]: admin API → recorder; replies with an [`ActivityReport`].
 
@@ -81,7 +81,7 @@ pub enum Observe {
         offset: u64,
         ts: u64,
     },
-    /// A fan-out on this node handed an event of the tenant to `count` sessions.
+    /// A fan-out on this node handed an event of the tenant to `count` connections.
     Delivered { tenant: TenantKey, count: u64 },
 }
 

@@ -190,7 +190,7 @@ impl ErrorCode {
     }
 }
 
-/// Why a stalled session's connection was reset.
+/// Why a stalled connection actor's connection was reset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StallReason {
     /// Its outbox filled under policy `disconnect` (as close code 4000 would say).

@@ -2,7 +2,7 @@
 //!
 //! A tenant's `max_connections` quota bounds a whole tenant; these bound one caller: one
 //! verified user of one tenant, and one source IP address. A WebSocket upgrade takes a
-//! [`ConnectionSlot`] before it starts a session and the session holds it for its lifetime, so
+//! [`ConnectionSlot`] before it starts a connection and the connection holds it for its lifetime, so
 //! the count is released exactly when the connection ends, however it ends.
 
 use std::collections::HashMap;

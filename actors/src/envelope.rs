@@ -3,7 +3,7 @@
 //! `{v, id, channel, event, data, ts, offset, epoch, origin}`. `data` stays raw JSON text from the
 //! moment it is accepted, so it is never parsed again on the fan-out path. Each wire format's frame is
 //! encoded at most once per node ([`Envelope::frame`]) and the same [`Bytes`] are handed to every
-//! session that speaks that format.
+//! connection that speaks that format.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -148,7 +148,7 @@ impl Envelope {
         self.frames[slot].get_or_init(|| encode(self))
     }
 
-    /// Bytes this event occupies in a session's outbound queue, for the per-session byte bound.
+    /// Bytes this event occupies in a connection's outbound queue, for the per-connection byte bound.
     /// Counted before any frame exists, so it is an estimate of the largest format.
     pub fn queued_size(&self) -> usize {
         self.data.get().len() + self.channel.as_str().len() + self.event.as_str().len() + 160

@@ -1,20 +1,20 @@
-//! The seam for hub methods the session does not know itself (chat, and whatever comes next).
+//! The seam for hub methods the connection does not know itself (chat, and whatever comes next).
 //!
-//! A session maps the protocol's own operations (subscribe, publish, …) by itself; any other
+//! A connection maps the protocol's own operations (subscribe, publish, …) by itself; any other
 //! method a client invokes (a SignalR `Invocation`, or a native `invoke` frame) becomes
-//! [`crate::codec::Request::Invoke`], which the session hands to the node's [`HubMethods`], if it
+//! [`crate::codec::Request::Invoke`], which the connection hands to the node's [`HubMethods`], if it
 //! has one. The server implements the trait in `src/` (the chat service over its store); this
 //! crate never sees SQL or method semantics.
 //!
 //! The handler answers with a [`HubReply`]: the completion (a result, nothing, or an error) and
 //! [`SessionAction`]s for the calling connection only — join or leave a channel, or push an event
-//! to it. The session applies the actions in order (joins are registered with the broker before
+//! to it. The connection applies the actions in order (joins are registered with the broker before
 //! anything after them), then writes the completion, so a client whose `invoke` resolved is
 //! already in the channels the method joined. Events meant for other connections are published on
 //! channels by the handler itself (`Node::publish`), which reaches them on every node.
 //!
 //! A handler is also told when a connection is ready for events ([`HubMethods::connected`]: after
-//! the SignalR handshake and its default channels, or when a native session starts), so it can
+//! the SignalR handshake and its default channels, or when a native connection starts), so it can
 //! push what the user missed while offline.
 
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use crate::envelope::EventName;
 use crate::identity::Identity;
 use crate::ids::ConnId;
 
-/// One invocation of a method the session does not map itself.
+/// One invocation of a method the connection does not map itself.
 #[derive(Clone, Debug)]
 pub struct HubCall {
     /// The caller's verified identity.
@@ -41,10 +41,10 @@ pub struct HubCall {
     pub args: Vec<serde_json::Value>,
 }
 
-/// Something the session does for the calling connection only.
+/// Something the connection does for the calling connection only.
 #[derive(Clone, Debug)]
 pub enum SessionAction {
-    /// Subscribe this connection to a channel. The handler has checked the right to; the session
+    /// Subscribe this connection to a channel. The handler has checked the right to; the connection
     /// still applies everything a `subscribe` gets: the tenant's subscription quota, the
     /// connection's limit, the channel rules (and the authorizer for stored-data channels), and the
     /// activity observation. Joining a channel the connection already has is not an error.
@@ -77,7 +77,7 @@ impl HubMethodError {
     }
 }
 
-/// What a method answers: its completion, and what the session does first.
+/// What a method answers: its completion, and what the connection does first.
 #[derive(Clone, Debug)]
 pub struct HubReply {
     /// `Ok(Some(v))`: a result; `Ok(None)`: completed with no result; `Err`: an error.
@@ -120,7 +120,7 @@ impl HubReply {
 
 /// Hub methods implemented outside the actors crate (the server's chat service).
 pub trait HubMethods: Send + Sync + 'static {
-    /// Handles `call`, or `None` when the method is not one of this handler's (the session then
+    /// Handles `call`, or `None` when the method is not one of this handler's (the connection then
     /// answers "unknown method").
     fn invoke(&self, call: HubCall) -> Option<BoxFuture<'static, HubReply>>;
 

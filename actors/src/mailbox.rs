@@ -2,8 +2,8 @@
 //! policy.
 //!
 //! actix's `do_send` ignores mailbox capacity, so everything on the fan-out path is bounded: events
-//! go into each session's [`Outbox`](crate::outbox::Outbox), whose length and bytes are the
-//! session's `mailbox` and `max_queued_bytes`, and its wake-up is sent with `try_send`; when the
+//! go into each connection's [`Outbox`](crate::outbox::Outbox), whose length and bytes are the
+//! connection's `mailbox` and `max_queued_bytes`, and its wake-up is sent with `try_send`; when the
 //! outbox is full the configured [`SlowConsumerPolicy`] applies. Control messages that must
 //! not be lost (subscribe/unsubscribe bookkeeping, joins/leaves) use `do_send`; they are bounded by
 //! the number of connections, not by traffic.
@@ -73,11 +73,11 @@ impl FromStr for ActorKind {
     }
 }
 
-/// What happens to a session whose outbound queue is full.
+/// What happens to a connection whose outbound queue is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SlowConsumerPolicy {
-    /// Drop the message for that session and count it; the client sees a gap in offsets and can
+    /// Drop the message for that connection and count it; the client sees a gap in offsets and can
     /// resubscribe with `since` to recover.
     Drop,
     /// Close the connection with close code 4000 so the client reconnects and recovers from history.
@@ -112,9 +112,9 @@ impl SlowConsumerPolicy {
 pub struct MailboxSettings {
     /// Messages an actor of this kind may have queued.
     pub mailbox: usize,
-    /// What happens when a session's queue is full (meaningful for sessions).
+    /// What happens when a connection's queue is full (meaningful for connections).
     pub policy: SlowConsumerPolicy,
-    /// Bytes of outbound frames a session may have queued (meaningful for sessions).
+    /// Bytes of outbound frames a connection may have queued (meaningful for connections).
     pub max_queued_bytes: usize,
 }
 
@@ -232,7 +232,7 @@ pub enum Offer {
     Accepted,
     /// Full; the message was dropped (policy `drop`).
     Dropped,
-    /// Full; the session was marked for disconnection (policy `disconnect`).
+    /// Full; the connection was marked for disconnection (policy `disconnect`).
     Evicted,
     /// The recipient is gone.
     Closed,

@@ -2,7 +2,7 @@
 //! share counters). Labels are bounded: protocol, reason, code, actor kind — never user or channel.
 //!
 //! Hot-path figures are kept cheap: the broker adds a whole fan-out to `delivered` at once, and
-//! each session keeps a local latency histogram that it flushes on its heartbeat.
+//! each connection keeps a local latency histogram that it flushes on its heartbeat.
 
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -44,23 +44,23 @@ pub struct Metrics {
     pub subscription_errors: IntCounterVec,
     /// Events accepted for publishing, by source (`rest`, `ws`, `redis`, `scheduler`, …).
     pub published: IntCounterVec,
-    /// Events handed to a session's mailbox.
+    /// Events handed to a connection's mailbox.
     pub delivered: IntCounter,
-    /// Events not delivered to a session, by reason (`slow_consumer`, …).
+    /// Events not delivered to a connection, by reason (`slow_consumer`, …).
     pub dropped: IntCounterVec,
-    /// Sessions closed under the `disconnect` slow-consumer policy (with 4000, or reset by the
-    /// session watchdog when their socket took nothing).
+    /// Connections closed under the `disconnect` slow-consumer policy (with 4000, or reset by the
+    /// connection watchdog when their socket took nothing).
     pub slow_consumer_disconnects: IntCounter,
-    /// Connections reset because their client took nothing, by when: `stalled` (the session
-    /// could not run; the reason is in `disconnects`) or `closing` (the session had ended but
+    /// Connections reset because their client took nothing, by when: `stalled` (the connection
+    /// could not run; the reason is in `disconnects`) or `closing` (the connection had ended but
     /// its connection still held data the client had not taken after the write timeout).
     pub connection_resets: IntCounterVec,
     /// Messages refused by a full mailbox, by actor kind.
     pub mailbox_full: IntCounterVec,
-    /// The most outbound bytes any one session has had queued (bounded by `max_queued_bytes`
+    /// The most outbound bytes any one connection has had queued (bounded by `max_queued_bytes`
     /// plus one message).
     pub session_queued_bytes_peak: IntGauge,
-    /// The most events any one session has had waiting in its outbox (bounded by its mailbox).
+    /// The most events any one connection has had waiting in its outbox (bounded by its mailbox).
     pub session_queue_depth_peak: IntGauge,
     /// Configured mailbox capacity, by actor kind.
     pub mailbox_capacity: IntGaugeVec,

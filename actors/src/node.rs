@@ -33,13 +33,13 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     pub limits: Arc<ActorLimits>,
     pub authorizer: Arc<dyn ChannelAuthorizer>,
-    /// Hub methods the session does not map itself (the server's chat service), if any.
+    /// Hub methods the connection does not map itself (the server's chat service), if any.
     pub hub_methods: Option<Arc<dyn HubMethods>>,
     /// Per-tenant quotas (connections, publishes per second, subscriptions per connection).
     pub quotas: Arc<QuotaBook>,
     /// The one validation of every event's data (`[payload]`).
     pub payload: PayloadLimits,
-    /// Where sessions and the publish path report tenant activity (never waits).
+    /// Where connections and the publish path report tenant activity (never waits).
     pub activity: ActivitySink,
     /// The activity recorder, for the admin API's queries (absent in bare test nodes).
     pub activity_recorder: Option<Addr<ActivityRecorder>>,
@@ -80,7 +80,7 @@ impl Node {
         }
     }
 
-    /// The node with `methods` answering the hub methods sessions do not know.
+    /// The node with `methods` answering the hub methods connections do not know.
     pub fn with_hub_methods(mut self, methods: Arc<dyn HubMethods>) -> Self {
         self.hub_methods = Some(methods);
         self
@@ -103,7 +103,7 @@ impl Node {
         self.payload.check_counted(raw, source, &self.metrics)
     }
 
-    /// The one publish path for every source (REST, sessions, scheduler, change feed, Redis).
+    /// The one publish path for every source (REST, connections, scheduler, change feed, Redis).
     /// `source` labels the `switchyard_published_total` metric.
     pub async fn publish(
         &self,

@@ -1,12 +1,12 @@
-//! A session's outbox: the bounded queue broker shards deliver events into.
+//! A connection's outbox: the bounded queue broker shards deliver events into.
 //!
 //! Delivering each event as its own actix message costs, per subscriber and per event, a boxed
-//! envelope, a wake-up of the session's task and a proxy call; at a 10,000-subscriber fan-out that
+//! envelope, a wake-up of the connection's task and a proxy call; at a 10,000-subscriber fan-out that
 //! was most of the engine's time. Instead every shard appends the shared envelope to the
-//! subscriber's outbox and sends the session one [`Wake`] (with `try_send`) only when none is
-//! outstanding, so a session that is behind takes a whole burst of events in one turn.
+//! subscriber's outbox and sends the connection one [`Wake`] (with `try_send`) only when none is
+//! outstanding, so a connection that is behind takes a whole burst of events in one turn.
 //!
-//! The outbox is what `[actors.session] mailbox` and `max_queued_bytes` bound: a push that would
+//! The outbox is what `[actors.connection] mailbox` and `max_queued_bytes` bound: a push that would
 //! pass either is refused and the slow-consumer policy applies, exactly as a full mailbox did.
 
 use std::collections::VecDeque;
@@ -17,7 +17,7 @@ use actix::Message;
 
 use crate::envelope::Envelope;
 
-/// Sent by a broker shard to a session whose outbox went from idle to holding events; no reply.
+/// Sent by a broker shard to a connection whose outbox went from idle to holding events; no reply.
 #[derive(Message, Clone, Copy, Debug)]
 #[rtype(result = "()")]
 pub struct Wake;
@@ -25,7 +25,7 @@ pub struct Wake;
 /// What happened to one event offered to an outbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Push {
-    /// Queued; `wake` says whether the caller must wake the session (none was outstanding);
+    /// Queued; `wake` says whether the caller must wake the connection (none was outstanding);
     /// `queued` and `queued_bytes` are the outbox's length and bytes with this event.
     Queued {
         wake: bool,
@@ -34,7 +34,7 @@ pub enum Push {
     },
     /// The event would pass the length or byte bound; nothing was queued.
     Full,
-    /// The session has stopped.
+    /// The connection has stopped.
     Closed,
 }
 
@@ -46,14 +46,14 @@ struct Queue {
     closed: bool,
 }
 
-/// Shared between a session and every broker shard that delivers to it.
+/// Shared between a connection and every broker shard that delivers to it.
 #[derive(Debug, Default)]
 pub struct Outbox {
     queue: Mutex<Queue>,
-    /// A [`Wake`] is on its way to (or being handled by) the session.
+    /// A [`Wake`] is on its way to (or being handled by) the connection.
     wake_pending: AtomicBool,
     evicted: AtomicBool,
-    /// Turns in which the session took its events: the session watchdog's evidence that a wake
+    /// Turns in which the connection took its events: the connection watchdog's evidence that a wake
     /// outstanding for long is stuck rather than taken again and again.
     drains: AtomicU64,
 }
@@ -83,21 +83,21 @@ impl Outbox {
         }
     }
 
-    /// The wake could not be sent (the session's mailbox is full of control messages): the
-    /// session's heartbeat drains the outbox anyway, and the next push tries again.
+    /// The wake could not be sent (the connection's mailbox is full of control messages): the
+    /// connection's heartbeat drains the outbox anyway, and the next push tries again.
     pub fn wake_failed(&self) {
         self.rearm_wake();
     }
 
-    /// The session saw its wake but leaves the events queued for now (it drains them itself
+    /// The connection saw its wake but leaves the events queued for now (it drains them itself
     /// later): the next push wakes it again, and no wake stays outstanding meanwhile, which the
-    /// session watchdog would take for a session that cannot run.
+    /// connection watchdog would take for a connection that cannot run.
     pub fn rearm_wake(&self) {
         self.wake_pending.store(false, Ordering::Release);
     }
 
     /// Moves every queued event into `into`, oldest first, and frees their bytes. Re-arms the wake
-    /// first, so an event pushed while the session is busy with this batch wakes it again.
+    /// first, so an event pushed while the connection is busy with this batch wakes it again.
     pub fn take_all(&self, into: &mut Vec<Arc<Envelope>>) {
         self.wake_pending.store(false, Ordering::Release);
         self.drains.fetch_add(1, Ordering::Relaxed);
@@ -106,17 +106,17 @@ impl Outbox {
         q.bytes = 0;
     }
 
-    /// Whether a wake is on its way to the session (or the session is handling it).
+    /// Whether a wake is on its way to the connection (or the connection is handling it).
     pub fn wake_outstanding(&self) -> bool {
         self.wake_pending.load(Ordering::Acquire)
     }
 
-    /// How many times the session has taken its events.
+    /// How many times the connection has taken its events.
     pub fn drains(&self) -> u64 {
         self.drains.load(Ordering::Relaxed)
     }
 
-    /// Events waiting for the session.
+    /// Events waiting for the connection.
     pub fn len(&self) -> usize {
         self.lock().events.len()
     }
@@ -129,7 +129,7 @@ impl Outbox {
         self.lock().bytes
     }
 
-    /// Marks the session for disconnection; true the first time only.
+    /// Marks the connection for disconnection; true the first time only.
     pub fn evict(&self) -> bool {
         !self.evicted.swap(true, Ordering::AcqRel)
     }
@@ -138,7 +138,7 @@ impl Outbox {
         self.evicted.load(Ordering::Acquire)
     }
 
-    /// The session stopped: later pushes answer [`Push::Closed`] and what was queued is freed.
+    /// The connection stopped: later pushes answer [`Push::Closed`] and what was queued is freed.
     pub fn close(&self) {
         let mut q = self.lock();
         q.closed = true;

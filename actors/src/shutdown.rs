@@ -4,8 +4,8 @@
 //! The shape is mini-redis's (a signal to every handler, then wait until every handler is gone),
 //! in three phases the starter (`AppHandle::shutdown` in `src/startup.rs`) runs in order:
 //!
-//! 1. [`ShutdownController::begin`]: every [`Shutdown`] sees the signal. Sessions close with 1012;
-//!    the tasks that hold work (the session scheduler, the change-feed relay, the admin reload)
+//! 1. [`ShutdownController::begin`]: every [`Shutdown`] sees the signal. Connections close with 1012;
+//!    the tasks that hold work (the connection scheduler, the change-feed relay, the admin reload)
 //!    finish it and end.
 //! 2. [`ShutdownController::wait_for_holders`]: returns once every handle taken with
 //!    [`ShutdownController::hold`] has been dropped. A holder keeps its handle until it has
@@ -17,7 +17,7 @@
 //!    publish through them.
 //!
 //! The signal is a `watch` channel, not mini-redis's broadcast: a handle taken after the signal
-//! (a session upgraded in that very instant) sees it at once instead of waiting for a message it
+//! (a connection upgraded in that very instant) sees it at once instead of waiting for a message it
 //! missed. Holders are named so that a shutdown that waits too long can say for whom.
 
 use std::collections::BTreeMap;

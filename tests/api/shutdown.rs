@@ -200,7 +200,9 @@ async fn a_cluster_node_stays_out_of_the_node_list_after_shutdown() {
         "the Redis bridge's thread runs"
     );
     assert!(
-        node.shutdown.holders().contains(&"presence janitor".to_owned()),
+        node.shutdown
+            .holders()
+            .contains(&"presence janitor".to_owned()),
         "the presence janitor holds the shutdown"
     );
 

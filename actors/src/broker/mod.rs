@@ -5,13 +5,13 @@
 //! work. [`BrokerHandle`] is the cheap, cloneable front door that routes by hash.
 //!
 //! Messages (who sends them, what they reply):
-//! - [`Subscribe`]: session → shard; registers the session's recipient for a channel and replies
+//! - [`Subscribe`]: connection → shard; registers the connection's recipient for a channel and replies
 //!   with the channel's current offset and epoch (and the events to replay when recovering).
-//! - [`Unsubscribe`]: session → shard, fire-and-forget; removes the session from channels.
-//! - [`Publish`]: publisher (REST, session, scheduler, …) → shard; assigns the next offset, keeps it in
+//! - [`Unsubscribe`]: connection → shard, fire-and-forget; removes the connection from channels.
+//! - [`Publish`]: publisher (REST, connection, scheduler, …) → shard; assigns the next offset, keeps it in
 //!   history, fans out, replies with a [`PublishAck`].
-//! - fan-out: shard → session's [`Outbox`] (one shared envelope appended within the session's
-//!   bounds), plus a [`Wake`] sent with `try_send` when the session has none outstanding.
+//! - fan-out: shard → connection's [`Outbox`] (one shared envelope appended within the connection's
+//!   bounds), plus a [`Wake`] sent with `try_send` when the connection has none outstanding.
 //! - [`Relay`]: Redis bridge → shard (cluster mode); one envelope from Redis to fan out.
 //! - [`ReadHistory`]: history API → shard (embedded mode); replies with retained events.
 //! - [`ChannelStats`]: admin → shard; replies with channel and subscriber counts.
@@ -48,7 +48,7 @@ use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Wake};
 use crate::shutdown::ShutdownController;
 
-/// A session as the broker sees it.
+/// A connection as the broker sees it.
 #[derive(Clone)]
 pub struct Subscriber {
     pub conn: ConnId,
@@ -57,7 +57,7 @@ pub struct Subscriber {
     pub outbox: Arc<Outbox>,
 }
 
-/// Sent by a session to the shard of `channel`; replies with [`Subscribed`].
+/// Sent by a connection to the shard of `channel`; replies with [`Subscribed`].
 #[derive(Message)]
 #[rtype(result = "Subscribed")]
 pub struct Subscribe {
@@ -67,7 +67,7 @@ pub struct Subscribe {
     pub since: Option<StreamPosition>,
 }
 
-/// Sent by a session to a shard when it leaves channels (or closes); no reply.
+/// Sent by a connection to a shard when it leaves channels (or closes); no reply.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Unsubscribe {
@@ -294,7 +294,7 @@ impl BrokerHandle {
         }
         for (i, channels) in by_shard {
             // do_send: bookkeeping must not be lost to a full mailbox; it is bounded by the
-            // number of sessions, not by traffic.
+            // number of connections, not by traffic.
             self.router.shards[i].do_send(Unsubscribe { conn, channels });
         }
     }

@@ -37,7 +37,7 @@ pub struct BrokerShard {
     limits: Arc<ActorLimits>,
     metrics: Arc<Metrics>,
     mailbox_generation: u64,
-    /// The most bytes and events one session's outbox has held, as this shard saw them.
+    /// The most bytes and events one connection's outbox has held, as this shard saw them.
     peak: OutboxPeak,
 }
 
@@ -159,14 +159,14 @@ fn tell_interest(to: &Option<Recipient<Interest>>, channel: &ChannelName, listen
     }
 }
 
-/// The fullest any one session's outbox has been.
+/// The fullest any one connection's outbox has been.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct OutboxPeak {
     bytes: usize,
     events: usize,
 }
 
-/// A session outbox's live limits, read once per fan-out.
+/// A connection outbox's live limits, read once per fan-out.
 struct Bounds {
     max_len: usize,
     max_bytes: usize,
@@ -174,7 +174,7 @@ struct Bounds {
 }
 
 /// Offers one event to one subscriber's outbox within its length and byte bounds, waking the
-/// session if no wake is outstanding.
+/// connection if no wake is outstanding.
 fn offer(
     sub: &Subscriber,
     env: &Arc<Envelope>,

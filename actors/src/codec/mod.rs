@@ -3,8 +3,8 @@
 //!
 //! A [`crate::connection::Connection`] owns the socket, subscriptions, heartbeat and limits; it holds one
 //! `Box<dyn WireCodec>` and never looks inside a frame itself. A SignalR connection is just another
-//! session with another codec. Notification frames are the exception: they are encoded once per
-//! node per [`WireFormat`] by [`encode_notification`] and shared by every session of that format.
+//! connection with another codec. Notification frames are the exception: they are encoded once per
+//! node per [`WireFormat`] by [`encode_notification`] and shared by every connection of that format.
 
 pub mod native;
 pub mod signalr;
@@ -38,7 +38,7 @@ impl WireFormat {
     }
 }
 
-/// A frame the session writes to the socket.
+/// A frame the connection writes to the socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OutFrame {
     /// UTF-8 text (the codec guarantees it).
@@ -101,17 +101,17 @@ pub enum Request {
     Publish {
         channel: String,
         event: String,
-        /// Not checked yet: the session checks it against the payload limits.
+        /// Not checked yet: the connection checks it against the payload limits.
         data: Arc<RawValue>,
     },
     Ping,
     /// A hub method the codec does not map onto channel operations (chat, …).
     Invoke {
         method: String,
-        /// Not checked yet: the session checks each against the payload limits.
+        /// Not checked yet: the connection checks each against the payload limits.
         args: Vec<JsonArg>,
     },
-    /// The protocol handshake was accepted (SignalR). The session joins its default channels and
+    /// The protocol handshake was accepted (SignalR). The connection joins its default channels and
     /// only then writes `reply` (the handshake response), so that when the client's `start()`
     /// resolves those channels receive every event published on any node from then on.
     HandshakeComplete {

@@ -325,7 +325,7 @@ fn entity_fields(env: &Envelope) -> Option<EntityFields<'_>> {
     })
 }
 
-/// The `notification` frame for an envelope (shared by every native session).
+/// The `notification` frame for an envelope (shared by every native connection).
 pub fn encode_notification(env: &Envelope) -> Bytes {
     let body = NotificationBody {
         id: &env.id,

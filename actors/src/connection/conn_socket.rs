@@ -1,28 +1,28 @@
-//! The TCP connection under a WebSocket session, as something outside the session can shut it.
+//! The TCP connection under a WebSocket connection actor, as something outside the connection actor can shut it.
 //!
-//! actix-web-actors runs a session only when the HTTP layer polls its response body, and the h1
+//! actix-web-actors runs a connection actor only when the HTTP layer polls its response body, and the h1
 //! dispatcher stops polling while its write buffer is full and the socket takes nothing. So a
-//! session whose client stopped reading cannot close its own connection: its close frame, if it
-//! could even queue one, waits behind the unsent data. The session watchdog
+//! connection actor whose client stopped reading cannot close its own connection: its close frame, if it
+//! could even queue one, waits behind the unsent data. The connection actor watchdog
 //! ([`super::watchdog`]) shuts such a connection from outside with [`ConnSocket::abort`]: a reset
 //! that discards the unsent data. The failed write then makes the dispatcher drop the connection,
-//! and with it the session (actix runs `stopped()` on drop).
+//! and with it the connection actor (actix runs `stopped()` on drop).
 //!
 //! [`on_connect`] (installed by the server's listener, `src/http_server.rs`) records each accepted connection's
 //! descriptor and peer in the connection's extensions, in a [`SocketOwner`]; the upgrade routes
-//! hand a clone ([`ConnSocket::of`]) to the session. The dispatcher drops its connection data
+//! hand a clone ([`ConnSocket::of`]) to the connection actor. The dispatcher drops its connection data
 //! before it closes the socket (`conn_data` is declared before `io` in actix-http's h1
 //! `Dispatcher`), and the owner releases the descriptor then, under the same lock `abort` holds,
 //! so `abort` never touches a descriptor that was closed and reused; it also checks the peer
 //! address, in case a later actix-http drops them in another order.
 //!
-//! After a session ends, actix-http flushes what it can into the kernel, waits
+//! After a connection actor ends, actix-http flushes what it can into the kernel, waits
 //! `client_disconnect_timeout` (1 s) for the client and drops the connection. If the kernel still
 //! holds data it could not even send then (the client takes nothing), a plain close would leave
 //! the kernel trying to deliver it, close frame last, for as long as the client reads nothing.
 //! So for a connection whose session ended ([`ConnSocket::session_ended`]) the owner keeps a
 //! duplicate of the descriptor instead (an *orphan*), and the watchdog closes it once the
-//! session has been gone for the write timeout: plainly if everything was taken by then (a slow
+//! connection actor has been gone for the write timeout: plainly if everything was taken by then (a slow
 //! but live client still gets its close frame), with a reset if not. Other HTTP connections are
 //! never kept: a response the kernel is still sending is delivered as before.
 //!
@@ -110,7 +110,7 @@ pub struct ConnSocket {
 }
 
 /// Lives in the connection's extensions; releases the handle when the dispatcher drops the
-/// connection, keeping an orphan if its session ended with data unsent (see the module docs).
+/// connection, keeping an orphan if its connection actor ended with data unsent (see the module docs).
 #[derive(Debug)]
 pub struct SocketOwner(ConnSocket);
 
@@ -184,7 +184,7 @@ impl ConnSocket {
             .unwrap_or_default()
     }
 
-    /// The session on this connection ended: if the dispatcher drops the connection with data
+    /// The connection actor on this connection ended: if the dispatcher drops the connection with data
     /// the client has not taken, keep it for the watchdog (see the module docs).
     pub fn session_ended(&self) {
         if let Slot::Open(open) = &mut *self.lock() {

@@ -1,11 +1,11 @@
-//! Resumable connections (SignalR stateful reconnect): what a session keeps so that a client whose
+//! Resumable connections (SignalR stateful reconnect): what a connection keeps so that a client whose
 //! socket dropped can continue the same connection on a new socket within the grace period, with
 //! nothing lost and nothing repeated.
 //!
 //! While connected, every sequenced frame sent (invocations, completions) is kept in
 //! [`SendBuffer`] until the client acknowledges it. When the socket drops without a close, the
-//! session parks its state ([`Parked`]) in the node's [`ParkedConnections`] under the connection
-//! token. A new socket on the same token takes it back: the session announces where it resends
+//! connection parks its state ([`Parked`]) in the node's [`ParkedConnections`] under the connection
+//! token. A new socket on the same token takes it back: the connection announces where it resends
 //! from, resends what was not acknowledged, then resubscribes every channel from the last offset it
 //! delivered, so what was published meanwhile comes from history.
 

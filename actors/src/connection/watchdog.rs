@@ -1,15 +1,15 @@
-//! The session watchdog: one actor per node, on its own thread, that shuts the connections of
-//! sessions that cannot write.
+//! The connection watchdog: one actor per node, on its own thread, that shuts the connections of
+//! connection actors that cannot write.
 //!
-//! A session (actix-web-actors) runs only when the HTTP layer polls its response body, and the h1
+//! A connection actor (actix-web-actors) runs only when the HTTP layer polls its response body, and the h1
 //! dispatcher stops polling it while its write buffer is full and the socket takes nothing: when
-//! a client stops reading, its session is frozen. Its heartbeat, its [`Wake`](crate::outbox::Wake)
+//! a client stops reading, its connection actor is frozen. Its heartbeat, its [`Wake`](crate::outbox::Wake)
 //! and any close it would send wait for the client to read again, while the broker keeps filling
 //! (and, under policy `disconnect`, evicting) its outbox. So the slow-consumer policy and the
-//! heartbeat timeout are enforced from here, outside the session.
+//! heartbeat timeout are enforced from here, outside the connection actor.
 //!
-//! Each session shares a [`Pulse`] with the watchdog ([`Watch`], sent from `started()`). Nothing
-//! on the fan-out path reads a clock: the session bumps counters (its heartbeat turns, its inbound
+//! Each connection actor shares a [`Pulse`] with the watchdog ([`Watch`], sent from `started()`). Nothing
+//! on the fan-out path reads a clock: the connection actor bumps counters (its heartbeat turns, its inbound
 //! frames; its outbox counts its drains) and the watchdog, ticking [`TICKS_PER_WRITE_TIMEOUT`]
 //! times per `session.write_timeout_ms`, notes when it last saw each change. A session is
 //! **stalled** when a wake has been outstanding (no drain) for `write_timeout`, or when it has not
@@ -20,11 +20,11 @@
 //! it, and resets the TCP connection ([`ConnSocket::abort`]): a close frame cannot get out of a
 //! socket that takes nothing.
 //!
-//! A session that closed itself (or stopped) but whose connection is still open after
+//! A connection actor that closed itself (or stopped) but whose connection is still open after
 //! `write_timeout`, its close frame stuck behind unsent data, is reset too, without counting the
-//! close again. Exactly one side counts a close: the session's `close_with` and the watchdog both
+//! close again. Exactly one side counts a close: the connection actor's `close_with` and the watchdog both
 //! go through [`Pulse`]'s state (open → closing, or open → reset), and only the one that moves it
-//! counts. The watchdog forgets a pulse once its session stopped and its connection is gone.
+//! counts. The watchdog forgets a pulse once its connection actor stopped and its connection is gone.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -38,23 +38,23 @@ use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 
 /// Watchdog ticks per write timeout: a stall is acted on between 1 and 1.25 times the timeout
-/// after it began, and a tick costs a few atomic loads per session.
+/// after it began, and a tick costs a few atomic loads per connection actor.
 pub const TICKS_PER_WRITE_TIMEOUT: u32 = 4;
 
 /// The shortest tick: a tiny configured write timeout must not spin the watchdog's thread.
 const MIN_TICK: Duration = Duration::from_millis(1);
 
 const OPEN: u8 = 0;
-/// The session closed itself and counted the close.
+/// The connection actor closed itself and counted the close.
 const CLOSING: u8 = 1;
 /// The watchdog reset the connection and counted the close.
 const RESET: u8 = 2;
 
-/// What a session and the watchdog share: evidence that the session runs.
+/// What a connection actor and the watchdog share: evidence that the connection actor runs.
 #[derive(Debug)]
 pub struct Pulse {
     outbox: Arc<Outbox>,
-    /// Heartbeat turns the session ran.
+    /// Heartbeat turns the connection actor ran.
     turns: AtomicU64,
     /// Frames heard from the client.
     heard: AtomicU64,
@@ -73,17 +73,17 @@ impl Pulse {
         }
     }
 
-    /// The session ran its heartbeat.
+    /// The connection actor ran its heartbeat.
     pub fn turn(&self) {
         self.turns.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The session heard a frame from the client.
+    /// The connection actor heard a frame from the client.
     pub fn heard(&self) {
         self.heard.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The session is closing itself; true if it is the one to count the close (false when the
+    /// The connection actor is closing itself; true if it is the one to count the close (false when the
     /// watchdog already reset the connection and counted it).
     pub fn begin_close(&self) -> bool {
         self.state
@@ -91,12 +91,12 @@ impl Pulse {
             .is_ok()
     }
 
-    /// The session actor stopped (its connection may still be flushing).
+    /// The connection actor stopped (its connection may still be flushing).
     pub fn stopped(&self) {
         self.stopped.store(true, Ordering::Release);
     }
 
-    /// Whether the watchdog reset this session's connection.
+    /// Whether the watchdog reset this connection actor's connection.
     pub fn was_reset(&self) -> bool {
         self.state.load(Ordering::Acquire) == RESET
     }
@@ -112,13 +112,13 @@ impl Pulse {
     }
 }
 
-/// Sent by a session from `started()`: watch it until it stopped and its connection is gone.
+/// Sent by a connection actor from `started()`: watch it until it stopped and its connection is gone.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Watch {
     pub pulse: Arc<Pulse>,
     pub socket: ConnSocket,
-    /// The session's log context (connection, tenant, user, protocol).
+    /// The connection actor's log context (connection, tenant, user, protocol).
     pub who: String,
 }
 
@@ -130,25 +130,25 @@ pub struct WatchdogSettings {
     pub client_timeout: Duration,
 }
 
-/// What the watchdog has seen of one session, as ages at this tick.
+/// What the watchdog has seen of one connection actor, as ages at this tick.
 #[derive(Clone, Copy, Debug, Default)]
 struct Ages {
     /// How long a wake has been outstanding with no drain, if one is.
     wake: Option<Duration>,
-    /// Since the session last ran (a heartbeat turn or a drain).
+    /// Since the connection actor last ran (a heartbeat turn or a drain).
     turn: Duration,
     /// Since the client was last heard.
     silent: Duration,
-    /// Since the session was first seen closing or stopped, if it is.
+    /// Since the connection actor was first seen closing or stopped, if it is.
     winding_down: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Verdict {
     Fine,
-    /// The session cannot run: reset the connection and count the close.
+    /// The connection actor cannot run: reset the connection and count the close.
     Stalled(StallReason),
-    /// The session closed or stopped, but its connection is still open: reset it.
+    /// The connection actor closed or stopped, but its connection is still open: reset it.
     Lingering,
 }
 
@@ -173,7 +173,7 @@ fn judge(a: &Ages, evicted: bool, s: &WatchdogSettings) -> Verdict {
     }
 }
 
-/// One watched session and what the watchdog last saw of it.
+/// One watched connection actor and what the watchdog last saw of it.
 struct Watched {
     watch: Watch,
     turns: u64,
@@ -235,7 +235,7 @@ impl Watched {
     }
 }
 
-/// The node's session watchdog (see the module docs).
+/// The node's connection actor watchdog (see the module docs).
 pub struct ConnectionWatchdog {
     settings: WatchdogSettings,
     metrics: Arc<Metrics>,
@@ -251,7 +251,7 @@ impl ConnectionWatchdog {
         }
     }
 
-    /// Starts the watchdog on `thread`, which must be a thread of its own, so nothing a session
+    /// Starts the watchdog on `thread`, which must be a thread of its own, so nothing a connection actor
     /// waits for can hold it.
     pub fn start_on(
         thread: &ArbiterHandle,
@@ -276,7 +276,7 @@ impl ConnectionWatchdog {
             match judge(&ages, p.outbox.is_evicted(), &settings) {
                 Verdict::Fine => {}
                 Verdict::Stalled(reason) => {
-                    // The session may have closed itself this very moment; then it counted.
+                    // The connection actor may have closed itself this very moment; then it counted.
                     if p.begin_reset() {
                         w.done = true;
                         reset_stalled(w, reason, &ages, metrics);
@@ -363,7 +363,7 @@ impl Actor for ConnectionWatchdog {
         let tick = (self.settings.write_timeout / TICKS_PER_WRITE_TIMEOUT).max(MIN_TICK);
         ctx.run_interval(tick, |act, ctx| {
             act.tick();
-            // The node is gone (and with it every session): so is the watchdog and its thread.
+            // The node is gone (and with it every connection actor): so is the watchdog and its thread.
             if !ctx.connected() && act.watched.is_empty() {
                 ctx.stop();
                 Arbiter::current().stop();

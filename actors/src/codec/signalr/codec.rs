@@ -235,7 +235,7 @@ impl SignalRCodec {
     }
 }
 
-/// What the session should do about one record.
+/// What the connection should do about one record.
 fn interpret(identity: &Identity, message: Result<HubMessage, RecordError>) -> Option<Decoded> {
     let message = match message {
         Ok(m) => m,
@@ -270,7 +270,7 @@ fn interpret(identity: &Identity, message: Result<HubMessage, RecordError>) -> O
             Decoded::request(None, Request::Close)
         }
         HubMessage::Ack { sequence_id } => Decoded::request(None, Request::Ack { sequence_id }),
-        // Pings only prove liveness (the session counts every frame); a Sequence was handled by
+        // Pings only prove liveness (the connection counts every frame); a Sequence was handled by
         // `Receiving`; stream items, client completions and cancellations can only concern
         // streams, which were refused when they were opened.
         HubMessage::Ping
@@ -279,7 +279,7 @@ fn interpret(identity: &Identity, message: Result<HubMessage, RecordError>) -> O
         | HubMessage::Completion
         | HubMessage::CancelInvocation => Decoded::Ignore,
         // Later protocol revisions may add types, which peers are meant to skip. Reported (with
-        // no reply address, so nothing is sent) so the session can count it; never fatal.
+        // no reply address, so nothing is sent) so the connection can count it; never fatal.
         HubMessage::Unknown(t) => Decoded::reject(
             None,
             ErrorCode::UnknownType,

@@ -103,8 +103,8 @@ impl Method {
     }
 }
 
-/// Turns an invocation into a request for the session. `Publish`'s `data` stays JSON text for the
-/// session's payload check; the other arguments of the methods mapped here are small and parsed.
+/// Turns an invocation into a request for the connection. `Publish`'s `data` stays JSON text for the
+/// connection's payload check; the other arguments of the methods mapped here are small and parsed.
 pub fn request(identity: &Identity, target: &str, args: Vec<JsonArg>) -> Result<Request, HubError> {
     let Some(method) = Method::lookup(target) else {
         return Ok(Request::Invoke {

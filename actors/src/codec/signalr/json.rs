@@ -3,7 +3,7 @@
 //!
 //! A record is read field by field as raw JSON text: an invocation's `arguments` stay text
 //! ([`JsonArg`]), because they may carry event data nested deeper than the parser's limit, which
-//! the session's payload check refuses with an answer to the caller.
+//! the connection's payload check refuses with an answer to the caller.
 
 use std::collections::HashMap;
 

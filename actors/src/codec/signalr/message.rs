@@ -93,7 +93,7 @@ impl RecordError {
         }
     }
 
-    /// The error code a session reports for this record.
+    /// The error code a connection reports for this record.
     pub fn code(&self) -> ErrorCode {
         match self {
             RecordError::Malformed { .. } => ErrorCode::BadJson,

@@ -10,7 +10,7 @@
 //! | `message.rs` | hub messages independent of encoding |
 //! | `json.rs`, `msgpack.rs` | the two encodings of those messages |
 //! | `hub.rs` | hub methods → requests, outcomes → completion results |
-//! | `notification.rs` | server → client event invocations, shared by every session |
+//! | `notification.rs` | server → client event invocations, shared by every connection |
 //!
 //! [`WireCodec`]: crate::codec::WireCodec
 

@@ -1,5 +1,5 @@
 //! Server → client notification frames: one envelope as a hub `Invocation` with no
-//! `invocationId`, encoded once per node per format and shared by every SignalR session.
+//! `invocationId`, encoded once per node per format and shared by every SignalR connection.
 //!
 //! The single argument is the seeds' notification message, except for chat events on chat
 //! channels, whose argument is the event's `data` itself ([`crate::chat_events::sent_bare`]).
@@ -56,7 +56,7 @@ struct BareJsonInvocation<'a> {
     arguments: [&'a RawValue; 1],
 }
 
-/// `{"type":1,"target":"<event>","arguments":[{…}]}` + 0x1E, shared by every JSON hub session.
+/// `{"type":1,"target":"<event>","arguments":[{…}]}` + 0x1E, shared by every JSON hub connection.
 pub fn encode_notification_json(env: &Envelope) -> Bytes {
     let encoded = if sent_bare(&env.channel, &env.event) {
         serde_json::to_vec(&BareJsonInvocation {
@@ -77,7 +77,7 @@ pub fn encode_notification_json(env: &Envelope) -> Bytes {
 }
 
 /// `[1, {}, nil, "<event>", [{…}], []]` with its varint length prefix, shared by every
-/// MessagePack hub session. The sixth element, the (empty) stream ids, is what ASP.NET Core writes;
+/// MessagePack hub connection. The sixth element, the (empty) stream ids, is what ASP.NET Core writes;
 /// readers such as `signalrcore` index it and drop a five-element invocation.
 pub fn encode_notification_msgpack(env: &Envelope) -> Bytes {
     // MessagePack needs a structured value; parsing `data` here happens once per node. Checked
