@@ -7,7 +7,7 @@
 //! crate never sees SQL or method semantics.
 //!
 //! The handler answers with a [`HubReply`]: the completion (a result, nothing, or an error) and
-//! [`SessionAction`]s for the calling connection only — join or leave a channel, or push an event
+//! [`ConnectionAction`]s for the calling connection only — join or leave a channel, or push an event
 //! to it. The connection applies the actions in order (joins are registered with the broker before
 //! anything after them), then writes the completion, so a client whose `invoke` resolved is
 //! already in the channels the method joined. Events meant for other connections are published on
@@ -43,7 +43,7 @@ pub struct HubCall {
 
 /// Something the connection does for the calling connection only.
 #[derive(Clone, Debug)]
-pub enum SessionAction {
+pub enum ConnectionAction {
     /// Subscribe this connection to a channel. The handler has checked the right to; the connection
     /// still applies everything a `subscribe` gets: the tenant's subscription quota, the
     /// connection's limit, the channel rules (and the authorizer for stored-data channels), and the
@@ -83,7 +83,7 @@ pub struct HubReply {
     /// `Ok(Some(v))`: a result; `Ok(None)`: completed with no result; `Err`: an error.
     pub result: Result<Option<serde_json::Value>, HubMethodError>,
     /// Applied in order before the completion is written.
-    pub actions: Vec<SessionAction>,
+    pub actions: Vec<ConnectionAction>,
 }
 
 impl HubReply {
@@ -112,7 +112,7 @@ impl HubReply {
     }
 
     /// Adds an action.
-    pub fn with(mut self, action: SessionAction) -> Self {
+    pub fn with(mut self, action: ConnectionAction) -> Self {
         self.actions.push(action);
         self
     }
@@ -130,5 +130,5 @@ pub trait HubMethods: Send + Sync + 'static {
         &self,
         identity: Arc<Identity>,
         conn: ConnId,
-    ) -> BoxFuture<'static, Vec<SessionAction>>;
+    ) -> BoxFuture<'static, Vec<ConnectionAction>>;
 }

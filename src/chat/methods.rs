@@ -20,7 +20,7 @@ use switchyard_actors::chat_events::{
     USER_JOINED_CONVERSATION, USER_LEFT_CONVERSATION, USER_STARTED_TYPING, USER_STOPPED_TYPING,
 };
 use switchyard_actors::codes::ErrorCode;
-use switchyard_actors::hub_methods::{HubCall, HubMethodError, HubReply, SessionAction};
+use switchyard_actors::hub_methods::{HubCall, HubMethodError, HubReply, ConnectionAction};
 use switchyard_actors::ids::{validate_segment, UserId};
 use switchyard_actors::policy::access::{self, Action};
 use switchyard_actors::policy::Refusal;
@@ -350,7 +350,7 @@ impl ChatService {
                     self.announce(channel.clone(), USER_LEFT_CONVERSATION, &member, &ctx)
                         .await;
                 }
-                HubReply::done().with(SessionAction::Leave(channel))
+                HubReply::done().with(ConnectionAction::Leave(channel))
             }
             _ if !participant => {
                 log::debug!("chat: {ctx}: {} refused: not a participant", method.name());
@@ -359,7 +359,7 @@ impl ChatService {
             Method::JoinConversation => {
                 self.announce(channel.clone(), USER_JOINED_CONVERSATION, &member, &ctx)
                     .await;
-                HubReply::done().with(SessionAction::Join(channel))
+                HubReply::done().with(ConnectionAction::Join(channel))
             }
             Method::StartTyping => {
                 let (started, generation) = self.0.typing.start(&who.tenant, &id, &who.user);

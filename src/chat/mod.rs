@@ -16,7 +16,7 @@
 //! `tenant:{t}:user:{id}` (which every hub connection of a member joins on connect), the
 //! conversation events on `conversation:{id}` (joined by `JoinConversation`), presence on each
 //! partner's `tenant:{t}:user:{id}`. Events for the caller only (`MessageSent`, `MessageError`,
-//! `ConversationError`, stored messages on connect) are [`SessionAction::Push`]es on the caller's
+//! `ConversationError`, stored messages on connect) are [`ConnectionAction::Push`]es on the caller's
 //! own personal channel. Nothing is sent on the global `user:{id}`: a user id is only unique
 //! within its tenant.
 
@@ -37,7 +37,7 @@ use switchyard_actors::broker::{BrokerError, PublishAck};
 use switchyard_actors::channel::{Channel, ChannelName};
 use switchyard_actors::chat_events;
 use switchyard_actors::envelope::{now_millis, Draft};
-use switchyard_actors::hub_methods::{HubCall, HubMethods, HubReply, SessionAction};
+use switchyard_actors::hub_methods::{HubCall, HubMethods, HubReply, ConnectionAction};
 use switchyard_actors::identity::Identity;
 use switchyard_actors::ids::{ConnId, TenantKey, UserId};
 use switchyard_actors::node::{Node, PublishError};
@@ -162,8 +162,8 @@ fn conversation_channel(id: &str) -> ChannelName {
 }
 
 /// An event for the calling connection only (labelled with the caller's personal channel).
-fn push(me: &Chatter, event: &'static str, data: &Value) -> SessionAction {
-    SessionAction::Push {
+fn push(me: &Chatter, event: &'static str, data: &Value) -> ConnectionAction {
+    ConnectionAction::Push {
         channel: user_channel(&me.tenant, me.user.as_str()),
         event: chat_events::event(event),
         data: Payload::built(data),
@@ -222,7 +222,7 @@ impl ChatService {
     }
 
     /// Stored messages for a connection that just opened, as pushes (oldest first).
-    async fn pending(self, who: Chatter) -> Vec<SessionAction> {
+    async fn pending(self, who: Chatter) -> Vec<ConnectionAction> {
         let limit = self.0.config.max_pending_on_connect;
         match self
             .0
@@ -292,7 +292,7 @@ impl HubMethods for ChatService {
         &self,
         identity: Arc<Identity>,
         _conn: ConnId,
-    ) -> BoxFuture<'static, Vec<SessionAction>> {
+    ) -> BoxFuture<'static, Vec<ConnectionAction>> {
         match Chatter::of(&identity) {
             Some(who) => Box::pin(self.clone().pending(who)),
             None => Box::pin(async { Vec::new() }),

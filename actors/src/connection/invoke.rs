@@ -17,7 +17,7 @@ use crate::channel::ChannelName;
 use crate::codec::{JsonArg, Outcome, ReplyTo};
 use crate::codes::ErrorCode;
 use crate::envelope::{Draft, Envelope};
-use crate::hub_methods::{HubCall, HubMethodError, SessionAction};
+use crate::hub_methods::{HubCall, HubMethodError, ConnectionAction};
 
 /// A method's completion, written after its actions.
 type Completion = (ReplyTo, Result<Option<Value>, HubMethodError>);
@@ -92,7 +92,7 @@ impl Connection {
     fn apply(
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
-        mut actions: VecDeque<SessionAction>,
+        mut actions: VecDeque<ConnectionAction>,
         completion: Option<Completion>,
     ) {
         while let Some(action) = actions.pop_front() {
@@ -100,7 +100,7 @@ impl Connection {
                 return;
             }
             match action {
-                SessionAction::Join(channel) => {
+                ConnectionAction::Join(channel) => {
                     if let Some(joined) = self.join(ctx, channel) {
                         // Part of the request: later requests wait until the method completes.
                         self.hold(ctx, joined, move |act, ctx, res| match res {
@@ -113,10 +113,10 @@ impl Connection {
                         return;
                     }
                 }
-                SessionAction::Leave(channel) => {
+                ConnectionAction::Leave(channel) => {
                     self.leave_channel(&channel);
                 }
-                SessionAction::Push {
+                ConnectionAction::Push {
                     channel,
                     event,
                     data,
