@@ -22,6 +22,7 @@ mod native_bad_input;
 mod operations;
 mod payload_limits;
 mod policy_matrix;
+mod redis_restart;
 mod rest;
 mod rules;
 mod session_scheduler;

@@ -4,10 +4,16 @@
 //! that owns the channel — the origin node's own events included, so every node delivers each
 //! channel in one order.
 //!
-//! Pub/sub alone is at-most-once, so the bridge keeps the last relayed offset per channel. After a
-//! reconnect (or a gap in offsets) it buffers the channel's live envelopes, replays the missed ones
-//! from the channel's history, then releases the buffer, skipping duplicates. Redis down: the
-//! bridge retries with back-off and resubscribes every channel by itself; nothing here panics.
+//! Pub/sub alone is at-most-once, so the bridge keeps the last relayed (epoch, offset) per channel.
+//! After a reconnect (or a gap in offsets) it buffers the channel's live envelopes, replays the
+//! missed ones from the channel's history, then releases the buffer, skipping duplicates. When the
+//! epoch changed meanwhile (Redis lost the channel's state: a restart without persistence,
+//! eviction, expiry), the missed ones are the new epoch from its first offset: a new epoch is
+//! replayed, never skipped, and subscribers see the epoch change on the events themselves. A
+//! channel first subscribed here while Redis was unreachable (its subscribers were served locally)
+//! has no relayed position; when Redis returns it gets what Redis accepted for it since then (by
+//! the events' publish time). Redis down: the bridge retries with back-off and resubscribes every
+//! channel by itself; nothing here panics.
 //!
 //! Messages (who sends them, what they reply):
 //! - [`Interest`]: broker shard → bridge when a channel gains its first / loses its last local
@@ -31,7 +37,7 @@ use tokio::sync::oneshot;
 use super::Cluster;
 use crate::channel::ChannelName;
 use crate::engine::{Delivery, Interest, Shards};
-use crate::envelope::{Envelope, StreamPosition};
+use crate::envelope::{now_millis, Envelope, StreamPosition};
 use crate::mailbox::{ActorKind, ActorLimits};
 
 /// Asks whether the channel's Redis subscription is confirmed (waits for it if in flight).
@@ -66,7 +72,6 @@ pub struct BridgeState {
     pub unrelayed: u64,
 }
 
-#[derive(Default)]
 struct ChannelRelay {
     confirmed: bool,
     waiters: Vec<oneshot::Sender<bool>>,
@@ -74,6 +79,35 @@ struct ChannelRelay {
     last: Option<(Arc<str>, u64)>,
     /// Live envelopes held while missed ones are fetched from history.
     catch_up: Option<Vec<Arc<Envelope>>>,
+    /// When the channel gained its first local subscriber (ms since the Unix epoch).
+    listened_at: u64,
+    /// Nothing relayed yet while Redis may have accepted events this node's subscribers are owed
+    /// (they subscribed while Redis was unreachable, or the connection dropped before the first
+    /// relay): the next confirmed subscription replays from `listened_at`.
+    unanchored: bool,
+}
+
+impl ChannelRelay {
+    fn new(unanchored: bool) -> Self {
+        Self {
+            confirmed: false,
+            waiters: Vec::new(),
+            last: None,
+            catch_up: None,
+            listened_at: now_millis(),
+            unanchored,
+        }
+    }
+}
+
+/// Where a catch-up starts.
+#[derive(Clone)]
+enum CatchUpFrom {
+    /// After the last relayed position (in a newer epoch: from that epoch's first offset).
+    After(StreamPosition),
+    /// Events of the current epoch published since this time (ms), for a channel with no relayed
+    /// position ([`ChannelRelay::unanchored`]).
+    PublishedSince(u64),
 }
 
 /// Items of the pub/sub stream, tagged with the connection they came from.
@@ -177,6 +211,7 @@ impl RedisBridge {
         self.sink = None;
         for state in self.channels.values_mut() {
             state.confirmed = false;
+            state.unanchored |= state.last.is_none();
             for w in state.waiters.drain(..) {
                 let _ = w.send(false);
             }
@@ -197,7 +232,7 @@ impl RedisBridge {
         let Some(state) = self.channels.get_mut(&name) else {
             return;
         };
-        if state.last.is_some() {
+        if state.last.is_some() || state.unanchored {
             // Hold live envelopes until what was missed has been replayed.
             state.catch_up.get_or_insert_with(Vec::new);
         }
@@ -226,48 +261,54 @@ impl RedisBridge {
         for w in state.waiters.drain(..) {
             let _ = w.send(true);
         }
-        if let Some((epoch, offset)) = state.last.clone() {
-            self.catch_up(
-                ctx,
-                name,
-                StreamPosition {
-                    offset,
-                    epoch: epoch.to_string(),
-                },
-            );
-        }
+        let from = match (&state.last, state.unanchored) {
+            (Some((epoch, offset)), _) => CatchUpFrom::After(StreamPosition {
+                offset: *offset,
+                epoch: epoch.to_string(),
+            }),
+            (None, true) => CatchUpFrom::PublishedSince(state.listened_at),
+            // Subscribed while connected: the engine reads each subscriber's position after this.
+            (None, false) => return,
+        };
+        self.catch_up(ctx, name, from);
     }
 
-    /// Replays what the channel missed after `since`, then releases held live envelopes.
-    fn catch_up(&mut self, ctx: &mut Context<Self>, name: ChannelName, since: StreamPosition) {
+    /// Replays what the channel missed (see [`CatchUpFrom`]), then releases held live envelopes.
+    fn catch_up(&mut self, ctx: &mut Context<Self>, name: ChannelName, from: CatchUpFrom) {
         let cluster = self.cluster.clone();
         let limit = cluster.config().history.size;
         let channel = name.clone();
-        let fut = async move { cluster.position(&channel, Some(&since), limit).await };
+        let generation = self.generation;
+        let after = match &from {
+            CatchUpFrom::After(position) => Some(position.clone()),
+            CatchUpFrom::PublishedSince(_) => None,
+        };
+        let fut = async move { cluster.unrelayed(&channel, after.as_ref(), limit).await };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            let missed = match res {
-                Ok(pos) => {
-                    let recovery = pos.recovery.unwrap_or(crate::history::Recovery {
-                        recovered: false,
-                        replay: Vec::new(),
-                    });
-                    if !recovery.recovered {
-                        log::warn!(
-                            "redis bridge: {name} could not be fully recovered from history"
-                        );
-                        act.metrics()
-                            .dropped
-                            .with_label_values(&["history_gap"])
-                            .inc();
-                    } else if !recovery.replay.is_empty() {
-                        act.metrics().redis_catchups.inc();
-                    }
-                    recovery.replay
-                }
+            if act.generation != generation {
+                // The connection was replaced; its resubscription catches up (held stay held).
+                return;
+            }
+            let pos = match res {
+                Ok(pos) => pos,
                 Err(e) => {
-                    log::warn!("redis bridge: catch-up of {name} failed: {e}");
-                    Vec::new()
+                    // Held envelopes stay held: relaying them now would skip what is missing.
+                    log::warn!("redis bridge: catch-up of {name} failed: {e}; retrying");
+                    let retry = act.cluster.config().reconnect_min;
+                    ctx.run_later(retry, move |act, ctx| {
+                        let waiting = act
+                            .channels
+                            .get(&name)
+                            .is_some_and(|s| s.catch_up.is_some());
+                        if act.generation == generation && waiting {
+                            act.catch_up(ctx, name, from);
+                        }
+                    });
+                    return;
                 }
+            };
+            let Some(missed) = act.resume_point(&name, &from, pos) else {
+                return;
             };
             let held = act
                 .channels
@@ -280,6 +321,60 @@ impl RedisBridge {
         }));
     }
 
+    /// Reads a catch-up's answer: sets where relaying resumes (just before the first event still
+    /// to relay, so what Redis no longer holds is not waited for) and returns the events to
+    /// replay. `None` if the channel is gone.
+    fn resume_point(
+        &mut self,
+        name: &ChannelName,
+        from: &CatchUpFrom,
+        pos: super::Position,
+    ) -> Option<Vec<Arc<Envelope>>> {
+        let recovery = pos.recovery.unwrap_or(crate::history::Recovery {
+            recovered: false,
+            replay: Vec::new(),
+        });
+        let mut missed = recovery.replay;
+        // History reaching back before the listen time holds everything owed since then.
+        let complete = recovery.recovered
+            || matches!(from, CatchUpFrom::PublishedSince(since)
+                if missed.first().is_some_and(|e| e.ts < *since));
+        match from {
+            CatchUpFrom::After(last) if *last.epoch != *pos.epoch => log::info!(
+                "redis bridge: {name} has a new epoch {} (Redis lost its state after {}:{}); \
+                 relaying it from its first offset",
+                pos.epoch,
+                last.epoch,
+                last.offset
+            ),
+            CatchUpFrom::After(_) => {}
+            CatchUpFrom::PublishedSince(since) => missed.retain(|e| e.ts >= *since),
+        }
+        if !complete {
+            log::warn!("redis bridge: {name} could not be fully recovered from history");
+            self.metrics()
+                .dropped
+                .with_label_values(&["history_gap"])
+                .inc();
+        } else if !missed.is_empty() {
+            self.metrics().redis_catchups.inc();
+        }
+        let state = self.channels.get_mut(name)?;
+        let first = missed
+            .first()
+            .or_else(|| state.catch_up.as_ref().and_then(|held| held.first()))
+            .filter(|e| *e.epoch == *pos.epoch);
+        let mut resume = first.map_or(pos.offset, |e| e.offset - 1);
+        if let Some((epoch, offset)) = &state.last {
+            if **epoch == *pos.epoch {
+                resume = resume.max(*offset);
+            }
+        }
+        state.last = Some((pos.epoch.clone(), resume));
+        state.unanchored = false;
+        Some(missed)
+    }
+
     /// Forwards one envelope to its shard, once, in order.
     fn relay(&mut self, ctx: &mut Context<Self>, env: Arc<Envelope>) {
         let Some(state) = self.channels.get_mut(&env.channel) else {
@@ -290,23 +385,25 @@ impl RedisBridge {
             return;
         }
         if let Some((epoch, offset)) = &state.last {
-            if **epoch == *env.epoch {
-                if env.offset <= *offset {
-                    return;
-                }
-                if env.offset > offset + 1 {
-                    // A gap: fetch what is missing before going on.
-                    let since = StreamPosition {
-                        offset: *offset,
-                        epoch: epoch.to_string(),
-                    };
-                    state.catch_up = Some(vec![env.clone()]);
-                    let name = env.channel.clone();
-                    return self.catch_up(ctx, name, since);
-                }
+            let same_epoch = **epoch == *env.epoch;
+            if same_epoch && env.offset <= *offset {
+                return;
+            }
+            // Next comes the following offset, or a new epoch's first: anything else is a gap
+            // (a new epoch's start included), fetched before going on.
+            let next = if same_epoch { offset + 1 } else { 1 };
+            if env.offset != next {
+                let since = StreamPosition {
+                    offset: *offset,
+                    epoch: epoch.to_string(),
+                };
+                state.catch_up = Some(vec![env.clone()]);
+                let name = env.channel.clone();
+                return self.catch_up(ctx, name, CatchUpFrom::After(since));
             }
         }
         state.last = Some((env.epoch.clone(), env.offset));
+        state.unanchored = false;
         self.relayed += 1;
         self.metrics().relayed.inc();
         let Some(shards) = &self.shards else { return };
@@ -393,7 +490,10 @@ impl RedisBridge {
         if self.channels.contains_key(&name) {
             return;
         }
-        self.channels.insert(name.clone(), ChannelRelay::default());
+        // Subscribers arriving while Redis is unreachable are served locally; see `unanchored`.
+        let unanchored = self.sink.is_none();
+        self.channels
+            .insert(name.clone(), ChannelRelay::new(unanchored));
         self.subscribe(ctx, name);
     }
 

@@ -224,6 +224,34 @@ impl Cluster {
         since: Option<&StreamPosition>,
         limit: usize,
     ) -> Result<Position, ClusterError> {
+        self.read_position(channel, since, limit, false).await
+    }
+
+    /// What the bridge has not relayed yet: the events after `after` (up to `limit`) or, when the
+    /// channel's epoch is no longer `after`'s (Redis lost its state), the current epoch from its
+    /// first offset; without `after`, the whole current epoch. `recovery.recovered` says whether
+    /// nothing in that range is missing from history.
+    pub async fn unrelayed(
+        &self,
+        channel: &ChannelName,
+        after: Option<&StreamPosition>,
+        limit: usize,
+    ) -> Result<Position, ClusterError> {
+        let start = StreamPosition {
+            offset: 0,
+            epoch: String::new(),
+        };
+        self.read_position(channel, Some(after.unwrap_or(&start)), limit, true)
+            .await
+    }
+
+    async fn read_position(
+        &self,
+        channel: &ChannelName,
+        since: Option<&StreamPosition>,
+        limit: usize,
+        follow_new_epoch: bool,
+    ) -> Result<Position, ClusterError> {
         let keys = &self.inner.keys;
         let mut inv = self.inner.position.prepare_invoke();
         inv.key(keys.offset(channel))
@@ -232,7 +260,8 @@ impl Cluster {
             .arg(self.inner.config.history.ttl.as_millis() as u64)
             .arg(since.map(|s| s.offset as i64).unwrap_or(-1))
             .arg(since.map(|s| s.epoch.as_str()).unwrap_or(""))
-            .arg(limit.max(1));
+            .arg(limit.max(1))
+            .arg(if follow_new_epoch { "1" } else { "0" });
         let reply: Vec<redis::Value> = self
             .run(|mut conn| async move { inv.invoke_async(&mut conn).await })
             .await?;

@@ -42,9 +42,14 @@ return {offset, epoch}
 /// A channel's position, and the events after a client's position when it asks to recover.
 ///
 /// KEYS: 1 offset, 2 epoch, 3 history stream. ARGV: 1 time-to-live (ms), 2 "since" offset or
-/// -1, 3 the client's epoch, 4 max events.
+/// -1, 3 the client's epoch, 4 max events, 5 "1" to follow a new epoch (optional).
 /// Returns {offset, epoch, recovered (0/1), env1, env2, …}. Creates the channel's epoch when it
 /// has none, so a subscriber always gets a real position to recover from later.
+///
+/// A client's position in another epoch recovers nothing (its history is gone). The bridge asks
+/// with ARGV 5 = "1": then a position in another epoch (or the empty epoch "") answers with the
+/// current epoch from its first offset, because every event of a newer epoch is one the bridge
+/// has not relayed yet — a new epoch is replayed, never skipped.
 pub const POSITION: &str = r#"
 local epoch = redis.call('GET', KEYS[2])
 if (not epoch) or redis.call('EXISTS', KEYS[1]) == 0 then
@@ -58,7 +63,11 @@ local offset = tonumber(redis.call('GET', KEYS[1]))
 local since = tonumber(ARGV[2])
 local out = {offset, epoch, 0}
 if since < 0 then return out end
-if ARGV[3] ~= epoch or since > offset then return out end
+if ARGV[3] ~= epoch then
+  if ARGV[5] ~= '1' then return out end
+  since = 0
+end
+if since > offset then return out end
 if since == offset then out[3] = 1 return out end
 local entries = redis.call('XRANGE', KEYS[3], (since + 1) .. '-0', '+', 'COUNT', ARGV[4])
 if #entries == 0 then return out end
