@@ -20,7 +20,7 @@ use switchyard_actors::chat_events::{
     USER_JOINED_CONVERSATION, USER_LEFT_CONVERSATION, USER_STARTED_TYPING, USER_STOPPED_TYPING,
 };
 use switchyard_actors::codes::ErrorCode;
-use switchyard_actors::hub_methods::{HubCall, HubMethodError, HubReply, ConnectionAction};
+use switchyard_actors::hub_methods::{ConnectionAction, HubCall, HubMethodError, HubReply};
 use switchyard_actors::ids::{validate_segment, UserId};
 use switchyard_actors::policy::access::{self, Action};
 use switchyard_actors::policy::Refusal;

@@ -37,7 +37,7 @@ use switchyard_actors::broker::{BrokerError, PublishAck};
 use switchyard_actors::channel::{Channel, ChannelName};
 use switchyard_actors::chat_events;
 use switchyard_actors::envelope::{now_millis, Draft};
-use switchyard_actors::hub_methods::{HubCall, HubMethods, HubReply, ConnectionAction};
+use switchyard_actors::hub_methods::{ConnectionAction, HubCall, HubMethods, HubReply};
 use switchyard_actors::identity::Identity;
 use switchyard_actors::ids::{ConnId, TenantKey, UserId};
 use switchyard_actors::node::{Node, PublishError};

@@ -17,7 +17,7 @@ use crate::channel::ChannelName;
 use crate::codec::{JsonArg, Outcome, ReplyTo};
 use crate::codes::ErrorCode;
 use crate::envelope::{Draft, Envelope};
-use crate::hub_methods::{HubCall, HubMethodError, ConnectionAction};
+use crate::hub_methods::{ConnectionAction, HubCall, HubMethodError};
 
 /// A method's completion, written after its actions.
 type Completion = (ReplyTo, Result<Option<Value>, HubMethodError>);
