@@ -24,6 +24,9 @@ use serde::{Serialize, Serializer};
 
 use crate::ids::{validate_segment, SegmentError, TenantKey};
 
+/// How every change-feed channel name begins (`notifications:{EntityType}:{EntityId}`).
+const NOTIFICATIONS_PREFIX: &str = "notifications:";
+
 /// Longest channel name accepted.
 pub const MAX_CHANNEL_LEN: usize = 255;
 
@@ -94,7 +97,14 @@ impl Channel {
     /// The name of an entity's change-feed channel, `notifications:{EntityType}:{EntityId}`: the
     /// one place that spells it. Not validated yet: parse it ([`ChannelName::parse`]).
     pub fn notifications_name(entity_type: &str, entity_id: &str) -> String {
-        format!("notifications:{entity_type}:{entity_id}")
+        format!("{NOTIFICATIONS_PREFIX}{entity_type}:{entity_id}")
+    }
+
+    /// The entity type and id a change-feed channel name spells, the inverse of
+    /// [`notifications_name`](Self::notifications_name). Not validated: it also reads a name that
+    /// does not parse (a refused subscription's, to tell the client which entity was refused).
+    pub fn entity_of_name(name: &str) -> Option<(&str, &str)> {
+        name.strip_prefix(NOTIFICATIONS_PREFIX)?.split_once(':')
     }
 
     /// The canonical name of this channel.
@@ -377,6 +387,18 @@ mod tests {
             ChannelName::parse(&format!("user:{}", "x".repeat(300))),
             Err(ChannelError::TooLong)
         );
+    }
+
+    #[test]
+    fn entity_names_read_back_even_when_they_do_not_parse() {
+        let name = Channel::notifications_name("Team", "team-123");
+        assert_eq!(Channel::entity_of_name(&name), Some(("Team", "team-123")));
+        assert_eq!(
+            Channel::entity_of_name("notifications:Team:a b"),
+            Some(("Team", "a b"))
+        );
+        assert_eq!(Channel::entity_of_name("user:u1"), None);
+        assert_eq!(Channel::entity_of_name("notifications:Team"), None);
     }
 
     #[test]

@@ -56,7 +56,8 @@ impl ChangeType {
 pub enum PayloadStrategy {
     /// Identity and change type only; clients refetch what they need.
     Minimal,
-    /// The row as JSON in `payload` (for deletes: the row as it was).
+    /// The entity in `payload` (for deletes: as it was): a Marten document table's (`mt_doc_*`)
+    /// `data` document with its `id`, any other table's row as JSON.
     Full,
 }
 
@@ -200,8 +201,8 @@ struct EntityChanged<'a> {
 }
 
 /// The notification for one change on `notifications:{EntityType}:{EntityId}`:
-/// `EntityChanged {entityType, entityId, changeType, payloadType, timestamp, tenantKey?, payload?}`,
-/// its data within `limits`.
+/// `EntityChanged {entityType, entityId, changeType, payloadType, timestamp, tenantKey?, payload?}`
+/// (`payload`: see [`PayloadStrategy::Full`]), its data within `limits`.
 pub fn entity_draft(
     entities: &EntityMap,
     change: &OutboxChange,
@@ -213,6 +214,10 @@ pub fn entity_draft(
         &change.entity_id,
     ))?;
     let strategy = entities.payload(&entity_type);
+    let row = change.row.as_deref().unwrap_or(RawValue::NULL);
+    let document = (strategy == PayloadStrategy::Full)
+        .then(|| entity_document(&change.table, row))
+        .flatten();
     let data = EntityChanged {
         entity_type: &entity_type,
         entity_id: &change.entity_id,
@@ -220,8 +225,7 @@ pub fn entity_draft(
         payload_type: strategy.as_str(),
         timestamp: rfc3339_millis(change.changed_at_ms),
         tenant_key: change.tenant_key.as_deref(),
-        payload: (strategy == PayloadStrategy::Full)
-            .then(|| change.row.as_deref().unwrap_or(RawValue::NULL)),
+        payload: (strategy == PayloadStrategy::Full).then(|| document.as_deref().unwrap_or(row)),
     };
     let raw = to_raw_value(&data).expect("entity notifications serialize");
     Ok(Draft::new(
@@ -229,6 +233,39 @@ pub fn entity_draft(
         EventName::parse(EVENT_ENTITY_CHANGED).expect("a valid event name"),
         limits.check(raw)?,
     ))
+}
+
+/// The column of a Marten document table that holds the document.
+const DOCUMENT_COLUMN: &str = "data";
+
+/// The row's id column, which Marten keeps beside the document.
+const ID_COLUMN: &str = "id";
+
+/// A Marten document row (`mt_doc_*`: `id`, `data`, Marten's own `mt_*` columns) as the entity
+/// itself: its `data` document, with the row's `id` when the document has none. The full
+/// payload is this (seed 004: `payload.homeScore`, not the row's `payload.data.homeScore`).
+/// `None` for other tables, or a row without an object in `data`: the full payload is then the
+/// row. Only the row's and the document's top-level fields are read; the values stay the JSON
+/// text the database gave, for the payload check to judge.
+fn entity_document(table: &str, row: &RawValue) -> Option<Box<RawValue>> {
+    if !table.starts_with(DOCUMENT_TABLE_PREFIX) {
+        return None;
+    }
+    let columns: HashMap<String, &RawValue> = serde_json::from_str(row.get()).ok()?;
+    let document = *columns.get(DOCUMENT_COLUMN)?;
+    let fields: HashMap<String, &RawValue> = serde_json::from_str(document.get()).ok()?;
+    if fields.contains_key(ID_COLUMN) {
+        return Some(document.to_owned());
+    }
+    let id = columns.get(ID_COLUMN)?.get();
+    // The document's own text with `"id":…,` put in front of its fields.
+    let inner = document.get().trim_start().strip_prefix('{')?.trim_start();
+    let text = if inner.starts_with('}') {
+        format!("{{\"{ID_COLUMN}\":{id}}}")
+    } else {
+        format!("{{\"{ID_COLUMN}\":{id},{inner}")
+    };
+    RawValue::from_string(text).ok()
 }
 
 impl fmt::Display for ChangeType {
@@ -298,6 +335,54 @@ mod tests {
             entity_draft(&map(), &bad, &LIMITS),
             Err(EntityDraftError::Channel(_))
         ));
+    }
+
+    /// Issue 15 (seed 004): the full payload of a Marten document is the entity
+    /// (`payload.homeScore`), not the table row (`payload.data.homeScore`).
+    #[test]
+    fn the_full_payload_of_a_document_table_is_the_document_with_its_id() {
+        let payload = |table: &str, row: &str| {
+            let change = OutboxChange {
+                id: 1,
+                table: table.into(),
+                entity_id: "p-1".into(),
+                change: ChangeType::Deleted,
+                tenant_key: None,
+                row: Some(RawValue::from_string(row.into()).unwrap()),
+                changed_at_ms: 0,
+            };
+            let d = entity_draft(&map(), &change, &LIMITS).unwrap();
+            let v: Value = serde_json::from_str(d.data.get()).unwrap();
+            v["payload"].clone()
+        };
+        let marten = r#"{"id":"p-1","data":{"homeScore":21,"awayScore":14},"mt_version":"v","mt_dotnet_type":"Ballr.Player","tenant_key":"acme"}"#;
+        assert_eq!(
+            payload("mt_doc_player", marten),
+            serde_json::json!({"id":"p-1","homeScore":21,"awayScore":14})
+        );
+        // A document with its own id is sent as stored.
+        assert_eq!(
+            payload(
+                "mt_doc_player",
+                r#"{"id":"p-1","data":{"id":"p-1","Name":"Ann"}}"#
+            ),
+            serde_json::json!({"id":"p-1","Name":"Ann"})
+        );
+        assert_eq!(
+            payload("mt_doc_player", r#"{"id":7,"data":{ }}"#),
+            serde_json::json!({"id":7})
+        );
+        // Other tables, and rows without a document object, keep the row.
+        assert_eq!(
+            payload("player", marten),
+            serde_json::from_str::<Value>(marten).unwrap()
+        );
+        for row in [r#"{"id":"p-1","name":"Ann"}"#, r#"{"id":"p-1","data":[1]}"#] {
+            assert_eq!(
+                payload("mt_doc_player", row),
+                serde_json::from_str::<Value>(row).unwrap()
+            );
+        }
     }
 
     const LIMITS: PayloadLimits = PayloadLimits {

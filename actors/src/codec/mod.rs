@@ -98,6 +98,11 @@ pub enum Request {
     Unsubscribe {
         channel: String,
     },
+    /// Unsubscribe by a subscription id (seed 004's protocol): the id a `subscribed` reply gave,
+    /// or `{EntityType}:{EntityId}` for an entity's change-feed channel.
+    UnsubscribeById {
+        subscription_id: String,
+    },
     Publish {
         channel: String,
         event: String,

@@ -68,8 +68,21 @@ struct SubscribeData {
 }
 
 #[derive(Deserialize)]
-struct ChannelData {
-    channel: String,
+#[serde(rename_all = "camelCase")]
+struct UnsubscribeData {
+    channel: Option<String>,
+    subscription_id: Option<SubscriptionId>,
+    entity_type: Option<String>,
+    entity_id: Option<String>,
+}
+
+/// A `subscriptionId` as clients send it: the text a `subscribed` reply gave (or seed 004's
+/// `{EntityType}:{EntityId}`), or that id as a number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SubscriptionId {
+    Number(u64),
+    Text(String),
 }
 
 #[derive(Deserialize)]
@@ -157,9 +170,23 @@ fn decode_text(text: &str) -> Decoded {
                 since: d.since,
             })
         }),
-        "unsubscribe" => {
-            parse::<ChannelData>(data).map(|d| Request::Unsubscribe { channel: d.channel })
-        }
+        "unsubscribe" => parse::<UnsubscribeData>(data).and_then(|d| {
+            match (d.channel, d.subscription_id, d.entity_type, d.entity_id) {
+                (Some(channel), None, None, None) => Ok(Request::Unsubscribe { channel }),
+                (None, Some(id), None, None) => Ok(Request::UnsubscribeById {
+                    subscription_id: match id {
+                        SubscriptionId::Number(n) => n.to_string(),
+                        SubscriptionId::Text(t) => t,
+                    },
+                }),
+                (None, None, Some(t), Some(id)) => Ok(Request::Unsubscribe {
+                    channel: Channel::notifications_name(&t, &id),
+                }),
+                _ => Err("unsubscribe needs \"channel\", \"subscriptionId\", or \"entityType\" \
+                     and \"entityId\""
+                    .to_owned()),
+            }
+        }),
         "publish" => parse::<PublishData>(data).map(|d| Request::Publish {
             channel: d.channel,
             event: d.event,
@@ -223,17 +250,26 @@ fn encode_outcome(id: &ReplyTo, outcome: Outcome) -> Vec<u8> {
             if let Some(r) = recovered {
                 data["recovered"] = Value::Bool(r);
             }
+            if let Some((entity_type, entity_id)) = Channel::entity_of_name(&channel) {
+                data["entityType"] = entity_type.into();
+                data["entityId"] = entity_id.into();
+            }
             frame("subscribed", id, Some(data))
         }
         Outcome::SubscriptionError {
             channel,
             code,
             reason,
-        } => frame(
-            "subscription_error",
-            id,
-            Some(json!({"channel": channel, "code": code, "reason": reason})),
-        ),
+        } => {
+            let mut data = json!({"channel": channel, "code": code, "reason": reason});
+            // Seed 004's shape, `{entityType, entityId, error}`, beside Switchyard's.
+            if let Some((entity_type, entity_id)) = Channel::entity_of_name(&channel) {
+                data["entityType"] = entity_type.into();
+                data["entityId"] = entity_id.into();
+                data["error"] = reason.as_str().into();
+            }
+            frame("subscription_error", id, Some(data))
+        }
         Outcome::Unsubscribed { channel } => {
             frame("unsubscribed", id, Some(json!({ "channel": channel })))
         }
@@ -393,6 +429,99 @@ mod tests {
             Decoded::Request(Inbound { reply_to: Some(RequestId::Text(x)), request: Request::Unsubscribe { channel } })
                 if x == "x" && channel == "user:u"
         ));
+    }
+
+    /// Issue 15 (seed 004): its SDK unsubscribes with `{"subscriptionId":"Team:team-123"}`.
+    #[test]
+    fn unsubscribe_by_subscription_id_or_entity() {
+        let by_id = |text: &str| match decode(text) {
+            Decoded::Request(Inbound {
+                request: Request::UnsubscribeById { subscription_id },
+                ..
+            }) => subscription_id,
+            other => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(
+            by_id(r#"{"type":"unsubscribe","data":{"subscriptionId":"Team:team-123"}}"#),
+            "Team:team-123"
+        );
+        assert_eq!(
+            by_id(r#"{"type":"unsubscribe","id":1,"data":{"subscriptionId":"5"}}"#),
+            "5"
+        );
+        assert_eq!(by_id(r#"{"type":"unsubscribe","subscriptionId":5}"#), "5");
+        let d =
+            decode(r#"{"type":"unsubscribe","data":{"entityType":"Team","entityId":"team-123"}}"#);
+        assert!(matches!(
+            d,
+            Decoded::Request(Inbound { request: Request::Unsubscribe { channel }, .. })
+                if channel == "notifications:Team:team-123"
+        ));
+        for bad in [
+            r#"{"type":"unsubscribe","data":{}}"#,
+            r#"{"type":"unsubscribe","data":{"channel":"user:u","subscriptionId":"1"}}"#,
+            r#"{"type":"unsubscribe","data":{"entityType":"Team"}}"#,
+            r#"{"type":"unsubscribe","data":{"subscriptionId":{"a":1}}}"#,
+        ] {
+            assert!(
+                matches!(
+                    decode(bad),
+                    Decoded::Reject {
+                        code: ErrorCode::BadRequest,
+                        ..
+                    }
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    /// Issue 15 (seed 004): `subscribed` names the entity, `subscription_error` is
+    /// `{entityType, entityId, error}`, beside Switchyard's own fields.
+    #[test]
+    fn entity_subscription_replies_carry_the_seed_fields() {
+        let subscribed = |channel: &str| {
+            text(NativeCodec.encode(
+                &None,
+                Outcome::Subscribed {
+                    channel: channel.into(),
+                    subscription_id: 3,
+                    offset: 0,
+                    epoch: Arc::from("e"),
+                    recovered: None,
+                },
+            ))
+        };
+        assert_eq!(
+            subscribed("notifications:Team:team-123"),
+            serde_json::json!({"type":"subscribed","data":{"channel":"notifications:Team:team-123",
+                "subscriptionId":"3","offset":0,"epoch":"e","entityType":"Team","entityId":"team-123"}})
+        );
+        assert!(subscribed("user:u")["data"].get("entityType").is_none());
+
+        let refused = |channel: &str| {
+            text(NativeCodec.encode(
+                &Some(RequestId::Number(2)),
+                Outcome::SubscriptionError {
+                    channel: channel.into(),
+                    code: ErrorCode::Forbidden,
+                    reason: "Unauthorized".into(),
+                },
+            ))
+        };
+        assert_eq!(
+            refused("notifications:Team:team-123"),
+            serde_json::json!({"type":"subscription_error","id":2,"data":{
+                "channel":"notifications:Team:team-123","code":"forbidden","reason":"Unauthorized",
+                "entityType":"Team","entityId":"team-123","error":"Unauthorized"}})
+        );
+        // A refused name that does not parse still names the entity the client asked for.
+        assert_eq!(refused("notifications:Team:a b")["data"]["entityId"], "a b");
+        assert_eq!(
+            refused("user:u"),
+            serde_json::json!({"type":"subscription_error","id":2,"data":{
+                "channel":"user:u","code":"forbidden","reason":"Unauthorized"}})
+        );
     }
 
     #[test]

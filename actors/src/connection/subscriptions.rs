@@ -199,6 +199,16 @@ impl Subscriptions {
             .collect()
     }
 
+    /// The channel of the active or pending subscription `id`.
+    pub fn channel_of(&self, id: u64) -> Option<ChannelName> {
+        self.entries.iter().find_map(|(channel, e)| match e {
+            Entry::Pending { id: i, .. } | Entry::Active { id: i, .. } if *i == id => {
+                Some(channel.clone())
+            }
+            _ => None,
+        })
+    }
+
     /// The subscription id of an active or pending channel.
     pub fn id_of(&self, channel: &ChannelName) -> Option<u64> {
         self.entries.get(channel).map(|e| match e {

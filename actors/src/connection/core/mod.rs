@@ -31,7 +31,7 @@ use super::inbound::{Admission, BadFrames, InboundLimit};
 use super::requests::{Requests, Step};
 use super::subscriptions::Subscriptions;
 use super::ConnectionSettings;
-use crate::channel::ChannelName;
+use crate::channel::{Channel, ChannelName};
 use crate::codec::{Decoded, Inbound, JsonArg, OutFrame, Outcome, ReplyTo, Request};
 use crate::codes::{CloseCode, ErrorCode};
 use crate::envelope::{EventName, StreamPosition};
@@ -379,6 +379,18 @@ impl ConnectionCore {
         }
     }
 
+    /// The channel of this connection's subscription `id`: the id its `subscribed` reply gave, or
+    /// `{EntityType}:{EntityId}` (the id seed 004's SDK makes up for an entity subscription).
+    fn subscription_by_id(&self, id: &str) -> Option<ChannelName> {
+        if let Some(channel) = id.parse().ok().and_then(|n| self.subs.channel_of(n)) {
+            return Some(channel);
+        }
+        let (entity_type, entity_id) = id.split_once(':')?;
+        let channel =
+            ChannelName::parse(&Channel::notifications_name(entity_type, entity_id)).ok()?;
+        self.subs.contains(&channel).then_some(channel)
+    }
+
     fn run_request(&mut self, Inbound { reply_to, request }: Inbound) {
         let bad_channel = |e: crate::channel::ChannelError| Outcome::Error {
             code: ErrorCode::BadChannel,
@@ -416,6 +428,25 @@ impl ConnectionCore {
                     self.reply(reply_to, outcome);
                 }
             },
+            // Answered either way, never a bad frame: a client's cleanup may well unsubscribe
+            // what a refused or repeated subscribe never made.
+            Request::UnsubscribeById { subscription_id } => {
+                match self.subscription_by_id(&subscription_id) {
+                    Some(channel) => {
+                        self.subs.remove(&channel);
+                        let raw = channel.to_string();
+                        self.emit(Effect::Left(channel));
+                        self.reply(reply_to, Outcome::Unsubscribed { channel: raw });
+                    }
+                    None => {
+                        let outcome = Outcome::Error {
+                            code: ErrorCode::NotSubscribed,
+                            message: format!("no subscription {subscription_id:?}"),
+                        };
+                        self.reply(reply_to, outcome);
+                    }
+                }
+            }
             Request::Publish {
                 channel,
                 event,

@@ -563,3 +563,51 @@ fn a_closing_connection_runs_nothing_more_and_closes_once() {
     core.queue_frame([req(1, Request::Ping)], Admission::Within);
     assert!(core.poll().is_none());
 }
+
+/// Issue 15 (seed 004): `unsubscribe` by `subscriptionId`, the id the `subscribed` reply gave or
+/// the SDK's `{EntityType}:{EntityId}`; an id of nothing subscribed is answered, never a bad
+/// frame (the SDK's unmounts must not close the connection with 4400).
+#[test]
+fn unsubscribe_by_subscription_id_finds_the_subscription_or_answers_not_subscribed() {
+    let by_id = |n: i64, id: &str| {
+        let subscription_id = id.to_owned();
+        req(n, Request::UnsubscribeById { subscription_id })
+    };
+    let mut core = core();
+    let team = ChannelName::parse("notifications:Team:team-123").unwrap();
+    let broadcast = ChannelName::parse("tenant:t1:broadcast").unwrap();
+    let broadcast_id = {
+        core.subs.begin(&team).unwrap();
+        core.subs.begin(&broadcast).unwrap()
+    };
+
+    let e = frame(&mut core, [by_id(1, "Team:team-123")]);
+    assert!(matches!(&e[0], Effect::Left(c) if *c == team));
+    let unsubscribed = |c: &ChannelName| Outcome::Unsubscribed {
+        channel: c.to_string(),
+    };
+    assert_eq!(reply(&e[1]), Some((id(1), unsubscribed(&team))));
+
+    let e = frame(&mut core, [by_id(2, &broadcast_id.to_string())]);
+    assert!(matches!(&e[0], Effect::Left(c) if *c == broadcast));
+    assert_eq!(reply(&e[1]), Some((id(2), unsubscribed(&broadcast))));
+    assert!(core.subs.is_empty());
+
+    // Gone, never made, or no id at all: answered, and more of them than the bad-frame limit
+    // leave the connection open.
+    let ids = ["Team:team-123", "1", "Team:never", "no-such", "a:b:c"];
+    let n = ids.len().max(MAX_BAD_FRAMES as usize + 1);
+    let requests = (0..n).map(|i| by_id(i as i64, ids[i % ids.len()]));
+    let e = frame(&mut core, requests.collect::<Vec<_>>());
+    assert_eq!(e.len(), n, "{e:?}");
+    for (i, effect) in e.iter().enumerate() {
+        assert!(
+            matches!(
+                reply(effect),
+                Some((to, Outcome::Error { code: ErrorCode::NotSubscribed, .. })) if to == id(i as i64)
+            ),
+            "{effect:?}"
+        );
+    }
+    assert!(!core.is_closing());
+}
