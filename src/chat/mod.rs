@@ -37,7 +37,7 @@ use switchyard_actors::broker::{BrokerError, PublishAck};
 use switchyard_actors::channel::{Channel, ChannelName};
 use switchyard_actors::chat_events;
 use switchyard_actors::envelope::{now_millis, Draft};
-use switchyard_actors::hub_methods::{HubCall, HubMethods, HubReply, ConnectionAction};
+use switchyard_actors::hub_methods::{ConnectionAction, HubCall, HubMethods, HubReply};
 use switchyard_actors::identity::Identity;
 use switchyard_actors::ids::{ConnId, TenantKey, UserId};
 use switchyard_actors::node::{Node, PublishError};
@@ -167,6 +167,23 @@ fn push(me: &Chatter, event: &'static str, data: &Value) -> ConnectionAction {
         channel: user_channel(&me.tenant, me.user.as_str()),
         event: chat_events::event(event),
         data: Payload::built(data),
+        arguments: Some(payload::arguments(event, data)),
+    }
+}
+
+/// A chat event to publish on `channel`, with the seed hub's argument list for SignalR clients.
+fn draft(channel: ChannelName, event: &'static str, data: &Value) -> Draft {
+    // The chat hub's events have the shape this service gives them; user text is a string.
+    Draft::new(channel, chat_events::event(event), Payload::built(data))
+        .with_arguments(Some(payload::arguments(event, data)))
+}
+
+/// Publishes a chat event once the calling connection's actions before it are applied (after its
+/// `Join`, so it receives the event too).
+fn publish_after(channel: ChannelName, event: &'static str, data: &Value) -> ConnectionAction {
+    ConnectionAction::Publish {
+        draft: draft(channel, event, data),
+        source: PUBLISH_SOURCE,
     }
 }
 
@@ -198,9 +215,8 @@ impl ChatService {
             .node
             .upgrade()
             .ok_or(PublishError::Broker(BrokerError::Stopped))?;
-        // The chat hub's events have the shape this service gives them; user text is a string.
-        let draft = Draft::new(channel, chat_events::event(event), Payload::built(data));
-        node.publish(draft, PUBLISH_SOURCE).await
+        node.publish(draft(channel, event, data), PUBLISH_SOURCE)
+            .await
     }
 
     /// Publishes, logging (not returning) a failure: for events that are best effort.

@@ -17,7 +17,7 @@ use crate::channel::ChannelName;
 use crate::codec::{JsonArg, Outcome, ReplyTo};
 use crate::codes::ErrorCode;
 use crate::envelope::{Draft, Envelope};
-use crate::hub_methods::{HubCall, HubMethodError, ConnectionAction};
+use crate::hub_methods::{ConnectionAction, HubCall, HubMethodError};
 
 /// A method's completion, written after its actions.
 type Completion = (ReplyTo, Result<Option<Value>, HubMethodError>);
@@ -120,11 +120,24 @@ impl Connection {
                     channel,
                     event,
                     data,
+                    arguments,
                 } => {
                     // Not part of the channel's stream: offset 0, no epoch.
-                    let draft = Draft::new(channel, event, data);
+                    let draft = Draft::new(channel, event, data).with_arguments(arguments);
                     let env = Envelope::new(draft, 0, Arc::from(""), self.node.id.clone());
                     self.write_envelope(ctx, &env);
+                }
+                ConnectionAction::Publish { draft, source } => {
+                    let node = self.node.clone();
+                    let what = format!("{} on {}", draft.event, draft.channel);
+                    let published = async move { node.publish(draft, source).await };
+                    self.hold(ctx, published.into_actor(self), move |act, ctx, res| {
+                        if let Err(e) = res {
+                            log::warn!("{} {what} not published: {e}", act.log_ctx());
+                        }
+                        act.apply(ctx, actions, completion)
+                    });
+                    return;
                 }
             }
         }
