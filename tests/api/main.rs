@@ -10,6 +10,7 @@ mod auth;
 mod change_feed;
 mod chat;
 mod cluster;
+mod compat_seeds;
 mod delivery;
 mod dining_sessions;
 mod domain_events;

@@ -199,7 +199,7 @@ mod tests {
         let again = notification_frame(&env, WireFormat::SignalRJson, ArgumentsDefault::Data);
         assert_eq!(again.as_ptr(), bare.as_ptr(), "encoded once per shape");
         let packed = notification_frame(&env, WireFormat::SignalRMsgPack, ArgumentsDefault::Data);
-        let value = rmpv::decode::read_value(&mut &packed[2..]).unwrap();
+        let value = rmpv::decode::read_value(&mut &packed[1..]).unwrap();
         assert_eq!(value[4][0].as_map().unwrap()[0].0, M::from("orderId"));
         // The native frame ignores the choice.
         let native = notification_frame(&env, WireFormat::Native, ArgumentsDefault::Data);
