@@ -186,6 +186,13 @@ impl HubClient {
         v["args"][0].clone()
     }
 
+    /// The next `event` report for the event `name`; returns all its arguments.
+    pub async fn event_args(&mut self, name: &str) -> Value {
+        self.wait_for(|v| v["type"] == "event" && v["name"] == name)
+            .await["args"]
+            .clone()
+    }
+
     /// Whether a report already read but not yet consumed matches `pred`.
     pub fn backlog_contains(&self, pred: impl Fn(&Value) -> bool) -> bool {
         self.backlog.iter().any(pred)
