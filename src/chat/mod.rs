@@ -17,8 +17,10 @@
 //! conversation events on `conversation:{id}` (joined by `JoinConversation`), presence on each
 //! partner's `tenant:{t}:user:{id}`. Events for the caller only (`MessageSent`, `MessageError`,
 //! `ConversationError`, stored messages on connect) are [`ConnectionAction::Push`]es on the caller's
-//! own personal channel. Nothing is sent on the global `user:{id}`: a user id is only unique
-//! within its tenant.
+//! own personal channel; `UserJoinedConversation` is a [`ConnectionAction::Publish`] after the
+//! caller's join, so the caller receives it too. Every event carries the seed hub's SignalR
+//! argument list (`payload::arguments`). Nothing is sent on the global `user:{id}`: a user id is
+//! only unique within its tenant.
 
 mod methods;
 pub mod payload;

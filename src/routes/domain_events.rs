@@ -392,3 +392,36 @@ pub async fn role_broadcast(
         .await
         .map(accepted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_actors::payload::PayloadLimits;
+
+    fn new_order(body: Value) -> Value {
+        let limits = PayloadLimits {
+            max_depth: 8,
+            max_bytes: 4096,
+        };
+        let text = limits.check(raw(&body)).unwrap();
+        let Value::Object(order) = body else {
+            panic!("an object")
+        };
+        serde_json::from_str(new_order_data(&order, text).get()).unwrap()
+    }
+
+    #[test]
+    fn new_orders_nest_the_order_unless_the_back_end_did() {
+        let order = json!({"orderId": "o1", "tableNumber": "T5", "totalAmount": 12.5});
+        let data = new_order(order.clone());
+        assert_eq!(data["order"], order);
+        assert_eq!(data["tableNumber"], "T5");
+        assert!(data["timestamp"].is_string());
+        let nested = json!({"orderId": "o1", "tableNumber": "T5", "order": {"items": []}});
+        assert_eq!(
+            new_order(nested.clone()),
+            nested,
+            "nested by hand: as given"
+        );
+    }
+}

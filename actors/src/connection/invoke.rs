@@ -1,6 +1,7 @@
 //! Hub methods the codec does not map itself: handing them to the node's
 //! [`HubMethods`](crate::hub_methods::HubMethods) (the server's chat service), and applying what the
-//! handler asks for this connection — join or leave a channel, push an event — before the
+//! handler asks for this connection — join or leave a channel, push an event, publish one once
+//! joined — before the
 //! completion is written (through the connection core, as the request's one reply). The same path serves both protocols: a SignalR `Invocation` and a native
 //! `invoke` frame both arrive as [`crate::codec::Request::Invoke`].
 
