@@ -14,6 +14,7 @@ use serde::Deserialize;
 use switchyard_actors::activity::ActivityConfig;
 use switchyard_actors::connection::ConnectionSettings;
 use switchyard_actors::history::HistoryLimits;
+use switchyard_actors::hub_arguments::{self, ArgumentsDefault};
 use switchyard_actors::mailbox::{ActorKind, MailboxSettings, SlowConsumerPolicy};
 use switchyard_actors::payload::{PayloadLimits, MAX_CONFIGURABLE_DEPTH};
 use switchyard_actors::quotas::TenantQuotas;
@@ -123,9 +124,15 @@ pub struct ChatWebhookSettings {
     pub timeout_ms: u64,
 }
 
+/// Hub path → the argument list of events whose publisher chose none (absent: `message`).
+pub type HubArgumentDefaults = HashMap<String, ArgumentsDefault>;
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct SignalRSettings {
     pub hub_paths: Vec<String>,
+    /// `"{hub path}={message|data}"`: what events whose publisher chose no SignalR argument list
+    /// carry on that hub path (others: `message`).
+    pub default_arguments: Vec<String>,
     pub negotiate_ttl_secs: u64,
     pub stateful_reconnect: bool,
     pub stateful_reconnect_grace_ms: u64,
@@ -370,6 +377,7 @@ impl Settings {
                 .list_separator(",")
                 .with_list_parse_key("cors.allowed_origins")
                 .with_list_parse_key("signalr.hub_paths")
+                .with_list_parse_key("signalr.default_arguments")
                 .with_list_parse_key("rate_limit.exempt_roles")
                 .with_list_parse_key("change_feed.full_payload_entity_types")
                 .source(Some(env.into_iter().collect())),
@@ -425,6 +433,32 @@ impl Settings {
             ));
         }
         Ok(p.limits())
+    }
+
+    /// Each hub path's default SignalR argument list (`signalr.default_arguments`), refused at
+    /// start-up when an entry is malformed or names a path that is not a hub.
+    pub fn hub_arguments(&self) -> Result<HubArgumentDefaults, SettingsError> {
+        let mut defaults = HubArgumentDefaults::new();
+        for entry in &self.signalr.default_arguments {
+            let bad = |why: &str| {
+                SettingsError::Invalid(format!(
+                    "signalr.default_arguments: {entry:?} {why} (expected \"<hub path>=message\" \
+                     or \"<hub path>=data\")"
+                ))
+            };
+            let (path, form) = entry.rsplit_once('=').ok_or_else(|| bad("has no '='"))?;
+            let form = match form.trim() {
+                hub_arguments::MESSAGE => ArgumentsDefault::Message,
+                hub_arguments::DATA => ArgumentsDefault::Data,
+                _ => return Err(bad("names an unknown form")),
+            };
+            let path = path.trim();
+            if !self.signalr.hub_paths.iter().any(|p| p == path) {
+                return Err(bad("is not one of signalr.hub_paths"));
+            }
+            defaults.insert(path.to_owned(), form);
+        }
+        Ok(defaults)
     }
 
     pub fn history_limits(&self) -> HistoryLimits {
@@ -565,6 +599,34 @@ mod tests {
         assert_eq!(s.mailbox(ActorKind::Connection).mailbox, 7);
         assert_eq!(s.actors.session.policy, SlowConsumerPolicy::Drop);
         assert_eq!(s.redis.url.expose_secret(), "redis://127.0.0.1:6380/2");
+    }
+
+    #[test]
+    fn hub_argument_defaults_are_per_hub_path_and_checked() {
+        assert!(load(&[]).hub_arguments().unwrap().is_empty());
+        let s = load(&[
+            (
+                "SWITCHYARD__SIGNALR__HUB_PATHS",
+                "/hubs/notifications,/hubs/chat",
+            ),
+            (
+                "SWITCHYARD__SIGNALR__DEFAULT_ARGUMENTS",
+                "/hubs/chat=data, /hubs/notifications=message",
+            ),
+        ]);
+        let d = s.hub_arguments().unwrap();
+        assert_eq!(d["/hubs/chat"], ArgumentsDefault::Data);
+        assert_eq!(d["/hubs/notifications"], ArgumentsDefault::Message);
+        for bad in [
+            "/hubs/chat=data",
+            "/hubs/notifications=bare",
+            "/hubs/notifications",
+        ] {
+            let e = load(&[("SWITCHYARD__SIGNALR__DEFAULT_ARGUMENTS", bad)])
+                .hub_arguments()
+                .unwrap_err();
+            assert!(e.to_string().contains("signalr.default_arguments"), "{e}");
+        }
     }
 
     #[test]

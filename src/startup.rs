@@ -130,6 +130,7 @@ impl Application {
         }
         background::validate(&settings)?;
         let payload = settings.payload_limits()?;
+        let hub_arguments = settings.hub_arguments()?;
         let chat_config = ChatConfig::from_settings(&settings.chat)?;
         let store = Store::open(
             &settings.database,
@@ -299,6 +300,7 @@ impl Application {
                 settings.signalr.negotiate_ttl_secs,
             )),
             settings: Arc::new(settings),
+            hub_arguments,
         });
         let http_errors = node.metrics.http_errors.clone();
         let options = ServeOptions {

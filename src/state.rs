@@ -7,7 +7,7 @@ use switchyard_actors::node::Node;
 
 use crate::auth::Verifier;
 use crate::negotiations::Negotiations;
-use crate::settings::Settings;
+use crate::settings::{HubArgumentDefaults, Settings};
 
 pub struct AppState {
     pub node: Arc<Node>,
@@ -17,4 +17,6 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// SignalR connection tokens issued by negotiate.
     pub negotiations: Negotiations,
+    /// Each hub path's default SignalR argument list (`signalr.default_arguments`).
+    pub hub_arguments: HubArgumentDefaults,
 }

@@ -1,5 +1,6 @@
 //! The chat vocabulary on the wire: the events the chat hub sends, and the rule deciding which
-//! SignalR events carry their data bare.
+//! SignalR events carry their data bare when their publisher did not choose
+//! ([`crate::hub_arguments`]; the chat hub itself always chooses).
 //!
 //! The restaurant front ends read every event as the notification message
 //! `{id, type, tenantKey, channel, data, timestamp, offset}`; the chat front end reads its events

@@ -1,6 +1,9 @@
 //! The one envelope every event travels in: inside a node, on Redis and in history.
 //!
-//! `{v, id, channel, event, data, ts, offset, epoch, origin}`. `data` stays raw JSON text from the
+//! `{v, id, channel, event, data, ts, offset, epoch, origin}`, plus `arguments` when the publisher
+//! chose the SignalR argument list ([`HubArguments`]). `arguments` is optional and added at the
+//! end, so the version stays 1: a node that does not know it ignores it (and delivers with its
+//! hub's default). `data` stays raw JSON text from the
 //! moment it is accepted, so it is never parsed again on the fan-out path. Each wire format's frame is
 //! encoded at most once per node ([`Envelope::frame`]) and the same [`Bytes`] are handed to every
 //! connection that speaks that format.
@@ -15,14 +18,20 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::channel::ChannelName;
+use crate::hub_arguments::HubArguments;
 use crate::ids::NodeId;
 use crate::payload::Payload;
 
-/// How many encodings of one event an envelope can cache (one per wire format).
-pub const FRAME_SLOTS: usize = 3;
+/// How many encodings of one event an envelope can cache: the native frame, and two per SignalR
+/// format (the notification message, and the event's own arguments; see
+/// [`crate::codec::notification_frame`]).
+pub const FRAME_SLOTS: usize = 5;
 
 /// Version of the envelope's serialized form (`v`).
 pub const ENVELOPE_VERSION: u8 = 1;
+
+/// The envelope's (and a publisher's) field naming the SignalR argument list.
+pub const ARGUMENTS_FIELD: &str = "arguments";
 
 /// Longest event name accepted.
 pub const MAX_EVENT_LEN: usize = 128;
@@ -77,6 +86,8 @@ pub struct Draft {
     pub data: Payload,
     /// Publish time, milliseconds since the Unix epoch.
     pub ts: u64,
+    /// The SignalR argument list the publisher chose; `None`: the hub's default.
+    pub arguments: Option<HubArguments>,
 }
 
 impl Draft {
@@ -88,7 +99,14 @@ impl Draft {
             event,
             data,
             ts: now_millis(),
+            arguments: None,
         }
+    }
+
+    /// This draft, with the SignalR argument list its publisher chose.
+    pub fn with_arguments(mut self, arguments: Option<HubArguments>) -> Self {
+        self.arguments = arguments;
+        self
     }
 }
 
@@ -122,6 +140,8 @@ pub struct Envelope {
     pub epoch: Arc<str>,
     /// The node that accepted the publish.
     pub origin: NodeId,
+    /// The SignalR argument list the publisher chose; `None`: the hub's default.
+    pub arguments: Option<HubArguments>,
     /// Wire frames, encoded on first use, one slot per wire format (the codecs own the slots:
     /// [`crate::codec::notification_frame`]).
     frames: [OnceLock<Bytes>; FRAME_SLOTS],
@@ -138,6 +158,7 @@ impl Envelope {
             offset,
             epoch,
             origin,
+            arguments: draft.arguments,
             frames: Default::default(),
         }
     }
@@ -151,7 +172,11 @@ impl Envelope {
     /// Bytes this event occupies in a connection's outbound queue, for the per-connection byte bound.
     /// Counted before any frame exists, so it is an estimate of the largest format.
     pub fn queued_size(&self) -> usize {
-        self.data.get().len() + self.channel.as_str().len() + self.event.as_str().len() + 160
+        self.data.get().len()
+            + self.arguments.as_ref().map_or(0, HubArguments::size)
+            + self.channel.as_str().len()
+            + self.event.as_str().len()
+            + 160
     }
 
     /// The serialized envelope (history, Redis).
@@ -177,6 +202,7 @@ impl Envelope {
             offset: rec.offset,
             epoch: Arc::from(rec.epoch),
             origin: NodeId(Arc::from(rec.origin)),
+            arguments: rec.arguments.and_then(HubArguments::from_envelope),
             frames: Default::default(),
         })
     }
@@ -196,7 +222,8 @@ impl fmt::Debug for Envelope {
 
 impl Serialize for Envelope {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Envelope", 9)?;
+        let fields = if self.arguments.is_some() { 10 } else { 9 };
+        let mut st = s.serialize_struct("Envelope", fields)?;
         st.serialize_field("v", &ENVELOPE_VERSION)?;
         st.serialize_field("id", &*self.id)?;
         st.serialize_field("channel", &self.channel)?;
@@ -206,6 +233,9 @@ impl Serialize for Envelope {
         st.serialize_field("offset", &self.offset)?;
         st.serialize_field("epoch", &*self.epoch)?;
         st.serialize_field("origin", &self.origin)?;
+        if let Some(arguments) = &self.arguments {
+            st.serialize_field(ARGUMENTS_FIELD, arguments)?;
+        }
         st.end()
     }
 }
@@ -221,6 +251,8 @@ struct EnvelopeRecord {
     offset: u64,
     epoch: String,
     origin: String,
+    #[serde(default)]
+    arguments: Option<Box<RawValue>>,
 }
 
 /// A serialized envelope that cannot be used.
@@ -247,6 +279,7 @@ pub(crate) mod tests {
             event: EventName::parse("NewOrder").unwrap(),
             data: Payload::built(&serde_json::json!({"orderId": "o1", "total": 12.5})),
             ts: 1_700_000_000_123,
+            arguments: None,
         };
         Envelope::new(draft, 7, Arc::from("ep1"), NodeId(Arc::from("n1")))
     }
@@ -261,6 +294,31 @@ pub(crate) mod tests {
         );
         let back = Envelope::from_json(&text).unwrap();
         assert_eq!(back.to_json(), text);
+    }
+
+    #[test]
+    fn arguments_travel_at_the_end_and_older_readers_ignore_them() {
+        let mut env = sample();
+        env.arguments = Some(HubArguments::built(&("c1", "bob")));
+        let text = env.to_json();
+        assert!(
+            text.ends_with(r#","origin":"n1","arguments":["c1","bob"]}"#),
+            "{text}"
+        );
+        let back = Envelope::from_json(&text).unwrap();
+        assert_eq!(back.arguments, env.arguments);
+        assert_eq!(back.to_json(), text);
+        // What a node without the field reads: the same envelope, the same version.
+        #[derive(Deserialize)]
+        struct Older {
+            v: u8,
+            offset: u64,
+        }
+        let older: Older = serde_json::from_str(&text).unwrap();
+        assert_eq!((older.v, older.offset), (ENVELOPE_VERSION, 7));
+        env.arguments = Some(HubArguments::Data);
+        let back = Envelope::from_json(&env.to_json()).unwrap();
+        assert_eq!(back.arguments, Some(HubArguments::Data));
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //! crate never sees SQL or method semantics.
 //!
 //! The handler answers with a [`HubReply`]: the completion (a result, nothing, or an error) and
-//! [`ConnectionAction`]s for the calling connection only — join or leave a channel, or push an event
-//! to it. The connection applies the actions in order (joins are registered with the broker before
+//! [`ConnectionAction`]s for the calling connection only — join or leave a channel, push an event
+//! to it, or publish an event once it has joined. The connection applies the actions in order (joins are registered with the broker before
 //! anything after them), then writes the completion, so a client whose `invoke` resolved is
 //! already in the channels the method joined. Events meant for other connections are published on
 //! channels by the handler itself (`Node::publish`), which reaches them on every node.
@@ -57,6 +57,18 @@ pub enum ConnectionAction {
         channel: ChannelName,
         event: EventName,
         data: crate::payload::Payload,
+        /// The SignalR argument list ([`crate::hub_arguments`]); `None`: as for a published
+        /// event on `channel`.
+        arguments: Option<crate::hub_arguments::HubArguments>,
+    },
+    /// Publish `draft` through the node's one publish path once the actions before it are
+    /// applied: after a `Join`, this connection receives the event like every other member, as a
+    /// hub's `Groups.AddToGroupAsync` then `Clients.Group(…).SendAsync(…)` delivers it to the
+    /// caller too. Best effort: a failed publish is logged and the method still completes.
+    Publish {
+        draft: crate::envelope::Draft,
+        /// `switchyard_published_total{source}`.
+        source: &'static str,
     },
 }
 

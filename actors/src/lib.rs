@@ -38,6 +38,7 @@ pub mod connection_limits;
 pub mod engine;
 pub mod envelope;
 pub mod history;
+pub mod hub_arguments;
 pub mod hub_methods;
 pub mod identity;
 pub mod ids;

@@ -25,7 +25,9 @@ use switchyard_actors::ids::{validate_segment, UserId};
 use switchyard_actors::policy::access::{self, Action};
 use switchyard_actors::policy::Refusal;
 
-use super::{conversation_channel, now, payload, push, user_channel, ChatService, Chatter};
+use super::{
+    conversation_channel, now, payload, publish_after, push, user_channel, ChatService, Chatter,
+};
 use crate::store::NewMessage;
 
 /// The message type when the client gives none.
@@ -357,9 +359,11 @@ impl ChatService {
                 denied()
             }
             Method::JoinConversation => {
-                self.announce(channel.clone(), USER_JOINED_CONVERSATION, &member, &ctx)
-                    .await;
-                HubReply::done().with(ConnectionAction::Join(channel))
+                // Joined first, then announced: the caller receives its own join too, as from
+                // the seed hub's AddToGroupAsync then Clients.Group(…).SendAsync(…).
+                HubReply::done()
+                    .with(ConnectionAction::Join(channel.clone()))
+                    .with(publish_after(channel, USER_JOINED_CONVERSATION, &member))
             }
             Method::StartTyping => {
                 let (started, generation) = self.0.typing.start(&who.tenant, &id, &who.user);

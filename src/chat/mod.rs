@@ -17,8 +17,10 @@
 //! conversation events on `conversation:{id}` (joined by `JoinConversation`), presence on each
 //! partner's `tenant:{t}:user:{id}`. Events for the caller only (`MessageSent`, `MessageError`,
 //! `ConversationError`, stored messages on connect) are [`ConnectionAction::Push`]es on the caller's
-//! own personal channel. Nothing is sent on the global `user:{id}`: a user id is only unique
-//! within its tenant.
+//! own personal channel; `UserJoinedConversation` is a [`ConnectionAction::Publish`] after the
+//! caller's join, so the caller receives it too. Every event carries the seed hub's SignalR
+//! argument list (`payload::arguments`). Nothing is sent on the global `user:{id}`: a user id is
+//! only unique within its tenant.
 
 mod methods;
 pub mod payload;
@@ -167,6 +169,23 @@ fn push(me: &Chatter, event: &'static str, data: &Value) -> ConnectionAction {
         channel: user_channel(&me.tenant, me.user.as_str()),
         event: chat_events::event(event),
         data: Payload::built(data),
+        arguments: Some(payload::arguments(event, data)),
+    }
+}
+
+/// A chat event to publish on `channel`, with the seed hub's argument list for SignalR clients.
+fn draft(channel: ChannelName, event: &'static str, data: &Value) -> Draft {
+    // The chat hub's events have the shape this service gives them; user text is a string.
+    Draft::new(channel, chat_events::event(event), Payload::built(data))
+        .with_arguments(Some(payload::arguments(event, data)))
+}
+
+/// Publishes a chat event once the calling connection's actions before it are applied (after its
+/// `Join`, so it receives the event too).
+fn publish_after(channel: ChannelName, event: &'static str, data: &Value) -> ConnectionAction {
+    ConnectionAction::Publish {
+        draft: draft(channel, event, data),
+        source: PUBLISH_SOURCE,
     }
 }
 
@@ -198,9 +217,8 @@ impl ChatService {
             .node
             .upgrade()
             .ok_or(PublishError::Broker(BrokerError::Stopped))?;
-        // The chat hub's events have the shape this service gives them; user text is a string.
-        let draft = Draft::new(channel, chat_events::event(event), Payload::built(data));
-        node.publish(draft, PUBLISH_SOURCE).await
+        node.publish(draft(channel, event, data), PUBLISH_SOURCE)
+            .await
     }
 
     /// Publishes, logging (not returning) a failure: for events that are best effort.

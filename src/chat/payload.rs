@@ -1,9 +1,15 @@
 //! The chat payloads as the chat front end reads them (camelCase JSON; `docs/chat.md`): the
 //! message object of `ReceiveMessage` / `MessageSent`, the conversation events, and the REST
-//! shapes. Content is carried as stored, never escaped or interpreted.
+//! shapes, and the argument list each event has for SignalR clients (the seed hub's `SendAsync`
+//! signatures). Content is carried as stored, never escaped or interpreted.
 
 use serde_json::{json, Value};
+use switchyard_actors::chat_events::{
+    USER_JOINED_CONVERSATION, USER_LEFT_CONVERSATION, USER_OFFLINE, USER_ONLINE,
+    USER_STARTED_TYPING, USER_STOPPED_TYPING,
+};
 use switchyard_actors::codec::rfc3339_millis;
+use switchyard_actors::hub_arguments::HubArguments;
 
 use crate::store::{Conversation, StoredMessage};
 
@@ -61,6 +67,21 @@ pub fn member_event(conversation_id: &str, user_id: &str) -> Value {
     json!({"conversationId": conversation_id, "userId": user_id})
 }
 
+/// What a SignalR client's handler receives for chat event `event` with `data`, as the seed hub
+/// sends it: `(conversationId, userId)` for membership and typing, `(userId)` for presence, the
+/// data itself for the rest (the message, an error string, `MessagesRead`). Native clients get
+/// `data` as it is.
+pub fn arguments(event: &str, data: &Value) -> HubArguments {
+    match event {
+        USER_JOINED_CONVERSATION
+        | USER_LEFT_CONVERSATION
+        | USER_STARTED_TYPING
+        | USER_STOPPED_TYPING => HubArguments::built(&(&data["conversationId"], &data["userId"])),
+        USER_ONLINE | USER_OFFLINE => HubArguments::built(&[&data["userId"]]),
+        _ => HubArguments::Data,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +108,31 @@ mod tests {
         m.temp_id = Some("tmp-1".into());
         assert_eq!(message(&m)["tempId"], "tmp-1");
         assert_eq!(message_with_state(&m)["readAt"], Value::Null);
+    }
+
+    #[test]
+    fn the_seed_hub_signatures() {
+        let list = |a: HubArguments| a.list().map(|l| l.get().to_owned());
+        let member = member_event("c1", "bob");
+        for event in [
+            USER_JOINED_CONVERSATION,
+            USER_LEFT_CONVERSATION,
+            USER_STARTED_TYPING,
+            USER_STOPPED_TYPING,
+        ] {
+            assert_eq!(
+                list(arguments(event, &member)).as_deref(),
+                Some(r#"["c1","bob"]"#)
+            );
+        }
+        let presence = json!({"userId": "bob", "tenantKey": "pets", "role": null});
+        assert_eq!(
+            list(arguments(USER_OFFLINE, &presence)).as_deref(),
+            Some(r#"["bob"]"#)
+        );
+        assert_eq!(
+            arguments("MessageError", &"Access denied".into()),
+            HubArguments::Data
+        );
     }
 }

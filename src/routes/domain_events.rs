@@ -4,7 +4,7 @@
 //!
 //! | route | event → channels |
 //! | --- | --- |
-//! | `POST /api/v1/tenants/{t}/orders` (the order, with `orderId`, `sessionId`?) | `NewOrder` → `tenant:{t}:admins`, `tenant:{t}:admins:orders`; session activity (`hasOrders`) |
+//! | `POST /api/v1/tenants/{t}/orders` (the order, with `orderId`, `sessionId`?) | `NewOrder` (the order's fields, plus the order as `order` and `timestamp`, as the seed's `NotifyNewOrder` nests it) → `tenant:{t}:admins`, `tenant:{t}:admins:orders`; session activity (`hasOrders`) |
 //! | `POST …/orders/{orderId}/status` `{"status", "sessionId"?, "order"?}` | `OrderStatusChanged` → `tenant:{t}:admins`, `tenant:{t}:order:{orderId}`; `OrderStatusUpdate` → `session:{sessionId}` |
 //! | `POST …/tables/{tableId}/status` `{"isOccupied"}` | `TableStatusChanged` → `tenant:{t}:admins` |
 //! | `POST …/sessions/{id}/cart` `{"cart"}` | `CartUpdated` → `session:{id}` |
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::{json, Map, Value};
 use switchyard_actors::channel::{Channel, ChannelName};
+use switchyard_actors::codec::rfc3339_millis;
 use switchyard_actors::envelope::{now_millis, Draft, EventName};
 use switchyard_actors::identity::Role;
 use switchyard_actors::ids::{validate_segment, TenantKey};
@@ -41,6 +42,9 @@ use crate::store::{Activity, SessionStatus, Store, StoreError};
 /// Source label of these publishes (`switchyard_published_total`, and
 /// `switchyard_bad_payloads_total` for refused data).
 pub const PUBLISH_SOURCE: &str = "domain";
+
+/// The field of `NewOrder`'s data holding the order itself.
+const NEW_ORDER_NESTED: &str = "order";
 
 fn event(name: &str) -> EventName {
     EventName::parse(name).expect("domain event names are valid")
@@ -168,14 +172,30 @@ pub async fn new_order(
             .await?;
     }
     log::info!("tenant {tenant}: new order {order_id}");
+    let data = new_order_data(&order, order_text);
     let channels = vec![
         Channel::TenantAdmins {
             tenant: tenant.clone(),
         },
         Channel::TenantAdminsOrders { tenant },
     ];
-    let acks = publish_checked(&state.node, channels, event("NewOrder"), order_text).await?;
+    let acks = publish(&state.node, channels, event("NewOrder"), data).await?;
     Ok(accepted(acks))
+}
+
+/// `NewOrder`'s data: the order's own fields (what back ends and front ends read today) plus the
+/// order itself as `order` and a `timestamp`, the shape the seed's `NotifyNewOrder` builds
+/// (`{orderId, tableNumber, order = orderData, timestamp}`) and its front end reads
+/// (`notification.data.order`). An order that already nests `order` is published as it is.
+fn new_order_data(order: &Map<String, Value>, text: Payload) -> std::sync::Arc<RawValue> {
+    if order.contains_key(NEW_ORDER_NESTED) {
+        return text.into_raw();
+    }
+    let mut data = order.clone();
+    data.insert(NEW_ORDER_NESTED.into(), Value::Object(order.clone()));
+    data.entry("timestamp")
+        .or_insert_with(|| Value::from(rfc3339_millis(now_millis())));
+    raw(&data).into()
 }
 
 #[derive(Deserialize)]
@@ -371,4 +391,37 @@ pub async fn role_broadcast(
     publish(&state.node, vec![channel], ev, body.into_inner().data)
         .await
         .map(accepted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_actors::payload::PayloadLimits;
+
+    fn new_order(body: Value) -> Value {
+        let limits = PayloadLimits {
+            max_depth: 8,
+            max_bytes: 4096,
+        };
+        let text = limits.check(raw(&body)).unwrap();
+        let Value::Object(order) = body else {
+            panic!("an object")
+        };
+        serde_json::from_str(new_order_data(&order, text).get()).unwrap()
+    }
+
+    #[test]
+    fn new_orders_nest_the_order_unless_the_back_end_did() {
+        let order = json!({"orderId": "o1", "tableNumber": "T5", "totalAmount": 12.5});
+        let data = new_order(order.clone());
+        assert_eq!(data["order"], order);
+        assert_eq!(data["tableNumber"], "T5");
+        assert!(data["timestamp"].is_string());
+        let nested = json!({"orderId": "o1", "tableNumber": "T5", "order": {"items": []}});
+        assert_eq!(
+            new_order(nested.clone()),
+            nested,
+            "nested by hand: as given"
+        );
+    }
 }

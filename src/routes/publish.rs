@@ -1,10 +1,13 @@
-//! `POST /api/v1/publish`: publish one event to one channel, for back ends.
+//! `POST /api/v1/publish`: publish one event to one channel, for back ends. The optional
+//! `arguments` chooses what SignalR clients receive (`"message"`, `"data"` or an array;
+//! [`switchyard_actors::hub_arguments`]).
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use switchyard_actors::channel::ChannelName;
 use switchyard_actors::envelope::{Draft, EventName};
+use switchyard_actors::hub_arguments::{BadArguments, HubArguments};
 use switchyard_actors::policy::publish;
 
 use crate::caller::Caller;
@@ -21,6 +24,8 @@ pub struct PublishRequest {
     pub event: String,
     /// Read as raw text, which has no nesting limit: the payload check decides, not the parser.
     pub data: Box<RawValue>,
+    /// The SignalR argument list; absent: the hub's default. Raw, like `data`.
+    pub arguments: Option<Box<RawValue>>,
 }
 
 /// Publishes through the node's one publish path and answers `202 {"id","offset","epoch"}`.
@@ -39,8 +44,17 @@ pub async fn publish(
         .check_payload(body.data, PAYLOAD_SOURCE)
         .inspect_err(|e| log::info!("publish to {channel} by {}: {e}", who.user_id))?;
     let node = &state.node;
+    let arguments = body
+        .arguments
+        .map(|raw| HubArguments::read(raw, |list| node.check_payload(list, PAYLOAD_SOURCE)))
+        .transpose()
+        .map_err(|e| match e {
+            BadArguments::Payload(p) => ApiError::from(p),
+            shape => ApiError::BadRequest(shape.to_string()),
+        })
+        .inspect_err(|e| log::info!("publish to {channel} by {}: {e}", who.user_id))?;
     publish::admit(&node.authorizer, &node.quotas, who, channel.clone()).await?;
-    let draft = Draft::new(channel, event, data);
+    let draft = Draft::new(channel, event, data).with_arguments(arguments);
     let ack = node.publish(draft, "rest").await?;
     Ok(HttpResponse::Accepted().json(ack))
 }

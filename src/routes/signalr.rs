@@ -126,7 +126,13 @@ pub async fn hub(
             resume_token = Some(Arc::<str>::from(id));
         }
     }
-    let codec = SignalRCodec::new(identity.clone(), state.connections.settings.max_frame_bytes);
+    // The route's pattern is the hub path as configured.
+    let default = req
+        .match_pattern()
+        .and_then(|path| state.hub_arguments.get(&path).copied())
+        .unwrap_or_default();
+    let codec = SignalRCodec::new(identity.clone(), state.connections.settings.max_frame_bytes)
+        .with_arguments_default(default);
     upgrade(
         &req,
         payload,

@@ -118,11 +118,10 @@ async fn two_users_on_two_nodes_exchange_messages_and_see_each_others_presence()
     assert_eq!(reply["conversationId"], got["conversationId"]);
     assert!(reply.get("tempId").is_none());
 
-    // Presence, cluster-wide, reaches the conversation partner bare.
+    // Presence, cluster-wide, reaches the conversation partner as the seed hub sends it:
+    // UserOffline(userId).
     bob.stop().await;
-    let off = alice.event("UserOffline").await;
-    assert_eq!(off["userId"], "bob");
-    assert_eq!(off["tenantKey"], TENANT);
+    assert_eq!(alice.event_args("UserOffline").await, json!(["bob"]));
     // A message while bob is offline is stored and delivered when he connects again.
     alice
         .invoke("SendMessage", json!(["bob", "while you were out"]))
@@ -132,9 +131,7 @@ async fn two_users_on_two_nodes_exchange_messages_and_see_each_others_presence()
     let stored = bob.event("ReceiveMessage").await;
     assert_eq!(stored["content"], "while you were out");
     assert_eq!(stored["conversationId"], got["conversationId"]);
-    let on = alice.event("UserOnline").await;
-    assert_eq!(on["userId"], "bob");
-    assert_eq!(on["role"], "Customer");
+    assert_eq!(alice.event_args("UserOnline").await, json!(["bob"]));
 }
 
 #[actix_web::test]
@@ -342,16 +339,30 @@ async fn joining_leaving_and_typing_with_expiry() {
         bob.invoke("JoinConversation", json!([conv])).await,
         Ok(Value::Null)
     );
-    let joined = alice.event("UserJoinedConversation").await;
-    assert_eq!(joined, json!({"conversationId": conv, "userId": "bob"}));
+    // Positional, as the seed hub sends them; the joiner gets its own join first.
+    assert_eq!(
+        alice.event_args("UserJoinedConversation").await,
+        json!([conv, "alice"])
+    );
+    assert_eq!(
+        alice.event_args("UserJoinedConversation").await,
+        json!([conv, "bob"])
+    );
+    assert_eq!(
+        bob.event_args("UserJoinedConversation").await,
+        json!([conv, "bob"])
+    );
 
     alice.invoke("StartTyping", json!([conv])).await.unwrap();
     // A refresh is not announced again.
     alice.invoke("StartTyping", json!([conv])).await.unwrap();
-    let typing = bob.event("UserStartedTyping").await;
-    assert_eq!(typing, json!({"conversationId": conv, "userId": "alice"}));
+    let typing = bob.event_args("UserStartedTyping").await;
+    assert_eq!(typing, json!([conv, "alice"]));
     alice.invoke("StopTyping", json!([conv])).await.unwrap();
-    assert_eq!(bob.event("UserStoppedTyping").await["userId"], "alice");
+    assert_eq!(
+        bob.event_args("UserStoppedTyping").await,
+        json!([conv, "alice"])
+    );
 
     // Started and never stopped: it ends by itself after the timeout.
     let started = std::time::Instant::now();
@@ -360,13 +371,13 @@ async fn joining_leaving_and_typing_with_expiry() {
         .wait_for(|v| {
             v["type"] == "event"
                 && v["name"] == "UserStoppedTyping"
-                && v["args"][0]["userId"] == "bob"
+                && v["args"] == json!([conv, "bob"])
         })
         .await;
     assert!(started.elapsed() >= Duration::from_millis(250), "{stopped}");
     assert!(
         !bob.backlog_contains(
-            |v| v["name"] == "UserStartedTyping" && v["args"][0]["userId"] == "alice"
+            |v| v["name"] == "UserStartedTyping" && v["args"] == json!([conv, "alice"])
         ),
         "one UserStartedTyping per start"
     );
@@ -374,7 +385,10 @@ async fn joining_leaving_and_typing_with_expiry() {
     bob.invoke("LeaveConversation", json!([conv]))
         .await
         .unwrap();
-    assert_eq!(alice.event("UserLeftConversation").await["userId"], "bob");
+    assert_eq!(
+        alice.event_args("UserLeftConversation").await,
+        json!([conv, "bob"])
+    );
     // Bob left the channel: alice's typing no longer reaches him (a marker message does).
     alice.invoke("StartTyping", json!([conv])).await.unwrap();
     alice
@@ -383,7 +397,7 @@ async fn joining_leaving_and_typing_with_expiry() {
         .unwrap();
     assert_eq!(bob.event("ReceiveMessage").await["content"], "marker");
     assert!(!bob.backlog_contains(
-        |v| v["name"] == "UserStartedTyping" && v["args"][0]["userId"] == "alice"
+        |v| v["name"] == "UserStartedTyping" && v["args"] == json!([conv, "alice"])
     ));
 }
 
@@ -702,11 +716,7 @@ async fn a_namesake_in_another_tenant_never_gets_a_members_messages_or_presence(
 
     // Presence goes to conversation partners in pets only.
     bob.stop().await;
-    let off = alice.event("UserOffline").await;
-    assert_eq!(
-        (&off["userId"], &off["tenantKey"]),
-        (&json!("bob"), &json!(TENANT))
-    );
+    assert_eq!(alice.event_args("UserOffline").await, json!(["bob"]));
     // Stored while offline, delivered to pets/bob's next connection only.
     alice
         .invoke("SendMessage", json!(["bob", "while you were out"]))
@@ -717,11 +727,7 @@ async fn a_namesake_in_another_tenant_never_gets_a_members_messages_or_presence(
         bob.event("ReceiveMessage").await["content"],
         "while you were out"
     );
-    let on = alice.event("UserOnline").await;
-    assert_eq!(
-        (&on["userId"], &on["tenantKey"]),
-        (&json!("bob"), &json!(TENANT))
-    );
+    assert_eq!(alice.event_args("UserOnline").await, json!(["bob"]));
 
     // Markers inside tenant `other`, sent after everything above was delivered in pets: the
     // first (and only) thing the namesakes received is the marker.
@@ -837,8 +843,11 @@ async fn typing_indicators_cross_nodes() {
         );
     }
     alice.invoke("StartTyping", json!([conv])).await.unwrap();
-    let typing = bob.event("UserStartedTyping").await;
-    assert_eq!(typing, json!({"conversationId": conv, "userId": "alice"}));
+    let typing = bob.event_args("UserStartedTyping").await;
+    assert_eq!(typing, json!([conv, "alice"]));
     alice.invoke("StopTyping", json!([conv])).await.unwrap();
-    assert_eq!(bob.event("UserStoppedTyping").await["userId"], "alice");
+    assert_eq!(
+        bob.event_args("UserStoppedTyping").await,
+        json!([conv, "alice"])
+    );
 }

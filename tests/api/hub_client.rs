@@ -38,29 +38,7 @@ impl HubClient {
     }
 
     pub async fn start_url(url: &str, token: &str, opts: HubOptions) -> Result<Self, String> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-        assert!(
-            dir.join("node_modules/@microsoft/signalr").exists(),
-            "run `npm ci --prefix tests/js` first (scripts/test does)"
-        );
-        let mut child = tokio::process::Command::new("node")
-            .arg(dir.join("signalr-driver.mjs"))
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node is installed");
-        let stdin = child.stdin.take().unwrap();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut client = Self {
-            _child: child,
-            stdin,
-            lines,
-            backlog: VecDeque::new(),
-            next_id: 0,
-        };
+        let mut client = Self::driver("signalr-driver.mjs");
         client
             .command(json!({
                 "cmd": "start",
@@ -80,6 +58,33 @@ impl HubClient {
             Ok(client)
         } else {
             Err(r["error"].as_str().unwrap_or_default().to_owned())
+        }
+    }
+
+    /// Runs `script` (in `tests/js`), a driver speaking the same JSON lines, with no command yet.
+    pub fn driver(script: &str) -> Self {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+        assert!(
+            dir.join("node_modules/@microsoft/signalr").exists(),
+            "run `npm ci --prefix tests/js` first (scripts/test does)"
+        );
+        let mut child = tokio::process::Command::new("node")
+            .arg(dir.join(script))
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node is installed");
+        let stdin = child.stdin.take().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Self {
+            _child: child,
+            stdin,
+            lines,
+            backlog: VecDeque::new(),
+            next_id: 0,
         }
     }
 
@@ -179,6 +184,13 @@ impl HubClient {
             .wait_for(|v| v["type"] == "event" && v["name"] == name)
             .await;
         v["args"][0].clone()
+    }
+
+    /// The next `event` report for the event `name`; returns all its arguments.
+    pub async fn event_args(&mut self, name: &str) -> Value {
+        self.wait_for(|v| v["type"] == "event" && v["name"] == name)
+            .await["args"]
+            .clone()
     }
 
     /// Whether a report already read but not yet consumed matches `pred`.

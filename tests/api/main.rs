@@ -11,6 +11,7 @@ mod change_feed;
 mod chat;
 mod cluster;
 mod compat_seed004;
+mod compat_seeds;
 mod delivery;
 mod dining_sessions;
 mod domain_events;

@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 
 use crate::codes::{CloseCode, ErrorCode};
 use crate::envelope::{Envelope, StreamPosition};
+use crate::hub_arguments::{ArgumentsDefault, ArgumentsShape};
 
 /// The distinct encodings of a notification. Each envelope caches one frame per format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -217,6 +218,12 @@ pub trait WireCodec: Send + 'static {
     /// The format this connection's notifications use (may change at the handshake).
     fn format(&self) -> WireFormat;
 
+    /// The argument list of events whose publisher chose none (SignalR: the hub path's
+    /// `signalr.default_arguments`). Only SignalR frames depend on it.
+    fn arguments_default(&self) -> ArgumentsDefault {
+        ArgumentsDefault::Message
+    }
+
     /// A short protocol name for logs and metric labels (`native`, `signalr`).
     fn label(&self) -> &'static str;
 
@@ -267,22 +274,38 @@ pub trait WireCodec: Send + 'static {
     fn begin_resume(&mut self) {}
 }
 
-// Every format has its slot in an envelope's frame cache.
-const _: () = assert!(WireFormat::COUNT <= crate::envelope::FRAME_SLOTS);
-
-/// This event's notification frame in `format`, encoded once per node and shared by every
-/// recipient.
-pub fn notification_frame(env: &Envelope, format: WireFormat) -> &Bytes {
-    env.cached_frame(format as usize, |env| encode_notification(format, env))
+/// The frame-cache slot of each encoding: the native frame, then per SignalR format the
+/// notification message and the event's own arguments. One envelope needs at most one of the two
+/// SignalR shapes per hub default, and both only when hubs with different defaults receive it.
+fn frame_slot(format: WireFormat, shape: ArgumentsShape) -> usize {
+    match (format, shape) {
+        (WireFormat::Native, _) => 0,
+        (WireFormat::SignalRJson, ArgumentsShape::Message) => 1,
+        (WireFormat::SignalRJson, ArgumentsShape::Own) => 2,
+        (WireFormat::SignalRMsgPack, ArgumentsShape::Message) => 3,
+        (WireFormat::SignalRMsgPack, ArgumentsShape::Own) => 4,
+    }
 }
 
-/// Encodes an envelope as a notification frame in `format`. Called once per envelope per format
-/// per node through [`notification_frame`].
-pub fn encode_notification(format: WireFormat, env: &Envelope) -> Bytes {
+// Every encoding has its slot in an envelope's frame cache.
+const _: () = assert!(2 * WireFormat::COUNT - 1 <= crate::envelope::FRAME_SLOTS);
+
+/// This event's notification frame in `format` for a connection whose hub defaults to
+/// `default`, encoded once per node per encoding and shared by every recipient.
+pub fn notification_frame(env: &Envelope, format: WireFormat, default: ArgumentsDefault) -> &Bytes {
+    let shape = signalr::arguments_shape(env, default);
+    env.cached_frame(frame_slot(format, shape), |env| {
+        encode_notification(format, shape, env)
+    })
+}
+
+/// Encodes an envelope as a notification frame in `format` (`shape` matters to SignalR only).
+/// Called once per envelope per encoding per node through [`notification_frame`].
+pub fn encode_notification(format: WireFormat, shape: ArgumentsShape, env: &Envelope) -> Bytes {
     match format {
         WireFormat::Native => native::encode_notification(env),
-        WireFormat::SignalRJson => signalr::encode_notification_json(env),
-        WireFormat::SignalRMsgPack => signalr::encode_notification_msgpack(env),
+        WireFormat::SignalRJson => signalr::encode_notification_json(env, shape),
+        WireFormat::SignalRMsgPack => signalr::encode_notification_msgpack(env, shape),
     }
 }
 

@@ -658,6 +658,7 @@ mod tests {
                 event: EventName::parse("EntityChanged").unwrap(),
                 data: crate::payload::Payload::test(data),
                 ts: 1_700_000_000_123,
+                arguments: None,
             };
             Envelope::new(draft, 3, Arc::from("ep"), NodeId(Arc::from("n1")))
         };

@@ -263,7 +263,8 @@ impl Connection {
 
     pub(super) fn write_envelope(&mut self, ctx: &mut Ctx, env: &Envelope) {
         let format = self.codec.format();
-        let frame = crate::codec::notification_frame(env, format).clone();
+        let default = self.codec.arguments_default();
+        let frame = crate::codec::notification_frame(env, format, default).clone();
         if let Some(sent) = self.sent.as_mut() {
             sent.record(if format.is_binary() {
                 OutFrame::Binary(frame.clone())

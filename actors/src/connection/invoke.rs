@@ -1,6 +1,7 @@
 //! Hub methods the codec does not map itself: handing them to the node's
 //! [`HubMethods`](crate::hub_methods::HubMethods) (the server's chat service), and applying what the
-//! handler asks for this connection — join or leave a channel, push an event — before the
+//! handler asks for this connection — join or leave a channel, push an event, publish one once
+//! joined — before the
 //! completion is written (through the connection core, as the request's one reply). The same path serves both protocols: a SignalR `Invocation` and a native
 //! `invoke` frame both arrive as [`crate::codec::Request::Invoke`].
 
@@ -120,11 +121,24 @@ impl Connection {
                     channel,
                     event,
                     data,
+                    arguments,
                 } => {
                     // Not part of the channel's stream: offset 0, no epoch.
-                    let draft = Draft::new(channel, event, data);
+                    let draft = Draft::new(channel, event, data).with_arguments(arguments);
                     let env = Envelope::new(draft, 0, Arc::from(""), self.node.id.clone());
                     self.write_envelope(ctx, &env);
+                }
+                ConnectionAction::Publish { draft, source } => {
+                    let node = self.node.clone();
+                    let what = format!("{} on {}", draft.event, draft.channel);
+                    let published = async move { node.publish(draft, source).await };
+                    self.hold(ctx, published.into_actor(self), move |act, ctx, res| {
+                        if let Err(e) = res {
+                            log::warn!("{} {what} not published: {e}", act.log_ctx());
+                        }
+                        act.apply(ctx, actions, completion)
+                    });
+                    return;
                 }
             }
         }

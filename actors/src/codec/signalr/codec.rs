@@ -11,6 +11,7 @@ use super::message::{Completion, HubMessage, RecordError};
 use super::{hub, json, msgpack};
 use crate::codec::{Decoded, InFrame, OutFrame, Outcome, ReplyTo, Request, WireCodec, WireFormat};
 use crate::codes::{CloseCode, ErrorCode};
+use crate::hub_arguments::ArgumentsDefault;
 use crate::identity::Identity;
 
 /// Stateful reconnect's view of what the client sent: its sequenced messages (types 1-5) are
@@ -70,6 +71,8 @@ impl Receiving {
 pub struct SignalRCodec {
     identity: Arc<Identity>,
     max_message_bytes: usize,
+    /// The hub path's argument list for events whose publisher chose none.
+    arguments_default: ArgumentsDefault,
     state: State,
 }
 
@@ -96,10 +99,17 @@ impl SignalRCodec {
         Self {
             identity,
             max_message_bytes,
+            arguments_default: ArgumentsDefault::default(),
             state: State::Handshake {
                 pending: Vec::new(),
             },
         }
+    }
+
+    /// This codec, for a hub path whose events carry `default` unless their publisher chose.
+    pub fn with_arguments_default(mut self, default: ArgumentsDefault) -> Self {
+        self.arguments_default = default;
+        self
     }
 
     /// The protocol agreed in the handshake, if it is done.
@@ -299,6 +309,10 @@ impl WireCodec for SignalRCodec {
     fn format(&self) -> WireFormat {
         self.protocol()
             .map_or(WireFormat::SignalRJson, HubProtocol::format)
+    }
+
+    fn arguments_default(&self) -> ArgumentsDefault {
+        self.arguments_default
     }
 
     fn label(&self) -> &'static str {

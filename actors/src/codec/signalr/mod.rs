@@ -29,4 +29,4 @@ mod tests;
 pub use codec::SignalRCodec;
 pub use framing::{write_varint, RECORD_SEPARATOR};
 pub use handshake::HubProtocol;
-pub use notification::{encode_notification_json, encode_notification_msgpack};
+pub use notification::{arguments_shape, encode_notification_json, encode_notification_msgpack};

@@ -291,10 +291,16 @@ fn envelope_parts(draft: &Draft, origin: &NodeId) -> (String, String) {
     })
     .expect("drafts always serialize");
     let head = format!("{},\"offset\":", &head[..head.len() - 1]);
-    let tail = format!(
-        ",\"origin\":{}}}",
-        serde_json::to_string(&origin.0).expect("strings serialize")
-    );
+    let origin = serde_json::to_string(&origin.0).expect("strings serialize");
+    // After `origin`, as [`Envelope`] serializes it: nodes without the field ignore it.
+    let tail = match &draft.arguments {
+        Some(arguments) => format!(
+            ",\"origin\":{origin},\"{}\":{}}}",
+            crate::envelope::ARGUMENTS_FIELD,
+            serde_json::to_string(arguments).expect("arguments serialize")
+        ),
+        None => format!(",\"origin\":{origin}}}"),
+    };
     (head, tail)
 }
 
@@ -353,6 +359,7 @@ mod tests {
             event: EventName::parse("NewOrder").unwrap(),
             data: crate::payload::Payload::test("{\"x\":1}"),
             ts: 5,
+            arguments: None,
         };
         let (head, tail) = envelope_parts(&draft, &NodeId(Arc::from("n1")));
         let text = format!("{head}7,\"epoch\":\"ep\"{tail}");
@@ -363,5 +370,14 @@ mod tests {
             text,
             "byte-identical to the node's own serialization"
         );
+        let draft = Draft {
+            arguments: Some(crate::hub_arguments::HubArguments::built(&("c1", 2))),
+            ..draft
+        };
+        let (head, tail) = envelope_parts(&draft, &NodeId(Arc::from("n1")));
+        let text = format!("{head}8,\"epoch\":\"ep\"{tail}");
+        let env = Envelope::from_json(&text).unwrap();
+        assert_eq!(env.arguments, draft.arguments);
+        assert_eq!(env.to_json(), text, "with arguments, byte-identical too");
     }
 }

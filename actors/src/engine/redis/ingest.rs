@@ -5,6 +5,9 @@
 //! XADD switchyard:ingest * event '{"channel":"tenant:acme:admins","event":"TenantCreated","data":{…}}'
 //! ```
 //!
+//! An optional `arguments` (`"message"`, `"data"` or an array) chooses what SignalR clients receive
+//! ([`crate::hub_arguments`]), as on `POST /api/v1/publish`.
+//!
 //! Every node reads the stream in one consumer group, so each entry is published exactly once
 //! (through the same atomic publish step, idempotent by `id` when given), then acknowledged and
 //! deleted. Drafts appended before any node ran are published when the first one starts.
@@ -18,6 +21,7 @@ use serde_json::value::RawValue;
 use super::{Cluster, ClusterError};
 use crate::channel::ChannelName;
 use crate::envelope::{Draft, EventName};
+use crate::hub_arguments::{BadArguments, HubArguments};
 use crate::payload::{PayloadError, PayloadLimits};
 use crate::policy::access::{self, Action, INGEST_PUBLISHER};
 use crate::policy::Refusal;
@@ -43,6 +47,8 @@ struct IngestDraft {
     data: Box<RawValue>,
     /// Optional idempotency key: the same id is published once.
     id: Option<String>,
+    /// Optional SignalR argument list (read as raw text, like `data`).
+    arguments: Option<Box<RawValue>>,
 }
 
 /// Why an ingest entry was refused (logged and counted, then acknowledged: it can never succeed).
@@ -58,6 +64,8 @@ pub enum IngestError {
     Event(#[from] crate::envelope::BadEventName),
     #[error(transparent)]
     Payload(#[from] PayloadError),
+    #[error("{0}")]
+    Arguments(BadArguments),
     /// The policy refused the stream's publisher ([`INGEST_PUBLISHER`], a Service) this channel.
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -74,7 +82,17 @@ fn parse(fields: &[(String, String)], limits: &PayloadLimits) -> Result<Draft, I
     let d: IngestDraft = serde_json::from_str(text)?;
     let channel = ChannelName::parse(&d.channel)?;
     access::check_without_lookup(&INGEST_PUBLISHER, &channel, Action::Publish)?;
-    let mut draft = Draft::new(channel, EventName::parse(&d.event)?, limits.check(d.data)?);
+    let arguments = d
+        .arguments
+        .map(|raw| HubArguments::read(raw, |list| limits.check(list)))
+        .transpose()
+        .map_err(|e| match e {
+            // A list beyond the payload limits is refused and counted like data.
+            BadArguments::Payload(p) => IngestError::Payload(p),
+            shape => IngestError::Arguments(shape),
+        })?;
+    let mut draft = Draft::new(channel, EventName::parse(&d.event)?, limits.check(d.data)?)
+        .with_arguments(arguments);
     if let Some(id) = d.id.filter(|i| !i.is_empty()) {
         draft.id = std::sync::Arc::from(id);
     }
@@ -251,5 +269,31 @@ mod tests {
             parse(&f(r#"{"channel":"user:u","event":"E","data":[[[1]]]}"#)),
             Err(IngestError::Payload(PayloadError::TooDeep { max: 2 }))
         ));
+    }
+
+    #[test]
+    fn drafts_may_choose_the_signalr_arguments() {
+        let draft = |arguments: &str| {
+            parse(&f(&format!(
+                r#"{{"channel":"user:u","event":"E","data":{{"k":1}},"arguments":{arguments}}}"#
+            )))
+        };
+        assert_eq!(
+            draft(r#""data""#).unwrap().arguments,
+            Some(HubArguments::Data)
+        );
+        assert_eq!(
+            draft(r#""message""#).unwrap().arguments,
+            Some(HubArguments::Message)
+        );
+        let list = draft(r#"["c1","u"]"#).unwrap().arguments.unwrap();
+        assert_eq!(list.list().unwrap().get(), r#"["c1","u"]"#);
+        assert!(matches!(draft(r#""bare""#), Err(IngestError::Arguments(_))));
+        assert!(matches!(
+            draft("[[[1]]]"),
+            Err(IngestError::Payload(PayloadError::TooDeep { max: 2 }))
+        ));
+        let none = parse(&f(r#"{"channel":"user:u","event":"E","data":1}"#)).unwrap();
+        assert_eq!(none.arguments, None);
     }
 }
