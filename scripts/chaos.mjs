@@ -36,10 +36,14 @@ const HELP = `Usage: scripts/chaos [options]
   --native N             native subscribers (default 4; each reconnect picks a random node)
   --signalr N            SignalR subscribers with automatic reconnect (default 3, one per node)
   --stateful N           SignalR subscribers with stateful + automatic reconnect (default 3)
+  --redis-down-secs N    how long Redis stays down after its SIGKILL (default 5: longer than the
+                         nodes' publish retries, so some publishes are refused with 503)
   --cut-fraction F       share of client sockets each cut severs (default 0.5)
   --drain-secs N         longest wait for subscribers to catch up after publishing stops (default 30)
   --seed N               random seed (default: random; printed in the JSON)
   --out FILE             also append the JSON line to FILE
+  --no-control           leave out the control subscriber (a native client reconnecting without
+                         \`since\`, cut at every socket cut: it must lose events, or the run fails)
   --keep                 keep the work directory (logs, AOF) even when the run passes
   -h, --help`;
 
@@ -47,6 +51,7 @@ function parseArgs(argv) {
   const o = {
     duration: 600, redis: "both", switchyard: "", restRate: 20, ingestRate: 10, native: 4,
     signalr: 3, stateful: 3, cutFraction: 0.5, drainSecs: 30, seed: null, out: "", keep: false,
+    control: true, redisDownSecs: 5,
   };
   const num = (v, name) => {
     const n = Number(v);
@@ -73,6 +78,8 @@ function parseArgs(argv) {
       case "--seed": o.seed = num(next(), a); break;
       case "--out": o.out = next(); break;
       case "--keep": o.keep = true; break;
+      case "--no-control": o.control = false; break;
+      case "--redis-down-secs": o.redisDownSecs = num(next(), a); break;
       case "-h": case "--help": console.log(HELP); process.exit(0); break;
       default: throw new Error(`unknown argument ${a}\n${HELP}`);
     }
@@ -434,9 +441,11 @@ class Record {
 const tokens = {};
 
 class NativeSubscriber {
-  constructor(record, proxies) {
+  /** `useSince` false: the control, which resubscribes from "now" and so must lose events. */
+  constructor(record, proxies, useSince = true) {
     this.r = record;
     this.proxies = proxies;
+    this.useSince = useSince;
     this.pos = {}; // channel -> {offset, epoch}
     this.ws = null;
     this.running = true;
@@ -471,7 +480,7 @@ class NativeSubscriber {
     const id = this.nextId++;
     this.pending.set(id, channel);
     const data = { channel };
-    if (this.pos[channel]) data.since = this.pos[channel];
+    if (this.useSince && this.pos[channel]) data.since = this.pos[channel];
     ws.send(JSON.stringify({ type: "subscribe", id, data }));
   }
   onFrame(f) {
@@ -480,7 +489,7 @@ class NativeSubscriber {
       case "subscribed": {
         this.pending.delete(f.id);
         const ch = d.channel;
-        const had = this.pos[ch];
+        const had = this.useSince ? this.pos[ch] : undefined;
         if (had && d.recovered === false) this.r.tell(ch, "recovered_false", { since: had, now: { offset: d.offset, epoch: d.epoch } });
         else if (had && d.epoch !== had.epoch) this.r.tell(ch, "epoch_changed", { from: had.epoch, to: d.epoch });
         // Recovered: the replay follows and moves the position; otherwise start from here.
@@ -508,6 +517,10 @@ class NativeSubscriber {
       default:
         return;
     }
+  }
+  /** Drops the socket from the client side (the control is cut at every socket cut). */
+  cut() {
+    if (this.ws) this.ws.terminate();
   }
   stop() {
     this.running = false;
@@ -810,6 +823,13 @@ async function runMode(o, mode, secs, workdir, secret) {
     records.push(r);
     subs.push(new SignalRSubscriber(r, proxies[i % 3], true));
   }
+  let control = null;
+  if (o.control) {
+    control = { record: new Record("control-native-no-since", "native", "none") };
+    control.sub = new NativeSubscriber(control.record, proxies, false);
+    records.push(control.record);
+    subs.push(control.sub);
+  }
   for (const s of subs) s.start();
   await waitFor("every subscriber subscribed", () => records.every((r) => r.subscribed.size === CHANNELS.length));
   say(`mode ${mode}: ${records.length} subscribers subscribed`);
@@ -827,6 +847,7 @@ async function runMode(o, mode, secs, workdir, secret) {
   // The faults, at fixed shares of the mode's time; each finishes before the next starts.
   const cut = async () => {
     const n = proxies.reduce((sum, p) => sum + p.cut(o.cutFraction), 0);
+    control?.sub.cut();
     return `${n} client sockets reset`;
   };
   const victim = () => pick(nodes);
@@ -848,9 +869,10 @@ async function runMode(o, mode, secs, workdir, secret) {
     }],
     [0.52, "redis_sigkill_restart", async () => {
       await redis.kill();
-      await sleep(RESTART_PAUSE_MS);
+      await sleep(o.redisDownSecs * 1000);
       await redis.start();
-      return persistence === "aof" ? "restarted from its AOF" : "restarted empty (no persistence)";
+      const how = persistence === "aof" ? "restarted from its AOF" : "restarted empty (no persistence)";
+      return `down ${o.redisDownSecs} s, ${how}`;
     }],
     [0.64, "socket_cut", cut],
     [0.72, "redis_restart_empty", async () => {
@@ -903,8 +925,14 @@ async function runMode(o, mode, secs, workdir, secret) {
   for (const [ch, l] of Object.entries(ledgers)) {
     result.published[l.via] = { channel: ch, attempted: l.attempted, accepted: l.accepted.size, refused: l.refused };
   }
-  result.subscribers = records.map((r) => judge(r, ledgers));
-  result.pass = faults.every((f) => f.ok) && result.subscribers.every((s) => s.pass);
+  result.subscribers = records.filter((r) => r !== control?.record).map((r) => judge(r, ledgers));
+  // The control proves the run can see a loss: reconnecting without `since`, it must lose events
+  // at the socket cuts and never be told (a run where it loses nothing measured nothing).
+  if (control) {
+    result.control = judge(control.record, ledgers);
+    result.control.pass = result.control.lost_untold > 0;
+  }
+  result.pass = faults.every((f) => f.ok) && result.subscribers.every((s) => s.pass) && (result.control?.pass ?? true);
 
   await Promise.all(subs.map((s) => s.stop()));
   await Promise.all(proxies.map((p) => p.close()));
@@ -930,10 +958,10 @@ function summary(run) {
     }
     lines.push("faults: " + m.faults.map((f) => `${f.at_s}s ${f.kind} (${f.detail}${f.ok ? "" : ", FAILED"})`).join("; "));
     const head = ["subscriber", "expected", "received", "lost", "told", "untold", "dup", "ooo", "unexp", "reconn", "told-markers", "ok"];
-    const rows = m.subscribers.map((s) => [
+    const rows = [...m.subscribers, ...(m.control ? [m.control] : [])].map((s) => [
       s.name, s.expected, s.received, s.lost, s.lost_told, s.lost_untold, s.duplicated, s.out_of_order,
       s.unexpected, s.reconnects, s.told.length ? [...new Set(s.told.map((t) => t.kind))].join("+") + ` x${s.told.length}` : "-",
-      s.pass ? "ok" : "FAIL",
+      s === m.control ? (s.pass ? "ok (control: must lose)" : "FAIL (control lost nothing: the run measured nothing)") : s.pass ? "ok" : "FAIL",
     ].map(String));
     const width = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
     const fmt = (r) => r.map((c, i) => (i === 0 || i >= 10 ? c.padEnd(width[i]) : c.padStart(width[i]))).join("  ");
@@ -966,7 +994,10 @@ async function main() {
   const run = {
     kind: "chaos", started: new Date().toISOString(), duration_s: o.duration, seed,
     binary: o.switchyard, host: { cpus: os.cpus().length, loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100) },
-    settings: { rest_rate: o.restRate, ingest_rate: o.ingestRate, native: o.native, signalr: o.signalr, stateful: o.stateful, cut_fraction: o.cutFraction },
+    settings: {
+      rest_rate: o.restRate, ingest_rate: o.ingestRate, native: o.native, signalr: o.signalr, stateful: o.stateful,
+      cut_fraction: o.cutFraction, redis_down_secs: o.redisDownSecs, control: o.control,
+    },
     modes: [], workdir,
   };
   const onSignal = () => {
