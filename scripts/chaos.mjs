@@ -38,6 +38,8 @@ const HELP = `Usage: scripts/chaos [options]
   --stateful N           SignalR subscribers with stateful + automatic reconnect (default 3)
   --redis-down-secs N    how long Redis stays down after its SIGKILL (default 5: longer than the
                          nodes' publish retries, so some publishes are refused with 503)
+  --cycle-secs N         a mode longer than this repeats the fault schedule once per N seconds
+                         (default 60)
   --cut-fraction F       share of client sockets each cut severs (default 0.5)
   --drain-secs N         longest wait for subscribers to catch up after publishing stops (default 30)
   --seed N               random seed (default: random; printed in the JSON)
@@ -51,7 +53,7 @@ function parseArgs(argv) {
   const o = {
     duration: 600, redis: "both", switchyard: "", restRate: 20, ingestRate: 10, native: 4,
     signalr: 3, stateful: 3, cutFraction: 0.5, drainSecs: 30, seed: null, out: "", keep: false,
-    control: true, redisDownSecs: 5,
+    control: true, redisDownSecs: 5, cycleSecs: 60,
   };
   const num = (v, name) => {
     const n = Number(v);
@@ -80,6 +82,7 @@ function parseArgs(argv) {
       case "--keep": o.keep = true; break;
       case "--no-control": o.control = false; break;
       case "--redis-down-secs": o.redisDownSecs = num(next(), a); break;
+      case "--cycle-secs": o.cycleSecs = Math.max(1, num(next(), a)); break;
       case "-h": case "--help": console.log(HELP); process.exit(0); break;
       default: throw new Error(`unknown argument ${a}\n${HELP}`);
     }
@@ -110,7 +113,7 @@ const RESTART_PAUSE_MS = 1_000;
 const DRAIN_QUIET_MS = 6_000;
 /** A told-marker this long before an event was accepted still covers its loss (clock steps). */
 const TOLD_SLACK_MS = 1_000;
-/** Publishing stops this share of a mode's time after the last fault is done, at the latest. */
+/** Publishing stops this share of a cycle after the last fault is done, at the earliest. */
 const SETTLE_SHARE = 0.08;
 
 // ---------------------------------------------------------------------------------------------
@@ -885,11 +888,15 @@ async function runMode(o, mode, secs, workdir, secret) {
     [0.8, "socket_cut", cut],
   ];
   const budget = secs * 1000;
-  for (const [share, kind, act] of schedule) {
-    const wait = start + share * budget - now();
+  // A long mode repeats the schedule, one cycle per --cycle-secs, so a run for the record sees
+  // every fault several times (with other victims) rather than the same eight spread thin.
+  const cycles = Math.max(1, Math.floor(secs / o.cycleSecs));
+  const cycleMs = budget / cycles;
+  for (let cycle = 0; cycle < cycles; cycle++) for (const [share, kind, act] of schedule) {
+    const wait = start + cycle * cycleMs + share * cycleMs - now();
     if (wait > 0) await sleep(wait);
     const t = now();
-    say(`mode ${mode}: fault ${kind}`);
+    say(`mode ${mode}: cycle ${cycle + 1}/${cycles}: fault ${kind}`);
     let detail;
     let ok = true;
     try {
@@ -899,9 +906,9 @@ async function runMode(o, mode, secs, workdir, secret) {
       detail = String(e.message ?? e);
       say(`mode ${mode}: fault ${kind} failed: ${detail}`);
     }
-    faults.push({ at_s: rel(t), kind, detail, took_ms: now() - t, ok });
+    faults.push({ at_s: rel(t), cycle: cycle + 1, kind, detail, took_ms: now() - t, ok });
   }
-  const stopAt = Math.max(start + budget, now() + SETTLE_SHARE * budget);
+  const stopAt = Math.max(start + budget, now() + SETTLE_SHARE * cycleMs);
   await sleep(Math.max(0, stopAt - now()));
   publishing = false;
   await Promise.all(pubs);
@@ -996,7 +1003,7 @@ async function main() {
     binary: o.switchyard, host: { cpus: os.cpus().length, loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100) },
     settings: {
       rest_rate: o.restRate, ingest_rate: o.ingestRate, native: o.native, signalr: o.signalr, stateful: o.stateful,
-      cut_fraction: o.cutFraction, redis_down_secs: o.redisDownSecs, control: o.control,
+      cut_fraction: o.cutFraction, redis_down_secs: o.redisDownSecs, cycle_secs: o.cycleSecs, control: o.control,
     },
     modes: [], workdir,
   };
