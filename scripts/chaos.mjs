@@ -109,6 +109,8 @@ const REST_TIMEOUT_MS = 20_000;
 const XADD_TIMEOUT_MS = 3_000;
 /** A killed process is restarted after this (long enough for clients to notice it is gone). */
 const RESTART_PAUSE_MS = 1_000;
+/** Lost-seq runs kept per subscriber in the JSON. */
+const MAX_LOST_RANGES = 50;
 /** Drain: stop early once nothing has arrived for this long. */
 const DRAIN_QUIET_MS = 6_000;
 /** A told-marker this long before an event was accepted still covers its loss (clock steps). */
@@ -703,6 +705,7 @@ function judge(record, ledgers) {
     out_of_order: 0, unexpected: 0, reconnects: record.reconnects, subscribe_errors: record.subscribeErrors,
     told: record.told.map((m) => ({ at_s: rel(m.t), channel: m.channel, kind: m.kind })),
     untold_examples: [],
+    lost_ranges: [],
   };
   for (const ch of CHANNELS) {
     const ledger = ledgers[ch];
@@ -755,10 +758,17 @@ function judge(record, ledgers) {
       // The first arrival of a later event bounds when the subscriber should have been told.
       const i = lowerBound(receivedSorted, seq + 1);
       const until = i < receivedSorted.length ? firstLater[i] : Infinity;
-      if (told.some((t) => t >= acceptedAt - TOLD_SLACK_MS && t <= until)) out.lost_told++;
+      const wasTold = told.some((t) => t >= acceptedAt - TOLD_SLACK_MS && t <= until);
+      if (wasTold) out.lost_told++;
       else {
         out.lost_untold++;
         if (out.untold_examples.length < 5) out.untold_examples.push({ channel: ch, seq, accepted_at_s: rel(acceptedAt) });
+      }
+      // Runs of consecutive lost seqs with the same verdict, for finding the fault behind them.
+      const last = out.lost_ranges[out.lost_ranges.length - 1];
+      if (last && last.channel === ch && last.told === wasTold && last.to === seq - 1) last.to = seq;
+      else if (out.lost_ranges.length < MAX_LOST_RANGES) {
+        out.lost_ranges.push({ channel: ch, from: seq, to: seq, accepted_at_s: rel(acceptedAt), told: wasTold });
       }
     }
   }
