@@ -109,6 +109,8 @@ const REST_TIMEOUT_MS = 20_000;
 const XADD_TIMEOUT_MS = 3_000;
 /** A killed process is restarted after this (long enough for clients to notice it is gone). */
 const RESTART_PAUSE_MS = 1_000;
+/** Untold losses and duplicates kept per subscriber in the JSON as examples. */
+const MAX_EXAMPLES = 5;
 /** Lost-seq runs kept per subscriber in the JSON. */
 const MAX_LOST_RANGES = 50;
 /** Drain: stop early once nothing has arrived for this long. */
@@ -706,6 +708,8 @@ function judge(record, ledgers) {
     told: record.told.map((m) => ({ at_s: rel(m.t), channel: m.channel, kind: m.kind })),
     untold_examples: [],
     lost_ranges: [],
+    duplicate_examples: [],
+    out_of_order_examples: [],
   };
   for (const ch of CHANNELS) {
     const ledger = ledgers[ch];
@@ -716,6 +720,12 @@ function judge(record, ledgers) {
     for (const [seq, n] of count) {
       out.duplicated += n - 1;
       if (!ledger.accepted.has(seq)) out.unexpected++;
+      if (n > 1 && out.duplicate_examples.length < MAX_EXAMPLES) {
+        out.duplicate_examples.push({
+          channel: ch, seq, expected: ledger.accepted.has(seq),
+          arrivals: arrivals.filter((a) => a.seq === seq).map((a) => ({ at_s: rel(a.t), offset: a.offset, epoch: a.epoch })),
+        });
+      }
     }
     // Order, over first arrivals of expected events.
     const firsts = [];
@@ -725,17 +735,23 @@ function judge(record, ledgers) {
       seen.add(a.seq);
       firsts.push(a);
     }
+    const disorder = (a) => {
+      out.out_of_order++;
+      if (out.out_of_order_examples.length < MAX_EXAMPLES) {
+        out.out_of_order_examples.push({ channel: ch, seq: a.seq, at_s: rel(a.t), offset: a.offset, epoch: a.epoch });
+      }
+    };
     if (ch === REST_CHANNEL) {
       let max = 0;
       for (const a of firsts) {
-        if (a.seq < max) out.out_of_order++;
+        if (a.seq < max) disorder(a);
         max = Math.max(max, a.seq);
       }
     } else if (record.protocol === "native") {
       const maxByEpoch = new Map();
       for (const a of firsts) {
         const m = maxByEpoch.get(a.epoch) ?? 0;
-        if (a.offset < m) out.out_of_order++;
+        if (a.offset < m) disorder(a);
         maxByEpoch.set(a.epoch, Math.max(m, a.offset));
       }
     }
@@ -762,7 +778,7 @@ function judge(record, ledgers) {
       if (wasTold) out.lost_told++;
       else {
         out.lost_untold++;
-        if (out.untold_examples.length < 5) out.untold_examples.push({ channel: ch, seq, accepted_at_s: rel(acceptedAt) });
+        if (out.untold_examples.length < MAX_EXAMPLES) out.untold_examples.push({ channel: ch, seq, accepted_at_s: rel(acceptedAt) });
       }
       // Runs of consecutive lost seqs with the same verdict, for finding the fault behind them.
       const last = out.lost_ranges[out.lost_ranges.length - 1];
