@@ -16,6 +16,19 @@
 //! A handler is also told when a connection is ready for events ([`HubMethods::connected`]: after
 //! the SignalR handshake and its default channels, or when a native connection starts), so it can
 //! push what the user missed while offline.
+//!
+//! **Tracked events.** A handler may give events it cares about a key
+//! ([`HubMethods::event_key`]: e.g. the id of a chat message in its `ReceiveMessage`). For these,
+//! the connection
+//! - reports every one it wrote to its socket ([`HubMethods::written`], batched per turn), so the
+//!   handler learns what a connection actually took rather than guessing from presence; an event
+//!   that was queued for a connection which closed first is never reported;
+//! - never writes one twice when the handler's connect-time pushes ([`HubMethods::connected`])
+//!   and the channels' live events carry the same key: the push of something stored and its live
+//!   delivery race while a connection opens, and the connection drops whichever comes second
+//!   (`connection/tracked.rs`).
+//!
+//! The connection never looks inside the event: the key is the handler's.
 
 use std::sync::Arc;
 
@@ -23,7 +36,7 @@ use futures_util::future::BoxFuture;
 
 use crate::channel::ChannelName;
 use crate::codes::ErrorCode;
-use crate::envelope::EventName;
+use crate::envelope::{Envelope, EventName};
 use crate::identity::Identity;
 use crate::ids::ConnId;
 
@@ -71,6 +84,10 @@ pub enum ConnectionAction {
         source: &'static str,
     },
 }
+
+/// What identifies a tracked event for its handler (see the module docs); opaque to connections.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EventKey(pub Arc<str>);
 
 /// Why a method failed; becomes a completion error (SignalR) or an `error` frame (native).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -143,4 +160,18 @@ pub trait HubMethods: Send + Sync + 'static {
         identity: Arc<Identity>,
         conn: ConnId,
     ) -> BoxFuture<'static, Vec<ConnectionAction>>;
+
+    /// The key of `event` if it is one this handler tracks (see the module docs), else `None`.
+    /// Asked for every event a connection writes (live, replayed or pushed), so it must be cheap
+    /// for the events it does not track.
+    fn event_key(&self, event: &Envelope) -> Option<EventKey> {
+        let _ = event;
+        None
+    }
+
+    /// A connection of `identity` wrote the tracked events with `keys` to its socket (in the
+    /// order written; never empty). Must not block: the connection calls it on its own thread.
+    fn written(&self, identity: &Arc<Identity>, conn: ConnId, keys: Vec<EventKey>) {
+        let _ = (identity, conn, keys);
+    }
 }

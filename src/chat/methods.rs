@@ -278,23 +278,26 @@ impl ChatService {
                 false
             }
         };
-        let online = match self.0.node.upgrade() {
-            Some(node) if published => node
-                .tenants
-                .is_online(&who.tenant, &recipient)
-                .await
-                .unwrap_or_else(|e| {
-                    log::warn!("chat: {ctx}: recipient presence unknown ({e}); treated as offline");
-                    false
-                }),
-            _ => false,
-        };
-        if online {
-            if let Err(e) = store.mark_delivered(&stored.id, now).await {
-                log::warn!("chat: {ctx}: delivery not recorded: {e}");
+        // Delivery is recorded when a connection of the recipient wrote the message
+        // (`ChatService::written`), never from presence. Presence only decides the webhook: it
+        // is for recipients with no connection at all.
+        if let Some(hook) = &self.0.config.webhook {
+            let online = match self.0.node.upgrade() {
+                Some(node) if published => node
+                    .tenants
+                    .is_online(&who.tenant, &recipient)
+                    .await
+                    .unwrap_or_else(|e| {
+                        log::warn!(
+                            "chat: {ctx}: recipient presence unknown ({e}); treated as offline"
+                        );
+                        false
+                    }),
+                _ => false,
+            };
+            if !online {
+                hook.notify_offline(who.tenant.as_str(), recipient.as_str(), message.clone());
             }
-        } else if let Some(hook) = &self.0.config.webhook {
-            hook.notify_offline(who.tenant.as_str(), recipient.as_str(), message.clone());
         }
         HubReply::value(message.clone()).with(push(&who, MESSAGE_SENT, &message))
     }

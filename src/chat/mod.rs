@@ -38,8 +38,8 @@ use serde_json::{json, Value};
 use switchyard_actors::broker::{BrokerError, PublishAck};
 use switchyard_actors::channel::{Channel, ChannelName};
 use switchyard_actors::chat_events;
-use switchyard_actors::envelope::{now_millis, Draft};
-use switchyard_actors::hub_methods::{ConnectionAction, HubCall, HubMethods, HubReply};
+use switchyard_actors::envelope::{now_millis, Draft, Envelope};
+use switchyard_actors::hub_methods::{ConnectionAction, EventKey, HubCall, HubMethods, HubReply};
 use switchyard_actors::identity::Identity;
 use switchyard_actors::ids::{ConnId, TenantKey, UserId};
 use switchyard_actors::node::{Node, PublishError};
@@ -239,13 +239,15 @@ impl ChatService {
             .is_ok()
     }
 
-    /// Stored messages for a connection that just opened, as pushes (oldest first).
+    /// Stored messages for a connection that just opened: the user's undelivered ones, as
+    /// pushes (oldest first). Each counts as delivered once a connection took it (`written`), so
+    /// a connection that closes before writing them leaves them for the next one.
     async fn pending(self, who: Chatter) -> Vec<ConnectionAction> {
         let limit = self.0.config.max_pending_on_connect;
         match self
             .0
             .store
-            .claim_pending(&who.tenant, &who.user, now(), limit)
+            .undelivered(&who.tenant, &who.user, limit)
             .await
         {
             Ok(messages) => {
@@ -301,9 +303,55 @@ impl ChatService {
     }
 }
 
+/// The part of a `ReceiveMessage`'s data ([`payload::message`]) that names the message.
+#[derive(serde::Deserialize)]
+struct MessageId<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+}
+
+impl ChatService {
+    /// Records that a connection of `who` took the messages `ids` (see `HubMethods::written`).
+    async fn delivered(self, who: Chatter, ids: Vec<EventKey>) {
+        let ids: Vec<&str> = ids.iter().map(|k| &*k.0).collect();
+        if let Err(e) = self
+            .0
+            .store
+            .mark_delivered(&who.tenant, &who.user, &ids, now())
+            .await
+        {
+            // Left undelivered: the user's next connection gets them again.
+            log::warn!(
+                "chat: tenant={} user={}: delivery of {} messages not recorded: {e}",
+                who.tenant,
+                who.user,
+                ids.len()
+            );
+        }
+    }
+}
+
 impl HubMethods for ChatService {
     fn invoke(&self, call: HubCall) -> Option<BoxFuture<'static, HubReply>> {
         methods::invoke(self, call)
+    }
+
+    /// A `ReceiveMessage` on a member's personal channel, keyed by its message id: written live
+    /// or pushed on connect, it counts as delivered once a connection wrote it.
+    fn event_key(&self, event: &Envelope) -> Option<EventKey> {
+        if event.event.as_str() != chat_events::RECEIVE_MESSAGE
+            || !matches!(event.channel.kind(), Channel::TenantUser { .. })
+        {
+            return None;
+        }
+        let m: MessageId = serde_json::from_str(event.data.get()).ok()?;
+        Some(EventKey(Arc::from(m.id.as_ref())))
+    }
+
+    fn written(&self, identity: &Arc<Identity>, _conn: ConnId, keys: Vec<EventKey>) {
+        if let Some(who) = Chatter::of(identity) {
+            actix::spawn(self.clone().delivered(who, keys));
+        }
     }
 
     fn connected(

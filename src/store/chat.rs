@@ -3,9 +3,9 @@
 //!
 //! A direct conversation is found by its `direct_key` (the two user ids, sorted), unique per
 //! tenant, so two concurrent first messages between the same pair meet in one conversation.
-//! Offline delivery is a claim: one conditional `UPDATE … RETURNING` marks the recipient's
-//! undelivered messages delivered and returns them (on Postgres with `FOR UPDATE SKIP LOCKED`, so
-//! two connections opening at once never both get the same message).
+//! Delivery is recorded, never assumed: a message stays undelivered (and is read again for each
+//! connection of its recipient that opens) until a connection of the recipient took it, which
+//! marks it delivered (`docs/chat.md`).
 
 use switchyard_actors::ids::{TenantKey, UserId};
 
@@ -128,27 +128,26 @@ const INSERT_MESSAGE: &str = concat!(
 
 const TOUCH_CONVERSATION: &str = "UPDATE conversations SET last_message_at_ms = $2 WHERE id = $1";
 
-const MARK_DELIVERED: &str = "UPDATE chat_messages SET delivered_at_ms = $2 \
-     WHERE id = $1 AND delivered_at_ms IS NULL";
-
-/// Claims a recipient's undelivered messages: `$1` tenant, `$2` user, `$3` now, `$4` limit.
-macro_rules! claim_pending_sql {
-    ($lock:literal) => {
+/// Marks messages to one recipient delivered: `$1` tenant, `$2` recipient, `$3` now, `$4` the
+/// ids as a JSON array (one statement for any number, on both databases).
+macro_rules! mark_delivered_sql {
+    ($ids:literal) => {
         concat!(
-            "UPDATE chat_messages SET delivered_at_ms = $3 WHERE seq IN (\
-               SELECT seq FROM chat_messages \
-               WHERE tenant_key = $1 AND recipient_id = $2 AND delivered_at_ms IS NULL \
-               ORDER BY seq LIMIT $4 ",
-            $lock,
-            ") AND delivered_at_ms IS NULL RETURNING seq, ",
-            message_columns!()
+            "UPDATE chat_messages SET delivered_at_ms = $3 \
+             WHERE tenant_key = $1 AND recipient_id = $2 AND delivered_at_ms IS NULL AND id IN (",
+            $ids,
+            ")"
         )
     };
 }
 
-/// Whether a recipient has undelivered messages (a read, so connecting costs no write when none).
-const HAS_PENDING: &str = "SELECT EXISTS (SELECT 1 FROM chat_messages \
-     WHERE tenant_key = $1 AND recipient_id = $2 AND delivered_at_ms IS NULL)";
+/// A recipient's undelivered messages, oldest first: `$1` tenant, `$2` user, `$3` limit.
+const UNDELIVERED: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM chat_messages WHERE tenant_key = $1 AND recipient_id = $2 AND delivered_at_ms IS NULL \
+     ORDER BY seq LIMIT $3"
+);
 
 const MARK_READ: &str = "UPDATE chat_messages SET read_at_ms = $4, \
      delivered_at_ms = COALESCE(delivered_at_ms, $4) \
@@ -396,62 +395,57 @@ impl Store {
         })
     }
 
-    /// Records that a live connection of the recipient was sent message `id`.
-    pub async fn mark_delivered(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
-        on_db!(&self.db, pool => {
-            sqlx::query(MARK_DELIVERED).bind(id).bind(now_ms).execute(pool).await?;
-        });
-        Ok(())
+    /// Records that a connection of `recipient` took the messages `ids` (those of another
+    /// recipient or tenant, or already delivered, are left alone); returns how many were marked.
+    pub async fn mark_delivered(
+        &self,
+        tenant: &TenantKey,
+        recipient: &UserId,
+        ids: &[&str],
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let ids = serde_json::Value::from(ids.to_vec()).to_string();
+        let done = match &self.db {
+            super::Db::Sqlite(pool) => {
+                sqlx::query(mark_delivered_sql!("SELECT value FROM json_each($4)"))
+                    .bind(tenant.as_str())
+                    .bind(recipient.as_str())
+                    .bind(now_ms)
+                    .bind(ids)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
+            super::Db::Postgres(pool) => sqlx::query(mark_delivered_sql!(
+                "SELECT jsonb_array_elements_text($4::jsonb)"
+            ))
+            .bind(tenant.as_str())
+            .bind(recipient.as_str())
+            .bind(now_ms)
+            .bind(ids)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        };
+        Ok(done)
     }
 
-    /// Claims up to `limit` of `user`'s undelivered messages, oldest first, marking them
-    /// delivered (each message is claimed once, whichever connection asks).
-    pub async fn claim_pending(
+    /// Up to `limit` of `user`'s undelivered messages, oldest first. Reading them marks
+    /// nothing: a message is delivered once a connection took it ([`Store::mark_delivered`]).
+    pub async fn undelivered(
         &self,
         tenant: &TenantKey,
         user: &UserId,
-        now_ms: i64,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let pending: (bool,) = on_db!(&self.db, pool => {
-            sqlx::query_as(HAS_PENDING)
+        Ok(on_db!(&self.db, pool => {
+            sqlx::query_as(UNDELIVERED)
                 .bind(tenant.as_str())
                 .bind(user.as_str())
-                .fetch_one(pool)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
                 .await?
-        });
-        if !pending.0 {
-            return Ok(Vec::new());
-        }
-        #[derive(sqlx::FromRow)]
-        struct Claimed {
-            seq: i64,
-            #[sqlx(flatten)]
-            message: StoredMessage,
-        }
-        let mut rows: Vec<Claimed> = match &self.db {
-            super::Db::Sqlite(pool) => {
-                sqlx::query_as(claim_pending_sql!(""))
-                    .bind(tenant.as_str())
-                    .bind(user.as_str())
-                    .bind(now_ms)
-                    .bind(i64::from(limit))
-                    .fetch_all(pool)
-                    .await?
-            }
-            super::Db::Postgres(pool) => {
-                sqlx::query_as(claim_pending_sql!("FOR UPDATE SKIP LOCKED"))
-                    .bind(tenant.as_str())
-                    .bind(user.as_str())
-                    .bind(now_ms)
-                    .bind(i64::from(limit))
-                    .fetch_all(pool)
-                    .await?
-            }
-        };
-        // RETURNING has no order of its own.
-        rows.sort_by_key(|r| r.seq);
-        Ok(rows.into_iter().map(|r| r.message).collect())
+        }))
     }
 
     /// Marks every unread message to `user` in conversation `id` read; returns how many.

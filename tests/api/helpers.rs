@@ -669,11 +669,20 @@ pub fn close_frame_in(buf: &[u8]) -> Option<(u16, String)> {
 /// Two cluster nodes sharing one Redis and one Postgres database (bind the first two to named
 /// `_` variables: they must outlive the nodes).
 pub async fn two_chat_nodes() -> (crate::redis_server::RedisServer, TestDb, TestApp, TestApp) {
+    two_chat_nodes_with(|_| {}).await
+}
+
+/// [`two_chat_nodes`], with `tweak` applied to both nodes' settings after the cluster's.
+pub async fn two_chat_nodes_with(
+    tweak: impl Fn(&mut Settings),
+) -> (crate::redis_server::RedisServer, TestDb, TestApp, TestApp) {
     let redis = crate::redis_server::RedisServer::start().await;
     let prefix = unique_prefix();
     let db = TestDb::postgres().await;
-    let cluster =
-        |s: &mut switchyard::settings::Settings| cluster_settings(s, &redis.url(), &prefix);
+    let cluster = |s: &mut switchyard::settings::Settings| {
+        cluster_settings(s, &redis.url(), &prefix);
+        tweak(s);
+    };
     let a = spawn_app_with_db(&db, cluster).await;
     let b = spawn_app_with_db(&db, cluster).await;
     (redis, db, a, b)

@@ -18,6 +18,7 @@ use super::membership::JoinRefused;
 use super::read_errors::{self, ReadFailure};
 use super::resume::SendBuffer;
 use super::subscriptions::Accept;
+use super::tracked::Origin;
 use super::{Connection, LATENCY_FLUSH_EVERY};
 use crate::channel::ChannelName;
 use crate::codec::{InFrame, OutFrame, Outcome, ReplyTo};
@@ -185,8 +186,9 @@ impl Connection {
                 };
                 act.finish(ctx, reply_to, subscribed);
                 for env in joined.ready {
-                    act.write_envelope(ctx, &env);
+                    act.write_envelope(ctx, &env, Origin::Channel);
                 }
+                act.report_written();
             }
             Err(JoinRefused { code, reason }) => {
                 let refused = act.core.refuse_subscription(reply_to, raw, code, reason);
@@ -261,7 +263,25 @@ impl Connection {
         self.write(ctx, frame);
     }
 
-    pub(super) fn write_envelope(&mut self, ctx: &mut Ctx, env: &Envelope) {
+    /// Writes one event from `origin`, unless it is a tracked event whose twin was written
+    /// (`tracked.rs`); a tracked one is noted for [`Self::report_written`].
+    pub(super) fn write_envelope(&mut self, ctx: &mut Ctx, env: &Envelope, origin: Origin) {
+        let key = self
+            .node
+            .hub_methods
+            .as_ref()
+            .and_then(|m| m.event_key(env));
+        if let Some(key) = &key {
+            if !self.tracked.admit(key, origin) {
+                log::debug!(
+                    "{} {} on {} already written: not again",
+                    self.log_ctx(),
+                    env.event,
+                    env.channel
+                );
+                return;
+            }
+        }
         let format = self.codec.format();
         let default = self.codec.arguments_default();
         let frame = crate::codec::notification_frame(env, format, default).clone();
@@ -272,6 +292,9 @@ impl Connection {
                 OutFrame::Text(frame.clone())
             });
         }
+        if let Some(key) = key {
+            self.tracked.taken([key]);
+        }
         if format.is_binary() {
             ctx.binary(frame);
         } else {
@@ -281,6 +304,15 @@ impl Connection {
         self.latency.observe(age_ms as f64 / 1000.0);
         if self.latency.get_sample_count() >= LATENCY_FLUSH_EVERY {
             self.latency.flush();
+        }
+    }
+
+    /// Tells the hub methods which tracked events were written since the last report.
+    pub(super) fn report_written(&mut self) {
+        if let Some(keys) = self.tracked.take_unreported() {
+            if let Some(methods) = &self.node.hub_methods {
+                methods.written(&self.identity, self.conn, keys);
+            }
         }
     }
 
@@ -298,12 +330,13 @@ impl Connection {
         if !evicted && !self.core.is_closing() && self.codec.ready() {
             for env in &batch {
                 if self.core.subs.accept(env) == Accept::Write {
-                    self.write_envelope(ctx, env);
+                    self.write_envelope(ctx, env, Origin::Channel);
                 }
             }
         }
         batch.clear();
         self.batch = batch;
+        self.report_written();
         if evicted {
             self.close(ctx, CloseCode::SlowConsumer);
         }

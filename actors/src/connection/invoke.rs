@@ -13,6 +13,7 @@ use actix::prelude::*;
 use actix_web_actors::ws;
 use serde_json::Value;
 
+use super::tracked::Origin;
 use super::Connection;
 use crate::channel::ChannelName;
 use crate::codec::{JsonArg, Outcome, ReplyTo};
@@ -89,13 +90,18 @@ impl Connection {
     }
 
     /// Applies `actions` in order, waiting for each join to be registered, then writes the
-    /// completion. A failed join stops there and completes with its error.
+    /// completion. A failed join stops there and completes with its error. Actions without a
+    /// completion are the connect-time ones ([`Self::hub_connected`]).
     fn apply(
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         mut actions: VecDeque<ConnectionAction>,
         completion: Option<Completion>,
     ) {
+        let origin = match completion {
+            Some(_) => Origin::Push,
+            None => Origin::ConnectPush,
+        };
         while let Some(action) = actions.pop_front() {
             if self.core.is_closing() {
                 return;
@@ -126,7 +132,7 @@ impl Connection {
                     // Not part of the channel's stream: offset 0, no epoch.
                     let draft = Draft::new(channel, event, data).with_arguments(arguments);
                     let env = Envelope::new(draft, 0, Arc::from(""), self.node.id.clone());
-                    self.write_envelope(ctx, &env);
+                    self.write_envelope(ctx, &env, origin);
                 }
                 ConnectionAction::Publish { draft, source } => {
                     let node = self.node.clone();
@@ -142,6 +148,11 @@ impl Connection {
                 }
             }
         }
+        if origin == Origin::ConnectPush {
+            // The connect window closes: its pushes are out (`tracked.rs`).
+            self.tracked.connected();
+        }
+        self.report_written();
         if let Some((reply_to, result)) = completion {
             let outcome = match result {
                 Ok(Some(v)) => Outcome::Value(v),
@@ -173,8 +184,9 @@ impl Connection {
                 .map(move |res, act, ctx| match res {
                     Ok(joined) => {
                         for env in joined.ready {
-                            act.write_envelope(ctx, &env);
+                            act.write_envelope(ctx, &env, Origin::Channel);
                         }
+                        act.report_written();
                         Ok(())
                     }
                     Err(refused) if refused.code == ErrorCode::AlreadySubscribed => Ok(()),

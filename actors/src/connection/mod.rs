@@ -23,6 +23,7 @@
 //! | `effects.rs` | carrying out the core's effects: writes, replies, closes, publishes, the outbox drain, the heartbeat |
 //! | `membership.rs` | the one join path (quota, limits, rules, authorizer, broker, activity) |
 //! | `invoke.rs` | hub methods the codec does not map itself |
+//! | `tracked.rs` | the hub methods' tracked events: reporting them written, no push twice |
 //! | `resume.rs` | what a resumable connection keeps (stateful reconnect) |
 //! | `read_errors.rs` | what a failed WebSocket read means |
 //! | `watchdog.rs`, `conn_socket.rs` | resetting connections the actor cannot write to |
@@ -42,6 +43,7 @@ mod requests;
 pub mod resume;
 mod shared;
 pub mod subscriptions;
+mod tracked;
 pub mod watchdog;
 
 use std::sync::Arc;
@@ -59,6 +61,7 @@ use self::read_errors::ReadFailure;
 use self::resume::{Parked, SendBuffer, TenantMembership};
 pub use self::shared::Connections;
 use self::subscriptions::Subscriptions;
+use self::tracked::Tracked;
 use self::watchdog::{Pulse, Watch};
 use crate::activity::Observe;
 use crate::channel::ChannelName;
@@ -126,6 +129,8 @@ pub struct Connection {
     outbox: Arc<Outbox>,
     /// Reused buffer for the events taken from the outbox in one turn.
     batch: Vec<Arc<Envelope>>,
+    /// The hub methods' tracked events: not reported yet, and the connect window's keys.
+    tracked: Tracked,
     fragments: Fragments,
     latency: LocalHistogram,
     mailbox_generation: u64,
@@ -170,6 +175,7 @@ impl Connection {
             socket: ConnSocket::default(),
             outbox,
             batch: Vec::new(),
+            tracked: Tracked::default(),
             fragments: Fragments::default(),
             latency: shared.node.metrics.delivery_latency.local(),
             mailbox_generation: u64::MAX,
