@@ -580,12 +580,19 @@ class SignalRSubscriber {
   onEvent(m) {
     const ch = m.channel;
     const had = this.pos[ch];
-    // Event messages carry no epoch: a new epoch shows as offsets starting again.
-    if (had && typeof m.offset === "number" && m.offset <= had.offset && !this.seen(ch, m.data?.seq)) {
+    // The wrapped message carries the epoch (docs/signalr.md, recovery); an older server's does
+    // not, and then a new epoch shows only as offsets starting again.
+    const epoch = m.epoch ?? had?.epoch ?? null;
+    if (had && m.epoch && m.epoch !== had.epoch) {
+      this.r.tell(ch, "epoch_changed", { from: had.epoch, to: m.epoch });
+    } else if (had && typeof m.offset === "number" && m.offset <= had.offset && !this.seen(ch, m.data?.seq)) {
       this.r.tell(ch, "offset_restarted", { from: had.offset, to: m.offset });
     }
-    this.r.arrive(ch, m.data, m.offset, had?.epoch ?? null);
-    if (had) had.offset = m.offset;
+    this.r.arrive(ch, m.data, m.offset, epoch);
+    if (had) {
+      had.offset = m.offset;
+      had.epoch = epoch;
+    }
   }
   seen(ch, seq) {
     return this.r.seqs[ch]?.has(seq) ?? false;

@@ -37,6 +37,10 @@ struct NotificationMessage<'a, D: Serialize> {
     data: D,
     timestamp: String,
     offset: u64,
+    /// The history generation `offset` counts in: with it a client's `Subscribe(channel, since)`
+    /// after a reconnect names the epoch it really has (an addition to the seeds' message; their
+    /// handlers ignore it).
+    epoch: &'a str,
 }
 
 fn message<D: Serialize>(env: &Envelope, data: D) -> NotificationMessage<'_, D> {
@@ -48,6 +52,7 @@ fn message<D: Serialize>(env: &Envelope, data: D) -> NotificationMessage<'_, D> 
         data,
         timestamp: rfc3339_millis(env.ts),
         offset: env.offset,
+        epoch: &env.epoch,
     }
 }
 
@@ -215,7 +220,7 @@ mod tests {
             r#"{"type":1,"target":"NewOrder","arguments":[{"id":"e1","type":"NewOrder","#,
             r#""tenantKey":"acme","channel":"tenant:acme:broadcast","#,
             r#""data":{"orderId":"o1","total":12.5},"#,
-            r#""timestamp":"2023-11-14T22:13:20.123Z","offset":7}]}"#,
+            r#""timestamp":"2023-11-14T22:13:20.123Z","offset":7,"epoch":"ep1"}]}"#,
             "\u{1e}"
         );
         assert_eq!(std::str::from_utf8(&frame).unwrap(), expected);
@@ -306,6 +311,7 @@ mod tests {
             ),
             (M::from("timestamp"), M::from("2023-11-14T22:13:20.123Z")),
             (M::from("offset"), M::from(7u64)),
+            (M::from("epoch"), M::from("ep1")),
         ]);
         let expected = M::Array(vec![
             M::from(1u8),
