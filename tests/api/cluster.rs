@@ -831,3 +831,73 @@ async fn an_event_published_right_after_signalr_start_reaches_a_client_on_anothe
     }
     assert!(lost.is_empty(), "lost in rounds {lost:?} of {ROUNDS}");
 }
+
+/// Chaos run finding: a node that had read an ingest entry and stopped before publishing it
+/// (SIGKILL, or a restart) left it pending on its name until another consumer's 30 s claim time.
+/// Back under the same node id, it takes the entry up at once.
+#[actix_web::test]
+async fn a_node_back_under_its_id_publishes_the_ingest_entries_it_had_read_at_once() {
+    const RESTARTED: &str = "node-restarted";
+    /// Well inside the 30 s after which any node would claim the entry anyway.
+    const AT_ONCE: Duration = Duration::from_secs(5);
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let stream = format!("{prefix}:ingest");
+    let mut conn = redis.conn().await;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("switchyard")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let draft = json!({"channel": "tenant:acme:broadcast", "event": "Ingested", "data": {"n": 1}});
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("event")
+        .arg(draft.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // The node read it, then died before publishing it: pending on its name.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("switchyard")
+        .arg(RESTARTED)
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let node = spawn_cluster_node(&redis.url(), &prefix, |s| s.node.id = RESTARTED.into()).await;
+    let t = token(&admin("acme"));
+    let published = tokio::time::timeout(
+        AT_ONCE,
+        eventually("the pending entry to be published", || async {
+            let (_, h) = node
+                .get("/api/v1/channels/tenant:acme:broadcast/history", Some(&t))
+                .await;
+            (h["events"].as_array().map_or(0, |e| e.len()) == 1).then_some(h)
+        }),
+    )
+    .await
+    .expect("published at once, not after the claim idle time");
+    assert_eq!(published["events"][0]["event"], "Ingested", "{published}");
+    let pending: redis::Value = redis::cmd("XPENDING")
+        .arg(&stream)
+        .arg("switchyard")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&pending, redis::Value::Array(v) if v.first() == Some(&redis::Value::Int(0))),
+        "acknowledged: {pending:?}"
+    );
+}

@@ -376,11 +376,7 @@ async fn ingest_drafts_choose_the_arguments_across_nodes() {
     }
     // Both nodes consume the ingest stream, so the three drafts may be published in any order
     // (docs/cluster.md): each toast once, in whatever order they came.
-    let mut toasts = vec![
-        page.toast().await,
-        page.toast().await,
-        page.toast().await,
-    ];
+    let mut toasts = vec![page.toast().await, page.toast().await, page.toast().await];
     toasts.sort();
     let mut expected: Vec<(String, String)> = vec![
         (

@@ -11,7 +11,9 @@
 //! Every node reads the stream in one consumer group, so each entry is published exactly once
 //! (through the same atomic publish step, idempotent by `id` when given), then acknowledged and
 //! deleted. Drafts appended before any node ran are published when the first one starts.
-//! Entries a dead node had claimed are taken over after [`CLAIM_IDLE`].
+//! Entries a dead node had claimed are taken over after [`CLAIM_IDLE`]; a node that comes back
+//! under the same id (a restart), or whose reading session failed mid-entry, first takes up the
+//! entries still pending on its own name, at once.
 
 use std::time::Duration;
 
@@ -154,6 +156,32 @@ impl Cluster {
                 return Err(e.into());
             }
         }
+        // This consumer's own pending entries first (read but not acknowledged: by this node
+        // before a restart, or by a session that failed on them): they must not wait CLAIM_IDLE.
+        loop {
+            let opts = redis::streams::StreamReadOptions::default()
+                .group(GROUP, &consumer)
+                .count(BATCH);
+            let own: Option<redis::streams::StreamReadReply> =
+                redis::AsyncCommands::xread_options(&mut conn, &[&stream], &["0"], &opts).await?;
+            let entries: Entries = own
+                .into_iter()
+                .flat_map(|r| r.keys)
+                .flat_map(|k| k.ids)
+                .map(entry)
+                .collect();
+            if entries.is_empty() {
+                break;
+            }
+            log::info!(
+                "ingest stream: taking up {} entries pending on this node",
+                entries.len()
+            );
+            for (id, fields) in entries {
+                self.ingest_one(&id, &fields).await?;
+                self.acknowledge(&mut conn, &stream, &id).await?;
+            }
+        }
         loop {
             let claimed: (String, redis::streams::StreamRangeReply) = redis::cmd("XAUTOCLAIM")
                 .arg(&stream)
@@ -184,21 +212,32 @@ impl Cluster {
             }
             for (id, fields) in entries {
                 self.ingest_one(&id, &fields).await?;
-                // Acknowledged and deleted, so the stream only ever holds unpublished drafts.
-                let _: () = redis::pipe()
-                    .cmd("XACK")
-                    .arg(&stream)
-                    .arg(GROUP)
-                    .arg(&id)
-                    .ignore()
-                    .cmd("XDEL")
-                    .arg(&stream)
-                    .arg(&id)
-                    .ignore()
-                    .query_async(&mut conn)
-                    .await?;
+                self.acknowledge(&mut conn, &stream, &id).await?;
             }
         }
+    }
+
+    /// Acknowledges and deletes a published entry, so the stream only ever holds unpublished
+    /// drafts.
+    async fn acknowledge(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        stream: &str,
+        id: &str,
+    ) -> Result<(), ClusterError> {
+        let _: () = redis::pipe()
+            .cmd("XACK")
+            .arg(stream)
+            .arg(GROUP)
+            .arg(id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(stream)
+            .arg(id)
+            .ignore()
+            .query_async(conn)
+            .await?;
+        Ok(())
     }
 
     /// Publishes one entry; a refused entry is logged and counted, a Redis failure is returned
