@@ -754,7 +754,9 @@ function judge(record, ledgers) {
         if (a.seq < max) disorder(a);
         max = Math.max(max, a.seq);
       }
-    } else if (record.protocol === "native") {
+    } else {
+      // By offset within an epoch: every event (native notification, SignalR message) names its
+      // epoch.
       const maxByEpoch = new Map();
       for (const a of firsts) {
         const m = maxByEpoch.get(a.epoch) ?? 0;
