@@ -461,28 +461,13 @@ async fn other_processes_publish_through_the_ingest_stream() {
     let mut admin_ws = a.connect(&service()).await;
     admin_ws.subscribed("tenant:acme:admins").await;
     // A background job (any language) appends a draft; exactly one node publishes it.
-    let mut conn = redis.conn().await;
     let job = json!({"channel":"tenant:acme:admins","event":"TenantCreated","data":{"tenantKey":"acme","name":"Acme"},"id":"job-42"});
     redis.ingest_group_exists(&prefix).await;
     for _ in 0..2 {
         // Sent twice with one id: published once.
-        let _: String = redis::cmd("XADD")
-            .arg(format!("{prefix}:ingest"))
-            .arg("*")
-            .arg("event")
-            .arg(job.to_string())
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        redis.ingest(&prefix, &job.to_string()).await;
     }
-    let _: String = redis::cmd("XADD")
-        .arg(format!("{prefix}:ingest"))
-        .arg("*")
-        .arg("event")
-        .arg("{not json")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    redis.ingest(&prefix, "{not json").await;
     let n = admin_ws.recv().await;
     assert_eq!(n["data"]["event"], "TenantCreated");
     assert_eq!(n["data"]["data"]["name"], "Acme");
@@ -589,14 +574,7 @@ async fn drafts_appended_before_any_node_ran_are_published() {
     let prefix = unique_prefix();
     let mut conn = redis.conn().await;
     let draft = json!({"channel":"tenant:acme:broadcast","event":"Early","data":{"n":1}});
-    let _: String = redis::cmd("XADD")
-        .arg(format!("{prefix}:ingest"))
-        .arg("*")
-        .arg("event")
-        .arg(draft.to_string())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    redis.ingest(&prefix, &draft.to_string()).await;
     let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
     let t = token(&admin("acme"));
     let page = eventually("the early draft to be published", || async {
@@ -854,14 +832,7 @@ async fn a_node_back_under_its_id_publishes_the_ingest_entries_it_had_read_at_on
         .await
         .unwrap();
     let draft = json!({"channel": "tenant:acme:broadcast", "event": "Ingested", "data": {"n": 1}});
-    let _: String = redis::cmd("XADD")
-        .arg(&stream)
-        .arg("*")
-        .arg("event")
-        .arg(draft.to_string())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    redis.ingest(&prefix, &draft.to_string()).await;
     // The node read it, then died before publishing it: pending on its name.
     let _: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")

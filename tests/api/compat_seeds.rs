@@ -355,7 +355,6 @@ async fn ingest_drafts_choose_the_arguments_across_nodes() {
     let b = spawn_cluster_node(&redis.url(), &prefix, seed_hubs).await;
     let mut page = Seed::tenant_page(&b, "/hubs/notifications", &admin("acme")).await;
     redis.ingest_group_exists(&prefix).await;
-    let mut conn = redis.conn().await;
     let drafts = [
         json!({"channel": "tenant:acme:admins", "event": "TenantCreated",
             "data": {"tenantName": "Bare"}, "arguments": "data"}),
@@ -365,14 +364,7 @@ async fn ingest_drafts_choose_the_arguments_across_nodes() {
             "data": {"error": "e"}, "arguments": "message"}),
     ];
     for draft in &drafts {
-        let _: String = redis::cmd("XADD")
-            .arg(format!("{prefix}:ingest"))
-            .arg("*")
-            .arg("event")
-            .arg(draft.to_string())
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        redis.ingest(&prefix, &draft.to_string()).await;
     }
     // Both nodes consume the ingest stream, so the three drafts may be published in any order
     // (docs/cluster.md): each toast once, in whatever order they came.

@@ -297,21 +297,13 @@ async fn finding_5_deep_ingest_entry_is_refused_counted_and_later_entries_flow()
     let mut on_b = b.connect(&service()).await;
     on_b.subscribed("tenant:acme:admins").await;
     redis.ingest_group_exists(&prefix).await;
-    let mut conn = redis.conn().await;
     let deep = format!(
         r#"{{"channel":"tenant:acme:admins","event":"Deep","data":{}}}"#,
         nested(DEEP)
     );
     let fine = json!({"channel":"tenant:acme:admins","event":"Fine","data":{"n":1}}).to_string();
     for entry in [deep, fine] {
-        let _: String = redis::cmd("XADD")
-            .arg(format!("{prefix}:ingest"))
-            .arg("*")
-            .arg("event")
-            .arg(entry)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        redis.ingest(&prefix, &entry).await;
     }
     let n = on_b.recv_event().await;
     assert_eq!(

@@ -176,15 +176,7 @@ async fn ingest(
         .metric("switchyard_bad_frames_total{code=\"ingest\"}")
         .await;
     let draft = json!({"channel": channel, "event": "Ingested", "data": {"n": n}});
-    let mut conn = redis.conn().await;
-    let _: String = redis::cmd("XADD")
-        .arg(format!("{prefix}:ingest"))
-        .arg("*")
-        .arg("event")
-        .arg(draft.to_string())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    redis.ingest(prefix, &draft.to_string()).await;
     if !allowed {
         app.wait_metric(
             "switchyard_bad_frames_total{code=\"ingest\"}",

@@ -183,6 +183,19 @@ impl RedisServer {
         .await;
     }
 
+    /// Appends `entry` (a draft's JSON text, or anything a test wants a node to read) to the
+    /// ingest stream of the nodes using `prefix`, as another process would.
+    pub async fn ingest(&self, prefix: &str, entry: &str) {
+        let _: String = redis::cmd("XADD")
+            .arg(format!("{prefix}:ingest"))
+            .arg("*")
+            .arg("event")
+            .arg(entry)
+            .query_async(&mut self.conn().await)
+            .await
+            .unwrap();
+    }
+
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
             .unwrap()
