@@ -77,14 +77,22 @@ impl ApiError {
 
     /// The problem document, serialized.
     pub fn problem_body(&self) -> Vec<u8> {
-        let problem = Problem {
+        serde_json::to_vec(&self.problem()).expect("a problem document always serializes")
+    }
+
+    /// The problem document, as a value (one event's result in a batch).
+    pub fn problem_value(&self) -> serde_json::Value {
+        serde_json::to_value(self.problem()).expect("a problem document always serializes")
+    }
+
+    fn problem(&self) -> Problem<'_> {
+        Problem {
             kind: format!("urn:switchyard:problem:{}", self.code()),
             title: self.title(),
             status: self.status_code().as_u16(),
             detail: self.to_string(),
             code: self.code(),
-        };
-        serde_json::to_vec(&problem).expect("a problem document always serializes")
+        }
     }
 
     /// The problem for a refusal some other layer wrote with `status` and a plain `detail`.

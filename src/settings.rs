@@ -237,6 +237,8 @@ pub struct HistoryConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct PublishConfig {
     pub timeout_ms: u64,
+    pub max_batch_events: usize,
+    pub max_batch_bytes: usize,
 }
 
 /// `[payload]`: the bounds of every event's data.

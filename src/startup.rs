@@ -289,6 +289,7 @@ impl Application {
         let shutdown_secs = drain_timeout.as_secs_f64().ceil() as u64;
         let max_body = settings.server.max_body_bytes;
         let hub_paths = settings.signalr.hub_paths.clone();
+        let batch_body_bytes = settings.publish.max_batch_bytes;
         let cors = settings.cors.clone();
         let store_data = web::Data::new(store.clone());
         let app_connections = connections.clone();
@@ -324,7 +325,7 @@ impl Application {
                 .wrap(cors_policy(&cors))
                 .wrap(from_fn(problem::problem_json_everywhere))
                 .wrap(from_fn(observe))
-                .configure(|cfg| routes::configure(cfg, &hub_paths))
+                .configure(|cfg| routes::configure(cfg, &hub_paths, batch_body_bytes))
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such route".into()))
                 }))

@@ -18,7 +18,7 @@ pub mod ws;
 use actix_web::web;
 
 /// Mounts every route; `hub_paths` are the SignalR hub endpoints.
-pub fn configure(cfg: &mut web::ServiceConfig, hub_paths: &[String]) {
+pub fn configure(cfg: &mut web::ServiceConfig, hub_paths: &[String], batch_body_bytes: usize) {
     for path in hub_paths {
         cfg.route(path, web::get().to(signalr::hub)).route(
             &format!("{path}/negotiate"),
@@ -30,6 +30,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, hub_paths: &[String]) {
         .route("/admin/", web::get().to(admin_console::index))
         .route("/admin/{file}", web::get().to(admin_console::asset))
         .route("/api/v1/publish", web::post().to(publish::publish))
+        .service(
+            web::resource("/api/v1/publish/batch")
+                // A batch may be larger than the other JSON bodies (`publish.max_batch_bytes`).
+                .app_data(publish::batch_json_config(batch_body_bytes))
+                .route(web::post().to(publish::publish_batch)),
+        )
         .route(
             "/api/v1/tenants/{tenant}/connections",
             web::get().to(tenants::connections),

@@ -1,17 +1,24 @@
 //! `POST /api/v1/publish`: publish one event to one channel, for back ends. The optional
 //! `arguments` chooses what SignalR clients receive (`"message"`, `"data"` or an array;
 //! [`switchyard_actors::hub_arguments`]).
+//!
+//! `POST /api/v1/publish/batch`: many events in one request (`{"events":[…]}`, each as the single
+//! publish takes it), published in order through the same steps, with a result per event: the
+//! single publish's `202` answer or its problem document, each with its `status`.
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
+use serde_json::json;
 use serde_json::value::RawValue;
 use switchyard_actors::channel::ChannelName;
 use switchyard_actors::envelope::{Draft, EventName};
 use switchyard_actors::hub_arguments::{BadArguments, HubArguments};
+use switchyard_actors::identity::Identity;
 use switchyard_actors::policy::publish;
+use switchyard_actors::publish_path::PublishAck;
 
 use crate::caller::Caller;
-use crate::problem::ApiError;
+use crate::problem::{bad_request, ApiError};
 use crate::state::AppState;
 
 /// `switchyard_bad_payloads_total{source}` of this route.
@@ -34,7 +41,62 @@ pub async fn publish(
     state: web::Data<AppState>,
     body: web::Json<PublishRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let ack = publish_one(&state, who, body.into_inner()).await?;
+    Ok(HttpResponse::Accepted().json(ack))
+}
+
+/// `POST /api/v1/publish/batch`'s body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub events: Vec<PublishRequest>,
+}
+
+/// The JSON body limit of the batch route (`publish.max_batch_bytes`).
+pub fn batch_json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(|e, _| bad_request(format_args!("request body: {e}")))
+}
+
+/// Publishes each event in order, as the single publish does, and answers
+/// `200 {"results":[…]}`: per event `{"status":202,"id","offset","epoch"}` or its problem document.
+/// A refused event does not stop the ones after it.
+pub async fn publish_batch(
+    Caller(who): Caller,
+    state: web::Data<AppState>,
+    body: web::Json<BatchRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let events = body.into_inner().events;
+    let most = state.settings.publish.max_batch_events;
+    if events.is_empty() || events.len() > most {
+        return Err(ApiError::BadRequest(format!(
+            "events: {} given; a batch holds 1 to {most} (publish.max_batch_events)",
+            events.len()
+        )));
+    }
+    let mut results = Vec::with_capacity(events.len());
+    for event in events {
+        results.push(match publish_one(&state, who.clone(), event).await {
+            Ok(ack) => json!({
+                "status": actix_web::http::StatusCode::ACCEPTED.as_u16(),
+                "id": ack.id,
+                "offset": ack.offset,
+                "epoch": ack.epoch,
+            }),
+            Err(e) => e.problem_value(),
+        });
+    }
+    Ok(HttpResponse::Ok().json(json!({ "results": results })))
+}
+
+/// One event through the steps every REST publish takes: the names, the payload check, the
+/// SignalR arguments, admission (rules, authorizer, quota), then the node's one publish path.
+async fn publish_one(
+    state: &AppState,
+    who: std::sync::Arc<Identity>,
+    body: PublishRequest,
+) -> Result<PublishAck, ApiError> {
     let channel = ChannelName::parse(&body.channel)
         .map_err(|e| ApiError::BadRequest(format!("channel: {e}")))?;
     let event =
@@ -55,6 +117,5 @@ pub async fn publish(
         .inspect_err(|e| log::info!("publish to {channel} by {}: {e}", who.user_id))?;
     publish::admit(&node.authorizer, &node.quotas, who, channel.clone()).await?;
     let draft = Draft::new(channel, event, data).with_arguments(arguments);
-    let ack = node.publish(draft, "rest").await?;
-    Ok(HttpResponse::Accepted().json(ack))
+    Ok(node.publish(draft, "rest").await?)
 }

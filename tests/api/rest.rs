@@ -82,3 +82,85 @@ async fn unknown_routes_are_404_problem_json() {
     assert_eq!(status, 404);
     assert_eq!(p["code"], "not_found");
 }
+
+/// Issue 16: `POST /api/v1/publish/batch` publishes many events in one request, in order, with a
+/// result per event; a refused event (bad name, forbidden channel, bad payload) gets the single
+/// publish's problem document and does not stop the rest. In cluster mode the subscriber is on the
+/// other node.
+#[actix_web::test]
+async fn a_batch_publishes_each_event_in_order_with_a_result_each_across_nodes() {
+    let redis = crate::redis_server::RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let mut sub = b.connect(&customer("acme", "c1", None)).await;
+    sub.subscribed("tenant:acme:broadcast").await;
+    let deep = (0..100).fold(json!(1), |v, _| json!([v]));
+    let batch = json!({"events": [
+        {"channel": "tenant:acme:broadcast", "event": "First", "data": {"n": 1}},
+        {"channel": "tenant:acme:broadcast", "event": "has space", "data": {"n": 2}},
+        {"channel": "tenant:acme:broadcast", "event": "Deep", "data": deep},
+        {"channel": "tenant:acme:broadcast", "event": "Second", "data": {"n": 3}},
+    ]});
+    // A customer may not publish to the broadcast channel: every event refused alike.
+    let (status, refused) = a
+        .post_json(
+            "/api/v1/publish/batch",
+            Some(&token(&customer("acme", "c2", None))),
+            &json!({"events": [batch["events"][0].clone()]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{refused}");
+    assert_eq!(refused["results"][0]["status"], 403, "{refused}");
+    assert_eq!(refused["results"][0]["code"], "forbidden", "{refused}");
+
+    let (status, body) = a
+        .post_json("/api/v1/publish/batch", Some(&token(&service())), &batch)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().expect("a result per event");
+    let statuses: Vec<_> = results.iter().map(|r| r["status"].as_u64()).collect();
+    assert_eq!(
+        statuses,
+        [Some(202), Some(400), Some(400), Some(202)],
+        "{body}"
+    );
+    assert_eq!(results[1]["code"], "bad_request", "{body}");
+    assert_eq!(results[2]["code"], "bad_payload", "{body}");
+    assert!(results[3]["offset"].as_u64() > results[0]["offset"].as_u64());
+    for (expected, result) in [("First", &results[0]), ("Second", &results[3])] {
+        let n = sub.recv_type("notification").await;
+        assert_eq!(n["data"]["event"], expected, "{n}");
+        assert_eq!(n["data"]["id"], result["id"], "{n}");
+    }
+
+    // Empty and oversized batches are refused as a whole.
+    let (status, p) = a
+        .post_json(
+            "/api/v1/publish/batch",
+            Some(&token(&service())),
+            &json!({"events": []}),
+        )
+        .await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (400, Some("bad_request")),
+        "{p}"
+    );
+    let most = a.settings.publish.max_batch_events;
+    let too_many: Vec<_> = (0..=most)
+        .map(|n| json!({"channel": "tenant:acme:broadcast", "event": "E", "data": n}))
+        .collect();
+    let (status, p) = a
+        .post_json(
+            "/api/v1/publish/batch",
+            Some(&token(&service())),
+            &json!({ "events": too_many }),
+        )
+        .await;
+    assert_eq!(status, 400, "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("max_batch_events"),
+        "{p}"
+    );
+}
