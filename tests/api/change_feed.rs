@@ -246,6 +246,12 @@ async fn changes_made_while_no_listener_ran_are_relayed_in_order_when_one_starts
         assert!(started.elapsed() < WAIT, "relayed rows are marked");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The relay loop reports a batch to its actor after marking it relayed, so the count may
+    // trail the backlog by a moment.
+    eventually("the listener to count 4 relayed changes", || async {
+        (listener.send(ListenerStatus).await.unwrap().relayed == 4).then_some(())
+    })
+    .await;
     assert_eq!(listener.send(ListenerStatus).await.unwrap().relayed, 4);
     app.stop().await;
 }
