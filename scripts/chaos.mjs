@@ -703,17 +703,16 @@ function ingestPublisher(rate, redis, ledger, running, mode) {
  * Per subscriber: expected = every accepted publish of both channels; received = distinct expected
  * seqs that arrived; lost = expected - received, split into told (a told-marker on that channel
  * between the event's acceptance and the subscriber's next arrival of a later event) and untold;
- * duplicated = arrivals beyond the first of an accepted seq (a refused publish arriving twice is
- * counted apart, in duplicated_refused: it is outside the guarantee, which covers accepted events,
- * and is a known defect — a 503 whose lost Redis reply had in fact published it, delivered both
- * locally and from Redis); out of order = an expected event arriving after
+ * duplicated = arrivals beyond the first of any seq, accepted or refused (a refused publish may
+ * still arrive — Redis ran it and only its reply was lost — but never twice); out of order = an
+ * expected event arriving after
  * one published after it (REST: by seq, the single publisher's order; ingest: by offset within an
  * epoch, the order the cluster gave it, since the nodes consume the stream concurrently).
  */
 function judge(record, ledgers) {
   const out = {
     name: record.name, protocol: record.protocol, reconnect: record.reconnect,
-    expected: 0, received: 0, lost: 0, lost_told: 0, lost_untold: 0, duplicated: 0, duplicated_refused: 0,
+    expected: 0, received: 0, lost: 0, lost_told: 0, lost_untold: 0, duplicated: 0,
     out_of_order: 0, unexpected: 0, reconnects: record.reconnects, subscribe_errors: record.subscribeErrors,
     told: record.told.map((m) => ({ at_s: rel(m.t), channel: m.channel, kind: m.kind })),
     untold_examples: [],
@@ -728,11 +727,8 @@ function judge(record, ledgers) {
     const count = new Map();
     for (const a of arrivals) count.set(a.seq, (count.get(a.seq) ?? 0) + 1);
     for (const [seq, n] of count) {
-      if (ledger.accepted.has(seq)) out.duplicated += n - 1;
-      else {
-        out.unexpected++;
-        out.duplicated_refused += n - 1;
-      }
+      out.duplicated += n - 1;
+      if (!ledger.accepted.has(seq)) out.unexpected++;
       if (n > 1 && out.duplicate_examples.length < MAX_EXAMPLES) {
         out.duplicate_examples.push({
           channel: ch, seq, expected: ledger.accepted.has(seq),
@@ -1008,7 +1004,7 @@ function summary(run) {
     const head = ["subscriber", "expected", "received", "lost", "told", "untold", "dup", "ooo", "unexp", "reconn", "told-markers", "ok"];
     const rows = [...m.subscribers, ...(m.control ? [m.control] : [])].map((s) => [
       s.name, s.expected, s.received, s.lost, s.lost_told, s.lost_untold,
-      s.duplicated_refused ? `${s.duplicated}(+${s.duplicated_refused} refused)` : s.duplicated, s.out_of_order,
+      s.duplicated, s.out_of_order,
       s.unexpected, s.reconnects, s.told.length ? [...new Set(s.told.map((t) => t.kind))].join("+") + ` x${s.told.length}` : "-",
       s === m.control ? (s.pass ? "ok (control: must lose)" : "FAIL (control lost nothing: the run measured nothing)") : s.pass ? "ok" : "FAIL",
     ].map(String));

@@ -114,6 +114,11 @@ impl ChannelLog {
         }
     }
 
+    /// Whether this log still holds the event with this id (newest first: a duplicate is recent).
+    pub fn holds(&self, id: &str) -> bool {
+        self.entries.iter().rev().any(|(_, e)| &*e.id == id)
+    }
+
     /// Drops entries older than `ttl`.
     pub fn expire(&mut self, ttl: Duration) {
         while let Some((at, _)) = self.entries.front() {

@@ -1,7 +1,8 @@
 //! Redis restarting empty (no persistence) under traffic, on two nodes: every publish answered 202
 //! reaches every subscriber exactly once, in order, and the new epoch is replayed from its first
 //! offset, never skipped; a subscriber served locally while Redis was down gets what Redis accepts
-//! once it is back.
+//! once it is back. A publish Redis executed but whose reply was lost (answered 503 and delivered
+//! locally) is not delivered a second time when the Redis copy comes back.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 use crate::redis_server::RedisServer;
+use crate::tcp_proxy::Proxy;
 
 /// The bridges retry this slowly, so Redis is back (and accepting publishes) well before they
 /// resubscribe: the second of the finding, stretched so it happens on every run.
@@ -194,4 +196,50 @@ async fn a_subscriber_served_locally_while_redis_is_down_gets_what_redis_accepts
         "Done",
         "nothing twice"
     );
+}
+
+/// The 10-minute chaos run's one duplicate (issue 14): Redis killed just after it ran a publish,
+/// before the node read the reply. The node answers 503 and delivers the event to its own
+/// subscribers under its local epoch; once Redis is back, the bridge catches up and relays Redis'
+/// copy of the same event. Reproduced deterministically by muting the node's Redis connections
+/// as the publish script passes: it reaches Redis and runs, its reply and every later one are lost.
+#[actix_web::test]
+async fn a_publish_redis_ran_but_whose_reply_was_lost_is_delivered_once() {
+    let redis = RedisServer::start().await;
+    let proxy = Proxy::start(redis.port).await;
+    let prefix = unique_prefix();
+    let via_proxy = format!("redis://127.0.0.1:{}", proxy.port);
+    let a = spawn_cluster_node(&via_proxy, &prefix, |_| {}).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let channel = "tenant:acme:broadcast";
+    let mut on_a = a.connect(&customer("acme", "u1", None)).await;
+    let mut on_b = b.connect(&customer("acme", "u2", None)).await;
+    on_a.subscribed(channel).await;
+    on_b.subscribed(channel).await;
+
+    let (status, ack) = a.publish(&service(), channel, "Tick", json!({"i": 1})).await;
+    assert_eq!(status, 202, "{ack}");
+
+    // Only the publish carries this payload (presence scripts run on the same connections).
+    proxy.mute_after(b"reply-lost");
+    let (status, refused) = a
+        .publish(&service(), channel, "Tick", json!({"i": 2, "tag": "reply-lost"}))
+        .await;
+    assert_eq!(status, 503, "no reply reached node a: {refused}");
+    // Redis ran it all the same: node b (not behind the proxy) relays it.
+    proxy.mute(false);
+    proxy.sever();
+
+    eventually("node a to reach Redis again", || async {
+        let (status, _) = a.get("/health/ready", None).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    let (status, ack) = a.publish(&service(), channel, "Done", json!(null)).await;
+    assert_eq!(status, 202, "{ack}");
+
+    for (who, ws) in [("on a", &mut on_a), ("on b", &mut on_b)] {
+        let got: Vec<u64> = collect_until_done(ws).await.iter().map(|s| s.0).collect();
+        assert_eq!(got, vec![1, 2], "subscriber {who}: each event once, in order");
+    }
 }

@@ -1,16 +1,21 @@
 //! A TCP proxy a test can sever, to drop a client's socket without any close frame (what a
-//! Wi-Fi drop looks like to both ends), and hold new connections for a while.
+//! Wi-Fi drop looks like to both ends), hold new connections for a while, and mute: the server
+//! still gets every request but its replies are thrown away (a reply lost on the way back).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub struct Proxy {
     pub port: u16,
     conns: Arc<Mutex<Vec<actix_web::rt::task::JoinHandle<()>>>>,
     hold: Arc<AtomicBool>,
+    mute: Arc<AtomicBool>,
+    /// Mute as soon as a request containing these bytes passes (its reply is the first lost).
+    mute_after: Arc<Mutex<Option<Vec<u8>>>>,
     /// The first line of each connection's first bytes (an HTTP request line), in order.
     request_lines: Arc<Mutex<Vec<String>>>,
 }
@@ -22,11 +27,19 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let conns: Arc<Mutex<Vec<_>>> = Arc::default();
         let hold = Arc::new(AtomicBool::new(false));
+        let mute = Arc::new(AtomicBool::new(false));
+        let mute_after: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
         let request_lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (c, h, r) = (conns.clone(), hold.clone(), request_lines.clone());
+        let (c, h, m, ma, r) = (
+            conns.clone(),
+            hold.clone(),
+            mute.clone(),
+            mute_after.clone(),
+            request_lines.clone(),
+        );
         actix_web::rt::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let (h, r) = (h.clone(), r.clone());
+            while let Ok((inbound, _)) = listener.accept().await {
+                let (h, m, ma, r) = (h.clone(), m.clone(), ma.clone(), r.clone());
                 let task = actix_web::rt::spawn(async move {
                     // Looked at without consuming: the bytes still go to the server.
                     let mut first = [0u8; 512];
@@ -39,8 +52,43 @@ impl Proxy {
                     while h.load(Ordering::SeqCst) {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                    if let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)).await {
+                        let (mut from_client, mut to_client) = inbound.into_split();
+                        let (mut from_server, mut to_server) = outbound.into_split();
+                        let up = async {
+                            let mut buf = vec![0u8; 16 * 1024];
+                            loop {
+                                let n = from_client.read(&mut buf).await?;
+                                if n == 0 {
+                                    return Ok::<_, std::io::Error>(());
+                                }
+                                let mut armed = ma.lock().unwrap();
+                                if let Some(pattern) = armed.as_deref() {
+                                    if buf[..n].windows(pattern.len()).any(|w| w == pattern) {
+                                        m.store(true, Ordering::SeqCst);
+                                        *armed = None;
+                                    }
+                                }
+                                drop(armed);
+                                to_server.write_all(&buf[..n]).await?;
+                            }
+                        };
+                        let down = async {
+                            let mut buf = vec![0u8; 16 * 1024];
+                            loop {
+                                let n = from_server.read(&mut buf).await?;
+                                if n == 0 {
+                                    return Ok::<_, std::io::Error>(());
+                                }
+                                if !m.load(Ordering::SeqCst) {
+                                    to_client.write_all(&buf[..n]).await?;
+                                }
+                            }
+                        };
+                        tokio::select! {
+                            _ = up => {}
+                            _ = down => {}
+                        }
                     }
                 });
                 c.lock().unwrap().push(task);
@@ -50,6 +98,8 @@ impl Proxy {
             port,
             conns,
             hold,
+            mute,
+            mute_after,
             request_lines,
         }
     }
@@ -64,6 +114,17 @@ impl Proxy {
         for task in self.conns.lock().unwrap().drain(..) {
             task.abort();
         }
+    }
+
+    /// While muted, what the server sends is read and thrown away; requests still reach it.
+    pub fn mute(&self, on: bool) {
+        self.mute.store(on, Ordering::SeqCst);
+    }
+
+    /// Mutes (as [`Proxy::mute`]) once a request containing `pattern` passes: that request
+    /// reaches the server, its reply and everything after it are lost.
+    pub fn mute_after(&self, pattern: &[u8]) {
+        *self.mute_after.lock().unwrap() = Some(pattern.to_vec());
     }
 
     /// While held, new connections wait before reaching the server.

@@ -304,6 +304,20 @@ impl Handler<Relay> for BrokerShard {
     type Result = ();
 
     fn handle(&mut self, Relay { env }: Relay, _: &mut Self::Context) {
+        // In cluster mode the local log holds only events delivered here while Redis was
+        // unreachable (the publisher was answered 503). Redis may have run such a publish all the
+        // same, its reply lost; its copy then comes back through the bridge, and this node's
+        // subscribers already have the event.
+        if let Some(state) = self.channels.get(&env.channel) {
+            if !state.log.is_empty() && state.log.holds(&env.id) {
+                log::info!(
+                    "event {} on {} was delivered here while Redis was unreachable; its Redis copy is not delivered again",
+                    env.id,
+                    env.channel
+                );
+                return;
+            }
+        }
         self.fan_out(&env);
     }
 }
