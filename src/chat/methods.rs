@@ -5,7 +5,7 @@
 //! | `SendMessage` | `recipientId`, `content`, `messageType` = `"Text"`, `tempId`? | the message | `ReceiveMessage` → recipient, `MessageSent` → caller; `MessageError` → caller on refusal |
 //! | `JoinConversation` | `conversationId` | none | `UserJoinedConversation` → conversation; `ConversationError` → caller on refusal |
 //! | `LeaveConversation` | `conversationId` | none | `UserLeftConversation` → conversation |
-//! | `StartTyping` | `conversationId` | none | `UserStartedTyping` → conversation (on a start, not a refresh); `ConversationError` on refusal |
+//! | `StartTyping` | `conversationId` | none | `UserStartedTyping` → conversation (on every call, as seed 003's hub); `ConversationError` on refusal |
 //! | `StopTyping` | `conversationId` | none | `UserStoppedTyping` → conversation |
 //! | `MarkRead` | `conversationId` | `{conversationId, marked}` | `MessagesRead` → conversation; `ConversationError` on refusal |
 //!
@@ -369,11 +369,9 @@ impl ChatService {
                     .with(publish_after(channel, USER_JOINED_CONVERSATION, &member))
             }
             Method::StartTyping => {
-                let (started, generation) = self.0.typing.start(&who.tenant, &id, &who.user);
-                if started {
-                    self.announce(channel.clone(), USER_STARTED_TYPING, &member, &ctx)
-                        .await;
-                }
+                let generation = self.0.typing.start(&who.tenant, &id, &who.user);
+                self.announce(channel.clone(), USER_STARTED_TYPING, &member, &ctx)
+                    .await;
                 let (chat, timeout) = (self.clone(), self.0.config.typing_timeout);
                 actix::spawn(async move {
                     tokio::time::sleep(timeout).await;

@@ -1,6 +1,7 @@
 //! Typing indicators on this node: who is typing in which conversation, and since which
 //! `StartTyping` (a generation number), so an expiry timer only ends the indicator it was started
-//! for. `UserStartedTyping` is announced when a user starts (not on each refresh);
+//! for. `UserStartedTyping` is announced on every `StartTyping`, as seed 003's hub does (a
+//! participant who joined while the user was already typing learns it from the next one);
 //! `UserStoppedTyping` when they stop, or when `typing_timeout_ms` passes without a refresh.
 //!
 //! The state is per node: a connection's StartTyping and StopTyping reach the node it is on.
@@ -29,14 +30,13 @@ impl Typing {
         (tenant.clone(), conversation.to_owned(), user.clone())
     }
 
-    /// Records a StartTyping. Returns whether the user just started (announce it) and the
-    /// generation the expiry timer must present.
-    pub fn start(&self, tenant: &TenantKey, conversation: &str, user: &UserId) -> (bool, u64) {
+    /// Records a StartTyping (a start or a refresh). Returns the generation the expiry timer
+    /// must present.
+    pub fn start(&self, tenant: &TenantKey, conversation: &str, user: &UserId) -> u64 {
         let generation = self.next.fetch_add(1, Ordering::Relaxed);
-        let previous = self
-            .lock()
+        self.lock()
             .insert(Self::key(tenant, conversation, user), generation);
-        (previous.is_none(), generation)
+        generation
     }
 
     /// Ends the indicator if it is still the one of `generation` (no refresh since). Returns
@@ -74,10 +74,8 @@ mod tests {
     fn start_refresh_expire_stop() {
         let t = Typing::default();
         let (tenant, user) = (TenantKey::parse("a").unwrap(), UserId::parse("u").unwrap());
-        let (started, g1) = t.start(&tenant, "c", &user);
-        assert!(started);
-        let (started, g2) = t.start(&tenant, "c", &user);
-        assert!(!started, "a refresh is not a new start");
+        let g1 = t.start(&tenant, "c", &user);
+        let g2 = t.start(&tenant, "c", &user);
         assert!(
             !t.expire(&tenant, "c", &user, g1),
             "the refresh outlives the old timer"

@@ -354,10 +354,12 @@ async fn joining_leaving_and_typing_with_expiry() {
     );
 
     alice.invoke("StartTyping", json!([conv])).await.unwrap();
-    // A refresh is not announced again.
+    // A refresh is announced too, as seed 003's hub does (issue 14, finding 2).
     alice.invoke("StartTyping", json!([conv])).await.unwrap();
-    let typing = bob.event_args("UserStartedTyping").await;
-    assert_eq!(typing, json!([conv, "alice"]));
+    for _ in 0..2 {
+        let typing = bob.event_args("UserStartedTyping").await;
+        assert_eq!(typing, json!([conv, "alice"]));
+    }
     alice.invoke("StopTyping", json!([conv])).await.unwrap();
     assert_eq!(
         bob.event_args("UserStoppedTyping").await,
@@ -849,6 +851,43 @@ async fn typing_indicators_cross_nodes() {
     assert_eq!(
         bob.event_args("UserStoppedTyping").await,
         json!([conv, "alice"])
+    );
+}
+
+/// Finding 2 of issue 14 as an outsider saw it: the single-node check first (alice and bob on
+/// node A; alice types, bob sees it), then bob on node B, joined, and alice typing again: bob
+/// never got `UserStartedTyping`. Node A still had alice typing from the first check (no
+/// `StopTyping` came, the timeout had not passed), so her `StartTyping` counted as a refresh and was
+/// not announced. Seed 003's hub announces every `StartTyping` to the group; so does Switchyard.
+#[actix_web::test]
+async fn every_start_typing_is_announced_so_a_late_joiner_on_another_node_sees_it() {
+    let (_redis, _db, a, b) = two_chat_nodes().await;
+    let conv = group(&a, &user("alice"), &["bob"]).await;
+    let mut alice = chat_client(&a, &user("alice")).await;
+    let mut bob_on_a = chat_client(&a, &user("bob")).await;
+    for client in [&mut alice, &mut bob_on_a] {
+        assert_eq!(
+            client.invoke("JoinConversation", json!([conv])).await,
+            Ok(Value::Null)
+        );
+    }
+    alice.invoke("StartTyping", json!([conv])).await.unwrap();
+    assert_eq!(
+        bob_on_a.event_args("UserStartedTyping").await,
+        json!([conv, "alice"])
+    );
+    bob_on_a.stop().await;
+
+    let mut bob = chat_client(&b, &user("bob")).await;
+    assert_eq!(
+        bob.invoke("JoinConversation", json!([conv])).await,
+        Ok(Value::Null)
+    );
+    alice.invoke("StartTyping", json!([conv])).await.unwrap();
+    assert_eq!(
+        bob.event_args("UserStartedTyping").await,
+        json!([conv, "alice"]),
+        "alice's StartTyping reaches bob on the other node"
     );
 }
 
