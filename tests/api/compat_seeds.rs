@@ -2,8 +2,9 @@
 //! changed), run with the real `@microsoft/signalr` client under Node
 //! (`tests/js/compat-driver.mjs`) against real nodes; what the seeds' handlers compute is asserted
 //! (issue 15, items 1, 2 and 6): seed 002's tenant toasts, seed 003's chat store (typing, presence,
-//! errors, notifications) on one node and with its two users on two nodes, and seed 001's order
-//! dashboard. The back end chooses the SignalR arguments per publish (REST, the ingest stream) or
+//! errors, notifications) on one node and with its two users on two nodes, and seed 001's
+//! SignalR service, React context, admin order dashboard and customer order tracking, with the
+//! admin and the customer on two nodes. The back end chooses the SignalR arguments per publish (REST, the ingest stream) or
 //! per hub path (`signalr.default_arguments`).
 
 use std::path::Path;
@@ -194,6 +195,140 @@ impl Seed {
         self.driver
             .wait_for(|v| v["type"] == "console" && v["level"] == "error" && v["args"][0] == first)
             .await
+    }
+}
+
+/// Seed 001's screens as its PWA builds them: the SignalR service (7.1) and React context (7.2)
+/// under the real React, with one component (7.3's `Orders` or 7.4's `MyOrders`) rendered inside
+/// the provider, connected as `who`; returned once the component's effect subscribed `events`.
+async fn seed001_screen(app: &TestApp, who: &As, file: &str, component: &str, events: &[&str]) -> Seed {
+    let mut driver = HubClient::driver("compat-driver.mjs");
+    driver.command(json!({"cmd": "react"})).await;
+    let ready = driver
+        .wait_for(|v| v["type"] == "loaded" || v["type"] == "error")
+        .await;
+    assert_eq!(ready["type"], "loaded", "{ready}");
+    let files = [
+        compat_file("seed001-signalr-service.js"),
+        compat_file("seed001-signalr-context.js"),
+        compat_file(file),
+    ];
+    driver
+        .command(json!({"cmd": "load", "files": files, "baseUrl": app.url(""),
+            "token": token(who)}))
+        .await;
+    let loaded = driver
+        .wait_for(|v| v["type"] == "loaded" || v["type"] == "error")
+        .await;
+    assert_eq!(loaded["type"], "loaded", "{loaded}");
+    driver
+        .command(json!({"cmd": "render", "id": 1, "provider": "SignalRProvider",
+            "components": [component]}))
+        .await;
+    let rendered = driver
+        .wait_for(|v| v["type"] == "rendered" || v["type"] == "error")
+        .await;
+    assert_eq!(rendered["type"], "rendered", "{rendered}");
+    driver
+        .wait_for(|v| v["type"] == "console" && v["text"] == "SignalR Connected")
+        .await;
+    let mut screen = Seed { driver, calls: 1 };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        screen.calls += 1;
+        let id = screen.calls;
+        screen
+            .driver
+            .command(json!({"cmd": "handlers", "id": id}))
+            .await;
+        let got = screen
+            .driver
+            .wait_for(|v| v["type"] == "handlers" && v["id"] == id)
+            .await;
+        let names = got["value"].as_array().unwrap();
+        if events
+            .iter()
+            .all(|e| names.contains(&json!(e.to_lowercase())))
+        {
+            return screen;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{component} never subscribed {events:?}: {got}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Seed 001's admin dashboard and customer order tracking as written, on two nodes, each event
+/// published on the other node: `NewOrder` and `OrderStatusChanged` reach the admin's `Orders`,
+/// `OrderStatusUpdate` the customer's `MyOrders`, and their handlers compute what the seed's
+/// screens show (issue 15, "seed 001's admin and customer SignalR service").
+#[actix_web::test]
+async fn seed001_signalr_service_admin_and_customer_screens_work_unchanged_across_nodes() {
+    let (_redis, _db, a, b) = two_chat_nodes_with(seed_hubs).await;
+    a.open_session("acme", "s1", json!("T5")).await;
+    let mut admin_screen = seed001_screen(
+        &a,
+        &admin("acme"),
+        "seed001-admin-orders.js",
+        "Orders",
+        &["NewOrder", "OrderStatusChanged"],
+    )
+    .await;
+    let mut customer_screen = seed001_screen(
+        &b,
+        &customer("acme", "c1", Some("s1")),
+        "seed001-customer-my-orders.js",
+        "MyOrders",
+        &["OrderStatusUpdate"],
+    )
+    .await;
+
+    // The order as the seed's OrderService hands it to NotifyNewOrder, from the other node.
+    let order = json!({"orderId": "9f1c2d3e-0000-4000-8000-000000000002", "sessionId": "s1",
+        "tableNumber": "T5", "items": [{"name": "Soup", "quantity": 2}], "totalAmount": 12.5,
+        "createdAt": "2026-11-23T12:00:00Z"});
+    let svc = token(&service());
+    let (status, reply) = b
+        .post_json("/api/v1/tenants/acme/orders", Some(&svc), &order)
+        .await;
+    assert_eq!(status, 202, "{reply}");
+    assert_eq!(
+        admin_screen.toast().await,
+        ("info".into(), "New order from Table T5".into())
+    );
+    let logged = admin_screen
+        .driver
+        .wait_for(|v| v["type"] == "console" && v["args"][0] == "New order received:")
+        .await;
+    assert_eq!(
+        logged["args"][1]["data"]["order"], order,
+        "setOrders(prev => [notification.data.order, ...prev])"
+    );
+
+    // Status changes, published on node a: the admin and the customer (on node b) see them.
+    let status_path = "/api/v1/tenants/acme/orders/9f1c2d3e-0000-4000-8000-000000000002/status";
+    for (status_name, admin_text, customer_text) in [
+        ("Preparing", "Order 9f1c2d3e is now Preparing", "👨‍🍳 Your order is being prepared"),
+        ("Served", "Order 9f1c2d3e is now Served", "🍽️ Your order is ready!"),
+    ] {
+        let (status, reply) = a
+            .post_json(
+                status_path,
+                Some(&svc),
+                &json!({"status": status_name, "sessionId": "s1", "order": order}),
+            )
+            .await;
+        assert_eq!(status, 202, "{reply}");
+        assert_eq!(
+            admin_screen.toast().await,
+            ("success".into(), admin_text.into())
+        );
+        assert_eq!(
+            customer_screen.toast().await,
+            ("info".into(), customer_text.into())
+        );
     }
 }
 

@@ -6,7 +6,15 @@
 // the seed's SignalR context (seed 001). What the code does with them is reported.
 //
 // Commands (JSON lines on stdin):
-//   {"cmd":"load","file":…,"hubUrl":…,"token":…,"userId":…}  runs the file
+//   {"cmd":"load","file":…,"hubUrl":…,"token":…,"userId":…}  runs the file ("files": several, in
+//                                     order; "baseUrl": seed 001's VITE_API_BASE_URL)
+//   {"cmd":"react"}                   the real React 18 for what is loaded next (seed 001's context
+//                                     and components): its hooks, createContext and useContext as
+//                                     globals, useAppContext with the token as the JWT
+//   {"cmd":"render","id":…,"provider":"SignalRProvider","components":[…]}  renders the components
+//                                     inside the provider with react-test-renderer
+//   {"cmd":"handlers","id":…}         the event names seed 001's signalRService has handlers for
+//                                     (the client's own map, lower-cased), to know its effects ran
 //   {"cmd":"store","name":"useSignalRStore"}                  makes the Pinia store (seed 003)
 //   {"cmd":"call","id":…,"fn":…,"args":[…]}                   awaits store[fn](...args)
 //   {"cmd":"listen","event":…}        one more handler on the store's connection (for events the
@@ -14,7 +22,7 @@
 //   {"cmd":"mount","id":…,"component":"Orders"}  opens the seed 001 context's connection, then
 //                                     renders the component once (its useEffect subscribes)
 //   {"cmd":"state","id":…}           what the code holds now
-// Reports: loaded, result, state, toast, reload, console, event, mounted, error.
+// Reports: loaded, result, state, toast, reload, console, event, mounted, rendered, error.
 import * as signalR from "@microsoft/signalr";
 import fs from "node:fs";
 import readline from "node:readline";
@@ -44,6 +52,12 @@ globalThis.toast = toaster("toast");
 globalThis.location = { reload: () => out({ type: "reload" }) };
 globalThis.window = { location: { pathname: "/" }, toast: toaster("window.toast") };
 globalThis.playNotificationSound = () => out({ type: "sound" });
+const stored = new Map();
+globalThis.localStorage = {
+  getItem: (k) => stored.get(k) ?? null,
+  setItem: (k, v) => stored.set(k, String(v)),
+  removeItem: (k) => stored.delete(k),
+};
 const logTo = (level) => (...args) => out({ type: "console", level, text: text(args), args: plain(args) });
 console.log = logTo("log");
 console.error = logTo("error");
@@ -76,10 +90,32 @@ async function handle(c) {
   switch (c.cmd) {
     case "load": {
       globalThis.HUB_URL = c.hubUrl;
+      globalThis.VITE_API_BASE_URL = c.baseUrl;
       globalThis.ACCESS_TOKEN = c.token;
       auth = { isAuthenticated: true, token: c.token, user: { id: c.userId ?? "" } };
-      vm.runInThisContext(fs.readFileSync(c.file, "utf8"), { filename: c.file });
+      for (const file of c.files ?? [c.file]) {
+        vm.runInThisContext(fs.readFileSync(file, "utf8"), { filename: file });
+      }
       return out({ type: "loaded" });
+    }
+    case "react": {
+      const React = (await import("react")).default;
+      Object.assign(globalThis, {
+        React,
+        createContext: React.createContext,
+        useContext: React.useContext,
+        useEffect: React.useEffect,
+        useState: React.useState,
+        useAppContext: () => ({ jwt: globalThis.ACCESS_TOKEN }),
+      });
+      return out({ type: "loaded" });
+    }
+    case "render": {
+      const React = globalThis.React;
+      const TestRenderer = (await import("react-test-renderer")).default;
+      const children = c.components.map((name) => React.createElement(vm.runInThisContext(name), { key: name }));
+      TestRenderer.create(React.createElement(vm.runInThisContext(c.provider), null, ...children));
+      return out({ type: "rendered", id: c.id });
     }
     case "store": {
       store = vm.runInThisContext(c.name)();
@@ -108,6 +144,12 @@ async function handle(c) {
       };
       vm.runInThisContext(c.component)();
       return out({ type: "mounted", id: c.id });
+    }
+    case "handlers": {
+      // A top-level const of a classic script is a global binding, not a property of globalThis.
+      const service = vm.runInThisContext("typeof signalRService === 'undefined' ? null : signalRService");
+      const methods = service?.connection?._methods ?? {};
+      return out({ type: "handlers", id: c.id, value: Object.keys(methods) });
     }
     case "state": {
       const value = store
