@@ -18,6 +18,9 @@ pub struct HubOptions {
     pub skip_negotiation: bool,
     pub reconnect: bool,
     pub stateful_reconnect: bool,
+    /// The transport the client is forced to use ("WebSockets", "ServerSentEvents",
+    /// "LongPolling"); `None` = WebSockets, as before.
+    pub transport: Option<&'static str>,
     pub events: Vec<&'static str>,
 }
 
@@ -48,6 +51,7 @@ impl HubClient {
                 "skipNegotiation": opts.skip_negotiation,
                 "reconnect": opts.reconnect,
                 "statefulReconnect": opts.stateful_reconnect,
+                "transport": opts.transport.unwrap_or("WebSockets"),
                 "events": opts.events,
             }))
             .await;
