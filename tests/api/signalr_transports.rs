@@ -339,8 +339,8 @@ async fn an_abandoned_long_polling_connection_ends_after_the_disconnect_timeout(
 
 #[actix_web::test]
 async fn an_sse_connection_ends_when_its_client_goes_away() {
-    // A vanished client is noticed at the next write: at the latest the next heartbeat.
-    let app = spawn_app_with(|s| s.session.heartbeat_interval_ms = 300).await;
+    // Noticed by the socket check, long before the next heartbeat (15 s) would fail to write.
+    let app = spawn_app_with(|s| s.signalr.sse_disconnect_check_ms = 100).await;
     let t = token(&customer("acme", "c1", None));
     let admin_t = token(&admin("acme"));
     let mut hub = HubClient::start(&app, &t, forced("ServerSentEvents", &[]))
