@@ -440,3 +440,55 @@ async fn raw(
     let bytes = res.body().limit(1 << 20).await.expect("hub body");
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
+
+#[actix_web::test]
+async fn a_long_polling_client_that_stops_polling_with_events_waiting_is_shut_by_the_watchdog() {
+    // Its queue takes one message, so the actor stops being run at once; the disconnect timeout
+    // is out of the way: the watchdog must end it, as it ends a WebSocket client that stopped
+    // reading.
+    let app = spawn_app_with(|s| {
+        s.signalr.long_polling_buffer_bytes = 1;
+        s.signalr.disconnect_timeout_ms = 600_000;
+        s.session.write_timeout_ms = 300;
+    })
+    .await;
+    let t = token(&customer("acme", "c1", None));
+    let (_, body) = negotiate(&app, &t).await;
+    let at = format!(
+        "/hubs/notifications?id={}",
+        body["connectionToken"].as_str().unwrap()
+    );
+    assert_eq!(raw(&app, "GET", &at, &t, None, None).await.0, 200);
+    let handshake = b"{\"protocol\":\"json\",\"version\":1}\x1e";
+    assert_eq!(
+        raw(&app, "POST", &at, &t, None, Some(handshake)).await.0,
+        200
+    );
+    let admin_t = token(&admin("acme"));
+    for n in 0..3 {
+        app.publish(&service(), "tenant:acme:broadcast", "Tick", json!({"n": n}))
+            .await;
+    }
+    eventually("the stalled Long Polling connection to end", || async {
+        let (_, body) = app
+            .get("/api/v1/tenants/acme/users/c1/online", Some(&admin_t))
+            .await;
+        (body["online"] == false).then_some(())
+    })
+    .await;
+    let m = app.metrics().await;
+    let counted: f64 = ["slow_consumer", "heartbeat_timeout", "write_timeout"]
+        .iter()
+        .map(|r| {
+            metric_value(
+                &m,
+                &format!("switchyard_disconnects_total{{reason=\"{r}\"}}"),
+            )
+        })
+        .sum();
+    assert_eq!(counted, 1.0, "the stall is counted once");
+    // What was queued before the stall is still delivered, then the end.
+    let (status, queued) = raw(&app, "GET", &at, &t, None, None).await;
+    assert_eq!((status, queued.as_str()), (200, "{}\u{1e}"));
+    assert_eq!(raw(&app, "GET", &at, &t, None, None).await.0, 204);
+}
