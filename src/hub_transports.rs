@@ -204,7 +204,7 @@ impl HttpSessions {
             stop,
         };
         actix_web::rt::spawn(pump.run(outbound));
-        HttpResponse::Ok()
+        no_cache(HttpResponse::Ok())
             .content_type("application/octet-stream")
             .insert_header(header::ContentLength(0))
             .finish()
@@ -222,10 +222,10 @@ impl HttpSessions {
             self.remove(token, session);
         }
         match answer {
-            Polled::Messages(body) => HttpResponse::Ok()
+            Polled::Messages(body) => no_cache(HttpResponse::Ok())
                 .content_type("application/octet-stream")
                 .body(body),
-            Polled::TimedOut => HttpResponse::Ok()
+            Polled::TimedOut => no_cache(HttpResponse::Ok())
                 .content_type("text/plain")
                 .insert_header(header::ContentLength(0))
                 .finish(),
@@ -244,9 +244,18 @@ enum SseItem {
 }
 
 fn no_content() -> HttpResponse {
-    HttpResponse::NoContent()
+    no_cache(HttpResponse::NoContent())
         .content_type("text/plain")
         .finish()
+}
+
+/// ASP.NET Core's headers on every poll: no cache may keep an answer.
+fn no_cache(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    response
+        .insert_header((header::CACHE_CONTROL, "no-cache, no-store"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .insert_header((header::EXPIRES, "Thu, 01 Jan 1970 00:00:00 GMT"));
+    response
 }
 
 /// A message as a Server-Sent Event: each line a `data:` field, then a blank line (ASP.NET

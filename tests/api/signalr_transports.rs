@@ -492,3 +492,30 @@ async fn a_long_polling_client_that_stops_polling_with_events_waiting_is_shut_by
     assert_eq!((status, queued.as_str()), (200, "{}\u{1e}"));
     assert_eq!(raw(&app, "GET", &at, &t, None, None).await.0, 204);
 }
+
+#[actix_web::test]
+async fn an_idle_long_polling_client_is_not_taken_for_silent() {
+    // The JS client sends no pings over Long Polling (its polls are the keep-alive): each poll
+    // must count as hearing from it, or the client timeout would close every idle one.
+    let app = spawn_app_with(|s| {
+        s.session.heartbeat_interval_ms = 100;
+        s.session.client_timeout_ms = 400;
+    })
+    .await;
+    let mut hub = HubClient::start(
+        &app,
+        &token(&customer("acme", "c1", None)),
+        forced("LongPolling", &[]),
+    )
+    .await
+    .expect("starts");
+    // Idle for several client timeouts.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(hub.invoke("Ping", json!([])).await, Ok(json!(true)));
+    assert!(
+        !hub.backlog_contains(|v| v["type"] == "closed"),
+        "{:?}",
+        hub.take_backlog()
+    );
+    hub.stop().await;
+}
