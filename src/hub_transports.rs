@@ -104,15 +104,6 @@ impl HttpSessions {
         }
     }
 
-    /// Open SSE and Long Polling connections (for tests and diagnostics).
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<HttpSession>>> {
         // A plain map; a panic elsewhere cannot leave it half-written.
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
@@ -137,6 +128,7 @@ impl HttpSessions {
             sessions: self.clone(),
             token: token.to_owned(),
             session,
+            socket: socket.clone(),
         };
         // A comment line first, so the client's EventSource opens before any message (ASP.NET
         // Core writes the same, for Firefox).
@@ -272,16 +264,19 @@ fn sse_event(payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// Keeps an SSE session registered for as long as its response lives.
+/// Keeps an SSE session registered, and its view of the connection held, for as long as its
+/// response lives.
 struct Registered {
     sessions: Arc<HttpSessions>,
     token: String,
     session: Arc<HttpSession>,
+    socket: ConnSocket,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
         self.sessions.remove(&self.token, &self.session);
+        self.socket.release();
     }
 }
 

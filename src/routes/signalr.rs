@@ -279,7 +279,8 @@ async fn http_transport(
     Ok(match transport {
         HubTransport::ServerSentEvents => {
             let codec = Box::new(codec.text_only());
-            let socket = ConnSocket::of(req);
+            // A view: once the stream ended, the keep-alive connection is no longer the actor's.
+            let socket = ConnSocket::of(req).view();
             let streamed = stream(req, state, identity.clone(), codec, socket.clone())?;
             sessions.start_sse(id, identity, socket, streamed)
         }

@@ -519,3 +519,46 @@ async fn an_idle_long_polling_client_is_not_taken_for_silent() {
     );
     hub.stop().await;
 }
+
+#[actix_web::test]
+async fn an_sse_stream_that_ended_leaves_its_keep_alive_connection_alone() {
+    // The watchdog resets a connection whose actor ended but which is still open after the write
+    // timeout (a WebSocket's close stuck behind unsent data). An SSE stream that ended cleanly
+    // leaves an ordinary keep-alive connection, which is not the actor's any more.
+    let app = spawn_app_with(|s| s.session.write_timeout_ms = 100).await;
+    let t = token(&customer("acme", "c1", None));
+    let (_, body) = negotiate(&app, &t).await;
+    let at = format!(
+        "/hubs/notifications?id={}",
+        body["connectionToken"].as_str().unwrap()
+    );
+    let mut res = app
+        .http
+        .get(app.url(&at))
+        .bearer_auth(&t)
+        .insert_header(("accept", "text/event-stream"))
+        .send()
+        .await
+        .expect("sse request");
+    // The client closes the hub connection: the server closes, and the stream ends.
+    let bye = b"{\"protocol\":\"json\",\"version\":1}\x1e{\"type\":7}\x1e";
+    assert_eq!(raw(&app, "POST", &at, &t, None, Some(bye)).await.0, 200);
+    let body = res.body().limit(1 << 20).await.expect("the stream ends");
+    assert!(String::from_utf8_lossy(&body).contains("data: {\"type\":7"));
+    let admin_t = token(&admin("acme"));
+    eventually("the connection to end", || async {
+        let (_, body) = app
+            .get("/api/v1/tenants/acme/users/c1/online", Some(&admin_t))
+            .await;
+        (body["online"] == false).then_some(())
+    })
+    .await;
+    // Many write timeouts later, nothing was reset, and the pooled connection still serves.
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert_eq!(
+        app.metric("switchyard_connection_resets_total{when=\"closing\"}")
+            .await,
+        0.0
+    );
+    assert_eq!(raw(&app, "GET", &at, &t, None, None).await.0, 404);
+}

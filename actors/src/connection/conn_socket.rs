@@ -33,7 +33,10 @@
 //! A connection actor served over SignalR's Long Polling transport ([`super::streamed`]) has no
 //! socket of its own: each poll is a separate request. Its handle is *detached*
 //! ([`ConnSocket::detached`]): `abort` wakes the transport's pump, which drops the actor's stream
-//! (and with it the actor) and then [`ConnSocket::release`]s the handle.
+//! (and with it the actor) and then [`ConnSocket::release`]s the handle. One served over a single
+//! streaming response (Server-Sent Events) gets a *view* of its connection ([`ConnSocket::view`]),
+//! released when the response ends: the watchdog may reset a stalled stream, but leaves alone a
+//! keep-alive connection whose stream ended cleanly.
 
 use std::any::Any;
 use std::net::{Shutdown, SocketAddr};
@@ -92,6 +95,10 @@ enum Slot {
     },
     /// A connection actor without a socket (Long Polling): `abort` notifies its transport.
     Detached(Arc<Notify>),
+    /// A connection actor using one response of a connection (Server-Sent Events): acts on that
+    /// connection until released, when the response ended; the connection itself may serve
+    /// further requests then, and is no longer the actor's to shut.
+    Via(ConnSocket),
 }
 
 impl Open {
@@ -205,11 +212,29 @@ impl ConnSocket {
         (socket, stop)
     }
 
-    /// A detached handle's transport ended: there is nothing left to shut.
+    /// A handle on this connection for one response ([`release`](Self::release) it when the
+    /// response ends).
+    pub fn view(&self) -> Self {
+        ConnSocket {
+            slot: Arc::new(Mutex::new(Slot::Via(self.clone()))),
+            tracked: true,
+        }
+    }
+
+    /// A detached handle's transport, or a view's response, ended: nothing is left to shut.
     pub fn release(&self) {
         let mut slot = self.lock();
-        if matches!(*slot, Slot::Detached(_)) {
+        if matches!(*slot, Slot::Detached(_) | Slot::Via(_)) {
             *slot = Slot::Closed;
+        }
+    }
+
+    /// The connection a view acts on (cloned out, so its lock is taken after the view's is
+    /// released: never both at once).
+    fn via(&self) -> Option<ConnSocket> {
+        match &*self.lock() {
+            Slot::Via(inner) => Some(inner.clone()),
+            _ => None,
         }
     }
 
@@ -223,6 +248,9 @@ impl ConnSocket {
 
     /// Whether the connection is still open (false for an empty handle).
     pub fn is_open(&self) -> bool {
+        if let Some(inner) = self.via() {
+            return inner.is_open();
+        }
         !matches!(*self.lock(), Slot::Closed)
     }
 
@@ -231,6 +259,9 @@ impl ConnSocket {
     /// its client left until a write fails; this lets that transport notice at once. False when
     /// unknown (an untracked or detached handle) or while the client still sends.
     pub fn peer_closed(&self) -> bool {
+        if let Some(inner) = self.via() {
+            return inner.peer_closed();
+        }
         let slot = self.lock();
         match &*slot {
             Slot::Open(open) => {
@@ -251,17 +282,20 @@ impl ConnSocket {
                 n == 0
             }
             Slot::Closed => self.tracked,
-            Slot::Orphan { .. } | Slot::Detached(_) => false,
+            Slot::Orphan { .. } | Slot::Detached(_) | Slot::Via(_) => false,
         }
     }
 
     /// The client's address, while the connection is open.
     pub fn peer(&self) -> Option<SocketAddr> {
+        if let Some(inner) = self.via() {
+            return inner.peer();
+        }
         match &*self.lock() {
             Slot::Closed => None,
             Slot::Open(open) => Some(open.peer),
             Slot::Orphan { peer, .. } => Some(*peer),
-            Slot::Detached(_) => None,
+            Slot::Detached(_) | Slot::Via(_) => None,
         }
     }
 
@@ -271,6 +305,9 @@ impl ConnSocket {
     /// An orphan is closed, with a reset if the client has still not taken everything. A detached
     /// handle notifies its transport, which drops what it had not delivered.
     pub fn abort(&self) -> Result<Aborted, AbortError> {
+        if let Some(inner) = self.via() {
+            return inner.abort();
+        }
         let mut slot = self.lock();
         match &mut *slot {
             Slot::Detached(stop) => {
@@ -278,6 +315,8 @@ impl ConnSocket {
                 *slot = Slot::Closed;
                 Ok(Aborted::Reset)
             }
+            // Released between `via()` and here: the response ended.
+            Slot::Via(_) => Err(AbortError::Closed),
             Slot::Closed if self.tracked => Err(AbortError::Closed),
             Slot::Closed => Err(AbortError::Untracked),
             Slot::Open(open) => {
