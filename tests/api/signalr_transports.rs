@@ -562,3 +562,83 @@ async fn an_sse_stream_that_ended_leaves_its_keep_alive_connection_alone() {
     );
     assert_eq!(raw(&app, "GET", &at, &t, None, None).await.0, 404);
 }
+
+#[actix_web::test]
+async fn an_sse_client_that_stops_reading_is_reset_by_the_watchdog_like_a_websocket_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|s| {
+        s.actors.session.policy = switchyard_actors::mailbox::SlowConsumerPolicy::Disconnect;
+        s.actors.session.max_queued_bytes = 256 * 1024;
+        s.session.write_timeout_ms = 1000;
+    })
+    .await;
+    let t = token(&customer("acme", "c1", None));
+    let (_, body) = negotiate(&app, &t).await;
+    let at = format!(
+        "/hubs/notifications?id={}",
+        body["connectionToken"].as_str().unwrap()
+    );
+    // A client whose receive buffer is tiny and which stops reading after the response head.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket
+        .connect(([127, 0, 0, 1], app.port).into())
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET {at} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\
+                 Authorization: Bearer {t}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let handshake = b"{\"protocol\":\"json\",\"version\":1}\x1e";
+    assert_eq!(
+        raw(&app, "POST", &at, &t, None, Some(handshake)).await.0,
+        200
+    );
+    // Far more than the socket buffers and the outbox bound hold.
+    publish_many(&app, "tenant:acme:broadcast", 3000, 1024).await;
+    let admin_t = token(&admin("acme"));
+    eventually("the stalled SSE connection to end", || async {
+        let (_, body) = app
+            .get("/api/v1/tenants/acme/users/c1/online", Some(&admin_t))
+            .await;
+        (body["online"] == false).then_some(())
+    })
+    .await;
+    let m = app.metrics().await;
+    let counted: f64 = ["slow_consumer", "heartbeat_timeout", "write_timeout"]
+        .iter()
+        .map(|r| {
+            metric_value(
+                &m,
+                &format!("switchyard_disconnects_total{{reason=\"{r}\"}}"),
+            )
+        })
+        .sum();
+    assert_eq!(counted, 1.0, "the stall is counted once");
+    assert_eq!(
+        metric_value(&m, "switchyard_connection_resets_total{when=\"stalled\"}"),
+        1.0,
+        "a stalled stream's connection is reset: nothing could get out of it"
+    );
+    // Reading now finds the connection reset or closed, after what the buffers held.
+    let mut sink = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection ended");
+}
