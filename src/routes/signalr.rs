@@ -173,14 +173,28 @@ pub async fn hub(
         }
     }
     let codec = hub_codec(&req, &state, &identity);
-    upgrade(
+    let upgraded = upgrade(
         &req,
         payload,
         &state,
         identity,
         Box::new(codec),
         resume_token,
-    )
+    );
+    if upgraded.is_ok() {
+        count_transport(&state, HubTransport::WebSockets);
+    }
+    upgraded
+}
+
+/// Counts a SignalR connection started over `transport` (resumes are not new connections).
+fn count_transport(state: &AppState, transport: HubTransport) {
+    state
+        .node
+        .metrics
+        .signalr_transports
+        .with_label_values(&[transport.name()])
+        .inc();
 }
 
 /// ASP.NET Core's answer to a request for another transport than the connection's.
@@ -276,7 +290,7 @@ async fn http_transport(
     }
     let codec = hub_codec(req, state, &identity);
     let sessions = state.http_sessions.clone();
-    Ok(match transport {
+    let started = match transport {
         HubTransport::ServerSentEvents => {
             let codec = Box::new(codec.text_only());
             // A view: once the stream ended, the keep-alive connection is no longer the actor's.
@@ -295,7 +309,9 @@ async fn http_transport(
             )?;
             sessions.start_long_polling(id, identity, socket, stop, streamed)
         }
-    })
+    };
+    count_transport(state, transport);
+    Ok(started)
 }
 
 /// `POST {hub}?id=…`: what an SSE or Long Polling client sends, in order.

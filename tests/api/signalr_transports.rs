@@ -74,6 +74,13 @@ async fn each_forced_transport_receives_events_completes_invocations_and_joins_g
             (body["connections"] == 0).then_some(())
         })
         .await;
+        assert_eq!(
+            app.metric(&format!(
+                "switchyard_signalr_connections_total{{transport=\"{transport}\"}}"
+            ))
+            .await,
+            1.0
+        );
     }
 }
 
