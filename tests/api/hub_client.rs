@@ -147,6 +147,7 @@ impl HubClient {
             .expect("driver output")
             .expect("driver exited");
         let v: Value = serde_json::from_str(&line).expect("driver reports JSON");
+        // HUB_TRACE=1 (with --no-capture) prints every report, to see where a client got stuck.
         if std::env::var_os("HUB_TRACE").is_some() {
             eprintln!("hub report: {v}");
         }
