@@ -22,6 +22,7 @@ pub mod background;
 pub mod caller;
 pub mod chat;
 pub mod http_server;
+pub mod hub_transports;
 pub mod negotiations;
 pub mod parser_refusals;
 pub mod problem;

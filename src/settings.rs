@@ -137,6 +137,53 @@ pub struct SignalRSettings {
     pub stateful_reconnect: bool,
     pub stateful_reconnect_grace_ms: u64,
     pub stateful_reconnect_buffer_bytes: usize,
+    /// The transports clients may use, listed by negotiate in ASP.NET Core's order.
+    pub transports: Vec<HubTransport>,
+    /// How long a Long Polling poll waits for messages before answering 200 with none.
+    pub long_polling_timeout_ms: u64,
+    /// A Long Polling connection with no poll for this long ends (ASP.NET Core's
+    /// `DisconnectTimeout`).
+    pub disconnect_timeout_ms: u64,
+    /// Bytes a Long Polling connection queues for its next poll before its actor waits.
+    pub long_polling_buffer_bytes: usize,
+    /// Request bodies (SSE and Long Polling sends) queued for the connection actor before a
+    /// send waits.
+    pub send_queue_frames: usize,
+    /// How often a Server-Sent Events response checks that its client is still connected.
+    pub sse_disconnect_check_ms: u64,
+}
+
+/// A SignalR transport, named as in negotiate's `availableTransports`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum HubTransport {
+    WebSockets,
+    ServerSentEvents,
+    LongPolling,
+}
+
+impl HubTransport {
+    /// ASP.NET Core's order of preference (negotiate lists them so; clients try them so).
+    pub const ALL: [HubTransport; 3] = [
+        HubTransport::WebSockets,
+        HubTransport::ServerSentEvents,
+        HubTransport::LongPolling,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HubTransport::WebSockets => "WebSockets",
+            HubTransport::ServerSentEvents => "ServerSentEvents",
+            HubTransport::LongPolling => "LongPolling",
+        }
+    }
+
+    /// Negotiate's `transferFormats`: Server-Sent Events carry text only.
+    pub fn transfer_formats(self) -> &'static [&'static str] {
+        match self {
+            HubTransport::ServerSentEvents => &["Text"],
+            HubTransport::WebSockets | HubTransport::LongPolling => &["Text", "Binary"],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -380,6 +427,7 @@ impl Settings {
                 .with_list_parse_key("cors.allowed_origins")
                 .with_list_parse_key("signalr.hub_paths")
                 .with_list_parse_key("signalr.default_arguments")
+                .with_list_parse_key("signalr.transports")
                 .with_list_parse_key("rate_limit.exempt_roles")
                 .with_list_parse_key("change_feed.full_payload_entity_types")
                 .source(Some(env.into_iter().collect())),

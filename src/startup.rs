@@ -40,6 +40,7 @@ use crate::authorizer::StoreAuthorizer;
 use crate::background::{self, Background};
 use crate::chat::{ChatConfig, ChatService};
 use crate::http_server::{self, bind_listener, ServeOptions};
+use crate::hub_transports::{HttpSessions, TransportSettings};
 use crate::problem::{self, bad_request, ApiError};
 use crate::routes;
 use crate::routes::signalr::Negotiations;
@@ -300,6 +301,9 @@ impl Application {
             negotiations: Negotiations::new(Duration::from_secs(
                 settings.signalr.negotiate_ttl_secs,
             )),
+            http_sessions: Arc::new(HttpSessions::new(TransportSettings::from(
+                &settings.signalr,
+            ))),
             settings: Arc::new(settings),
             hub_arguments,
         });

@@ -6,6 +6,7 @@ use switchyard_actors::connection::Connections;
 use switchyard_actors::node::Node;
 
 use crate::auth::Verifier;
+use crate::hub_transports::HttpSessions;
 use crate::negotiations::Negotiations;
 use crate::settings::{HubArgumentDefaults, Settings};
 
@@ -19,4 +20,6 @@ pub struct AppState {
     pub negotiations: Negotiations,
     /// Each hub path's default SignalR argument list (`signalr.default_arguments`).
     pub hub_arguments: HubArgumentDefaults,
+    /// SignalR connections over Server-Sent Events and Long Polling.
+    pub http_sessions: Arc<HttpSessions>,
 }

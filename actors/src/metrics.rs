@@ -36,6 +36,9 @@ pub struct Metrics {
     pub connections: IntGaugeVec,
     /// Connections accepted since start, by protocol.
     pub connections_opened: IntCounterVec,
+    /// SignalR connections started since start, by transport (`WebSockets`, `ServerSentEvents`,
+    /// `LongPolling`).
+    pub signalr_transports: IntCounterVec,
     /// Connections closed by the server, by reason (close-code label).
     pub disconnects: IntCounterVec,
     /// Live subscriptions on this node.
@@ -151,6 +154,11 @@ impl Metrics {
                 "switchyard_connections_opened_total",
                 "WebSocket connections accepted",
                 &["protocol"],
+            ),
+            signalr_transports: counter_vec(
+                "switchyard_signalr_connections_total",
+                "SignalR connections started, by transport",
+                &["transport"],
             ),
             disconnects: counter_vec(
                 "switchyard_disconnects_total",
@@ -309,6 +317,9 @@ impl Metrics {
         for protocol in ["native", "signalr"] {
             self.connections.with_label_values(&[protocol]);
             self.connections_opened.with_label_values(&[protocol]);
+        }
+        for transport in ["WebSockets", "ServerSentEvents", "LongPolling"] {
+            self.signalr_transports.with_label_values(&[transport]);
         }
         self
     }

@@ -20,10 +20,13 @@ use actix_web::web;
 /// Mounts every route; `hub_paths` are the SignalR hub endpoints.
 pub fn configure(cfg: &mut web::ServiceConfig, hub_paths: &[String], batch_body_bytes: usize) {
     for path in hub_paths {
-        cfg.route(path, web::get().to(signalr::hub)).route(
-            &format!("{path}/negotiate"),
-            web::post().to(signalr::negotiate),
-        );
+        cfg.route(path, web::get().to(signalr::hub))
+            .route(path, web::post().to(signalr::send))
+            .route(path, web::delete().to(signalr::delete))
+            .route(
+                &format!("{path}/negotiate"),
+                web::post().to(signalr::negotiate),
+            );
     }
     cfg.route("/ws", web::get().to(ws::native))
         .route("/admin", web::get().to(admin_console::index))

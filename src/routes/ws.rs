@@ -6,7 +6,9 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 use switchyard_actors::codec::native::NativeCodec;
 use switchyard_actors::codec::WireCodec;
+use switchyard_actors::connection::conn_socket::ConnSocket;
 use switchyard_actors::connection::resume::Parked;
+use switchyard_actors::connection::streamed::{Inbound, Outbound};
 use switchyard_actors::connection::{Connection, Connections};
 use switchyard_actors::identity::Identity;
 use switchyard_actors::ids::{ConnId, TenantKey};
@@ -64,7 +66,6 @@ pub fn upgrade(
 ) -> Result<HttpResponse, actix_web::Error> {
     start(
         req,
-        payload,
         state,
         identity,
         |shared, conn, identity, tenant| {
@@ -74,6 +75,26 @@ pub fn upgrade(
                 None => session,
             }
         },
+        |session| session.serve(req, payload),
+    )
+}
+
+/// Starts a session for an authenticated caller without a WebSocket (SignalR's SSE and Long
+/// Polling transports): the same admission, limits and tenant group as [`upgrade`].
+pub fn stream(
+    req: &HttpRequest,
+    state: &AppState,
+    identity: Arc<Identity>,
+    codec: Box<dyn WireCodec>,
+    socket: ConnSocket,
+) -> Result<(Inbound, Outbound), actix_web::Error> {
+    let queue = state.settings.signalr.send_queue_frames;
+    start(
+        req,
+        state,
+        identity,
+        |shared, conn, identity, tenant| Connection::new(shared, conn, identity, tenant, codec),
+        |session| Ok(session.serve_streamed(socket, queue)),
     )
 }
 
@@ -90,23 +111,27 @@ pub fn resume(
     // name, so the user never looks offline in between.
     let previous = parked.membership.take();
     let user = identity.user_id.clone();
-    let started = start(req, payload, state, identity, |shared, conn, _, tenant| {
-        Connection::resume(shared, conn, tenant, token, parked)
-    });
+    let started = start(
+        req,
+        state,
+        identity,
+        |shared, conn, _, tenant| Connection::resume(shared, conn, tenant, token, parked),
+        |session| session.serve(req, payload),
+    );
     if let Some(membership) = previous {
         membership.leave(&state.node.tenants, &user);
     }
     started
 }
 
-/// Joins the tenant group and starts the session `make` builds.
-fn start(
+/// Joins the tenant group and starts the session `make` builds with `serve`.
+fn start<R>(
     req: &HttpRequest,
-    payload: web::Payload,
     state: &AppState,
     identity: Arc<Identity>,
     make: impl FnOnce(Arc<Connections>, ConnId, Arc<Identity>, Option<TenantKey>) -> Connection,
-) -> Result<HttpResponse, actix_web::Error> {
+    serve: impl FnOnce(Connection) -> Result<R, actix_web::Error>,
+) -> Result<R, actix_web::Error> {
     let node = &state.node;
     if node.shutdown.has_begun() {
         return Err(
@@ -151,7 +176,7 @@ fn start(
     }
     let user = identity.user_id.clone();
     let session = make(connections.clone(), conn, identity, tenant.clone()).with_slot(slot);
-    let result = session.serve(req, payload);
+    let result = serve(session);
     if result.is_err() {
         // The actor never started, so its `stopped()` will not leave the group.
         if let Some(t) = &tenant {

@@ -18,6 +18,9 @@ pub struct HubOptions {
     pub skip_negotiation: bool,
     pub reconnect: bool,
     pub stateful_reconnect: bool,
+    /// The transport the client is forced to use ("WebSockets", "ServerSentEvents",
+    /// "LongPolling"); `None` = WebSockets, as before.
+    pub transport: Option<&'static str>,
     pub events: Vec<&'static str>,
 }
 
@@ -38,7 +41,38 @@ impl HubClient {
     }
 
     pub async fn start_url(url: &str, token: &str, opts: HubOptions) -> Result<Self, String> {
-        let mut client = Self::driver("signalr-driver.mjs");
+        Self::driver("signalr-driver.mjs")
+            .begin(url, token, opts)
+            .await
+    }
+
+    /// Starts the Python `signalrcore` client (`tests/py/signalrcore-driver.py`, same commands)
+    /// against the app's `/hubs/notifications`, from the virtual environment `scripts/test`
+    /// makes in `target/pyenv`.
+    pub async fn start_python(
+        app: &TestApp,
+        token: &str,
+        opts: HubOptions,
+    ) -> Result<Self, String> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let python = root.join("target/pyenv/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing: run scripts/test, which makes that virtual environment with the \
+             signalrcore client pinned in tests/py/requirements.txt (python3 -m venv \
+             target/pyenv && target/pyenv/bin/pip install -r tests/py/requirements.txt)",
+            python.display()
+        );
+        Self::spawn(
+            tokio::process::Command::new(python).arg(root.join("tests/py/signalrcore-driver.py")),
+        )
+        .begin(&app.url("/hubs/notifications"), token, opts)
+        .await
+    }
+
+    /// Sends the start command and waits for the client to report the outcome.
+    async fn begin(mut self, url: &str, token: &str, opts: HubOptions) -> Result<Self, String> {
+        let client = &mut self;
         client
             .command(json!({
                 "cmd": "start",
@@ -48,6 +82,7 @@ impl HubClient {
                 "skipNegotiation": opts.skip_negotiation,
                 "reconnect": opts.reconnect,
                 "statefulReconnect": opts.stateful_reconnect,
+                "transport": opts.transport.unwrap_or("WebSockets"),
                 "events": opts.events,
             }))
             .await;
@@ -55,7 +90,7 @@ impl HubClient {
             .wait_for(|v| v["type"] == "started" || v["type"] == "start_failed")
             .await;
         if r["type"] == "started" {
-            Ok(client)
+            Ok(self)
         } else {
             Err(r["error"].as_str().unwrap_or_default().to_owned())
         }
@@ -68,9 +103,16 @@ impl HubClient {
             dir.join("node_modules/@microsoft/signalr").exists(),
             "run `npm ci --prefix tests/js` first (scripts/test does)"
         );
-        let mut child = tokio::process::Command::new("node")
-            .arg(dir.join(script))
-            .current_dir(&dir)
+        Self::spawn(
+            tokio::process::Command::new("node")
+                .arg(dir.join(script))
+                .current_dir(&dir),
+        )
+    }
+
+    /// Runs a driver process speaking the JSON lines.
+    fn spawn(command: &mut tokio::process::Command) -> Self {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -105,6 +147,10 @@ impl HubClient {
             .expect("driver output")
             .expect("driver exited");
         let v: Value = serde_json::from_str(&line).expect("driver reports JSON");
+        // HUB_TRACE=1 (with --no-capture) prints every report, to see where a client got stuck.
+        if std::env::var_os("HUB_TRACE").is_some() {
+            eprintln!("hub report: {v}");
+        }
         if v["type"] == "log" {
             eprintln!("signalr client log: {v}");
         }

@@ -30,5 +30,7 @@ mod rules;
 mod session_scheduler;
 mod shutdown;
 mod signalr;
+mod signalr_python;
+mod signalr_transports;
 mod slow_consumer;
 mod tcp_proxy;

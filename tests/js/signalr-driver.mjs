@@ -6,7 +6,8 @@
 //
 // Commands:
 //   {"cmd":"start","url":…,"token":…,"protocol":"json"|"messagepack","skipNegotiation":bool,
-//    "reconnect":bool,"events":["NewOrder",…]}
+//    "reconnect":bool,"transport":"WebSockets"|"ServerSentEvents"|"LongPolling",
+//    "events":["NewOrder",…]}   (transport: the one the client is forced to use; default WebSockets)
 //   {"cmd":"on","event":"Name"}                 listen for one more event name
 //   {"cmd":"invoke","id":"r1","method":"Ping","args":[…]}
 //   {"cmd":"invokeAll","calls":[{"id":"r2","method":…,"args":[…]},…]}
@@ -48,7 +49,7 @@ async function start(c) {
     .withUrl(c.url, {
       accessTokenFactory: () => token,
       skipNegotiation: !!c.skipNegotiation,
-      transport: signalR.HttpTransportType.WebSockets,
+      transport: signalR.HttpTransportType[c.transport ?? "WebSockets"],
     })
     .configureLogging(logger);
   if (c.protocol === "messagepack") builder = builder.withHubProtocol(new MessagePackHubProtocol());

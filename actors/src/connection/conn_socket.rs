@@ -29,6 +29,14 @@
 //! Only plain TCP is recorded: the server has no TLS listener (TLS ends at the load balancer).
 //! A connection of another stream type has an empty handle, which `abort` reports as
 //! [`AbortError::Untracked`].
+//!
+//! A connection actor served over SignalR's Long Polling transport ([`super::streamed`]) has no
+//! socket of its own: each poll is a separate request. Its handle is *detached*
+//! ([`ConnSocket::detached`]): `abort` wakes the transport's pump, which drops the actor's stream
+//! (and with it the actor) and then [`ConnSocket::release`]s the handle. One served over a single
+//! streaming response (Server-Sent Events) gets a *view* of its connection ([`ConnSocket::view`]),
+//! released when the response ends: the watchdog may reset a stalled stream, but leaves alone a
+//! keep-alive connection whose stream ended cleanly.
 
 use std::any::Any;
 use std::net::{Shutdown, SocketAddr};
@@ -39,6 +47,7 @@ use std::time::Duration;
 use actix_web::dev::Extensions;
 use actix_web::rt::net::TcpStream;
 use actix_web::HttpRequest;
+use tokio::sync::Notify;
 
 /// Why a connection could not be shut.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +93,12 @@ enum Slot {
         fd: OwnedFd,
         peer: SocketAddr,
     },
+    /// A connection actor without a socket (Long Polling): `abort` notifies its transport.
+    Detached(Arc<Notify>),
+    /// A connection actor using one response of a connection (Server-Sent Events): acts on that
+    /// connection until released, when the response ended; the connection itself may serve
+    /// further requests then, and is no longer the actor's to shut.
+    Via(ConnSocket),
 }
 
 impl Open {
@@ -118,6 +133,7 @@ impl Drop for SocketOwner {
     fn drop(&mut self) {
         let mut slot = self.0.lock();
         let Slot::Open(open) = std::mem::take(&mut *slot) else {
+            // Nothing else is recorded in a connection's extensions.
             return;
         };
         if !open.ended || open.reset {
@@ -184,6 +200,44 @@ impl ConnSocket {
             .unwrap_or_default()
     }
 
+    /// A handle for a connection actor without a socket of its own: [`abort`](Self::abort) notifies
+    /// the returned `Notify` (one permit, kept if nobody waits yet); the transport calls
+    /// [`release`](Self::release) once the actor is gone.
+    pub fn detached() -> (Self, Arc<Notify>) {
+        let stop = Arc::new(Notify::new());
+        let socket = ConnSocket {
+            slot: Arc::new(Mutex::new(Slot::Detached(stop.clone()))),
+            tracked: true,
+        };
+        (socket, stop)
+    }
+
+    /// A handle on this connection for one response ([`release`](Self::release) it when the
+    /// response ends).
+    pub fn view(&self) -> Self {
+        ConnSocket {
+            slot: Arc::new(Mutex::new(Slot::Via(self.clone()))),
+            tracked: true,
+        }
+    }
+
+    /// A detached handle's transport, or a view's response, ended: nothing is left to shut.
+    pub fn release(&self) {
+        let mut slot = self.lock();
+        if matches!(*slot, Slot::Detached(_) | Slot::Via(_)) {
+            *slot = Slot::Closed;
+        }
+    }
+
+    /// The connection a view acts on (cloned out, so its lock is taken after the view's is
+    /// released: never both at once).
+    fn via(&self) -> Option<ConnSocket> {
+        match &*self.lock() {
+            Slot::Via(inner) => Some(inner.clone()),
+            _ => None,
+        }
+    }
+
     /// The connection actor on this connection ended: if the dispatcher drops the connection with data
     /// the client has not taken, keep it for the watchdog (see the module docs).
     pub fn session_ended(&self) {
@@ -194,25 +248,75 @@ impl ConnSocket {
 
     /// Whether the connection is still open (false for an empty handle).
     pub fn is_open(&self) -> bool {
+        if let Some(inner) = self.via() {
+            return inner.is_open();
+        }
         !matches!(*self.lock(), Slot::Closed)
+    }
+
+    /// Whether the client closed its side of the connection (an end of stream is waiting to be
+    /// read). The HTTP layer does not tell a streaming response (SignalR's Server-Sent Events) that
+    /// its client left until a write fails; this lets that transport notice at once. False when
+    /// unknown (an untracked or detached handle) or while the client still sends.
+    pub fn peer_closed(&self) -> bool {
+        if let Some(inner) = self.via() {
+            return inner.peer_closed();
+        }
+        let slot = self.lock();
+        match &*slot {
+            Slot::Open(open) => {
+                // SAFETY: `slot` is held (see `Open::socket`).
+                let Ok(fd) = (unsafe { open.socket() }) else {
+                    return true;
+                };
+                let mut byte = [0u8; 1];
+                // SAFETY: recv writes at most one byte into `byte`; MSG_PEEK leaves it queued.
+                let n = unsafe {
+                    libc::recv(
+                        fd.as_raw_fd(),
+                        byte.as_mut_ptr().cast(),
+                        1,
+                        libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                    )
+                };
+                n == 0
+            }
+            Slot::Closed => self.tracked,
+            Slot::Orphan { .. } | Slot::Detached(_) | Slot::Via(_) => false,
+        }
     }
 
     /// The client's address, while the connection is open.
     pub fn peer(&self) -> Option<SocketAddr> {
+        if let Some(inner) = self.via() {
+            return inner.peer();
+        }
         match &*self.lock() {
             Slot::Closed => None,
             Slot::Open(open) => Some(open.peer),
             Slot::Orphan { peer, .. } => Some(*peer),
+            Slot::Detached(_) | Slot::Via(_) => None,
         }
     }
 
     /// Shuts the connection. One the dispatcher still serves is reset: SO_LINGER 0 (so the
     /// close is a reset and unsent data is discarded, not delivered first) and a shutdown of both
     /// directions, which wakes the dispatcher; its next write fails and it drops the connection.
-    /// An orphan is closed, with a reset if the client has still not taken everything.
+    /// An orphan is closed, with a reset if the client has still not taken everything. A detached
+    /// handle notifies its transport, which drops what it had not delivered.
     pub fn abort(&self) -> Result<Aborted, AbortError> {
+        if let Some(inner) = self.via() {
+            return inner.abort();
+        }
         let mut slot = self.lock();
         match &mut *slot {
+            Slot::Detached(stop) => {
+                stop.notify_one();
+                *slot = Slot::Closed;
+                Ok(Aborted::Reset)
+            }
+            // Released between `via()` and here: the response ended.
+            Slot::Via(_) => Err(AbortError::Closed),
             Slot::Closed if self.tracked => Err(AbortError::Closed),
             Slot::Closed => Err(AbortError::Untracked),
             Slot::Open(open) => {

@@ -27,6 +27,7 @@
 //! | `resume.rs` | what a resumable connection keeps (stateful reconnect) |
 //! | `read_errors.rs` | what a failed WebSocket read means |
 //! | `watchdog.rs`, `conn_socket.rs` | resetting connections the actor cannot write to |
+//! | `streamed.rs` | running the actor without a WebSocket (SignalR's SSE and Long Polling transports) |
 //!
 //! Lifecycle: registration with the tenant group happens at the upgrade (so a tenant quota can be
 //! answered with HTTP 429); everything is unregistered exactly once, in `stopped()`.
@@ -42,6 +43,7 @@ mod read_errors;
 mod requests;
 pub mod resume;
 mod shared;
+pub mod streamed;
 pub mod subscriptions;
 mod tracked;
 pub mod watchdog;

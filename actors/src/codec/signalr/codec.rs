@@ -73,6 +73,8 @@ pub struct SignalRCodec {
     max_message_bytes: usize,
     /// The hub path's argument list for events whose publisher chose none.
     arguments_default: ArgumentsDefault,
+    /// The transport carries text only (Server-Sent Events): MessagePack is refused at the handshake.
+    text_only: bool,
     state: State,
 }
 
@@ -100,6 +102,7 @@ impl SignalRCodec {
             identity,
             max_message_bytes,
             arguments_default: ArgumentsDefault::default(),
+            text_only: false,
             state: State::Handshake {
                 pending: Vec::new(),
             },
@@ -109,6 +112,12 @@ impl SignalRCodec {
     /// This codec, for a hub path whose events carry `default` unless their publisher chose.
     pub fn with_arguments_default(mut self, default: ArgumentsDefault) -> Self {
         self.arguments_default = default;
+        self
+    }
+
+    /// This codec, for a transport that carries text only (Server-Sent Events).
+    pub fn text_only(mut self) -> Self {
+        self.text_only = true;
         self
     }
 
@@ -153,6 +162,10 @@ impl SignalRCodec {
         }
         match handshake::parse_request(record) {
             Err(e) => self.fail_handshake(e, out),
+            Ok(agreed) if self.text_only && agreed.protocol == HubProtocol::MessagePack => {
+                let e = HandshakeError::BinaryOnTextTransport(agreed.protocol.name().to_owned());
+                self.fail_handshake(e, out)
+            }
             Ok(agreed) => {
                 let framing = match agreed.protocol {
                     HubProtocol::Json => Framing::Separated,

@@ -80,6 +80,9 @@ pub enum HandshakeError {
     MissingVersion,
     #[error("The handshake request exceeds the {max}-byte limit.")]
     TooBig { max: usize },
+    /// A binary protocol over a text-only transport (Server-Sent Events); ASP.NET Core's wording.
+    #[error("Cannot use the '{0}' protocol on the current transport. The transport does not support 'Binary' transfer format.")]
+    BinaryOnTextTransport(String),
 }
 
 impl HandshakeError {

@@ -176,6 +176,24 @@ fn messagepack_handshake_replies_in_text_and_switches_format() {
 }
 
 #[test]
+fn a_text_only_transport_refuses_messagepack_as_aspnet_core_does() {
+    let mut c = codec().text_only();
+    let out = text(&mut c, "{\"protocol\":\"messagepack\",\"version\":1}\u{1e}");
+    let (close, _, farewell) = fatal(&out);
+    assert_eq!(close, CloseCode::ProtocolError);
+    assert_eq!(
+        farewell,
+        Some(&OutFrame::Text(Bytes::from_static(
+            b"{\"error\":\"Cannot use the 'messagepack' protocol on the current transport. The transport does not support 'Binary' transfer format.\"}\x1e"
+        )))
+    );
+    assert!(!c.ready());
+    // JSON is fine on it.
+    let mut c = codec().text_only();
+    assert_handshake_ok(&text(&mut c, "{\"protocol\":\"json\",\"version\":1}\u{1e}"));
+}
+
+#[test]
 fn unsupported_protocol_is_fatal_with_an_error_reply() {
     let mut c = codec();
     let out = text(&mut c, "{\"protocol\":\"xml\",\"version\":1}\u{1e}");
