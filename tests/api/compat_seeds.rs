@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use serde_json::{json, Value};
-use switchyard::settings::Settings;
+use switchyard::settings::{HubTransport, Settings};
 
 use crate::helpers::*;
 use crate::hub_client::HubClient;
@@ -266,7 +266,23 @@ async fn seed001_screen(app: &TestApp, who: &As, file: &str, component: &str, ev
 /// screens show (issue 15, "seed 001's admin and customer SignalR service").
 #[actix_web::test]
 async fn seed001_signalr_service_admin_and_customer_screens_work_unchanged_across_nodes() {
-    let (_redis, _db, a, b) = two_chat_nodes_with(seed_hubs).await;
+    seed001_screens_across_nodes(seed_hubs).await;
+}
+
+/// The same where WebSockets cannot pass (a proxy that does not forward upgrades; here the nodes
+/// offer the other transports only): the seed's `WebSockets | ServerSentEvents` falls back to
+/// Server-Sent Events, and the screens work the same.
+#[actix_web::test]
+async fn seed001_screens_fall_back_to_server_sent_events_where_websockets_cannot_pass() {
+    seed001_screens_across_nodes(|s| {
+        seed_hubs(s);
+        s.signalr.transports = vec![HubTransport::ServerSentEvents, HubTransport::LongPolling];
+    })
+    .await;
+}
+
+async fn seed001_screens_across_nodes(tweak: impl Fn(&mut Settings)) {
+    let (_redis, _db, a, b) = two_chat_nodes_with(tweak).await;
     a.open_session("acme", "s1", json!("T5")).await;
     let mut admin_screen = seed001_screen(
         &a,
