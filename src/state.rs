@@ -5,6 +5,7 @@ use std::sync::Arc;
 use switchyard_actors::connection::Connections;
 use switchyard_actors::node::Node;
 
+use crate::admin_samples::Samples;
 use crate::auth::Verifier;
 use crate::negotiations::Negotiations;
 use crate::settings::{HubArgumentDefaults, Settings};
@@ -19,4 +20,6 @@ pub struct AppState {
     pub negotiations: Negotiations,
     /// Each hub path's default SignalR argument list (`signalr.default_arguments`).
     pub hub_arguments: HubArgumentDefaults,
+    /// The node's recent figures for the console's charts (`[admin] sample_interval_ms`).
+    pub samples: Arc<Samples>,
 }

@@ -134,6 +134,8 @@ pub struct Connection {
     fragments: Fragments,
     latency: LocalHistogram,
     mailbox_generation: u64,
+    /// The outbox length this connection last added to the sessions' meter (on its heartbeat).
+    reported_depth: i64,
     /// Reused buffer for the records decoded from one frame.
     decoded: Vec<crate::codec::Decoded>,
     /// Resumable connections: the token it parks under if its socket drops.
@@ -179,6 +181,7 @@ impl Connection {
             fragments: Fragments::default(),
             latency: shared.node.metrics.delivery_latency.local(),
             mailbox_generation: u64::MAX,
+            reported_depth: 0,
             decoded: Vec::new(),
             resume_token: None,
             sent: None,
@@ -469,6 +472,8 @@ impl Actor for Connection {
         self.socket.session_ended();
         self.outbox.close();
         self.latency.flush();
+        self.shared.session_meter.adjust_depth(-self.reported_depth);
+        self.reported_depth = 0;
         let label = self.codec.label();
         // A drop without a close (or a silent client) of a resumable connection parks it.
         let unclean = !self.core.is_closing() || self.park_on_stop;

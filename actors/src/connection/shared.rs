@@ -14,6 +14,8 @@ use super::watchdog::ConnectionWatchdog;
 use super::ConnectionSettings;
 use crate::connection_limits::ConnectionLimiter;
 use crate::ids::ConnId;
+use crate::mailbox::ActorKind;
+use crate::metered::{Meter, SESSIONS_INSTANCE};
 use crate::node::Node;
 
 /// The connection side of a node (see the module docs).
@@ -26,12 +28,20 @@ pub struct Connections {
     pub limits: Arc<ConnectionLimiter>,
     /// Resets the connections that cannot write (absent in bare test nodes).
     pub watchdog: Option<Addr<ConnectionWatchdog>>,
+    /// Sessions' queue depth: each connection adds its outbox length on its heartbeat (the
+    /// outbox knows its length; nothing is counted per delivery).
+    pub session_meter: Arc<Meter>,
     next_conn: AtomicU64,
 }
 
+
 impl Connections {
     pub fn new(node: Arc<Node>, settings: ConnectionSettings, resume_grace: Duration) -> Self {
+        let session_meter = node
+            .metrics
+            .meter(ActorKind::Connection, SESSIONS_INSTANCE, None);
         Self {
+            session_meter,
             node,
             settings,
             parked: ParkedConnections::new(resume_grace),
