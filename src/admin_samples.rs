@@ -12,6 +12,7 @@ use std::time::Duration;
 use prometheus::core::Collector;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use switchyard_actors::connection::Connections;
 use switchyard_actors::envelope::now_millis;
 use switchyard_actors::mailbox::ActorKind;
 use switchyard_actors::metered::{KindReading, MeterReading};
@@ -206,14 +207,23 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// Sums the sessions' outboxes into their meter (before anything reads the figures).
+pub fn refresh_sessions(m: &Metrics, connections: &Connections) {
+    m.sessions_meter()
+        .set_depth(connections.outboxes.queued_events());
+}
+
 /// Samples every `samples.interval` until the node shuts down.
-pub fn run_sampler(node: Arc<Node>, samples: Arc<Samples>) {
+pub fn run_sampler(node: Arc<Node>, connections: Arc<Connections>, samples: Arc<Samples>) {
     let mut shutdown = node.shutdown.hold("admin samples");
     actix_web::rt::spawn(async move {
         let mut tick = tokio::time::interval(samples.interval);
         loop {
             tokio::select! {
-                _ = tick.tick() => samples.sample(&node.metrics),
+                _ = tick.tick() => {
+                    refresh_sessions(&node.metrics, &connections);
+                    samples.sample(&node.metrics);
+                }
                 _ = shutdown.recv() => return,
             }
         }

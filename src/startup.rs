@@ -27,8 +27,8 @@ use switchyard_actors::engine::redis::bridge::{AttachShards, RedisBridge};
 use switchyard_actors::engine::redis::{Cluster, RedisEngine, RedisPresence};
 use switchyard_actors::engine::BrokerEngine;
 use switchyard_actors::ids::NodeId;
-use switchyard_actors::metered::{Metered, SINGLE_INSTANCE};
 use switchyard_actors::mailbox::{ActorKind, ActorLimits};
+use switchyard_actors::metered::{Metered, SINGLE_INSTANCE};
 use switchyard_actors::metrics::Metrics;
 use switchyard_actors::node::Node;
 use switchyard_actors::presence::{Announcer, PresenceEngine, PresenceHook};
@@ -201,9 +201,7 @@ impl Application {
                 history: settings.history_limits(),
                 request_timeout,
                 origin: id.clone(),
-                interest: cluster
-                    .as_ref()
-                    .map(|(_, bridge)| bridge.recipient()),
+                interest: cluster.as_ref().map(|(_, bridge)| bridge.recipient()),
                 activity: activity_sink.clone(),
             },
             limits.clone(),
@@ -296,7 +294,7 @@ impl Application {
             Duration::from_millis(settings.admin.sample_interval_ms),
             Duration::from_secs(settings.admin.sample_window_secs),
         ));
-        admin_samples::run_sampler(node.clone(), samples.clone());
+        admin_samples::run_sampler(node.clone(), connections.clone(), samples.clone());
         let background = background::start(&settings, node.clone(), &store, entities);
 
         let workers = match settings.server.workers {

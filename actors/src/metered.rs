@@ -9,14 +9,15 @@
 //! [`metered_actor!`] once, which handles `Counted<M>` with its own `Handler<M>`, timing the
 //! handler (the synchronous part: a handler returning a future is timed until it returns it).
 //!
-//! A message is counted as meeting a full mailbox when, as it was sent, its actor already had
-//! `mailbox` (the kind's live capacity) messages waiting or in hand, or actix refused a `try_send`.
+//! A message is counted as meeting a full mailbox when actix refused its `try_send` (it is then
+//! dropped or retried by its sender), or, sent to wait for room (`send`, `do_send`), when its
+//! actor already had `mailbox` (the kind's live capacity) messages waiting or in hand.
 //!
 //! Cost: one relaxed `fetch_add` and one load (plus a `fetch_max` on a new peak) per send, an
 //! `Arc` clone, and two clock reads per handled message. Only kinds whose messages are per publish
 //! or rarer are measured this way (broker shards see one `Publish`/`Relay` per event, not per
-//! delivery); sessions are measured from their outbox, which already knows its length, and report
-//! it on their heartbeat — nothing is added per delivery.
+//! delivery); sessions are measured from their outboxes, which already know their lengths, summed
+//! when a sample or an admin request reads them — nothing is added per delivery.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -74,14 +75,16 @@ impl Meter {
         self.kind
     }
 
-    /// A message is on its way: one more waiting; counts a full mailbox.
-    fn enqueued(&self) {
+    /// A message is on its way: one more waiting. A message that will wait for room (`send`,
+    /// `do_send`) counts a full mailbox when `mailbox` messages are already there; a `try_send`
+    /// counts one only if actix refuses it.
+    fn enqueued(&self, waits: bool) {
         let before = self.depth.fetch_add(1, Ordering::Relaxed);
         let now = before + 1;
         if now > self.peak.load(Ordering::Relaxed) {
             self.peak.fetch_max(now, Ordering::Relaxed);
         }
-        if let Some(limits) = &self.limits {
+        if let (true, Some(limits)) = (waits, &self.limits) {
             if before >= limits.get(self.kind).mailbox() as i64 {
                 self.full();
             }
@@ -93,10 +96,10 @@ impl Meter {
         self.full_kind.inc();
     }
 
-    /// Adds `delta` to the depth (sessions report their outbox lengths this way; their peak is
-    /// the deepest single outbox, given by [`Meter::observe_peak`]).
-    pub fn adjust_depth(&self, delta: i64) {
-        self.depth.fetch_add(delta, Ordering::Relaxed);
+    /// Sets the depth (sessions: their outboxes, summed when read; their peak is the deepest
+    /// single outbox, given by [`Meter::observe_peak`]).
+    pub fn set_depth(&self, depth: i64) {
+        self.depth.store(depth, Ordering::Relaxed);
     }
 
     /// Raises the peak to `depth` if higher (sessions: the deepest single outbox).
@@ -133,8 +136,15 @@ impl Meter {
 pub struct Ticket(Arc<Meter>);
 
 impl Ticket {
+    /// A message that waits for room if the mailbox is full.
     fn new(meter: &Arc<Meter>) -> Self {
-        meter.enqueued();
+        meter.enqueued(true);
+        Ticket(meter.clone())
+    }
+
+    /// A message offered with `try_send` (refused, not waiting, when the mailbox is full).
+    fn offered(meter: &Arc<Meter>) -> Self {
+        meter.enqueued(false);
         Ticket(meter.clone())
     }
 
@@ -244,6 +254,11 @@ impl<A: Actor> Metered<A> {
         &self.meter
     }
 
+    /// Whether the actor still runs (`Addr::connected`).
+    pub fn connected(&self) -> bool {
+        self.addr.connected()
+    }
+
     /// `Addr::send`: waits for room, then for the reply.
     pub fn send<M>(&self, msg: M) -> Request<A, Counted<M>>
     where
@@ -263,10 +278,13 @@ impl<A: Actor> Metered<A> {
         A: Handler<Counted<M>>,
         A::Context: ToEnvelope<A, Counted<M>>,
     {
-        let before = self.meter.reading_full();
+        let msg = Counted {
+            msg,
+            ticket: Ticket::offered(&self.meter),
+        };
         self.addr
-            .try_send(self.wrap(msg))
-            .map_err(|e| unwrap_refused(e, &self.meter, before))
+            .try_send(msg)
+            .map_err(|e| unwrap_refused(e, &self.meter))
     }
 
     /// `Addr::do_send`: never refused (bookkeeping that must not be lost).
@@ -302,21 +320,12 @@ impl<A: Actor> Metered<A> {
     }
 }
 
-impl Meter {
-    /// The full count now (to tell whether a refused `try_send` was already counted).
-    fn reading_full(&self) -> u64 {
-        self.full_instance.get()
-    }
-}
-
-/// A refused `try_send`: counts the full mailbox unless the send already did, and returns the
-/// message without its ticket (dropping the ticket takes it off the depth).
-fn unwrap_refused<M>(e: SendError<Counted<M>>, meter: &Meter, full_before: u64) -> SendError<M> {
+/// A refused `try_send`: counts the full mailbox and returns the message without its ticket
+/// (dropping the ticket takes it off the depth).
+fn unwrap_refused<M>(e: SendError<Counted<M>>, meter: &Meter) -> SendError<M> {
     match e {
         SendError::Full(c) => {
-            if meter.reading_full() == full_before {
-                meter.full();
-            }
+            meter.full();
             SendError::Full(c.msg)
         }
         SendError::Closed(c) => SendError::Closed(c.msg),
@@ -357,13 +366,12 @@ where
     }
 
     pub fn try_send(&self, msg: M) -> Result<(), SendError<M>> {
-        let before = self.meter.reading_full();
         self.to
             .try_send(Counted {
                 msg,
-                ticket: Ticket::new(&self.meter),
+                ticket: Ticket::offered(&self.meter),
             })
-            .map_err(|e| unwrap_refused(e, &self.meter, before))
+            .map_err(|e| unwrap_refused(e, &self.meter))
     }
 
     pub fn send(&self, msg: M) -> actix::dev::RecipientRequest<Counted<M>> {
@@ -492,7 +500,12 @@ impl MailboxMeters {
             .filter(|m| m.kind == kind)
             .map(|m| m.reading())
             .collect();
-        out.sort_by_key(|r| (r.instance.parse::<u64>().unwrap_or(u64::MAX), r.instance.clone()));
+        out.sort_by_key(|r| {
+            (
+                r.instance.parse::<u64>().unwrap_or(u64::MAX),
+                r.instance.clone(),
+            )
+        });
         out
     }
 
@@ -528,7 +541,11 @@ impl KindReading {
         let weight: u64 = timed.iter().map(|(_, n)| n).sum();
         Self {
             queue_depth: readings.iter().map(|r| r.queue_depth).sum(),
-            peak_queue_depth: readings.iter().map(|r| r.peak_queue_depth).max().unwrap_or(0),
+            peak_queue_depth: readings
+                .iter()
+                .map(|r| r.peak_queue_depth)
+                .max()
+                .unwrap_or(0),
             handled,
             mean_handle_millis: (weight > 0)
                 .then(|| timed.iter().map(|(m, n)| m * *n as f64).sum::<f64>() / weight as f64),
@@ -580,7 +597,10 @@ mod tests {
         let gate = Arc::new(Mutex::new(gate));
         let addr = Blocker::start_in_arbiter(&arbiter.handle(), move |_| Blocker { gate });
         let to = Metered::new(addr, meter.clone());
-        // The first message blocks the actor; the rest wait.
+        // One message through, so the actor has started (and set its capacity of 4).
+        go.send(()).unwrap();
+        assert_eq!(to.send(Work(0)).await.unwrap(), 0);
+        // The next message blocks the actor; the rest wait, until actix refuses them.
         let first = to.send(Work(1));
         let mut refused = 0;
         for i in 0..10 {
@@ -590,9 +610,14 @@ mod tests {
             }
         }
         let r = meter.reading();
-        assert!(r.queue_depth >= 4, "depth {r:?}");
+        assert!(refused > 0, "actix refused some: {r:?}");
+        assert_eq!(r.mailbox_full, refused, "each refusal counted once");
+        assert_eq!(r.queue_depth, 1 + (10 - refused as i64), "{r:?}");
+        // A message that waits for room (do_send) past the capacity counts as full too.
+        to.do_send(Work(99));
+        let r = meter.reading();
+        assert_eq!(r.mailbox_full, refused + 1, "{r:?}");
         assert!(r.peak_queue_depth >= r.queue_depth);
-        assert!(r.mailbox_full >= 1 && r.mailbox_full >= refused, "{r:?}");
         assert_eq!(full_kind.get(), r.mailbox_full);
         for _ in 0..20 {
             let _ = go.send(());
@@ -603,10 +628,14 @@ mod tests {
         assert_eq!(to.send(Work(5)).await.unwrap(), 10);
         let r = meter.reading();
         assert_eq!(r.queue_depth, 0, "{r:?}");
-        assert!(r.handled >= 2 + (10 - refused), "{r:?}");
+        assert_eq!(r.handled, 4 + (10 - refused), "{r:?}");
         assert!(r.mean_handle_millis.is_some());
         meters.export();
-        let names: Vec<_> = registry.gather().iter().map(|f| f.name().to_owned()).collect();
+        let names: Vec<_> = registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect();
         assert!(names.contains(&"switchyard_mailbox_depth_peak".to_owned()));
         arbiter.stop();
     }

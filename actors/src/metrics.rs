@@ -354,7 +354,8 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         use prometheus::Encoder;
-        self.sessions_meter().observe_peak(self.session_queue_depth_peak.get());
+        self.sessions_meter()
+            .observe_peak(self.session_queue_depth_peak.get());
         self.mailboxes.export();
         let mut buf = Vec::new();
         prometheus::TextEncoder::new()

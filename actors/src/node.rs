@@ -86,7 +86,11 @@ impl Node {
     }
 
     /// The node reporting tenant activity to `recorder` through `sink`.
-    pub fn with_activity(mut self, recorder: Metered<ActivityRecorder>, sink: ActivitySink) -> Self {
+    pub fn with_activity(
+        mut self,
+        recorder: Metered<ActivityRecorder>,
+        sink: ActivitySink,
+    ) -> Self {
         self.activity = sink;
         self.activity_recorder = Some(recorder);
         self

@@ -143,7 +143,11 @@ pub const GROUPS_INSTANCE: &str = "all";
 
 impl TenantGroups {
     pub fn new(limits: Arc<ActorLimits>, metrics: Arc<Metrics>, query_timeout: Duration) -> Self {
-        let meter = metrics.meter(ActorKind::TenantGroup, GROUPS_INSTANCE, Some(limits.clone()));
+        let meter = metrics.meter(
+            ActorKind::TenantGroup,
+            GROUPS_INSTANCE,
+            Some(limits.clone()),
+        );
         Self {
             tenants: Arc::default(),
             limits,

@@ -22,7 +22,7 @@ use switchyard_actors::metrics::Metrics;
 use switchyard_actors::node::Node;
 use switchyard_actors::quotas::TenantQuotas;
 
-use crate::admin_samples::KindFigures;
+use crate::admin_samples::{refresh_sessions, KindFigures};
 use crate::caller::Caller;
 use crate::problem::ApiError;
 use crate::routes::tenants::{snapshot, tenant_error};
@@ -183,6 +183,7 @@ pub async fn actors(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     operator_only(&who)?;
+    refresh_sessions(&state.node.metrics, &state.connections);
     let all: Vec<_> = ActorKind::ALL
         .into_iter()
         .map(|k| actor_view(&state, k))

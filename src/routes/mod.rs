@@ -73,8 +73,7 @@ fn admin_routes(cfg: &mut web::ServiceConfig) {
             &format!("{A}/actors/{{kind}}"),
             web::delete().to(admin::reset_actor),
         )
-        .route(&format!("{A}/samples"), web::get().to(admin::samples)
-        )
+        .route(&format!("{A}/samples"), web::get().to(admin::samples))
         .route(&format!("{A}/tenants"), web::get().to(admin::tenants))
         .route(
             &format!("{A}/tenants/{{tenant}}"),

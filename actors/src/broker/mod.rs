@@ -230,11 +230,7 @@ impl BrokerHandle {
         let mut shards = Vec::with_capacity(n);
         for index in 0..n {
             let thread = threads.spawn_thread(format!("broker shard {index}"));
-            let meter = metrics.meter(
-                ActorKind::Broker,
-                &index.to_string(),
-                Some(limits.clone()),
-            );
+            let meter = metrics.meter(ActorKind::Broker, &index.to_string(), Some(limits.clone()));
             let (cfg, limits, metrics) = (config.clone(), limits.clone(), metrics.clone());
             let addr = BrokerShard::start_in_arbiter(&thread, move |_| {
                 BrokerShard::new(index, cfg, limits, metrics)

@@ -388,11 +388,6 @@ impl Connection {
     pub(super) fn on_heartbeat(&mut self, ctx: &mut Ctx) {
         self.pulse.turn();
         self.latency.flush();
-        let depth = self.outbox.len() as i64;
-        self.shared
-            .session_meter
-            .adjust_depth(depth - self.reported_depth);
-        self.reported_depth = depth;
         self.apply_mailbox_limit(ctx);
         // Normally a wake does this; it is the fallback when a wake could not be sent.
         if !self.outbox.is_empty() {

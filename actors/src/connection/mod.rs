@@ -134,8 +134,6 @@ pub struct Connection {
     fragments: Fragments,
     latency: LocalHistogram,
     mailbox_generation: u64,
-    /// The outbox length this connection last added to the sessions' meter (on its heartbeat).
-    reported_depth: i64,
     /// Reused buffer for the records decoded from one frame.
     decoded: Vec<crate::codec::Decoded>,
     /// Resumable connections: the token it parks under if its socket drops.
@@ -181,7 +179,6 @@ impl Connection {
             fragments: Fragments::default(),
             latency: shared.node.metrics.delivery_latency.local(),
             mailbox_generation: u64::MAX,
-            reported_depth: 0,
             decoded: Vec::new(),
             resume_token: None,
             sent: None,
@@ -424,6 +421,7 @@ impl Actor for Connection {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.apply_mailbox_limit(ctx);
+        self.shared.outboxes.insert(self.conn, self.outbox.clone());
         let m = &self.node.metrics;
         m.connections.with_label_values(&[self.codec.label()]).inc();
         m.connections_opened
@@ -472,8 +470,7 @@ impl Actor for Connection {
         self.socket.session_ended();
         self.outbox.close();
         self.latency.flush();
-        self.shared.session_meter.adjust_depth(-self.reported_depth);
-        self.reported_depth = 0;
+        self.shared.outboxes.remove(self.conn);
         let label = self.codec.label();
         // A drop without a close (or a silent client) of a resumable connection parks it.
         let unclean = !self.core.is_closing() || self.park_on_stop;

@@ -3,8 +3,9 @@
 //! per-address limits and the connection id counter. Built once at start-up next to the
 //! [`Node`]; the node knows nothing of connections, so the engine side never depends on them.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::Addr;
@@ -14,9 +15,32 @@ use super::watchdog::ConnectionWatchdog;
 use super::ConnectionSettings;
 use crate::connection_limits::ConnectionLimiter;
 use crate::ids::ConnId;
-use crate::mailbox::ActorKind;
-use crate::metered::{Meter, SESSIONS_INSTANCE};
 use crate::node::Node;
+use crate::outbox::Outbox;
+
+/// The live connections' outboxes (registered on start, removed on stop: a lock per connect and
+/// disconnect, none per delivery).
+#[derive(Default)]
+pub struct Outboxes(Mutex<HashMap<ConnId, Arc<Outbox>>>);
+
+impl Outboxes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Arc<Outbox>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn insert(&self, conn: ConnId, outbox: Arc<Outbox>) {
+        self.lock().insert(conn, outbox);
+    }
+
+    pub fn remove(&self, conn: ConnId) {
+        self.lock().remove(&conn);
+    }
+
+    /// Events waiting in every connection's outbox now.
+    pub fn queued_events(&self) -> i64 {
+        self.lock().values().map(|o| o.len() as i64).sum()
+    }
+}
 
 /// The connection side of a node (see the module docs).
 pub struct Connections {
@@ -28,20 +52,16 @@ pub struct Connections {
     pub limits: Arc<ConnectionLimiter>,
     /// Resets the connections that cannot write (absent in bare test nodes).
     pub watchdog: Option<Addr<ConnectionWatchdog>>,
-    /// Sessions' queue depth: each connection adds its outbox length on its heartbeat (the
-    /// outbox knows its length; nothing is counted per delivery).
-    pub session_meter: Arc<Meter>,
+    /// Every live connection's outbox, so the sessions' queue depth is summed when asked
+    /// (a sample or an admin request), never counted per delivery.
+    pub outboxes: Outboxes,
     next_conn: AtomicU64,
 }
 
-
 impl Connections {
     pub fn new(node: Arc<Node>, settings: ConnectionSettings, resume_grace: Duration) -> Self {
-        let session_meter = node
-            .metrics
-            .meter(ActorKind::Connection, SESSIONS_INSTANCE, None);
         Self {
-            session_meter,
+            outboxes: Outboxes::default(),
             node,
             settings,
             parked: ParkedConnections::new(resume_grace),

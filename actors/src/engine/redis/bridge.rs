@@ -38,8 +38,8 @@ use super::Cluster;
 use crate::channel::ChannelName;
 use crate::engine::{Delivery, Interest, Shards};
 use crate::envelope::{now_millis, Envelope, StreamPosition};
-use crate::metered::Counted;
 use crate::mailbox::{ActorKind, ActorLimits};
+use crate::metered::Counted;
 
 /// Asks whether the channel's Redis subscription is confirmed (waits for it if in flight).
 #[derive(Message)]
