@@ -214,9 +214,13 @@ async function loop(generation) {
   if (generation !== state.generation) return;
   const jobs = [refreshTenants()];
   if (state.selected) jobs.push(refreshTenant());
-  if (state.actorsAllowed && state.tick % ACTORS_EVERY === 0) jobs.push(refreshActors(), refreshSamples());
-  state.tick++;
   await Promise.all(jobs);
+  // After the tenant reads, not beside them: those ask the tenant groups, whose mailboxes the
+  // actor table would otherwise show holding the page's own requests.
+  if (state.actorsAllowed && state.tick % ACTORS_EVERY === 0) {
+    await Promise.all([refreshActors(), refreshSamples()]);
+  }
+  state.tick++;
   if (generation !== state.generation) return;
   $("#status").textContent = `Updated ${new Date().toLocaleTimeString()}`;
   state.timer = setTimeout(() => loop(generation), REFRESH_MS);
@@ -585,6 +589,8 @@ function updateActorRow(row, a, force) {
   row.querySelector(".dropped").textContent = fmt(a.dropped);
   row.querySelector(".slow").textContent = fmt(a.slowConsumerDisconnects);
   row.querySelector("button.reset").disabled = !a.overridden;
+  // A kind that does not run here has nothing to tune.
+  row.querySelector("td.actions form").hidden = a.running === false;
   // Only the limits this kind acts on can be edited; the others say so.
   for (const name of LIMIT_FIELDS) {
     const used = uses.includes(name) && a.running !== false;
@@ -835,13 +841,16 @@ function svgSwatch(colour) {
 /** One chart: x is time over the window ending now, y from 0 to the series' maximum. */
 function drawChart(name, times, windowMs, series) {
   const figure = document.querySelector(`figure[data-chart=${name}]`);
+  // The window ends at the newest point and reaches back 15 minutes, or to the first point when
+  // the node has not been sampling that long.
   const end = times.length ? times[times.length - 1] : Date.now();
-  const start = end - windowMs;
+  const start = Math.max(end - windowMs, times.length > 1 ? times[0] : end - windowMs);
+  const span = Math.max(1, end - start);
   const max = Math.max(1, ...series.flatMap((s) => s.values));
   const pad = { l: 34, r: 6, t: 6, b: 16 };
   const w = CHART_W - pad.l - pad.r;
   const h = CHART_H - pad.t - pad.b;
-  const x = (t) => pad.l + Math.max(0, (t - start) / windowMs) * w;
+  const x = (t) => pad.l + Math.max(0, (t - start) / span) * w;
   const y = (v) => pad.t + h - (v / max) * h;
   const root = svg("svg", { viewBox: `0 0 ${CHART_W} ${CHART_H}`, role: "img", "aria-label": name });
   root.append(
@@ -853,7 +862,7 @@ function drawChart(name, times, windowMs, series) {
     return t;
   };
   root.append(label(pad.l - 4, pad.t + 8, shortNumber(max), "end"), label(pad.l - 4, pad.t + h, "0", "end"),
-    label(pad.l, CHART_H - 3, "-15 min", "start"), label(pad.l + w, CHART_H - 3, "now", "end"));
+    label(pad.l, CHART_H - 3, `-${fmtSpan(span)}`, "start"), label(pad.l + w, CHART_H - 3, "now", "end"));
   let latest = 0;
   for (const s of series) {
     if (s.values.length === 0) continue;
@@ -869,6 +878,12 @@ function drawChart(name, times, windowMs, series) {
   const old = figure.querySelector("svg");
   if (old) old.replaceWith(root);
   else figure.append(root);
+}
+
+/** "15 min", "2 min", "40 s": how far back a chart reaches. */
+function fmtSpan(ms) {
+  const s = Math.round(ms / 1000);
+  return s >= 60 ? `${Math.round(s / 60)} min` : `${s} s`;
 }
 
 function shortNumber(v) {

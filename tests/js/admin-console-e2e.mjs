@@ -233,18 +233,25 @@ async function docShot(selector, name) {
   return file;
 }
 
-/** The figures a chart drew: its maximum over the window and its newest value. */
-const chartFigures = () =>
-  Object.fromEntries([...document.querySelectorAll("figure[data-chart]")].map((f) => [
-    f.dataset.chart,
-    { points: Number(f.dataset.points ?? 0), max: Number(f.dataset.max ?? 0), last: Number(f.dataset.last ?? 0) },
-  ]));
-
-/** Waits until `condition` (a JS expression over `all`, the charts' figures) holds; returns them. */
-async function untilCharts(condition) {
-  const expression = `(() => { const all = (${chartFigures.toString()})(); return (${condition}) ? all : null; })()`;
-  const handle = await page.waitForFunction(expression, null, { timeout, polling: 100 });
-  return handle.jsonValue();
+/**
+ * Waits until the charts drew what `want` asks, per chart `{points: n}` (at least n points) or
+ * `{above: x}` (a maximum above x); returns every chart's figures: points, maximum over the
+ * window, newest value. (A function, not a string: the page's CSP forbids eval.)
+ */
+async function untilCharts(want) {
+  return until((w) => {
+    const all = Object.fromEntries([...document.querySelectorAll("figure[data-chart]")].map((f) => [
+      f.dataset.chart,
+      { points: Number(f.dataset.points ?? 0), max: Number(f.dataset.max ?? 0), last: Number(f.dataset.last ?? 0) },
+    ]));
+    for (const [name, c] of Object.entries(w)) {
+      const got = all[name];
+      if (!got) return null;
+      if (c.points !== undefined && got.points < c.points) return null;
+      if (c.above !== undefined && !(got.max > c.above)) return null;
+    }
+    return all;
+  }, want);
 }
 
 const brokerRow = '#actors tbody tr[data-kind="broker"]';
@@ -260,7 +267,7 @@ await step("broker_limit_set", async () => {
   await page.fill(`${brokerRow} input[name=mailbox]`, "1");
   await page.click(`${brokerRow} button.save`);
   const message = await textOf(`${brokerRow} .message.saved`);
-  before = await untilCharts("all.deliveredPerSecond?.points >= 1");
+  before = await untilCharts({ deliveredPerSecond: { points: 1 } });
   const modes = await page.$$eval("#actors tbody tr.not-running", (rows) => rows.map((r) => r.dataset.kind));
   return { policyEditable, bytesEditable, unused, message, before, notRunning: modes };
 });
@@ -268,11 +275,11 @@ await step("broker_limit_set", async () => {
 await readCommand();
 
 await step("chart_moved", async () => {
-  const seen = await untilCharts(
-    `all.mailboxFull.max > ${before.mailboxFull?.max ?? 0} && ` +
-      `all.deliveredPerSecond.max > ${before.deliveredPerSecond.max} && ` +
-      `all.publishedPerSecond.max > ${before.publishedPerSecond?.max ?? 0}`,
-  );
+  const seen = await untilCharts({
+    mailboxFull: { above: before.mailboxFull?.max ?? 0 },
+    deliveredPerSecond: { above: before.deliveredPerSecond.max },
+    publishedPerSecond: { above: before.publishedPerSecond?.max ?? 0 },
+  });
   const legend = await page.$$eval("#charts-legend .key", (keys) => keys.map((k) => k.textContent.trim()));
   const shot = await docShot("#charts-panel", "admin-console-charts.png");
   return { charts: seen, legend, screenshot: shot };
