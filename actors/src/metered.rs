@@ -395,11 +395,12 @@ pub struct MailboxMeters {
 impl MailboxMeters {
     /// Registers the series in `registry`. `full_kind` is `switchyard_mailbox_full_total`.
     pub(crate) fn new(registry: &Registry) -> Self {
-        let labels = &["actor", "instance"];
+        // `shard`, not `instance`: Prometheus gives every scraped series an `instance` label of its own.
+        let labels = &["actor", "shard"];
         let depth = IntGaugeVec::new(
             Opts::new(
                 "switchyard_mailbox_depth",
-                "Messages waiting in (or being handled from) a mailbox now, by actor kind and instance",
+                "Messages waiting in (or being handled from) a mailbox now, by actor kind and shard",
             ),
             labels,
         )
@@ -407,7 +408,7 @@ impl MailboxMeters {
         let peak = IntGaugeVec::new(
             Opts::new(
                 "switchyard_mailbox_depth_peak",
-                "Most messages a mailbox has held since start, by actor kind and instance",
+                "Most messages a mailbox has held since start, by actor kind and shard",
             ),
             labels,
         )
@@ -415,7 +416,7 @@ impl MailboxMeters {
         let handled = IntCounterVec::new(
             Opts::new(
                 "switchyard_mailbox_handled_total",
-                "Messages handled, by actor kind and instance",
+                "Messages handled, by actor kind and shard",
             ),
             labels,
         )
@@ -423,7 +424,7 @@ impl MailboxMeters {
         let full = IntCounterVec::new(
             Opts::new(
                 "switchyard_mailbox_instance_full_total",
-                "Messages that met a full mailbox, by actor kind and instance",
+                "Messages that met a full mailbox, by actor kind and shard",
             ),
             labels,
         )
@@ -431,7 +432,7 @@ impl MailboxMeters {
         let seconds = HistogramVec::new(
             HistogramOpts::new(
                 "switchyard_mailbox_handle_seconds",
-                "Time one message spent in its handler, by actor kind and instance",
+                "Time one message spent in its handler, by actor kind and shard",
             )
             .buckets(HANDLE_BUCKETS.to_vec()),
             labels,

@@ -281,17 +281,25 @@ async fn filling_a_mailbox_on_purpose_shows_its_depth_and_full_count() {
     // The same figures in /metrics.
     let metrics = app.metrics().await;
     for (sample, at_least) in [
-        ("switchyard_mailbox_full_total{actor=\"broker\"}".to_owned(), 1.0),
         (
-            format!("switchyard_mailbox_depth_peak{{actor=\"broker\",instance=\"{instance}\"}}"),
+            "switchyard_mailbox_full_total{actor=\"broker\"}".to_owned(),
+            1.0,
+        ),
+        (
+            format!("switchyard_mailbox_depth_peak{{actor=\"broker\",shard=\"{instance}\"}}"),
             2.0,
         ),
         (
-            format!("switchyard_mailbox_handle_seconds_count{{actor=\"broker\",instance=\"{instance}\"}}"),
+            format!(
+                "switchyard_mailbox_handle_seconds_count{{actor=\"broker\",shard=\"{instance}\"}}"
+            ),
             1.0,
         ),
     ] {
-        assert!(metric_value(&metrics, &sample) >= at_least, "{sample} in {metrics}");
+        assert!(
+            metric_value(&metrics, &sample) >= at_least,
+            "{sample} in {metrics}"
+        );
     }
 
     // The activity recorder is offered one observation per publish and delivery, never waited
