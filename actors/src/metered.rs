@@ -109,11 +109,6 @@ impl Meter {
         }
     }
 
-    /// Counts `n` messages handled without timing them (sessions: events written).
-    pub fn count_handled(&self, n: u64) {
-        self.handled.inc_by(n);
-    }
-
     pub fn depth(&self) -> i64 {
         self.depth.load(Ordering::Relaxed).max(0)
     }
