@@ -748,3 +748,41 @@ async fn tenant_quotas_refuse_connections_subscriptions_and_publishes_and_are_co
     let _a = app.connect(&admin("t1")).await;
     let _b = app.connect(&customer("t1", "c2", None)).await;
 }
+
+#[actix_web::test]
+async fn the_consoles_own_socket_is_not_the_tenants_activity() {
+    let app = spawn_app().await;
+    let ops = token(&operator());
+    let mut member = app.connect(&customer("t1", "guest", None)).await;
+    member.ping().await;
+    // An Admin's console (client=console) watching its tenant's activity.
+    let url = app.ws_url(&format!(
+        "/ws?client=console&access_token={}",
+        token(&admin("t1"))
+    ));
+    let mut console = WsClient::open(url).await.expect("console upgrade");
+    console.subscribed("tenant:t1:activity").await;
+    // Another role cannot hide that way: a customer's `client=console` is an ordinary connection.
+    let url = app.ws_url(&format!(
+        "/ws?client=console&access_token={}",
+        token(&customer("t1", "sneaky", None))
+    ));
+    let mut sneaky = WsClient::open(url).await.expect("customer upgrade");
+    sneaky.ping().await;
+    let (_, t1) = app.get("/api/v1/admin/tenants/t1", Some(&ops)).await;
+    assert_eq!(t1["connections"], 2, "the member and the customer: {t1}");
+    let users: Vec<&str> = t1["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["userId"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["guest", "sneaky"], "{t1}");
+    // The console itself works: it sees the tenant's activity.
+    let (status, _) = app
+        .publish(&service(), "tenant:t1:broadcast", "NewOrder", json!({}))
+        .await;
+    assert_eq!(status, 202);
+    let seen = console.recv_type("notification").await;
+    assert_eq!(seen["data"]["channel"], "tenant:t1:activity", "{seen}");
+}
