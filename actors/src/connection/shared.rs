@@ -1,6 +1,7 @@
 //! [`Connections`]: what every connection of a node shares besides the node itself — the
 //! connection settings, the parked (resumable) connections, the watchdog, the per-user and
-//! per-address limits and the connection id counter. Built once at start-up next to the
+//! per-address limits, the live connections' outboxes (summed for the sessions' queue depth) and the
+//! connection id counter. Built once at start-up next to the
 //! [`Node`]; the node knows nothing of connections, so the engine side never depends on them.
 
 use std::collections::HashMap;
@@ -86,5 +87,53 @@ impl Connections {
     /// A fresh connection id.
     pub fn next_conn_id(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::ChannelName;
+    use crate::envelope::{Draft, Envelope, EventName};
+    use crate::ids::NodeId;
+
+    fn event() -> Arc<Envelope> {
+        let draft = Draft::new(
+            ChannelName::parse("user:u").unwrap(),
+            EventName::parse("E").unwrap(),
+            crate::payload::Payload::test("1"),
+        );
+        Arc::new(Envelope::new(
+            draft,
+            1,
+            Arc::from("e"),
+            NodeId(Arc::from("n")),
+        ))
+    }
+
+    #[test]
+    fn the_sessions_depth_is_every_live_outbox_summed() {
+        let outboxes = Outboxes::default();
+        let (a, b) = (Arc::<Outbox>::default(), Arc::<Outbox>::default());
+        outboxes.insert(ConnId(1), a.clone());
+        outboxes.insert(ConnId(2), b.clone());
+        for _ in 0..3 {
+            a.push(&event(), 10, 100, 1 << 20);
+        }
+        b.push(&event(), 10, 100, 1 << 20);
+        assert_eq!(outboxes.queued_events(), 4);
+        let mut taken = Vec::new();
+        a.take_all(&mut taken);
+        assert_eq!(
+            outboxes.queued_events(),
+            1,
+            "taken events are no longer waiting"
+        );
+        outboxes.remove(ConnId(2));
+        assert_eq!(
+            outboxes.queued_events(),
+            0,
+            "a closed connection's outbox is gone"
+        );
     }
 }
