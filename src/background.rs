@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr};
+use actix::Actor;
 use switchyard_actors::change_feed::{ChangeFeedListener, EntityMap, ListenerConfig};
+use switchyard_actors::mailbox::ActorKind;
+use switchyard_actors::metered::{Metered, SINGLE_INSTANCE};
 use switchyard_actors::node::Node;
 use switchyard_actors::scheduler::{SchedulerConfig, SessionTimeoutScheduler};
 
@@ -27,9 +29,9 @@ pub enum BackgroundError {
 /// Addresses of the running background actors (for tests and the admin API).
 #[derive(Clone)]
 pub struct Background {
-    pub scheduler: Addr<SessionTimeoutScheduler>,
+    pub scheduler: Metered<SessionTimeoutScheduler>,
     /// `None` on SQLite or when the change feed is disabled.
-    pub change_listener: Option<Addr<ChangeFeedListener>>,
+    pub change_listener: Option<Metered<ChangeFeedListener>>,
 }
 
 /// The change feed's table ↔ entity-type map and payload strategies, from `[change_feed]`.
@@ -81,6 +83,11 @@ pub fn start(
     store: &Store,
     entities: Arc<EntityMap>,
 ) -> Background {
+    let meter = node.metrics.meter(
+        ActorKind::Scheduler,
+        SINGLE_INSTANCE,
+        Some(node.limits.clone()),
+    );
     let scheduler = SessionTimeoutScheduler::new(
         node.clone(),
         Arc::new(store.clone()),
@@ -89,6 +96,7 @@ pub fn start(
         },
     )
     .start();
+    let scheduler = Metered::new(scheduler, meter);
     let change_listener = if settings.change_feed.enabled {
         start_change_listener(settings, node, store, entities)
     } else {
@@ -107,7 +115,7 @@ pub fn start_change_listener(
     node: Arc<Node>,
     store: &Store,
     entities: Arc<EntityMap>,
-) -> Option<Addr<ChangeFeedListener>> {
+) -> Option<Metered<ChangeFeedListener>> {
     let cf = &settings.change_feed;
     let pool = store.postgres()?;
     let feed = PgChangeFeed::new(pool.clone(), cf.lock_key);
@@ -118,5 +126,11 @@ pub fn start_change_listener(
         retention: Duration::from_secs(cf.retention_secs),
         entities,
     };
-    Some(ChangeFeedListener::new(node, Arc::new(feed), config).start())
+    let meter = node.metrics.meter(
+        ActorKind::ChangeFeed,
+        SINGLE_INSTANCE,
+        Some(node.limits.clone()),
+    );
+    let addr = ChangeFeedListener::new(node, Arc::new(feed), config).start();
+    Some(Metered::new(addr, meter))
 }

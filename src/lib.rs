@@ -16,6 +16,7 @@
 //! | `background.rs` | the node's background actors: session-timeout scheduler, change listener |
 //! | `chat/` | the chat hub's methods over the store, presence for chat partners, the offline webhook |
 
+pub mod admin_samples;
 pub mod auth;
 pub mod authorizer;
 pub mod background;

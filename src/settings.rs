@@ -98,6 +98,10 @@ pub struct AdminSettings {
     pub persist: bool,
     /// How often each node re-reads stored changes (so a change made on one node reaches all).
     pub reload_interval_ms: u64,
+    /// How often the node samples its figures for the console's charts.
+    pub sample_interval_ms: u64,
+    /// How far back the samples go (the ring buffer holds this window).
+    pub sample_window_secs: u64,
 }
 
 /// `[chat]`: the chat hub's limits and the offline webhook (`docs/chat.md`).

@@ -28,6 +28,7 @@ use switchyard_actors::engine::redis::{Cluster, RedisEngine, RedisPresence};
 use switchyard_actors::engine::BrokerEngine;
 use switchyard_actors::ids::NodeId;
 use switchyard_actors::mailbox::{ActorKind, ActorLimits};
+use switchyard_actors::metered::{Metered, SINGLE_INSTANCE};
 use switchyard_actors::metrics::Metrics;
 use switchyard_actors::node::Node;
 use switchyard_actors::presence::{Announcer, PresenceEngine, PresenceHook};
@@ -35,6 +36,7 @@ use switchyard_actors::quotas::QuotaBook;
 use switchyard_actors::shutdown::ShutdownController;
 use switchyard_actors::tenant_group::{TenantGroups, TenantRegistry};
 
+use crate::admin_samples::{self, Samples};
 use crate::auth::{GeneratedSecret, Verifier};
 use crate::authorizer::StoreAuthorizer;
 use crate::background::{self, Background};
@@ -161,9 +163,11 @@ impl Application {
             let (config, limits, metrics) =
                 (settings.activity_config(), limits.clone(), metrics.clone());
             let thread = shutdown.spawn_thread("activity recorder");
-            ActivityRecorder::start_in_arbiter(&thread, move |_| {
+            let meter = metrics.meter(ActorKind::Activity, SINGLE_INSTANCE, Some(limits.clone()));
+            let addr = ActivityRecorder::start_in_arbiter(&thread, move |_| {
                 ActivityRecorder::new(config, limits, metrics)
-            })
+            });
+            Metered::new(addr, meter)
         };
         // Filled below with the chat service, which relays presence to conversation partners.
         let presence_hook = PresenceHook::default();
@@ -175,24 +179,30 @@ impl Application {
                     .context("configuring Redis (cluster mode)")?;
                 let (bridge_cluster, bridge_limits) = (cluster.clone(), limits.clone());
                 let thread = shutdown.spawn_thread("redis bridge");
-                let bridge = RedisBridge::start_in_arbiter(&thread, move |_| {
-                    RedisBridge::new(bridge_cluster, bridge_limits)
-                });
+                let meter = metrics.meter(
+                    ActorKind::RedisBridge,
+                    SINGLE_INSTANCE,
+                    Some(limits.clone()),
+                );
+                let bridge = Metered::new(
+                    RedisBridge::start_in_arbiter(&thread, move |_| {
+                        RedisBridge::new(bridge_cluster, bridge_limits)
+                    }),
+                    meter,
+                );
                 log::info!("cluster mode: Redis prefix {:?}", settings.redis.prefix);
                 Some((cluster, bridge))
             }
         };
         let request_timeout = settings.publish_timeout();
-        let activity_sink = ActivitySink::new(activity.clone().recipient(), metrics.clone());
+        let activity_sink = ActivitySink::new(activity.recipient(), metrics.clone());
         let broker = BrokerHandle::start(
             BrokerConfig {
                 shards: settings.broker_shards(),
                 history: settings.history_limits(),
                 request_timeout,
                 origin: id.clone(),
-                interest: cluster
-                    .as_ref()
-                    .map(|(_, bridge)| bridge.clone().recipient()),
+                interest: cluster.as_ref().map(|(_, bridge)| bridge.recipient()),
                 activity: activity_sink.clone(),
             },
             limits.clone(),
@@ -271,15 +281,21 @@ impl Application {
             .with_watchdog(watchdog),
         );
         if settings.admin.persist {
-            routes::admin::apply_stored(&node, &store)
+            routes::admin::apply_stored(&node, &store, |k| settings.mailbox(k))
                 .await
                 .context("applying stored actor limits and tenant quotas")?;
             reload_stored_changes(
                 node.clone(),
                 store.clone(),
                 Duration::from_millis(settings.admin.reload_interval_ms.max(1)),
+                Arc::new(settings.clone()),
             );
         }
+        let samples = Arc::new(Samples::new(
+            Duration::from_millis(settings.admin.sample_interval_ms),
+            Duration::from_secs(settings.admin.sample_window_secs),
+        ));
+        admin_samples::run_sampler(node.clone(), connections.clone(), samples.clone());
         let background = background::start(&settings, node.clone(), &store, entities);
 
         let workers = match settings.server.workers {
@@ -306,6 +322,7 @@ impl Application {
             ))),
             settings: Arc::new(settings),
             hub_arguments,
+            samples,
         });
         let http_errors = node.metrics.http_errors.clone();
         let options = ServeOptions {
@@ -370,7 +387,7 @@ impl Application {
 
 /// Re-reads stored admin changes every `every` until the node shuts down, so a change made
 /// through another node sharing the database applies here too.
-fn reload_stored_changes(node: Arc<Node>, store: Store, every: Duration) {
+fn reload_stored_changes(node: Arc<Node>, store: Store, every: Duration, settings: Arc<Settings>) {
     let mut shutdown = node.shutdown.hold("admin reload");
     actix_web::rt::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -378,7 +395,8 @@ fn reload_stored_changes(node: Arc<Node>, store: Store, every: Duration) {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if let Err(e) = routes::admin::apply_stored(&node, &store).await {
+                    let defaults = |k| settings.mailbox(k);
+                    if let Err(e) = routes::admin::apply_stored(&node, &store, defaults).await {
                         log::warn!("admin: stored changes not re-read: {e}");
                     }
                 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use switchyard_actors::connection::Connections;
 use switchyard_actors::node::Node;
 
+use crate::admin_samples::Samples;
 use crate::auth::Verifier;
 use crate::hub_transports::HttpSessions;
 use crate::negotiations::Negotiations;
@@ -22,4 +23,6 @@ pub struct AppState {
     pub hub_arguments: HubArgumentDefaults,
     /// SignalR connections over Server-Sent Events and Long Polling.
     pub http_sessions: Arc<HttpSessions>,
+    /// The node's recent figures for the console's charts (`[admin] sample_interval_ms`).
+    pub samples: Arc<Samples>,
 }

@@ -30,6 +30,7 @@ use crate::envelope::{now_millis, Draft, EventName};
 use crate::identity::Role;
 use crate::ids::{TenantKey, UserId};
 use crate::mailbox::{ActorKind, ActorLimits};
+use crate::metered::MeteredRecipient;
 use crate::metrics::Metrics;
 use crate::publish_path::PublishPath;
 
@@ -290,6 +291,8 @@ impl Actor for ActivityRecorder {
     }
 }
 
+crate::metered_actor!(ActivityRecorder);
+
 impl Handler<AttachPublisher> for ActivityRecorder {
     type Result = ();
     fn handle(&mut self, AttachPublisher(publisher): AttachPublisher, _: &mut Self::Context) {
@@ -404,12 +407,12 @@ impl Handler<TenantActivity> for ActivityRecorder {
 /// A cheap, cloneable way to tell the recorder something without ever waiting for it.
 #[derive(Clone, Default)]
 pub struct ActivitySink {
-    recorder: Option<Recipient<Observe>>,
+    recorder: Option<MeteredRecipient<Observe>>,
     metrics: Option<Arc<Metrics>>,
 }
 
 impl ActivitySink {
-    pub fn new(recorder: Recipient<Observe>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(recorder: MeteredRecipient<Observe>, metrics: Arc<Metrics>) -> Self {
         Self {
             recorder: Some(recorder),
             metrics: Some(metrics),
@@ -421,9 +424,9 @@ impl ActivitySink {
         let Some(r) = &self.recorder else {
             return;
         };
+        // The recorder's meter counts the full mailbox (`crate::metered`).
         if let Err(SendError::Full(_)) = r.try_send(what) {
             if let Some(m) = &self.metrics {
-                m.mailbox_full(ActorKind::Activity);
                 m.dropped.with_label_values(&["activity_full"]).inc();
             }
         }

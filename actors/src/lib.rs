@@ -20,6 +20,7 @@
 //! | `envelope.rs`, `history.rs` | the one event envelope and in-memory history |
 //! | `payload.rs` | the one validation of an event's data (depth and size), for every way in |
 //! | `mailbox.rs` | per-actor-kind mailbox limits and the slow-consumer policy |
+//! | `metered.rs` | measured mailboxes: the wrapper every sender of a measured kind uses (depth, peak, full, handled, time per message) |
 //! | `codes.rs` | every close code and error code |
 //! | `hub_methods.rs` | the seam for hub methods implemented by the server (chat) |
 //! | `chat_events.rs` | the chat hub's event names; which SignalR events carry their data bare |
@@ -43,6 +44,7 @@ pub mod hub_methods;
 pub mod identity;
 pub mod ids;
 pub mod mailbox;
+pub mod metered;
 pub mod metrics;
 pub mod node;
 pub mod outbox;

@@ -8,8 +8,11 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+use std::sync::Arc;
+
 use crate::codes::{CloseCode, StallReason};
-use crate::mailbox::ActorKind;
+use crate::mailbox::{ActorKind, ActorLimits};
+use crate::metered::{MailboxMeters, Meter};
 
 /// Buckets for delivery latency, in seconds: sub-millisecond to seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -104,6 +107,9 @@ pub struct Metrics {
     pub activity_suppressed: IntCounter,
     /// Mailbox limits changed through the admin API, by actor kind.
     pub limit_changes: IntCounterVec,
+    /// Every measured mailbox: depth, peak, handled, full, time per message
+    /// (`crate::metered`).
+    pub mailboxes: MailboxMeters,
 }
 
 impl Metrics {
@@ -143,8 +149,10 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(delivery_latency.clone()));
+        let mailboxes = MailboxMeters::new(&registry);
 
         Self {
+            mailboxes,
             connections: gauge_vec(
                 "switchyard_connections",
                 "Open WebSocket connections",
@@ -329,9 +337,37 @@ impl Metrics {
         self.mailbox_full.with_label_values(&[kind.as_str()]).inc();
     }
 
+    /// The meter of one actor of `kind` (`instance`: its shard number, or
+    /// [`crate::metered::SINGLE_INSTANCE`]); a mailbox counts as full at `limits`' capacity.
+    pub fn meter(
+        &self,
+        kind: ActorKind,
+        instance: &str,
+        limits: Option<Arc<ActorLimits>>,
+    ) -> Arc<Meter> {
+        self.mailboxes.meter(
+            kind,
+            instance,
+            limits,
+            self.mailbox_full.with_label_values(&[kind.as_str()]),
+        )
+    }
+
+    /// The sessions' meter: depth summed from outboxes on heartbeats, peak the deepest outbox.
+    pub fn sessions_meter(&self) -> Arc<Meter> {
+        self.meter(
+            ActorKind::Connection,
+            crate::metered::SESSIONS_INSTANCE,
+            None,
+        )
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         use prometheus::Encoder;
+        self.sessions_meter()
+            .observe_peak(self.session_queue_depth_peak.get());
+        self.mailboxes.export();
         let mut buf = Vec::new();
         prometheus::TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)

@@ -6,14 +6,13 @@
 
 use std::sync::Arc;
 
-use actix::Addr;
-
 use crate::activity::{ActivityRecorder, ActivitySink};
 use crate::broker::{BrokerHandle, PublishAck, Publisher};
 use crate::envelope::Draft;
 use crate::hub_methods::HubMethods;
 use crate::ids::NodeId;
 use crate::mailbox::ActorLimits;
+use crate::metered::Metered;
 use crate::metrics::Metrics;
 use crate::payload::{Payload, PayloadError, PayloadLimits};
 use crate::policy::ChannelAuthorizer;
@@ -42,7 +41,7 @@ pub struct Node {
     /// Where connections and the publish path report tenant activity (never waits).
     pub activity: ActivitySink,
     /// The activity recorder, for the admin API's queries (absent in bare test nodes).
-    pub activity_recorder: Option<Addr<ActivityRecorder>>,
+    pub activity_recorder: Option<Metered<ActivityRecorder>>,
     /// The shutdown signal every long-lived task listens to, the tasks it waits for, and the
     /// node's own threads.
     pub shutdown: ShutdownController,
@@ -87,7 +86,11 @@ impl Node {
     }
 
     /// The node reporting tenant activity to `recorder` through `sink`.
-    pub fn with_activity(mut self, recorder: Addr<ActivityRecorder>, sink: ActivitySink) -> Self {
+    pub fn with_activity(
+        mut self,
+        recorder: Metered<ActivityRecorder>,
+        sink: ActivitySink,
+    ) -> Self {
         self.activity = sink;
         self.activity_recorder = Some(recorder);
         self

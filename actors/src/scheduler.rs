@@ -368,6 +368,8 @@ impl Actor for SessionTimeoutScheduler {
     }
 }
 
+crate::metered_actor!(SessionTimeoutScheduler);
+
 impl Handler<ScanNow> for SessionTimeoutScheduler {
     type Result = ResponseActFuture<Self, Result<ScanReport, StorageError>>;
 

@@ -24,6 +24,7 @@ use futures_util::FutureExt;
 use crate::identity::Role;
 use crate::ids::{ConnId, TenantKey, UserId};
 use crate::mailbox::{ActorKind, ActorLimits};
+use crate::metered::{Meter, Metered};
 use crate::metrics::Metrics;
 use crate::presence::{LocalTenants, PresenceEngine};
 pub use crate::presence::{TenantError, TenantSnapshot, UserPresence};
@@ -80,6 +81,8 @@ impl Actor for TenantGroup {
     }
 }
 
+crate::metered_actor!(TenantGroup);
+
 impl Handler<Join> for TenantGroup {
     type Result = ();
     fn handle(&mut self, Join(m): Join, _: &mut Self::Context) {
@@ -118,7 +121,7 @@ impl Handler<Snapshot> for TenantGroup {
 }
 
 struct Entry {
-    group: Addr<TenantGroup>,
+    group: Metered<TenantGroup>,
     connections: usize,
     /// Local connections per user: "first" and "last" connection on this node.
     users: HashMap<UserId, usize>,
@@ -130,15 +133,26 @@ pub struct TenantGroups {
     tenants: Arc<Mutex<HashMap<TenantKey, Entry>>>,
     limits: Arc<ActorLimits>,
     metrics: Arc<Metrics>,
+    /// One meter for all groups (instance `all`): tenants would make an unbounded label.
+    meter: Arc<Meter>,
     query_timeout: Duration,
 }
 
+/// The instance label of the tenant groups' shared meter.
+pub const GROUPS_INSTANCE: &str = "all";
+
 impl TenantGroups {
     pub fn new(limits: Arc<ActorLimits>, metrics: Arc<Metrics>, query_timeout: Duration) -> Self {
+        let meter = metrics.meter(
+            ActorKind::TenantGroup,
+            GROUPS_INSTANCE,
+            Some(limits.clone()),
+        );
         Self {
             tenants: Arc::default(),
             limits,
             metrics,
+            meter,
             query_timeout,
         }
     }
@@ -147,7 +161,7 @@ impl TenantGroups {
         self.tenants.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn group(&self, tenant: &TenantKey) -> Option<Addr<TenantGroup>> {
+    fn group(&self, tenant: &TenantKey) -> Option<Metered<TenantGroup>> {
         self.lock().get(tenant).map(|e| e.group.clone())
     }
 
@@ -226,13 +240,16 @@ impl TenantRegistry {
             }
         }
         let entry = reg.entry(tenant.clone()).or_insert_with(|| Entry {
-            group: TenantGroup {
-                tenant: tenant.clone(),
-                members: HashMap::new(),
-                limits: self.groups.limits.clone(),
-                metrics: self.groups.metrics.clone(),
-            }
-            .start(),
+            group: Metered::new(
+                TenantGroup {
+                    tenant: tenant.clone(),
+                    members: HashMap::new(),
+                    limits: self.groups.limits.clone(),
+                    metrics: self.groups.metrics.clone(),
+                }
+                .start(),
+                self.groups.meter.clone(),
+            ),
             connections: 0,
             users: HashMap::new(),
         });

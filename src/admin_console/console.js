@@ -3,8 +3,11 @@
 // Sign in with a token (kept in this tab's sessionStorage, sent as `Authorization: Bearer` and, for
 // the WebSocket only, as the `access_token` query parameter, since browsers cannot set headers on
 // WebSockets). Then, every second, read the tenants (`GET /api/v1/admin/tenants`) and the selected
-// tenant (`GET /api/v1/admin/tenants/{t}`); every other second the actors (`GET /api/v1/admin/actors`,
-// Operator only). The selected tenant's `tenant:{t}:activity` channel streams into the live tail.
+// tenant (`GET /api/v1/admin/tenants/{t}`); every other second the actors (`GET /api/v1/admin/actors`)
+// and the node's recent samples for the charts (`GET /api/v1/admin/samples`), both Operator only.
+// The selected tenant's `tenant:{t}:activity` channel streams into the live tail; the socket says it
+// is the console's (`client=console`), so the server does not count it as the tenant's activity.
+// Charts are inline SVG drawn here (no chart library: the page loads nothing but its own files).
 //
 // Everything from the server is rendered with textContent: no data ever becomes markup.
 "use strict";
@@ -18,6 +21,11 @@ const ACTIVITY_KEEP = 200;
 /** The server closes silent connections; a ping every 10 s keeps the tail open. */
 const PING_MS = 10000;
 const RECONNECT_MAX_MS = 10000;
+const SVG_NS = "http://www.w3.org/2000/svg";
+const CHART_W = 360;
+const CHART_H = 110;
+/** Line colours for the per-kind charts, in the API's kind order. */
+const KIND_COLOURS = ["#2454c5", "#c54b24", "#067647", "#8a3ffc", "#b58105", "#0e7c86", "#9f1853"];
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -186,8 +194,10 @@ function signOut(message = "") {
   for (const id of ["#tenants", "#users", "#channels", "#actors"]) $(`${id} tbody`).replaceChildren();
   $("#recent-events").replaceChildren();
   $("#activity").replaceChildren();
-  for (const id of ["#tenants-error", "#tenant-error", "#actors-error", "#status", "#whoami"]) $(id).textContent = "";
+  for (const id of ["#tenants-error", "#tenant-error", "#actors-error", "#charts-error", "#status", "#whoami"]) $(id).textContent = "";
   show($("#tenant-panel"), false);
+  show($("#charts-panel"), false);
+  show($("#quota-form"), false);
   show($("#actors"), true);
   show($("#actors-denied"), false);
   show($("#console"), false);
@@ -204,9 +214,13 @@ async function loop(generation) {
   if (generation !== state.generation) return;
   const jobs = [refreshTenants()];
   if (state.selected) jobs.push(refreshTenant());
-  if (state.actorsAllowed && state.tick % ACTORS_EVERY === 0) jobs.push(refreshActors());
-  state.tick++;
   await Promise.all(jobs);
+  // After the tenant reads, not beside them: those ask the tenant groups, whose mailboxes the
+  // actor table would otherwise show holding the page's own requests.
+  if (state.actorsAllowed && state.tick % ACTORS_EVERY === 0) {
+    await Promise.all([refreshActors(), refreshSamples()]);
+  }
+  state.tick++;
   if (generation !== state.generation) return;
   $("#status").textContent = `Updated ${new Date().toLocaleTimeString()}`;
   state.timer = setTimeout(() => loop(generation), REFRESH_MS);
@@ -270,6 +284,11 @@ function select(key) {
   $("#recent-events").replaceChildren();
   $("#activity").replaceChildren();
   $("#tenant-error").textContent = "";
+  const form = $("#quota-form");
+  delete form.dataset.dirty;
+  form.entry = null;
+  setFormMessage(form, "", "");
+  show(form, state.claims.role === "Operator");
   show($("#tenant-panel"), true);
   refreshTenant();
   if (state.ws) subscribeActivity();
@@ -297,8 +316,9 @@ function renderTenant(t) {
   $("#tenant-quotas").textContent = q
     ? `${fmt(q.maxConnections)} connections · ${fmt(q.publishesPerSecond)} publishes/s · ` +
       `${fmt(q.maxSubscriptionsPerConnection)} subscriptions/connection` +
-      (t.quotasOverridden ? " (this tenant's own)" : "")
+      (t.quotasOverridden ? " (this tenant's own)" : " (the defaults)")
     : "–";
+  if (q) fillQuotaForm(q, t.quotasOverridden, false);
 
   const users = Array.isArray(t.users) ? t.users : [];
   $("#users tbody").replaceChildren(...users.map((u) =>
@@ -334,7 +354,7 @@ function openActivity() {
   if (!state.token || state.ws) return;
   const generation = state.generation;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${scheme}://${location.host}/ws?access_token=${encodeURIComponent(state.token)}`);
+  const ws = new WebSocket(`${scheme}://${location.host}/ws?client=console&access_token=${encodeURIComponent(state.token)}`);
   state.ws = ws;
   state.wsChannel = null;
   setActivityState("connecting", "connecting…");
@@ -497,7 +517,18 @@ function renderActors(actors) {
     tbody.append(row);
   }
   for (const gone of rows.values()) gone.remove();
+  const persisted = actors.length > 0 && actors[0].persisted;
+  $("#actors-persist").textContent = persistText(persisted);
 }
+
+/** Where a change is kept, as the server says (`persisted`, from `[admin] persist`). */
+function persistText(persisted) {
+  return persisted
+    ? "Changes are stored in the database (tables actor_limits and tenant_quotas): they survive a restart and reach every node sharing the database."
+    : "Changes apply to this node only and are lost on restart ([admin] persist = false).";
+}
+
+const LIMIT_FIELDS = ["mailbox", "policy", "maxQueuedBytes"];
 
 function actorRow(kind) {
   const formId = `actor-form-${kind}`;
@@ -507,18 +538,22 @@ function actorRow(kind) {
     el("option", { value: "disconnect" }, "disconnect"),
     el("option", { value: "drop" }, "drop"));
   const mailbox = input("mailbox", 1);
-  const maxQueued = input("maxQueuedBytes", 0);
+  const maxQueued = input("maxQueuedBytes", 1024);
   // The inputs sit in other cells than the form; the `form` attribute ties them to it.
   for (const field of [mailbox, policy, maxQueued]) field.setAttribute("form", formId);
+  const reset = el("button", { type: "button", class: "reset", title: "Back to the configured limits" }, "Reset to default");
   const form = el("form", { id: formId, noValidate: true },
-    el("button", { type: "submit", class: "save" }, "Save"));
+    el("button", { type: "submit", class: "save" }, "Save"), " ", reset);
+  const cell = (field) => el("td", { class: `limit ${field.name}` }, field, el("span", { class: "unused muted", hidden: true }, "not used"));
   const row = el("tr", { "data-kind": kind },
-    el("td", { class: "kind" }, kind),
+    el("td", { class: "kind" }, el("span", { class: "name" }, kind), el("span", { class: "mode muted" }), el("div", { class: "default muted" })),
     el("td", { class: "count num" }),
-    el("td", {}, mailbox),
-    el("td", {}, policy),
-    el("td", {}, maxQueued),
+    cell(mailbox),
+    cell(policy),
+    cell(maxQueued),
     el("td", { class: "queue num" }),
+    el("td", { class: "rate num" }),
+    el("td", { class: "time num" }),
     el("td", { class: "full num" }),
     el("td", { class: "dropped num" }),
     el("td", { class: "slow num" }),
@@ -535,33 +570,69 @@ function actorRow(kind) {
     ev.preventDefault();
     save(row, kind);
   });
+  reset.addEventListener("click", () => resetKind(row, kind));
   return row;
 }
 
 /** Shows the server's figures; the inputs only when the row holds no unsaved edit (or `force`). */
 function updateActorRow(row, a, force) {
   row.entry = a;
+  const uses = Array.isArray(a.uses) ? a.uses : ["mailbox"];
+  row.classList.toggle("not-running", a.running === false);
+  row.querySelector(".mode").textContent = a.running === false ? " — not running in this mode" : "";
+  row.querySelector(".default").textContent = defaultText(a);
   row.querySelector(".count").textContent = fmt(a.count);
-  row.querySelector(".queue").textContent = queueText(a);
+  row.querySelector(".queue").replaceChildren(...queueCell(a));
+  row.querySelector(".rate").textContent = fmtRate(a.handledPerSecond);
+  row.querySelector(".time").textContent = typeof a.meanHandleMillis === "number" ? a.meanHandleMillis.toFixed(3) : "–";
   row.querySelector(".full").textContent = fmt(a.mailboxFull);
   row.querySelector(".dropped").textContent = fmt(a.dropped);
   row.querySelector(".slow").textContent = fmt(a.slowConsumerDisconnects);
+  row.querySelector("button.reset").disabled = !a.overridden;
+  // A kind that does not run here has nothing to tune.
+  row.querySelector("td.actions form").hidden = a.running === false;
+  // Only the limits this kind acts on can be edited; the others say so.
+  for (const name of LIMIT_FIELDS) {
+    const used = uses.includes(name) && a.running !== false;
+    const field = row.querySelector(`[name=${name}]`);
+    field.hidden = !used;
+    field.disabled = !used;
+    row.querySelector(`td.${name} .unused`).hidden = used || a.running === false;
+  }
   if (row.dataset.dirty && !force) return;
   delete row.dataset.dirty;
-  for (const name of ["mailbox", "policy", "maxQueuedBytes"]) {
+  for (const name of LIMIT_FIELDS) {
     const field = row.querySelector(`[name=${name}]`);
-    const value = a[name];
-    // A kind without this limit (null) cannot be given one here.
-    field.disabled = value === null || value === undefined;
-    if (document.activeElement !== field || force) field.value = field.disabled ? "" : String(value);
+    if (field.disabled) {
+      field.value = "";
+      continue;
+    }
+    if (document.activeElement !== field || force) field.value = String(a[name]);
   }
 }
 
-/** Queue depth (peak) where the server measures it; for sessions the peak of queued bytes. */
-function queueText(a) {
-  if (a.queueDepth != null || a.peakQueueDepth != null) return `${fmt(a.queueDepth)} (${fmt(a.peakQueueDepth)})`;
-  if (typeof a.peakQueuedBytes === "number") return `peak ${fmtBytes(a.peakQueuedBytes)}`;
-  return "–";
+/** "default" or what the configured limits are, when this kind's were changed. */
+function defaultText(a) {
+  const d = a.defaults;
+  if (!d) return "";
+  if (!a.overridden) return "configured limits";
+  const parts = [`mailbox ${fmt(d.mailbox)}`];
+  if (d.policy !== undefined) parts.push(`policy ${d.policy}`);
+  if (d.maxQueuedBytes !== undefined) parts.push(fmtBytes(d.maxQueuedBytes));
+  return `changed; default ${parts.join(", ")}`;
+}
+
+/** Queue depth now (peak); sessions add their peak of queued bytes; broker shards one line each. */
+function queueCell(a) {
+  const out = [`${fmt(a.queueDepth)} (${fmt(a.peakQueueDepth)})`];
+  if (typeof a.peakQueuedBytes === "number") out.push(el("div", { class: "muted bytes" }, `peak ${fmtBytes(a.peakQueuedBytes)} queued`));
+  if (Array.isArray(a.instances) && a.instances.length > 1) {
+    out.push(el("details", { class: "instances" },
+      el("summary", {}, `${a.instances.length} shards`),
+      ...a.instances.map((i) => el("div", { "data-instance": String(i.instance) },
+        `#${fmt(i.instance)}: ${fmt(i.queueDepth)} (${fmt(i.peakQueueDepth)}), full ${fmt(i.mailboxFull)}`))));
+  }
+  return out;
 }
 
 function fmtBytes(n) {
@@ -571,7 +642,11 @@ function fmtBytes(n) {
 }
 
 function setMessage(row, kind, text) {
-  const message = row.querySelector(".message");
+  setFormMessage(row, kind, text);
+}
+
+function setFormMessage(container, kind, text) {
+  const message = container.querySelector(".message");
   message.className = kind ? `message ${kind}` : "message";
   message.textContent = text;
 }
@@ -581,6 +656,13 @@ function wholeNumber(name, text) {
   const t = text.trim();
   if (!/^-?\d+$/.test(t)) throw new Error(`${name} must be a whole number`);
   return Number(t);
+}
+
+/** What a saved change means: where it is kept. */
+function savedText(what, persisted) {
+  return persisted
+    ? `${what}; stored in the database, kept across restarts`
+    : `${what} on this node only; lost on restart`;
 }
 
 /** Sends the fields that differ from the server's last answer; shows "saved" or the reason. */
@@ -603,16 +685,26 @@ async function save(row, kind) {
     setMessage(row, "", "nothing changed");
     return;
   }
-  const button = row.querySelector("button.save");
-  button.disabled = true;
-  setMessage(row, "pending", "saving…");
+  await actorRequest(row, "PUT", kind, patch, (entry) => savedText("saved", entry.persisted));
+}
+
+/** Returns a kind to its configured limits. */
+async function resetKind(row, kind) {
+  await actorRequest(row, "DELETE", kind, undefined, (entry) =>
+    entry.persisted ? "reset to default; the stored change is removed" : "reset to default on this node");
+}
+
+async function actorRequest(row, method, kind, body, done) {
+  const buttons = row.querySelectorAll("button");
+  for (const b of buttons) b.disabled = true;
+  setMessage(row, "pending", method === "DELETE" ? "resetting…" : "saving…");
   const generation = state.generation;
   try {
-    const entry = await api("PUT", `/api/v1/admin/actors/${encodeURIComponent(kind)}`, patch);
+    const entry = await api(method, `/api/v1/admin/actors/${encodeURIComponent(kind)}`, body);
     if (generation !== state.generation) return;
     state.actorsVersion++;
-    updateActorRow(row, entry ?? last, true);
-    setMessage(row, "saved", "saved");
+    updateActorRow(row, entry ?? row.entry, true);
+    setMessage(row, "saved", done(entry ?? {}));
   } catch (e) {
     if (generation !== state.generation) return;
     if (e.status === 403) {
@@ -623,8 +715,181 @@ async function save(row, kind) {
       setMessage(row, "error", handleCommonError(e));
     }
   } finally {
-    button.disabled = false;
+    for (const b of buttons) b.disabled = false;
+    row.querySelector("button.reset").disabled = !row.entry?.overridden;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenant quotas (Operators edit them; everyone who sees the tenant reads them above).
+
+const QUOTA_FIELDS = ["maxConnections", "publishesPerSecond", "maxSubscriptionsPerConnection"];
+
+function fillQuotaForm(q, overridden, force) {
+  const form = $("#quota-form");
+  form.entry = q;
+  form.querySelector("button.reset").disabled = !overridden;
+  if (form.dataset.dirty && !force) return;
+  delete form.dataset.dirty;
+  for (const name of QUOTA_FIELDS) {
+    const field = form.querySelector(`[name=${name}]`);
+    if (document.activeElement !== field || force) field.value = fmt(q[name]);
+  }
+}
+
+async function quotaRequest(method, body, done) {
+  const form = $("#quota-form");
+  const key = state.selected;
+  const generation = state.generation;
+  const buttons = form.querySelectorAll("button");
+  for (const b of buttons) b.disabled = true;
+  setFormMessage(form, "pending", "saving…");
+  try {
+    const r = await api(method, `/api/v1/admin/tenants/${encodeURIComponent(key)}/quotas`, body);
+    if (generation !== state.generation || key !== state.selected) return;
+    fillQuotaForm(r.quotas ?? {}, r.overridden, true);
+    setFormMessage(form, "saved", done(r));
+    refreshTenant();
+  } catch (e) {
+    if (generation === state.generation) setFormMessage(form, "error", handleCommonError(e));
+  } finally {
+    for (const b of buttons) b.disabled = false;
+  }
+}
+
+$("#quota-form").addEventListener("input", () => {
+  $("#quota-form").dataset.dirty = "1";
+  setFormMessage($("#quota-form"), "", "");
+});
+$("#quota-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const form = $("#quota-form");
+  const last = form.entry ?? {};
+  const patch = {};
+  try {
+    for (const name of QUOTA_FIELDS) {
+      const value = form.querySelector(`[name=${name}]`).value;
+      if (value.trim() !== String(last[name])) patch[name] = wholeNumber(name, value);
+    }
+  } catch (e) {
+    setFormMessage(form, "error", e.message);
+    return;
+  }
+  if (Object.keys(patch).length === 0) {
+    setFormMessage(form, "", "nothing changed");
+    return;
+  }
+  const persisted = $("#actors-persist").textContent.startsWith("Changes are stored");
+  quotaRequest("PUT", patch, () => savedText("quotas saved", persisted));
+});
+$("#quota-form button.reset").addEventListener("click", () => {
+  quotaRequest("DELETE", undefined, () => "quotas back to the defaults");
+});
+
+// ---------------------------------------------------------------------------------------------
+// Charts: the node's samples (GET /api/v1/admin/samples), drawn as inline SVG lines.
+
+async function refreshSamples() {
+  const generation = state.generation;
+  try {
+    const body = await api("GET", "/api/v1/admin/samples");
+    if (generation !== state.generation) return;
+    renderCharts(body ?? {});
+    show($("#charts-panel"), true);
+    $("#charts-error").textContent = "";
+  } catch (e) {
+    if (generation !== state.generation) return;
+    if (e.status === 403) show($("#charts-panel"), false);
+    else $("#charts-error").textContent = handleCommonError(e);
+  }
+}
+
+function renderCharts(body) {
+  const points = Array.isArray(body.points) ? body.points : [];
+  const windowMs = (Number(body.windowSecs) || 900) * 1000;
+  const every = Number(body.intervalMs) || 0;
+  $("#charts-state").textContent = `(a point every ${every >= 1000 ? `${every / 1000} s` : `${every} ms`}, ${points.length} so far)`;
+  const kinds = points.length ? Object.keys(points[points.length - 1].actors ?? {}) : [];
+  const single = (name) => [{ name, colour: KIND_COLOURS[0], values: points.map((p) => Number(p[name]) || 0) }];
+  const perKind = (field) => kinds.map((k, i) => ({
+    name: k, colour: KIND_COLOURS[i % KIND_COLOURS.length],
+    values: points.map((p) => Number(p.actors?.[k]?.[field]) || 0),
+  }));
+  const times = points.map((p) => Number(p.at) || 0);
+  for (const name of ["deliveredPerSecond", "publishedPerSecond", "connections", "slowConsumerDisconnects"]) {
+    drawChart(name, times, windowMs, single(name));
+  }
+  drawChart("queueDepth", times, windowMs, perKind("queueDepth"));
+  drawChart("mailboxFull", times, windowMs, perKind("mailboxFull"));
+  $("#charts-legend").replaceChildren(...kinds.map((k, i) =>
+    el("span", { class: "key", "data-colour": KIND_COLOURS[i % KIND_COLOURS.length] },
+      svgSwatch(KIND_COLOURS[i % KIND_COLOURS.length]), ` ${k}`)));
+}
+
+function svg(tag, attrs = {}) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  return e;
+}
+
+function svgSwatch(colour) {
+  const s = svg("svg", { width: 12, height: 12, viewBox: "0 0 12 12", "aria-hidden": "true" });
+  s.append(svg("rect", { x: 1, y: 1, width: 10, height: 10, fill: colour }));
+  return s;
+}
+
+/** One chart: x is time over the window ending now, y from 0 to the series' maximum. */
+function drawChart(name, times, windowMs, series) {
+  const figure = document.querySelector(`figure[data-chart=${name}]`);
+  // The window ends at the newest point and reaches back 15 minutes, or to the first point when
+  // the node has not been sampling that long.
+  const end = times.length ? times[times.length - 1] : Date.now();
+  const start = Math.max(end - windowMs, times.length > 1 ? times[0] : end - windowMs);
+  const span = Math.max(1, end - start);
+  const max = Math.max(1, ...series.flatMap((s) => s.values));
+  const pad = { l: 34, r: 6, t: 6, b: 16 };
+  const w = CHART_W - pad.l - pad.r;
+  const h = CHART_H - pad.t - pad.b;
+  const x = (t) => pad.l + Math.max(0, (t - start) / span) * w;
+  const y = (v) => pad.t + h - (v / max) * h;
+  const root = svg("svg", { viewBox: `0 0 ${CHART_W} ${CHART_H}`, role: "img", "aria-label": name });
+  root.append(
+    svg("line", { x1: pad.l, y1: pad.t + h, x2: pad.l + w, y2: pad.t + h, stroke: "#d9dde5" }),
+    svg("line", { x1: pad.l, y1: pad.t, x2: pad.l + w, y2: pad.t, stroke: "#eef0f4" }));
+  const label = (tx, ty, text, anchor) => {
+    const t = svg("text", { x: tx, y: ty, "font-size": 10, fill: "#667085", "text-anchor": anchor });
+    t.textContent = text;
+    return t;
+  };
+  root.append(label(pad.l - 4, pad.t + 8, shortNumber(max), "end"), label(pad.l - 4, pad.t + h, "0", "end"),
+    label(pad.l, CHART_H - 3, `-${fmtSpan(span)}`, "start"), label(pad.l + w, CHART_H - 3, "now", "end"));
+  let latest = 0;
+  for (const s of series) {
+    if (s.values.length === 0) continue;
+    const d = s.values.map((v, i) => `${i ? "L" : "M"}${x(times[i]).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+    root.append(svg("path", { d, fill: "none", stroke: s.colour, "stroke-width": 1.5, "data-series": s.name }));
+    latest += s.values[s.values.length - 1];
+  }
+  const peak = Math.max(0, ...series.flatMap((s) => s.values));
+  figure.dataset.points = String(times.length);
+  figure.dataset.max = String(peak);
+  figure.dataset.last = String(latest);
+  figure.querySelector(".last").textContent = times.length ? `now ${shortNumber(latest)} · max ${shortNumber(peak)}` : "";
+  const old = figure.querySelector("svg");
+  if (old) old.replaceWith(root);
+  else figure.append(root);
+}
+
+/** "15 min", "2 min", "40 s": how far back a chart reaches. */
+function fmtSpan(ms) {
+  const s = Math.round(ms / 1000);
+  return s >= 60 ? `${Math.round(s / 60)} min` : `${s} s`;
+}
+
+function shortNumber(v) {
+  if (v >= 1e6) return `${(v / 1e6).toFixed(1)}M`;
+  if (v >= 1e3) return `${(v / 1e3).toFixed(1)}k`;
+  return Number.isInteger(v) ? String(v) : v.toFixed(1);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 //! The operators' and admin consoles' API (docs/admin.md):
-//! - actor kinds with their live mailbox limits and counters, retuned at run time (`Operator`);
+//! - actor kinds with their live mailbox limits and measured mailboxes (`crate::admin_samples`),
+//!   retuned at run time and reset to the configured defaults (`Operator`);
+//! - the node's recent figures for the console's charts (`Operator`);
 //! - tenants with their connections, online users, channels, rates and recent events
 //!   (Admin/Staff of the tenant, or `Operator` for all);
 //! - per-tenant quotas (read: the tenant's Admin/Staff or `Operator`; change: `Operator`).
@@ -20,6 +22,7 @@ use switchyard_actors::metrics::Metrics;
 use switchyard_actors::node::Node;
 use switchyard_actors::quotas::TenantQuotas;
 
+use crate::admin_samples::{refresh_sessions, KindFigures};
 use crate::caller::Caller;
 use crate::problem::ApiError;
 use crate::routes::tenants::{snapshot, tenant_error};
@@ -52,53 +55,125 @@ fn watched_tenant(who: &Identity, raw: &str) -> Result<TenantKey, ApiError> {
     }
 }
 
+/// The limits a kind acts on: every kind its mailbox; only sessions the slow-consumer policy and
+/// the byte budget (broker shards apply them to sessions' outboxes).
+fn uses(kind: ActorKind) -> &'static [&'static str] {
+    if kind == ActorKind::Connection {
+        &["mailbox", "policy", "maxQueuedBytes"]
+    } else {
+        &["mailbox"]
+    }
+}
+
+/// One kind's limits as the API shows them: `policy` and `maxQueuedBytes` only where used.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LimitsView {
+    mailbox: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<SlowConsumerPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_queued_bytes: Option<usize>,
+}
+
+impl LimitsView {
+    fn of(kind: ActorKind, s: MailboxSettings) -> Self {
+        let session = kind == ActorKind::Connection;
+        Self {
+            mailbox: s.mailbox,
+            policy: session.then_some(s.policy),
+            max_queued_bytes: session.then_some(s.max_queued_bytes),
+        }
+    }
+}
+
 /// One actor kind as the API shows it.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ActorView {
     kind: ActorKind,
+    /// Whether this kind runs in this node's mode.
+    running: bool,
     /// Live actors of this kind on this node.
     count: i64,
-    mailbox: usize,
-    policy: SlowConsumerPolicy,
-    max_queued_bytes: usize,
-    /// Messages waiting in mailboxes now: actix does not expose it, so it is not reported.
-    queue_depth: Option<u64>,
-    /// Sessions only: the most events one session has had waiting in its outbox since start.
-    peak_queue_depth: Option<i64>,
+    /// The limits this kind acts on (the fields a change may give).
+    uses: &'static [&'static str],
+    #[serde(flatten)]
+    limits: LimitsView,
+    /// The configured limits (`[actors.<kind>]`), what a reset returns to.
+    defaults: LimitsView,
+    /// Whether the live limits differ from the configured ones.
+    overridden: bool,
+    /// Whether changes are stored in the database (`[admin] persist`), surviving restarts.
+    persisted: bool,
+    /// Messages waiting in (or being handled from) this kind's mailboxes now.
+    queue_depth: i64,
+    /// The most messages one actor of this kind has had waiting since start.
+    peak_queue_depth: i64,
     /// Sessions only: the most outbound bytes one session has had queued since start.
     #[serde(skip_serializing_if = "Option::is_none")]
     peak_queued_bytes: Option<i64>,
+    handled: u64,
+    /// Over the last sample interval (`None` until two samples were taken).
+    handled_per_second: Option<f64>,
+    /// Mean time in the handler (`None` for sessions, whose figure is the delivery latency).
+    mean_handle_millis: Option<f64>,
     mailbox_full: u64,
     dropped: u64,
     slow_consumer_disconnects: u64,
+    /// Broker shards, one entry each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    instances: Vec<switchyard_actors::metered::MeterReading>,
 }
 
-fn actor_view(node: &Node, kind: ActorKind) -> ActorView {
+fn actor_view(state: &AppState, kind: ActorKind) -> ActorView {
+    let node: &Node = &state.node;
     let m: &Metrics = &node.metrics;
     let s = node.limits.get(kind).settings();
+    let defaults = state.settings.mailbox(kind);
+    let f = KindFigures::read(m, kind);
     let dropped_reason = match kind {
         ActorKind::Connection => Some("slow_consumer"),
         ActorKind::Activity => Some("activity_full"),
         _ => None,
     };
+    let index = ActorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
     ActorView {
         kind,
+        running: f.running,
         count: m.actors.with_label_values(&[kind.as_str()]).get(),
-        mailbox: s.mailbox,
-        policy: s.policy,
-        max_queued_bytes: s.max_queued_bytes,
-        queue_depth: None,
-        peak_queue_depth: (kind == ActorKind::Connection).then(|| m.session_queue_depth_peak.get()),
+        uses: uses(kind),
+        limits: LimitsView::of(kind, s),
+        defaults: LimitsView::of(kind, defaults),
+        overridden: LimitsView::of(kind, s) != LimitsView::of(kind, defaults),
+        persisted: state.settings.admin.persist,
+        queue_depth: f.queue_depth,
+        peak_queue_depth: f.peak_queue_depth,
         peak_queued_bytes: (kind == ActorKind::Connection)
             .then(|| m.session_queued_bytes_peak.get()),
-        mailbox_full: m.mailbox_full.with_label_values(&[kind.as_str()]).get(),
+        handled: f.handled,
+        handled_per_second: state
+            .samples
+            .handled_per_second()
+            .get(index)
+            .copied()
+            .flatten(),
+        mean_handle_millis: f.mean_handle_millis,
+        mailbox_full: f.mailbox_full,
         dropped: dropped_reason.map_or(0, |r| m.dropped.with_label_values(&[r]).get()),
         slow_consumer_disconnects: if kind == ActorKind::Connection {
             m.slow_consumer_disconnects.get()
         } else {
             0
         },
+        instances: f.instances,
+    }
+}
+
+impl PartialEq for LimitsView {
+    fn eq(&self, o: &Self) -> bool {
+        (self.mailbox, self.policy, self.max_queued_bytes)
+            == (o.mailbox, o.policy, o.max_queued_bytes)
     }
 }
 
@@ -108,11 +183,29 @@ pub async fn actors(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     operator_only(&who)?;
+    refresh_sessions(&state.node.metrics, &state.connections);
     let all: Vec<_> = ActorKind::ALL
         .into_iter()
-        .map(|k| actor_view(&state.node, k))
+        .map(|k| actor_view(&state, k))
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "actors": all })))
+}
+
+/// `GET /api/v1/admin/samples` → the node's recent figures for the console's charts:
+/// `{"intervalMs","windowSecs","points":[{"at","deliveredPerSecond","publishedPerSecond",
+/// "connections","slowConsumerDisconnects","actors":{kind:{"queueDepth","mailboxFull",
+/// "handledPerSecond"}}}]}`, oldest first.
+pub async fn samples(
+    Caller(who): Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    operator_only(&who)?;
+    let a = &state.settings.admin;
+    Ok(HttpResponse::Ok().json(json!({
+        "intervalMs": a.sample_interval_ms,
+        "windowSecs": a.sample_window_secs,
+        "points": state.samples.points(),
+    })))
 }
 
 /// A change of one kind's limits; absent fields keep their value.
@@ -139,9 +232,21 @@ pub async fn put_actor(
         .map_err(|e: String| ApiError::NotFound(format!("{e}; kinds: {}", kind_names())))?;
     let change = body.into_inner();
     if change.mailbox.is_none() && change.policy.is_none() && change.max_queued_bytes.is_none() {
-        return Err(ApiError::BadRequest(
-            "nothing to change: give mailbox, policy and/or maxQueuedBytes".into(),
-        ));
+        return Err(ApiError::BadRequest(format!(
+            "nothing to change: give {}",
+            uses(kind).join(", ")
+        )));
+    }
+    for (field, given) in [
+        ("policy", change.policy.is_some()),
+        ("maxQueuedBytes", change.max_queued_bytes.is_some()),
+    ] {
+        if given && !uses(kind).contains(&field) {
+            return Err(ApiError::BadRequest(format!(
+                "{kind} does not use {field} (only session does); {kind} uses {}",
+                uses(kind).join(", ")
+            )));
+        }
     }
     let limits = state.node.limits.get(kind);
     let old = limits.settings();
@@ -163,7 +268,35 @@ pub async fn put_actor(
         "admin: {kind} limits changed by {} from {old:?} to {new:?}",
         who.user_id
     );
-    Ok(HttpResponse::Ok().json(actor_view(&state.node, kind)))
+    Ok(HttpResponse::Ok().json(actor_view(&state, kind)))
+}
+
+/// `DELETE /api/v1/admin/actors/{kind}`: back to the configured limits (`[actors.<kind>]`),
+/// forgetting the stored change → the kind's view.
+pub async fn reset_actor(
+    Caller(who): Caller,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    store: web::Data<Store>,
+) -> Result<HttpResponse, ApiError> {
+    operator_only(&who)?;
+    let kind: ActorKind = path
+        .parse()
+        .map_err(|e: String| ApiError::NotFound(format!("{e}; kinds: {}", kind_names())))?;
+    if state.settings.admin.persist {
+        store
+            .delete_actor_limits(kind)
+            .await
+            .map_err(ApiError::from)?;
+    }
+    let old = state.node.limits.get(kind).settings();
+    let defaults = state.settings.mailbox(kind);
+    apply_limits(&state.node, kind, defaults);
+    log::info!(
+        "admin: {kind} limits reset to defaults by {} (from {old:?} to {defaults:?})",
+        who.user_id
+    );
+    Ok(HttpResponse::Ok().json(actor_view(&state, kind)))
 }
 
 /// Applies limits to live actors and new ones, and to the capacity metric. Unchanged limits are
@@ -356,9 +489,19 @@ pub async fn delete_quotas(
 }
 
 /// Applies what is stored (at start-up, then every `[admin] reload_interval_ms`), so a change
-/// made on any node sharing the database reaches this one.
-pub async fn apply_stored(node: &Node, store: &Store) -> Result<(), crate::store::StoreError> {
-    for (kind, s) in store.actor_limits().await? {
+/// made on any node sharing the database reaches this one; kinds with nothing stored (never
+/// changed, or reset on any node) take their configured `defaults`.
+pub async fn apply_stored(
+    node: &Node,
+    store: &Store,
+    defaults: impl Fn(ActorKind) -> MailboxSettings,
+) -> Result<(), crate::store::StoreError> {
+    let stored = store.actor_limits().await?;
+    for kind in ActorKind::ALL {
+        let s = stored
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or_else(|| defaults(kind), |(_, s)| *s);
         if s.validate().is_ok() && apply_limits(node, kind, s) {
             log::info!("admin: stored {kind} limits applied: {s:?}");
         }

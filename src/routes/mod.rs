@@ -72,6 +72,11 @@ fn admin_routes(cfg: &mut web::ServiceConfig) {
             &format!("{A}/actors/{{kind}}"),
             web::put().to(admin::put_actor),
         )
+        .route(
+            &format!("{A}/actors/{{kind}}"),
+            web::delete().to(admin::reset_actor),
+        )
+        .route(&format!("{A}/samples"), web::get().to(admin::samples))
         .route(&format!("{A}/tenants"), web::get().to(admin::tenants))
         .route(
             &format!("{A}/tenants/{{tenant}}"),

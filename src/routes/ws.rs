@@ -1,4 +1,5 @@
-//! WebSocket upgrades: authenticate (401 problem JSON before any upgrade), join the tenant group,
+//! WebSocket upgrades: authenticate (401 problem JSON before any upgrade), join the tenant group
+//! (except the admin console's own socket),
 //! and hand the socket to a [`Connection`] with the protocol's codec.
 
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use switchyard_actors::connection::conn_socket::ConnSocket;
 use switchyard_actors::connection::resume::Parked;
 use switchyard_actors::connection::streamed::{Inbound, Outbound};
 use switchyard_actors::connection::{Connection, Connections};
-use switchyard_actors::identity::Identity;
+use switchyard_actors::identity::{Identity, Role};
 use switchyard_actors::ids::{ConnId, TenantKey};
 use switchyard_actors::quotas::QuotaKind;
 use switchyard_actors::tenant_group::{Member, TenantError};
@@ -124,6 +125,21 @@ pub fn resume(
     started
 }
 
+/// The query parameter by which the admin console marks its own WebSocket.
+const CONSOLE_CLIENT: (&str, &str) = ("client", "console");
+
+/// Whether this upgrade is the admin console's own socket (`?client=console`) of a caller who may
+/// use the console (an Operator, or a tenant's Admin or Staff). Such a connection joins no tenant
+/// group: it is not counted in the tenant's connections, users, presence, activity or connection
+/// quota (the per-user and per-address limits still apply).
+fn is_console(req: &HttpRequest, identity: &Identity) -> bool {
+    let watcher = identity.role == Role::Operator || identity.role.is_tenant_staff();
+    watcher
+        && web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .map(|q| q.get(CONSOLE_CLIENT.0).map(String::as_str) == Some(CONSOLE_CLIENT.1))
+            .unwrap_or(false)
+}
+
 /// Joins the tenant group and starts the session `make` builds with `serve`.
 fn start<R>(
     req: &HttpRequest,
@@ -156,7 +172,12 @@ fn start<R>(
             ApiError::TooManyRequests(e.to_string())
         })?;
     let conn = connections.next_conn_id();
-    let tenant = identity.tenant.clone();
+    // The console watches a tenant; it is not the tenant's activity: it joins no tenant group.
+    let tenant = if is_console(req, &identity) {
+        None
+    } else {
+        identity.tenant.clone()
+    };
     if let Some(t) = &tenant {
         let member = Member {
             conn,

@@ -15,6 +15,8 @@ const UPSERT_LIMITS: &str = "INSERT INTO actor_limits \
      ON CONFLICT (kind) DO UPDATE SET mailbox = excluded.mailbox, policy = excluded.policy, \
      max_queued_bytes = excluded.max_queued_bytes, updated_at_ms = excluded.updated_at_ms";
 
+const DELETE_LIMITS: &str = "DELETE FROM actor_limits WHERE kind = $1";
+
 const SELECT_QUOTAS: &str = "SELECT tenant_key, max_connections, publishes_per_second, \
      max_subscriptions_per_connection FROM tenant_quotas ORDER BY tenant_key";
 
@@ -72,6 +74,17 @@ impl Store {
                 .bind(s.policy.as_str())
                 .bind(ms(s.max_queued_bytes as u64))
                 .bind(now_ms)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Forgets one actor kind's stored limits (back to the configuration).
+    pub async fn delete_actor_limits(&self, kind: ActorKind) -> Result<(), StoreError> {
+        on_db!(&self.db, pool => {
+            sqlx::query(DELETE_LIMITS)
+                .bind(kind.as_str())
                 .execute(pool)
                 .await?;
         });

@@ -37,17 +37,33 @@ async fn actor_api_lists_every_kind_for_operators_only() {
     ] {
         let a = kind(&body, k);
         assert!(a["mailbox"].as_u64().unwrap() > 0, "{k}: {a}");
-        assert!(a["policy"] == "drop" || a["policy"] == "disconnect");
         for field in [
             "count",
-            "maxQueuedBytes",
+            "queueDepth",
+            "peakQueueDepth",
+            "handled",
             "mailboxFull",
             "dropped",
             "slowConsumerDisconnects",
         ] {
             assert!(a[field].is_number(), "{k}.{field} in {a}");
         }
+        // Only sessions use (and show) a slow-consumer policy and a byte budget.
+        let session = k == "session";
+        assert_eq!(a["policy"].is_string(), session, "{k}: {a}");
+        assert_eq!(a["maxQueuedBytes"].is_number(), session, "{k}: {a}");
+        assert_eq!(a["defaults"]["policy"].is_string(), session, "{k}: {a}");
+        assert_eq!(a["persisted"], true, "{k}: {a}");
+        assert_eq!(a["overridden"], false, "{k}: {a}");
+        // Embedded mode on SQLite: no Redis bridge, no change-feed listener.
+        let idle = k == "redis_bridge" || k == "pg_listener";
+        assert_eq!(a["running"], !idle, "{k}: {a}");
     }
+    assert_eq!(
+        kind(&body, "broker")["instances"].as_array().map(Vec::len),
+        Some(app.handle.node.broker.shard_count()),
+        "one entry per shard"
+    );
     let session = kind(&body, "session");
     assert_eq!(session["mailbox"], app.settings.actors.session.mailbox);
     assert_eq!(session["count"], 1, "the one open connection");
@@ -121,6 +137,20 @@ async fn actor_limits_change_at_run_time_are_validated_and_survive_a_restart() {
         (json!({"mailboxes": 5}), 400, "unknown field"),
         (json!({}), 400, "nothing to change"),
     ];
+    for (field, value) in [("policy", json!("drop")), ("maxQueuedBytes", json!(4096))] {
+        let (status, body) = app
+            .put_json(
+                &format!("{ACTORS}/broker"),
+                Some(&ops),
+                &json!({ field: value }),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(
+            body["detail"],
+            format!("broker does not use {field} (only session does); broker uses mailbox"),
+        );
+    }
     for (change, code, reason) in refusals {
         let (status, body) = app.put_json(&path, Some(&ops), &change).await;
         assert_eq!(status, code, "{change}: {body}");
@@ -163,6 +193,170 @@ async fn actor_limits_change_at_run_time_are_validated_and_survive_a_restart() {
         restarted.settings.actors.broker.mailbox,
         "kinds never changed keep the configured default"
     );
+
+    // Reset to the defaults: the stored change is forgotten, so the next restart keeps them too.
+    let (status, body) = restarted.delete(&path, Some(&ops)).await;
+    assert_eq!(status, 200, "{body}");
+    let configured = restarted.settings.actors.session.clone();
+    assert_eq!(
+        (body["mailbox"].as_u64(), body["policy"].as_str()),
+        (
+            Some(configured.mailbox as u64),
+            Some(configured.policy.as_str())
+        )
+    );
+    assert_eq!(body["overridden"], false, "{body}");
+    assert_eq!(body["defaults"]["mailbox"], configured.mailbox);
+    let (status, body) = restarted
+        .delete(&format!("{ACTORS}/conductor"), Some(&ops))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = restarted.delete(&path, Some(&token(&admin("t1")))).await;
+    assert_eq!(status, 403);
+    restarted.stop().await;
+    let again = spawn_app_with_db(&db, |_| {}).await;
+    let (_, listed) = again.get(ACTORS, Some(&ops)).await;
+    assert_eq!(kind(&listed, "session")["mailbox"], configured.mailbox);
+    assert_eq!(kind(&listed, "session")["overridden"], false);
+}
+
+/// Publishes concurrent bursts to `channel` (a broker shard's mailbox should be 1) until the
+/// admin API shows a full broker mailbox that held two messages; returns the broker entry.
+pub async fn fill_broker_mailbox(app: &TestApp, channel: &str) -> Value {
+    fill_mailbox(app, "broker", channel).await
+}
+
+/// Bursts of concurrent publishes to `channel` until `kind`'s mailbox was full and held at least
+/// two messages (its actors keep up with one sender at a time, not with many at once); returns
+/// the kind's entry. Gives up after many bursts.
+async fn fill_mailbox(app: &TestApp, kind_name: &str, channel: &str) -> Value {
+    const BURST: usize = 48;
+    const BURSTS: usize = 200;
+    let ops = token(&operator());
+    let publisher = service();
+    for _ in 0..BURSTS {
+        let sends = (0..BURST).map(|i| app.publish(&publisher, channel, "Load", json!({ "i": i })));
+        for (status, body) in futures_util::future::join_all(sends).await {
+            assert_eq!(status, 202, "{body}");
+        }
+        let (_, listed) = app.get(ACTORS, Some(&ops)).await;
+        let entry = kind(&listed, kind_name).clone();
+        if entry["mailboxFull"].as_u64() > Some(0) && entry["peakQueueDepth"].as_u64() >= Some(2) {
+            return entry;
+        }
+    }
+    panic!("{kind_name}'s mailbox was never full under {BURSTS} bursts of {BURST} publishes");
+}
+
+#[actix_web::test]
+async fn filling_a_mailbox_on_purpose_shows_its_depth_and_full_count() {
+    let app = spawn_app().await;
+    let ops = token(&operator());
+    let mut watcher = app.connect(&customer("acme", "w", None)).await;
+    watcher.subscribed("tenant:acme:broadcast").await;
+    let (_, before) = app.get(ACTORS, Some(&ops)).await;
+    for k in ["broker", "activity"] {
+        assert_eq!(kind(&before, k)["mailboxFull"], 0, "{before}");
+        let (status, body) = app
+            .put_json(&format!("{ACTORS}/{k}"), Some(&ops), &json!({"mailbox": 1}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    let broker = fill_broker_mailbox(&app, "tenant:acme:broadcast").await;
+    assert!(broker["handled"].as_u64() > Some(0), "{broker}");
+    assert!(broker["meanHandleMillis"].is_number(), "{broker}");
+    // Per shard: the channel lives on one shard, which held the messages.
+    let shards = broker["instances"].as_array().expect("instances");
+    let full: u64 = shards
+        .iter()
+        .map(|s| s["mailboxFull"].as_u64().unwrap())
+        .sum();
+    assert_eq!(full, broker["mailboxFull"].as_u64().unwrap(), "{broker}");
+    let busiest = shards
+        .iter()
+        .find(|s| s["peakQueueDepth"].as_u64() >= Some(2))
+        .unwrap_or_else(|| panic!("a shard held two messages: {broker}"));
+    let instance = busiest["instance"].as_str().unwrap();
+    // The same figures in /metrics.
+    let metrics = app.metrics().await;
+    for (sample, at_least) in [
+        (
+            "switchyard_mailbox_full_total{actor=\"broker\"}".to_owned(),
+            1.0,
+        ),
+        (
+            format!("switchyard_mailbox_depth_peak{{actor=\"broker\",shard=\"{instance}\"}}"),
+            2.0,
+        ),
+        (
+            format!(
+                "switchyard_mailbox_handle_seconds_count{{actor=\"broker\",shard=\"{instance}\"}}"
+            ),
+            1.0,
+        ),
+    ] {
+        assert!(
+            metric_value(&metrics, &sample) >= at_least,
+            "{sample} in {metrics}"
+        );
+    }
+
+    // The activity recorder is offered one observation per publish and delivery, never waited
+    // for: a full mailbox drops them, counted.
+    let activity = fill_mailbox(&app, "activity", "tenant:acme:broadcast").await;
+    assert!(activity["dropped"].as_u64() > Some(0), "{activity}");
+
+    // Once the load stops, every mailbox drains: depth is measured now, not a peak.
+    eventually("the mailboxes drain", || async {
+        let (_, listed) = app.get(ACTORS, Some(&ops)).await;
+        listed["actors"]
+            .as_array()?
+            .iter()
+            .all(|a| a["queueDepth"] == 0)
+            .then_some(())
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn samples_for_the_charts_show_publishes_and_deliveries_for_operators_only() {
+    let app = spawn_app_with(|s| s.admin.sample_interval_ms = 100).await;
+    let ops = token(&operator());
+    let mut ws = app.connect(&customer("acme", "c", None)).await;
+    ws.subscribed("tenant:acme:broadcast").await;
+    let point = eventually("a sample with publishes and deliveries", || async {
+        let (status, _) = app
+            .publish(&service(), "tenant:acme:broadcast", "Tick", json!({}))
+            .await;
+        assert_eq!(status, 202);
+        let (status, body) = app.get("/api/v1/admin/samples", Some(&ops)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["intervalMs"], 100, "{body}");
+        assert_eq!(body["windowSecs"], 900, "{body}");
+        body["points"]
+            .as_array()?
+            .iter()
+            .rev()
+            .find(|p| {
+                p["publishedPerSecond"].as_f64() > Some(0.0)
+                    && p["deliveredPerSecond"].as_f64() > Some(0.0)
+            })
+            .cloned()
+    })
+    .await;
+    assert!(point["connections"].as_i64() >= Some(1), "{point}");
+    for k in ["session", "broker", "tenant_group", "activity", "scheduler"] {
+        assert!(point["actors"][k]["queueDepth"].is_number(), "{k}: {point}");
+        assert!(
+            point["actors"][k]["mailboxFull"].is_number(),
+            "{k}: {point}"
+        );
+    }
+    let (status, body) = app
+        .get("/api/v1/admin/samples", Some(&token(&admin("acme"))))
+        .await;
+    assert_eq!(status, 403, "{body}");
 }
 
 #[actix_web::test]
@@ -201,6 +395,17 @@ async fn a_change_on_one_node_reaches_another(db: TestDb) {
         let (_, quotas) = b.get("/api/v1/admin/tenants/t9/quotas", Some(&ops)).await;
         (kind(&listed, "tenant_group")["mailbox"] == 321 && quotas["quotas"]["maxConnections"] == 3)
             .then_some(())
+    })
+    .await;
+    // A reset on node a returns node b to the configured limit too.
+    let (status, _) = a
+        .delete(&format!("{ACTORS}/tenant_group"), Some(&ops))
+        .await;
+    assert_eq!(status, 200);
+    let configured = b.settings.actors.tenant_group.mailbox;
+    eventually("node b applies the reset", || async {
+        let (_, listed) = b.get(ACTORS, Some(&ops)).await;
+        (kind(&listed, "tenant_group")["mailbox"] == configured).then_some(())
     })
     .await;
 }
@@ -542,4 +747,42 @@ async fn tenant_quotas_refuse_connections_subscriptions_and_publishes_and_are_co
     );
     let _a = app.connect(&admin("t1")).await;
     let _b = app.connect(&customer("t1", "c2", None)).await;
+}
+
+#[actix_web::test]
+async fn the_consoles_own_socket_is_not_the_tenants_activity() {
+    let app = spawn_app().await;
+    let ops = token(&operator());
+    let mut member = app.connect(&customer("t1", "guest", None)).await;
+    member.ping().await;
+    // An Admin's console (client=console) watching its tenant's activity.
+    let url = app.ws_url(&format!(
+        "/ws?client=console&access_token={}",
+        token(&admin("t1"))
+    ));
+    let mut console = WsClient::open(url).await.expect("console upgrade");
+    console.subscribed("tenant:t1:activity").await;
+    // Another role cannot hide that way: a customer's `client=console` is an ordinary connection.
+    let url = app.ws_url(&format!(
+        "/ws?client=console&access_token={}",
+        token(&customer("t1", "sneaky", None))
+    ));
+    let mut sneaky = WsClient::open(url).await.expect("customer upgrade");
+    sneaky.ping().await;
+    let (_, t1) = app.get("/api/v1/admin/tenants/t1", Some(&ops)).await;
+    assert_eq!(t1["connections"], 2, "the member and the customer: {t1}");
+    let users: Vec<&str> = t1["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["userId"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["guest", "sneaky"], "{t1}");
+    // The console itself works: it sees the tenant's activity.
+    let (status, _) = app
+        .publish(&service(), "tenant:t1:broadcast", "NewOrder", json!({}))
+        .await;
+    assert_eq!(status, 202);
+    let seen = console.recv_type("notification").await;
+    assert_eq!(seen["data"]["channel"], "tenant:t1:activity", "{seen}");
 }

@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use crate::helpers::{admin, customer, operator, service, spawn_app, token, TestApp};
+use crate::helpers::{
+    admin, customer, operator, service, spawn_app, spawn_app_with, token, TestApp,
+};
 
 #[actix_web::test]
 async fn the_console_is_served_with_its_content_types_and_a_strict_policy() {
@@ -66,7 +68,8 @@ async fn the_console_is_served_with_its_content_types_and_a_strict_policy() {
 
 #[actix_web::test]
 async fn an_operator_watches_a_tenant_and_retunes_a_mailbox_in_headless_chromium() {
-    let app = spawn_app().await;
+    // Samples often enough that the charts move within a step.
+    let app = spawn_app_with(|s| s.admin.sample_interval_ms = 200).await;
     let operator_token = token(&operator());
     // The connection the console must show: a customer of t1, held open for the whole test.
     let mut member = app.connect(&customer("t1", "guest-7", None)).await;
@@ -79,7 +82,10 @@ async fn an_operator_watches_a_tenant_and_retunes_a_mailbox_in_headless_chromium
             ("ADMIN_TOKEN", token(&admin("t1"))),
             ("TENANT", "t1".into()),
             ("MEMBER_USER", "guest-7".into()),
-        ],
+        ]
+        .into_iter()
+        .chain(screenshots_dir().map(|d| ("SCREENSHOTS_DIR", d)))
+        .collect::<Vec<_>>(),
     )
     .await;
     browser.step("launched").await;
@@ -142,7 +148,10 @@ async fn an_operator_watches_a_tenant_and_retunes_a_mailbox_in_headless_chromium
 
     // The form: session mailbox 77 with the drop policy, then a refused mailbox of 0.
     let saved = browser.step("mailbox_saved").await;
-    assert_eq!(saved["message"], "saved", "{saved}");
+    assert_eq!(
+        saved["message"], "saved; stored in the database, kept across restarts",
+        "{saved}"
+    );
     assert_eq!(saved["mailbox"], "77", "{saved}");
     assert_eq!(saved["policy"], "drop", "{saved}");
     let refused = browser.step("mailbox_refused").await;
@@ -169,6 +178,88 @@ async fn an_operator_watches_a_tenant_and_retunes_a_mailbox_in_headless_chromium
     assert_eq!(session["mailbox"], 77, "{session}");
     assert_eq!(session["policy"], "drop", "{session}");
 
+    // A broker shard has only a mailbox: the row offers nothing else. Its mailbox goes to 1, and
+    // kinds that do not run in embedded mode on SQLite are marked.
+    let set = browser.step("broker_limit_set").await;
+    assert_eq!(
+        (
+            &set["policyEditable"],
+            &set["bytesEditable"],
+            &set["unused"]
+        ),
+        (&json!(false), &json!(false), &json!("not used")),
+        "{set}"
+    );
+    assert_eq!(
+        set["message"], "saved; stored in the database, kept across restarts",
+        "{set}"
+    );
+    assert_eq!(
+        set["notRunning"],
+        json!(["redis_bridge", "pg_listener"]),
+        "{set}"
+    );
+
+    // Load: concurrent publishes into the one-message broker mailbox until it was full.
+    let broker = crate::admin::fill_broker_mailbox(&app, "tenant:t1:broadcast").await;
+    assert!(broker["mailboxFull"].as_u64() > Some(0), "{broker}");
+    browser.send(json!({"load": "done"})).await;
+    let moved = browser.step("chart_moved").await;
+    let charts = &moved["charts"];
+    for chart in ["deliveredPerSecond", "publishedPerSecond", "mailboxFull"] {
+        assert!(
+            charts[chart]["max"].as_f64() > Some(0.0),
+            "{chart}: {moved}"
+        );
+    }
+    assert!(
+        moved["legend"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|k| k == "broker")),
+        "{moved}"
+    );
+
+    // Back to the configured limits, from the page.
+    let reset = browser.step("reset_to_default").await;
+    let defaults = [
+        ("broker", app.settings.actors.broker.mailbox),
+        ("session", app.settings.actors.session.mailbox),
+    ];
+    for (kind, mailbox) in defaults {
+        assert_eq!(reset[kind]["mailbox"], mailbox.to_string(), "{reset}");
+        assert_eq!(reset[kind]["resetDisabled"], true, "{reset}");
+        assert_eq!(reset[kind]["note"], "configured limits", "{reset}");
+    }
+    assert!(
+        reset["persist"]
+            .as_str()
+            .is_some_and(|p| p.contains("survive a restart")),
+        "{reset}"
+    );
+    let (_, body) = app.get("/api/v1/admin/actors", Some(&operator_token)).await;
+    for (kind, mailbox) in defaults {
+        let entry = body["actors"]
+            .as_array()
+            .and_then(|a| a.iter().find(|k| k["kind"] == kind))
+            .unwrap_or_else(|| panic!("no {kind} entry in {body}"));
+        assert_eq!(entry["mailbox"], mailbox, "{entry}");
+        assert_eq!(entry["overridden"], false, "{entry}");
+    }
+
+    // A tenant quota, edited by the Operator on the tenant's panel.
+    let quota = browser.step("quota_edited").await;
+    assert!(
+        quota["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("quotas saved")),
+        "{quota}"
+    );
+    let (_, quotas) = app
+        .get("/api/v1/admin/tenants/t1/quotas", Some(&operator_token))
+        .await;
+    assert_eq!(quotas["quotas"]["maxConnections"], 500, "{quotas}");
+    assert_eq!(quotas["overridden"], true, "{quotas}");
+
     // A tenant's Admin sees its tenant but not the actor table.
     let admin_view = browser.step("operator_only").await;
     assert_eq!(
@@ -177,6 +268,26 @@ async fn an_operator_watches_a_tenant_and_retunes_a_mailbox_in_headless_chromium
     );
     assert_eq!(admin_view["actorsTableVisible"], false, "{admin_view}");
     assert_eq!(admin_view["tenants"], json!(["t1"]), "{admin_view}");
+    assert_eq!(
+        (
+            &admin_view["chartsVisible"],
+            &admin_view["quotaFormVisible"]
+        ),
+        (&json!(false), &json!(false)),
+        "{admin_view}"
+    );
+    // The Admin's console socket is open and watching, yet not the tenant's activity: t1 has the
+    // test's two connections, and the Admin is not among its online users.
+    let (_, t1) = app
+        .get("/api/v1/admin/tenants/t1", Some(&operator_token))
+        .await;
+    assert_eq!(t1["connections"], 2, "{t1}");
+    assert!(
+        t1["users"]
+            .as_array()
+            .is_some_and(|u| u.iter().all(|u| u["userId"] != "admin-t1")),
+        "{t1}"
+    );
 
     let finished = browser.step("finished").await;
     assert_eq!(finished["pageErrors"], json!([]), "{finished}");
@@ -184,6 +295,17 @@ async fn an_operator_watches_a_tenant_and_retunes_a_mailbox_in_headless_chromium
 
     member.ping().await;
     app.stop().await;
+}
+
+/// Where the browser script saves the screenshots in `docs/admin.md`: `docs/images` when the
+/// test runs with `CONSOLE_SCREENSHOTS=1` (to refresh them), else nowhere.
+fn screenshots_dir() -> Option<String> {
+    std::env::var_os("CONSOLE_SCREENSHOTS").map(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/images")
+            .display()
+            .to_string()
+    })
 }
 
 /// `GET path` → (status, content type, Content-Security-Policy, body text).

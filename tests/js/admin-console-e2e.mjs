@@ -9,12 +9,14 @@
 //       MEMBER_USER     the user id of the connection the test holds open in TENANT (required)
 //       STEP_TIMEOUT_MS how long each step may wait (default 10000)
 //       ARTIFACTS_DIR   where a failing step leaves a screenshot (default: a temporary folder)
+//       SCREENSHOTS_DIR where to save the documentation's screenshots (docs/images); none if unset
 //
 // Every step is reported as one JSON line on stdout: {"step":"…","ok":true,…what the page showed}.
 // A failing step reports {"step":"…","ok":false,"error":"…","screenshot":"…"} and the script exits 1.
 // After the "watching" step the script reads one JSON line on stdin, {"id":"…","user":"…"}: the id
 // of the event the test published and the user of a connection it opened since, which the page
-// must then show.
+// must then show. After "broker_limit_set" it reads one more line, sent once the test has generated
+// load (publishes while the broker shards' mailbox is 1), which the charts must then show.
 import { chromium } from "playwright-core";
 import fs from "node:fs";
 import os from "node:os";
@@ -27,6 +29,7 @@ const adminToken = process.env.ADMIN_TOKEN ?? "";
 const tenant = process.env.TENANT ?? "t1";
 const memberUser = process.env.MEMBER_USER ?? "";
 const timeout = Number(process.env.STEP_TIMEOUT_MS ?? 10000);
+const screenshots = process.env.SCREENSHOTS_DIR ?? "";
 const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 const report = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
@@ -126,6 +129,7 @@ await step("launched", async () => {
     ],
   });
   page = context.pages()[0] ?? (await context.newPage());
+  await page.setViewportSize({ width: 1500, height: 1000 });
   page.on("console", (msg) => {
     if (msg.type() === "error" && !msg.text().startsWith("Failed to load resource")) pageErrors.push(msg.text());
   });
@@ -220,6 +224,99 @@ await step("mailbox_refused", async () => {
   return { message: await textOf(`${sessionRow} .message.error`) };
 });
 
+/** Saves a screenshot of `selector` for the docs when SCREENSHOTS_DIR is set; returns its path. */
+async function docShot(selector, name) {
+  if (!screenshots) return null;
+  fs.mkdirSync(screenshots, { recursive: true });
+  const file = path.join(screenshots, name);
+  await page.locator(selector).screenshot({ path: file });
+  return file;
+}
+
+/**
+ * Waits until the charts drew what `want` asks, per chart `{points: n}` (at least n points) or
+ * `{above: x}` (a maximum above x); returns every chart's figures: points, maximum over the
+ * window, newest value. (A function, not a string: the page's CSP forbids eval.)
+ */
+async function untilCharts(want) {
+  return until((w) => {
+    const all = Object.fromEntries([...document.querySelectorAll("figure[data-chart]")].map((f) => [
+      f.dataset.chart,
+      { points: Number(f.dataset.points ?? 0), max: Number(f.dataset.max ?? 0), last: Number(f.dataset.last ?? 0) },
+    ]));
+    for (const [name, c] of Object.entries(w)) {
+      const got = all[name];
+      if (!got) return null;
+      if (c.points !== undefined && got.points < c.points) return null;
+      if (c.above !== undefined && !(got.max > c.above)) return null;
+    }
+    return all;
+  }, want);
+}
+
+const brokerRow = '#actors tbody tr[data-kind="broker"]';
+/** The charts before the test's load. */
+let before = null;
+
+await step("broker_limit_set", async () => {
+  // A kind without a slow-consumer policy or byte budget offers only its mailbox.
+  await page.locator(`${brokerRow} input[name=mailbox]`).waitFor({ state: "visible", timeout });
+  const policyEditable = await page.locator(`${brokerRow} select[name=policy]`).isVisible();
+  const bytesEditable = await page.locator(`${brokerRow} input[name=maxQueuedBytes]`).isVisible();
+  const unused = await textOf(`${brokerRow} td.policy .unused`);
+  await page.fill(`${brokerRow} input[name=mailbox]`, "1");
+  await page.click(`${brokerRow} button.save`);
+  const message = await textOf(`${brokerRow} .message.saved`);
+  before = await untilCharts({ deliveredPerSecond: { points: 1 } });
+  const modes = await page.$$eval("#actors tbody tr.not-running", (rows) => rows.map((r) => r.dataset.kind));
+  return { policyEditable, bytesEditable, unused, message, before, notRunning: modes };
+});
+
+await readCommand();
+
+await step("chart_moved", async () => {
+  const seen = await untilCharts({
+    mailboxFull: { above: before.mailboxFull?.max ?? 0 },
+    deliveredPerSecond: { above: before.deliveredPerSecond.max },
+    publishedPerSecond: { above: before.publishedPerSecond?.max ?? 0 },
+  });
+  const legend = await page.$$eval("#charts-legend .key", (keys) => keys.map((k) => k.textContent.trim()));
+  const shot = await docShot("#charts-panel", "admin-console-charts.png");
+  return { charts: seen, legend, screenshot: shot };
+});
+
+await step("reset_to_default", async () => {
+  const out = {};
+  for (const kind of ["broker", "session"]) {
+    const row = `#actors tbody tr${attr("data-kind", kind)}`;
+    await page.click(`${row} button.reset`);
+    const message = await textOf(`${row} .message.saved`);
+    out[kind] = {
+      message,
+      mailbox: await page.inputValue(`${row} input[name=mailbox]`),
+      resetDisabled: await page.locator(`${row} button.reset`).isDisabled(),
+      note: await textOf(`${row} .default`),
+    };
+  }
+  out.persist = await textOf("#actors-persist");
+  out.screenshot = await docShot("#actors-panel", "admin-console-actors.png");
+  return out;
+});
+
+await step("quota_edited", async () => {
+  const form = "#quota-form";
+  await page.locator(`${form} input[name=maxConnections]`).waitFor({ state: "visible", timeout });
+  await page.fill(`${form} input[name=maxConnections]`, "500");
+  await page.click(`${form} button.save`);
+  const message = await textOf(`${form} .message.saved`);
+  const quotas = await until(() => {
+    const t = document.querySelector("#tenant-quotas").textContent;
+    return t.includes("500 connections") ? t : null;
+  });
+  const shot = await docShot("#tenant-panel", "admin-console-tenant.png");
+  return { message, quotas, screenshot: shot };
+});
+
 await step("operator_only", async () => {
   await page.click("#logout");
   await page.locator("#login-panel").waitFor({ state: "visible", timeout });
@@ -231,7 +328,17 @@ await step("operator_only", async () => {
       return keys.length ? keys : null;
     },
   );
-  return { whoami, denied, actorsTableVisible: await page.locator("#actors").isVisible(), tenants };
+  // The Admin's console is watching its tenant live (its own socket is open) before the test
+  // counts the tenant's connections.
+  await page.locator('#activity-state[data-state="live"]').waitFor({ state: "visible", timeout });
+  return {
+    whoami,
+    denied,
+    actorsTableVisible: await page.locator("#actors").isVisible(),
+    chartsVisible: await page.locator("#charts-panel").isVisible(),
+    quotaFormVisible: await page.locator("#quota-form").isVisible(),
+    tenants,
+  };
 });
 
 await step("finished", async () => {

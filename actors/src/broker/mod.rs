@@ -43,7 +43,8 @@ pub use crate::engine::{BrokerError, HistoryPage, PublishAck, Subscribed};
 use crate::envelope::{Draft, Envelope, StreamPosition};
 use crate::history::HistoryLimits;
 use crate::ids::{ConnId, NodeId};
-use crate::mailbox::ActorLimits;
+use crate::mailbox::{ActorKind, ActorLimits};
+use crate::metered::Metered;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Wake};
 use crate::shutdown::ShutdownController;
@@ -122,14 +123,15 @@ pub struct BrokerConfig {
     pub origin: NodeId,
     /// Where shards report channel interest (the engine's, when it carries events between
     /// nodes); `None` for the embedded engine.
-    pub interest: Option<Recipient<Interest>>,
+    pub interest: Option<crate::metered::MeteredRecipient<Interest>>,
     /// Where shards report deliveries per tenant (the activity recorder), never waiting.
     pub activity: crate::activity::ActivitySink,
 }
 
 /// This node's shards, routed by channel hash. The engine sees them as [`Shards`].
 struct ShardRouter {
-    shards: Arc<[Addr<BrokerShard>]>,
+    /// Every send to a shard is measured (`crate::metered`), per shard.
+    shards: Arc<[Metered<BrokerShard>]>,
     hasher: RandomState,
     request_timeout: Duration,
 }
@@ -141,14 +143,14 @@ impl ShardRouter {
 
     /// Each call returns a fresh address clone: actix parks a sender handle whose message hit a
     /// full mailbox, so concurrent requests must not share one.
-    fn shard_for(&self, channel: &ChannelName) -> Addr<BrokerShard> {
+    fn shard_for(&self, channel: &ChannelName) -> Metered<BrokerShard> {
         self.shards[self.index_of(channel)].clone()
     }
 
     /// Sends `msg` to `shard`, waiting at most the request timeout for mailbox room.
     fn request<M>(
         &self,
-        shard: Addr<BrokerShard>,
+        shard: Metered<BrokerShard>,
         msg: M,
     ) -> impl std::future::Future<Output = Result<M::Result, BrokerError>> + Send + 'static
     where
@@ -228,11 +230,12 @@ impl BrokerHandle {
         let mut shards = Vec::with_capacity(n);
         for index in 0..n {
             let thread = threads.spawn_thread(format!("broker shard {index}"));
+            let meter = metrics.meter(ActorKind::Broker, &index.to_string(), Some(limits.clone()));
             let (cfg, limits, metrics) = (config.clone(), limits.clone(), metrics.clone());
             let addr = BrokerShard::start_in_arbiter(&thread, move |_| {
                 BrokerShard::new(index, cfg, limits, metrics)
             });
-            shards.push(addr);
+            shards.push(Metered::new(addr, meter));
         }
         let router = Arc::new(ShardRouter {
             shards: shards.into(),
@@ -245,7 +248,7 @@ impl BrokerHandle {
 
     /// The shard that owns `channel` (a fresh address clone each call).
     pub fn shard_for(&self, channel: &ChannelName) -> Addr<BrokerShard> {
-        self.router.shard_for(channel)
+        self.router.shard_for(channel).addr().clone()
     }
 
     pub fn shard_count(&self) -> usize {

@@ -150,7 +150,11 @@ impl BrokerShard {
 
 /// Tells the engine (if it wants to know) that `channel` gained its first or lost its last
 /// local subscriber.
-fn tell_interest(to: &Option<Recipient<Interest>>, channel: &ChannelName, listening: bool) {
+fn tell_interest(
+    to: &Option<crate::metered::MeteredRecipient<Interest>>,
+    channel: &ChannelName,
+    listening: bool,
+) {
     if let Some(interest) = to {
         interest.do_send(Interest {
             channel: channel.clone(),
@@ -238,6 +242,8 @@ impl Actor for BrokerShard {
             .dec();
     }
 }
+
+crate::metered_actor!(BrokerShard);
 
 impl Handler<Subscribe> for BrokerShard {
     type Result = MessageResult<Subscribe>;

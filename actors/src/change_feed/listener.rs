@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::relay::{relay_loop, LeaseChanged, ListenerConfig, Relayed, Reports};
 use super::ChangeFeed;
 use crate::mailbox::ActorKind;
+use crate::metered::{Metered, SINGLE_INSTANCE};
 use crate::node::Node;
 use crate::shutdown::Shutdown;
 
@@ -60,13 +61,19 @@ impl Actor for ChangeFeedListener {
             .actors
             .with_label_values(&[ActorKind::ChangeFeed.as_str()])
             .inc();
+        let meter = self.node.metrics.meter(
+            ActorKind::ChangeFeed,
+            SINGLE_INSTANCE,
+            Some(self.node.limits.clone()),
+        );
+        let me = Metered::new(ctx.address(), meter);
         let relay = relay_loop(
             self.node.clone(),
             self.feed.clone(),
             self.config.clone(),
             Reports {
-                lease: ctx.address().recipient(),
-                relayed: ctx.address().recipient(),
+                lease: me.recipient(),
+                relayed: me.recipient(),
             },
             self.node.shutdown.listen(),
         );
@@ -83,6 +90,8 @@ impl Actor for ChangeFeedListener {
         log::info!("node {}: change listener stopped", self.node.id);
     }
 }
+
+crate::metered_actor!(ChangeFeedListener);
 
 impl Handler<LeaseChanged> for ChangeFeedListener {
     type Result = ();

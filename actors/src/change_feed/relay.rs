@@ -44,8 +44,8 @@ pub struct Relayed {
 
 /// Where the relay loop reports to (its listener actor).
 pub struct Reports {
-    pub lease: Recipient<LeaseChanged>,
-    pub relayed: Recipient<Relayed>,
+    pub lease: crate::metered::MeteredRecipient<LeaseChanged>,
+    pub relayed: crate::metered::MeteredRecipient<Relayed>,
 }
 
 /// How often the holder prunes relayed outbox rows.

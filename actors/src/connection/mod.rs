@@ -423,6 +423,7 @@ impl Actor for Connection {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.apply_mailbox_limit(ctx);
+        self.shared.outboxes.insert(self.conn, self.outbox.clone());
         let m = &self.node.metrics;
         m.connections.with_label_values(&[self.codec.label()]).inc();
         m.connections_opened
@@ -471,6 +472,7 @@ impl Actor for Connection {
         self.socket.session_ended();
         self.outbox.close();
         self.latency.flush();
+        self.shared.outboxes.remove(self.conn);
         let label = self.codec.label();
         // A drop without a close (or a silent client) of a resumable connection parks it.
         let unclean = !self.core.is_closing() || self.park_on_stop;

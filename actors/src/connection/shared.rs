@@ -1,10 +1,12 @@
 //! [`Connections`]: what every connection of a node shares besides the node itself — the
 //! connection settings, the parked (resumable) connections, the watchdog, the per-user and
-//! per-address limits and the connection id counter. Built once at start-up next to the
+//! per-address limits, the live connections' outboxes (summed for the sessions' queue depth) and the
+//! connection id counter. Built once at start-up next to the
 //! [`Node`]; the node knows nothing of connections, so the engine side never depends on them.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::Addr;
@@ -15,6 +17,31 @@ use super::ConnectionSettings;
 use crate::connection_limits::ConnectionLimiter;
 use crate::ids::ConnId;
 use crate::node::Node;
+use crate::outbox::Outbox;
+
+/// The live connections' outboxes (registered on start, removed on stop: a lock per connect and
+/// disconnect, none per delivery).
+#[derive(Default)]
+pub struct Outboxes(Mutex<HashMap<ConnId, Arc<Outbox>>>);
+
+impl Outboxes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Arc<Outbox>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn insert(&self, conn: ConnId, outbox: Arc<Outbox>) {
+        self.lock().insert(conn, outbox);
+    }
+
+    pub fn remove(&self, conn: ConnId) {
+        self.lock().remove(&conn);
+    }
+
+    /// Events waiting in every connection's outbox now.
+    pub fn queued_events(&self) -> i64 {
+        self.lock().values().map(|o| o.len() as i64).sum()
+    }
+}
 
 /// The connection side of a node (see the module docs).
 pub struct Connections {
@@ -26,12 +53,16 @@ pub struct Connections {
     pub limits: Arc<ConnectionLimiter>,
     /// Resets the connections that cannot write (absent in bare test nodes).
     pub watchdog: Option<Addr<ConnectionWatchdog>>,
+    /// Every live connection's outbox, so the sessions' queue depth is summed when asked
+    /// (a sample or an admin request), never counted per delivery.
+    pub outboxes: Outboxes,
     next_conn: AtomicU64,
 }
 
 impl Connections {
     pub fn new(node: Arc<Node>, settings: ConnectionSettings, resume_grace: Duration) -> Self {
         Self {
+            outboxes: Outboxes::default(),
             node,
             settings,
             parked: ParkedConnections::new(resume_grace),
@@ -56,5 +87,53 @@ impl Connections {
     /// A fresh connection id.
     pub fn next_conn_id(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::ChannelName;
+    use crate::envelope::{Draft, Envelope, EventName};
+    use crate::ids::NodeId;
+
+    fn event() -> Arc<Envelope> {
+        let draft = Draft::new(
+            ChannelName::parse("user:u").unwrap(),
+            EventName::parse("E").unwrap(),
+            crate::payload::Payload::test("1"),
+        );
+        Arc::new(Envelope::new(
+            draft,
+            1,
+            Arc::from("e"),
+            NodeId(Arc::from("n")),
+        ))
+    }
+
+    #[test]
+    fn the_sessions_depth_is_every_live_outbox_summed() {
+        let outboxes = Outboxes::default();
+        let (a, b) = (Arc::<Outbox>::default(), Arc::<Outbox>::default());
+        outboxes.insert(ConnId(1), a.clone());
+        outboxes.insert(ConnId(2), b.clone());
+        for _ in 0..3 {
+            a.push(&event(), 10, 100, 1 << 20);
+        }
+        b.push(&event(), 10, 100, 1 << 20);
+        assert_eq!(outboxes.queued_events(), 4);
+        let mut taken = Vec::new();
+        a.take_all(&mut taken);
+        assert_eq!(
+            outboxes.queued_events(),
+            1,
+            "taken events are no longer waiting"
+        );
+        outboxes.remove(ConnId(2));
+        assert_eq!(
+            outboxes.queued_events(),
+            0,
+            "a closed connection's outbox is gone"
+        );
     }
 }

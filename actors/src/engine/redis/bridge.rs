@@ -39,6 +39,7 @@ use crate::channel::ChannelName;
 use crate::engine::{Delivery, Interest, Shards};
 use crate::envelope::{now_millis, Envelope, StreamPosition};
 use crate::mailbox::{ActorKind, ActorLimits};
+use crate::metered::Counted;
 
 /// Asks whether the channel's Redis subscription is confirmed (waits for it if in flight).
 #[derive(Message)]
@@ -180,16 +181,31 @@ impl RedisBridge {
             log::info!("redis bridge connected (after {:?} down)", since.elapsed());
         }
         self.metrics().redis_bridge_up.set(1);
+        // Each item is counted on the bridge's meter from the moment it is read.
+        let meter = self.metrics().meter(
+            ActorKind::RedisBridge,
+            crate::metered::SINGLE_INSTANCE,
+            Some(self.limits.clone()),
+        );
+        let last = meter.clone();
         let tagged = stream
-            .map(move |m| PubSubItem {
-                generation,
-                msg: Some(m),
+            .map(move |m| {
+                Counted::new(
+                    PubSubItem {
+                        generation,
+                        msg: Some(m),
+                    },
+                    &meter,
+                )
             })
             .chain(futures_util::stream::once(async move {
-                PubSubItem {
-                    generation,
-                    msg: None,
-                }
+                Counted::new(
+                    PubSubItem {
+                        generation,
+                        msg: None,
+                    },
+                    &last,
+                )
             }));
         ctx.add_message_stream(tagged);
         // Resubscribe everything; channels with a known position catch up from history.
@@ -410,8 +426,8 @@ impl RedisBridge {
         match shards.deliver(env) {
             Delivery::Queued | Delivery::Stopped => {}
             Delivery::Full(room) => {
-                // Backpressure: stop reading pub/sub until the shard has room.
-                self.metrics().mailbox_full(ActorKind::Broker);
+                // Backpressure: stop reading pub/sub until the shard has room (the shard's
+                // meter counted the full mailbox).
                 ctx.wait(room.into_actor(self));
             }
         }
@@ -438,6 +454,8 @@ impl Actor for RedisBridge {
             .dec();
     }
 }
+
+crate::metered_actor!(RedisBridge);
 
 impl Handler<PubSubItem> for RedisBridge {
     type Result = ();

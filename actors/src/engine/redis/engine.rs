@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
@@ -23,7 +22,7 @@ use crate::history::Recovery;
 /// The broker engine over Redis (see the module docs).
 pub struct RedisEngine {
     cluster: Cluster,
-    bridge: Addr<RedisBridge>,
+    bridge: crate::metered::Metered<RedisBridge>,
     shards: Arc<dyn Shards>,
     /// How long a subscribe waits for the bridge to confirm its Redis subscription.
     request_timeout: Duration,
@@ -32,7 +31,7 @@ pub struct RedisEngine {
 impl RedisEngine {
     pub fn new(
         cluster: Cluster,
-        bridge: Addr<RedisBridge>,
+        bridge: crate::metered::Metered<RedisBridge>,
         shards: Arc<dyn Shards>,
         request_timeout: Duration,
     ) -> Self {
