@@ -272,9 +272,36 @@ pub struct RedisSettings {
     pub command_timeout_ms: u64,
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+    /// Redis Cluster seed nodes, `host:port` separated by commas; set = the Redis Cluster engine.
+    pub cluster_nodes: String,
+    pub cluster_partitions: u32,
+    pub replica_acks: u32,
+    pub replica_ack_timeout_ms: u64,
 }
 
 impl RedisSettings {
+    /// The Redis Cluster seed nodes as URLs (TLS, user name and password as for one Redis), or
+    /// none when `cluster_nodes` is empty.
+    pub fn cluster_seed_urls(&self) -> Vec<String> {
+        use secrecy::ExposeSecret;
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let enc = |s: &str| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let password = self.password.expose_secret();
+        let auth = match (self.username.is_empty(), password.is_empty()) {
+            (true, true) => String::new(),
+            (true, false) => format!(":{}@", enc(password)),
+            (false, _) => format!("{}:{}@", enc(&self.username), enc(password)),
+        };
+        self.cluster_nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| format!("{scheme}://{auth}{n}"))
+            .collect()
+    }
+
     /// The Redis URL for cluster mode, or `None` for embedded mode.
     pub fn connection_url(&self) -> Option<String> {
         use secrecy::ExposeSecret;
@@ -518,8 +545,18 @@ impl Settings {
     pub fn cluster(&self) -> Option<switchyard_actors::engine::redis::ClusterConfig> {
         let r = &self.redis;
         let p = &self.presence;
+        let cluster_nodes = r.cluster_seed_urls();
+        let url = match r.connection_url() {
+            Some(url) => url,
+            None if !cluster_nodes.is_empty() => String::new(),
+            None => return None,
+        };
         Some(switchyard_actors::engine::redis::ClusterConfig {
-            url: r.connection_url()?,
+            url,
+            cluster_nodes,
+            cluster_partitions: r.cluster_partitions,
+            replica_acks: r.replica_acks,
+            replica_ack_timeout: Duration::from_millis(r.replica_ack_timeout_ms),
             prefix: r.prefix.clone(),
             publish_attempts: r.publish_retry_attempts,
             publish_retry_delay: Duration::from_millis(r.publish_retry_delay_ms),
