@@ -339,3 +339,73 @@ async fn the_whole_redis_cluster_down_degrades_then_resumes_by_itself() {
     assert_eq!(status, 202, "{ack}");
     assert_eq!(on_b.recv().await["data"]["event"], "After", "cross-node delivery resumed");
 }
+
+#[actix_web::test]
+async fn chat_and_once_only_session_expiry_across_nodes_on_a_redis_cluster() {
+    use crate::chat::{chat_client, listening, user};
+    use crate::session_scheduler::{fast, wait_for_status};
+    const SESSIONS: usize = 4;
+    let rc = RedisCluster::start().await;
+    let prefix = unique_prefix();
+    let db = TestDb::postgres().await;
+    let seeds = rc.seeds();
+    let tweak = |s: &mut Settings| {
+        cluster_settings(s, "", &prefix);
+        s.redis.url = secrecy::SecretString::from(String::new());
+        s.redis.cluster_nodes = seeds.clone();
+        s.redis.cluster_partitions = PARTITIONS;
+        fast(s);
+        s.scheduler.inactive_timeout_secs = 1;
+        s.scheduler.warn_before_secs = 0;
+    };
+    let a = spawn_app_with_db(&db, tweak).await;
+    let b = spawn_app_with_db(&db, tweak).await;
+
+    // Chat: alice on one node, bob on the other.
+    let mut alice = chat_client(&a, &user("alice")).await;
+    let mut bob = chat_client(&b, &user("bob")).await;
+    listening(&a, 3).await;
+    listening(&b, 3).await;
+    alice
+        .invoke("SendMessage", json!(["bob", "Hi Bob", "Text", "tmp-1"]))
+        .await
+        .expect("SendMessage completes");
+    let got = bob.event("ReceiveMessage").await;
+    assert_eq!(got["content"], "Hi Bob");
+    assert_eq!(got["senderId"], "alice");
+    bob.invoke("SendMessage", json!(["alice", "Hello Alice"]))
+        .await
+        .unwrap();
+    let reply = alice.event("ReceiveMessage").await;
+    assert_eq!(reply["content"], "Hello Alice");
+    assert_eq!(reply["conversationId"], got["conversationId"]);
+
+    // The scheduler: sessions opened on both nodes expire once each, announced once, seen by
+    // a watcher on one node.
+    let mut watch = a.connect(&admin("t")).await;
+    watch.subscribed("tenant:t:admins:sessions").await;
+    for i in 0..SESSIONS {
+        let node = if i % 2 == 0 { &a } else { &b };
+        node.open_session("t", &format!("s{i}"), json!(i)).await;
+    }
+    for i in 0..SESSIONS {
+        wait_for_status(&a, "t", &format!("s{i}"), "Expired").await;
+    }
+    let (status, _) = b
+        .publish(&service(), "tenant:t:admins:sessions", "Marker", json!({}))
+        .await;
+    assert_eq!(status, 202);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    loop {
+        let n = watch.recv_type("notification").await["data"].clone();
+        if n["event"] == "Marker" {
+            break;
+        }
+        assert_eq!(n["event"], "SessionExpired", "{n}");
+        *seen
+            .entry(n["data"]["sessionId"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len(), SESSIONS, "{seen:?}");
+    assert!(seen.values().all(|&n| n == 1), "once each: {seen:?}");
+}
