@@ -669,6 +669,41 @@ mod tests {
     }
 
     #[test]
+    fn redis_cluster_nodes_select_the_cluster_engine_with_tls_and_credentials() {
+        let s = load(&[]);
+        assert!(s.cluster().is_none(), "embedded by default");
+        let s = load(&[
+            (
+                "SWITCHYARD__REDIS__CLUSTER_NODES",
+                "10.0.0.1:7000, 10.0.0.2:7001,",
+            ),
+            ("SWITCHYARD__REDIS__TLS", "true"),
+            ("SWITCHYARD__REDIS__USERNAME", "app"),
+            ("SWITCHYARD__REDIS__PASSWORD", "p@ss"),
+        ]);
+        let c = s
+            .cluster()
+            .expect("cluster nodes alone select cluster mode");
+        assert_eq!(
+            c.cluster_nodes,
+            [
+                "rediss://app:p%40ss@10.0.0.1:7000",
+                "rediss://app:p%40ss@10.0.0.2:7001"
+            ]
+        );
+        assert_eq!(c.cluster_partitions, 64, "the documented default");
+        assert_eq!(c.replica_acks, 0);
+        let s = load(&[
+            ("SWITCHYARD__REDIS__CLUSTER_NODES", "h:1"),
+            ("SWITCHYARD__REDIS__CLUSTER_PARTITIONS", "128"),
+            ("SWITCHYARD__REDIS__REPLICA_ACKS", "1"),
+        ]);
+        let c = s.cluster().unwrap();
+        assert_eq!(c.cluster_nodes, ["redis://h:1"]);
+        assert_eq!((c.cluster_partitions, c.replica_acks), (128, 1));
+    }
+
+    #[test]
     fn payload_limits_are_configured_and_bounded() {
         let limits = load(&[]).payload_limits().unwrap();
         assert_eq!((limits.max_depth, limits.max_bytes), (64, 65536));

@@ -85,20 +85,32 @@ async fn a_redis_cluster_carries_events_across_nodes_with_recovery_presence_and_
             .push(n["data"]["offset"].as_u64().unwrap());
     }
     for ch in &channels {
-        assert_eq!(got[ch], vec![1, 2, 3, 4, 5], "{ch}: in order, once, across nodes");
+        assert_eq!(
+            got[ch],
+            vec![1, 2, 3, 4, 5],
+            "{ch}: in order, once, across nodes"
+        );
     }
 
     // Sharded pub/sub only, one shard channel per partition, on the masters that own them.
     let mut shard_channels = BTreeSet::new();
     for m in &masters {
-        let listed = cli(*m, &["PUBSUB", "SHARDCHANNELS"]).await.unwrap_or_default();
+        let listed = cli(*m, &["PUBSUB", "SHARDCHANNELS"])
+            .await
+            .unwrap_or_default();
         shard_channels.extend(listed.lines().map(str::to_owned));
         let classic = cli(*m, &["PUBSUB", "CHANNELS"]).await.unwrap_or_default();
-        assert!(!classic.contains(&prefix), "no classic PUBLISH channels: {classic}");
+        assert!(
+            !classic.contains(&prefix),
+            "no classic PUBLISH channels: {classic}"
+        );
     }
     let keys = Keys::cluster(&prefix, PARTITIONS);
     let expected: BTreeSet<String> = channels.iter().map(|c| keys.pubsub(c)).collect();
-    assert_eq!(shard_channels, expected, "one SSUBSCRIBE per partition listened to");
+    assert_eq!(
+        shard_channels, expected,
+        "one SSUBSCRIBE per partition listened to"
+    );
 
     // Recovery by offset, on the other node.
     let ch = &channels[0];
@@ -110,8 +122,10 @@ async fn a_redis_cluster_carries_events_across_nodes_with_recovery_presence_and_
         b.publish(&service(), ch, "Tick", json!({"i": i})).await;
     }
     let mut on_a = a.connect(&customer("acme", "kds", None)).await;
-    on_a.send_json(json!({"type":"subscribe","data":{"channel":ch,"since":{"offset":5,"epoch":epoch}}}))
-        .await;
+    on_a.send_json(
+        json!({"type":"subscribe","data":{"channel":ch,"since":{"offset":5,"epoch":epoch}}}),
+    )
+    .await;
     let sub = on_a.recv().await;
     assert_eq!(sub["data"]["recovered"], true, "{sub}");
     let replay: Vec<u64> = on_a
@@ -161,9 +175,14 @@ async fn publish_until(
     let mut i = 0;
     while !stop.load(Ordering::SeqCst) {
         i += 1;
-        let (status, ack) = a.publish(&service(), channel, "Tick", json!({"i": i})).await;
+        let (status, ack) = a
+            .publish(&service(), channel, "Tick", json!({"i": i}))
+            .await;
         if status == 202 {
-            accepted.lock().unwrap().push(ack["offset"].as_u64().unwrap());
+            accepted
+                .lock()
+                .unwrap()
+                .push(ack["offset"].as_u64().unwrap());
         }
         count.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -204,7 +223,10 @@ async fn check_nothing_lost(a: &TestApp, on_b: &mut WsClient, channel: &str, acc
         .filter(|o| !received.contains(o))
         .copied()
         .collect();
-    assert!(missing.is_empty(), "accepted but never delivered: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "accepted but never delivered: {missing:?}"
+    );
 }
 
 #[actix_web::test]
@@ -233,8 +255,8 @@ async fn a_master_killed_under_publishing_fails_over_and_no_acknowledged_publish
         }
         rc.kill(master.port).await;
         rc.wait_ok().await; // its replica was promoted
-        // The promoted master has no replica: with replica acknowledgement, its publishes are
-        // refused until the old master is back (as its replica) and has synced.
+                            // The promoted master has no replica: with replica acknowledgement, its publishes are
+                            // refused until the old master is back (as its replica) and has synced.
         rc.restart_stopped().await;
         let after = count.load(Ordering::SeqCst);
         while count.load(Ordering::SeqCst) < after + 30 {
@@ -288,7 +310,10 @@ async fn moving_slots_while_publishing_loses_nothing() {
         }
         stop.store(true, Ordering::SeqCst);
     };
-    tokio::join!(publish_until(&a, channel, &accepted, &count, &stop), reshard);
+    tokio::join!(
+        publish_until(&a, channel, &accepted, &count, &stop),
+        reshard
+    );
     assert_eq!(rc.master_of(slot).await.port, to.port, "the slot moved");
     let accepted = accepted.into_inner().unwrap();
     check_nothing_lost(&a, &mut on_b, channel, accepted).await;
@@ -319,7 +344,11 @@ async fn the_whole_redis_cluster_down_degrades_then_resumes_by_itself() {
     // Refused with a clear 503 after the retries; this node's subscribers still get it.
     let (status, problem) = a.publish(&service(), channel, "During", json!(2)).await;
     assert_eq!(status, 503, "{problem}");
-    assert_eq!(on_a.recv().await["data"]["event"], "During", "local delivery goes on");
+    assert_eq!(
+        on_a.recv().await["data"]["event"],
+        "During",
+        "local delivery goes on"
+    );
     on_b.ping().await;
 
     // The cluster returns (same nodes, no data): nodes reconnect and resubscribe by themselves.
@@ -337,7 +366,11 @@ async fn the_whole_redis_cluster_down_degrades_then_resumes_by_itself() {
     })
     .await;
     assert_eq!(status, 202, "{ack}");
-    assert_eq!(on_b.recv().await["data"]["event"], "After", "cross-node delivery resumed");
+    assert_eq!(
+        on_b.recv().await["data"]["event"],
+        "After",
+        "cross-node delivery resumed"
+    );
 }
 
 #[actix_web::test]

@@ -213,10 +213,7 @@ impl RedisCluster {
                 .map(|n| (n.port, n.slots))
                 .collect();
             masters.sort();
-            if masters
-                .iter()
-                .any(|(p, _)| !self.alive().any(|a| a == *p))
-            {
+            if masters.iter().any(|(p, _)| !self.alive().any(|a| a == *p)) {
                 return false;
             }
             views.push(masters);
@@ -278,7 +275,9 @@ impl RedisCluster {
         self.nodes()
             .await
             .into_iter()
-            .find(|n| n.master && !n.failed && n.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+            .find(|n| {
+                n.master && !n.failed && n.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+            })
             .expect("every slot has a master")
     }
 
@@ -324,9 +323,12 @@ impl RedisCluster {
         cli(to, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from.id])
             .await
             .expect("SETSLOT IMPORTING");
-        cli(from.port, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &target.id])
-            .await
-            .expect("SETSLOT MIGRATING");
+        cli(
+            from.port,
+            &["CLUSTER", "SETSLOT", &s, "MIGRATING", &target.id],
+        )
+        .await
+        .expect("SETSLOT MIGRATING");
         loop {
             let keys = cli(from.port, &["CLUSTER", "GETKEYSINSLOT", &s, "100"])
                 .await

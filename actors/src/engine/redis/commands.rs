@@ -176,7 +176,12 @@ impl Cluster {
 
     /// Runs `f` within `timeout` on a connection for commands (`acked`: for publishes that
     /// wait for replicas).
-    async fn run_on<T, F, Fut>(&self, acked: bool, timeout: Duration, f: F) -> Result<T, ClusterError>
+    async fn run_on<T, F, Fut>(
+        &self,
+        acked: bool,
+        timeout: Duration,
+        f: F,
+    ) -> Result<T, ClusterError>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
@@ -189,7 +194,10 @@ impl Cluster {
             .await
             .map_err(|_| ClusterError::Timeout(timeout))
             .and_then(|r| r);
-        if matches!(result, Err(ClusterError::Timeout(_) | ClusterError::Redis(_))) {
+        if matches!(
+            result,
+            Err(ClusterError::Timeout(_) | ClusterError::Redis(_))
+        ) {
             self.inner.target.reset();
         }
         result
@@ -218,7 +226,12 @@ impl Cluster {
             history.size.to_string(),
             (history.ttl.as_millis() as u64).to_string(),
             if idempotent { "1" } else { "0" }.to_owned(),
-            if keys.sharded() { "SPUBLISH" } else { "PUBLISH" }.to_owned(),
+            if keys.sharded() {
+                "SPUBLISH"
+            } else {
+                "PUBLISH"
+            }
+            .to_owned(),
         ];
         let acks = self.inner.config.replica_acks;
         let (offset, epoch): (u64, String) = if acks == 0 {

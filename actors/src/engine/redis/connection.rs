@@ -18,6 +18,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 /// Where the engine's Redis is.
+// One per process, never moved around: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Target {
     Single {
         pool: Pool,
@@ -57,7 +59,11 @@ impl Target {
 
     /// A Redis Cluster reached through `seeds` (URLs carrying TLS, user name and password).
     /// `acked_timeout`: how long a publish acknowledged by replicas may take.
-    pub fn cluster(seeds: &[String], timeout: Duration, acked_timeout: Duration) -> RedisResult<Self> {
+    pub fn cluster(
+        seeds: &[String],
+        timeout: Duration,
+        acked_timeout: Duration,
+    ) -> RedisResult<Self> {
         let build = |protocol| {
             ClusterClientBuilder::new(seeds.iter().map(String::as_str))
                 .use_protocol(protocol)
@@ -125,8 +131,8 @@ impl Target {
     pub async fn dedicated(&self, response_timeout: Duration) -> RedisResult<Conn> {
         match self {
             Target::Single { client, .. } => {
-                let config =
-                    redis::AsyncConnectionConfig::new().set_response_timeout(Some(response_timeout));
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(response_timeout));
                 Ok(Conn::Multiplexed(
                     client
                         .get_multiplexed_async_connection_with_config(&config)
