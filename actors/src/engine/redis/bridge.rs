@@ -72,6 +72,9 @@ pub struct BridgeState {
     pub channels: usize,
     /// Of those, channels whose Redis subscription is confirmed.
     pub subscribed: usize,
+    /// Confirmed Redis subscriptions: one per channel on one Redis, one per partition
+    /// (`SSUBSCRIBE`) on a Redis Cluster, however many channels it carries.
+    pub subscriptions: usize,
     pub last_error: Option<String>,
     /// Envelopes relayed from Redis since start.
     pub relayed: u64,
@@ -620,6 +623,7 @@ impl Handler<BridgeStatus> for RedisBridge {
             connected: self.sink.is_some(),
             channels: self.channels.len(),
             subscribed: self.channels.values().filter(|c| c.confirmed).count(),
+            subscriptions: self.topics.values().filter(|t| t.confirmed).count(),
             last_error: self.last_error.clone(),
             relayed: self.relayed,
             unrelayed: self.metrics().unrelayed.get(),
