@@ -323,9 +323,36 @@ pub struct RedisSettings {
     pub command_timeout_ms: u64,
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+    /// Redis Cluster seed nodes, `host:port` separated by commas; set = the Redis Cluster engine.
+    pub cluster_nodes: String,
+    pub cluster_partitions: u32,
+    pub replica_acks: u32,
+    pub replica_ack_timeout_ms: u64,
 }
 
 impl RedisSettings {
+    /// The Redis Cluster seed nodes as URLs (TLS, user name and password as for one Redis), or
+    /// none when `cluster_nodes` is empty.
+    pub fn cluster_seed_urls(&self) -> Vec<String> {
+        use secrecy::ExposeSecret;
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let enc = |s: &str| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let password = self.password.expose_secret();
+        let auth = match (self.username.is_empty(), password.is_empty()) {
+            (true, true) => String::new(),
+            (true, false) => format!(":{}@", enc(password)),
+            (false, _) => format!("{}:{}@", enc(&self.username), enc(password)),
+        };
+        self.cluster_nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| format!("{scheme}://{auth}{n}"))
+            .collect()
+    }
+
     /// The Redis URL for cluster mode, or `None` for embedded mode.
     pub fn connection_url(&self) -> Option<String> {
         use secrecy::ExposeSecret;
@@ -570,8 +597,18 @@ impl Settings {
     pub fn cluster(&self) -> Option<switchyard_actors::engine::redis::ClusterConfig> {
         let r = &self.redis;
         let p = &self.presence;
+        let cluster_nodes = r.cluster_seed_urls();
+        let url = match r.connection_url() {
+            Some(url) => url,
+            None if !cluster_nodes.is_empty() => String::new(),
+            None => return None,
+        };
         Some(switchyard_actors::engine::redis::ClusterConfig {
-            url: r.connection_url()?,
+            url,
+            cluster_nodes,
+            cluster_partitions: r.cluster_partitions,
+            replica_acks: r.replica_acks,
+            replica_ack_timeout: Duration::from_millis(r.replica_ack_timeout_ms),
             prefix: r.prefix.clone(),
             publish_attempts: r.publish_retry_attempts,
             publish_retry_delay: Duration::from_millis(r.publish_retry_delay_ms),
@@ -681,6 +718,41 @@ mod tests {
                 .unwrap_err();
             assert!(e.to_string().contains("signalr.default_arguments"), "{e}");
         }
+    }
+
+    #[test]
+    fn redis_cluster_nodes_select_the_cluster_engine_with_tls_and_credentials() {
+        let s = load(&[]);
+        assert!(s.cluster().is_none(), "embedded by default");
+        let s = load(&[
+            (
+                "SWITCHYARD__REDIS__CLUSTER_NODES",
+                "10.0.0.1:7000, 10.0.0.2:7001,",
+            ),
+            ("SWITCHYARD__REDIS__TLS", "true"),
+            ("SWITCHYARD__REDIS__USERNAME", "app"),
+            ("SWITCHYARD__REDIS__PASSWORD", "p@ss"),
+        ]);
+        let c = s
+            .cluster()
+            .expect("cluster nodes alone select cluster mode");
+        assert_eq!(
+            c.cluster_nodes,
+            [
+                "rediss://app:p%40ss@10.0.0.1:7000",
+                "rediss://app:p%40ss@10.0.0.2:7001"
+            ]
+        );
+        assert_eq!(c.cluster_partitions, 64, "the documented default");
+        assert_eq!(c.replica_acks, 0);
+        let s = load(&[
+            ("SWITCHYARD__REDIS__CLUSTER_NODES", "h:1"),
+            ("SWITCHYARD__REDIS__CLUSTER_PARTITIONS", "128"),
+            ("SWITCHYARD__REDIS__REPLICA_ACKS", "1"),
+        ]);
+        let c = s.cluster().unwrap();
+        assert_eq!(c.cluster_nodes, ["redis://h:1"]);
+        assert_eq!((c.cluster_partitions, c.replica_acks), (128, 1));
     }
 
     #[test]

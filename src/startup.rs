@@ -191,6 +191,13 @@ impl Application {
                     meter,
                 );
                 log::info!("cluster mode: Redis prefix {:?}", settings.redis.prefix);
+                let seeds = settings.redis.cluster_seed_urls().len();
+                if seeds > 0 {
+                    log::info!(
+                        "Redis Cluster engine: {seeds} seed nodes, {} partitions (sharded pub/sub)",
+                        settings.redis.cluster_partitions
+                    );
+                }
                 Some((cluster, bridge))
             }
         };

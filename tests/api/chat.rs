@@ -28,12 +28,12 @@ const CHAT_EVENTS: [&str; 11] = [
     "MessagesRead",
 ];
 
-fn user(name: &str) -> As {
+pub(crate) fn user(name: &str) -> As {
     customer(TENANT, name, None)
 }
 
 /// A hub client (JSON protocol) listening for every chat event.
-async fn chat_client(app: &TestApp, who: &As) -> HubClient {
+pub(crate) async fn chat_client(app: &TestApp, who: &As) -> HubClient {
     chat_client_with(app, who, false).await
 }
 
@@ -54,7 +54,7 @@ async fn chat_client_with(app: &TestApp, who: &As, messagepack: bool) -> HubClie
 
 /// Waits until a cluster node's Redis subscriptions are confirmed for `channels` channels, so
 /// events published anywhere reach its clients.
-async fn listening(node: &TestApp, channels: u64) {
+pub(crate) async fn listening(node: &TestApp, channels: u64) {
     eventually("the node's Redis subscriptions", || async {
         let (_, r) = node.get("/health/ready", None).await;
         (r["redis"]["subscribed"].as_u64()? >= channels).then_some(())

@@ -2,6 +2,7 @@
 
 mod helpers;
 mod hub_client;
+mod redis_cluster_server;
 mod redis_server;
 
 mod admin;
@@ -24,6 +25,7 @@ mod native_bad_input;
 mod operations;
 mod payload_limits;
 mod policy_matrix;
+mod redis_cluster;
 mod redis_restart;
 mod rest;
 mod rules;

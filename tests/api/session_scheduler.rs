@@ -15,7 +15,7 @@ use crate::helpers::*;
 const SCHEDULED: &str = "switchyard_published_total{source=\"scheduler\"}";
 
 /// Scans every 100 ms; sessions expire after 3 s idle, with the warning 2 s before.
-fn fast(s: &mut Settings) {
+pub(crate) fn fast(s: &mut Settings) {
     s.scheduler.scan_interval_ms = 100;
     s.scheduler.inactive_timeout_secs = 3;
     s.scheduler.served_order_timeout_secs = 1;
@@ -23,7 +23,7 @@ fn fast(s: &mut Settings) {
 }
 
 /// Polls `GET …/sessions/{id}` until its status is `status`.
-async fn wait_for_status(app: &TestApp, tenant: &str, id: &str, status: &str) -> Value {
+pub(crate) async fn wait_for_status(app: &TestApp, tenant: &str, id: &str, status: &str) -> Value {
     let started = Instant::now();
     loop {
         let (_, s) = app

@@ -6,12 +6,13 @@
 //! | --- | --- |
 //! | `mod.rs` | the traits ([`BrokerEngine`], [`Shards`]), the values they exchange, [`Interest`] |
 //! | `embedded.rs` | one node: [`embedded::EmbeddedEngine`] (the broker shards keep offsets and history) and [`embedded::EmbeddedPresence`] |
-//! | `redis/` | cluster mode over Redis: [`redis::RedisEngine`] (Redis keeps offsets and history, pub/sub carries events between nodes), [`redis::RedisPresence`] (cluster-wide presence), their commands, the [`redis::bridge::RedisBridge`] actor and the ingest stream |
+//! | `redis/` | cluster mode over one Redis or a Redis Cluster (sharded pub/sub): [`redis::RedisEngine`] (Redis keeps offsets and history, pub/sub carries events between nodes), [`redis::RedisPresence`] (cluster-wide presence), their commands, the [`redis::bridge::RedisBridge`] actor and the ingest stream |
 //!
 //! Which way each side knows the other: the broker holds an `Arc<dyn BrokerEngine>` and tells the
 //! engine about channel interest by sending [`Interest`] to a recipient it was given; an engine
 //! holds the node's shards as an `Arc<dyn Shards>` (implemented by the broker). Neither names the
-//! other's types, so a new engine (a Redis Cluster one) plugs in here without touching the broker.
+//! other's types, so a new engine plugs in here without touching the broker (the Redis Cluster
+//! engine is the Redis engine over a cluster connection: `redis/connection.rs`).
 //!
 //! Presence has its own seam ([`crate::presence::PresenceEngine`]); each engine here implements
 //! it too, so a mode is one directory.

@@ -1,8 +1,10 @@
-//! The Redis bridge: one actor per node in cluster mode. It owns the node's one pub/sub
-//! connection, subscribes in Redis only to channels that have local subscribers (on the first,
-//! unsubscribing after the last), and relays every envelope it receives into the broker shard
-//! that owns the channel — the origin node's own events included, so every node delivers each
-//! channel in one order.
+//! The Redis bridge: one actor per node in cluster mode. It owns the node's pub/sub connection
+//! (on one Redis: one connection, a `SUBSCRIBE` per channel; on a Redis Cluster: the crate's
+//! cluster connection, one connection per node, an `SSUBSCRIBE` per partition), subscribes in
+//! Redis only to what channels with local subscribers need (on the first, unsubscribing after the
+//! last), and relays every envelope it receives into the broker shard that owns the channel — the
+//! origin node's own events included, so every node delivers each channel in one order.
+//! Envelopes of channels without local subscribers (a partition carries many) are dropped here.
 //!
 //! Pub/sub alone is at-most-once, so the bridge keeps the last relayed (epoch, offset) per channel.
 //! After a reconnect (or a gap in offsets) it buffers the channel's live envelopes, replays the
@@ -13,7 +15,11 @@
 //! channel first subscribed here while Redis was unreachable (its subscribers were served locally)
 //! has no relayed position; when Redis returns it gets what Redis accepted for it since then (by
 //! the events' publish time). Redis down: the bridge retries with back-off and resubscribes every
-//! channel by itself; nothing here panics.
+//! channel by itself; nothing here panics. On a Redis Cluster, losing any node's connection (a
+//! master killed, then its replica promoted) or a subscription the server ended (its slot moved
+//! to another master) counts as losing the connection: the bridge builds a new one from the seed
+//! nodes (fresh slot map), resubscribes and catches up as above, so failovers and resharding
+//! lose nothing that history still holds.
 //!
 //! Messages (who sends them, what they reply):
 //! - [`Interest`]: broker shard → bridge when a channel gains its first / loses its last local
@@ -34,6 +40,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use super::connection::{PushEvent, Subscriber};
 use super::Cluster;
 use crate::channel::ChannelName;
 use crate::engine::{Delivery, Interest, Shards};
@@ -66,6 +73,9 @@ pub struct BridgeState {
     pub channels: usize,
     /// Of those, channels whose Redis subscription is confirmed.
     pub subscribed: usize,
+    /// Confirmed Redis subscriptions: one per channel on one Redis, one per partition
+    /// (`SSUBSCRIBE`) on a Redis Cluster, however many channels it carries.
+    pub subscriptions: usize,
     pub last_error: Option<String>,
     /// Envelopes relayed from Redis since start.
     pub relayed: u64,
@@ -114,7 +124,18 @@ enum CatchUpFrom {
 /// Items of the pub/sub stream, tagged with the connection they came from.
 struct PubSubItem {
     generation: u64,
-    msg: Option<redis::Msg>,
+    event: PushEvent,
+}
+
+/// One Redis subscription (a channel on one Redis, a partition on a Redis Cluster).
+#[derive(Default)]
+struct Topic {
+    /// The server confirmed it on the current connection.
+    confirmed: bool,
+    /// Asked for on the current connection, not yet confirmed.
+    asked: bool,
+    /// Channels with local subscribers carried by it.
+    channels: std::collections::HashSet<ChannelName>,
 }
 
 impl Message for PubSubItem {
@@ -126,9 +147,10 @@ pub struct RedisBridge {
     cluster: Cluster,
     shards: Option<Arc<dyn Shards>>,
     limits: Arc<ActorLimits>,
-    sink: Option<redis::aio::PubSubSink>,
+    sink: Option<Subscriber>,
     generation: u64,
     channels: HashMap<ChannelName, ChannelRelay>,
+    topics: HashMap<String, Topic>,
     backoff: Duration,
     last_error: Option<String>,
     relayed: u64,
@@ -145,6 +167,7 @@ impl RedisBridge {
             sink: None,
             generation: 0,
             channels: HashMap::new(),
+            topics: HashMap::new(),
             backoff,
             last_error: None,
             relayed: 0,
@@ -157,25 +180,33 @@ impl RedisBridge {
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
-        let client = self.cluster.client().clone();
+        let cluster = self.cluster.clone();
         let timeout = self.cluster.config().command_timeout;
         let fut = async move {
-            tokio::time::timeout(timeout, client.get_async_pubsub())
+            tokio::time::timeout(timeout, cluster.target().subscriber())
                 .await
                 .map_err(|_| format!("no connection within {timeout:?}"))?
                 .map_err(|e| e.to_string())
         };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
-            Ok(pubsub) => act.on_connected(ctx, pubsub),
+            Ok((sink, events)) => act.on_connected(ctx, sink, events),
             Err(e) => act.on_disconnected(ctx, e),
         }));
     }
 
-    fn on_connected(&mut self, ctx: &mut Context<Self>, pubsub: redis::aio::PubSub) {
+    fn on_connected(
+        &mut self,
+        ctx: &mut Context<Self>,
+        sink: Subscriber,
+        events: futures_util::stream::BoxStream<'static, PushEvent>,
+    ) {
         self.generation += 1;
         let generation = self.generation;
-        let (sink, stream) = pubsub.split();
         self.sink = Some(sink);
+        for topic in self.topics.values_mut() {
+            topic.confirmed = false;
+            topic.asked = false;
+        }
         self.backoff = self.cluster.config().reconnect_min;
         if let Some(since) = self.disconnected_since.take() {
             log::info!("redis bridge connected (after {:?} down)", since.elapsed());
@@ -187,27 +218,9 @@ impl RedisBridge {
             crate::metered::SINGLE_INSTANCE,
             Some(self.limits.clone()),
         );
-        let last = meter.clone();
-        let tagged = stream
-            .map(move |m| {
-                Counted::new(
-                    PubSubItem {
-                        generation,
-                        msg: Some(m),
-                    },
-                    &meter,
-                )
-            })
-            .chain(futures_util::stream::once(async move {
-                Counted::new(
-                    PubSubItem {
-                        generation,
-                        msg: None,
-                    },
-                    &last,
-                )
-            }));
-        ctx.add_message_stream(tagged);
+        ctx.add_message_stream(
+            events.map(move |event| Counted::new(PubSubItem { generation, event }, &meter)),
+        );
         // Resubscribe everything; channels with a known position catch up from history.
         let names: Vec<ChannelName> = self.channels.keys().cloned().collect();
         for name in names {
@@ -216,6 +229,12 @@ impl RedisBridge {
     }
 
     fn on_disconnected(&mut self, ctx: &mut Context<Self>, error: String) {
+        // Whatever the old connection still delivers is ignored from here on.
+        self.generation += 1;
+        for topic in self.topics.values_mut() {
+            topic.confirmed = false;
+            topic.asked = false;
+        }
         if self.disconnected_since.is_none() {
             log::warn!("redis bridge disconnected: {error}");
             self.disconnected_since = Some(Instant::now());
@@ -253,18 +272,47 @@ impl RedisBridge {
             state.catch_up.get_or_insert_with(Vec::new);
         }
         let pubsub = self.cluster.keys().pubsub(name.as_str());
+        let topic = self.topics.entry(pubsub.clone()).or_default();
+        topic.channels.insert(name.clone());
+        if topic.confirmed {
+            // Another channel of the partition already subscribed it.
+            return self.on_subscribed(ctx, name);
+        }
+        if topic.asked {
+            return;
+        }
+        topic.asked = true;
         let generation = self.generation;
+        let timeout = self.cluster.config().command_timeout;
+        let subscribing = pubsub.clone();
         let fut = async move {
             let mut sink = sink;
-            sink.subscribe(pubsub).await.map_err(|e| e.to_string())
+            match tokio::time::timeout(timeout, sink.subscribe(subscribing)).await {
+                Ok(res) => res.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no confirmation within {timeout:?}")),
+            }
         };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             if act.generation != generation {
                 return;
             }
             match res {
-                Ok(()) => act.on_subscribed(ctx, name),
-                Err(e) => log::warn!("redis subscribe {name} failed: {e}"),
+                Ok(()) => {
+                    let Some(topic) = act.topics.get_mut(&pubsub) else {
+                        return;
+                    };
+                    topic.confirmed = true;
+                    let names: Vec<ChannelName> = topic.channels.iter().cloned().collect();
+                    for name in names {
+                        act.on_subscribed(ctx, name);
+                    }
+                }
+                Err(e) => {
+                    // A connection that cannot subscribe is as good as lost (on a cluster: the
+                    // slot's master is gone and the slot map is stale): start over.
+                    log::warn!("redis subscribe {pubsub} failed: {e}");
+                    act.on_disconnected(ctx, format!("subscribe {pubsub}: {e}"));
+                }
             }
         }));
     }
@@ -464,13 +512,21 @@ impl Handler<PubSubItem> for RedisBridge {
         if item.generation != self.generation {
             return;
         }
-        let Some(msg) = item.msg else {
-            return self.on_disconnected(ctx, "pub/sub connection closed".into());
-        };
-        let payload: String = match msg.get_payload() {
-            Ok(p) => p,
-            Err(e) => {
+        let (topic, payload) = match item.event {
+            PushEvent::Message { topic, payload } => (topic, payload),
+            PushEvent::Unreadable(e) => {
                 log::warn!("redis bridge: unreadable pub/sub payload: {e}");
+                return;
+            }
+            PushEvent::Lost(why) => return self.on_disconnected(ctx, why),
+            PushEvent::Unsubscribed(topic) => {
+                // Ours to keep (not an unsubscribe of our own): its slot moved.
+                if self.topics.get(&topic).is_some_and(|t| t.confirmed) {
+                    return self.on_disconnected(
+                        ctx,
+                        format!("the server ended the subscription {topic} (slot moved)"),
+                    );
+                }
                 return;
             }
         };
@@ -478,10 +534,7 @@ impl Handler<PubSubItem> for RedisBridge {
             Ok(env) => self.relay(ctx, Arc::new(env)),
             Err(e) => {
                 // Someone wrote to our channel without the publish step; never crash on it.
-                log::warn!(
-                    "redis bridge: refused envelope on {}: {e}",
-                    msg.get_channel_name()
-                );
+                log::warn!("redis bridge: refused envelope on {topic}: {e}");
                 self.metrics()
                     .bad_frames
                     .with_label_values(&["redis_envelope"])
@@ -523,8 +576,16 @@ impl RedisBridge {
         for w in state.waiters.drain(..) {
             let _ = w.send(false);
         }
+        let pubsub = self.cluster.keys().pubsub(name.as_str());
+        let Some(topic) = self.topics.get_mut(&pubsub) else {
+            return;
+        };
+        topic.channels.remove(&name);
+        if !topic.channels.is_empty() {
+            return;
+        }
+        self.topics.remove(&pubsub);
         if let Some(sink) = self.sink.clone() {
-            let pubsub = self.cluster.keys().pubsub(name.as_str());
             ctx.spawn(
                 async move {
                     let mut sink = sink;
@@ -573,6 +634,7 @@ impl Handler<BridgeStatus> for RedisBridge {
             connected: self.sink.is_some(),
             channels: self.channels.len(),
             subscribed: self.channels.values().filter(|c| c.confirmed).count(),
+            subscriptions: self.topics.values().filter(|t| t.confirmed).count(),
             last_error: self.last_error.clone(),
             relayed: self.relayed,
             unrelayed: self.metrics().unrelayed.get(),

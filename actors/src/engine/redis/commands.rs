@@ -1,6 +1,7 @@
-//! [`Cluster`]: the cheap, cloneable handle for Redis commands (a `deadpool-redis` pool):
-//! publishing (one atomic Lua step: next offset, bounded history, PUBLISH) and channel positions
-//! and recovery from history. Presence commands are in `presence.rs`, the ingest stream in
+//! [`Cluster`]: the cheap, cloneable handle for Redis commands (on one Redis or a Redis Cluster,
+//! see `connection.rs`): publishing (one atomic Lua step: next offset, bounded history, PUBLISH
+//! or SPUBLISH; optionally acknowledged only once replicas have it) and channel positions and
+//! recovery from history. Presence commands are in `presence.rs`, the ingest stream in
 //! `ingest.rs`.
 //!
 //! Guarantees (stated where they are made): offsets are per channel and cluster-wide; within one
@@ -10,9 +11,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::{Pool, Runtime};
 use redis::Script;
 
+use super::connection::{Conn, Target};
 use super::{scripts, Keys};
 use crate::channel::ChannelName;
 use crate::engine::PublishAck;
@@ -26,6 +27,16 @@ use crate::metrics::Metrics;
 pub struct ClusterConfig {
     /// `redis://` or `rediss://` (TLS), with password and database as in any Redis URL.
     pub url: String,
+    /// Redis Cluster seed nodes as URLs (TLS, user name and password as in `url`); when not
+    /// empty, the engine runs on the Redis Cluster (sharded pub/sub) and `url` is not used.
+    pub cluster_nodes: Vec<String>,
+    /// Partitions channels are hashed into on a Redis Cluster (one sharded pub/sub channel each).
+    pub cluster_partitions: u32,
+    /// A publish is acknowledged only once this many replicas have it (`WAIT`); 0 = on the
+    /// master's word.
+    pub replica_acks: u32,
+    /// How long a publish waits for those replicas before it is refused.
+    pub replica_ack_timeout: Duration,
     /// Prefix of every key and pub/sub channel.
     pub prefix: String,
     /// Tries per publish before it is refused (the seeds' RetryAttempts).
@@ -57,6 +68,10 @@ pub enum ClusterError {
     Timeout(Duration),
     #[error("redis returned an unexpected reply: {0}")]
     Reply(String),
+    /// Published, but fewer replicas than asked confirmed it in time: a failover now could lose
+    /// it. Not retried and not delivered locally again (it was delivered through Redis).
+    #[error("only {got} of {wanted} replicas confirmed the publish in time")]
+    NotReplicated { got: u32, wanted: u32 },
 }
 
 impl From<redis::RedisError> for ClusterError {
@@ -80,8 +95,7 @@ pub struct Position {
 }
 
 struct Inner {
-    pool: Pool,
-    client: redis::Client,
+    target: Target,
     keys: Keys,
     config: ClusterConfig,
     node: NodeId,
@@ -104,15 +118,22 @@ impl Cluster {
     ) -> Result<Self, ClusterError> {
         // rustls needs a process-wide crypto provider for rediss://; installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = redis::Client::open(config.url.as_str())?;
-        let pool = deadpool_redis::Config::from_url(config.url.clone())
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| ClusterError::Redis(e.to_string()))?;
+        let (target, keys) = if config.cluster_nodes.is_empty() {
+            (Target::single(&config.url)?, Keys::new(&config.prefix))
+        } else {
+            (
+                Target::cluster(
+                    &config.cluster_nodes,
+                    config.command_timeout,
+                    config.command_timeout + config.replica_ack_timeout,
+                )?,
+                Keys::cluster(&config.prefix, config.cluster_partitions),
+            )
+        };
         Ok(Self {
             inner: Arc::new(Inner {
-                pool,
-                client,
-                keys: Keys::new(&config.prefix),
+                target,
+                keys,
                 config,
                 node,
                 metrics,
@@ -138,25 +159,48 @@ impl Cluster {
         &self.inner.metrics
     }
 
-    /// A client for dedicated connections (pub/sub, blocking reads).
-    pub fn client(&self) -> &redis::Client {
-        &self.inner.client
+    /// One Redis or a Redis Cluster: dedicated connections (pub/sub, blocking reads).
+    pub fn target(&self) -> &Target {
+        &self.inner.target
     }
 
     /// Runs `f` on a pooled connection within the command timeout.
     pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, ClusterError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
     {
-        let timeout = self.inner.config.command_timeout;
+        self.run_on(false, self.inner.config.command_timeout, f)
+            .await
+    }
+
+    /// Runs `f` within `timeout` on a connection for commands (`acked`: for publishes that
+    /// wait for replicas).
+    async fn run_on<T, F, Fut>(
+        &self,
+        acked: bool,
+        timeout: Duration,
+        f: F,
+    ) -> Result<T, ClusterError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
+    {
         let work = async {
-            let conn = self.inner.pool.get().await?;
+            let conn = self.inner.target.get(acked).await?;
             Ok::<T, ClusterError>(f(conn).await?)
         };
-        tokio::time::timeout(timeout, work)
+        let result = tokio::time::timeout(timeout, work)
             .await
-            .map_err(|_| ClusterError::Timeout(timeout))?
+            .map_err(|_| ClusterError::Timeout(timeout))
+            .and_then(|r| r);
+        if matches!(
+            result,
+            Err(ClusterError::Timeout(_) | ClusterError::Redis(_))
+        ) {
+            self.inner.target.reset();
+        }
+        result
     }
 
     /// One publish attempt. `idempotency` (an event id) makes a retried publish happen once.
@@ -169,21 +213,62 @@ impl Cluster {
         let (head, tail) = envelope_parts(draft, &self.inner.node);
         let channel = &draft.channel;
         let history = self.inner.config.history;
-        let script = self.inner.publish.clone();
-        let mut inv = script.prepare_invoke();
-        inv.key(keys.offset(channel))
-            .key(keys.epoch(channel))
-            .key(keys.history(channel))
-            .key(keys.seen(channel, &draft.id))
-            .arg(head)
-            .arg(tail)
-            .arg(keys.pubsub(channel.as_str()))
-            .arg(history.size)
-            .arg(history.ttl.as_millis() as u64)
-            .arg(if idempotent { "1" } else { "0" });
-        let (offset, epoch): (u64, String) = self
-            .run(|mut conn| async move { inv.invoke_async(&mut conn).await })
-            .await?;
+        let keys_args = [
+            keys.offset(channel),
+            keys.epoch(channel),
+            keys.history(channel),
+            keys.seen(channel, &draft.id),
+        ];
+        let argv: [String; 7] = [
+            head,
+            tail,
+            keys.pubsub(channel.as_str()),
+            history.size.to_string(),
+            (history.ttl.as_millis() as u64).to_string(),
+            if idempotent { "1" } else { "0" }.to_owned(),
+            if keys.sharded() {
+                "SPUBLISH"
+            } else {
+                "PUBLISH"
+            }
+            .to_owned(),
+        ];
+        let acks = self.inner.config.replica_acks;
+        let (offset, epoch): (u64, String) = if acks == 0 {
+            let mut inv = self.inner.publish.prepare_invoke();
+            for k in &keys_args {
+                inv.key(k);
+            }
+            for a in &argv {
+                inv.arg(a);
+            }
+            self.run(|mut conn| async move { inv.invoke_async(&mut conn).await })
+                .await?
+        } else {
+            // `WAIT` counts what replicas confirmed of this connection's writes, so it goes in
+            // one pipeline with the script (the cluster connection routes the pipeline by the
+            // script's keys to the partition's master; EVAL, not EVALSHA, so nothing in the
+            // pipeline can fail for a script cache that a failover emptied).
+            let mut pipe = redis::pipe();
+            pipe.cmd("EVAL")
+                .arg(scripts::PUBLISH)
+                .arg(keys_args.len())
+                .arg(&keys_args)
+                .arg(&argv)
+                .cmd("WAIT")
+                .arg(acks)
+                .arg(self.inner.config.replica_ack_timeout.as_millis() as u64);
+            let timeout = self.inner.config.command_timeout + self.inner.config.replica_ack_timeout;
+            let (published, got): ((u64, String), u32) = self
+                .run_on(true, timeout, |mut conn| async move {
+                    pipe.query_async(&mut conn).await
+                })
+                .await?;
+            if got < acks {
+                return Err(ClusterError::NotReplicated { got, wanted: acks });
+            }
+            published
+        };
         Ok(PublishAck {
             id: draft.id.clone(),
             offset,
@@ -200,6 +285,7 @@ impl Cluster {
         loop {
             match self.publish_once(draft, true).await {
                 Ok(ack) => return Ok(ack),
+                Err(e @ ClusterError::NotReplicated { .. }) => return Err(e),
                 Err(e) if attempt >= cfg.publish_attempts.max(1) => return Err(e),
                 Err(e) => {
                     log::warn!(

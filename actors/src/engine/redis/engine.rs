@@ -2,7 +2,8 @@
 //! come back to every node — the publisher's too — through the [`RedisBridge`], so each node sees
 //! one order per channel. If Redis stays unreachable after the retries, the event is still
 //! delivered to this node's subscribers (under the shard's local epoch, so clients see the history
-//! break) and the publisher gets [`BrokerError::Unavailable`].
+//! break) and the publisher gets [`BrokerError::Unavailable`]. With `redis.replica_acks`, a publish
+//! that replicas did not confirm in time is refused too (it was delivered; a failover may lose it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,11 @@ impl BrokerEngine for RedisEngine {
         async move {
             match cluster.publish(&draft).await {
                 Ok(ack) => Ok(ack),
+                // Redis delivered it; only its durability is in doubt.
+                Err(e @ ClusterError::NotReplicated { .. }) => {
+                    log::warn!("publish to {}: {e}", draft.channel);
+                    Err(unavailable(e))
+                }
                 Err(e) => {
                     // Local delivery goes on; the publisher learns it was not relayed.
                     cluster.metrics().unrelayed.inc();

@@ -134,11 +134,9 @@ impl Cluster {
     async fn ingest_session(&self) -> Result<(), ClusterError> {
         // A dedicated connection: blocking reads must not stall the command pool.
         // Its response timeout must outlast the blocking read.
-        let config = redis::AsyncConnectionConfig::new()
-            .set_response_timeout(Some(BLOCK + self.config().command_timeout));
         let mut conn = self
-            .client()
-            .get_multiplexed_async_connection_with_config(&config)
+            .target()
+            .dedicated(BLOCK + self.config().command_timeout)
             .await?;
         let stream = self.keys().ingest();
         let consumer = self.node().0.to_string();
@@ -221,7 +219,7 @@ impl Cluster {
     /// drafts.
     async fn acknowledge(
         &self,
-        conn: &mut redis::aio::MultiplexedConnection,
+        conn: &mut super::connection::Conn,
         stream: &str,
         id: &str,
     ) -> Result<(), ClusterError> {

@@ -1,18 +1,56 @@
 //! Every Redis key and pub/sub channel name, built from the configured prefix in one place
-//! (documented in `docs/cluster.md`).
+//! (documented in `docs/cluster.md`), in one of two layouts:
+//!
+//! - **single Redis**: a channel's keys share the hash tag `{<channel>}`; its pub/sub channel is
+//!   `{prefix}:ch:{channel}` (classic `PUBLISH`/`SUBSCRIBE`).
+//! - **Redis Cluster**: channels map to `redis.cluster_partitions` partitions by a stable hash
+//!   ([`partition_of`]); a partition's sharded pub/sub channel and every key that changes with a
+//!   publish (offset, epoch, history, idempotency marks) share the hash tag `{p<n>}`, so the
+//!   publish script is one atomic step on one shard and a node holds one `SSUBSCRIBE` per
+//!   partition it listens to. The node-wide keys (ingest stream, heartbeats, presence) carry
+//!   the hash tag `{prefix}` so the presence scripts, which read keys they derive, stay on one
+//!   slot.
 
 use crate::channel::ChannelName;
 use crate::ids::{NodeId, TenantKey};
 
+/// The partition of `channel` among `partitions`: 32-bit FNV-1a of the channel name's UTF-8
+/// bytes, modulo the partition count. Stable across versions and nodes (other publishers may
+/// compute it); changing `redis.cluster_partitions` moves channels, so it is fixed per deployment.
+pub fn partition_of(channel: &str, partitions: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in channel.as_bytes() {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % partitions.max(1)
+}
+
 #[derive(Clone, Debug)]
 pub struct Keys {
     prefix: String,
+    /// Prefix of the node-wide keys: `prefix` on a single Redis, `{prefix}` on a cluster.
+    meta: String,
+    /// `Some(n)`: the Redis Cluster layout with `n` partitions.
+    partitions: Option<u32>,
 }
 
 impl Keys {
+    /// The single-Redis layout.
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
+            meta: prefix.to_owned(),
+            partitions: None,
+        }
+    }
+
+    /// The Redis Cluster layout with `partitions` partitions.
+    pub fn cluster(prefix: &str, partitions: u32) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            meta: format!("{{{prefix}}}"),
+            partitions: Some(partitions.max(1)),
         }
     }
 
@@ -20,66 +58,89 @@ impl Keys {
         &self.prefix
     }
 
-    /// The pub/sub channel carrying a channel's envelopes: `{prefix}:ch:{channel}`.
-    pub fn pubsub(&self, channel: &str) -> String {
-        format!("{}:ch:{channel}", self.prefix)
+    /// Prefix of the node-wide keys (ingest, heartbeats, presence); the presence scripts build
+    /// key names from it.
+    pub fn meta_prefix(&self) -> &str {
+        &self.meta
     }
 
-    /// The Switchyard channel of a pub/sub channel name, if it is one of ours.
-    pub fn channel_of_pubsub<'a>(&self, pubsub: &'a str) -> Option<&'a str> {
-        pubsub.strip_prefix(&self.prefix)?.strip_prefix(":ch:")
+    /// Whether this is the Redis Cluster layout (sharded pub/sub).
+    pub fn sharded(&self) -> bool {
+        self.partitions.is_some()
+    }
+
+    /// The hash-tagged stem of a channel's keys: `{prefix}:{<channel>}:` or
+    /// `{prefix}:{p<n>}:<channel>:`.
+    fn stem(&self, channel: &ChannelName) -> String {
+        match self.partitions {
+            None => format!("{}:{{{channel}}}:", self.prefix),
+            Some(n) => format!(
+                "{}:{{p{}}}:{channel}:",
+                self.prefix,
+                partition_of(channel.as_str(), n)
+            ),
+        }
+    }
+
+    /// The pub/sub channel carrying a channel's envelopes: `{prefix}:ch:{channel}` on a single
+    /// Redis, the partition's sharded channel `{prefix}:{p<n>}:ch` on a cluster.
+    pub fn pubsub(&self, channel: &str) -> String {
+        match self.partitions {
+            None => format!("{}:ch:{channel}", self.prefix),
+            Some(n) => format!("{}:{{p{}}}:ch", self.prefix, partition_of(channel, n)),
+        }
     }
 
     /// `{prefix}:{<channel>}:offset`, the channel's last assigned offset.
     pub fn offset(&self, channel: &ChannelName) -> String {
-        format!("{}:{{{channel}}}:offset", self.prefix)
+        format!("{}offset", self.stem(channel))
     }
 
     /// `{prefix}:{<channel>}:epoch`, the channel's history generation.
     pub fn epoch(&self, channel: &ChannelName) -> String {
-        format!("{}:{{{channel}}}:epoch", self.prefix)
+        format!("{}epoch", self.stem(channel))
     }
 
     /// `{prefix}:{<channel>}:history`, the channel's bounded history stream (entry id
     /// `<offset>-0`, field `e` = the envelope).
     pub fn history(&self, channel: &ChannelName) -> String {
-        format!("{}:{{{channel}}}:history", self.prefix)
+        format!("{}history", self.stem(channel))
     }
 
     /// `{prefix}:{<channel>}:seen:{id}`, marks an idempotent publish as done.
     pub fn seen(&self, channel: &ChannelName, id: &str) -> String {
-        format!("{}:{{{channel}}}:seen:{id}", self.prefix)
+        format!("{}seen:{id}", self.stem(channel))
     }
 
     /// `{prefix}:ingest`: the stream other processes append drafts to.
     pub fn ingest(&self) -> String {
-        format!("{}:ingest", self.prefix)
+        format!("{}:ingest", self.meta)
     }
 
     /// `{prefix}:nodes`: sorted set of node ids scored by their last heartbeat (ms).
     pub fn nodes(&self) -> String {
-        format!("{}:nodes", self.prefix)
+        format!("{}:nodes", self.meta)
     }
 
     /// `{prefix}:node:{node}:tenants`: tenants a node has presence entries for.
     pub fn node_tenants(&self, node: &NodeId) -> String {
-        format!("{}:node:{node}:tenants", self.prefix)
+        format!("{}:node:{node}:tenants", self.meta)
     }
 
     /// `{prefix}:presence:{t}:node:{node}`: a node's connections of a tenant.
     pub fn presence_conns(&self, tenant: &TenantKey, node: &NodeId) -> String {
-        format!("{}:presence:{tenant}:node:{node}", self.prefix)
+        format!("{}:presence:{tenant}:node:{node}", self.meta)
     }
 
     /// `{prefix}:presence:{t}:users`: connections per user across the cluster.
     pub fn presence_users(&self, tenant: &TenantKey) -> String {
-        format!("{}:presence:{tenant}:users", self.prefix)
+        format!("{}:presence:{tenant}:users", self.meta)
     }
 
     /// `{prefix}:presence:pending-offline`: sorted set of "tenant\tuser" scored by the time
     /// their UserOffline is due.
     pub fn presence_pending(&self) -> String {
-        format!("{}:presence:pending-offline", self.prefix)
+        format!("{}:presence:pending-offline", self.meta)
     }
 }
 
@@ -92,11 +153,38 @@ mod tests {
         let k = Keys::new("sy");
         let ch = ChannelName::parse("tenant:a:broadcast").unwrap();
         assert_eq!(k.pubsub(ch.as_str()), "sy:ch:tenant:a:broadcast");
-        assert_eq!(
-            k.channel_of_pubsub("sy:ch:tenant:a:broadcast"),
-            Some("tenant:a:broadcast")
-        );
-        assert_eq!(k.channel_of_pubsub("other:ch:x"), None);
         assert_eq!(k.offset(&ch), "sy:{tenant:a:broadcast}:offset");
+        assert_eq!(k.ingest(), "sy:ingest");
+    }
+
+    #[test]
+    fn the_cluster_layout_shares_one_hash_tag_per_partition() {
+        let k = Keys::cluster("sy", 64);
+        let ch = ChannelName::parse("tenant:a:broadcast").unwrap();
+        let p = partition_of("tenant:a:broadcast", 64);
+        assert!(p < 64);
+        let tag = format!("{{p{p}}}");
+        for key in [
+            k.pubsub(ch.as_str()),
+            k.offset(&ch),
+            k.epoch(&ch),
+            k.history(&ch),
+            k.seen(&ch, "e1"),
+        ] {
+            assert!(key.starts_with(&format!("sy:{tag}:")), "{key}");
+        }
+        assert_eq!(k.offset(&ch), format!("sy:{tag}:tenant:a:broadcast:offset"));
+        assert_eq!(k.pubsub(ch.as_str()), format!("sy:{tag}:ch"));
+        assert_eq!(k.ingest(), "{sy}:ingest");
+        assert_eq!(k.nodes(), "{sy}:nodes");
+        assert_eq!(k.meta_prefix(), "{sy}");
+    }
+
+    #[test]
+    fn partitions_are_a_stable_fnv1a_hash() {
+        // FNV-1a 32 of "a" is 0xe40c292c; other publishers computing it must get the same.
+        assert_eq!(partition_of("a", u32::MAX), 0xe40c292c);
+        assert_eq!(partition_of("a", 64), 0xe40c292c % 64);
+        assert_eq!(partition_of("anything", 1), 0);
     }
 }

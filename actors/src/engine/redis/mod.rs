@@ -1,17 +1,19 @@
-//! The Redis engine (cluster mode): Redis keeps every channel's offsets and history and carries
+//! The Redis engine (cluster mode, on one Redis or a Redis Cluster): Redis keeps every channel's offsets and history and carries
 //! events between nodes; nodes never talk to each other directly.
 //!
 //! | file | owns |
 //! | --- | --- |
 //! | `engine.rs` | [`RedisEngine`]: the [`crate::engine::BrokerEngine`] over Redis |
 //! | `commands.rs` | [`Cluster`]: the command handle (publish, positions, recovery) and its settings |
-//! | `bridge.rs` | [`bridge::RedisBridge`]: the node's one pub/sub connection, relaying into the shards |
+//! | `connection.rs` | one Redis or a Redis Cluster: command connections, pub/sub (`SUBSCRIBE` or sharded `SSUBSCRIBE`) |
+//! | `bridge.rs` | [`bridge::RedisBridge`]: the node's pub/sub connection, relaying into the shards |
 //! | `presence.rs` | [`RedisPresence`]: cluster-wide presence, its commands (connections per node, heartbeats, offline) and its janitor |
 //! | `ingest.rs` | the ingest stream: back ends publishing by `XADD` |
 //! | `keys.rs`, `scripts.rs` | key names and the Lua scripts |
 
 pub mod bridge;
 mod commands;
+pub mod connection;
 mod engine;
 pub mod ingest;
 pub mod keys;

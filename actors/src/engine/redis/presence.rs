@@ -97,7 +97,7 @@ impl Cluster {
         let mut inv = script.prepare_invoke();
         inv.key(k.presence_pending())
             .arg(now_millis())
-            .arg(k.prefix());
+            .arg(k.meta_prefix());
         let flat: Vec<String> = self
             .run(|mut c| async move { inv.invoke_async(&mut c).await })
             .await?;
@@ -189,7 +189,7 @@ impl Cluster {
         let mut inv = script.prepare_invoke();
         inv.key(k.node_tenants(node))
             .key(k.presence_pending())
-            .arg(k.prefix())
+            .arg(k.meta_prefix())
             .arg(node.0.as_ref())
             .arg(self.offline_due());
         self.run(|mut c| async move { inv.invoke_async(&mut c).await })

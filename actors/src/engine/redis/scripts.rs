@@ -2,11 +2,13 @@
 //!
 //! Keys per channel share the hash tag `{<channel>}` so a channel's keys stay on one slot.
 
-/// Publishes one event: next offset, bounded history append, PUBLISH — atomically.
+/// Publishes one event: next offset, bounded history append, PUBLISH (SPUBLISH on a Redis
+/// Cluster, where KEYS and the sharded channel share one hash tag) — atomically.
 ///
 /// KEYS: 1 offset, 2 epoch, 3 history stream, 4 idempotency key (or an unused dummy).
 /// ARGV: 1 envelope up to `"offset":`, 2 envelope tail after the epoch (`,"origin":…}`),
-///       3 pub/sub channel, 4 history size, 5 time-to-live (ms), 6 "1" when KEYS[4] is used.
+///       3 pub/sub channel, 4 history size, 5 time-to-live (ms), 6 "1" when KEYS[4] is used,
+///       7 `PUBLISH` or `SPUBLISH`.
 /// Returns {offset, epoch}, or {0, epoch} when the idempotency key says it was already published.
 ///
 /// The epoch is regenerated (and offsets restart) whenever the offset key is missing: after
@@ -35,7 +37,7 @@ if size > 0 then
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
-redis.call('PUBLISH', ARGV[3], env)
+redis.call(ARGV[7], ARGV[3], env)
 return {offset, epoch}
 "#;
 
