@@ -11,6 +11,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
+use switchyard_actors::channel::{Channel, ChannelName};
 use switchyard_actors::codec::signalr::SignalRCodec;
 use switchyard_actors::connection::resume::TakeError;
 use switchyard_actors::identity::Identity;
@@ -50,11 +51,12 @@ pub async fn negotiate(
     // Offered only when asked: clients that did not ask refuse a server that offers it.
     let stateful =
         query.use_stateful_reconnect == Some(true) && state.settings.signalr.stateful_reconnect;
-    let token = state.negotiations.issue(identity, stateful);
+    let issued = state.negotiations.issue(identity, stateful, version >= 1);
+    let token = issued.token;
     let transports = json!([{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}]);
     let body = if version >= 1 {
         let mut body = json!({
-            "connectionId": uuid::Uuid::new_v4().simple().to_string(),
+            "connectionId": issued.connection_id,
             "connectionToken": token,
             "negotiateVersion": version,
             "availableTransports": transports,
@@ -92,6 +94,8 @@ pub async fn hub(
     check_upgrade(&req)?;
     let identity = authenticate(&req, &state).map_err(ApiError::from)?;
     let mut resume_token = None;
+    // `skipNegotiation` clients were given no id: the connection gets one all the same.
+    let mut connection_id = None;
     if let Some(id) = query.id.as_deref() {
         // A parked connection (stateful reconnect): the same connection on a new socket, for the
         // same principal only; a refused attempt leaves it parked for its owner.
@@ -125,7 +129,10 @@ pub async fn hub(
         if claimed.stateful {
             resume_token = Some(Arc::<str>::from(id));
         }
+        connection_id = Some(claimed.connection_id);
     }
+    let connection_id = connection_id.unwrap_or_else(crate::negotiations::fresh_id);
+    let own_channel = ChannelName::from_channel(Channel::Connection { id: connection_id });
     // The route's pattern is the hub path as configured.
     let default = req
         .match_pattern()
@@ -140,6 +147,7 @@ pub async fn hub(
         identity,
         Box::new(codec),
         resume_token,
+        Some(own_channel),
     )
 }
 

@@ -1,0 +1,69 @@
+//! Carrying out a hub command ([`crate::hub_commands`]) that reached this connection as an event
+//! on one of its channels: joins and leaves are queued as requests of the connection's own (no
+//! reply), so they take the one join path in request order; a close closes. A connection without
+//! an own channel (native `/ws`) is not addressed by commands and ignores any it sees.
+
+use actix::prelude::*;
+use actix_web_actors::ws;
+
+use super::Connection;
+use crate::codes::CloseCode;
+use crate::envelope::Envelope;
+use crate::hub_commands::HubCommand;
+use crate::policy;
+
+impl Connection {
+    /// Carries out the command `env` holds, after the current turn (the outbox drain that found
+    /// it goes on writing the events around it first).
+    pub(super) fn hub_command(&mut self, ctx: &mut ws::WebsocketContext<Self>, env: &Envelope) {
+        if self.own_channel.is_none() {
+            return;
+        }
+        let cmd = match HubCommand::read(env.event.as_str(), &env.data) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                log::warn!("{} hub command on {} ignored: {e}", self.log_ctx(), env.channel);
+                return;
+            }
+        };
+        ctx.spawn(fut::ready(()).map(move |_, act: &mut Self, ctx| act.run_command(ctx, cmd)));
+    }
+
+    fn run_command(&mut self, ctx: &mut ws::WebsocketContext<Self>, cmd: HubCommand) {
+        if self.core.is_closing() {
+            return;
+        }
+        log::debug!("{} hub command {cmd:?}", self.log_ctx());
+        match cmd {
+            HubCommand::AddToGroup(group) => {
+                if !self.core.subs.contains(&group) {
+                    self.core.queue_resubscribe(&group, None);
+                }
+            }
+            HubCommand::RemoveFromGroup(group) => {
+                if self.core.subs.contains(&group) && Some(&group) != self.own_channel.as_ref() {
+                    self.core.queue_unsubscribe(&group);
+                }
+            }
+            HubCommand::RemoveFromAllGroups => {
+                // The channels joined on connect stay: they are the user's and the hub's, not
+                // groups (Azure's own user and hub addressing).
+                let keep = policy::default_channels(&self.identity);
+                for (channel, _) in self.core.subs.positions() {
+                    if !keep.contains(&channel) && Some(&channel) != self.own_channel.as_ref() {
+                        self.core.queue_unsubscribe(&channel);
+                    }
+                }
+            }
+            HubCommand::Close { reason } => {
+                log::info!(
+                    "{} closed by the back end: {}",
+                    self.log_ctx(),
+                    reason.as_deref().unwrap_or("no reason given")
+                );
+                return self.close(ctx, CloseCode::Normal);
+            }
+        }
+        self.run_requests(ctx);
+    }
+}
