@@ -30,7 +30,12 @@ pub const REMOVE_FROM_ALL_GROUPS: &str = "$removeFromAllGroups";
 /// `$close`.
 pub const CLOSE: &str = "$close";
 
-const NAMES: [&str; 4] = [ADD_TO_GROUP, REMOVE_FROM_GROUP, REMOVE_FROM_ALL_GROUPS, CLOSE];
+const NAMES: [&str; 4] = [
+    ADD_TO_GROUP,
+    REMOVE_FROM_GROUP,
+    REMOVE_FROM_ALL_GROUPS,
+    CLOSE,
+];
 
 /// The command name `name` spells, as a `'static` name (the envelope reader's check).
 pub fn command_name(name: &str) -> Option<&'static str> {

@@ -129,11 +129,9 @@ fn read_query(req: &HttpRequest, takes_reason: bool) -> Result<Query, ApiError> 
                 )))
             }
             "reason" if takes_reason => query.reason = Some(value),
-            "application" | "excluded" => {
-                return Err(ApiError::BadRequest(format!(
-                    "the query parameter {key} is not supported by this server (see docs/signalr.md)"
-                )))
-            }
+            "application" | "excluded" => return Err(ApiError::BadRequest(format!(
+                "the query parameter {key} is not supported by this server (see docs/signalr.md)"
+            ))),
             _ => {
                 return Err(ApiError::BadRequest(format!(
                     "unknown query parameter {key}"
@@ -225,8 +223,8 @@ async fn send(
     channel: ChannelName,
     body: SendBody,
 ) -> Result<HttpResponse, ApiError> {
-    let event = EventName::parse(&body.target)
-        .map_err(|e| ApiError::BadRequest(format!("target: {e}")))?;
+    let event =
+        EventName::parse(&body.target).map_err(|e| ApiError::BadRequest(format!("target: {e}")))?;
     let raw = match body.arguments {
         Some(raw) => {
             if !raw.get().trim_start().starts_with('[') {
@@ -395,7 +393,10 @@ async fn exists(
     if state.node.broker.has_subscribers(channel).await? {
         Ok(HttpResponse::build(StatusCode::OK).finish())
     } else {
-        Ok(not_existed(not_found, format!("{channel} has no connection")))
+        Ok(not_existed(
+            not_found,
+            format!("{channel} has no connection"),
+        ))
     }
 }
 

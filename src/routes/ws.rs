@@ -27,7 +27,15 @@ pub async fn native(
     check_origin(&req, &state)?;
     check_upgrade(&req)?;
     let identity = authenticate(&req, &state).map_err(ApiError::from)?;
-    upgrade(&req, payload, &state, identity, Box::new(NativeCodec), None, None)
+    upgrade(
+        &req,
+        payload,
+        &state,
+        identity,
+        Box::new(NativeCodec),
+        None,
+        None,
+    )
 }
 
 /// Refuses a request that cannot become a WebSocket (no `Upgrade` header, wrong method or

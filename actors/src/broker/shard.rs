@@ -8,8 +8,7 @@ use indexmap::IndexMap;
 
 use super::{
     BrokerConfig, ChannelStats, HistoryPage, Listeners, Publish, PublishAck, ReadHistory, Relay,
-    ShardStats,
-    Subscribe, Subscribed, Subscriber, Unsubscribe,
+    ShardStats, Subscribe, Subscribed, Subscriber, Unsubscribe,
 };
 use crate::activity::Observe;
 use crate::channel::{Channel, ChannelName};

@@ -22,7 +22,11 @@ impl Connection {
         let cmd = match HubCommand::read(env.event.as_str(), &env.data) {
             Ok(cmd) => cmd,
             Err(e) => {
-                log::warn!("{} hub command on {} ignored: {e}", self.log_ctx(), env.channel);
+                log::warn!(
+                    "{} hub command on {} ignored: {e}",
+                    self.log_ctx(),
+                    env.channel
+                );
                 return;
             }
         };

@@ -32,8 +32,8 @@
 //! Lifecycle: registration with the tenant group happens at the upgrade (so a tenant quota can be
 //! answered with HTTP 429); everything is unregistered exactly once, in `stopped()`.
 
-pub mod conn_socket;
 mod commands;
+pub mod conn_socket;
 mod core;
 mod effects;
 mod fragments;

@@ -113,7 +113,10 @@ mod tests {
         assert!(group(&any, &ch("connection:x")).is_err());
         assert_eq!(hub_channel(&a).unwrap().as_str(), "tenant:a:broadcast");
         assert!(hub_channel(&any).is_none());
-        assert_eq!(user_channel(&a, "bob").unwrap().as_str(), "tenant:a:user:bob");
+        assert_eq!(
+            user_channel(&a, "bob").unwrap().as_str(),
+            "tenant:a:user:bob"
+        );
         assert_eq!(user_channel(&any, "bob").unwrap().as_str(), "user:bob");
         assert!(user_channel(&a, "b:ob").is_err());
     }

@@ -229,7 +229,8 @@ impl ConnectionCore {
         let leave = Request::Unsubscribe {
             channel: channel.to_string(),
         };
-        self.requests.push(Step::Decoded(Decoded::request(None, leave)));
+        self.requests
+            .push(Step::Decoded(Decoded::request(None, leave)));
     }
 
     /// Queues a subscription of the connection's own (a resumed connection's channels, a hub

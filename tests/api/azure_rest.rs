@@ -1,0 +1,425 @@
+//! The Azure SignalR Service–compatible data-plane REST API (`src/routes/azure.rs`, version
+//! 2022-06-01): every route, against real nodes. Sends and membership run on two cluster nodes
+//! over a real Redis, with the real `@microsoft/signalr` client connected to the node that did
+//! not receive the REST call, and assert what its handlers received (target and arguments).
+
+use actix_web::http::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::hub_client::{HubClient, HubOptions};
+use crate::redis_server::RedisServer;
+
+/// A back end of tenant `acme` (a Service token carrying `tenantKey`).
+fn acme_backend() -> As {
+    As {
+        role: "Service",
+        tenant: Some("acme"),
+        sub: "backend".into(),
+        session: None,
+    }
+}
+
+const V: &str = "api-version=2022-06-01";
+
+/// One REST call: status, the `x-ms-error-code` header, the body as JSON (`null` when empty).
+async fn call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Option<String>, Value) {
+    let mut req = app.http.request(method, app.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let mut res = match body {
+        Some(b) => req.send_json(&b).await,
+        None => req.send().await,
+    }
+    .expect("http request");
+    let code = res
+        .headers()
+        .get("x-ms-error-code")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = res.body().await.expect("http body");
+    (
+        res.status().as_u16(),
+        code,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// `HEAD {path}`'s status.
+async fn head(app: &TestApp, path: &str, token: &str) -> u16 {
+    call(app, Method::HEAD, path, Some(token), None).await.0
+}
+
+/// Polls `HEAD {path}` until it answers `status` (membership changes reach the connection's
+/// node asynchronously, like any event).
+async fn head_becomes(app: &TestApp, path: &str, token: &str, status: u16) {
+    eventually(&format!("HEAD {path} -> {status}"), || async {
+        (head(app, path, token).await == status).then_some(())
+    })
+    .await;
+}
+
+async fn start_hub(app: &TestApp, who: &As, events: Vec<&'static str>) -> HubClient {
+    let client = HubClient::start(
+        app,
+        &token(who),
+        HubOptions {
+            events,
+            ..HubOptions::default()
+        },
+    )
+    .await
+    .expect("hub client starts");
+    assert!(
+        client.connection_id.is_some(),
+        "negotiate gave a connectionId"
+    );
+    client
+}
+
+/// Sends `Marker` to the connection and waits for it: everything sent to the client before it
+/// (by the same node, on any channel) has been handled by then.
+async fn marker(app: &TestApp, svc: &str, client: &mut HubClient, n: u64) {
+    let id = client.connection_id.clone().unwrap();
+    let (status, _, body) = call(
+        app,
+        Method::POST,
+        &format!("/api/hubs/notifications/connections/{id}/:send?{V}"),
+        Some(svc),
+        Some(json!({"target": "Marker", "arguments": [n]})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(client.event_args("Marker").await, json!([n]));
+}
+
+#[actix_web::test]
+async fn sends_reach_a_hub_client_on_another_node_with_exactly_the_arguments() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let svc = token(&acme_backend());
+    let mut bob = start_hub(
+        &b,
+        &customer("acme", "bob", None),
+        vec!["HubWide", "ToUser", "ToConnection", "ToGroup", "Marker"],
+    )
+    .await;
+    let id = bob.connection_id.clone().unwrap();
+
+    // The hub: every hub connection of the token's tenant (tenant:acme:broadcast).
+    let (status, _, body) = call(
+        &a,
+        Method::POST,
+        &format!("/api/hubs/notifications/:send?{V}"),
+        Some(&svc),
+        Some(json!({"target": "HubWide", "arguments": ["o-1", 2, {"nested": [true, null]}]})),
+    )
+    .await;
+    assert_eq!((status, &body), (202, &Value::Null));
+    assert_eq!(
+        bob.event_args("HubWide").await,
+        json!(["o-1", 2, {"nested": [true, null]}])
+    );
+
+    // A user (tenant:acme:user:bob); the Management SDK's PascalCase body, no api-version.
+    let (status, _, body) = call(
+        &a,
+        Method::POST,
+        "/api/hubs/Notifications/users/bob/:send",
+        Some(&svc),
+        Some(json!({"Target": "ToUser", "Arguments": ["c1", "bob"]})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(bob.event_args("ToUser").await, json!(["c1", "bob"]));
+
+    // One connection, by the connectionId its client was given; no arguments is none.
+    let (status, _, body) = call(
+        &a,
+        Method::POST,
+        &format!("/api/hubs/notifications/connections/{id}/:send?{V}"),
+        Some(&svc),
+        Some(json!({"target": "ToConnection"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(bob.event_args("ToConnection").await, json!([]));
+
+    // A group (a channel) the connection joins through the API; the name URL-escaped as the
+    // SDK writes it.
+    let group = "tenant%3Aacme%3Aorder%3Ao-7";
+    let member = format!("/api/hubs/notifications/groups/{group}/connections/{id}?{V}");
+    let group_head = format!("/api/hubs/notifications/groups/{group}?{V}");
+    assert_eq!(head(&a, &group_head, &svc).await, 404);
+    let (status, code, body) = call(&a, Method::PUT, &member, Some(&svc), None).await;
+    assert_eq!((status, code), (200, None), "{body}");
+    head_becomes(&a, &group_head, &svc, 200).await;
+    let (status, _, _) = call(
+        &a,
+        Method::POST,
+        &format!("/api/hubs/notifications/groups/{group}/:send?{V}"),
+        Some(&svc),
+        Some(json!({"target": "ToGroup", "arguments": ["ready"]})),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(bob.event_args("ToGroup").await, json!(["ready"]));
+
+    // Removed: later sends to the group no longer reach it.
+    let (status, _, _) = call(&a, Method::DELETE, &member, Some(&svc), None).await;
+    assert_eq!(status, 200);
+    head_becomes(&a, &group_head, &svc, 404).await;
+    let (status, _, _) = call(
+        &a,
+        Method::POST,
+        &format!("/api/hubs/notifications/groups/{group}/:send?{V}"),
+        Some(&svc),
+        Some(json!({"target": "ToGroup", "arguments": ["gone"]})),
+    )
+    .await;
+    assert_eq!(status, 202);
+    marker(&a, &svc, &mut bob, 1).await;
+    assert!(
+        !bob.backlog_contains(|v| v["name"] == "ToGroup"),
+        "a removed connection got the group's event"
+    );
+    assert_eq!(
+        a.metric("switchyard_published_total{source=\"azure\"}")
+            .await,
+        8.0,
+        "seven sends and one command, each through the one publish path"
+    );
+}
+
+#[actix_web::test]
+async fn existence_checks_and_close_work_across_nodes() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let svc = token(&acme_backend());
+    let mut bob = start_hub(&b, &customer("acme", "bob", None), vec![]).await;
+    let id = bob.connection_id.clone().unwrap();
+    let conn = format!("/api/hubs/notifications/connections/{id}");
+
+    assert_eq!(head(&a, &format!("{conn}?{V}"), &svc).await, 200);
+    assert_eq!(head(&a, &conn, &svc).await, 200, "api-version is optional");
+    let (status, code, _) = call(
+        &a,
+        Method::HEAD,
+        "/api/hubs/notifications/connections/0123456789abcdef0123456789abcdef",
+        Some(&svc),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(code.as_deref(), Some("Warning.Connection.NotExisted"));
+    assert_eq!(
+        head(&a, &format!("/api/hubs/notifications/users/bob?{V}"), &svc).await,
+        200
+    );
+    let (status, code, _) = call(
+        &a,
+        Method::HEAD,
+        "/api/hubs/notifications/users/nobody",
+        Some(&svc),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (404, Some("Warning.User.NotExisted"))
+    );
+    // Every hub connection of the tenant is in the hub's broadcast channel.
+    assert_eq!(
+        head(
+            &a,
+            "/api/hubs/notifications/groups/tenant:acme:broadcast",
+            &svc
+        )
+        .await,
+        200
+    );
+
+    // Close: the client sees its connection closed; then it no longer exists.
+    let (status, _, body) = call(
+        &a,
+        Method::DELETE,
+        &format!("{conn}?{V}&reason=maintenance"),
+        Some(&svc),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let closed = bob.wait_for(|v| v["type"] == "closed").await;
+    assert_eq!(closed["error"], Value::Null, "a clean close: {closed}");
+    head_becomes(&a, &conn, &svc, 404).await;
+    head_becomes(&a, "/api/hubs/notifications/users/bob", &svc, 404).await;
+    let (status, code, _) = call(&a, Method::DELETE, &conn, Some(&svc), None).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (404, Some("Warning.Connection.NotExisted"))
+    );
+}
+
+#[actix_web::test]
+async fn remove_from_all_groups_keeps_the_channels_joined_on_connect() {
+    let app = spawn_app().await;
+    let svc = token(&acme_backend());
+    let mut bob = start_hub(&app, &customer("acme", "bob", None), vec!["HubWide"]).await;
+    let id = bob.connection_id.clone().unwrap();
+    let groups = ["tenant:acme:order:o1", "tenant:acme:order:o2"];
+    for g in groups {
+        let path = format!("/api/hubs/notifications/groups/{g}/connections/{id}");
+        assert_eq!(
+            call(&app, Method::PUT, &path, Some(&svc), None).await.0,
+            200
+        );
+        head_becomes(
+            &app,
+            &format!("/api/hubs/notifications/groups/{g}"),
+            &svc,
+            200,
+        )
+        .await;
+    }
+    let (status, _, _) = call(
+        &app,
+        Method::DELETE,
+        &format!("/api/hubs/notifications/connections/{id}/groups?{V}"),
+        Some(&svc),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    for g in groups {
+        head_becomes(
+            &app,
+            &format!("/api/hubs/notifications/groups/{g}"),
+            &svc,
+            404,
+        )
+        .await;
+    }
+    // Its own channel, the hub's and the user's stay.
+    assert_eq!(
+        head(
+            &app,
+            &format!("/api/hubs/notifications/connections/{id}"),
+            &svc
+        )
+        .await,
+        200
+    );
+    let (status, _, _) = call(
+        &app,
+        Method::POST,
+        "/api/hubs/notifications/:send",
+        Some(&svc),
+        Some(json!({"target": "HubWide", "arguments": [1]})),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(bob.event_args("HubWide").await, json!([1]));
+}
+
+#[actix_web::test]
+async fn a_group_join_follows_the_connections_own_channel_rules() {
+    let app = spawn_app().await;
+    let svc = token(&acme_backend());
+    let mut bob = start_hub(&app, &customer("acme", "bob", None), vec!["Marker"]).await;
+    let id = bob.connection_id.clone().unwrap();
+    let refused_before = app
+        .metric("switchyard_subscription_errors_total{code=\"forbidden\"}")
+        .await;
+    // A customer's connection may not be in the tenant's admins channel, whoever adds it.
+    let path = format!("/api/hubs/notifications/groups/tenant:acme:admins/connections/{id}");
+    assert_eq!(
+        call(&app, Method::PUT, &path, Some(&svc), None).await.0,
+        200
+    );
+    app.wait_metric(
+        "switchyard_subscription_errors_total{code=\"forbidden\"}",
+        refused_before + 1.0,
+    )
+    .await;
+    marker(&app, &svc, &mut bob, 1).await;
+    assert_eq!(
+        head(
+            &app,
+            "/api/hubs/notifications/groups/tenant:acme:admins",
+            &svc
+        )
+        .await,
+        404
+    );
+}
+
+#[actix_web::test]
+async fn refusals_are_problem_json_and_counted() {
+    let app = spawn_app().await;
+    let svc = token(&acme_backend());
+    let bob = start_hub(&app, &customer("acme", "bob", None), vec![]).await;
+    let id = bob.connection_id.clone().unwrap();
+    let send = |target: &str| json!({"target": target, "arguments": [1]});
+    let forbidden_before = app
+        .metric("switchyard_http_errors_total{status=\"403\"}")
+        .await;
+
+    // (method, path, token, body, status, problem code)
+    let admin = token(&admin("acme"));
+    let tenantless = token(&service());
+    let cases: Vec<(Method, String, Option<&str>, Option<Value>, u16, &str)> = vec![
+        (Method::POST, "/api/hubs/notifications/:send".into(), None, Some(send("X")), 401, "token_missing"),
+        (Method::POST, "/api/hubs/notifications/:send".into(), Some(&admin), Some(send("X")), 403, "forbidden"),
+        (Method::PUT, format!("/api/hubs/notifications/groups/tenant:acme:order:1/connections/{id}"), Some(&admin), None, 403, "forbidden"),
+        (Method::POST, "/api/hubs/notifications/groups/tenant:globex:broadcast/:send".into(), Some(&svc), Some(send("X")), 403, "forbidden"),
+        (Method::POST, "/api/hubs/notifications/groups/global:broadcast/:send".into(), Some(&svc), Some(send("X")), 403, "forbidden"),
+        (Method::PUT, format!("/api/hubs/notifications/groups/tenant:globex:order:1/connections/{id}"), Some(&svc), None, 403, "forbidden"),
+        (Method::POST, format!("/api/hubs/notifications/groups/connection:{id}/:send"), Some(&svc), Some(send("X")), 403, "forbidden"),
+        (Method::POST, "/api/hubs/notifications/:send".into(), Some(&tenantless), Some(send("X")), 400, "bad_request"),
+        (Method::POST, "/api/hubs/nope/:send".into(), Some(&svc), Some(send("X")), 404, "not_found"),
+        (Method::POST, "/api/hubs/notifications/:send?api-version=2021-10-01".into(), Some(&svc), Some(send("X")), 400, "bad_request"),
+        (Method::POST, "/api/hubs/notifications/:send?excluded=abc".into(), Some(&svc), Some(send("X")), 400, "bad_request"),
+        (Method::POST, "/api/hubs/notifications/:send?application=app".into(), Some(&svc), Some(send("X")), 400, "bad_request"),
+        (Method::POST, "/api/hubs/notifications/:send".into(), Some(&svc), Some(send("bad target")), 400, "bad_request"),
+        (Method::POST, "/api/hubs/notifications/:send".into(), Some(&svc), Some(json!({"target": "X", "arguments": {"a": 1}})), 400, "bad_request"),
+        (Method::POST, "/api/hubs/notifications/groups/not-a-channel/:send".into(), Some(&svc), Some(send("X")), 400, "bad_request"),
+        (Method::POST, "/api/hubs/notifications/users/b:ob/:send".into(), Some(&svc), Some(send("X")), 400, "bad_request"),
+        (Method::PUT, "/api/hubs/notifications/groups/tenant:acme:order:1/connections/0123456789abcdef0123456789abcdef".into(), Some(&svc), None, 404, "not_found"),
+    ];
+    for (method, path, tok, body, status, code) in cases {
+        let (got, _, problem) = call(&app, method.clone(), &path, tok, body).await;
+        assert_eq!(got, status, "{method} {path}: {problem}");
+        assert_eq!(problem["code"], code, "{method} {path}: {problem}");
+        assert_eq!(problem["status"], status, "{problem}");
+    }
+    // The SDK tells "no such connection" from other 404s by this header.
+    let (_, code, _) = call(
+        &app,
+        Method::PUT,
+        "/api/hubs/notifications/groups/tenant:acme:order:1/connections/0123456789abcdef0123456789abcdef",
+        Some(&svc),
+        None,
+    )
+    .await;
+    assert_eq!(code.as_deref(), Some("Error.Connection.NotExisted"));
+    app.wait_metric(
+        "switchyard_http_errors_total{status=\"403\"}",
+        forbidden_before + 6.0,
+    )
+    .await;
+    // Nobody may join a connection's channel by asking, not even Service.
+    let mut ws = app.connect(&service()).await;
+    let refused = ws.subscribe(&format!("connection:{id}")).await;
+    assert_eq!(refused["type"], "subscription_error", "{refused}");
+    assert_eq!(refused["data"]["code"], "forbidden", "{refused}");
+}
