@@ -2,19 +2,24 @@
 //! Azure-compatible REST API (`src/routes/azure.rs`) — join a group, leave it, leave every group,
 //! close — wherever in the cluster that connection is.
 //!
-//! A command travels as an event on the connection's own channel `connection:{connectionId}`
-//! (`Channel::Connection`), through the node's one publish path, so it reaches the connection's
-//! node the way every event does (Redis pub/sub in cluster mode): no second relay. Its event name
-//! starts with `$`, which no publisher can give (`EventName::parse` refuses it), so a command is
-//! always the server's own; the connection carries it out instead of writing it to the client
-//! (`connection/effects.rs`), and a connection that is not a hub connection ignores it.
+//! A command travels as an event, through the node's one publish path, so it reaches the
+//! connection's node the way every event does (Redis pub/sub in cluster mode): no second relay.
+//! For one connection it goes on the connection's own channel `connection:{connectionId}`
+//! (`Channel::Connection`); for every connection of a user, a group or a hub it goes on that
+//! channel (`tenant:{t}:user:{u}`, the group, `tenant:{t}:broadcast`), and each hub connection
+//! that receives it carries it out. Its event name starts with `$`, which no publisher can give
+//! (`EventName::parse` refuses it), so a command is always the server's own; a connection carries
+//! it out instead of writing it to the client (`connection/commands.rs`), a connection that is not
+//! a hub connection ignores it, and a command replayed from history (a subscribe with `since`) is
+//! never carried out again, except on the connection's own channel (a stateful reconnect's
+//! resume catches up with what it missed).
 //!
 //! | event | data | the connection |
 //! | --- | --- | --- |
 //! | `$addToGroup` | `{"group": channel}` | joins the channel through the one join path (quota, limits, the channel rules for its own identity) |
 //! | `$removeFromGroup` | `{"group": channel}` | leaves it |
 //! | `$removeFromAllGroups` | `{}` | leaves every channel but the ones it joined on connect |
-//! | `$close` | `{"reason": text or null}` | closes (1000, a SignalR `Close` record), logging the reason |
+//! | `$close` | `{"reason": text or null, "excluded": [connectionId, …]}` | closes (1000, a SignalR `Close` record), logging the reason, unless its id is excluded |
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -53,7 +58,11 @@ pub enum HubCommand {
     AddToGroup(ChannelName),
     RemoveFromGroup(ChannelName),
     RemoveFromAllGroups,
-    Close { reason: Option<String> },
+    Close {
+        reason: Option<String>,
+        /// Connections (by `connectionId`) that stay open.
+        excluded: Vec<String>,
+    },
 }
 
 /// Why a command event could not be read (written by a newer node, or damaged).
@@ -76,6 +85,8 @@ struct GroupData<'a> {
 #[derive(Serialize, Deserialize)]
 struct CloseData {
     reason: Option<String>,
+    #[serde(default)]
+    excluded: Vec<String>,
 }
 
 impl HubCommand {
@@ -96,7 +107,9 @@ impl HubCommand {
                 serde_json::json!({ "group": g.as_str() })
             }
             HubCommand::RemoveFromAllGroups => serde_json::json!({}),
-            HubCommand::Close { reason } => serde_json::json!({ "reason": reason }),
+            HubCommand::Close { reason, excluded } => {
+                serde_json::json!({ "reason": reason, "excluded": excluded })
+            }
         }
     }
 
@@ -112,7 +125,10 @@ impl HubCommand {
             REMOVE_FROM_ALL_GROUPS => HubCommand::RemoveFromAllGroups,
             CLOSE => {
                 let d: CloseData = serde_json::from_str(data.get())?;
-                HubCommand::Close { reason: d.reason }
+                HubCommand::Close {
+                    reason: d.reason,
+                    excluded: d.excluded,
+                }
             }
             other => return Err(BadCommand::Unknown(other.to_owned())),
         })
@@ -132,8 +148,12 @@ mod tests {
             HubCommand::RemoveFromAllGroups,
             HubCommand::Close {
                 reason: Some("bye".into()),
+                excluded: vec!["c1".into()],
             },
-            HubCommand::Close { reason: None },
+            HubCommand::Close {
+                reason: None,
+                excluded: vec![],
+            },
         ] {
             let data = RawValue::from_string(cmd.data().to_string()).unwrap();
             assert!(is_command_name(cmd.name()));

@@ -13,6 +13,9 @@
 //! | `DELETE /api/hubs/{hub}/connections/{id}/groups` | `$removeFromAllGroups` on `connection:{id}` |
 //! | `DELETE /api/hubs/{hub}/connections/{id}` | `$close` on `connection:{id}` |
 //! | `HEAD /api/hubs/{hub}/connections/{id}`, `…/groups/{group}`, `…/users/{user}` | does the channel have a subscriber on any node |
+//! | `POST /api/hubs/{hub}/:closeConnections`, `…/groups/{group}/…`, `…/users/{user}/…` | `$close` on the hub's, group's or user's channel |
+//! | `PUT`/`DELETE /api/hubs/{hub}/users/{user}/groups/{group}`, `DELETE …/users/{user}/groups` | `$addToGroup`/`$removeFromGroup`/`$removeFromAllGroups` on the user's channel (the connections it has now) |
+//! | `HEAD /api/hubs/{hub}/users/{user}/groups/{group}` | `501`: not supported |
 //!
 //! Every send and command is a publish: admitted by the one policy
 //! ([`policy::data_plane`] for the caller and what it may address, then
@@ -91,7 +94,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             &format!("{H}/groups/{{group}}"),
             web::head().to(group_exists),
         )
-        .route(&format!("{H}/users/{{user}}"), web::head().to(user_exists));
+        .route(&format!("{H}/users/{{user}}"), web::head().to(user_exists))
+        .route(&format!("{H}/:closeConnections"), web::post().to(close_hub))
+        .route(
+            &format!("{H}/groups/{{group}}/:closeConnections"),
+            web::post().to(close_group),
+        )
+        .route(
+            &format!("{H}/users/{{user}}/:closeConnections"),
+            web::post().to(close_user),
+        )
+        .route(
+            &format!("{H}/users/{{user}}/groups/{{group}}"),
+            web::put().to(add_user_to_group),
+        )
+        .route(
+            &format!("{H}/users/{{user}}/groups/{{group}}"),
+            web::delete().to(remove_user_from_group),
+        )
+        .route(
+            &format!("{H}/users/{{user}}/groups/{{group}}"),
+            web::head().to(user_in_group),
+        )
+        .route(
+            &format!("{H}/users/{{user}}/groups"),
+            web::delete().to(remove_user_from_all_groups),
+        );
 }
 
 /// A send's body, `PayloadMessage`: `target` and `arguments` (the Management SDK writes them
@@ -106,16 +134,28 @@ pub struct SendBody {
     arguments: Option<Box<RawValue>>,
 }
 
-/// The query every route takes: `api-version`, `excluded`, `reason`, `application`.
+/// The query: `api-version` (every route), `reason` and `excluded` (the closing routes), `ttl`
+/// (adding a user to a group).
 #[derive(Debug, Default)]
 struct Query {
     reason: Option<String>,
+    excluded: Vec<String>,
 }
 
-/// Reads and checks the query: `api-version` may be absent or `2022-06-01`; `application` and
-/// `excluded` are refused (not supported, said rather than ignored); `reason` where a route
-/// takes it.
-fn read_query(req: &HttpRequest, takes_reason: bool) -> Result<Query, ApiError> {
+/// Which query parameters beyond `api-version` a route takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Takes {
+    Nothing,
+    /// `reason` and `excluded`.
+    Close,
+    /// `ttl`, which must be 0: the user's current connections join, later ones do not.
+    Ttl,
+}
+
+/// Reads and checks the query: `api-version` may be absent or `2022-06-01`; the parameters the
+/// route takes; `application`, `excluded` on a send and a `ttl` other than 0 are refused (not
+/// supported: said rather than ignored).
+fn read_query(req: &HttpRequest, takes: Takes) -> Result<Query, ApiError> {
     let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?
         .into_inner();
@@ -128,7 +168,14 @@ fn read_query(req: &HttpRequest, takes_reason: bool) -> Result<Query, ApiError> 
                     "api-version {value} is not supported; this server implements {API_VERSION}"
                 )))
             }
-            "reason" if takes_reason => query.reason = Some(value),
+            "reason" if takes == Takes::Close => query.reason = Some(value),
+            "excluded" if takes == Takes::Close => query.excluded.push(value),
+            "ttl" if takes == Takes::Ttl && value == "0" => {}
+            "ttl" if takes == Takes::Ttl => {
+                return Err(ApiError::BadRequest(format!(
+                    "ttl={value} is not supported: only ttl=0 (the user's current connections join the group; later ones do not)"
+                )))
+            }
             "application" | "excluded" => return Err(ApiError::BadRequest(format!(
                 "the query parameter {key} is not supported by this server (see docs/signalr.md)"
             ))),
@@ -148,10 +195,10 @@ fn begin(
     state: &AppState,
     who: &Identity,
     hub: &str,
-    takes_reason: bool,
+    takes: Takes,
 ) -> Result<Query, ApiError> {
     data_plane::caller(who)?;
-    let query = read_query(req, takes_reason)?;
+    let query = read_query(req, takes)?;
     let known = state.settings.signalr.hub_paths.iter().any(|path| {
         path.rsplit('/')
             .next()
@@ -255,7 +302,7 @@ pub async fn send_to_hub(
     path: web::Path<String>,
     body: web::Json<SendBody>,
 ) -> Result<HttpResponse, ApiError> {
-    begin(&req, &state, &who, &path, false)?;
+    begin(&req, &state, &who, &path, Takes::Nothing)?;
     let channel = data_plane::hub_channel(&who).ok_or_else(|| {
         ApiError::BadRequest(
             "a hub-wide send needs a Service token with tenantKey: the hub's connections are a tenant's (tenant:{t}:broadcast)".into(),
@@ -273,7 +320,7 @@ pub async fn send_to_group(
     body: web::Json<SendBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (hub, group) = path.into_inner();
-    begin(&req, &state, &who, &hub, false)?;
+    begin(&req, &state, &who, &hub, Takes::Nothing)?;
     let channel = group_channel(&who, &group)?;
     send(&state, who, channel, body.into_inner()).await
 }
@@ -287,7 +334,7 @@ pub async fn send_to_user(
     body: web::Json<SendBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (hub, user) = path.into_inner();
-    begin(&req, &state, &who, &hub, false)?;
+    begin(&req, &state, &who, &hub, Takes::Nothing)?;
     let channel = user_channel(&who, &user)?;
     send(&state, who, channel, body.into_inner()).await
 }
@@ -301,7 +348,7 @@ pub async fn send_to_connection(
     body: web::Json<SendBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (hub, id) = path.into_inner();
-    begin(&req, &state, &who, &hub, false)?;
+    begin(&req, &state, &who, &hub, Takes::Nothing)?;
     let channel = connection_channel(&id)?;
     send(&state, who, channel, body.into_inner()).await
 }
@@ -336,7 +383,7 @@ pub async fn add_to_group(
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (hub, group, id) = path.into_inner();
-    begin(&req, &state, &who, &hub, false)?;
+    begin(&req, &state, &who, &hub, Takes::Nothing)?;
     let group = group_channel(&who, &group)?;
     let cmd = HubCommand::AddToGroup(group);
     command(&state, who, &id, cmd, CONNECTION_NOT_EXISTED).await
@@ -350,7 +397,7 @@ pub async fn remove_from_group(
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (hub, group, id) = path.into_inner();
-    begin(&req, &state, &who, &hub, false)?;
+    begin(&req, &state, &who, &hub, Takes::Nothing)?;
     let group = group_channel(&who, &group)?;
     let cmd = HubCommand::RemoveFromGroup(group);
     command(&state, who, &id, cmd, CONNECTION_NOT_EXISTED).await
@@ -364,7 +411,7 @@ pub async fn remove_from_all_groups(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (hub, id) = path.into_inner();
-    begin(&req, &state, &who, &hub, false)?;
+    begin(&req, &state, &who, &hub, Takes::Nothing)?;
     let cmd = HubCommand::RemoveFromAllGroups;
     command(&state, who, &id, cmd, WARNING_CONNECTION_NOT_EXISTED).await
 }
@@ -377,9 +424,10 @@ pub async fn close_connection(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (hub, id) = path.into_inner();
-    let query = begin(&req, &state, &who, &hub, true)?;
+    let query = begin(&req, &state, &who, &hub, Takes::Close)?;
     let cmd = HubCommand::Close {
         reason: query.reason,
+        excluded: query.excluded,
     };
     command(&state, who, &id, cmd, WARNING_CONNECTION_NOT_EXISTED).await
 }
@@ -408,7 +456,7 @@ pub async fn connection_exists(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (hub, id) = path.into_inner();
-    begin(&req, &state, &who, &hub, false)?;
+    begin(&req, &state, &who, &hub, Takes::Nothing)?;
     let channel = connection_channel(&id)?;
     exists(&state, &channel, WARNING_CONNECTION_NOT_EXISTED).await
 }
@@ -421,7 +469,7 @@ pub async fn group_exists(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (hub, group) = path.into_inner();
-    begin(&req, &state, &who, &hub, false)?;
+    begin(&req, &state, &who, &hub, Takes::Nothing)?;
     let channel = group_channel(&who, &group)?;
     exists(&state, &channel, WARNING_GROUP_NOT_EXISTED).await
 }
@@ -434,7 +482,130 @@ pub async fn user_exists(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (hub, user) = path.into_inner();
-    begin(&req, &state, &who, &hub, false)?;
+    begin(&req, &state, &who, &hub, Takes::Nothing)?;
     let channel = user_channel(&who, &user)?;
     exists(&state, &channel, WARNING_USER_NOT_EXISTED).await
+}
+
+/// Publishes `cmd` on `channel` for every hub connection there (no existence check: a user or
+/// group with no connection is simply reached by nobody, as on Azure).
+async fn broadcast_command(
+    state: &AppState,
+    who: Arc<Identity>,
+    channel: ChannelName,
+    cmd: HubCommand,
+) -> Result<(), ApiError> {
+    let data = Payload::built(&cmd.data());
+    let draft = Draft::new(channel, EventName::of_command(&cmd), data);
+    publish_as(state, who, draft).await
+}
+
+fn close_all(query: Query) -> HubCommand {
+    HubCommand::Close {
+        reason: query.reason,
+        excluded: query.excluded,
+    }
+}
+
+/// `POST /api/hubs/{hub}/:closeConnections[?reason=…&excluded=…]`: every hub connection of the
+/// caller's tenant.
+pub async fn close_hub(
+    req: HttpRequest,
+    Caller(who): Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let query = begin(&req, &state, &who, &path, Takes::Close)?;
+    let channel = data_plane::hub_channel(&who).ok_or_else(|| {
+        ApiError::BadRequest(
+            "closing a hub's connections needs a Service token with tenantKey: the hub's connections are a tenant's (tenant:{t}:broadcast)".into(),
+        )
+    })?;
+    broadcast_command(&state, who, channel, close_all(query)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /api/hubs/{hub}/groups/{group}/:closeConnections`.
+pub async fn close_group(
+    req: HttpRequest,
+    Caller(who): Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (hub, group) = path.into_inner();
+    let query = begin(&req, &state, &who, &hub, Takes::Close)?;
+    let channel = group_channel(&who, &group)?;
+    broadcast_command(&state, who, channel, close_all(query)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /api/hubs/{hub}/users/{user}/:closeConnections`.
+pub async fn close_user(
+    req: HttpRequest,
+    Caller(who): Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (hub, user) = path.into_inner();
+    let query = begin(&req, &state, &who, &hub, Takes::Close)?;
+    let channel = user_channel(&who, &user)?;
+    broadcast_command(&state, who, channel, close_all(query)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `PUT /api/hubs/{hub}/users/{user}/groups/{group}[?ttl=0]`: the user's connections now join
+/// the group (Azure's `ttl=0`); a later connection of the user does not (see `docs/signalr.md`).
+pub async fn add_user_to_group(
+    req: HttpRequest,
+    Caller(who): Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (hub, user, group) = path.into_inner();
+    begin(&req, &state, &who, &hub, Takes::Ttl)?;
+    let channel = user_channel(&who, &user)?;
+    let group = group_channel(&who, &group)?;
+    broadcast_command(&state, who, channel, HubCommand::AddToGroup(group)).await?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// `DELETE /api/hubs/{hub}/users/{user}/groups/{group}`: the user's connections leave the group.
+pub async fn remove_user_from_group(
+    req: HttpRequest,
+    Caller(who): Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (hub, user, group) = path.into_inner();
+    begin(&req, &state, &who, &hub, Takes::Nothing)?;
+    let channel = user_channel(&who, &user)?;
+    let group = group_channel(&who, &group)?;
+    broadcast_command(&state, who, channel, HubCommand::RemoveFromGroup(group)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `DELETE /api/hubs/{hub}/users/{user}/groups`: the user's connections leave every group (the
+/// channels they joined on connect stay).
+pub async fn remove_user_from_all_groups(
+    req: HttpRequest,
+    Caller(who): Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (hub, user) = path.into_inner();
+    begin(&req, &state, &who, &hub, Takes::Nothing)?;
+    let channel = user_channel(&who, &user)?;
+    broadcast_command(&state, who, channel, HubCommand::RemoveFromAllGroups).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `HEAD /api/hubs/{hub}/users/{user}/groups/{group}`: not supported (whether some connection of
+/// a user is in a group is known only on the connections' nodes); `501`, so that a client does
+/// not read an answer into a `404`.
+pub async fn user_in_group(Caller(who): Caller) -> Result<HttpResponse, ApiError> {
+    data_plane::caller(&who)?;
+    Err(ApiError::Http {
+        status: StatusCode::NOT_IMPLEMENTED,
+        detail: "checking whether a user is in a group is not supported by this server (see docs/signalr.md)".into(),
+    })
 }

@@ -423,3 +423,165 @@ async fn refusals_are_problem_json_and_counted() {
     assert_eq!(refused["type"], "subscription_error", "{refused}");
     assert_eq!(refused["data"]["code"], "forbidden", "{refused}");
 }
+
+/// Waits until the client reports its connection closed; returns the close's error (null when clean).
+async fn closed(client: &mut HubClient) -> Value {
+    client.wait_for(|v| v["type"] == "closed").await["error"].clone()
+}
+
+#[actix_web::test]
+async fn close_connections_of_a_group_a_user_and_the_hub_across_nodes() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let svc = token(&acme_backend());
+    let mut in_group = start_hub(&b, &customer("acme", "bob", None), vec![]).await;
+    let mut carol = start_hub(&b, &customer("acme", "carol", None), vec!["Marker"]).await;
+    let mut kept = start_hub(&b, &customer("acme", "dave", None), vec!["Marker"]).await;
+    let group = "tenant:acme:order:g1";
+    let id = in_group.connection_id.clone().unwrap();
+    let path = format!("/api/hubs/notifications/groups/{group}/connections/{id}");
+    assert_eq!(call(&a, Method::PUT, &path, Some(&svc), None).await.0, 200);
+    head_becomes(
+        &a,
+        &format!("/api/hubs/notifications/groups/{group}"),
+        &svc,
+        200,
+    )
+    .await;
+
+    // A group: its connections close, others stay.
+    let (status, _, body) = call(
+        &a,
+        Method::POST,
+        &format!("/api/hubs/notifications/groups/{group}/:closeConnections?{V}&reason=done"),
+        Some(&svc),
+        None,
+    )
+    .await;
+    assert_eq!((status, &body), (204, &Value::Null));
+    assert_eq!(closed(&mut in_group).await, Value::Null);
+
+    // A command in a channel's history is not carried out again by a client that replays it.
+    let mut late = start_hub(&b, &customer("acme", "erin", None), vec!["Marker"]).await;
+    let first = late.invoke("Subscribe", json!([group])).await.unwrap();
+    late.invoke("Unsubscribe", json!([group])).await.unwrap();
+    let since = json!({"offset": 0, "epoch": first["epoch"]});
+    let replayed = late
+        .invoke("Subscribe", json!([group, since]))
+        .await
+        .unwrap();
+    assert_eq!(replayed["recovered"], true, "{replayed}");
+    marker(&a, &svc, &mut late, 1).await;
+    assert!(!late.backlog_contains(|v| v["type"] == "closed"));
+
+    // A user: every connection of that user.
+    let (status, _, _) = call(
+        &a,
+        Method::POST,
+        "/api/hubs/notifications/users/carol/:closeConnections",
+        Some(&svc),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(closed(&mut carol).await, Value::Null);
+
+    // The hub: every connection of the tenant but the excluded ones.
+    let kept_id = kept.connection_id.clone().unwrap();
+    let (status, _, _) = call(
+        &a,
+        Method::POST,
+        &format!("/api/hubs/notifications/:closeConnections?excluded={kept_id}&excluded=other"),
+        Some(&svc),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(closed(&mut late).await, Value::Null);
+    marker(&a, &svc, &mut kept, 2).await;
+    assert!(!kept.backlog_contains(|v| v["type"] == "closed"));
+}
+
+#[actix_web::test]
+async fn a_users_connections_on_every_node_join_and_leave_groups() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let svc = token(&acme_backend());
+    let bob = customer("acme", "bob", None);
+    let mut on_a = start_hub(&a, &bob, vec!["ToGroup"]).await;
+    let mut on_b = start_hub(&b, &bob, vec!["ToGroup"]).await;
+    let group = "tenant:acme:order:u1";
+    let group_head = format!("/api/hubs/notifications/groups/{group}");
+    let member = format!("/api/hubs/notifications/users/bob/groups/{group}");
+    let subs_a = a.metric("switchyard_subscriptions").await;
+    let subs_b = b.metric("switchyard_subscriptions").await;
+
+    let (status, _, body) = call(
+        &a,
+        Method::PUT,
+        &format!("{member}?{V}&ttl=0"),
+        Some(&svc),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // Both connections joined, each on its own node; then a group send reaches each.
+    a.wait_metric("switchyard_subscriptions", subs_a + 1.0)
+        .await;
+    b.wait_metric("switchyard_subscriptions", subs_b + 1.0)
+        .await;
+    head_becomes(&a, &group_head, &svc, 200).await;
+    let send = format!("/api/hubs/notifications/groups/{group}/:send");
+    for round in 0..2 {
+        let (status, _, _) = call(
+            &a,
+            Method::POST,
+            &send,
+            Some(&svc),
+            Some(json!({"target": "ToGroup", "arguments": [round]})),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    for client in [&mut on_a, &mut on_b] {
+        assert_eq!(client.event_args("ToGroup").await, json!([0]));
+        assert_eq!(client.event_args("ToGroup").await, json!([1]));
+    }
+
+    let (status, _, _) = call(&a, Method::DELETE, &member, Some(&svc), None).await;
+    assert_eq!(status, 204);
+    head_becomes(&a, &group_head, &svc, 404).await;
+
+    assert_eq!(
+        call(&a, Method::PUT, &member, Some(&svc), None).await.0,
+        200
+    );
+    head_becomes(&a, &group_head, &svc, 200).await;
+    let (status, _, _) = call(
+        &b,
+        Method::DELETE,
+        "/api/hubs/notifications/users/bob/groups",
+        Some(&svc),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    head_becomes(&a, &group_head, &svc, 404).await;
+
+    // Not supported, and said so: 501, never a 404 that reads as "not in the group".
+    let (status, _, problem) = call(&a, Method::HEAD, &member, Some(&svc), None).await;
+    assert_eq!(status, 501, "{problem}");
+    let (status, _, problem) = call(
+        &a,
+        Method::PUT,
+        &format!("{member}?ttl=60"),
+        Some(&svc),
+        None,
+    )
+    .await;
+    assert_eq!((status, &problem["code"]), (400, &json!("bad_request")));
+}

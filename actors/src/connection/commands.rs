@@ -1,12 +1,14 @@
 //! Carrying out a hub command ([`crate::hub_commands`]) that reached this connection as an event
-//! on one of its channels: joins and leaves are queued as requests of the connection's own (no
-//! reply), so they take the one join path in request order; a close closes. A connection without
-//! an own channel (native `/ws`) is not addressed by commands and ignores any it sees.
+//! on one of its channels (its own, or its user's, a group's, the hub's): joins and leaves are
+//! queued as requests of the connection's own (no reply), so they take the one join path in
+//! request order; a close closes. A connection without an own channel (native `/ws`) is not
+//! addressed by commands and ignores any it sees.
 
 use actix::prelude::*;
 use actix_web_actors::ws;
 
 use super::Connection;
+use crate::channel::Channel;
 use crate::codes::CloseCode;
 use crate::envelope::Envelope;
 use crate::hub_commands::HubCommand;
@@ -31,6 +33,14 @@ impl Connection {
             }
         };
         ctx.spawn(fut::ready(()).map(move |_, act: &mut Self, ctx| act.run_command(ctx, cmd)));
+    }
+
+    /// This hub connection's `connectionId`.
+    fn own_id(&self) -> Option<&str> {
+        match self.own_channel.as_ref()?.kind() {
+            Channel::Connection { id } => Some(id),
+            _ => None,
+        }
     }
 
     fn run_command(&mut self, ctx: &mut ws::WebsocketContext<Self>, cmd: HubCommand) {
@@ -59,7 +69,10 @@ impl Connection {
                     }
                 }
             }
-            HubCommand::Close { reason } => {
+            HubCommand::Close { reason, excluded } => {
+                if excluded.iter().any(|id| Some(id.as_str()) == self.own_id()) {
+                    return;
+                }
                 log::info!(
                     "{} closed by the back end: {}",
                     self.log_ctx(),

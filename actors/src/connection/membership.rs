@@ -154,6 +154,12 @@ impl Connection {
             (Some(_), _) => (s.offset, Some(false), Vec::new()),
             (None, _) => (s.offset, None, Vec::new()),
         };
+        // Hub commands are carried out when they arrive, not again from history: only the
+        // connection's own channel replays them (a resume catching up; `hub_commands`).
+        let mut replay = replay;
+        if self.own_channel.as_ref() != Some(&channel) {
+            replay.retain(|env| !env.event.is_command());
+        }
         let Some((id, ready)) =
             self.subs()
                 .activate(&channel, start_after, s.epoch.clone(), replay)
