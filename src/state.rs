@@ -6,6 +6,7 @@ use switchyard_actors::connection::Connections;
 use switchyard_actors::node::Node;
 
 use crate::auth::Verifier;
+use crate::azure_auth::AccessKeyVerifier;
 use crate::negotiations::Negotiations;
 use crate::settings::{HubArgumentDefaults, Settings};
 
@@ -19,4 +20,6 @@ pub struct AppState {
     pub negotiations: Negotiations,
     /// Each hub path's default SignalR argument list (`signalr.default_arguments`).
     pub hub_arguments: HubArgumentDefaults,
+    /// Azure access-key tokens for the Azure-compatible REST API (`azure.access_key`), if set.
+    pub azure_keys: Option<Arc<AccessKeyVerifier>>,
 }

@@ -37,7 +37,7 @@ use switchyard_actors::identity::Identity;
 use switchyard_actors::payload::Payload;
 use switchyard_actors::policy::{data_plane, publish};
 
-use crate::caller::Caller;
+use crate::caller::DataPlaneCaller;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -297,7 +297,7 @@ async fn send(
 /// `POST /api/hubs/{hub}/:send`: every connection of the hub in the caller's tenant.
 pub async fn send_to_hub(
     req: HttpRequest,
-    Caller(who): Caller,
+    DataPlaneCaller(who): DataPlaneCaller,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Json<SendBody>,
@@ -314,7 +314,7 @@ pub async fn send_to_hub(
 /// `POST /api/hubs/{hub}/groups/{group}/:send`: the channel `{group}`.
 pub async fn send_to_group(
     req: HttpRequest,
-    Caller(who): Caller,
+    DataPlaneCaller(who): DataPlaneCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Json<SendBody>,
@@ -328,7 +328,7 @@ pub async fn send_to_group(
 /// `POST /api/hubs/{hub}/users/{user}/:send`: every connection of the user.
 pub async fn send_to_user(
     req: HttpRequest,
-    Caller(who): Caller,
+    DataPlaneCaller(who): DataPlaneCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Json<SendBody>,
@@ -342,7 +342,7 @@ pub async fn send_to_user(
 /// `POST /api/hubs/{hub}/connections/{connectionId}/:send`: one connection, on any node.
 pub async fn send_to_connection(
     req: HttpRequest,
-    Caller(who): Caller,
+    DataPlaneCaller(who): DataPlaneCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Json<SendBody>,
@@ -378,7 +378,7 @@ async fn command(
 /// `PUT /api/hubs/{hub}/groups/{group}/connections/{connectionId}`.
 pub async fn add_to_group(
     req: HttpRequest,
-    Caller(who): Caller,
+    DataPlaneCaller(who): DataPlaneCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -392,7 +392,7 @@ pub async fn add_to_group(
 /// `DELETE /api/hubs/{hub}/groups/{group}/connections/{connectionId}`.
 pub async fn remove_from_group(
     req: HttpRequest,
-    Caller(who): Caller,
+    DataPlaneCaller(who): DataPlaneCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -406,7 +406,7 @@ pub async fn remove_from_group(
 /// `DELETE /api/hubs/{hub}/connections/{connectionId}/groups`.
 pub async fn remove_from_all_groups(
     req: HttpRequest,
-    Caller(who): Caller,
+    DataPlaneCaller(who): DataPlaneCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -419,7 +419,7 @@ pub async fn remove_from_all_groups(
 /// `DELETE /api/hubs/{hub}/connections/{connectionId}[?reason=…]`: closes the connection.
 pub async fn close_connection(
     req: HttpRequest,
-    Caller(who): Caller,
+    DataPlaneCaller(who): DataPlaneCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -451,7 +451,7 @@ async fn exists(
 /// `HEAD /api/hubs/{hub}/connections/{connectionId}`.
 pub async fn connection_exists(
     req: HttpRequest,
-    Caller(who): Caller,
+    DataPlaneCaller(who): DataPlaneCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -464,7 +464,7 @@ pub async fn connection_exists(
 /// `HEAD /api/hubs/{hub}/groups/{group}`.
 pub async fn group_exists(
     req: HttpRequest,
-    Caller(who): Caller,
+    DataPlaneCaller(who): DataPlaneCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -477,7 +477,7 @@ pub async fn group_exists(
 /// `HEAD /api/hubs/{hub}/users/{user}`.
 pub async fn user_exists(
     req: HttpRequest,
-    Caller(who): Caller,
+    DataPlaneCaller(who): DataPlaneCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -511,7 +511,7 @@ fn close_all(query: Query) -> HubCommand {
 /// caller's tenant.
 pub async fn close_hub(
     req: HttpRequest,
-    Caller(who): Caller,
+    DataPlaneCaller(who): DataPlaneCaller,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -528,7 +528,7 @@ pub async fn close_hub(
 /// `POST /api/hubs/{hub}/groups/{group}/:closeConnections`.
 pub async fn close_group(
     req: HttpRequest,
-    Caller(who): Caller,
+    DataPlaneCaller(who): DataPlaneCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -542,7 +542,7 @@ pub async fn close_group(
 /// `POST /api/hubs/{hub}/users/{user}/:closeConnections`.
 pub async fn close_user(
     req: HttpRequest,
-    Caller(who): Caller,
+    DataPlaneCaller(who): DataPlaneCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -557,7 +557,7 @@ pub async fn close_user(
 /// the group (Azure's `ttl=0`); a later connection of the user does not (see `docs/signalr.md`).
 pub async fn add_user_to_group(
     req: HttpRequest,
-    Caller(who): Caller,
+    DataPlaneCaller(who): DataPlaneCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -572,7 +572,7 @@ pub async fn add_user_to_group(
 /// `DELETE /api/hubs/{hub}/users/{user}/groups/{group}`: the user's connections leave the group.
 pub async fn remove_user_from_group(
     req: HttpRequest,
-    Caller(who): Caller,
+    DataPlaneCaller(who): DataPlaneCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -588,7 +588,7 @@ pub async fn remove_user_from_group(
 /// channels they joined on connect stay).
 pub async fn remove_user_from_all_groups(
     req: HttpRequest,
-    Caller(who): Caller,
+    DataPlaneCaller(who): DataPlaneCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -602,7 +602,9 @@ pub async fn remove_user_from_all_groups(
 /// `HEAD /api/hubs/{hub}/users/{user}/groups/{group}`: not supported (whether some connection of
 /// a user is in a group is known only on the connections' nodes); `501`, so that a client does
 /// not read an answer into a `404`.
-pub async fn user_in_group(Caller(who): Caller) -> Result<HttpResponse, ApiError> {
+pub async fn user_in_group(
+    DataPlaneCaller(who): DataPlaneCaller,
+) -> Result<HttpResponse, ApiError> {
     data_plane::caller(&who)?;
     Err(ApiError::Http {
         status: StatusCode::NOT_IMPLEMENTED,

@@ -585,3 +585,98 @@ async fn a_users_connections_on_every_node_join_and_leave_groups() {
     .await;
     assert_eq!((status, &problem["code"]), (400, &json!("bad_request")));
 }
+
+/// A token as Azure's Management SDK signs it: HS256 with the connection string's `AccessKey`,
+/// `aud` the request URL (with `api-version`), `nameid` the server's name.
+fn access_key_token(key: &str, aud: &str) -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("-1337592512".into());
+    jsonwebtoken::encode(
+        &header,
+        &json!({"aud": aud, "nameid": "web-1", "exp": now + 3600, "iat": now, "nbf": now}),
+        &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[actix_web::test]
+async fn azure_access_key_tokens_act_as_a_service_of_the_configured_tenant() {
+    const KEY: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefg=";
+    let app = spawn_app_with(|s| {
+        s.azure.access_key = secrecy::SecretString::from(KEY.to_owned());
+        s.azure.tenant_key = "acme".into();
+    })
+    .await;
+    let mut bob = start_hub(&app, &customer("acme", "bob", None), vec!["ToUser"]).await;
+    let path = "/api/hubs/notifications/users/bob/:send";
+    // The audience as the SDK writes it: its endpoint, which a proxy may have rewritten.
+    let aud = format!("https://switchyard.example.com{path}?{V}");
+    let body = json!({"Target": "ToUser", "Arguments": ["from azure"]});
+    let (status, _, problem) = call(
+        &app,
+        Method::POST,
+        &format!("{path}?{V}"),
+        Some(&access_key_token(KEY, &aud)),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, 202, "{problem}");
+    assert_eq!(bob.event_args("ToUser").await, json!(["from azure"]));
+
+    // The tenant is the configured one: another tenant's group is refused.
+    let other = "/api/hubs/notifications/groups/tenant:globex:broadcast/:send";
+    let (status, _, _) = call(
+        &app,
+        Method::POST,
+        other,
+        Some(&access_key_token(KEY, &format!("https://h{other}"))),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // A token for another URL, or signed with another key, is not a caller.
+    let wrong_audience = app
+        .metric("switchyard_auth_failures_total{reason=\"wrong_audience\"}")
+        .await;
+    let bad_signature = app
+        .metric("switchyard_auth_failures_total{reason=\"bad_signature\"}")
+        .await;
+    for token in [
+        access_key_token(
+            KEY,
+            "https://switchyard.example.com/api/hubs/notifications/:send",
+        ),
+        access_key_token("another key", &aud),
+    ] {
+        let (status, _, problem) = call(
+            &app,
+            Method::POST,
+            &format!("{path}?{V}"),
+            Some(&token),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!((status, &problem["code"]), (401, &json!("token_invalid")));
+    }
+    app.wait_metric(
+        "switchyard_auth_failures_total{reason=\"wrong_audience\"}",
+        wrong_audience + 1.0,
+    )
+    .await;
+    app.wait_metric(
+        "switchyard_auth_failures_total{reason=\"bad_signature\"}",
+        bad_signature + 1.0,
+    )
+    .await;
+    // Switchyard's own routes do not take access-key tokens.
+    let (status, _) = app
+        .post_json(
+            "/api/v1/publish",
+            Some(&access_key_token(KEY, &aud)),
+            &json!({"channel": "tenant:acme:broadcast", "event": "X", "data": {}}),
+        )
+        .await;
+    assert_eq!(status, 401);
+}
