@@ -177,7 +177,7 @@ fn read_query(req: &HttpRequest, takes: Takes) -> Result<Query, ApiError> {
                 )))
             }
             "application" | "excluded" => return Err(ApiError::BadRequest(format!(
-                "the query parameter {key} is not supported by this server (see docs/signalr.md)"
+                "the query parameter {key} is not supported on this route (see docs/signalr.md, \"Moving from Azure SignalR Service\")"
             ))),
             _ => {
                 return Err(ApiError::BadRequest(format!(
