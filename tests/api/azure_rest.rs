@@ -363,6 +363,9 @@ async fn a_group_join_follows_the_connections_own_channel_rules() {
     );
 }
 
+/// A refused call: method, path, token, body, status, problem `code`.
+type Case<'a> = (Method, String, Option<&'a str>, Option<Value>, u16, &'a str);
+
 #[actix_web::test]
 async fn refusals_are_problem_json_and_counted() {
     let app = spawn_app().await;
@@ -377,7 +380,7 @@ async fn refusals_are_problem_json_and_counted() {
     // (method, path, token, body, status, problem code)
     let admin = token(&admin("acme"));
     let tenantless = token(&service());
-    let cases: Vec<(Method, String, Option<&str>, Option<Value>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (Method::POST, "/api/hubs/notifications/:send".into(), None, Some(send("X")), 401, "token_missing"),
         (Method::POST, "/api/hubs/notifications/:send".into(), Some(&admin), Some(send("X")), 403, "forbidden"),
         (Method::PUT, format!("/api/hubs/notifications/groups/tenant:acme:order:1/connections/{id}"), Some(&admin), None, 403, "forbidden"),
