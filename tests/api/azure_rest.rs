@@ -683,3 +683,118 @@ async fn azure_access_key_tokens_act_as_a_service_of_the_configured_tenant() {
         .await;
     assert_eq!(status, 401);
 }
+
+#[actix_web::test]
+async fn messagepack_clients_get_the_same_arguments_and_native_clients_never_see_commands() {
+    let app = spawn_app().await;
+    let svc = token(&acme_backend());
+    let mut packed = HubClient::start(
+        &app,
+        &token(&customer("acme", "bob", None)),
+        HubOptions {
+            messagepack: true,
+            events: vec!["ToGroup"],
+            ..HubOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let id = packed.connection_id.clone().unwrap();
+    let group = "tenant:acme:order:mp";
+    let mut native = app.connect(&customer("acme", "carol", None)).await;
+    assert_eq!(native.subscribe(group).await["type"], "subscribed");
+
+    let member = format!("/api/hubs/notifications/groups/{group}/connections/{id}");
+    assert_eq!(
+        call(&app, Method::PUT, &member, Some(&svc), None).await.0,
+        200
+    );
+    // Both in the group: the hub connection (it joined) and the native client.
+    head_becomes(
+        &app,
+        &format!("/api/hubs/notifications/groups/{group}"),
+        &svc,
+        200,
+    )
+    .await;
+    app.wait_metric("switchyard_subscriptions", 1.0 + 5.0).await;
+    let (status, _, _) = call(
+        &app,
+        Method::POST,
+        &format!("/api/hubs/notifications/groups/{group}/:send"),
+        Some(&svc),
+        Some(json!({"target": "ToGroup", "arguments": ["o-1", 2.5, [1, {"a": null}]]})),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        packed.event_args("ToGroup").await,
+        json!(["o-1", 2.5, [1, {"a": null}]])
+    );
+    // The native client gets the send as a notification whose data is the argument list...
+    let n = native.recv_event().await;
+    assert_eq!(n["type"], "notification", "{n}");
+    assert_eq!(n["data"]["event"], "ToGroup");
+    assert_eq!(n["data"]["data"], json!(["o-1", 2.5, [1, {"a": null}]]));
+    // ...and not the group's close command, which closes the hub connection only.
+    let (status, _, _) = call(
+        &app,
+        Method::POST,
+        &format!("/api/hubs/notifications/groups/{group}/:closeConnections"),
+        Some(&svc),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(closed(&mut packed).await, Value::Null);
+    app.publish(&service(), group, "After", json!(1)).await;
+    let next = native.recv_event().await;
+    assert_eq!(
+        next["data"]["event"], "After",
+        "the command was not written: {next}"
+    );
+}
+
+#[actix_web::test]
+async fn a_resumed_connection_keeps_its_connection_id_and_what_was_sent_to_it_meanwhile() {
+    use crate::tcp_proxy::Proxy;
+    let app = spawn_app().await;
+    let svc = token(&acme_backend());
+    let proxy = Proxy::start(app.port).await;
+    let url = format!("http://127.0.0.1:{}/hubs/notifications", proxy.port);
+    let mut bob = HubClient::start_url(
+        &url,
+        &token(&customer("acme", "bob", None)),
+        HubOptions {
+            stateful_reconnect: true,
+            reconnect: true,
+            events: vec!["ToConnection"],
+            ..HubOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let id = bob.connection_id.clone().unwrap();
+    let send = format!("/api/hubs/notifications/connections/{id}/:send");
+    let to = |n: u64| Some(json!({"target": "ToConnection", "arguments": [n]}));
+    assert_eq!(
+        call(&app, Method::POST, &send, Some(&svc), to(1)).await.0,
+        202
+    );
+    assert_eq!(bob.event_args("ToConnection").await, json!([1]));
+    // The socket drops; the connection is parked under the same connectionId.
+    proxy.hold(true);
+    proxy.sever();
+    assert_eq!(
+        call(&app, Method::POST, &send, Some(&svc), to(2)).await.0,
+        202
+    );
+    proxy.hold(false);
+    assert_eq!(bob.event_args("ToConnection").await, json!([2]));
+    assert_eq!(
+        call(&app, Method::POST, &send, Some(&svc), to(3)).await.0,
+        202
+    );
+    assert_eq!(bob.event_args("ToConnection").await, json!([3]));
+    assert!(!bob.backlog_contains(|v| v["type"] == "reconnecting"));
+}
