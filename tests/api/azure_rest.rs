@@ -793,3 +793,52 @@ async fn a_resumed_connection_keeps_its_connection_id_and_what_was_sent_to_it_me
     assert_eq!(bob.event_args("ToConnection").await, json!([3]));
     assert!(!bob.backlog_contains(|v| v["type"] == "reconnecting"));
 }
+
+#[actix_web::test]
+async fn membership_commands_sent_back_to_back_end_in_the_state_the_last_one_says() {
+    let app = spawn_app().await;
+    let svc = token(&acme_backend());
+    let mut bob = start_hub(&app, &customer("acme", "bob", None), vec!["Marker"]).await;
+    let id = bob.connection_id.clone().unwrap();
+    let member = |g: &str| format!("/api/hubs/notifications/groups/{g}/connections/{id}");
+    let exists = |g: &str| format!("/api/hubs/notifications/groups/{g}");
+    let (g, h) = ("tenant:acme:order:g", "tenant:acme:order:h");
+    // Each step is answered before the next is sent; none waits for the connection.
+    let steps = [
+        (Method::PUT, member(g)),
+        (Method::DELETE, member(g)),
+        (Method::PUT, member(g)),
+        (Method::PUT, member(h)),
+        (Method::DELETE, member(h)),
+        (Method::PUT, member(h)),
+    ];
+    for (method, path) in steps {
+        assert_eq!(call(&app, method, &path, Some(&svc), None).await.0, 200);
+    }
+    // The commands arrived (the marker follows them on the same channel), then a hub method
+    // invoked now runs after the joins and leaves they queued.
+    marker(&app, &svc, &mut bob, 1).await;
+    assert_eq!(bob.invoke("Ping", json!([])).await, Ok(json!(true)));
+    assert_eq!(head(&app, &exists(g), &svc).await, 200);
+    assert_eq!(head(&app, &exists(h), &svc).await, 200);
+
+    let all = format!("/api/hubs/notifications/connections/{id}/groups");
+    assert_eq!(
+        call(&app, Method::DELETE, &all, Some(&svc), None).await.0,
+        200
+    );
+    assert_eq!(
+        call(&app, Method::PUT, &member(g), Some(&svc), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(&app, Method::DELETE, &all, Some(&svc), None).await.0,
+        200
+    );
+    marker(&app, &svc, &mut bob, 2).await;
+    assert_eq!(bob.invoke("Ping", json!([])).await, Ok(json!(true)));
+    assert_eq!(head(&app, &exists(g), &svc).await, 404);
+    assert_eq!(head(&app, &exists(h), &svc).await, 404);
+}

@@ -12,7 +12,6 @@ use crate::channel::Channel;
 use crate::codes::CloseCode;
 use crate::envelope::Envelope;
 use crate::hub_commands::HubCommand;
-use crate::policy;
 
 impl Connection {
     /// Carries out the command `env` holds, after the current turn (the outbox drain that found
@@ -49,26 +48,19 @@ impl Connection {
         }
         log::debug!("{} hub command {cmd:?}", self.log_ctx());
         match cmd {
-            HubCommand::AddToGroup(group) => {
-                if !self.core.subs.contains(&group) {
-                    self.core.queue_resubscribe(&group, None);
-                }
-            }
+            // Queued whatever the connection has now: a command's turn comes after the requests
+            // queued before it (an add the command before it queued, say), and that is when it
+            // is judged. Adding a connection to a group it is in is refused as any second
+            // subscribe is (`already_subscribed`); removing it from one it is not in, likewise.
+            HubCommand::AddToGroup(group) => self.core.queue_resubscribe(&group, None),
             HubCommand::RemoveFromGroup(group) => {
-                if self.core.subs.contains(&group) && Some(&group) != self.own_channel.as_ref() {
+                if Some(&group) != self.own_channel.as_ref() {
                     self.core.queue_unsubscribe(&group);
                 }
             }
-            HubCommand::RemoveFromAllGroups => {
-                // The channels joined on connect stay: they are the user's and the hub's, not
-                // groups (Azure's own user and hub addressing).
-                let keep = policy::default_channels(&self.identity);
-                for (channel, _) in self.core.subs.positions() {
-                    if !keep.contains(&channel) && Some(&channel) != self.own_channel.as_ref() {
-                        self.core.queue_unsubscribe(&channel);
-                    }
-                }
-            }
+            // The channels joined on connect stay: they are the user's and the hub's, not groups
+            // (Azure's own user and hub addressing).
+            HubCommand::RemoveFromAllGroups => self.core.queue_leave_groups(),
             HubCommand::Close { reason, excluded } => {
                 if excluded.iter().any(|id| Some(id.as_str()) == self.own_id()) {
                     return;

@@ -233,6 +233,11 @@ impl ConnectionCore {
             .push(Step::Decoded(Decoded::request(None, leave)));
     }
 
+    /// Queues leaving every group (a hub command), after every request already queued.
+    pub(super) fn queue_leave_groups(&mut self) {
+        self.requests.push(Step::LeaveGroups);
+    }
+
     /// Queues a subscription of the connection's own (a resumed connection's channels, a hub
     /// command's group), with no reply address, after every request already queued.
     pub(super) fn queue_resubscribe(
@@ -364,6 +369,20 @@ impl ConnectionCore {
                 self.emit(Effect::AnswerHandshake(reply));
             }
             Step::HubConnected => self.emit(Effect::HubConnected),
+            Step::LeaveGroups => {
+                let keep = policy::default_channels(&self.identity);
+                let leaving: Vec<ChannelName> = self
+                    .subs
+                    .channels()
+                    .filter(|c| !keep.contains(c) && Some(*c) != self.own_channel.as_ref())
+                    .cloned()
+                    .collect();
+                for channel in leaving {
+                    if self.subs.remove(&channel) {
+                        self.emit(Effect::Left(channel));
+                    }
+                }
+            }
         }
     }
 
