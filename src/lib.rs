@@ -7,7 +7,8 @@
 //! | `settings.rs` | layered configuration (`config/` + `SWITCHYARD__…` variables) |
 //! | `startup.rs` | building a node, running it, the shutdown sequence |
 //! | `auth.rs` | JWT verification → `Identity` |
-//! | `caller.rs` | a request's authenticated caller (the `Caller` extractor, failures counted) |
+//! | `caller.rs` | a request's authenticated caller (the `Caller` extractor, failures counted; `DataPlaneCaller` for the Azure-compatible API) |
+//! | `azure_auth.rs` | Azure access-key tokens (`azure.access_key`) for the Azure-compatible REST API |
 //! | `problem.rs` | HTTP errors as problem JSON |
 //! | `negotiations.rs` | SignalR negotiate's single-use connection tokens |
 //! | `routes/` | one file per group of routes |
@@ -19,6 +20,7 @@
 pub mod admin_samples;
 pub mod auth;
 pub mod authorizer;
+pub mod azure_auth;
 pub mod background;
 pub mod caller;
 pub mod chat;

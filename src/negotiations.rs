@@ -26,12 +26,30 @@ struct Negotiated {
     used: bool,
     /// The client asked for stateful reconnect and the server agreed.
     stateful: bool,
+    /// The `connectionId` the client was given (its `connection.connectionId`): the name of its
+    /// own channel, `connection:{connectionId}`, where the Azure-compatible REST API reaches it.
+    connection_id: String,
 }
 
 /// A connection token's first WebSocket.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Claimed {
     pub stateful: bool,
+    pub connection_id: String,
+}
+
+/// What negotiate hands out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// The token the client opens its WebSocket with (`?id=`).
+    pub token: String,
+    /// The connection's public id (negotiate's `connectionId`).
+    pub connection_id: String,
+}
+
+/// A fresh id: 32 hex characters, URL-safe as clients put it in the URL without encoding.
+pub fn fresh_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// Connection tokens issued by negotiate and not yet expired.
@@ -48,10 +66,16 @@ impl Negotiations {
         }
     }
 
-    /// Issues a connection token for `identity`.
-    pub fn issue(&self, identity: Arc<Identity>, stateful: bool) -> String {
-        // Hex: URL-safe as the client puts it in the URL without encoding.
-        let token = uuid::Uuid::new_v4().simple().to_string();
+    /// Issues a connection token for `identity`, and the connection's public id: a separate one,
+    /// or (`separate_id` false: negotiate version 0, whose clients use the id as the token) the
+    /// token itself.
+    pub fn issue(&self, identity: Arc<Identity>, stateful: bool, separate_id: bool) -> Issued {
+        let token = fresh_id();
+        let connection_id = if separate_id {
+            fresh_id()
+        } else {
+            token.clone()
+        };
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let ttl = self.ttl;
         pending.retain(|_, n| n.issued.elapsed() < ttl);
@@ -62,9 +86,13 @@ impl Negotiations {
                 issued: Instant::now(),
                 used: false,
                 stateful,
+                connection_id: connection_id.clone(),
             },
         );
-        token
+        Issued {
+            token,
+            connection_id,
+        }
     }
 
     /// Claims a token for its first WebSocket, for the principal it was issued to only; a
@@ -82,6 +110,7 @@ impl Negotiations {
                 n.used = true;
                 Ok(Claimed {
                     stateful: n.stateful,
+                    connection_id: n.connection_id.clone(),
                 })
             }
             _ => Err(ClaimError::Unknown),
@@ -110,12 +139,22 @@ mod tests {
     fn tokens_are_single_use_url_safe_and_expire() {
         let n = Negotiations::new(Duration::from_millis(50));
         let alice = who("acme", Role::Admin);
-        let t = n.issue(alice.clone(), true);
+        let Issued {
+            token: t,
+            connection_id,
+        } = n.issue(alice.clone(), true, true);
         assert!(t.chars().all(|c| c.is_ascii_alphanumeric()));
-        assert_eq!(n.claim(&t, &alice), Ok(Claimed { stateful: true }));
+        assert_ne!(t, connection_id);
+        assert_eq!(
+            n.claim(&t, &alice),
+            Ok(Claimed {
+                stateful: true,
+                connection_id
+            })
+        );
         assert_eq!(n.claim(&t, &alice), Err(ClaimError::InUse));
         assert_eq!(n.claim("nope", &alice), Err(ClaimError::Unknown));
-        let late = n.issue(alice.clone(), false);
+        let late = n.issue(alice.clone(), false, false).token;
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(n.claim(&late, &alice), Err(ClaimError::Unknown));
     }
@@ -124,7 +163,7 @@ mod tests {
     fn a_refused_claim_by_another_principal_leaves_the_token_to_its_owner() {
         let n = Negotiations::new(Duration::from_secs(60));
         let owner = who("acme", Role::Admin);
-        let t = n.issue(owner.clone(), false);
+        let t = n.issue(owner.clone(), false, false).token;
         assert_eq!(
             n.claim(&t, &who("globex", Role::Customer)),
             Err(ClaimError::NotTheirs)
@@ -133,6 +172,13 @@ mod tests {
             n.claim(&t, &who("acme", Role::Customer)),
             Err(ClaimError::NotTheirs)
         );
-        assert_eq!(n.claim(&t, &owner), Ok(Claimed { stateful: false }));
+        // Version 0: the token is the connection id.
+        assert_eq!(
+            n.claim(&t, &owner),
+            Ok(Claimed {
+                stateful: false,
+                connection_id: t.clone()
+            })
+        );
     }
 }

@@ -65,6 +65,17 @@ pub struct Settings {
     pub quotas: QuotaSettings,
     pub connection_limits: ConnectionLimitSettings,
     pub admin: AdminSettings,
+    pub azure: AzureSettings,
+}
+
+/// `[azure]`: the Azure-compatible REST API's own authentication (`src/azure_auth.rs`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct AzureSettings {
+    /// The `AccessKey` of the Azure connection string back ends use; empty: only Switchyard's
+    /// own Service tokens are taken.
+    pub access_key: SecretString,
+    /// The tenant an access-key caller speaks for (its `tenantKey`); empty: none.
+    pub tenant_key: String,
 }
 
 /// `[quotas]`: every tenant's quotas unless it has its own.

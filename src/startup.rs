@@ -39,6 +39,7 @@ use switchyard_actors::tenant_group::{TenantGroups, TenantRegistry};
 use crate::admin_samples::{self, Samples};
 use crate::auth::{GeneratedSecret, Verifier};
 use crate::authorizer::StoreAuthorizer;
+use crate::azure_auth::AccessKeyVerifier;
 use crate::background::{self, Background};
 use crate::chat::{ChatConfig, ChatService};
 use crate::http_server::{self, bind_listener, ServeOptions};
@@ -131,6 +132,9 @@ impl Application {
                  (set SWITCHYARD__AUTH__JWT_SECRET to keep tokens valid across restarts)"
             );
         }
+        let azure_keys =
+            AccessKeyVerifier::from_settings(&settings.azure, settings.auth.leeway_secs)?
+                .map(Arc::new);
         background::validate(&settings)?;
         let payload = settings.payload_limits()?;
         let hub_arguments = settings.hub_arguments()?;
@@ -330,6 +334,7 @@ impl Application {
             settings: Arc::new(settings),
             hub_arguments,
             samples,
+            azure_keys,
         });
         let http_errors = node.metrics.http_errors.clone();
         let options = ServeOptions {

@@ -8,6 +8,7 @@ use switchyard_actors::node::Node;
 use crate::admin_samples::Samples;
 use crate::auth::Verifier;
 use crate::hub_transports::HttpSessions;
+use crate::azure_auth::AccessKeyVerifier;
 use crate::negotiations::Negotiations;
 use crate::settings::{HubArgumentDefaults, Settings};
 
@@ -25,4 +26,6 @@ pub struct AppState {
     pub http_sessions: Arc<HttpSessions>,
     /// The node's recent figures for the console's charts (`[admin] sample_interval_ms`).
     pub samples: Arc<Samples>,
+    /// Azure access-key tokens for the Azure-compatible REST API (`azure.access_key`), if set.
+    pub azure_keys: Option<Arc<AccessKeyVerifier>>,
 }

@@ -13,6 +13,7 @@
 //! | `session:{sessionId}` | one dining session |
 //! | `user:{userId}` | one user id on all connections, whatever the tenant (global) |
 //! | `conversation:{id}` | chat participants |
+//! | `connection:{connectionId}` | one SignalR hub connection (its negotiated `connectionId`): joined by that connection alone, addressed by the Azure-compatible REST API ([`crate::hub_commands`]) |
 //! | `notifications:{EntityType}:{EntityId}` | database change feed |
 //! | `global:broadcast` | everyone |
 
@@ -71,6 +72,11 @@ pub enum Channel {
     Conversation {
         id: String,
     },
+    /// One SignalR hub connection, by the `connectionId` its client knows: what the Azure-style
+    /// REST API sends to that connection, and the commands it carries out (join, leave, close).
+    Connection {
+        id: String,
+    },
     Notifications {
         entity_type: String,
         entity_id: String,
@@ -121,6 +127,7 @@ impl Channel {
             Channel::Session { session } => format!("session:{session}"),
             Channel::User { user } => format!("user:{user}"),
             Channel::Conversation { id } => format!("conversation:{id}"),
+            Channel::Connection { id } => format!("connection:{id}"),
             Channel::Notifications {
                 entity_type,
                 entity_id,
@@ -263,6 +270,7 @@ fn parse_channel(name: &str) -> Result<Channel, ChannelError> {
         },
         ["user", u] => Channel::User { user: segment(u)? },
         ["conversation", c] => Channel::Conversation { id: segment(c)? },
+        ["connection", c] => Channel::Connection { id: segment(c)? },
         ["notifications", ty, id] => Channel::Notifications {
             entity_type: segment(ty)?,
             entity_id: segment(id)?,

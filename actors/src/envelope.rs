@@ -62,6 +62,23 @@ impl EventName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The name of a hub command ([`crate::hub_commands`]): `$` and a name no publisher can
+    /// give ([`parse`](Self::parse) refuses `$`), so only the server makes these events.
+    fn command(name: &'static str) -> Self {
+        debug_assert!(crate::hub_commands::is_command_name(name));
+        Self(Arc::from(name))
+    }
+
+    /// The event name of `cmd`.
+    pub fn of_command(cmd: &crate::hub_commands::HubCommand) -> Self {
+        Self::command(cmd.name())
+    }
+
+    /// Whether this is a hub command's name rather than a client event.
+    pub fn is_command(&self) -> bool {
+        crate::hub_commands::is_command_name(&self.0)
+    }
 }
 
 impl fmt::Display for EventName {
@@ -192,7 +209,11 @@ impl Envelope {
             return Err(EnvelopeError::Version(rec.v));
         }
         let channel = ChannelName::parse(&rec.channel)?;
-        let event = EventName::parse(&rec.event)?;
+        // A hub command as the server wrote it, or an event name as any publisher may give it.
+        let event = match crate::hub_commands::command_name(&rec.event) {
+            Some(name) => EventName::command(name),
+            None => EventName::parse(&rec.event)?,
+        };
         Ok(Self {
             id: Arc::from(rec.id),
             channel,

@@ -23,6 +23,7 @@
 //! | `metered.rs` | measured mailboxes: the wrapper every sender of a measured kind uses (depth, peak, full, handled, time per message) |
 //! | `codes.rs` | every close code and error code |
 //! | `hub_methods.rs` | the seam for hub methods implemented by the server (chat) |
+//! | `hub_commands.rs` | what the Azure-compatible REST API asks of one hub connection (join, leave, close), carried on its `connection:{id}` channel |
 //! | `chat_events.rs` | the chat hub's event names; which SignalR events carry their data bare |
 //! | `activity.rs` | [`activity::ActivityRecorder`]: per-tenant recent events, rates, the activity stream |
 //! | `quotas.rs` | per-tenant quotas: connections, publishes per second, subscriptions per connection |
@@ -40,6 +41,7 @@ pub mod engine;
 pub mod envelope;
 pub mod history;
 pub mod hub_arguments;
+pub mod hub_commands;
 pub mod hub_methods;
 pub mod identity;
 pub mod ids;

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod admin_console;
+pub mod azure;
 pub mod channels;
 pub mod conversations;
 pub mod dev;
@@ -55,6 +56,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, hub_paths: &[String], batch_body_
             "/api/v1/channels/{channel}/history",
             web::get().to(channels::history),
         )
+        .configure(azure::configure)
         .configure(admin_routes)
         .configure(dining_session_routes)
         .configure(conversation_routes)

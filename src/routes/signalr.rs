@@ -16,6 +16,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
+use switchyard_actors::channel::{Channel, ChannelName};
 use switchyard_actors::codec::signalr::SignalRCodec;
 use switchyard_actors::connection::conn_socket::ConnSocket;
 use switchyard_actors::connection::resume::TakeError;
@@ -58,7 +59,8 @@ pub async fn negotiate(
     // Offered only when asked: clients that did not ask refuse a server that offers it.
     let stateful =
         query.use_stateful_reconnect == Some(true) && state.settings.signalr.stateful_reconnect;
-    let token = state.negotiations.issue(identity, stateful);
+    let issued = state.negotiations.issue(identity, stateful, version >= 1);
+    let token = issued.token;
     let transports: Vec<_> = HubTransport::ALL
         .into_iter()
         .filter(|t| enabled(&state, *t))
@@ -66,7 +68,7 @@ pub async fn negotiate(
         .collect();
     let body = if version >= 1 {
         let mut body = json!({
-            "connectionId": uuid::Uuid::new_v4().simple().to_string(),
+            "connectionId": issued.connection_id,
             "connectionToken": token,
             "negotiateVersion": version,
             "availableTransports": transports,
@@ -145,6 +147,8 @@ pub async fn hub(
     }
     let identity = authenticate(&req, &state).map_err(ApiError::from)?;
     let mut resume_token = None;
+    // `skipNegotiation` clients were given no id: the connection gets one all the same.
+    let mut connection_id = None;
     if let Some(id) = query.id.as_deref() {
         // A parked connection (stateful reconnect): the same connection on a new socket, for the
         // same principal only; a refused attempt leaves it parked for its owner.
@@ -171,7 +175,10 @@ pub async fn hub(
         if claimed.stateful {
             resume_token = Some(Arc::<str>::from(id));
         }
+        connection_id = Some(claimed.connection_id);
     }
+    let connection_id = connection_id.unwrap_or_else(crate::negotiations::fresh_id);
+    let own_channel = ChannelName::from_channel(Channel::Connection { id: connection_id });
     let codec = hub_codec(&req, &state, &identity);
     let upgraded = upgrade(
         &req,
@@ -180,6 +187,7 @@ pub async fn hub(
         identity,
         Box::new(codec),
         resume_token,
+        Some(own_channel),
     );
     if upgraded.is_ok() {
         count_transport(&state, HubTransport::WebSockets);
@@ -288,6 +296,10 @@ async fn http_transport(
             transport.name()
         );
     }
+    // Its own channel, as for a WebSocket: the Azure-compatible API addresses it there.
+    let own_channel = ChannelName::from_channel(Channel::Connection {
+        id: claimed.connection_id,
+    });
     let codec = hub_codec(req, state, &identity);
     let sessions = state.http_sessions.clone();
     let started = match transport {
@@ -295,7 +307,14 @@ async fn http_transport(
             let codec = Box::new(codec.text_only());
             // A view: once the stream ended, the keep-alive connection is no longer the actor's.
             let socket = ConnSocket::of(req).view();
-            let streamed = stream(req, state, identity.clone(), codec, socket.clone())?;
+            let streamed = stream(
+                req,
+                state,
+                identity.clone(),
+                codec,
+                socket.clone(),
+                Some(own_channel),
+            )?;
             sessions.start_sse(id, identity, socket, streamed)
         }
         _ => {
@@ -306,6 +325,7 @@ async fn http_transport(
                 identity.clone(),
                 Box::new(codec),
                 socket.clone(),
+                Some(own_channel),
             )?;
             sessions.start_long_polling(id, identity, socket, stop, streamed)
         }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use switchyard_actors::channel::ChannelName;
 use switchyard_actors::codec::native::NativeCodec;
 use switchyard_actors::codec::WireCodec;
 use switchyard_actors::connection::conn_socket::ConnSocket;
@@ -29,7 +30,15 @@ pub async fn native(
     check_origin(&req, &state)?;
     check_upgrade(&req)?;
     let identity = authenticate(&req, &state).map_err(ApiError::from)?;
-    upgrade(&req, payload, &state, identity, Box::new(NativeCodec), None)
+    upgrade(
+        &req,
+        payload,
+        &state,
+        identity,
+        Box::new(NativeCodec),
+        None,
+        None,
+    )
 }
 
 /// Refuses a request that cannot become a WebSocket (no `Upgrade` header, wrong method or
@@ -64,17 +73,21 @@ pub fn upgrade(
     identity: Arc<Identity>,
     codec: Box<dyn WireCodec>,
     resume_token: Option<Arc<str>>,
+    own_channel: Option<ChannelName>,
 ) -> Result<HttpResponse, actix_web::Error> {
     start(
         req,
         state,
         identity,
         |shared, conn, identity, tenant| {
-            let session = Connection::new(shared, conn, identity, tenant, codec);
-            match resume_token {
-                Some(token) => session.with_resume_token(token),
-                None => session,
+            let mut session = Connection::new(shared, conn, identity, tenant, codec);
+            if let Some(token) = resume_token {
+                session = session.with_resume_token(token);
             }
+            if let Some(own) = own_channel {
+                session = session.with_own_channel(own);
+            }
+            session
         },
         |session| session.serve(req, payload),
     )
@@ -88,13 +101,20 @@ pub fn stream(
     identity: Arc<Identity>,
     codec: Box<dyn WireCodec>,
     socket: ConnSocket,
+    own_channel: Option<ChannelName>,
 ) -> Result<(Inbound, Outbound), actix_web::Error> {
     let queue = state.settings.signalr.send_queue_frames;
     start(
         req,
         state,
         identity,
-        |shared, conn, identity, tenant| Connection::new(shared, conn, identity, tenant, codec),
+        |shared, conn, identity, tenant| {
+            let session = Connection::new(shared, conn, identity, tenant, codec);
+            match own_channel {
+                Some(own) => session.with_own_channel(own),
+                None => session,
+            }
+        },
         |session| Ok(session.serve_streamed(socket, queue)),
     )
 }

@@ -31,6 +31,8 @@ pub struct HubClient {
     /// Reports read while waiting for something else, in arrival order.
     backlog: VecDeque<Value>,
     next_id: u64,
+    /// The client's `connection.connectionId` once started (negotiate's `connectionId`).
+    pub connection_id: Option<String>,
 }
 
 impl HubClient {
@@ -90,6 +92,7 @@ impl HubClient {
             .wait_for(|v| v["type"] == "started" || v["type"] == "start_failed")
             .await;
         if r["type"] == "started" {
+            client.connection_id = r["connectionId"].as_str().map(str::to_owned);
             Ok(self)
         } else {
             Err(r["error"].as_str().unwrap_or_default().to_owned())
@@ -127,6 +130,7 @@ impl HubClient {
             lines,
             backlog: VecDeque::new(),
             next_id: 0,
+            connection_id: None,
         }
     }
 

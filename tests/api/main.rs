@@ -8,6 +8,7 @@ mod redis_server;
 mod admin;
 mod admin_console;
 mod auth;
+mod azure_rest;
 mod change_feed;
 mod chat;
 mod cluster;

@@ -107,6 +107,13 @@ pub struct ChannelStats {
     pub prefix: String,
 }
 
+/// Sent to the shard of `channel`; replies with its number of subscribers on this node.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Listeners {
+    pub channel: ChannelName,
+}
+
 /// One shard's channels with their subscriber counts.
 #[derive(Debug, Default)]
 pub struct ShardStats {
@@ -300,6 +307,20 @@ impl BrokerHandle {
             // number of connections, not by traffic.
             self.router.shards[i].do_send(Unsubscribe { conn, channels });
         }
+    }
+
+    /// Whether `channel` has a subscriber on any node: this node's shard first, then the engine
+    /// (the Redis engine asks Redis which nodes listen). What the Azure-compatible API's existence
+    /// checks ask (a connection, a group, a user).
+    pub async fn has_subscribers(&self, channel: &ChannelName) -> Result<bool, BrokerError> {
+        let shard = self.router.shard_for(channel);
+        let here = Listeners {
+            channel: channel.clone(),
+        };
+        if self.router.request(shard, here).await? > 0 {
+            return Ok(true);
+        }
+        self.engine.listened_elsewhere(channel.clone()).await
     }
 
     /// Channel and subscriber counts across all shards.

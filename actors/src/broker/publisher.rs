@@ -52,7 +52,8 @@ impl Publisher {
     /// Tells the activity recorder about an accepted event on a tenant channel (activity
     /// summaries themselves are not recorded: they would describe themselves).
     fn record_published(&self, channel: ChannelName, event: EventName, ts: u64, ack: &PublishAck) {
-        if matches!(channel.kind(), Channel::TenantActivity { .. }) {
+        // Nor hub commands: the server's instructions to connections, not the tenant's events.
+        if matches!(channel.kind(), Channel::TenantActivity { .. }) || event.is_command() {
             return;
         }
         if let Some(tenant) = channel.tenant().cloned() {

@@ -7,8 +7,8 @@ use actix::prelude::*;
 use indexmap::IndexMap;
 
 use super::{
-    BrokerConfig, ChannelStats, HistoryPage, Publish, PublishAck, ReadHistory, Relay, ShardStats,
-    Subscribe, Subscribed, Subscriber, Unsubscribe,
+    BrokerConfig, ChannelStats, HistoryPage, Listeners, Publish, PublishAck, ReadHistory, Relay,
+    ShardStats, Subscribe, Subscribed, Subscriber, Unsubscribe,
 };
 use crate::activity::Observe;
 use crate::channel::{Channel, ChannelName};
@@ -354,6 +354,16 @@ impl Handler<ReadHistory> for BrokerShard {
             recovered,
             events,
         })
+    }
+}
+
+impl Handler<Listeners> for BrokerShard {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Listeners, _: &mut Self::Context) -> usize {
+        self.channels
+            .get(&msg.channel)
+            .map_or(0, |s| s.subscribers.len())
     }
 }
 

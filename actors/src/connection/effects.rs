@@ -266,6 +266,10 @@ impl Connection {
     /// Writes one event from `origin`, unless it is a tracked event whose twin was written
     /// (`tracked.rs`); a tracked one is noted for [`Self::report_written`].
     pub(super) fn write_envelope(&mut self, ctx: &mut Ctx, env: &Envelope, origin: Origin) {
+        if env.event.is_command() {
+            // Never written: the server's own instruction to this connection.
+            return self.hub_command(ctx, env);
+        }
         let key = self
             .node
             .hub_methods

@@ -23,6 +23,7 @@
 //! | `effects.rs` | carrying out the core's effects: writes, replies, closes, publishes, the outbox drain, the heartbeat |
 //! | `membership.rs` | the one join path (quota, limits, rules, authorizer, broker, activity) |
 //! | `invoke.rs` | hub methods the codec does not map itself |
+//! | `commands.rs` | carrying out hub commands (join, leave, close) the Azure-compatible REST API sent on the connection's own channel |
 //! | `tracked.rs` | the hub methods' tracked events: reporting them written, no push twice |
 //! | `resume.rs` | what a resumable connection keeps (stateful reconnect) |
 //! | `read_errors.rs` | what a failed WebSocket read means |
@@ -32,6 +33,7 @@
 //! Lifecycle: registration with the tenant group happens at the upgrade (so a tenant quota can be
 //! answered with HTTP 429); everything is unregistered exactly once, in `stopped()`.
 
+mod commands;
 pub mod conn_socket;
 mod core;
 mod effects;
@@ -155,6 +157,9 @@ pub struct Connection {
     pulse: Arc<Pulse>,
     /// The TCP connection, for the watchdog to reset if this actor cannot write.
     socket: ConnSocket,
+    /// A hub connection's own channel, `connection:{connectionId}`: joined after the handshake,
+    /// where the Azure-compatible REST API reaches it ([`crate::hub_commands`]).
+    own_channel: Option<ChannelName>,
 }
 
 impl Connection {
@@ -190,7 +195,16 @@ impl Connection {
             _slot: None,
             node: shared.node.clone(),
             shared,
+            own_channel: None,
         }
+    }
+
+    /// Gives a hub connection its own channel (see [`crate::hub_commands`]): joined with the
+    /// default channels after the handshake.
+    pub fn with_own_channel(mut self, channel: ChannelName) -> Self {
+        self.core.set_own_channel(channel.clone());
+        self.own_channel = Some(channel);
+        self
     }
 
     /// Makes the connection resumable under `token` (SignalR stateful reconnect, agreed at
@@ -222,6 +236,7 @@ impl Connection {
             acked_in,
             membership,
             parked_at,
+            own_channel,
         } = parked;
         // The caller leaves the parked membership once this connection has joined in its own name.
         debug_assert!(
@@ -230,6 +245,9 @@ impl Connection {
         );
         codec.begin_resume();
         let mut s = Self::new(shared, conn, identity, tenant, codec).with_resume_token(token);
+        if let Some(own) = own_channel {
+            s = s.with_own_channel(own);
+        }
         s.sent = Some(sent);
         s.acked_in = acked_in;
         s.resuming = Some(channels);
@@ -305,6 +323,7 @@ impl Connection {
                 acked_in: self.acked_in,
                 membership,
                 parked_at: Instant::now(),
+                own_channel: self.own_channel.clone(),
             },
         );
         log::info!("{} parked for a stateful reconnect", self.log_ctx());

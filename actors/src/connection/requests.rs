@@ -27,6 +27,9 @@ pub(super) enum Step {
     AnswerHandshake(OutFrame),
     /// Tell the hub methods the connection is ready (after the handshake's default channels).
     HubConnected,
+    /// Leave every channel but those joined on connect and the connection's own (a hub command),
+    /// once every earlier request (a join the commands before it queued) is done.
+    LeaveGroups,
 }
 
 /// The queue of steps not yet started, and how many pieces of work the current one still waits for.

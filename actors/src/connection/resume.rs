@@ -104,6 +104,8 @@ pub struct Parked {
     pub membership: Option<TenantMembership>,
     /// When the socket dropped: a resume's inbound rate allowance grows with the gap.
     pub parked_at: Instant,
+    /// A hub connection's own channel (`connection:{connectionId}`), kept across the resume.
+    pub own_channel: Option<ChannelName>,
 }
 
 /// A parked connection's place in its tenant group (see [`Parked::membership`]).

@@ -136,4 +136,13 @@ pub trait BrokerEngine: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<HistoryPage, BrokerError>>;
     /// The engine's state.
     fn status(&self) -> BoxFuture<'static, EngineStatus>;
+    /// Whether another node has a subscriber of `channel` (asked once this node's shard has
+    /// none). The embedded engine has no other node.
+    fn listened_elsewhere(
+        &self,
+        channel: ChannelName,
+    ) -> BoxFuture<'static, Result<bool, BrokerError>> {
+        let _ = channel;
+        Box::pin(async { Ok(false) })
+    }
 }

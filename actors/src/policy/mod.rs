@@ -6,6 +6,7 @@
 //! | `authorizer.rs` | the seam for the rules that need stored data ([`ChannelAuthorizer`], implemented by the server over its store) |
 //! | `access.rs` | [`access::decide`] and [`access::check`]: the rules, then the authorizer when they say "look up" |
 //! | `publish.rs` | [`publish::admit`]: a client's publish — access, then the tenant's publish quota |
+//! | `data_plane.rs` | the Azure-compatible REST API: Service callers only, a tenant's token within its tenant, where hubs and users are |
 //! | `refusal.rs` | [`Refusal`]: why the policy said no, and its wire error code |
 //!
 //! Every entry point goes through here: REST publish and channel history, a `/ws` `subscribe` or
@@ -15,6 +16,7 @@
 
 pub mod access;
 pub mod authorizer;
+pub mod data_plane;
 pub mod publish;
 pub mod refusal;
 pub mod rules;

@@ -58,6 +58,14 @@ pub fn decide(who: &Identity, channel: &Channel, action: Action) -> Decision {
 
 /// May `who` subscribe to `channel`?
 fn can_subscribe(who: &Identity, channel: &Channel) -> Decision {
+    // Joined by its own connection on connect (`connection/membership.rs`), never by a request:
+    // not even Service may listen in on another connection's traffic.
+    if let Channel::Connection { .. } = channel {
+        return Decision::Deny(RuleViolation::new(format!(
+            "{}: joined by that SignalR connection itself only",
+            pattern(channel)
+        )));
+    }
     if who.role == Role::Service {
         return Decision::Allow;
     }
@@ -114,6 +122,7 @@ fn can_subscribe(who: &Identity, channel: &Channel) -> Decision {
             format!("{}: that user only", pattern(channel))
         }),
         Channel::GlobalBroadcast => Decision::Allow,
+        Channel::Connection { .. } => unreachable!("refused above"),
         Channel::Conversation { .. } | Channel::Notifications { .. } => {
             if who.role == Role::Operator {
                 Decision::Deny(RuleViolation::new(format!(
@@ -198,6 +207,7 @@ fn pattern(channel: &Channel) -> &'static str {
         Channel::Session { .. } => "session:{sessionId}",
         Channel::User { .. } => "user:{userId}",
         Channel::Conversation { .. } => "conversation:{id}",
+        Channel::Connection { .. } => "connection:{connectionId}",
         Channel::Notifications { .. } => "notifications:{EntityType}:{EntityId}",
         Channel::GlobalBroadcast => "global:broadcast",
     }
@@ -282,6 +292,10 @@ mod tests {
             (&admin_b, "tenant:a:user:adm", false),
             (&operator, "tenant:a:user:ops", false),
             (&service, "tenant:a:user:c1", true),
+            // A hub connection's own channel: no request joins it, whoever asks.
+            (&service, "connection:abc", false),
+            (&admin_a, "connection:abc", false),
+            (&cust_a, "connection:abc", false),
         ];
         for (id, name, expect) in cases {
             assert_eq!(
@@ -331,9 +345,11 @@ mod tests {
             "session:x",
             "user:u",
             "tenant:z:user:u",
+            "connection:abc",
         ] {
             assert!(allowed(can_publish(&service, &ch(name))), "{name}");
         }
+        assert!(!allowed(can_publish(&admin_a, &ch("connection:abc"))));
         // Nobody but Service publishes on a personal channel, not even its owner or the
         // tenant's admin (chat events are made by the server).
         let owner = who(Role::Customer, Some("a"), "c1", None);

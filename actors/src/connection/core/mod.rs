@@ -138,6 +138,8 @@ pub(super) struct ConnectionCore {
     /// The handshake was accepted and its reply waits for the default channels; nothing else is
     /// written meanwhile.
     handshake_reply_pending: bool,
+    /// A hub connection's own channel, joined after the default channels.
+    own_channel: Option<ChannelName>,
 }
 
 impl ConnectionCore {
@@ -166,8 +168,16 @@ impl ConnectionCore {
             last_heard: now,
             closing: false,
             handshake_reply_pending: false,
+            own_channel: None,
             identity,
         }
+    }
+
+    /// The connection's own channel (`connection:{connectionId}`), joined after the handshake
+    /// with the default channels, last: a tenant quota too tight for all of them leaves it out
+    /// first.
+    pub(super) fn set_own_channel(&mut self, channel: ChannelName) {
+        self.own_channel = Some(channel);
     }
 
     /// A resumed connection may send `credit` frames over the rate (what it buffered while its
@@ -213,8 +223,23 @@ impl ConnectionCore {
         }
     }
 
-    /// Queues a subscription of the connection's own (a resumed connection's channels), with no
-    /// reply address, after every request already queued.
+    /// Queues leaving `channel` (a hub command), with no reply address, after every request
+    /// already queued.
+    pub(super) fn queue_unsubscribe(&mut self, channel: &ChannelName) {
+        let leave = Request::Unsubscribe {
+            channel: channel.to_string(),
+        };
+        self.requests
+            .push(Step::Decoded(Decoded::request(None, leave)));
+    }
+
+    /// Queues leaving every group (a hub command), after every request already queued.
+    pub(super) fn queue_leave_groups(&mut self) {
+        self.requests.push(Step::LeaveGroups);
+    }
+
+    /// Queues a subscription of the connection's own (a resumed connection's channels, a hub
+    /// command's group), with no reply address, after every request already queued.
     pub(super) fn queue_resubscribe(
         &mut self,
         channel: &ChannelName,
@@ -344,6 +369,20 @@ impl ConnectionCore {
                 self.emit(Effect::AnswerHandshake(reply));
             }
             Step::HubConnected => self.emit(Effect::HubConnected),
+            Step::LeaveGroups => {
+                let keep = policy::default_channels(&self.identity);
+                let leaving: Vec<ChannelName> = self
+                    .subs
+                    .channels()
+                    .filter(|c| !keep.contains(c) && Some(*c) != self.own_channel.as_ref())
+                    .cloned()
+                    .collect();
+                for channel in leaving {
+                    if self.subs.remove(&channel) {
+                        self.emit(Effect::Left(channel));
+                    }
+                }
+            }
         }
     }
 
@@ -488,6 +527,7 @@ impl ConnectionCore {
                 self.handshake_reply_pending = true;
                 let defaults = policy::default_channels(&self.identity)
                     .into_iter()
+                    .chain(self.own_channel.clone())
                     .map(|c| {
                         let subscribe = Request::Subscribe {
                             channel: c.to_string(),

@@ -611,3 +611,44 @@ fn unsubscribe_by_subscription_id_finds_the_subscription_or_answers_not_subscrib
     }
     assert!(!core.is_closing());
 }
+
+/// A hub command's "leave every group" runs in its turn: after a join queued before it is done
+/// (so that join is left too), and never leaves the channels joined on connect or the
+/// connection's own.
+#[test]
+fn leaving_every_group_waits_for_earlier_joins_and_keeps_the_connect_channels() {
+    let ch = |name: &str| ChannelName::parse(name).unwrap();
+    let mut core = core();
+    let own = ch("connection:c1");
+    core.set_own_channel(own.clone());
+    let kept: Vec<ChannelName> = policy::default_channels(&staff())
+        .into_iter()
+        .chain([own])
+        .collect();
+    for c in kept.iter().chain([&ch("tenant:t1:order:a")]) {
+        core.subs.begin(c).unwrap();
+        core.subs.activate(c, 0, Arc::from("e"), Vec::new());
+    }
+    let b = ch("tenant:t1:order:b");
+    core.queue_resubscribe(&b, None);
+    let joining = drain(&mut core);
+    assert!(
+        matches!(joining.as_slice(), [Effect::Join { .. }]),
+        "{joining:?}"
+    );
+    core.queue_leave_groups();
+    assert!(drain(&mut core).is_empty(), "not before the join is done");
+    core.subs.begin(&b).unwrap();
+    core.subs.activate(&b, 0, Arc::from("e"), Vec::new());
+    core.finish(None, subscribed(&b));
+    let mut left: Vec<String> = drain(&mut core)
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Left(c) => Some(c.to_string()),
+            _ => None,
+        })
+        .collect();
+    left.sort();
+    assert_eq!(left, ["tenant:t1:order:a", "tenant:t1:order:b"]);
+    assert!(kept.iter().all(|c| core.subs.contains(c)));
+}

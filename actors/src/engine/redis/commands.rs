@@ -203,6 +203,22 @@ impl Cluster {
         result
     }
 
+    /// Whether any node subscribes to `channel`'s pub/sub channel (`PUBSUB NUMSUB`): a node's
+    /// bridge subscribes while the channel has a local subscriber there.
+    pub async fn listened(&self, channel: &ChannelName) -> Result<bool, ClusterError> {
+        let key = self.keys().pubsub(channel.as_str());
+        let counts: Vec<(String, u64)> = self
+            .run(|mut conn| async move {
+                redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(counts.iter().any(|(_, n)| *n > 0))
+    }
+
     /// One publish attempt. `idempotency` (an event id) makes a retried publish happen once.
     pub async fn publish_once(
         &self,

@@ -152,6 +152,14 @@ impl BrokerEngine for RedisEngine {
         .boxed()
     }
 
+    fn listened_elsewhere(
+        &self,
+        channel: ChannelName,
+    ) -> BoxFuture<'static, Result<bool, BrokerError>> {
+        let cluster = self.cluster.clone();
+        async move { cluster.listened(&channel).await.map_err(unavailable) }.boxed()
+    }
+
     fn status(&self) -> BoxFuture<'static, EngineStatus> {
         let (bridge, timeout) = (self.bridge.clone(), self.request_timeout);
         async move {
