@@ -7,8 +7,8 @@ use switchyard_actors::node::Node;
 
 use crate::admin_samples::Samples;
 use crate::auth::Verifier;
-use crate::hub_transports::HttpSessions;
 use crate::azure_auth::AccessKeyVerifier;
+use crate::hub_transports::HttpSessions;
 use crate::negotiations::Negotiations;
 use crate::settings::{HubArgumentDefaults, Settings};
 

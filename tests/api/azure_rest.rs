@@ -842,3 +842,62 @@ async fn membership_commands_sent_back_to_back_end_in_the_state_the_last_one_say
     assert_eq!(head(&app, &exists(g), &svc).await, 404);
     assert_eq!(head(&app, &exists(h), &svc).await, 404);
 }
+
+/// The Azure-compatible API addresses a connection by its `connectionId` whatever transport it
+/// uses: a Server-Sent Events and a Long Polling client on another node get a send to their
+/// connection, and one to a group the API put them in.
+#[actix_web::test]
+async fn connections_over_server_sent_events_and_long_polling_are_addressed_too() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let svc = token(&acme_backend());
+    for transport in ["ServerSentEvents", "LongPolling"] {
+        let mut client = HubClient::start(
+            &b,
+            &token(&customer("acme", "bob", None)),
+            HubOptions {
+                transport: Some(transport),
+                events: vec!["ToConnection", "ToGroup"],
+                ..HubOptions::default()
+            },
+        )
+        .await
+        .expect("hub client starts");
+        let id = client.connection_id.clone().expect("a connectionId");
+        let (status, _, body) = call(
+            &a,
+            Method::POST,
+            &format!("/api/hubs/notifications/connections/{id}/:send?{V}"),
+            Some(&svc),
+            Some(json!({"target": "ToConnection", "arguments": [transport]})),
+        )
+        .await;
+        assert_eq!(status, 202, "{transport}: {body}");
+        assert_eq!(client.event_args("ToConnection").await, json!([transport]));
+
+        let group = "tenant%3Aacme%3Aorder%3Ao-9";
+        let member = format!("/api/hubs/notifications/groups/{group}/connections/{id}?{V}");
+        let (status, _, body) = call(&a, Method::PUT, &member, Some(&svc), None).await;
+        assert_eq!(status, 200, "{transport}: {body}");
+        eventually("the group to have the connection", || async {
+            let head_path = format!("/api/hubs/notifications/groups/{group}?{V}");
+            (head(&a, &head_path, &svc).await == 200).then_some(())
+        })
+        .await;
+        let (status, _, body) = call(
+            &a,
+            Method::POST,
+            &format!("/api/hubs/notifications/groups/{group}/:send?{V}"),
+            Some(&svc),
+            Some(json!({"target": "ToGroup", "arguments": [1]})),
+        )
+        .await;
+        assert_eq!(status, 202, "{transport}: {body}");
+        assert_eq!(client.event_args("ToGroup").await, json!([1]));
+        let (status, _, _) = call(&a, Method::DELETE, &member, Some(&svc), None).await;
+        assert_eq!(status, 200);
+        client.stop().await;
+    }
+}

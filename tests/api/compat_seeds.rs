@@ -201,7 +201,13 @@ impl Seed {
 /// Seed 001's screens as its PWA builds them: the SignalR service (7.1) and React context (7.2)
 /// under the real React, with one component (7.3's `Orders` or 7.4's `MyOrders`) rendered inside
 /// the provider, connected as `who`; returned once the component's effect subscribed `events`.
-async fn seed001_screen(app: &TestApp, who: &As, file: &str, component: &str, events: &[&str]) -> Seed {
+async fn seed001_screen(
+    app: &TestApp,
+    who: &As,
+    file: &str,
+    component: &str,
+    events: &[&str],
+) -> Seed {
     let mut driver = HubClient::driver("compat-driver.mjs");
     driver.command(json!({"cmd": "react"})).await;
     let ready = driver
@@ -214,16 +220,20 @@ async fn seed001_screen(app: &TestApp, who: &As, file: &str, component: &str, ev
         compat_file(file),
     ];
     driver
-        .command(json!({"cmd": "load", "files": files, "baseUrl": app.url(""),
-            "token": token(who)}))
+        .command(
+            json!({"cmd": "load", "files": files, "baseUrl": app.url(""),
+            "token": token(who)}),
+        )
         .await;
     let loaded = driver
         .wait_for(|v| v["type"] == "loaded" || v["type"] == "error")
         .await;
     assert_eq!(loaded["type"], "loaded", "{loaded}");
     driver
-        .command(json!({"cmd": "render", "id": 1, "provider": "SignalRProvider",
-            "components": [component]}))
+        .command(
+            json!({"cmd": "render", "id": 1, "provider": "SignalRProvider",
+            "components": [component]}),
+        )
         .await;
     let rendered = driver
         .wait_for(|v| v["type"] == "rendered" || v["type"] == "error")
@@ -326,8 +336,16 @@ async fn seed001_screens_across_nodes(tweak: impl Fn(&mut Settings)) {
     // Status changes, published on node a: the admin and the customer (on node b) see them.
     let status_path = "/api/v1/tenants/acme/orders/9f1c2d3e-0000-4000-8000-000000000002/status";
     for (status_name, admin_text, customer_text) in [
-        ("Preparing", "Order 9f1c2d3e is now Preparing", "👨‍🍳 Your order is being prepared"),
-        ("Served", "Order 9f1c2d3e is now Served", "🍽️ Your order is ready!"),
+        (
+            "Preparing",
+            "Order 9f1c2d3e is now Preparing",
+            "👨‍🍳 Your order is being prepared",
+        ),
+        (
+            "Served",
+            "Order 9f1c2d3e is now Served",
+            "🍽️ Your order is ready!",
+        ),
     ] {
         let (status, reply) = a
             .post_json(

@@ -217,13 +217,20 @@ async fn a_publish_redis_ran_but_whose_reply_was_lost_is_delivered_once() {
     on_a.subscribed(channel).await;
     on_b.subscribed(channel).await;
 
-    let (status, ack) = a.publish(&service(), channel, "Tick", json!({"i": 1})).await;
+    let (status, ack) = a
+        .publish(&service(), channel, "Tick", json!({"i": 1}))
+        .await;
     assert_eq!(status, 202, "{ack}");
 
     // Only the publish carries this payload (presence scripts run on the same connections).
     proxy.mute_after(b"reply-lost");
     let (status, refused) = a
-        .publish(&service(), channel, "Tick", json!({"i": 2, "tag": "reply-lost"}))
+        .publish(
+            &service(),
+            channel,
+            "Tick",
+            json!({"i": 2, "tag": "reply-lost"}),
+        )
         .await;
     assert_eq!(status, 503, "no reply reached node a: {refused}");
     // Redis ran it all the same: node b (not behind the proxy) relays it.
@@ -240,6 +247,10 @@ async fn a_publish_redis_ran_but_whose_reply_was_lost_is_delivered_once() {
 
     for (who, ws) in [("on a", &mut on_a), ("on b", &mut on_b)] {
         let got: Vec<u64> = collect_until_done(ws).await.iter().map(|s| s.0).collect();
-        assert_eq!(got, vec![1, 2], "subscriber {who}: each event once, in order");
+        assert_eq!(
+            got,
+            vec![1, 2],
+            "subscriber {who}: each event once, in order"
+        );
     }
 }

@@ -631,10 +631,26 @@ async fn an_sse_client_that_stops_reading_is_reset_by_the_watchdog_like_a_websoc
         })
         .sum();
     assert_eq!(counted, 1.0, "the stall is counted once");
+    // Reset by the watchdog, either as stalled or, when the connection's own slow-consumer close
+    // came first (a busy machine), as a closed connection still holding what it could not send
+    // (that one once the write timeout has passed).
+    let resets = eventually("the stalled stream's connection to be reset", || async {
+        let m = app.metrics().await;
+        let resets: f64 = ["stalled", "closing"]
+            .iter()
+            .map(|w| {
+                metric_value(
+                    &m,
+                    &format!("switchyard_connection_resets_total{{when=\"{w}\"}}"),
+                )
+            })
+            .sum();
+        (resets > 0.0).then_some(resets)
+    })
+    .await;
     assert_eq!(
-        metric_value(&m, "switchyard_connection_resets_total{when=\"stalled\"}"),
-        1.0,
-        "a stalled stream's connection is reset: nothing could get out of it"
+        resets, 1.0,
+        "a stalled stream's connection is reset once: nothing could get out of it"
     );
     // Reading now finds the connection reset or closed, after what the buffers held.
     let mut sink = vec![0u8; 1 << 16];
