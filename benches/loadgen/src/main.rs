@@ -2,15 +2,19 @@
 //! sockets, runs one scenario on a multi-threaded runtime, and prints the result as ONE JSON line
 //! on stdout plus a readable summary on stderr.
 
+#![recursion_limit = "256"]
+
 mod auth;
 mod cli;
 mod http_client;
+mod hub_msgpack;
 mod net;
 mod payload;
 mod plot;
 mod publisher;
 mod scenarios;
-mod server_memory;
+mod server_process;
+mod socketio;
 mod stats;
 mod subscriber;
 mod ws_publisher;
@@ -93,7 +97,6 @@ async fn run(scenario: Scenario, worker_threads: usize) -> Result<Value, String>
             scenarios::run_idle(
                 &a.common,
                 a.connections,
-                a.server_pid,
                 a.hold_secs,
                 a.settle_secs,
                 a.channel.clone(),
@@ -191,9 +194,10 @@ fn main() -> ExitCode {
     };
     let json_only = common_args.json_only;
     let fd_limit = net::raise_fd_limit();
-    let negotiate = match common_args.protocol {
-        cli::Protocol::Signalr => subscriber::NEGOTIATE_CONNECTIONS,
-        cli::Protocol::Native => 0,
+    let negotiate = if common_args.protocol.is_hub() {
+        subscriber::NEGOTIATE_CONNECTIONS
+    } else {
+        0
     };
     let needed = (planned_connections(&cli.scenario) + negotiate) as u64 + net::FD_RESERVE;
     if needed > fd_limit {
