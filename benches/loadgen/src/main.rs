@@ -165,6 +165,16 @@ fn summary(report: &Value) -> String {
             l("max"),
             l("samples"),
         );
+        if !report["server_pids"].as_array().is_some_and(|p| p.is_empty()) {
+            out += &format!(
+                "   server CPU {} s over the window: {} µs per delivery; server RSS {} → {} KiB while subscribing: {} bytes per connection\n",
+                n("server_cpu_secs"),
+                n("server_cpu_us_per_delivery"),
+                n("server_rss_before_kb"),
+                n("server_rss_after_kb"),
+                n("server_bytes_per_connection"),
+            );
+        }
     }
     if let Some(errors) = report["errors"].as_array().filter(|e| !e.is_empty()) {
         for error in errors {
