@@ -165,7 +165,10 @@ fn summary(report: &Value) -> String {
             l("max"),
             l("samples"),
         );
-        if !report["server_pids"].as_array().is_some_and(|p| p.is_empty()) {
+        if !report["server_pids"]
+            .as_array()
+            .is_some_and(|p| p.is_empty())
+        {
             out += &format!(
                 "   server CPU {} s over the window: {} µs per delivery; server RSS {} → {} KiB while subscribing: {} bytes per connection\n",
                 n("server_cpu_secs"),

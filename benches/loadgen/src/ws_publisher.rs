@@ -686,6 +686,81 @@ mod tests {
         }
     }
 
+    /// A fake Socket.IO server: Engine.IO open, CONNECT with the token, a ping the client must
+    /// answer, then acks — the first publish refused as busy, the rest acknowledged.
+    async fn fake_socketio_server(listener: tokio::net::TcpListener) {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+        ws.send(Message::text(
+            r#"0{"sid":"s","upgrades":[],"pingInterval":25000,"pingTimeout":20000}"#,
+        ))
+        .await
+        .unwrap();
+        let Some(Ok(Message::Text(connect))) = ws.next().await else {
+            panic!("a CONNECT packet");
+        };
+        assert_eq!(connect.as_str(), r#"40{"token":"t"}"#);
+        ws.send(Message::text(r#"40{"sid":"x"}"#)).await.unwrap();
+        ws.send(Message::text("2")).await.unwrap();
+        let mut refused_once = false;
+        let mut ponged = false;
+        while let Some(Ok(message)) = ws.next().await {
+            let Message::Text(text) = message else {
+                continue;
+            };
+            if text.as_str() == "3" {
+                ponged = true;
+                continue;
+            }
+            let rest = text.strip_prefix("42").expect("an event");
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let id: u64 = rest[..digits].parse().expect("an ack id");
+            let args: Value = serde_json::from_str(&rest[digits..]).unwrap();
+            assert_eq!(args[0], "publish");
+            assert!(args[1]["data"]["seq"].is_u64());
+            let ack = if refused_once {
+                format!(r#"43{id}[{{"id":"e-{id}","offset":{id},"epoch":"e"}}]"#)
+            } else {
+                refused_once = true;
+                format!(r#"43{id}[{{"error":{{"code":"busy","message":"later"}}}}]"#)
+            };
+            ws.send(Message::text(ack)).await.unwrap();
+        }
+        assert!(ponged, "the publisher answers the server's ping");
+    }
+
+    #[tokio::test]
+    async fn socketio_publishes_are_acknowledged_by_their_acks() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(fake_socketio_server(listener));
+        let endpoint = Endpoint::resolve(&url).await.unwrap();
+        let outcome = publisher::run(PublishPlan {
+            dialer: Arc::new(Dialer::new(endpoint, 1)),
+            token: "t".to_owned(),
+            event: "BenchEvent".to_owned(),
+            payload_bytes: 64,
+            channels: vec!["a".to_owned()],
+            messages: 5,
+            rate: None,
+            window: 4,
+            over: PublishOver::Ws,
+            ws_connections: 1,
+            socketio: true,
+            batch_size: 1,
+            http_connections: 1,
+            ack_timeout: Duration::from_secs(5),
+            max_retries: 5,
+            seed: 1,
+            connection_index_base: 0,
+        })
+        .await;
+        assert_eq!(outcome.acked, 5, "{:?}", outcome.error_samples);
+        assert_eq!(outcome.busy_503, 1);
+        assert_eq!(outcome.errors, 0, "{:?}", outcome.error_samples);
+        server.await.expect("the fake server's checks hold");
+    }
+
     #[tokio::test]
     async fn pipelined_publishes_over_a_websocket_are_counted_exactly() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
