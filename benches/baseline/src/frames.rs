@@ -428,7 +428,7 @@ mod tests {
         };
         assert_eq!(field("offset"), rmpv::Value::from(3));
         assert_eq!(field("data")["seq"], rmpv::Value::from(7));
-        let call = read_msgpack_call(&records[0]).unwrap();
+        let call = read_msgpack_call(records[0]).unwrap();
         assert_eq!((call.kind, call.target.as_str()), (1, "BenchEvent"));
     }
 

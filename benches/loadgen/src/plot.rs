@@ -72,8 +72,8 @@ fn read_series(
             let windowed_fanout = r["scenario"] == "fanout" && r["rate"].is_null();
             let over = r["publish_over"].as_str().unwrap_or("http");
             // The Socket.IO target runs the native cases in its own protocol.
-            let same_protocol = r["protocol"] == protocol
-                || (protocol == "native" && r["protocol"] == "socketio");
+            let same_protocol =
+                r["protocol"] == protocol || (protocol == "native" && r["protocol"] == "socketio");
             if !windowed_fanout || !same_protocol || over != publish_over {
                 continue;
             }

@@ -57,13 +57,13 @@ impl ServerProcesses {
 
     /// Summed VmRSS in KiB; `None` without processes or when one cannot be read.
     pub fn rss_kb(&self) -> Option<u64> {
-        self.sum(|pid| vm_rss_kb(pid))
+        self.sum(vm_rss_kb)
     }
 
     /// Summed CPU time in microseconds (at the counters' tick resolution, usually 10 ms).
     pub fn cpu_micros(&self) -> Option<u64> {
         let per_tick = MICROS_PER_SEC / ticks_per_sec();
-        self.sum(|pid| cpu_ticks(pid)).map(|t| t * per_tick)
+        self.sum(cpu_ticks).map(|t| t * per_tick)
     }
 
     fn sum(&self, read: impl Fn(&str) -> Option<u64>) -> Option<u64> {
