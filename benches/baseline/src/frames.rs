@@ -1,5 +1,6 @@
-//! Wire frames of the baseline server: the native-protocol and SignalR JSON text the server sends,
-//! the identifiers it stamps on them (message id, epoch) and the RFC 3339 timestamp.
+//! Wire frames of the baseline server: the native-protocol and SignalR JSON text and the SignalR
+//! MessagePack records the server sends, reading a client's MessagePack records, the identifiers
+//! stamped on frames (message id, epoch) and the RFC 3339 timestamp.
 //!
 //! Every notification is encoded here once per wire format and handed out as shared bytes.
 
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::value::RawValue;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
 /// The SignalR record separator that ends every hub-protocol record.
 pub const RECORD_SEPARATOR: char = '\u{1e}';
@@ -191,6 +192,144 @@ pub fn signalr_completion_error(invocation_id: &str, error: &str) -> Utf8Bytes {
     ))
 }
 
+/// `[6]` with its length prefix: the MessagePack hub keep-alive record.
+pub const MSGPACK_PING_RECORD: &[u8] = &[0x02, 0x91, 0x06];
+/// The longest varint length prefix of a MessagePack hub record.
+const MAX_VARINT_LEN: usize = 5;
+/// Completion result kinds of the MessagePack hub protocol.
+const MSGPACK_ERROR_RESULT: u8 = 1;
+const MSGPACK_NON_VOID_RESULT: u8 = 3;
+
+/// `value` encoded with SignalR's varint length prefix.
+fn msgpack_record(value: &rmpv::Value) -> Bytes {
+    let mut body = Vec::new();
+    rmpv::encode::write_value(&mut body, value).expect("writing to a Vec cannot fail");
+    let mut out = Vec::with_capacity(body.len() + MAX_VARINT_LEN);
+    let mut n = body.len();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(&body);
+    Bytes::from(out)
+}
+
+/// The SignalR MessagePack invocation of a notification, `[1, {}, nil, event, [{…}], []]` with the
+/// JSON hub's message as a map (the data re-encoded from JSON), for MessagePack hub subscribers.
+pub fn signalr_msgpack_notification(n: &Notification<'_>) -> Bytes {
+    use rmpv::Value as Mp;
+    let data: serde_json::Value = serde_json::from_str(n.data.get()).unwrap_or_default();
+    let data = rmpv::ext::to_value(data).unwrap_or(Mp::Nil);
+    let message = Mp::Map(vec![
+        (Mp::from("id"), Mp::from(n.id)),
+        (Mp::from("type"), Mp::from(n.event)),
+        (Mp::from("tenantKey"), Mp::from(tenant_of(n.channel))),
+        (Mp::from("channel"), Mp::from(n.channel)),
+        (Mp::from("data"), data),
+        (Mp::from("timestamp"), Mp::from(n.timestamp)),
+        (Mp::from("offset"), Mp::from(n.offset)),
+    ]);
+    msgpack_record(&Mp::Array(vec![
+        Mp::from(1),
+        Mp::Map(Vec::new()),
+        Mp::Nil,
+        Mp::from(n.event),
+        Mp::Array(vec![message]),
+        Mp::Array(Vec::new()),
+    ]))
+}
+
+/// A MessagePack completion (type 3) carrying a result.
+pub fn signalr_msgpack_completion_result(invocation_id: &str, result: rmpv::Value) -> Bytes {
+    use rmpv::Value as Mp;
+    msgpack_record(&Mp::Array(vec![
+        Mp::from(3),
+        Mp::Map(Vec::new()),
+        Mp::from(invocation_id),
+        Mp::from(MSGPACK_NON_VOID_RESULT),
+        result,
+    ]))
+}
+
+/// A MessagePack completion (type 3) carrying an error.
+pub fn signalr_msgpack_completion_error(invocation_id: &str, error: &str) -> Bytes {
+    use rmpv::Value as Mp;
+    msgpack_record(&Mp::Array(vec![
+        Mp::from(3),
+        Mp::Map(Vec::new()),
+        Mp::from(invocation_id),
+        Mp::from(MSGPACK_ERROR_RESULT),
+        Mp::from(error),
+    ]))
+}
+
+/// The records of one binary frame from a MessagePack hub client (each behind its varint length);
+/// a malformed or truncated prefix ends the list.
+pub fn msgpack_records(mut frame: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let mut len: usize = 0;
+        let mut prefix = 0;
+        loop {
+            let &byte = frame.get(prefix)?;
+            len |= usize::from(byte & 0x7f) << (7 * prefix);
+            prefix += 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            if prefix >= MAX_VARINT_LEN {
+                return None;
+            }
+        }
+        let record = frame.get(prefix..prefix + len)?;
+        frame = &frame[prefix + len..];
+        Some(record)
+    })
+}
+
+/// A client's hub record as the hub handles it, in either format.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HubCall {
+    pub kind: u64,
+    pub invocation_id: String,
+    pub target: String,
+    /// The string arguments (a channel name); others are left out.
+    pub arguments: Vec<String>,
+}
+
+/// Reads a MessagePack record: `[type, headers, invocationId, target, [arguments], …]` for
+/// invocations, `[type, …]` for the rest. `None` when it is no array with a numeric type.
+pub fn read_msgpack_call(record: &[u8]) -> Option<HubCall> {
+    use rmpv::Value as Mp;
+    let mut reader = record;
+    let Mp::Array(items) = rmpv::decode::read_value(&mut reader).ok()? else {
+        return None;
+    };
+    let text = |i: usize| {
+        items
+            .get(i)
+            .and_then(Mp::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Some(HubCall {
+        kind: items.first()?.as_u64()?,
+        invocation_id: text(2),
+        target: text(3),
+        arguments: match items.get(4) {
+            Some(Mp::Array(args)) => args
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        },
+    })
+}
+
 /// The current UTC time as RFC 3339 with millisecond precision.
 pub fn rfc3339_now() -> String {
     let since_epoch = SystemTime::now()
@@ -257,6 +396,40 @@ mod tests {
         let hub: serde_json::Value = serde_json::from_str(record).unwrap();
         assert_eq!(hub["target"], "BenchEvent");
         assert_eq!(hub["arguments"][0]["tenantKey"], "bench");
+    }
+
+    #[test]
+    fn msgpack_notification_carries_the_data_as_a_map() {
+        let data = RawValue::from_string(r#"{"seq":7,"sentAtMicros":9}"#.to_owned()).unwrap();
+        let n = Notification {
+            id: "e-1",
+            channel: "tenant:bench:broadcast",
+            event: "BenchEvent",
+            data: &data,
+            offset: 3,
+            epoch: "e",
+            timestamp: "t",
+        };
+        let frame = signalr_msgpack_notification(&n);
+        let records: Vec<&[u8]> = msgpack_records(&frame).collect();
+        assert_eq!(records.len(), 1);
+        let value = rmpv::decode::read_value(&mut &records[0][..]).unwrap();
+        assert_eq!(value[0], rmpv::Value::from(1));
+        assert_eq!(value[3], rmpv::Value::from("BenchEvent"));
+        let message = &value[4][0];
+        let field = |key: &str| {
+            message
+                .as_map()
+                .unwrap()
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(field("offset"), rmpv::Value::from(3));
+        assert_eq!(field("data")["seq"], rmpv::Value::from(7));
+        let call = read_msgpack_call(records[0]).unwrap();
+        assert_eq!((call.kind, call.target.as_str()), (1, "BenchEvent"));
     }
 
     #[test]

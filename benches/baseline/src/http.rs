@@ -1,5 +1,6 @@
 //! A tiny HTTP/1.1 keep-alive front door on the listening port: reads request heads, routes
-//! `POST /api/v1/publish` and the SignalR negotiate, and hands WebSocket upgrades (`/ws`,
+//! `POST /api/v1/publish`, `POST /api/v1/publish/batch` (Switchyard's body and answer: `{"events":
+//! […]}` in, `200 {"results":[…]}` out, one result per event in order) and the SignalR negotiate, and hands WebSocket upgrades (`/ws`,
 //! `/hubs/notifications`) to the session code after writing the `101 Switching Protocols`.
 //!
 //! Pipelined requests are served in order: every complete request already read is answered, and
@@ -20,8 +21,10 @@ use crate::{session, AppState};
 
 /// Largest request head accepted.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// Largest request body accepted.
-const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest request body accepted (Switchyard's `publish.max_batch_bytes` default).
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Most events in one batch (Switchyard's `publish.max_batch_events` default).
+const MAX_BATCH_EVENTS: usize = 1000;
 /// Initial capacity of a connection's read buffer.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 
@@ -29,6 +32,10 @@ const NATIVE_WS_PATH: &str = "/ws";
 const HUB_PATH: &str = "/hubs/notifications";
 const HUB_NEGOTIATE_PATH: &str = "/hubs/notifications/negotiate";
 const PUBLISH_PATH: &str = "/api/v1/publish";
+const PUBLISH_BATCH_PATH: &str = "/api/v1/publish/batch";
+/// The status of a published event, in the single answer and in each batch result.
+const ACCEPTED_STATUS: u16 = 202;
+const BAD_REQUEST_STATUS: u16 = 400;
 
 /// The parts of a request head this server looks at.
 struct RequestHead {
@@ -97,17 +104,19 @@ struct PublishRequest<'a> {
     data: &'a RawValue,
 }
 
-fn publish(state: &AppState, body: &[u8]) -> (&'static str, String) {
-    let request: PublishRequest<'_> = match serde_json::from_slice(body) {
-        Ok(request) => request,
-        Err(e) => {
-            let detail = serde_json::to_string(&e.to_string()).unwrap_or_default();
-            return (
-                "400 Bad Request",
-                format!(r#"{{"title":"invalid publish body","detail":{detail}}}"#),
-            );
-        }
-    };
+fn problem(title: &str, detail: &str) -> String {
+    format!(
+        r#"{{"title":{},"detail":{}}}"#,
+        serde_json::to_string(title).unwrap_or_default(),
+        serde_json::to_string(detail).unwrap_or_default()
+    )
+}
+
+/// Publishes one event and returns its `{"id","offset","epoch"}`, or the problem's detail.
+fn publish_one(state: &AppState, request: &PublishRequest<'_>) -> Result<String, String> {
+    if request.channel.is_empty() {
+        return Err("channel: required".to_owned());
+    }
     let event = request
         .event
         .as_deref()
@@ -115,13 +124,77 @@ fn publish(state: &AppState, body: &[u8]) -> (&'static str, String) {
     let published = state
         .rooms
         .publish(&state.identity, &request.channel, event, request.data);
-    let body = format!(
+    Ok(format!(
         r#"{{"id":{},"offset":{},"epoch":{}}}"#,
         serde_json::to_string(&published.id).unwrap_or_default(),
         published.offset,
         serde_json::to_string(state.identity.epoch()).unwrap_or_default()
-    );
-    ("202 Accepted", body)
+    ))
+}
+
+fn publish(state: &AppState, body: &[u8]) -> (&'static str, String) {
+    let request: PublishRequest<'_> = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(e) => {
+            return (
+                "400 Bad Request",
+                problem("invalid publish body", &e.to_string()),
+            )
+        }
+    };
+    match publish_one(state, &request) {
+        Ok(answer) => ("202 Accepted", answer),
+        Err(detail) => ("400 Bad Request", problem("invalid publish body", &detail)),
+    }
+}
+
+#[derive(Deserialize)]
+struct BatchRequest<'a> {
+    #[serde(borrow)]
+    events: Vec<PublishRequest<'a>>,
+}
+
+/// Publishes each event in order; a refused event gets its problem (with its `status`) in its
+/// place and does not stop the ones after it.
+fn publish_batch(state: &AppState, body: &[u8]) -> (&'static str, String) {
+    let request: BatchRequest<'_> = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(e) => {
+            return (
+                "400 Bad Request",
+                problem("invalid batch body", &e.to_string()),
+            )
+        }
+    };
+    if request.events.is_empty() || request.events.len() > MAX_BATCH_EVENTS {
+        let detail = format!(
+            "events: {} given; a batch holds 1 to {MAX_BATCH_EVENTS}",
+            request.events.len()
+        );
+        return ("400 Bad Request", problem("invalid batch body", &detail));
+    }
+    let mut out = String::with_capacity(request.events.len() * 96 + 16);
+    out.push_str(r#"{"results":["#);
+    for (i, event) in request.events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match publish_one(state, event) {
+            // `{"id",…}` becomes `{"status":202,"id",…}`.
+            Ok(answer) => {
+                out.push_str(&format!(r#"{{"status":{ACCEPTED_STATUS},"#));
+                out.push_str(&answer[1..]);
+            }
+            Err(detail) => {
+                let detail = serde_json::to_string(&detail).unwrap_or_default();
+                out.push_str(&format!(
+                    r#"{{"status":{BAD_REQUEST_STATUS},"title":"invalid event","detail":{detail}}}"#
+                ));
+            }
+        }
+    }
+    out.push_str("]}");
+    ("200 OK", out)
 }
 
 fn negotiate(state: &AppState) -> String {
@@ -207,6 +280,7 @@ pub async fn serve_connection(mut stream: TcpStream, state: Arc<AppState>) {
             let body = &pending[head_end..request_end];
             let (status, body) = match (head.method.as_str(), head.path.as_str()) {
                 ("POST", PUBLISH_PATH) => publish(&state, body),
+                ("POST", PUBLISH_BATCH_PATH) => publish_batch(&state, body),
                 ("POST", HUB_NEGOTIATE_PATH) => ("200 OK", negotiate(&state)),
                 _ => ("404 Not Found", "{}".to_owned()),
             };
@@ -323,6 +397,100 @@ mod tests {
             assert_eq!(notification["type"], "notification");
             assert_eq!(notification["data"]["data"]["seq"], seq);
         }
+    }
+
+    #[tokio::test]
+    async fn a_messagepack_hub_subscriber_gets_binary_records() {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let addr = serve(state()).await;
+        let (mut hub, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{HUB_PATH}?id=c1"))
+            .await
+            .unwrap();
+        hub.send(Message::text(
+            "{\"protocol\":\"messagepack\",\"version\":1}\u{1e}",
+        ))
+        .await
+        .unwrap();
+        let Some(Ok(Message::Text(handshake))) = hub.next().await else {
+            panic!("a text handshake answer");
+        };
+        assert_eq!(handshake.as_str(), "{}\u{1e}");
+        // [1, {}, "1", "Subscribe", ["c"]] behind its length.
+        let mut invocation = Vec::new();
+        rmpv::encode::write_value(
+            &mut invocation,
+            &rmpv::Value::Array(vec![
+                1.into(),
+                rmpv::Value::Map(vec![]),
+                "1".into(),
+                "Subscribe".into(),
+                rmpv::Value::Array(vec!["c".into()]),
+            ]),
+        )
+        .unwrap();
+        invocation.insert(0, invocation.len() as u8);
+        hub.send(Message::binary(invocation)).await.unwrap();
+        let completion = loop {
+            if let Message::Binary(frame) = hub.next().await.unwrap().unwrap() {
+                let record = crate::frames::msgpack_records(&frame)
+                    .next()
+                    .unwrap()
+                    .to_vec();
+                break rmpv::decode::read_value(&mut &record[..]).unwrap();
+            }
+        };
+        assert_eq!(completion[0], rmpv::Value::from(3));
+        assert_eq!(completion[2], rmpv::Value::from("1"));
+        assert_eq!(
+            completion[3],
+            rmpv::Value::from(3),
+            "a result, not an error"
+        );
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let body = r#"{"channel":"c","event":"E","data":{"seq":5}}"#;
+        client
+            .write_all(
+                format!(
+                    "POST {PUBLISH_PATH} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let notification = loop {
+            if let Message::Binary(frame) = hub.next().await.unwrap().unwrap() {
+                let record = crate::frames::msgpack_records(&frame)
+                    .next()
+                    .unwrap()
+                    .to_vec();
+                break rmpv::decode::read_value(&mut &record[..]).unwrap();
+            }
+        };
+        assert_eq!(notification[3], rmpv::Value::from("E"));
+        assert_eq!(notification[4][0]["data"]["seq"], rmpv::Value::from(5));
+    }
+
+    #[tokio::test]
+    async fn a_batch_publishes_every_event_in_order_with_a_result_each() {
+        let state = state();
+        let body = r#"{"events":[
+            {"channel":"c","event":"E","data":{"seq":1}},
+            {"channel":"","event":"E","data":{"seq":2}},
+            {"channel":"c","event":"E","data":{"seq":3}}]}"#;
+        let (status, answer) = publish_batch(&state, body.as_bytes());
+        assert_eq!(status, "200 OK");
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        let results = answer["results"].as_array().unwrap();
+        assert_eq!(results.len(), 3);
+        assert_eq!(results[0]["status"], 202);
+        assert_eq!(results[0]["offset"], 1);
+        assert_eq!(results[1]["status"], 400);
+        assert_eq!(results[2]["status"], 202);
+        assert_eq!(results[2]["offset"], 2, "a refused event takes no offset");
+        let (status, _) = publish_batch(&state, br#"{"events":[]}"#);
+        assert_eq!(status, "400 Bad Request");
     }
 
     #[tokio::test]

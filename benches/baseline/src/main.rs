@@ -1,9 +1,9 @@
 //! `baseline`: the smallest sensible Rust WebSocket broadcast server speaking Switchyard's native
-//! wire contract (and the SignalR JSON hub subset the load generator uses), publishing over a
-//! WebSocket (`publish` frames, pipelined, acknowledged with `published`) or over HTTP (pipelined
-//! keep-alive `POST /api/v1/publish`). It is the near-limit
-//! reference the benchmarks compare Switchyard against, not a product: tokens are accepted without
-//! verification and every channel is open.
+//! wire contract (and the SignalR hub subset the load generator uses, in JSON and MessagePack),
+//! publishing over a WebSocket (`publish` frames, pipelined, acknowledged with `published`) or over
+//! HTTP (pipelined keep-alive `POST /api/v1/publish` and `POST /api/v1/publish/batch`). It is the
+//! near-limit reference the benchmarks compare Switchyard against, not a product: tokens are
+//! accepted without verification and every channel is open.
 //!
 //! This file owns the command line, the file-descriptor limit, the runtime and the accept loop.
 

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, Notify};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 
 use crate::frames::{self, Notification, ServerIdentity};
 
@@ -28,6 +28,7 @@ const CHANNEL_MAP_SHARDS: usize = 64;
 pub enum Protocol {
     Native,
     SignalR,
+    SignalRMsgpack,
 }
 
 /// One connection's membership in a room.
@@ -74,8 +75,8 @@ enum Offer {
     Full,
 }
 
-fn offer(outbox: &mpsc::Sender<Message>, frame: Utf8Bytes) -> Offer {
-    match outbox.try_send(Message::Text(frame)) {
+fn offer(outbox: &mpsc::Sender<Message>, frame: Message) -> Offer {
+    match outbox.try_send(frame) {
         Ok(()) => Offer::Queued,
         Err(mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
         Err(mpsc::error::TrySendError::Full(_)) => Offer::Full,
@@ -131,7 +132,7 @@ impl Rooms {
         &self,
         channel: &str,
         subscriber: Subscriber,
-        make_reply: impl FnOnce(u64) -> Utf8Bytes,
+        make_reply: impl FnOnce(u64) -> Message,
     ) {
         let room = self.room(channel);
         let mut state = room.lock();
@@ -181,16 +182,26 @@ impl Rooms {
         };
         let mut native: Option<Utf8Bytes> = None;
         let mut signalr: Option<Utf8Bytes> = None;
+        let mut signalr_msgpack: Option<Bytes> = None;
         let mut index = 0;
         while index < state.subscribers.len() {
             let subscriber = &state.subscribers[index];
             let frame = match subscriber.protocol {
-                Protocol::Native => native
-                    .get_or_insert_with(|| frames::native_notification(&notification))
-                    .clone(),
-                Protocol::SignalR => signalr
-                    .get_or_insert_with(|| frames::signalr_notification(&notification))
-                    .clone(),
+                Protocol::Native => Message::Text(
+                    native
+                        .get_or_insert_with(|| frames::native_notification(&notification))
+                        .clone(),
+                ),
+                Protocol::SignalR => Message::Text(
+                    signalr
+                        .get_or_insert_with(|| frames::signalr_notification(&notification))
+                        .clone(),
+                ),
+                Protocol::SignalRMsgpack => Message::Binary(
+                    signalr_msgpack
+                        .get_or_insert_with(|| frames::signalr_msgpack_notification(&notification))
+                        .clone(),
+                ),
             };
             match offer(&subscriber.outbox, frame) {
                 Offer::Queued => index += 1,
@@ -233,8 +244,8 @@ mod tests {
         let (fast, mut fast_inbox) = subscriber(1, 16);
         let (slow, _slow_inbox) = subscriber(2, 2);
         let slow_kick = Arc::clone(&slow.kick);
-        rooms.subscribe("c", fast, |_| Utf8Bytes::from_static("ok"));
-        rooms.subscribe("c", slow, |_| Utf8Bytes::from_static("ok"));
+        rooms.subscribe("c", fast, |_| Message::text("ok"));
+        rooms.subscribe("c", slow, |_| Message::text("ok"));
         for _ in 0..3 {
             rooms.publish(&identity, "c", "E", &data());
         }
@@ -258,7 +269,7 @@ mod tests {
         let rooms = Rooms::new();
         let identity = ServerIdentity::new();
         let (gone, inbox) = subscriber(1, 4);
-        rooms.subscribe("c", gone, |_| Utf8Bytes::from_static("ok"));
+        rooms.subscribe("c", gone, |_| Message::text("ok"));
         drop(inbox);
         rooms.publish(&identity, "c", "E", &data());
         assert_eq!(rooms.slow_consumers_dropped(), 0);

@@ -1,5 +1,6 @@
 //! One WebSocket connection: the reader that handles client frames (native protocol, including
-//! pipelined `publish` frames answered with `published`, or the SignalR JSON hub protocol) and the
+//! pipelined `publish` frames answered with `published`, or the SignalR hub protocol in JSON or
+//! MessagePack, as the client's handshake chooses) and the
 //! writer task that drains the bounded outbound queue — every frame queued, fed to the socket and
 //! flushed once per drain — sends heartbeats, and closes the connection (4000) when the rooms drop
 //! it as a slow consumer.
@@ -14,10 +15,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::frames::{self, RECORD_SEPARATOR};
+use crate::frames::{self, HubCall, RECORD_SEPARATOR};
 use crate::rooms::{Protocol, Subscriber};
 use crate::AppState;
 
@@ -99,12 +100,7 @@ struct Connection {
 }
 
 impl Connection {
-    fn subscribe(
-        &mut self,
-        channel: &str,
-        protocol: Protocol,
-        reply: impl FnOnce(u64) -> Utf8Bytes,
-    ) {
+    fn subscribe(&mut self, channel: &str, protocol: Protocol, reply: impl FnOnce(u64) -> Message) {
         let subscriber = Subscriber {
             connection_id: self.id,
             protocol,
@@ -115,8 +111,12 @@ impl Connection {
         self.channels.push(channel.into());
     }
 
-    async fn reply(&self, frame: Utf8Bytes) {
-        let _ = self.outbox.send(Message::Text(frame)).await;
+    async fn reply(&self, frame: Message) {
+        let _ = self.outbox.send(frame).await;
+    }
+
+    async fn reply_text(&self, frame: Utf8Bytes) {
+        self.reply(Message::Text(frame)).await;
     }
 
     fn leave_all(&mut self) {
@@ -214,7 +214,7 @@ pub async fn run_native(ws: Ws, state: Arc<AppState>) {
             Ok(frame) => frame,
             Err(e) => {
                 connection
-                    .reply(frames::native_error(None, "bad_json", &e.to_string()))
+                    .reply_text(frames::native_error(None, "bad_json", &e.to_string()))
                     .await;
                 continue;
             }
@@ -229,7 +229,7 @@ pub async fn run_native(ws: Ws, state: Arc<AppState>) {
                         "invalid_channel",
                         "data.channel is required",
                     );
-                    connection.reply(error).await;
+                    connection.reply_text(error).await;
                     continue;
                 }
                 subscriptions += 1;
@@ -238,22 +238,28 @@ pub async fn run_native(ws: Ws, state: Arc<AppState>) {
                 let request_id = frame.id;
                 let name = channel.clone();
                 connection.subscribe(&channel, Protocol::Native, move |offset| {
-                    frames::native_subscribed(request_id, &name, &subscription_id, offset, &epoch)
+                    Message::Text(frames::native_subscribed(
+                        request_id,
+                        &name,
+                        &subscription_id,
+                        offset,
+                        &epoch,
+                    ))
                 });
             }
             "publish" => {
                 let reply = publish_frame(&connection.state, frame.id, frame.data);
-                connection.reply(reply).await;
+                connection.reply_text(reply).await;
             }
             "ping" => {
                 connection
-                    .reply(Utf8Bytes::from_static(r#"{"type":"pong"}"#))
+                    .reply_text(Utf8Bytes::from_static(r#"{"type":"pong"}"#))
                     .await
             }
             other => {
                 let reason = format!("unknown message type {other:?}");
                 connection
-                    .reply(frames::native_error(frame.id, "unknown_type", &reason))
+                    .reply_text(frames::native_error(frame.id, "unknown_type", &reason))
                     .await;
             }
         }
@@ -273,31 +279,97 @@ struct HubRecord<'a> {
     arguments: Vec<Cow<'a, str>>,
 }
 
-/// Serves the SignalR JSON hub protocol at `/hubs/notifications` until the peer goes away.
-pub async fn run_signalr(ws: Ws, state: Arc<AppState>) {
-    let heartbeat = Message::Text(Utf8Bytes::from_static(HUB_PING_RECORD));
-    let (mut connection, mut stream) = open(ws, state, heartbeat);
-    let mut handshaken = false;
-    while let Some(Ok(message)) = stream.next().await {
-        let text = match message {
-            Message::Text(text) => text,
-            Message::Close(_) => break,
-            _ => continue,
+impl From<HubRecord<'_>> for HubCall {
+    fn from(record: HubRecord<'_>) -> Self {
+        HubCall {
+            kind: record.kind,
+            invocation_id: record.invocation_id.unwrap_or_default().into_owned(),
+            target: record.target.unwrap_or_default().into_owned(),
+            arguments: record.arguments.into_iter().map(Cow::into_owned).collect(),
+        }
+    }
+}
+
+/// The hub protocol a client chose in its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HubFormat {
+    /// Text frames, records ending with 0x1E.
+    Json,
+    /// Binary frames, records behind a varint length.
+    MessagePack,
+}
+
+#[derive(Deserialize)]
+struct HandshakeRequest<'a> {
+    #[serde(borrow, default)]
+    protocol: Cow<'a, str>,
+}
+
+/// Reads the handshake (`{"protocol":"json"|"messagepack","version":1}` + 0x1E, the first
+/// record) and returns the format and whatever followed it in the same frame.
+async fn read_handshake(ws: &mut Ws) -> Option<(HubFormat, Vec<u8>)> {
+    loop {
+        let frame = match ws.next().await? {
+            Ok(Message::Text(text)) => Bytes::from(text),
+            Ok(Message::Binary(bytes)) => bytes,
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
         };
-        for record in text.split(RECORD_SEPARATOR).filter(|r| !r.is_empty()) {
-            if !handshaken {
-                // `{"protocol":"json","version":1}`: only JSON is offered here.
-                handshaken = true;
-                connection
-                    .reply(Utf8Bytes::from_static(HUB_HANDSHAKE_OK))
-                    .await;
-                continue;
-            }
-            let Ok(record) = serde_json::from_str::<HubRecord<'_>>(record) else {
-                continue;
-            };
-            match record.kind {
-                HUB_INVOCATION => handle_hub_invocation(&mut connection, record).await,
+        let end = frame.iter().position(|&b| b == RECORD_SEPARATOR as u8)?;
+        let request: HandshakeRequest<'_> = serde_json::from_slice(&frame[..end]).ok()?;
+        let format = if request.protocol == "messagepack" {
+            HubFormat::MessagePack
+        } else {
+            HubFormat::Json
+        };
+        return Some((format, frame[end + 1..].to_vec()));
+    }
+}
+
+/// Serves the SignalR hub protocol (JSON or MessagePack) at `/hubs/notifications` until the peer
+/// goes away.
+pub async fn run_signalr(mut ws: Ws, state: Arc<AppState>) {
+    let Some((format, rest)) = read_handshake(&mut ws).await else {
+        return;
+    };
+    let heartbeat = match format {
+        HubFormat::Json => Message::Text(Utf8Bytes::from_static(HUB_PING_RECORD)),
+        HubFormat::MessagePack => Message::Binary(Bytes::from_static(frames::MSGPACK_PING_RECORD)),
+    };
+    let (mut connection, mut stream) = open(ws, state, heartbeat);
+    connection
+        .reply(Message::Text(Utf8Bytes::from_static(HUB_HANDSHAKE_OK)))
+        .await;
+    let mut pending = Some(rest);
+    loop {
+        let frame: Vec<u8> = match pending.take() {
+            Some(rest) => rest,
+            None => match stream.next().await {
+                Some(Ok(Message::Text(text))) if format == HubFormat::Json => {
+                    text.as_bytes().to_vec()
+                }
+                Some(Ok(Message::Binary(bytes))) if format == HubFormat::MessagePack => {
+                    bytes.to_vec()
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => continue,
+            },
+        };
+        let calls: Vec<HubCall> = match format {
+            HubFormat::Json => std::str::from_utf8(&frame)
+                .unwrap_or_default()
+                .split(RECORD_SEPARATOR)
+                .filter(|r| !r.is_empty())
+                .filter_map(|r| serde_json::from_str::<HubRecord<'_>>(r).ok())
+                .map(HubCall::from)
+                .collect(),
+            HubFormat::MessagePack => frames::msgpack_records(&frame)
+                .filter_map(frames::read_msgpack_call)
+                .collect(),
+        };
+        for call in calls {
+            match call.kind {
+                HUB_INVOCATION => handle_hub_invocation(&mut connection, format, call).await,
                 HUB_PING => {}
                 HUB_CLOSE => {
                     connection.leave_all();
@@ -310,40 +382,75 @@ pub async fn run_signalr(ws: Ws, state: Arc<AppState>) {
     connection.leave_all();
 }
 
-async fn handle_hub_invocation(connection: &mut Connection, record: HubRecord<'_>) {
-    let invocation_id = record.invocation_id.unwrap_or_default().into_owned();
-    match record.target.as_deref() {
-        Some("Subscribe") | Some("JoinChannel") => {
-            let Some(channel) = record.arguments.first().filter(|c| !c.is_empty()) else {
-                connection
-                    .reply(frames::signalr_completion_error(
-                        &invocation_id,
-                        "a channel argument is required",
-                    ))
-                    .await;
+fn completion_error(format: HubFormat, invocation_id: &str, error: &str) -> Message {
+    match format {
+        HubFormat::Json => Message::Text(frames::signalr_completion_error(invocation_id, error)),
+        HubFormat::MessagePack => Message::Binary(frames::signalr_msgpack_completion_error(
+            invocation_id,
+            error,
+        )),
+    }
+}
+
+async fn handle_hub_invocation(connection: &mut Connection, format: HubFormat, call: HubCall) {
+    let invocation_id = call.invocation_id;
+    match call.target.as_str() {
+        "Subscribe" | "JoinChannel" => {
+            let Some(channel) = call.arguments.first().filter(|c| !c.is_empty()) else {
+                let error =
+                    completion_error(format, &invocation_id, "a channel argument is required");
+                connection.reply(error).await;
                 return;
             };
-            let epoch =
-                serde_json::to_string(connection.state.identity.epoch()).unwrap_or_default();
-            let name = serde_json::to_string(channel.as_ref()).unwrap_or_default();
+            let epoch = connection.state.identity.epoch().to_owned();
             let channel = channel.clone();
-            connection.subscribe(&channel, Protocol::SignalR, move |offset| {
-                let result = format!(r#"{{"channel":{name},"offset":{offset},"epoch":{epoch}}}"#);
-                frames::signalr_completion_result(&invocation_id, &result)
+            let (protocol, name) = match format {
+                HubFormat::Json => (
+                    Protocol::SignalR,
+                    serde_json::to_string(&channel).unwrap_or_default(),
+                ),
+                HubFormat::MessagePack => (Protocol::SignalRMsgpack, channel.clone()),
+            };
+            connection.subscribe(&channel, protocol, move |offset| match format {
+                HubFormat::Json => {
+                    let epoch = serde_json::to_string(&epoch).unwrap_or_default();
+                    let result =
+                        format!(r#"{{"channel":{name},"offset":{offset},"epoch":{epoch}}}"#);
+                    Message::Text(frames::signalr_completion_result(&invocation_id, &result))
+                }
+                HubFormat::MessagePack => {
+                    use rmpv::Value as Mp;
+                    let result = Mp::Map(vec![
+                        (Mp::from("channel"), Mp::from(name)),
+                        (Mp::from("offset"), Mp::from(offset)),
+                        (Mp::from("epoch"), Mp::from(epoch)),
+                    ]);
+                    Message::Binary(frames::signalr_msgpack_completion_result(
+                        &invocation_id,
+                        result,
+                    ))
+                }
             });
         }
-        Some("Ping") => {
-            connection
-                .reply(frames::signalr_completion_result(
+        "Ping" => {
+            let pong = match format {
+                HubFormat::Json => Message::Text(frames::signalr_completion_result(
                     &invocation_id,
                     "\"pong\"",
-                ))
-                .await;
+                )),
+                HubFormat::MessagePack => {
+                    Message::Binary(frames::signalr_msgpack_completion_result(
+                        &invocation_id,
+                        rmpv::Value::from("pong"),
+                    ))
+                }
+            };
+            connection.reply(pong).await;
         }
         other => {
-            let error = format!("unknown hub method {:?}", other.unwrap_or(""));
+            let error = format!("unknown hub method {other:?}");
             connection
-                .reply(frames::signalr_completion_error(&invocation_id, &error))
+                .reply(completion_error(format, &invocation_id, &error))
                 .await;
         }
     }

@@ -38,6 +38,11 @@ pub enum Protocol {
     Native,
     /// SignalR JSON hub protocol at --hub-path.
     Signalr,
+    /// SignalR MessagePack hub protocol at --hub-path (binary frames, varint-prefixed records).
+    SignalrMsgpack,
+    /// Socket.IO 5 over Engine.IO 4 at `/socket.io/?EIO=4&transport=websocket` (the Socket.IO
+    /// target: `subscribe` and `publish` events with acks, deliveries as emitted events).
+    Socketio,
 }
 
 impl Protocol {
@@ -45,7 +50,14 @@ impl Protocol {
         match self {
             Protocol::Native => "native",
             Protocol::Signalr => "signalr",
+            Protocol::SignalrMsgpack => "signalr-msgpack",
+            Protocol::Socketio => "socketio",
         }
+    }
+
+    /// Whether the subscribers negotiate and speak a SignalR hub protocol.
+    pub fn is_hub(self) -> bool {
+        matches!(self, Protocol::Signalr | Protocol::SignalrMsgpack)
     }
 }
 
@@ -55,8 +67,12 @@ pub enum PublishOver {
     /// `POST /api/v1/publish` on keep-alive connections, one publish in flight per connection.
     Http,
     /// `publish` frames on `Service` WebSocket connections at `/ws`, pipelined, each acknowledged
-    /// with `published`.
+    /// with `published` (with `--protocol socketio`: `publish` events on Socket.IO connections,
+    /// each acknowledged by the server's ack).
     Ws,
+    /// `POST /api/v1/publish/batch` on `--publishers` keep-alive connections, one batch of up to
+    /// `--batch-size` events in flight per connection, a result per event.
+    Batch,
 }
 
 impl PublishOver {
@@ -64,6 +80,7 @@ impl PublishOver {
         match self {
             PublishOver::Http => "http",
             PublishOver::Ws => "ws",
+            PublishOver::Batch => "batch",
         }
     }
 }
@@ -112,6 +129,11 @@ pub struct CommonArgs {
     /// costs that much memory per connection).
     #[arg(long, default_value_t = 8 * 1024)]
     pub ws_read_buffer_bytes: usize,
+    /// Server process(es) whose CPU time (/proc/PID/stat utime + stime) over the measured window
+    /// and resident memory (VmRSS) before and after the subscribers connect are reported; repeat
+    /// the flag (or separate with commas) to sum several processes (the nodes of a cluster).
+    #[arg(long = "server-pid", value_delimiter = ',')]
+    pub server_pids: Vec<u32>,
     /// Tokio worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -133,9 +155,14 @@ pub struct PublishArgs {
     #[arg(long, value_enum, default_value_t = PublishOver::Http)]
     pub publish_over: PublishOver,
     /// With --publish-over ws: WebSocket connections of the publisher, all as one `Service` user
-    /// (Switchyard's `connection_limits.max_per_user`, 100 by default, caps them per node).
+    /// (Switchyard's `connection_limits.max_per_user`, 100 by default, caps them per node). With
+    /// --publish-over batch: keep-alive HTTP connections, one batch in flight on each.
     #[arg(long, default_value_t = 4)]
     pub publishers: usize,
+    /// With --publish-over batch: the most events in one `POST /api/v1/publish/batch` (Switchyard
+    /// takes up to `publish.max_batch_events`, 1,000 by default).
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
     /// Publish at this fixed rate (messages per second) instead of as fast as possible.
     #[arg(long)]
     pub rate: Option<f64>,
@@ -163,6 +190,7 @@ impl PublishArgs {
         match self.publish_over {
             PublishOver::Http => self.window.max(1),
             PublishOver::Ws => self.ws_connections(),
+            PublishOver::Batch => self.publishers.max(1),
         }
     }
 
@@ -207,9 +235,6 @@ pub struct IdleArgs {
     /// Connections to hold.
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
-    /// Server process whose VmRSS is read from /proc/PID/status before and after.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
     /// Seconds to hold the connections after they are all subscribed.
     #[arg(long, default_value_t = 10)]
     pub hold_secs: u64,

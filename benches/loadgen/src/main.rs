@@ -2,15 +2,19 @@
 //! sockets, runs one scenario on a multi-threaded runtime, and prints the result as ONE JSON line
 //! on stdout plus a readable summary on stderr.
 
+#![recursion_limit = "256"]
+
 mod auth;
 mod cli;
 mod http_client;
+mod hub_msgpack;
 mod net;
 mod payload;
 mod plot;
 mod publisher;
 mod scenarios;
-mod server_memory;
+mod server_process;
+mod socketio;
 mod stats;
 mod subscriber;
 mod ws_publisher;
@@ -93,7 +97,6 @@ async fn run(scenario: Scenario, worker_threads: usize) -> Result<Value, String>
             scenarios::run_idle(
                 &a.common,
                 a.connections,
-                a.server_pid,
                 a.hold_secs,
                 a.settle_secs,
                 a.channel.clone(),
@@ -162,6 +165,19 @@ fn summary(report: &Value) -> String {
             l("max"),
             l("samples"),
         );
+        if !report["server_pids"]
+            .as_array()
+            .is_some_and(|p| p.is_empty())
+        {
+            out += &format!(
+                "   server CPU {} s over the window: {} µs per delivery; server RSS {} → {} KiB while subscribing: {} bytes per connection\n",
+                n("server_cpu_secs"),
+                n("server_cpu_us_per_delivery"),
+                n("server_rss_before_kb"),
+                n("server_rss_after_kb"),
+                n("server_bytes_per_connection"),
+            );
+        }
     }
     if let Some(errors) = report["errors"].as_array().filter(|e| !e.is_empty()) {
         for error in errors {
@@ -191,9 +207,10 @@ fn main() -> ExitCode {
     };
     let json_only = common_args.json_only;
     let fd_limit = net::raise_fd_limit();
-    let negotiate = match common_args.protocol {
-        cli::Protocol::Signalr => subscriber::NEGOTIATE_CONNECTIONS,
-        cli::Protocol::Native => 0,
+    let negotiate = if common_args.protocol.is_hub() {
+        subscriber::NEGOTIATE_CONNECTIONS
+    } else {
+        0
     };
     let needed = (planned_connections(&cli.scenario) + negotiate) as u64 + net::FD_RESERVE;
     if needed > fd_limit {

@@ -1,8 +1,9 @@
 //! `loadgen plot`: draws the fan-out curve from stored results (the JSON lines `scripts/bench`
 //! writes) as one SVG: deliveries/s and p99 latency against subscriber count, one line per target
-//! (Switchyard beside the baseline). Only as-fast-as-possible fan-out runs of the chosen protocol
-//! and publish path (`publish_over`; results from before that field are `http`) are drawn; where a
-//! target ran one subscriber count more than once, the median is drawn.
+//! (Switchyard beside the baseline, and Socket.IO's runs, which use its own protocol, on the native
+//! plot). Only as-fast-as-possible fan-out runs of the chosen protocol and publish path
+//! (`publish_over`; results from before that field are `http`) are drawn; where a target ran one
+//! subscriber count more than once, the median is drawn.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -70,7 +71,10 @@ fn read_series(
                 serde_json::from_str(line).map_err(|e| format!("{file}:{}: {e}", n + 1))?;
             let windowed_fanout = r["scenario"] == "fanout" && r["rate"].is_null();
             let over = r["publish_over"].as_str().unwrap_or("http");
-            if !windowed_fanout || r["protocol"] != protocol || over != publish_over {
+            // The Socket.IO target runs the native cases in its own protocol.
+            let same_protocol =
+                r["protocol"] == protocol || (protocol == "native" && r["protocol"] == "socketio");
+            if !windowed_fanout || !same_protocol || over != publish_over {
                 continue;
             }
             let (Some(subs), Some(rate), Some(p99)) = (

@@ -13,10 +13,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::auth::{TokenMinter, SERVICE_ROLE};
-use crate::cli::{CommonArgs, PublishArgs, PublishOver, TargetedChannel};
+use crate::cli::{CommonArgs, Protocol, PublishArgs, PublishOver, TargetedChannel};
 use crate::net::{default_source_addrs, Dialer, Endpoint};
 use crate::publisher::{self, PublishPlan};
-use crate::server_memory::vm_rss_kb;
+use crate::server_process::{vm_rss_kb, ServerProcesses};
 use crate::stats::{merge_subscribers, ConnectOutcome, LatencyShards, Progress, SubscriberStats};
 use crate::subscriber::{self, ErrorSamples, SubscriberContext, SubscriberPlan};
 
@@ -216,6 +216,8 @@ pub async fn run_delivery(run: DeliveryRun) -> Result<Value, String> {
         .collect();
     let subscriber_channels: Vec<String> = plans.iter().map(|p| p.channel.clone()).collect();
 
+    let server = ServerProcesses::new(&common.server_pids);
+    let server_rss_before = server.rss_kb();
     let ctx = subscriber_context(common, sub_dialer, run.worker_threads);
     if !common.json_only {
         eprintln!(
@@ -229,6 +231,7 @@ pub async fn run_delivery(run: DeliveryRun) -> Result<Value, String> {
     }
     let connections = connect_all(&ctx, plans, common.json_only).await;
     let subscribed = connections.subscribed_indices.len();
+    let server_rss_after = server.rss_kb();
 
     // Publish targets and, for each subscriber, which target index feeds it.
     let (channels, target_of): (Vec<String>, Vec<Option<usize>>) = match &run.layout {
@@ -260,12 +263,20 @@ pub async fn run_delivery(run: DeliveryRun) -> Result<Value, String> {
         let over = match publish.publish_over {
             PublishOver::Http => format!("over HTTP, {} connection(s)", publish.connections()),
             PublishOver::Ws => format!("over {} WebSocket(s)", publish.connections()),
+            PublishOver::Batch => format!(
+                "in batches of up to {} over {} HTTP connection(s)",
+                publish.batch_size,
+                publish.connections()
+            ),
         };
         eprintln!(
             "{}: {subscribed} subscribed in {:.2} s; publishing {messages} messages to {} ({pace}, {over})",
             run.scenario, connections.connect_secs, run.pub_url
         );
     }
+    // The measured window of the server's CPU time: from just before the first publish to the
+    // last delivery (or the end of the wait for stragglers, when the server is idle anyway).
+    let server_cpu_before = server.cpu_micros();
     let outcome = publisher::run(PublishPlan {
         dialer: pub_dialer,
         token: minter.mint(PUBLISHER_USER, SERVICE_ROLE),
@@ -277,6 +288,9 @@ pub async fn run_delivery(run: DeliveryRun) -> Result<Value, String> {
         window: publish.window,
         over: publish.publish_over,
         ws_connections: publish.ws_connections(),
+        socketio: common.protocol == Protocol::Socketio,
+        batch_size: publish.batch_size,
+        http_connections: publish.connections(),
         ack_timeout: Duration::from_secs(common.timeout_secs),
         max_retries: publish.max_retries,
         seed: publish.seed,
@@ -293,6 +307,7 @@ pub async fn run_delivery(run: DeliveryRun) -> Result<Value, String> {
         tokio::time::sleep(DRAIN_POLL_INTERVAL).await;
     }
     let timed_out = ctx.progress.delivered() < expected_total;
+    let server_cpu_after = server.cpu_micros();
     let connect_secs = connections.connect_secs;
     let stats = connections.finish().await;
     let totals = merge_subscribers(&stats, |index| {
@@ -310,6 +325,10 @@ pub async fn run_delivery(run: DeliveryRun) -> Result<Value, String> {
     };
     let mut errors: Vec<String> = ctx.error_samples.take();
     errors.extend(outcome.error_samples.iter().cloned());
+    let server_cpu_micros = match (server_cpu_before, server_cpu_after) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ => None,
+    };
     Ok(json!({
         "scenario": run.scenario,
         "protocol": common.protocol.name(),
@@ -344,6 +363,14 @@ pub async fn run_delivery(run: DeliveryRun) -> Result<Value, String> {
         "unexpected": totals.unexpected,
         "timed_out": timed_out,
         "latency_ms": latency_json(&latency),
+        "server_pids": common.server_pids,
+        "server_cpu_secs": server_cpu_micros.map(|us| us as f64 / MICROS_PER_SEC),
+        "server_cpu_us_per_delivery": server_cpu_micros
+            .filter(|_| totals.deliveries > 0)
+            .map(|us| ((us as f64 / totals.deliveries as f64) * 1000.0).round() / 1000.0),
+        "server_rss_before_kb": server_rss_before,
+        "server_rss_after_kb": server_rss_after,
+        "server_bytes_per_connection": bytes_per_connection(server_rss_before, server_rss_after, subscribed as u64),
         "source_addrs": ctx.dialer.source_count(),
         "errors": errors,
         "unix_time": crate::payload::now_micros() / MICROS_PER_SEC as u64,
@@ -354,7 +381,6 @@ pub async fn run_delivery(run: DeliveryRun) -> Result<Value, String> {
 pub async fn run_idle(
     common: &CommonArgs,
     connections_wanted: usize,
-    server_pid: Option<u32>,
     hold_secs: u64,
     settle_secs: u64,
     channel: Option<String>,
@@ -376,8 +402,8 @@ pub async fn run_idle(
             token: minter.mint(&format!("bench-idle-{index}"), &common.subscriber_role),
         })
         .collect();
-    let pid_text = server_pid.map(|p| p.to_string());
-    let server_rss = || pid_text.as_deref().and_then(vm_rss_kb);
+    let server = ServerProcesses::new(&common.server_pids);
+    let server_rss = || server.rss_kb();
     let loadgen_rss_before = vm_rss_kb("self");
     let server_before = server_rss();
     let ctx = subscriber_context(common, dialer, worker_threads);
@@ -405,12 +431,8 @@ pub async fn run_idle(
     let connect_secs = connections.connect_secs;
     let stats = connections.finish().await;
     let totals = merge_subscribers(&stats, |_| 0);
-    let per_connection = |before: Option<u64>, after: Option<u64>| match (before, after) {
-        (Some(b), Some(a)) if subscribed > 0 => {
-            json!((a.saturating_sub(b) * BYTES_PER_KIB) / subscribed)
-        }
-        _ => Value::Null,
-    };
+    let per_connection =
+        |before: Option<u64>, after: Option<u64>| bytes_per_connection(before, after, subscribed);
     Ok(json!({
         "scenario": "idle",
         "protocol": common.protocol.name(),
@@ -423,7 +445,7 @@ pub async fn run_idle(
         "disconnected_early": totals.disconnected_early,
         "connect_secs": (connect_secs * 1000.0).round() / 1000.0,
         "hold_secs": hold_secs,
-        "server_pid": server_pid,
+        "server_pids": common.server_pids,
         "server_rss_before_kb": server_before,
         "server_rss_after_kb": server_after,
         "server_rss_end_kb": server_end,
@@ -433,6 +455,16 @@ pub async fn run_idle(
         "errors": ctx.error_samples.take(),
         "unix_time": crate::payload::now_micros() / MICROS_PER_SEC as u64,
     }))
+}
+
+/// RSS growth (KiB before and after) per connection in bytes; null when unknown.
+fn bytes_per_connection(before_kb: Option<u64>, after_kb: Option<u64>, connections: u64) -> Value {
+    match (before_kb, after_kb) {
+        (Some(b), Some(a)) if connections > 0 => {
+            json!((a.saturating_sub(b) * BYTES_PER_KIB) / connections)
+        }
+        _ => Value::Null,
+    }
 }
 
 /// Builds the fanout channel layout from the optional `--channel`.

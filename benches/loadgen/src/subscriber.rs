@@ -1,6 +1,8 @@
 //! One subscriber connection: connect (with the SignalR negotiate when asked), subscribe to one
 //! channel, then receive until told to stop, scanning each delivery for its stamp and recording
-//! sequence and latency with as little work per message as possible.
+//! sequence and latency with as little work per message as possible. Four protocols: native,
+//! SignalR JSON, SignalR MessagePack (binary, varint-prefixed records; `hub_msgpack`) and
+//! Socket.IO (`socketio`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,8 +16,10 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::cli::Protocol;
 use crate::http_client::HttpConnection;
+use crate::hub_msgpack;
 use crate::net::Dialer;
 use crate::payload::{self, now_micros};
+use crate::socketio;
 use crate::stats::{
     ConnectOutcome, LatencyRecorder, LatencyShards, Progress, SeqTracker, SubscriberStats,
 };
@@ -110,7 +114,16 @@ struct Receiver {
 impl Receiver {
     /// Records the delivery in `text` if it is one; returns whether it was.
     fn on_text(&mut self, text: &str) -> bool {
-        let Some(stamp) = payload::scan(text) else {
+        self.on_stamp(payload::scan(text))
+    }
+
+    /// Records the delivery in a MessagePack record if it is one; returns whether it was.
+    fn on_msgpack(&mut self, record: &[u8]) -> bool {
+        self.on_stamp(payload::scan_msgpack(record))
+    }
+
+    fn on_stamp(&mut self, stamp: Option<payload::Stamp>) -> bool {
+        let Some(stamp) = stamp else {
             return false;
         };
         let now = now_micros();
@@ -129,6 +142,15 @@ impl Receiver {
 enum SetupError {
     Connect(String),
     Refused(String),
+}
+
+impl From<socketio::SetupError> for SetupError {
+    fn from(e: socketio::SetupError) -> Self {
+        match e {
+            socketio::SetupError::Connect(m) => SetupError::Connect(m),
+            socketio::SetupError::Refused(m) => SetupError::Refused(m),
+        }
+    }
 }
 
 pub(crate) fn percent_encode(value: &str) -> String {
@@ -186,7 +208,12 @@ pub async fn run(
     stats.outcome = ConnectOutcome::Subscribed;
     let _ = ready.send((plan.index, ConnectOutcome::Subscribed));
 
-    let hub = ctx.protocol == Protocol::Signalr;
+    let protocol = ctx.protocol;
+    let hub = protocol.is_hub();
+    let keepalive_record = match protocol {
+        Protocol::SignalrMsgpack => Message::binary(hub_msgpack::PING_RECORD),
+        _ => Message::text(HUB_PING_RECORD),
+    };
     let mut keepalive = tokio::time::interval(HUB_KEEPALIVE_INTERVAL);
     keepalive.reset();
     enum Event {
@@ -204,18 +231,32 @@ pub async fn run(
         match event {
             Event::Stop => break,
             Event::Keepalive => {
-                if ws.send(Message::text(HUB_PING_RECORD)).await.is_err() {
+                if ws.send(keepalive_record.clone()).await.is_err() {
                     stats.disconnected_early = true;
                     break;
                 }
             }
-            Event::Frame(Some(Ok(Message::Text(text)))) => {
-                if hub {
+            Event::Frame(Some(Ok(Message::Text(text)))) => match protocol {
+                Protocol::Signalr => {
                     for record in text.split(RECORD_SEPARATOR) {
                         receiver.on_text(record);
                     }
-                } else {
+                }
+                Protocol::Socketio if text.as_str() == socketio::PING => {
+                    if ws.send(Message::text(socketio::PONG)).await.is_err() {
+                        stats.disconnected_early = true;
+                        break;
+                    }
+                }
+                _ => {
                     receiver.on_text(&text);
+                }
+            },
+            Event::Frame(Some(Ok(Message::Binary(frame))))
+                if protocol == Protocol::SignalrMsgpack =>
+            {
+                for record in hub_msgpack::records(&frame) {
+                    receiver.on_msgpack(record);
                 }
             }
             Event::Frame(Some(Ok(Message::Close(_))))
@@ -246,7 +287,8 @@ async fn setup(
             "ws://{authority}{NATIVE_WS_PATH}?access_token={}",
             percent_encode(&plan.token)
         ),
-        Protocol::Signalr => {
+        Protocol::Socketio => socketio::url(authority),
+        Protocol::Signalr | Protocol::SignalrMsgpack => {
             let connection_token = negotiate(ctx, plan).await?;
             format!(
                 "ws://{authority}{}?id={}&access_token={}",
@@ -270,6 +312,16 @@ async fn setup(
         Protocol::Native => subscribe_native(&mut ws, &plan.channel, receiver).await?,
         Protocol::Signalr => {
             subscribe_hub(&mut ws, &ctx.hub_method, &plan.channel, receiver).await?
+        }
+        Protocol::SignalrMsgpack => {
+            subscribe_hub_msgpack(&mut ws, &ctx.hub_method, &plan.channel, receiver).await?
+        }
+        Protocol::Socketio => {
+            socketio::connect(&mut ws, &plan.token).await?;
+            socketio::subscribe(&mut ws, &plan.channel, |text| {
+                receiver.on_text(text);
+            })
+            .await?
         }
     }
     Ok(ws)
@@ -403,6 +455,77 @@ async fn subscribe_hub(
                     }
                 }
                 (Some(7), _) => return Err(SetupError::Refused(format!("hub closed: {record}"))),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The MessagePack hub handshake and `Subscribe`: the handshake answer is JSON (text, or binary
+/// from servers that send it so), then records come in binary frames.
+async fn subscribe_hub_msgpack(
+    ws: &mut Ws,
+    method: &str,
+    channel: &str,
+    receiver: &mut Receiver,
+) -> Result<(), SetupError> {
+    ws.send(Message::text(hub_msgpack::HANDSHAKE))
+        .await
+        .map_err(|e| SetupError::Connect(format!("send handshake: {e}")))?;
+    let mut handshaken = false;
+    loop {
+        let frame = match ws.next().await {
+            Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
+            Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
+            Some(Ok(Message::Close(frame))) => {
+                return Err(SetupError::Refused(format!(
+                    "closed during subscribe: {frame:?}"
+                )))
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(SetupError::Connect(format!("read during subscribe: {e}"))),
+            None => return Err(SetupError::Connect("closed during subscribe".to_owned())),
+        };
+        let mut rest = &frame[..];
+        if !handshaken {
+            let Some(end) = rest.iter().position(|&b| b == RECORD_SEPARATOR as u8) else {
+                return Err(SetupError::Refused(
+                    "handshake answer without a record separator".to_owned(),
+                ));
+            };
+            let reply: serde_json::Value = serde_json::from_slice(&rest[..end]).unwrap_or_default();
+            if let Some(error) = reply.get("error") {
+                return Err(SetupError::Refused(format!("handshake refused: {error}")));
+            }
+            handshaken = true;
+            rest = &rest[end + 1..];
+            ws.send(Message::binary(hub_msgpack::invocation(
+                SUBSCRIBE_INVOCATION_ID,
+                method,
+                &[channel],
+            )))
+            .await
+            .map_err(|e| SetupError::Connect(format!("send subscribe: {e}")))?;
+        }
+        for record in hub_msgpack::records(rest) {
+            if receiver.on_msgpack(record) {
+                continue;
+            }
+            match hub_msgpack::read(record) {
+                hub_msgpack::Record::Completion {
+                    invocation_id,
+                    result,
+                } if invocation_id == SUBSCRIBE_INVOCATION_ID => {
+                    return match result {
+                        // Joined at the handshake already (see `subscribe_hub`).
+                        Ok(()) => Ok(()),
+                        Err(e) if e == HUB_ALREADY_SUBSCRIBED => Ok(()),
+                        Err(e) => Err(SetupError::Refused(format!("subscribe refused: {e}"))),
+                    };
+                }
+                hub_msgpack::Record::Close(error) => {
+                    return Err(SetupError::Refused(format!("hub closed: {error}")))
+                }
                 _ => {}
             }
         }

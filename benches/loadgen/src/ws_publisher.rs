@@ -1,6 +1,7 @@
 //! Publishing over a WebSocket: one `Service` connection on `/ws` per worker, sending native
 //! `publish` frames pipelined up to the worker's share of the window, each acknowledged with
-//! `published` (matched by the frame's `id`).
+//! `published` (matched by the frame's `id`). Against the Socket.IO target the same worker speaks
+//! Socket.IO instead (`socketio`): `42<id>["publish",{…}]` events answered by acks `43<id>[…]`.
 //!
 //! The accounting is the HTTP publisher's: an acknowledged publish counts once for its target
 //! channel; `busy` and `unavailable` (REST's 503) and `rate_limited` are retried after a back-off
@@ -27,6 +28,7 @@ use crate::payload;
 use crate::publisher::{
     Job, JobQueue, PublishPlan, Shared, BODY_OVERHEAD_BYTES, RETRY_BACKOFF_MAX, RETRY_BACKOFF_START,
 };
+use crate::socketio;
 use crate::subscriber::{percent_encode, NATIVE_WS_PATH};
 
 /// Read buffer of a publisher connection (acks are small).
@@ -151,6 +153,11 @@ impl Pipeline {
         self.in_flight.is_empty()
     }
 
+    /// The id the next [`Pipeline::start`] returns.
+    pub fn peek_id(&self) -> u64 {
+        self.next_id + 1
+    }
+
     /// Registers a publish about to be sent and returns its request id (never reused, also not
     /// across reconnects, so a late reply cannot settle the wrong publish).
     pub fn start(&mut self, flight: Flight) -> u64 {
@@ -222,15 +229,25 @@ pub(crate) async fn worker(
     job_queue: JobQueue,
 ) {
     let slots = slots.max(1);
+    let dialect = if plan.socketio {
+        Dialect::SocketIo
+    } else {
+        Dialect::Native
+    };
     let prefixes: Vec<String> = plan
         .channels
         .iter()
         .map(|channel| {
-            format!(
-                r#","data":{{"channel":{},"event":{},"data":"#,
-                serde_json::to_string(channel).unwrap_or_default(),
-                serde_json::to_string(&plan.event).unwrap_or_default()
-            )
+            let channel = serde_json::to_string(channel).unwrap_or_default();
+            let event = serde_json::to_string(&plan.event).unwrap_or_default();
+            match dialect {
+                Dialect::Native => {
+                    format!(r#","data":{{"channel":{channel},"event":{event},"data":"#)
+                }
+                Dialect::SocketIo => {
+                    format!(r#"["publish",{{"channel":{channel},"event":{event},"data":"#)
+                }
+            }
         })
         .collect();
     let mut pipeline = Pipeline::default();
@@ -292,9 +309,18 @@ pub(crate) async fn worker(
             _ = tokio::time::sleep_until(ack_deadline), if !pipeline.is_empty() => Step::AckTimeout,
         };
         let sent = match step {
+            Step::Frame(Some(Ok(Message::Text(text))))
+                if dialect == Dialect::SocketIo && text.as_str() == socketio::PING =>
+            {
+                ws.send(Message::text(socketio::PONG)).await
+            }
             Step::Frame(Some(Ok(Message::Text(text)))) => {
                 last_reply = Instant::now();
-                settle(&mut pipeline, &mut retries, &shared, &plan, &text);
+                let reply = match dialect {
+                    Dialect::Native => parse_reply(&text),
+                    Dialect::SocketIo => socketio::parse_ack(&text),
+                };
+                settle(&mut pipeline, &mut retries, &shared, &plan, reply, &text);
                 Ok(())
             }
             Step::Frame(Some(Ok(Message::Close(close)))) => {
@@ -325,7 +351,7 @@ pub(crate) async fn worker(
                         break;
                     };
                     let flight = retries.swap_remove(index).flight;
-                    fed = send(ws, &mut pipeline, &mut frame, &prefixes, flight).await;
+                    fed = send(ws, dialect, &mut pipeline, &mut frame, &prefixes, flight).await;
                 }
                 match fed {
                     Ok(()) => ws.flush().await,
@@ -345,7 +371,7 @@ pub(crate) async fn worker(
                     let sent_at = shared.stamp_send();
                     payload::write_payload(&mut payload_text, job.seq, sent_at, plan.payload_bytes);
                     let flight = Flight::new(job.target, payload_text);
-                    fed = send(ws, &mut pipeline, &mut frame, &prefixes, flight).await;
+                    fed = send(ws, dialect, &mut pipeline, &mut frame, &prefixes, flight).await;
                     if fed.is_err() || pipeline.len() >= slots {
                         break;
                     }
@@ -392,24 +418,46 @@ fn try_next_job(job_queue: &JobQueue) -> Option<Job> {
     job_queue.try_lock().ok()?.try_recv().ok()
 }
 
-/// Registers `flight` and feeds its frame (not flushed). The id goes last, so the frame is built
-/// before the publish is registered under it.
+/// Which protocol the publisher speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    /// Switchyard's native `publish` / `published` on `/ws`.
+    Native,
+    /// Socket.IO `publish` events with acks.
+    SocketIo,
+}
+
+/// Registers `flight` and feeds its frame (not flushed).
 async fn send(
     ws: &mut Ws,
+    dialect: Dialect,
     pipeline: &mut Pipeline,
     frame: &mut String,
     prefixes: &[String],
     flight: Flight,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     frame.clear();
-    frame.push_str(r#"{"type":"publish""#);
-    frame.push_str(&prefixes[flight.target]);
-    // The payload byte for byte (a retry keeps its original stamp).
-    frame.push_str(&flight.payload);
-    frame.push_str(r#"},"id":"#);
-    let id = pipeline.start(flight);
-    frame.push_str(&id.to_string());
-    frame.push('}');
+    let id = pipeline.peek_id();
+    match dialect {
+        Dialect::Native => {
+            frame.push_str(r#"{"type":"publish""#);
+            frame.push_str(&prefixes[flight.target]);
+            // The payload byte for byte (a retry keeps its original stamp).
+            frame.push_str(&flight.payload);
+            frame.push_str(r#"},"id":"#);
+            frame.push_str(&id.to_string());
+            frame.push('}');
+        }
+        Dialect::SocketIo => {
+            frame.push_str(socketio::EVENT_PREFIX);
+            frame.push_str(&id.to_string());
+            frame.push_str(&prefixes[flight.target]);
+            frame.push_str(&flight.payload);
+            frame.push_str("}]");
+        }
+    }
+    let started = pipeline.start(flight);
+    debug_assert_eq!(started, id);
     ws.feed(Message::text(frame.as_str())).await
 }
 
@@ -418,9 +466,10 @@ fn settle(
     retries: &mut Vec<PendingRetry>,
     shared: &Shared,
     plan: &PublishPlan,
+    reply: Reply,
     text: &str,
 ) {
-    match pipeline.settle(parse_reply(text), plan.max_retries) {
+    match pipeline.settle(reply, plan.max_retries) {
         Settled::Acked(target) => {
             shared.acked[target].fetch_add(1, Ordering::Relaxed);
         }
@@ -475,15 +524,25 @@ async fn connect(plan: &PublishPlan, worker: usize) -> Result<Ws, String> {
         .connect(plan.connection_index_base + worker)
         .await
         .map_err(|e| format!("tcp connect: {e}"))?;
-    let url = format!(
-        "ws://{}{NATIVE_WS_PATH}?access_token={}",
-        plan.dialer.endpoint.authority,
-        percent_encode(&plan.token)
-    );
+    let authority = &plan.dialer.endpoint.authority;
+    let url = if plan.socketio {
+        socketio::url(authority)
+    } else {
+        format!(
+            "ws://{authority}{NATIVE_WS_PATH}?access_token={}",
+            percent_encode(&plan.token)
+        )
+    };
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config))
-        .await
-        .map_err(|e| format!("websocket handshake: {e}"))?;
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config))
+            .await
+            .map_err(|e| format!("websocket handshake: {e}"))?;
+    if plan.socketio {
+        tokio::time::timeout(plan.ack_timeout, socketio::connect(&mut ws, &plan.token))
+            .await
+            .map_err(|_| "socket.io connect timed out".to_owned())??;
+    }
     Ok(ws)
 }
 
@@ -627,6 +686,81 @@ mod tests {
         }
     }
 
+    /// A fake Socket.IO server: Engine.IO open, CONNECT with the token, a ping the client must
+    /// answer, then acks — the first publish refused as busy, the rest acknowledged.
+    async fn fake_socketio_server(listener: tokio::net::TcpListener) {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+        ws.send(Message::text(
+            r#"0{"sid":"s","upgrades":[],"pingInterval":25000,"pingTimeout":20000}"#,
+        ))
+        .await
+        .unwrap();
+        let Some(Ok(Message::Text(connect))) = ws.next().await else {
+            panic!("a CONNECT packet");
+        };
+        assert_eq!(connect.as_str(), r#"40{"token":"t"}"#);
+        ws.send(Message::text(r#"40{"sid":"x"}"#)).await.unwrap();
+        ws.send(Message::text("2")).await.unwrap();
+        let mut refused_once = false;
+        let mut ponged = false;
+        while let Some(Ok(message)) = ws.next().await {
+            let Message::Text(text) = message else {
+                continue;
+            };
+            if text.as_str() == "3" {
+                ponged = true;
+                continue;
+            }
+            let rest = text.strip_prefix("42").expect("an event");
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let id: u64 = rest[..digits].parse().expect("an ack id");
+            let args: Value = serde_json::from_str(&rest[digits..]).unwrap();
+            assert_eq!(args[0], "publish");
+            assert!(args[1]["data"]["seq"].is_u64());
+            let ack = if refused_once {
+                format!(r#"43{id}[{{"id":"e-{id}","offset":{id},"epoch":"e"}}]"#)
+            } else {
+                refused_once = true;
+                format!(r#"43{id}[{{"error":{{"code":"busy","message":"later"}}}}]"#)
+            };
+            ws.send(Message::text(ack)).await.unwrap();
+        }
+        assert!(ponged, "the publisher answers the server's ping");
+    }
+
+    #[tokio::test]
+    async fn socketio_publishes_are_acknowledged_by_their_acks() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(fake_socketio_server(listener));
+        let endpoint = Endpoint::resolve(&url).await.unwrap();
+        let outcome = publisher::run(PublishPlan {
+            dialer: Arc::new(Dialer::new(endpoint, 1)),
+            token: "t".to_owned(),
+            event: "BenchEvent".to_owned(),
+            payload_bytes: 64,
+            channels: vec!["a".to_owned()],
+            messages: 5,
+            rate: None,
+            window: 4,
+            over: PublishOver::Ws,
+            ws_connections: 1,
+            socketio: true,
+            batch_size: 1,
+            http_connections: 1,
+            ack_timeout: Duration::from_secs(5),
+            max_retries: 5,
+            seed: 1,
+            connection_index_base: 0,
+        })
+        .await;
+        assert_eq!(outcome.acked, 5, "{:?}", outcome.error_samples);
+        assert_eq!(outcome.busy_503, 1);
+        assert_eq!(outcome.errors, 0, "{:?}", outcome.error_samples);
+        server.await.expect("the fake server's checks hold");
+    }
+
     #[tokio::test]
     async fn pipelined_publishes_over_a_websocket_are_counted_exactly() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -644,6 +778,9 @@ mod tests {
             window: 4,
             over: PublishOver::Ws,
             ws_connections: 1,
+            socketio: false,
+            batch_size: 1,
+            http_connections: 1,
             ack_timeout: Duration::from_secs(5),
             max_retries: 5,
             seed: 1,
