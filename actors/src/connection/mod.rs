@@ -439,6 +439,8 @@ impl Actor for Connection {
             });
         }
 
+        // The outbox's wakes: shards wake this task directly (see `outbox.rs`).
+        ctx.add_stream(self.outbox.ready());
         ctx.run_interval(self.shared.settings.heartbeat_interval, |act, ctx| {
             act.on_heartbeat(ctx)
         });
@@ -494,12 +496,13 @@ impl Actor for Connection {
     }
 }
 
-impl Handler<Wake> for Connection {
-    type Result = ();
-
+impl StreamHandler<Wake> for Connection {
     fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
         self.drain_outbox(ctx);
     }
+
+    /// The outbox closed, which happens in `stopped()`: nothing to do.
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Connection {
