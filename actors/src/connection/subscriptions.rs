@@ -46,7 +46,11 @@ pub enum Accept {
 
 /// The subscriptions of one connection.
 pub struct Subscriptions {
-    entries: HashMap<ChannelName, Entry>,
+    /// Looked up once per delivered event, so hashed with foldhash rather than SipHash (which was
+    /// about 200 instructions per delivery in a fan-out profile, docs/benchmarks.md "Profiles").
+    /// Flooding one map with colliding names gains nothing: a connection holds at most
+    /// `session.max_subscriptions` entries, and the seed is random per process.
+    entries: HashMap<ChannelName, Entry, foldhash::fast::RandomState>,
     next_id: u64,
     max: usize,
 }
@@ -54,7 +58,7 @@ pub struct Subscriptions {
 impl Subscriptions {
     pub fn new(max: usize) -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             next_id: 1,
             max,
         }
@@ -155,7 +159,8 @@ impl Subscriptions {
             Some(Entry::Active {
                 last_offset, epoch, ..
             }) => {
-                if *env.epoch != **epoch {
+                // The same `Arc` in the common case (the shard's epoch), so no text compare.
+                if !Arc::ptr_eq(&env.epoch, epoch) && *env.epoch != **epoch {
                     // A new history generation restarts offsets.
                     *epoch = env.epoch.clone();
                     *last_offset = env.offset;
