@@ -336,11 +336,15 @@ impl Connection {
         if !evicted && !self.core.is_closing() && self.codec.ready() {
             // One clock read for the batch: the events were all waiting as of now.
             let now_ms = now_millis();
-            for env in &batch {
-                if self.core.subs.accept(env) == Accept::Write {
+            let mut verdicts = std::mem::take(&mut self.verdicts);
+            self.core.subs.accept_all(&batch, &mut verdicts);
+            for (env, verdict) in batch.iter().zip(&verdicts) {
+                if *verdict == Accept::Write {
                     self.write_envelope_at(ctx, env, Origin::Channel, now_ms);
                 }
             }
+            verdicts.clear();
+            self.verdicts = verdicts;
         }
         batch.clear();
         self.batch = batch;

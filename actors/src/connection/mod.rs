@@ -129,6 +129,8 @@ pub struct Connection {
     outbox: Arc<Outbox>,
     /// Reused buffer for the events taken from the outbox in one turn.
     batch: Vec<Arc<Envelope>>,
+    /// Reused buffer for what to do with each of them (`Subscriptions::accept_all`).
+    verdicts: Vec<subscriptions::Accept>,
     /// The hub methods' tracked events: not reported yet, and the connect window's keys.
     tracked: Tracked,
     fragments: Fragments,
@@ -175,6 +177,7 @@ impl Connection {
             socket: ConnSocket::default(),
             outbox,
             batch: Vec::new(),
+            verdicts: Vec::new(),
             tracked: Tracked::default(),
             fragments: Fragments::default(),
             latency: shared.node.metrics.delivery_latency.local(),
