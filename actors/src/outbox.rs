@@ -3,23 +3,30 @@
 //! Delivering each event as its own actix message costs, per subscriber and per event, a boxed
 //! envelope, a wake-up of the connection's task and a proxy call; at a 10,000-subscriber fan-out that
 //! was most of the engine's time. Instead every shard appends the shared envelope to the
-//! subscriber's outbox and sends the connection one [`Wake`] (with `try_send`) only when none is
-//! outstanding, so a connection that is behind takes a whole burst of events in one turn.
+//! subscriber's outbox and wakes the connection's task only when no wake is outstanding, so a
+//! connection that is behind takes a whole burst of events in one turn.
+//!
+//! The wake is not an actix message either: the connection polls its outbox as a stream
+//! ([`Outbox::ready`], one [`Wake`] item per outstanding wake) and a shard wakes the task through
+//! an [`AtomicWaker`]. That is one atomic handshake per wake, with no allocation and no mailbox
+//! (an actix `try_send` boxes an envelope per message and can find the mailbox full).
 //!
 //! The outbox is what `[actors.connection] mailbox` and `max_queued_bytes` bound: a push that would
 //! pass either is refused and the slow-consumer policy applies, exactly as a full mailbox did.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
-use actix::Message;
+use futures_util::task::AtomicWaker;
+use futures_util::Stream;
 
 use crate::envelope::Envelope;
 
-/// Sent by a broker shard to a connection whose outbox went from idle to holding events; no reply.
-#[derive(Message, Clone, Copy, Debug)]
-#[rtype(result = "()")]
+/// Yielded by [`Outbox::ready`] when the connection's outbox went from idle to holding events.
+#[derive(Clone, Copy, Debug)]
 pub struct Wake;
 
 /// What happened to one event offered to an outbox.
@@ -52,6 +59,12 @@ pub struct Outbox {
     queue: Mutex<Queue>,
     /// A [`Wake`] is on its way to (or being handled by) the connection.
     wake_pending: AtomicBool,
+    /// Set with `wake_pending` when a push wakes the connection; taken by [`Ready`].
+    signalled: AtomicBool,
+    /// The connection's task, registered each time [`Ready`] is polled.
+    waker: AtomicWaker,
+    /// [`Outbox::close`] ran (the lock-free twin of `Queue::closed`, for [`Ready`]).
+    stopped: AtomicBool,
     evicted: AtomicBool,
     /// Turns in which the connection took its events: the connection watchdog's evidence that a wake
     /// outstanding for long is stuck rather than taken again and again.
@@ -83,10 +96,15 @@ impl Outbox {
         }
     }
 
-    /// The wake could not be sent (the connection's mailbox is full of control messages): the
-    /// connection's heartbeat drains the outbox anyway, and the next push tries again.
-    pub fn wake_failed(&self) {
-        self.rearm_wake();
+    /// Wakes the connection's task: called by whoever pushed when [`Push::Queued`] said `wake`.
+    pub fn wake(&self) {
+        self.signalled.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// The stream the connection polls for its wakes; it ends once the outbox is closed.
+    pub fn ready(self: &Arc<Self>) -> Ready {
+        Ready(self.clone())
     }
 
     /// The connection saw its wake but leaves the events queued for now (it drains them itself
@@ -140,16 +158,42 @@ impl Outbox {
 
     /// The connection stopped: later pushes answer [`Push::Closed`] and what was queued is freed.
     pub fn close(&self) {
-        let mut q = self.lock();
-        q.closed = true;
-        q.events.clear();
-        q.bytes = 0;
+        {
+            let mut q = self.lock();
+            q.closed = true;
+            q.events.clear();
+            q.bytes = 0;
+        }
+        self.stopped.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // A panic while holding the lock cannot leave the queue inconsistent (push and drain are
         // single operations), so a poisoned lock is still usable.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The connection's side of the wake: yields one [`Wake`] per [`Outbox::wake`] since the last
+/// poll (several wakes before the connection runs are one), and ends when the outbox is closed.
+#[derive(Debug)]
+pub struct Ready(Arc<Outbox>);
+
+impl Stream for Ready {
+    type Item = Wake;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Wake>> {
+        let outbox = &self.0;
+        // Register before checking, so a wake between the check and the return is not lost.
+        outbox.waker.register(cx.waker());
+        if outbox.signalled.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(Some(Wake));
+        }
+        if outbox.stopped.load(Ordering::Acquire) {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     }
 }
 
@@ -233,6 +277,33 @@ mod tests {
         o.close();
         assert_eq!((o.len(), o.queued_bytes()), (0, 0));
         assert_eq!(o.push(&e, 10, 8, 1000), Push::Closed);
+    }
+
+    #[test]
+    fn ready_yields_once_per_outstanding_wake_and_ends_when_closed() {
+        use futures_util::{FutureExt, StreamExt};
+        let o = Arc::new(Outbox::default());
+        let mut ready = o.ready();
+        assert!(ready.next().now_or_never().is_none(), "no wake yet");
+        let e = event();
+        for _ in 0..3 {
+            if let Push::Queued { wake: true, .. } = o.push(&e, 10, 8, 1000) {
+                o.wake();
+            }
+        }
+        assert!(matches!(ready.next().now_or_never(), Some(Some(Wake))));
+        assert!(
+            ready.next().now_or_never().is_none(),
+            "three pushes before the connection ran are one wake"
+        );
+        let mut batch = Vec::new();
+        o.take_all(&mut batch);
+        if let Push::Queued { wake: true, .. } = o.push(&e, 10, 8, 1000) {
+            o.wake();
+        }
+        assert!(matches!(ready.next().now_or_never(), Some(Some(Wake))));
+        o.close();
+        assert!(matches!(ready.next().now_or_never(), Some(None)));
     }
 
     #[test]

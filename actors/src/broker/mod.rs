@@ -11,7 +11,7 @@
 //! - [`Publish`]: publisher (REST, connection, scheduler, …) → shard; assigns the next offset, keeps it in
 //!   history, fans out, replies with a [`PublishAck`].
 //! - fan-out: shard → connection's [`Outbox`] (one shared envelope appended within the connection's
-//!   bounds), plus a [`Wake`] sent with `try_send` when the connection has none outstanding.
+//!   bounds), plus a wake of the connection's task ([`Outbox::wake`]) when none is outstanding.
 //! - [`Relay`]: Redis bridge → shard (cluster mode); one envelope from Redis to fan out.
 //! - [`ReadHistory`]: history API → shard (embedded mode); replies with retained events.
 //! - [`ChannelStats`]: admin → shard; replies with channel and subscriber counts.
@@ -46,15 +46,14 @@ use crate::ids::{ConnId, NodeId};
 use crate::mailbox::{ActorKind, ActorLimits};
 use crate::metered::Metered;
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, Wake};
+use crate::outbox::Outbox;
 use crate::shutdown::ShutdownController;
 
 /// A connection as the broker sees it.
 #[derive(Clone)]
 pub struct Subscriber {
     pub conn: ConnId,
-    /// Woken when its outbox goes from idle to holding events.
-    pub wake: Recipient<Wake>,
+    /// Its events, and its wake when the outbox goes from idle to holding events.
     pub outbox: Arc<Outbox>,
 }
 

@@ -19,7 +19,7 @@ use crate::history::ChannelLog;
 use crate::ids::ConnId;
 use crate::mailbox::{ActorKind, ActorLimits, Offer, SlowConsumerPolicy};
 use crate::metrics::Metrics;
-use crate::outbox::{Push, Wake};
+use crate::outbox::Push;
 
 /// A channel on this shard: who listens, and what was said.
 #[derive(Default)]
@@ -198,12 +198,7 @@ fn offer(
             peak.bytes = peak.bytes.max(queued_bytes);
             peak.events = peak.events.max(queued);
             if wake {
-                match sub.wake.try_send(Wake) {
-                    Ok(()) => {}
-                    // The heartbeat drains the outbox; the event stays queued.
-                    Err(SendError::Full(_)) => sub.outbox.wake_failed(),
-                    Err(SendError::Closed(_)) => return Offer::Closed,
-                }
+                sub.outbox.wake();
             }
             Offer::Accepted
         }

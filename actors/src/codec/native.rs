@@ -373,10 +373,16 @@ pub fn encode_notification(env: &Envelope) -> Bytes {
         timestamp: super::rfc3339_millis(env.ts),
         entity: entity_fields(env),
     };
-    let bytes = serde_json::to_vec(&Notification {
-        kind: "notification",
-        data: body,
-    })
+    // Sized up front (the queue's estimate covers the frame's fixed fields), so the encoder does
+    // not grow the buffer several times per event.
+    let mut bytes = Vec::with_capacity(env.queued_size());
+    serde_json::to_writer(
+        &mut bytes,
+        &Notification {
+            kind: "notification",
+            data: body,
+        },
+    )
     .expect("notifications always serialize");
     Bytes::from(bytes)
 }

@@ -174,7 +174,7 @@ impl Connection {
         raw: String,
         since: Option<StreamPosition>,
     ) {
-        let joining = self.join_channel(ctx, channel.clone(), since);
+        let joining = self.join_channel(channel.clone(), since);
         self.answer(ctx, joining, move |act, ctx, res| match res {
             Ok(joined) => {
                 let subscribed = Outcome::Subscribed {
@@ -266,6 +266,12 @@ impl Connection {
     /// Writes one event from `origin`, unless it is a tracked event whose twin was written
     /// (`tracked.rs`); a tracked one is noted for [`Self::report_written`].
     pub(super) fn write_envelope(&mut self, ctx: &mut Ctx, env: &Envelope, origin: Origin) {
+        self.write_envelope_at(ctx, env, origin, now_millis());
+    }
+
+    /// [`Self::write_envelope`] with the clock already read (`now_ms`, for the delivery latency):
+    /// a batch reads it once, not once per event.
+    fn write_envelope_at(&mut self, ctx: &mut Ctx, env: &Envelope, origin: Origin, now_ms: u64) {
         if env.event.is_command() {
             // Never written: the server's own instruction to this connection.
             return self.hub_command(ctx, env);
@@ -304,7 +310,7 @@ impl Connection {
         } else {
             ctx.text(text_of(frame));
         }
-        let age_ms = now_millis().saturating_sub(env.ts);
+        let age_ms = now_ms.saturating_sub(env.ts);
         self.latency.observe(age_ms as f64 / 1000.0);
         if self.latency.get_sample_count() >= LATENCY_FLUSH_EVERY {
             self.latency.flush();
@@ -332,11 +338,17 @@ impl Connection {
         self.outbox.take_all(&mut batch);
         let evicted = self.outbox.is_evicted();
         if !evicted && !self.core.is_closing() && self.codec.ready() {
-            for env in &batch {
-                if self.core.subs.accept(env) == Accept::Write {
-                    self.write_envelope(ctx, env, Origin::Channel);
+            // One clock read for the batch: the events were all waiting as of now.
+            let now_ms = now_millis();
+            let mut verdicts = std::mem::take(&mut self.verdicts);
+            self.core.subs.accept_all(&batch, &mut verdicts);
+            for (env, verdict) in batch.iter().zip(&verdicts) {
+                if *verdict == Accept::Write {
+                    self.write_envelope_at(ctx, env, Origin::Channel, now_ms);
                 }
             }
+            verdicts.clear();
+            self.verdicts = verdicts;
         }
         batch.clear();
         self.batch = batch;

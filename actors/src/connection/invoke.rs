@@ -108,7 +108,7 @@ impl Connection {
             }
             match action {
                 ConnectionAction::Join(channel) => {
-                    if let Some(joined) = self.join(ctx, channel) {
+                    if let Some(joined) = self.join(channel) {
                         // Part of the request: later requests wait until the method completes.
                         self.hold(ctx, joined, move |act, ctx, res| match res {
                             Ok(()) => act.apply(ctx, actions, completion),
@@ -172,13 +172,12 @@ impl Connection {
     /// resolves once the broker registered it.
     fn join(
         &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
         channel: ChannelName,
     ) -> Option<LocalBoxActorFuture<Self, Result<(), HubMethodError>>> {
         if self.subs().contains(&channel) {
             return None;
         }
-        let joining = self.join_channel(ctx, channel.clone(), None);
+        let joining = self.join_channel(channel.clone(), None);
         Some(
             joining
                 .map(move |res, act, ctx| match res {

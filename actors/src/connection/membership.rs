@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use actix::fut::LocalBoxActorFuture;
 use actix::prelude::*;
-use actix_web_actors::ws;
 
 use super::subscriptions::BeginError;
 use super::Connection;
@@ -60,7 +59,6 @@ impl Connection {
     /// first, then the replay, then live events (see `subscriptions`).
     pub(super) fn join_channel(
         &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
         channel: ChannelName,
         since: Option<StreamPosition>,
     ) -> LocalBoxActorFuture<Self, Result<Joined, JoinRefused>> {
@@ -81,7 +79,6 @@ impl Connection {
             channel: channel.clone(),
             subscriber: Subscriber {
                 conn: self.conn,
-                wake: ctx.address().recipient(),
                 outbox: self.outbox.clone(),
             },
             since: since.clone(),

@@ -133,6 +133,8 @@ pub struct Connection {
     outbox: Arc<Outbox>,
     /// Reused buffer for the events taken from the outbox in one turn.
     batch: Vec<Arc<Envelope>>,
+    /// Reused buffer for what to do with each of them (`Subscriptions::accept_all`).
+    verdicts: Vec<subscriptions::Accept>,
     /// The hub methods' tracked events: not reported yet, and the connect window's keys.
     tracked: Tracked,
     fragments: Fragments,
@@ -182,6 +184,7 @@ impl Connection {
             socket: ConnSocket::default(),
             outbox,
             batch: Vec::new(),
+            verdicts: Vec::new(),
             tracked: Tracked::default(),
             fragments: Fragments::default(),
             latency: shared.node.metrics.delivery_latency.local(),
@@ -461,6 +464,8 @@ impl Actor for Connection {
             });
         }
 
+        // The outbox's wakes: shards wake this task directly (see `outbox.rs`).
+        ctx.add_stream(self.outbox.ready());
         ctx.run_interval(self.shared.settings.heartbeat_interval, |act, ctx| {
             act.on_heartbeat(ctx)
         });
@@ -517,12 +522,13 @@ impl Actor for Connection {
     }
 }
 
-impl Handler<Wake> for Connection {
-    type Result = ();
-
+impl StreamHandler<Wake> for Connection {
     fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
         self.drain_outbox(ctx);
     }
+
+    /// The outbox closed, which happens in `stopped()`: nothing to do.
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Connection {

@@ -27,6 +27,37 @@ enum Entry {
     },
 }
 
+impl Entry {
+    /// What to do with a live event of this subscription's channel.
+    fn accept(&mut self, env: &Arc<Envelope>) -> Accept {
+        match self {
+            Entry::Pending { buffered, .. } => {
+                if buffered.len() >= PENDING_BUFFER_LIMIT {
+                    buffered.remove(0);
+                }
+                buffered.push(env.clone());
+                Accept::Held
+            }
+            Entry::Active {
+                last_offset, epoch, ..
+            } => {
+                // The same `Arc` in the common case (the shard's epoch), so no text compare.
+                if !Arc::ptr_eq(&env.epoch, epoch) && *env.epoch != **epoch {
+                    // A new history generation restarts offsets.
+                    *epoch = env.epoch.clone();
+                    *last_offset = env.offset;
+                    Accept::Write
+                } else if env.offset > *last_offset {
+                    *last_offset = env.offset;
+                    Accept::Write
+                } else {
+                    Accept::Skip
+                }
+            }
+        }
+    }
+}
+
 /// Why a subscription could not begin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BeginError {
@@ -46,7 +77,11 @@ pub enum Accept {
 
 /// The subscriptions of one connection.
 pub struct Subscriptions {
-    entries: HashMap<ChannelName, Entry>,
+    /// Looked up once per delivered event, so hashed with foldhash rather than SipHash (which was
+    /// about 200 instructions per delivery in a fan-out profile, docs/benchmarks.md "Profiles").
+    /// Flooding one map with colliding names gains nothing: a connection holds at most
+    /// `session.max_subscriptions` entries, and the seed is random per process.
+    entries: HashMap<ChannelName, Entry, foldhash::fast::RandomState>,
     next_id: u64,
     max: usize,
 }
@@ -54,7 +89,7 @@ pub struct Subscriptions {
 impl Subscriptions {
     pub fn new(max: usize) -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             next_id: 1,
             max,
         }
@@ -145,28 +180,29 @@ impl Subscriptions {
     pub fn accept(&mut self, env: &Arc<Envelope>) -> Accept {
         match self.entries.get_mut(&env.channel) {
             None => Accept::Skip,
-            Some(Entry::Pending { buffered, .. }) => {
-                if buffered.len() >= PENDING_BUFFER_LIMIT {
-                    buffered.remove(0);
-                }
-                buffered.push(env.clone());
-                Accept::Held
+            Some(entry) => entry.accept(env),
+        }
+    }
+
+    /// [`Self::accept`] for each of `events` in order; `verdicts[i]` is the decision for
+    /// `events[i]`. Consecutive events of one channel (a fan-out burst) share one lookup: the
+    /// lookup was the largest cost of a delivery in this connection's own code (docs/benchmarks.md
+    /// "Profiles").
+    pub fn accept_all(&mut self, events: &[Arc<Envelope>], verdicts: &mut Vec<Accept>) {
+        verdicts.clear();
+        let mut start = 0;
+        while start < events.len() {
+            let channel = &events[start].channel;
+            let run = events[start..]
+                .iter()
+                .take_while(|e| e.channel == *channel)
+                .count();
+            let same = &events[start..start + run];
+            match self.entries.get_mut(channel) {
+                None => verdicts.extend(same.iter().map(|_| Accept::Skip)),
+                Some(entry) => verdicts.extend(same.iter().map(|env| entry.accept(env))),
             }
-            Some(Entry::Active {
-                last_offset, epoch, ..
-            }) => {
-                if *env.epoch != **epoch {
-                    // A new history generation restarts offsets.
-                    *epoch = env.epoch.clone();
-                    *last_offset = env.offset;
-                    Accept::Write
-                } else if env.offset > *last_offset {
-                    *last_offset = env.offset;
-                    Accept::Write
-                } else {
-                    Accept::Skip
-                }
-            }
+            start += run;
         }
     }
 
@@ -243,6 +279,69 @@ mod tests {
 
     fn offsets(v: &[Arc<Envelope>]) -> Vec<u64> {
         v.iter().map(|e| e.offset).collect()
+    }
+
+    fn env_on(channel: &str, offset: u64) -> Arc<Envelope> {
+        let draft = Draft::new(
+            ChannelName::parse(channel).unwrap(),
+            EventName::parse("E").unwrap(),
+            crate::payload::Payload::test("null"),
+        );
+        Arc::new(Envelope::new(
+            draft,
+            offset,
+            Arc::from("e"),
+            NodeId(Arc::from("n")),
+        ))
+    }
+
+    #[test]
+    fn a_batch_gets_the_verdicts_one_by_one_would_give() {
+        let setup = || {
+            let mut s = Subscriptions::new(10);
+            for name in ["user:a", "user:b"] {
+                let c = ChannelName::parse(name).unwrap();
+                s.begin(&c).unwrap();
+                s.activate(&c, 2, Arc::from("e"), Vec::new());
+            }
+            // Pending: its events are held.
+            s.begin(&ChannelName::parse("user:p").unwrap()).unwrap();
+            s
+        };
+        let batch: Vec<_> = [
+            ("user:a", 3),
+            ("user:a", 3),
+            ("user:a", 4),
+            ("user:x", 9),
+            ("user:b", 1),
+            ("user:b", 5),
+            ("user:p", 7),
+            ("user:a", 2),
+            ("user:a", 6),
+        ]
+        .iter()
+        .map(|(c, o)| env_on(c, *o))
+        .collect();
+        let mut one_by_one = setup();
+        let expected: Vec<Accept> = batch.iter().map(|e| one_by_one.accept(e)).collect();
+        assert_eq!(
+            expected,
+            [
+                Accept::Write,
+                Accept::Skip,
+                Accept::Write,
+                Accept::Skip,
+                Accept::Skip,
+                Accept::Write,
+                Accept::Held,
+                Accept::Skip,
+                Accept::Write
+            ]
+        );
+        let mut batched = setup();
+        let mut verdicts = vec![Accept::Held; 3];
+        batched.accept_all(&batch, &mut verdicts);
+        assert_eq!(verdicts, expected);
     }
 
     #[test]
