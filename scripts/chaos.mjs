@@ -155,6 +155,15 @@ async function freePort() {
   });
 }
 
+/** Whether `port` on loopback can be listened on now. */
+async function portFree(port) {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once("error", () => resolve(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
+  });
+}
+
 const b64url = (buf) => Buffer.from(buf).toString("base64url");
 /** An HS256 JWT with the claims Switchyard reads (docs/protocol.md, Authentication). */
 function signToken(secret, claims) {
@@ -328,6 +337,9 @@ const CLUSTER_NODES = 6;
 const CLUSTER_NODE_TIMEOUT_MS = 1000;
 /** Forming the cluster, a failover or a rejoin may take this long on a busy machine. */
 const CLUSTER_FORM_TIMEOUT_MS = 90_000;
+/** A Redis Cluster node's bus listens on its port + this; so its port is at most 65535 - this. */
+const CLUSTER_BUS_OFFSET = 10_000;
+const MAX_CLUSTER_PORT = 65_535 - CLUSTER_BUS_OFFSET;
 /** `redis.cluster_partitions` (config/default.toml); the run hashes its channels the same way. */
 const CLUSTER_PARTITIONS = 64;
 
@@ -1057,7 +1069,12 @@ async function runMode(o, mode, secs, workdir, secret) {
   const env = { SWITCHYARD__REDIS__PREFIX: REDIS_PREFIX, SWITCHYARD__AUTH__JWT_SECRET: secret };
   if (clustered) {
     const ports = [];
-    for (let i = 0; i < CLUSTER_NODES; i++) ports.push(await freePort());
+    while (ports.length < CLUSTER_NODES) {
+      // A cluster node also listens on port + 10000 (its cluster bus), so the port must be at
+      // most 55535 and the bus port free too.
+      const p = await freePort();
+      if (p <= MAX_CLUSTER_PORT && !ports.includes(p) && await portFree(p + CLUSTER_BUS_OFFSET)) ports.push(p);
+    }
     cluster = new RedisCluster(path.join(dir, "redis-cluster"), ports);
     say(`mode ${mode}: Redis Cluster on ${ports.join(" ")} (3 masters + 3 replicas, AOF)`);
     await cluster.start();
