@@ -477,9 +477,13 @@ class RedisCluster {
     const promoted = (await this.masters()).filter((m) => !before.some((b) => b.port === m.port && b.master));
     await sleep(RESTART_PAUSE_MS);
     await this.spawn(victimPort);
+    // It comes back a master of no slots and is turned into a replica of the new owner once the
+    // cluster tells it (an UPDATE): wait for that and its sync, not only for the cluster to be ok.
+    await waitFor(`${victimPort} rejoined as a synced replica`, async () => {
+      const repl = await redisCli(victimPort, ["INFO", "replication"], 2000);
+      return repl.includes("role:slave") && repl.includes("master_link_status:up");
+    }, CLUSTER_FORM_TIMEOUT_MS, 200);
     await this.waitOk(`${victimPort} rejoined`);
-    const rejoined = (await this.nodes()).find((n) => n.port === victimPort);
-    if (rejoined.master) throw new Error(`${victimPort} came back as a master`);
     return `master ${victimPort} SIGKILLed, replica ${promoted.map((m) => m.port).join(",") || replica?.port || "?"} ` +
       `promoted (cluster ok again after ${(promotedAfter / 1000).toFixed(1)} s), ${victimPort} restarted from its AOF and rejoined as a replica`;
   }
