@@ -1,7 +1,8 @@
 //! scripts/chaos.mjs — Switchyard's chaos run (issue 14): "nothing lost in cluster mode", measured.
 //!
 //! Owns, on one machine and loopback only, for a bounded time: a private redis-server (with AOF, or
-//! without persistence), three Switchyard nodes sharing it, one TCP proxy in front of each node (the
+//! without persistence) or a private Redis Cluster (six redis-servers: 3 masters + 3 replicas,
+//! driven by redis-cli: create, SIGKILL a master, move slots), three Switchyard nodes sharing it, one TCP proxy in front of each node (the
 //! clients' way in, so their sockets can be cut), subscribers of both protocols (native /ws clients
 //! that resubscribe with `since`; @microsoft/signalr clients with automatic reconnect, and a second
 //! set with stateful reconnect), two publishers at a fixed rate (REST on a random node, and drafts
