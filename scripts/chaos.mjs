@@ -1,7 +1,8 @@
 //! scripts/chaos.mjs — Switchyard's chaos run (issue 14): "nothing lost in cluster mode", measured.
 //!
 //! Owns, on one machine and loopback only, for a bounded time: a private redis-server (with AOF, or
-//! without persistence), three Switchyard nodes sharing it, one TCP proxy in front of each node (the
+//! without persistence) or a private Redis Cluster (six redis-servers: 3 masters + 3 replicas,
+//! driven by redis-cli: create, SIGKILL a master, move slots), three Switchyard nodes sharing it, one TCP proxy in front of each node (the
 //! clients' way in, so their sockets can be cut), subscribers of both protocols (native /ws clients
 //! that resubscribe with `since`; @microsoft/signalr clients with automatic reconnect, and a second
 //! set with stateful reconnect), two publishers at a fixed rate (REST on a random node, and drafts
@@ -10,7 +11,7 @@
 //! unrecoverable. One JSON line on stdout, a readable summary on stderr. scripts/chaos is the entry
 //! point (it finds the binary and the JS dependencies); docs/cluster.md, "Chaos run", is the manual.
 import { createRequire } from "node:module";
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
@@ -29,7 +30,9 @@ const WebSocket = require("ws");
 
 const HELP = `Usage: scripts/chaos [options]
   --duration SECS        length of the whole run, split between the Redis modes (default 600)
-  --redis MODES          aof, none or both (default both: first AOF, then no persistence)
+  --redis MODES          aof, none, both or cluster (default both: first AOF, then no persistence;
+                         cluster: a Redis Cluster of 3 masters + 3 replicas, publishes acknowledged
+                         by a replica, a master SIGKILLed and slots moved as its Redis faults)
   --switchyard PATH      the binary (default: target/debug/switchyard; see scripts/chaos)
   --rest-rate N          REST publishes per second (default 20; one in flight at a time)
   --ingest-rate N        ingest-stream drafts per second (default 10)
@@ -87,7 +90,7 @@ function parseArgs(argv) {
       default: throw new Error(`unknown argument ${a}\n${HELP}`);
     }
   }
-  if (!["aof", "none", "both"].includes(o.redis)) throw new Error(`--redis is aof, none or both`);
+  if (!["aof", "none", "both", "cluster"].includes(o.redis)) throw new Error(`--redis is aof, none, both or cluster`);
   if (!o.switchyard) throw new Error("--switchyard PATH is required (scripts/chaos passes it)");
   return o;
 }
@@ -150,6 +153,15 @@ async function freePort() {
       const { port } = s.address();
       s.close(() => resolve(port));
     });
+  });
+}
+
+/** Whether `port` on loopback can be listened on now. */
+async function portFree(port) {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once("error", () => resolve(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
   });
 }
 
@@ -313,6 +325,238 @@ class Redis {
   }
   wipe() {
     fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis Cluster mode: six redis-server processes (3 masters + 3 replicas), driven by redis-cli
+// ---------------------------------------------------------------------------------------------
+
+/** Nodes of the chaos Redis Cluster: three masters with one replica each. */
+const CLUSTER_NODES = 6;
+/** How long a silent master stays a master: short, so a failover takes a few seconds. */
+const CLUSTER_NODE_TIMEOUT_MS = 1000;
+/** Forming the cluster, a failover or a rejoin may take this long on a busy machine. */
+const CLUSTER_FORM_TIMEOUT_MS = 90_000;
+/** A Redis Cluster node's bus listens on its port + this; so its port is at most 65535 - this. */
+const CLUSTER_BUS_OFFSET = 10_000;
+const MAX_CLUSTER_PORT = 65_535 - CLUSTER_BUS_OFFSET;
+/** `redis.cluster_partitions` (config/default.toml); the run hashes its channels the same way. */
+const CLUSTER_PARTITIONS = 64;
+
+/** Runs `redis-cli -h 127.0.0.1 -p port args…`; resolves to its trimmed stdout or throws. */
+function redisCli(port, args, timeoutMs = 10_000) {
+  return new Promise((resolve, reject) => {
+    const cli = process.env.REDIS_CLI || "redis-cli";
+    const target = port === null ? [] : ["-h", "127.0.0.1", "-p", String(port)];
+    execFile(cli, [...target, ...args], { timeout: timeoutMs }, (err, stdout) => {
+      const out = String(stdout).trim();
+      if (err) reject(new Error(`redis-cli ${args.join(" ")}: ${err.message.split("\n")[0]}`));
+      else if (/^(ERR|CLUSTERDOWN|MOVED|ASK|TRYAGAIN|Could not connect)/.test(out)) reject(new Error(`redis-cli ${args.join(" ")}: ${out}`));
+      else resolve(out);
+    });
+  });
+}
+
+/** The partition of a channel: 32-bit FNV-1a of its UTF-8 bytes mod the partition count (docs/cluster.md). */
+function partitionOf(channel, partitions = CLUSTER_PARTITIONS) {
+  let h = 0x811c9dc5;
+  for (const b of Buffer.from(channel, "utf8")) {
+    h ^= b;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h % partitions;
+}
+
+class RedisCluster {
+  constructor(dir, ports) {
+    this.dir = dir;
+    this.ports = ports;
+    this.procs = new Map(); // port -> child
+  }
+  seeds() {
+    return this.ports.map((p) => `127.0.0.1:${p}`).join(",");
+  }
+  alive() {
+    return this.ports.filter((p) => this.procs.has(p));
+  }
+  async spawn(port) {
+    const dir = path.join(this.dir, String(port));
+    fs.mkdirSync(dir, { recursive: true });
+    const args = [
+      "--bind", "127.0.0.1", "--port", String(port), "--dir", dir,
+      "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+      "--cluster-node-timeout", String(CLUSTER_NODE_TIMEOUT_MS),
+      // A replica may always take over, however long it was cut off.
+      "--cluster-replica-validity-factor", "0",
+      // Replicas sync at once (the default waits 5 s for more replicas to join).
+      "--repl-diskless-sync-delay", "0",
+      "--save", "", "--appendonly", "yes",
+    ];
+    const proc = startChild(process.env.REDIS_SERVER || "redis-server", args, process.env,
+      path.join(this.dir, `redis-${port}.log`));
+    this.procs.set(port, proc);
+    await waitFor(`redis-server ${port} answering PING`, async () => (await redisCli(port, ["PING"], 1000)) === "PONG");
+  }
+  async start() {
+    fs.mkdirSync(this.dir, { recursive: true });
+    for (const p of this.ports) await this.spawn(p);
+    await redisCli(null, ["--cluster", "create", ...this.ports.map((p) => `127.0.0.1:${p}`),
+      "--cluster-replicas", "1", "--cluster-yes"], 60_000);
+    await this.waitOk("the Redis Cluster formed");
+  }
+  /** `CLUSTER NODES` as `port` sees it: [{id, port, master, failed, slots: [[a, b]]}]. */
+  async nodesFrom(port) {
+    const text = await redisCli(port, ["CLUSTER", "NODES"], 2000);
+    return text.split("\n").filter(Boolean).map((line) => {
+      const f = line.trim().split(/\s+/);
+      return {
+        id: f[0], port: Number(f[1].split(/[:@]/)[1]), master: f[2].includes("master"), masterId: f[3],
+        failed: f[2].includes("fail"),
+        slots: f.slice(8).filter((s) => !s.startsWith("[")).map((s) => {
+          const [a, b] = s.split("-");
+          return [Number(a), Number(b ?? a)];
+        }),
+      };
+    });
+  }
+  async nodes() {
+    for (const p of this.alive()) {
+      try {
+        return await this.nodesFrom(p);
+      } catch {
+        // ask the next one
+      }
+    }
+    throw new Error("no Redis Cluster node answers CLUSTER NODES");
+  }
+  /** Every live node: cluster_state ok, all slots served by live masters, replicas synced, one view. */
+  async isOk() {
+    const views = [];
+    for (const p of this.alive()) {
+      const info = await redisCli(p, ["CLUSTER", "INFO"], 2000);
+      if (!info.includes("cluster_state:ok") || !info.includes("cluster_slots_ok:16384")) return false;
+      const repl = await redisCli(p, ["INFO", "replication"], 2000);
+      if (repl.includes("role:slave") && !repl.includes("master_link_status:up")) return false;
+      const masters = (await this.nodesFrom(p)).filter((n) => n.master && n.slots.length)
+        .map((n) => `${n.port}=${JSON.stringify(n.slots)}`).sort();
+      if (masters.some((m) => !this.procs.has(Number(m.split("=")[0])))) return false;
+      views.push(masters.join(" "));
+    }
+    return views.every((v) => v === views[0]);
+  }
+  async waitOk(what) {
+    await waitFor(what, () => this.isOk(), CLUSTER_FORM_TIMEOUT_MS, 200);
+  }
+  async masters() {
+    return (await this.nodes()).filter((n) => n.master && !n.failed && n.slots.length && this.procs.has(n.port));
+  }
+  async masterOf(slot) {
+    const m = (await this.masters()).find((n) => n.slots.some(([a, b]) => slot >= a && slot <= b));
+    if (!m) throw new Error(`no master serves slot ${slot}`);
+    return m;
+  }
+  async kill(port) {
+    const proc = this.procs.get(port);
+    if (!proc) return;
+    proc.kill("SIGKILL");
+    await proc.exited;
+    this.procs.delete(port);
+  }
+  async killAll() {
+    for (const p of [...this.procs.keys()]) await this.kill(p);
+  }
+  /** SIGKILL a master; wait for its replica's promotion; restart it so it rejoins as a replica. */
+  async failover(victimPort) {
+    const before = await this.nodes();
+    const victim = before.find((n) => n.port === victimPort);
+    const replica = before.find((n) => !n.master && n.id !== victim.id && n.masterId === victim.id);
+    await this.kill(victimPort);
+    const t = now();
+    await this.waitOk(`a replica of ${victimPort} promoted`);
+    const promotedAfter = now() - t;
+    const promoted = (await this.masters()).filter((m) => !before.some((b) => b.port === m.port && b.master));
+    await sleep(RESTART_PAUSE_MS);
+    await this.spawn(victimPort);
+    // It comes back a master of no slots and is turned into a replica of the new owner once the
+    // cluster tells it (an UPDATE): wait for that and its sync, not only for the cluster to be ok.
+    await waitFor(`${victimPort} rejoined as a synced replica`, async () => {
+      const repl = await redisCli(victimPort, ["INFO", "replication"], 2000);
+      return repl.includes("role:slave") && repl.includes("master_link_status:up");
+    }, CLUSTER_FORM_TIMEOUT_MS, 200);
+    await this.waitOk(`${victimPort} rejoined`);
+    return `master ${victimPort} SIGKILLed, replica ${promoted.map((m) => m.port).join(",") || replica?.port || "?"} ` +
+      `promoted (cluster ok again after ${(promotedAfter / 1000).toFixed(1)} s), ${victimPort} restarted from its AOF and rejoined as a replica`;
+  }
+  /** Moves `slot` with its keys to the master on `to`, as `redis-cli --cluster reshard` does per slot. */
+  async moveSlot(slot, to) {
+    const from = await this.masterOf(slot);
+    const nodes = await this.nodes();
+    const target = nodes.find((n) => n.port === to);
+    if (from.port === to) return 0;
+    const s = String(slot);
+    await redisCli(to, ["CLUSTER", "SETSLOT", s, "IMPORTING", from.id]);
+    await redisCli(from.port, ["CLUSTER", "SETSLOT", s, "MIGRATING", target.id]);
+    let moved = 0;
+    for (;;) {
+      const keys = (await redisCli(from.port, ["CLUSTER", "GETKEYSINSLOT", s, "100"])).split("\n").filter(Boolean);
+      if (!keys.length) break;
+      await redisCli(from.port, ["MIGRATE", "127.0.0.1", String(to), "", "0", "5000", "KEYS", ...keys]);
+      moved += keys.length;
+    }
+    for (const n of nodes.filter((x) => x.master && !x.failed && this.procs.has(x.port))) {
+      await redisCli(n.port, ["CLUSTER", "SETSLOT", s, "NODE", target.id]).catch(() => {});
+    }
+    await this.waitOk(`slot ${slot} moved`);
+    return moved;
+  }
+}
+
+/**
+ * XADD on a Redis Cluster: sent to the node that served the stream's slot last; a `MOVED` (or
+ * `ASK`) redirect is followed, and a node that refuses the connection is skipped for the next
+ * one (nothing was sent). Anything else — `CLUSTERDOWN` during a failover, a lost reply — is the
+ * publisher's failure, counted as refused, as on one Redis.
+ */
+class ClusterResp {
+  constructor(ports) {
+    this.ports = ports;
+    this.port = ports[0];
+    this.conns = new Map();
+  }
+  conn(port) {
+    if (!this.conns.has(port)) this.conns.set(port, new Resp(port));
+    return this.conns.get(port);
+  }
+  async command(args, timeoutMs = XADD_TIMEOUT_MS) {
+    for (let attempt = 0; attempt < this.ports.length + 2; attempt++) {
+      const c = this.conn(this.port);
+      if (!c.sock) {
+        try {
+          await c.connect();
+        } catch {
+          this.port = this.ports[(this.ports.indexOf(this.port) + 1) % this.ports.length];
+          continue;
+        }
+      }
+      try {
+        return await c.command(args, timeoutMs);
+      } catch (e) {
+        const m = /^(MOVED|ASK) \d+ [^:]+:(\d+)/.exec(e.message);
+        if (!m) throw e;
+        if (m[1] === "ASK") {
+          const target = this.conn(Number(m[2]));
+          if (!target.sock) await target.connect();
+          await target.command(["ASKING"], timeoutMs);
+          return await target.command(args, timeoutMs);
+        }
+        this.port = Number(m[2]);
+      }
+    }
+    throw new Error("redis_error: no Redis Cluster node took the command");
+  }
+  close() {
+    for (const c of this.conns.values()) c.close();
   }
 }
 
@@ -681,13 +925,13 @@ function restPublisher(rate, nodes, ledger, running) {
   });
 }
 
-function ingestPublisher(rate, redis, ledger, running, mode) {
+function ingestPublisher(rate, redis, ledger, running, mode, stream) {
   return runAtRate(rate, running, async () => {
     const seq = ledger.next++;
     ledger.attempted++;
     const draft = JSON.stringify({ channel: INGEST_CHANNEL, event: EVENT, data: { seq, via: "ingest" }, id: `chaos-${mode}-${seq}` });
     try {
-      await redis.command(["XADD", `${REDIS_PREFIX}:ingest`, "*", "event", draft]);
+      await redis.command(["XADD", stream, "*", "event", draft]);
       ledger.accepted.set(seq, now());
     } catch (e) {
       ledger.refuse(/timed out/.test(e.message) ? "timeout" : "redis_error");
@@ -821,18 +1065,35 @@ async function runMode(o, mode, secs, workdir, secret) {
   const dir = path.join(workdir, mode);
   fs.mkdirSync(dir, { recursive: true });
   const persistence = mode;
-  const redisPort = await freePort();
-  const redis = new Redis(path.join(dir, "redis-data"), redisPort, persistence);
+  const clustered = mode === "cluster";
   const faults = [];
   const result = { redis: mode, duration_s: secs, faults, published: {}, subscribers: [] };
-  say(`mode ${mode}: redis-server on ${redisPort} (${persistence === "aof" ? "AOF, appendfsync always" : "no persistence"})`);
-  await redis.start();
-
-  const env = {
-    SWITCHYARD__REDIS__URL: `redis://127.0.0.1:${redisPort}`,
-    SWITCHYARD__REDIS__PREFIX: REDIS_PREFIX,
-    SWITCHYARD__AUTH__JWT_SECRET: secret,
-  };
+  let redis;
+  let redisPort;
+  let cluster;
+  const env = { SWITCHYARD__REDIS__PREFIX: REDIS_PREFIX, SWITCHYARD__AUTH__JWT_SECRET: secret };
+  if (clustered) {
+    const ports = [];
+    while (ports.length < CLUSTER_NODES) {
+      // A cluster node also listens on port + 10000 (its cluster bus), so the port must be at
+      // most 55535 and the bus port free too.
+      const p = await freePort();
+      if (p <= MAX_CLUSTER_PORT && !ports.includes(p) && await portFree(p + CLUSTER_BUS_OFFSET)) ports.push(p);
+    }
+    cluster = new RedisCluster(path.join(dir, "redis-cluster"), ports);
+    say(`mode ${mode}: Redis Cluster on ${ports.join(" ")} (3 masters + 3 replicas, AOF)`);
+    await cluster.start();
+    result.cluster = { ports, partitions: CLUSTER_PARTITIONS, replica_acks: 1 };
+    // Every node a seed; publishes acknowledged once a replica has them (docs/cluster.md).
+    env.SWITCHYARD__REDIS__CLUSTER_NODES = cluster.seeds();
+    env.SWITCHYARD__REDIS__REPLICA_ACKS = "1";
+  } else {
+    redisPort = await freePort();
+    redis = new Redis(path.join(dir, "redis-data"), redisPort, persistence);
+    say(`mode ${mode}: redis-server on ${redisPort} (${persistence === "aof" ? "AOF, appendfsync always" : "no persistence"})`);
+    await redis.start();
+    env.SWITCHYARD__REDIS__URL = `redis://127.0.0.1:${redisPort}`;
+  }
   const nodes = [];
   for (const name of NODE_NAMES) nodes.push(new Node(name, o.switchyard, path.join(dir, `node-${name}`), await freePort(), env));
   await Promise.all(nodes.map((n) => n.start()));
@@ -877,11 +1138,12 @@ async function runMode(o, mode, secs, workdir, secret) {
   // Publishers.
   const ledgers = { [REST_CHANNEL]: new Ledger("rest"), [INGEST_CHANNEL]: new Ledger("ingest") };
   let publishing = true;
-  const xadd = new Resp(redisPort);
+  const xadd = clustered ? new ClusterResp(cluster.ports) : new Resp(redisPort);
   const start = now();
   const pubs = [
     restPublisher(o.restRate, nodes, ledgers[REST_CHANNEL], () => publishing),
-    ingestPublisher(o.ingestRate, xadd, ledgers[INGEST_CHANNEL], () => publishing, mode),
+    ingestPublisher(o.ingestRate, xadd, ledgers[INGEST_CHANNEL], () => publishing, mode,
+      clustered ? `{${REDIS_PREFIX}}:ingest` : `${REDIS_PREFIX}:ingest`),
   ];
 
   // The faults, at fixed shares of the mode's time; each finishes before the next starts.
@@ -924,12 +1186,44 @@ async function runMode(o, mode, secs, workdir, secret) {
     }],
     [0.8, "socket_cut", cut],
   ];
+  // On a Redis Cluster the Redis faults are the cluster's own: a master SIGKILLed (its replica is
+  // promoted; the killed one restarts from its AOF and rejoins as a replica) and the slots of both
+  // channels' partitions moved to another master while publishing.
+  const clusterSchedule = [
+    ...schedule.slice(0, 4),
+    [0.52, "redis_master_sigkill_failover", async () => {
+      // The victim serves what the run exercises: a chaos channel's partition or the ingest stream.
+      const key = pick([...CHANNELS.map((ch) => `${REDIS_PREFIX}:{p${partitionOf(ch)}}:ch`), `{${REDIS_PREFIX}}:ingest`]);
+      const slot = Number(await redisCli(cluster.alive()[0], ["CLUSTER", "KEYSLOT", key]));
+      return `${key}: ` + await cluster.failover((await cluster.masterOf(slot)).port);
+    }],
+    [0.64, "socket_cut", cut],
+    [0.72, "redis_slot_move", async () => {
+      const moves = [];
+      for (const ch of CHANNELS) {
+        const p = partitionOf(ch);
+        // Proof the run hashes as the nodes do: the channel's offset key is in that partition.
+        const key = `${REDIS_PREFIX}:{p${p}}:${ch}:offset`;
+        if ((await redisCli(null, ["-c", "-h", "127.0.0.1", "-p", String(cluster.alive()[0]), "EXISTS", key])) !== "1") {
+          throw new Error(`${key} does not exist: the run's partition hash differs from the nodes'`);
+        }
+        const slot = Number(await redisCli(cluster.alive()[0], ["CLUSTER", "KEYSLOT", key]));
+        const from = await cluster.masterOf(slot);
+        const to = pick((await cluster.masters()).filter((m) => m.port !== from.port));
+        const keys = await cluster.moveSlot(slot, to.port);
+        moves.push(`slot ${slot} (partition ${p}, ${ch.split(":").pop()}, ${keys} keys) ${from.port} -> ${to.port}`);
+      }
+      return moves.join("; ");
+    }],
+    schedule[7],
+  ];
+  const faultsOfMode = clustered ? clusterSchedule : schedule;
   const budget = secs * 1000;
   // A long mode repeats the schedule, one cycle per --cycle-secs, so a run for the record sees
   // every fault several times (with other victims) rather than the same eight spread thin.
   const cycles = Math.max(1, Math.floor(secs / o.cycleSecs));
   const cycleMs = budget / cycles;
-  for (let cycle = 0; cycle < cycles; cycle++) for (const [share, kind, act] of schedule) {
+  for (let cycle = 0; cycle < cycles; cycle++) for (const [share, kind, act] of faultsOfMode) {
     const wait = start + cycle * cycleMs + share * cycleMs - now();
     if (wait > 0) await sleep(wait);
     const t = now();
@@ -981,7 +1275,8 @@ async function runMode(o, mode, secs, workdir, secret) {
   await Promise.all(subs.map((s) => s.stop()));
   await Promise.all(proxies.map((p) => p.close()));
   await Promise.all(nodes.map((n) => n.kill("SIGKILL")));
-  await redis.kill();
+  if (clustered) await cluster.killAll();
+  else await redis.kill();
   return result;
 }
 

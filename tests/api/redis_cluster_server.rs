@@ -28,12 +28,22 @@ pub struct RedisCluster {
     dir: tempfile::TempDir,
 }
 
+/// A cluster node also listens on its port + this (the cluster bus), so its port must be at most
+/// 65535 - this: redis-server refuses a higher one ("Redis port number too high").
+const BUS_PORT_OFFSET: u16 = 10_000;
+
+/// A free port for a cluster node: at most 55535, with its bus port free too (an ephemeral port
+/// above 55535 made redis-server exit at start).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        if port <= u16::MAX - BUS_PORT_OFFSET
+            && std::net::TcpListener::bind(("127.0.0.1", port + BUS_PORT_OFFSET)).is_ok()
+        {
+            return port;
+        }
+    }
 }
 
 /// Runs `redis-cli -p port args…` and returns its output (stdout), or `None` if it failed.

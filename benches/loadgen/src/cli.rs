@@ -256,6 +256,10 @@ pub struct CrossNodeArgs {
     /// Base URL of the node the publisher posts to.
     #[arg(long)]
     pub pub_url: String,
+    /// Each subscriber on its own channel of this family (as `targeted`), instead of one shared
+    /// channel: many channels, so on a Redis Cluster many partitions on every shard.
+    #[arg(long, value_enum)]
+    pub per_subscriber: Option<TargetedChannel>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -80,7 +80,10 @@ async fn run(scenario: Scenario, worker_threads: usize) -> Result<Value, String>
         }
         Scenario::CrossNode(a) => {
             let f = a.fanout;
-            let layout = scenarios::shared_layout(&f.common.tenant, &f.channel);
+            let layout = match a.per_subscriber {
+                Some(kind) => ChannelLayout::PerSubscriber(kind),
+                None => scenarios::shared_layout(&f.common.tenant, &f.channel),
+            };
             scenarios::run_delivery(DeliveryRun {
                 scenario: "cross-node",
                 sub_url: a.sub_url,
