@@ -819,8 +819,8 @@ async fn membership_commands_sent_back_to_back_end_in_the_state_the_last_one_say
     // invoked now runs after the joins and leaves they queued.
     marker(&app, &svc, &mut bob, 1).await;
     assert_eq!(bob.invoke("Ping", json!([])).await, Ok(json!(true)));
-    assert_eq!(head(&app, &exists(g), &svc).await, 200);
-    assert_eq!(head(&app, &exists(h), &svc).await, 200);
+    settles_to(&app, &svc, &exists(g), 200).await;
+    settles_to(&app, &svc, &exists(h), 200).await;
 
     let all = format!("/api/hubs/notifications/connections/{id}/groups");
     assert_eq!(
@@ -839,8 +839,19 @@ async fn membership_commands_sent_back_to_back_end_in_the_state_the_last_one_say
     );
     marker(&app, &svc, &mut bob, 2).await;
     assert_eq!(bob.invoke("Ping", json!([])).await, Ok(json!(true)));
-    assert_eq!(head(&app, &exists(g), &svc).await, 404);
-    assert_eq!(head(&app, &exists(h), &svc).await, 404);
+    settles_to(&app, &svc, &exists(g), 404).await;
+    settles_to(&app, &svc, &exists(h), 404).await;
+}
+
+/// Waits until `HEAD path` answers `status`, then checks it stays so: the state membership
+/// commands end in, not one passing on the way (a wrong final state times out).
+async fn settles_to(app: &TestApp, svc: &str, path: &str, status: u16) {
+    eventually(&format!("HEAD {path} to answer {status}"), || async {
+        (head(app, path, svc).await == status).then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(head(app, path, svc).await, status, "{path} stays {status}");
 }
 
 /// The Azure-compatible API addresses a connection by its `connectionId` whatever transport it

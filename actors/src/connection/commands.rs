@@ -31,7 +31,16 @@ impl Connection {
                 return;
             }
         };
-        ctx.spawn(fut::ready(()).map(move |_, act: &mut Self, ctx| act.run_command(ctx, cmd)));
+        // One spawned future carries out every command of this turn, in arrival order: actix
+        // may run futures spawned in one turn in another order than they were spawned.
+        self.commands.push_back(cmd);
+        if self.commands.len() == 1 {
+            ctx.spawn(fut::ready(()).map(|_, act: &mut Self, ctx| {
+                while let Some(cmd) = act.commands.pop_front() {
+                    act.run_command(ctx, cmd);
+                }
+            }));
+        }
     }
 
     /// This hub connection's `connectionId`.

@@ -162,6 +162,8 @@ pub struct Connection {
     /// A hub connection's own channel, `connection:{connectionId}`: joined after the handshake,
     /// where the Azure-compatible REST API reaches it ([`crate::hub_commands`]).
     own_channel: Option<ChannelName>,
+    /// Hub commands read from the outbox and not yet carried out, in arrival order.
+    commands: std::collections::VecDeque<crate::hub_commands::HubCommand>,
 }
 
 impl Connection {
@@ -199,6 +201,7 @@ impl Connection {
             node: shared.node.clone(),
             shared,
             own_channel: None,
+            commands: Default::default(),
         }
     }
 
