@@ -506,6 +506,8 @@ async function refreshActors() {
 }
 
 function renderActors(actors) {
+  // The charts leave these kinds out: nothing of theirs runs on this node.
+  state.notRunning = new Set(actors.filter((a) => a.running === false).map((a) => String(a.kind)));
   const tbody = $("#actors tbody");
   const rows = new Map([...tbody.rows].map((r) => [r.dataset.kind, r]));
   for (const a of actors) {
@@ -809,7 +811,9 @@ function renderCharts(body) {
   const windowMs = (Number(body.windowSecs) || 900) * 1000;
   const every = Number(body.intervalMs) || 0;
   $("#charts-state").textContent = `(a point every ${every >= 1000 ? `${every / 1000} s` : `${every} ms`}, ${points.length} so far)`;
-  const kinds = points.length ? Object.keys(points[points.length - 1].actors ?? {}) : [];
+  const notRunning = state.notRunning ?? new Set();
+  const kinds = (points.length ? Object.keys(points[points.length - 1].actors ?? {}) : [])
+    .filter((k) => !notRunning.has(k));
   const single = (name) => [{ name, colour: KIND_COLOURS[0], values: points.map((p) => Number(p[name]) || 0) }];
   const perKind = (field) => kinds.map((k, i) => ({
     name: k, colour: KIND_COLOURS[i % KIND_COLOURS.length],

@@ -218,6 +218,13 @@ async fn an_operator_watches_a_tenant_and_retunes_a_mailbox_in_headless_chromium
             .is_some_and(|l| l.iter().any(|k| k == "broker")),
         "{moved}"
     );
+    // Embedded mode: no Redis bridge runs here, so the charts leave it out.
+    assert!(
+        moved["legend"]
+            .as_array()
+            .is_some_and(|l| !l.iter().any(|k| k == "redis_bridge")),
+        "{moved}"
+    );
 
     // Back to the configured limits, from the page.
     let reset = browser.step("reset_to_default").await;
