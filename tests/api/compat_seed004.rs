@@ -5,18 +5,15 @@
 //! by `subscriptionId`, `subscribed` and `subscription_error` with the seed's fields, and the full
 //! payload as the entity document.
 
-use std::collections::VecDeque;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use switchyard::settings::Settings;
 use switchyard_actors::change_feed::ListenerStatus;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::helpers::*;
+use crate::hub_client::HubClient;
 use crate::redis_server::RedisServer;
 
 const RELAYED: &str = "switchyard_published_total{source=\"change_feed\"}";
@@ -73,74 +70,38 @@ async fn wait_until_leading(app: &TestApp) {
     }
 }
 
-/// Seed 004's client code in Node (`tests/compat/seed004/driver.mjs`), scripted from the test.
+/// Seed 004's client code in Node (`tests/compat/seed004/driver.mjs`), scripted from the test
+/// through the JSON-lines driver process every Node client of the suite uses.
 struct SeedClient {
-    _child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-    /// Reports read while waiting for something else, in arrival order.
-    backlog: VecDeque<Value>,
+    driver: HubClient,
 }
 
 impl SeedClient {
     async fn start() -> Self {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/seed004");
-        let mut child = tokio::process::Command::new("node")
-            // Node 20 has the browser's WebSocket, which the SDK uses, behind this flag.
-            .arg("--experimental-websocket")
-            .arg(dir.join("driver.mjs"))
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node is installed");
-        let stdin = child.stdin.take().unwrap();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        Self {
-            _child: child,
-            stdin,
-            lines,
-            backlog: VecDeque::new(),
-        }
+        let driver = HubClient::spawn(
+            tokio::process::Command::new("node")
+                // Node 20 has the browser's WebSocket, which the SDK uses, behind this flag.
+                .arg("--experimental-websocket")
+                .arg(dir.join("driver.mjs"))
+                .current_dir(&dir),
+        );
+        Self { driver }
     }
 
     async fn command(&mut self, cmd: Value) {
-        let mut line = cmd.to_string();
-        line.push('\n');
-        self.stdin.write_all(line.as_bytes()).await.unwrap();
-        self.stdin.flush().await.unwrap();
+        self.driver.command(cmd).await;
     }
 
-    async fn read(&mut self) -> Value {
-        let line = tokio::time::timeout(WAIT, self.lines.next_line())
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "timed out waiting for the seed client; reports so far: {:?}",
-                    self.backlog
-                )
-            })
-            .expect("driver output")
-            .expect("driver exited");
-        let v: Value = serde_json::from_str(&line).expect("driver reports JSON");
+    /// The first report matching `pred` (from the backlog first); others are kept. A `fatal`
+    /// report from the driver fails the test.
+    async fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        let v = self
+            .driver
+            .wait_for(|v| v["type"] == "fatal" || pred(v))
+            .await;
         assert_ne!(v["type"], "fatal", "{v}");
         v
-    }
-
-    /// The first report matching `pred` (from the backlog first); others are kept.
-    async fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(i) = self.backlog.iter().position(&pred) {
-            return self.backlog.remove(i).unwrap();
-        }
-        loop {
-            let v = self.read().await;
-            if pred(&v) {
-                return v;
-            }
-            self.backlog.push_back(v);
-        }
     }
 
     /// Runs a command and waits until the driver has run it.
@@ -164,7 +125,7 @@ impl SeedClient {
     }
 
     fn take_backlog(&mut self) -> Vec<Value> {
-        self.backlog.drain(..).collect()
+        self.driver.take_backlog()
     }
 }
 

@@ -114,7 +114,7 @@ impl HubClient {
     }
 
     /// Runs a driver process speaking the JSON lines.
-    fn spawn(command: &mut tokio::process::Command) -> Self {
+    pub fn spawn(command: &mut tokio::process::Command) -> Self {
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

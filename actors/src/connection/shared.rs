@@ -93,22 +93,10 @@ impl Connections {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::ChannelName;
-    use crate::envelope::{Draft, Envelope, EventName};
-    use crate::ids::NodeId;
+    use crate::envelope::Envelope;
 
     fn event() -> Arc<Envelope> {
-        let draft = Draft::new(
-            ChannelName::parse("user:u").unwrap(),
-            EventName::parse("E").unwrap(),
-            crate::payload::Payload::test("1"),
-        );
-        Arc::new(Envelope::new(
-            draft,
-            1,
-            Arc::from("e"),
-            NodeId(Arc::from("n")),
-        ))
+        Arc::new(crate::envelope::tests::sample())
     }
 
     #[test]
