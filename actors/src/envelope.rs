@@ -75,9 +75,11 @@ impl EventName {
         Self::command(cmd.name())
     }
 
-    /// Whether this is a hub command's name rather than a client event.
+    /// Whether this is a hub command's name rather than a client event. Checked per delivery, so
+    /// only the first byte: no parsed name has a `$` (`parse` refuses it, `from_json` takes only
+    /// the command names), and every command name starts with one.
     pub fn is_command(&self) -> bool {
-        crate::hub_commands::is_command_name(&self.0)
+        self.0.starts_with('$')
     }
 }
 

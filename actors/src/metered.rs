@@ -262,7 +262,7 @@ impl<A: Actor> Metered<A> {
         A: Handler<Counted<M>>,
         A::Context: ToEnvelope<A, Counted<M>>,
     {
-        self.addr.send(self.wrap(msg))
+        self.addr.send(Counted::new(msg, &self.meter))
     }
 
     /// `Addr::try_send`: refused when the mailbox is full (counted); gives the message back.
@@ -290,7 +290,7 @@ impl<A: Actor> Metered<A> {
         A: Handler<Counted<M>>,
         A::Context: ToEnvelope<A, Counted<M>>,
     {
-        self.addr.do_send(self.wrap(msg))
+        self.addr.do_send(Counted::new(msg, &self.meter))
     }
 
     /// A measured recipient of `M` (for senders that only know the message type).
@@ -304,13 +304,6 @@ impl<A: Actor> Metered<A> {
         MeteredRecipient {
             to: self.addr.clone().recipient(),
             meter: self.meter.clone(),
-        }
-    }
-
-    fn wrap<M>(&self, msg: M) -> Counted<M> {
-        Counted {
-            msg,
-            ticket: Ticket::new(&self.meter),
         }
     }
 }
@@ -354,10 +347,7 @@ where
     M::Result: Send,
 {
     pub fn do_send(&self, msg: M) {
-        self.to.do_send(Counted {
-            msg,
-            ticket: Ticket::new(&self.meter),
-        })
+        self.to.do_send(Counted::new(msg, &self.meter))
     }
 
     pub fn try_send(&self, msg: M) -> Result<(), SendError<M>> {
@@ -370,10 +360,7 @@ where
     }
 
     pub fn send(&self, msg: M) -> actix::dev::RecipientRequest<Counted<M>> {
-        self.to.send(Counted {
-            msg,
-            ticket: Ticket::new(&self.meter),
-        })
+        self.to.send(Counted::new(msg, &self.meter))
     }
 }
 

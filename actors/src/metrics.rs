@@ -332,11 +332,6 @@ impl Metrics {
         self
     }
 
-    /// Counts a full mailbox of `kind`.
-    pub fn mailbox_full(&self, kind: ActorKind) {
-        self.mailbox_full.with_label_values(&[kind.as_str()]).inc();
-    }
-
     /// The meter of one actor of `kind` (`instance`: its shard number, or
     /// [`crate::metered::SINGLE_INSTANCE`]); a mailbox counts as full at `limits`' capacity.
     pub fn meter(

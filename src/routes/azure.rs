@@ -369,9 +369,7 @@ async fn command(
             format!("no connection {id} is connected to this cluster"),
         ));
     }
-    let data = Payload::built(&cmd.data());
-    let draft = Draft::new(channel, EventName::of_command(&cmd), data);
-    publish_as(state, who, draft).await?;
+    broadcast_command(state, who, channel, cmd).await?;
     Ok(HttpResponse::Ok().finish())
 }
 
@@ -425,10 +423,7 @@ pub async fn close_connection(
 ) -> Result<HttpResponse, ApiError> {
     let (hub, id) = path.into_inner();
     let query = begin(&req, &state, &who, &hub, Takes::Close)?;
-    let cmd = HubCommand::Close {
-        reason: query.reason,
-        excluded: query.excluded,
-    };
+    let cmd = close_command(query);
     command(&state, who, &id, cmd, WARNING_CONNECTION_NOT_EXISTED).await
 }
 
@@ -500,7 +495,8 @@ async fn broadcast_command(
     publish_as(state, who, draft).await
 }
 
-fn close_all(query: Query) -> HubCommand {
+/// The close command a `reason`/`excluded` query asks for.
+fn close_command(query: Query) -> HubCommand {
     HubCommand::Close {
         reason: query.reason,
         excluded: query.excluded,
@@ -521,7 +517,7 @@ pub async fn close_hub(
             "closing a hub's connections needs a Service token with tenantKey: the hub's connections are a tenant's (tenant:{t}:broadcast)".into(),
         )
     })?;
-    broadcast_command(&state, who, channel, close_all(query)).await?;
+    broadcast_command(&state, who, channel, close_command(query)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -535,7 +531,7 @@ pub async fn close_group(
     let (hub, group) = path.into_inner();
     let query = begin(&req, &state, &who, &hub, Takes::Close)?;
     let channel = group_channel(&who, &group)?;
-    broadcast_command(&state, who, channel, close_all(query)).await?;
+    broadcast_command(&state, who, channel, close_command(query)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -549,7 +545,7 @@ pub async fn close_user(
     let (hub, user) = path.into_inner();
     let query = begin(&req, &state, &who, &hub, Takes::Close)?;
     let channel = user_channel(&who, &user)?;
-    broadcast_command(&state, who, channel, close_all(query)).await?;
+    broadcast_command(&state, who, channel, close_command(query)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 use switchyard_actors::channel::{Channel, ChannelName};
 use switchyard_actors::codec::signalr::SignalRCodec;
+use switchyard_actors::codec::WireCodec;
 use switchyard_actors::connection::conn_socket::ConnSocket;
 use switchyard_actors::connection::resume::TakeError;
 use switchyard_actors::identity::Identity;
@@ -240,18 +241,24 @@ fn session_of(
     req: &HttpRequest,
     state: &AppState,
     id: Option<&str>,
-) -> Result<(String, Arc<HttpSession>), ApiError> {
+) -> Result<Arc<HttpSession>, ApiError> {
     let id = id.ok_or_else(|| ApiError::BadRequest("Connection ID required".into()))?;
     let identity = authenticate(req, state)?;
     let session = state
         .http_sessions
         .get(id)
         .ok_or_else(|| ApiError::NotFound("No Connection with that ID".into()))?;
-    if !session.identity.same_principal(&identity) {
-        refused_takeover(state, &identity, "use a connection");
-        return Err(ApiError::Forbidden(ClaimError::NotTheirs.to_string()));
+    owned_by(state, &session, &identity)?;
+    Ok(session)
+}
+
+/// Refuses (and counts) a caller using an SSE or Long Polling connection that is not theirs.
+fn owned_by(state: &AppState, session: &HttpSession, caller: &Identity) -> Result<(), ApiError> {
+    if session.identity.same_principal(caller) {
+        return Ok(());
     }
-    Ok((id.to_owned(), session))
+    refused_takeover(state, caller, "use a connection");
+    Err(ApiError::Forbidden(ClaimError::NotTheirs.to_string()))
 }
 
 /// `GET {hub}?id=…` for Server-Sent Events (the stream) or Long Polling (a poll; the first one
@@ -267,10 +274,7 @@ async fn http_transport(
     };
     let identity = authenticate(req, state).map_err(ApiError::from)?;
     if let Some(session) = state.http_sessions.get(id) {
-        if !session.identity.same_principal(&identity) {
-            refused_takeover(state, &identity, "use a connection");
-            return Err(ApiError::Forbidden(ClaimError::NotTheirs.to_string()).into());
-        }
+        owned_by(state, &session, &identity)?;
         return match (&session.transport, transport) {
             (Transport::LongPolling(_), HubTransport::LongPolling) => {
                 Ok(state.http_sessions.poll(id, &session).await)
@@ -301,34 +305,29 @@ async fn http_transport(
         id: claimed.connection_id,
     });
     let codec = hub_codec(req, state, &identity);
-    let sessions = state.http_sessions.clone();
-    let started = match transport {
+    // SSE: text only, and a view of the keep-alive connection (no longer the actor's once the
+    // stream ended). Long Polling: no socket of its own between polls, a stop signal instead.
+    let (codec, socket, stop): (Box<dyn WireCodec>, _, _) = match transport {
         HubTransport::ServerSentEvents => {
-            let codec = Box::new(codec.text_only());
-            // A view: once the stream ended, the keep-alive connection is no longer the actor's.
-            let socket = ConnSocket::of(req).view();
-            let streamed = stream(
-                req,
-                state,
-                identity.clone(),
-                codec,
-                socket.clone(),
-                Some(own_channel),
-            )?;
-            sessions.start_sse(id, identity, socket, streamed)
+            (Box::new(codec.text_only()), ConnSocket::of(req).view(), None)
         }
         _ => {
             let (socket, stop) = ConnSocket::detached();
-            let streamed = stream(
-                req,
-                state,
-                identity.clone(),
-                Box::new(codec),
-                socket.clone(),
-                Some(own_channel),
-            )?;
-            sessions.start_long_polling(id, identity, socket, stop, streamed)
+            (Box::new(codec), socket, Some(stop))
         }
+    };
+    let streamed = stream(
+        req,
+        state,
+        identity.clone(),
+        codec,
+        socket.clone(),
+        Some(own_channel),
+    )?;
+    let sessions = &state.http_sessions;
+    let started = match stop {
+        None => sessions.start_sse(id, identity, socket, streamed),
+        Some(stop) => sessions.start_long_polling(id, identity, socket, stop, streamed),
     };
     count_transport(state, transport);
     Ok(started)
@@ -342,7 +341,7 @@ pub async fn send(
     query: web::Query<HubQuery>,
 ) -> Result<HttpResponse, actix_web::Error> {
     check_origin(&req, &state)?;
-    let (_, session) = session_of(&req, &state, query.id.as_deref())?;
+    let session = session_of(&req, &state, query.id.as_deref())?;
     let max = state.connections.settings.max_frame_bytes;
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
@@ -370,7 +369,7 @@ pub async fn delete(
     query: web::Query<HubQuery>,
 ) -> Result<HttpResponse, actix_web::Error> {
     check_origin(&req, &state)?;
-    let (_, session) = session_of(&req, &state, query.id.as_deref())?;
+    let session = session_of(&req, &state, query.id.as_deref())?;
     if !matches!(session.transport, Transport::LongPolling(_)) {
         return Err(ApiError::BadRequest(
             "Cannot terminate this connection using the DELETE endpoint.".into(),

@@ -310,7 +310,7 @@ impl Handler<Relay> for BrokerShard {
         // same, its reply lost; its copy then comes back through the bridge, and this node's
         // subscribers already have the event.
         if let Some(state) = self.channels.get(&env.channel) {
-            if !state.log.is_empty() && state.log.holds(&env.id) {
+            if state.log.holds(&env.id) {
                 log::info!(
                     "event {} on {} was delivered here while Redis was unreachable; its Redis copy is not delivered again",
                     env.id,
