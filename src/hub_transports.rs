@@ -404,6 +404,9 @@ impl Drop for PollDone<'_> {
         if s.generation == self.generation {
             s.polling = false;
             s.last_seen = Instant::now();
+            drop(s);
+            // The pump waits for a change to arm the idle deadline a finished poll starts.
+            self.poll.changed();
         }
     }
 }

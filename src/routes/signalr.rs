@@ -308,9 +308,11 @@ async fn http_transport(
     // SSE: text only, and a view of the keep-alive connection (no longer the actor's once the
     // stream ended). Long Polling: no socket of its own between polls, a stop signal instead.
     let (codec, socket, stop): (Box<dyn WireCodec>, _, _) = match transport {
-        HubTransport::ServerSentEvents => {
-            (Box::new(codec.text_only()), ConnSocket::of(req).view(), None)
-        }
+        HubTransport::ServerSentEvents => (
+            Box::new(codec.text_only()),
+            ConnSocket::of(req).view(),
+            None,
+        ),
         _ => {
             let (socket, stop) = ConnSocket::detached();
             (Box::new(codec), socket, Some(stop))

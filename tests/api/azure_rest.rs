@@ -846,10 +846,7 @@ async fn membership_commands_sent_back_to_back_end_in_the_state_the_last_one_say
 /// Waits until `HEAD path` answers `status`, then checks it stays so: the state membership
 /// commands end in, not one passing on the way (a wrong final state times out).
 async fn settles_to(app: &TestApp, svc: &str, path: &str, status: u16) {
-    eventually(&format!("HEAD {path} to answer {status}"), || async {
-        (head(app, path, svc).await == status).then_some(())
-    })
-    .await;
+    head_becomes(app, path, svc, status).await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(head(app, path, svc).await, status, "{path} stays {status}");
 }

@@ -62,6 +62,16 @@ async fn exercise(app: &TestApp, transport: &'static str, messagepack: bool) {
     let refused = hub.invoke("NoSuchMethod", json!([])).await;
     assert!(refused.is_err(), "{what}: {refused:?}");
     hub.stop().await;
+    // The transport asked for is the one the client used (no silent fallback); each test has a
+    // node of its own.
+    assert_eq!(
+        app.metric(&format!(
+            "switchyard_signalr_connections_total{{transport=\"{transport}\"}}"
+        ))
+        .await,
+        1.0,
+        "{what}"
+    );
 }
 
 #[actix_web::test]

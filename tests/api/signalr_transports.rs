@@ -122,7 +122,15 @@ async fn sse_and_long_polling_clients_on_one_node_get_what_another_node_publishe
 
 #[actix_web::test]
 async fn stateful_reconnect_is_not_used_over_long_polling_and_the_connection_still_works() {
-    let app = spawn_app().await;
+    // A parked (resumable) connection would stay present for a minute; one that is not parked
+    // ends once its client stops polling for the disconnect timeout. (A poll the dead client
+    // left waiting is answered after the poll timeout: short here.)
+    let app = spawn_app_with(|s| {
+        s.signalr.stateful_reconnect_grace_ms = 60_000;
+        s.signalr.long_polling_timeout_ms = 500;
+        s.signalr.disconnect_timeout_ms = 300;
+    })
+    .await;
     let mut hub = HubClient::start(
         &app,
         &token(&customer("acme", "c1", None)),
@@ -134,7 +142,19 @@ async fn stateful_reconnect_is_not_used_over_long_polling_and_the_connection_sti
     .await
     .expect("starts");
     exercise(&app, &mut hub, "o-stateful").await;
-    hub.stop().await;
+    // The client process dies without a goodbye: nothing parks the connection, so it ends.
+    drop(hub);
+    let admin_t = token(&admin("acme"));
+    eventually(
+        "the Long Polling connection to end, not be parked",
+        || async {
+            let (_, body) = app
+                .get("/api/v1/tenants/acme/users/c1/online", Some(&admin_t))
+                .await;
+            (body["online"] == false).then_some(())
+        },
+    )
+    .await;
 }
 
 #[actix_web::test]
