@@ -277,6 +277,7 @@ pub async fn run_delivery(run: DeliveryRun) -> Result<Value, String> {
     // The measured window of the server's CPU time: from just before the first publish to the
     // last delivery (or the end of the wait for stragglers, when the server is idle anyway).
     let server_cpu_before = server.cpu_micros();
+    let server_cpu_each_before = server.cpu_micros_each();
     let outcome = publisher::run(PublishPlan {
         dialer: pub_dialer,
         token: minter.mint(PUBLISHER_USER, SERVICE_ROLE),
@@ -308,6 +309,7 @@ pub async fn run_delivery(run: DeliveryRun) -> Result<Value, String> {
     }
     let timed_out = ctx.progress.delivered() < expected_total;
     let server_cpu_after = server.cpu_micros();
+    let server_cpu_secs_by_pid = cpu_secs_by_pid(&server_cpu_each_before, &server.cpu_micros_each());
     let connect_secs = connections.connect_secs;
     let stats = connections.finish().await;
     let totals = merge_subscribers(&stats, |index| {
@@ -365,6 +367,7 @@ pub async fn run_delivery(run: DeliveryRun) -> Result<Value, String> {
         "latency_ms": latency_json(&latency),
         "server_pids": common.server_pids,
         "server_cpu_secs": server_cpu_micros.map(|us| us as f64 / MICROS_PER_SEC),
+        "server_cpu_secs_by_pid": server_cpu_secs_by_pid,
         "server_cpu_us_per_delivery": server_cpu_micros
             .filter(|_| totals.deliveries > 0)
             .map(|us| ((us as f64 / totals.deliveries as f64) * 1000.0).round() / 1000.0),
@@ -375,6 +378,25 @@ pub async fn run_delivery(run: DeliveryRun) -> Result<Value, String> {
         "errors": errors,
         "unix_time": crate::payload::now_micros() / MICROS_PER_SEC as u64,
     }))
+}
+
+/// Each server process's CPU seconds over the measured window, by pid (null where a counter could
+/// not be read at either end).
+fn cpu_secs_by_pid(
+    before: &[(String, Option<u64>)],
+    after: &[(String, Option<u64>)],
+) -> serde_json::Map<String, Value> {
+    before
+        .iter()
+        .zip(after)
+        .map(|((pid, b), (_, a))| {
+            let secs = match (b, a) {
+                (Some(b), Some(a)) => json!(a.saturating_sub(*b) as f64 / MICROS_PER_SEC),
+                _ => Value::Null,
+            };
+            (pid.clone(), secs)
+        })
+        .collect()
 }
 
 /// Runs the idle scenario and returns the report.

@@ -66,6 +66,16 @@ impl ServerProcesses {
         self.sum(cpu_ticks).map(|t| t * per_tick)
     }
 
+    /// CPU time in microseconds of each process, by pid (`None` for one that cannot be read): the
+    /// cross-node cases split the server side's cost between the nodes and each Redis process.
+    pub fn cpu_micros_each(&self) -> Vec<(String, Option<u64>)> {
+        let per_tick = MICROS_PER_SEC / ticks_per_sec();
+        self.pids
+            .iter()
+            .map(|pid| (pid.clone(), cpu_ticks(pid).map(|t| t * per_tick)))
+            .collect()
+    }
+
     fn sum(&self, read: impl Fn(&str) -> Option<u64>) -> Option<u64> {
         if self.pids.is_empty() {
             return None;
@@ -117,6 +127,10 @@ mod tests {
             "a busy loop costs CPU time"
         );
         assert_eq!(ServerProcesses::new(&[]).cpu_micros(), None);
+        let each = me.cpu_micros_each();
+        assert_eq!(each.len(), 1);
+        assert_eq!(each[0].0, std::process::id().to_string());
+        assert!(each[0].1.is_some_and(|us| us > 0));
         assert!(me.rss_kb().is_some());
     }
 }
