@@ -1,7 +1,7 @@
 //! One Redis or a Redis Cluster, behind one handle: the only place that knows which. Commands go
-//! through a `deadpool-redis` pool (one Redis) or the `redis` crate's async cluster connection
-//! (which routes by slot, follows `MOVED`/`ASK`, refreshes the slot map and keeps one multiplexed
-//! connection per cluster node); pub/sub is classic `SUBSCRIBE` on one connection, or sharded
+//! through one shared multiplexed connection (one Redis: made by the `deadpool-redis` pool, then
+//! taken out of it) or the `redis` crate's async cluster connection (which routes by slot, follows
+//! `MOVED`/`ASK`, refreshes the slot map and keeps one multiplexed connection per cluster node); pub/sub is classic `SUBSCRIBE` on one connection, or sharded
 //! `SSUBSCRIBE` on a RESP3 cluster connection whose pushes arrive on a channel.
 //!
 //! Everything above this file sees [`Conn`] (a `ConnectionLike`), [`Subscriber`] and
@@ -22,8 +22,15 @@ use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 #[allow(clippy::large_enum_variant)]
 pub enum Target {
     Single {
+        /// Makes the command connection (URL, TLS and credentials as configured).
         pool: Pool,
         client: redis::Client,
+        /// The shared command connection, made on first use and made again after a failure
+        /// ([`Target::reset`]). Not a connection checked out of the pool per command: the pool
+        /// checks a connection it hands out again with a round trip (`UNWATCH` + `PING`), which
+        /// doubled every publish's round trips, and a multiplexed connection needs no exclusive
+        /// use (nothing here uses `WATCH` or `MULTI`).
+        conn: std::sync::Mutex<Option<MultiplexedConnection>>,
     },
     Cluster {
         /// RESP2 commands (replies as on a single Redis).
@@ -54,7 +61,11 @@ impl Target {
                     e.to_string(),
                 ))
             })?;
-        Ok(Target::Single { pool, client })
+        Ok(Target::Single {
+            pool,
+            client,
+            conn: std::sync::Mutex::new(None),
+        })
     }
 
     /// A Redis Cluster reached through `seeds` (URLs carrying TLS, user name and password).
@@ -87,11 +98,18 @@ impl Target {
         matches!(self, Target::Cluster { .. })
     }
 
-    /// A connection for one command or a few (pooled, or the shared cluster connection); with
+    /// A connection for one command or a few (the shared connection of either kind); with
     /// `acked`, for publishes that wait for replicas (see [`Target::Cluster`]).
     pub async fn get(&self, acked: bool) -> Result<Conn, super::ClusterError> {
         match self {
-            Target::Single { pool, .. } => Ok(Conn::Pooled(pool.get().await?)),
+            Target::Single { pool, conn, .. } => {
+                if let Some(c) = conn.lock().expect("not poisoned").clone() {
+                    return Ok(Conn::Multiplexed(c));
+                }
+                let fresh = deadpool_redis::Connection::take(pool.get().await?);
+                let mut shared = conn.lock().expect("not poisoned");
+                Ok(Conn::Multiplexed(shared.get_or_insert(fresh).clone()))
+            }
             Target::Cluster {
                 commands,
                 conn,
@@ -116,13 +134,19 @@ impl Target {
         }
     }
 
-    /// After a failed command: the next one on a Redis Cluster starts from a new connection
-    /// (a fresh slot map from the seed nodes), so a failed-over master's replica or a moved
-    /// slot is found even when the old connection keeps waiting for a node that is gone.
+    /// After a failed command: the next one starts from a new connection (on a Redis Cluster
+    /// with a fresh slot map from the seed nodes), so a restarted Redis, a failed-over master's
+    /// replica or a moved slot is found even when the old connection keeps waiting for a node
+    /// that is gone.
     pub fn reset(&self) {
-        if let Target::Cluster { conn, acked, .. } = self {
-            conn.lock().expect("not poisoned").take();
-            acked.lock().expect("not poisoned").take();
+        match self {
+            Target::Single { conn, .. } => {
+                conn.lock().expect("not poisoned").take();
+            }
+            Target::Cluster { conn, acked, .. } => {
+                conn.lock().expect("not poisoned").take();
+                acked.lock().expect("not poisoned").take();
+            }
         }
     }
 
@@ -248,7 +272,6 @@ impl Subscriber {
 
 /// A command connection of either kind.
 pub enum Conn {
-    Pooled(deadpool_redis::Connection),
     Multiplexed(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
@@ -256,7 +279,6 @@ pub enum Conn {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Pooled(c) => c.req_packed_command(cmd),
             Conn::Multiplexed(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
         }
@@ -269,7 +291,6 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Pooled(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
@@ -277,7 +298,6 @@ impl ConnectionLike for Conn {
 
     fn get_db(&self) -> i64 {
         match self {
-            Conn::Pooled(c) => c.get_db(),
             Conn::Multiplexed(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
         }
