@@ -539,4 +539,18 @@ async fn presence_and_heartbeats_are_spread_over_the_masters() {
         heartbeats.len() > 1,
         "node heartbeats are on more than one master: {heartbeats:?}"
     );
+    // The operator's tenant list gathers every partition, on either node.
+    for n in [&a, &b] {
+        let (status, body) = n
+            .get("/api/v1/admin/tenants", Some(&token(&operator())))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let listed: BTreeSet<&str> = body["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["tenantKey"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, BTreeSet::from(TENANTS), "{body}");
+    }
 }
