@@ -3,7 +3,7 @@
 //!
 //! - **single Redis**: a channel's keys share the hash tag `{<channel>}`; its pub/sub channel is
 //!   `{prefix}:ch:{channel}` (classic `PUBLISH`/`SUBSCRIBE`). Presence and heartbeats are one
-//!   presence partition whose keys start `<prefix>:` (the names of earlier versions).
+//!   presence partition whose keys start `<prefix>:` (unchanged from earlier versions).
 //! - **Redis Cluster**: channels map to `redis.cluster_partitions` partitions by a stable hash
 //!   ([`partition_of`]); a partition's sharded pub/sub channel and every key that changes with a
 //!   publish (offset, epoch, history, idempotency marks) share the hash tag `{p<n>}`, so the
@@ -129,8 +129,8 @@ impl Keys {
             .map_or(0, |n| partition_of(tenant.as_str(), n))
     }
 
-    /// The stem of presence partition `q`'s keys, which the presence scripts build the names
-    /// they derive from: `<prefix>` on a single Redis, `<prefix>:{q<n>}` on a cluster.
+    /// The stem of presence partition `q`'s keys (the presence scripts derive key names from
+    /// it): `<prefix>` on a single Redis, `<prefix>:{q<n>}` on a cluster.
     pub fn presence_stem(&self, q: u32) -> String {
         match self.partitions {
             None => self.prefix.clone(),
