@@ -232,6 +232,14 @@ async fn presence_is_cluster_wide_with_online_and_offline_events() {
     let prefix = unique_prefix();
     let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
     let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    presence_across_nodes(&a, &b).await;
+}
+
+/// Presence of two nodes sharing one Redis or one Redis Cluster (also run by
+/// `redis_cluster.rs`): one UserOnline per user across nodes, snapshots and counts from either
+/// node, one UserOffline after the grace period (both nodes' janitors sweep: a second would
+/// arrive before the marker), and none for a reconnect within it.
+pub async fn presence_across_nodes(a: &TestApp, b: &TestApp) {
     // A Service watcher: it has no tenant presence of its own.
     let mut watcher = a.connect(&service()).await;
     watcher.subscribed("tenant:acme:admins").await;
@@ -304,7 +312,7 @@ async fn presence_is_cluster_wide_with_online_and_offline_events() {
     assert_eq!(
         watcher.recv().await["data"]["event"],
         "Marker",
-        "no flapping for u1"
+        "no flapping for u1, and staff's UserOffline once"
     );
 }
 
@@ -374,6 +382,17 @@ async fn a_sigkilled_node_leaves_presence_within_the_node_ttl() {
     let redis = RedisServer::start().await;
     let prefix = unique_prefix();
     let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let engine = [
+        ("SWITCHYARD__REDIS__URL", redis.url()),
+        ("SWITCHYARD__REDIS__PREFIX", prefix),
+    ];
+    sigkilled_node_leaves_presence(&a, &engine).await;
+}
+
+/// A node process started with `engine` (the variables naming its Redis or Redis Cluster and
+/// prefix, shared with `a`) is SIGKILLed: `a` announces its user offline and its connection is
+/// gone from presence (also run by `redis_cluster.rs`).
+pub async fn sigkilled_node_leaves_presence(a: &TestApp, engine: &[(&str, String)]) {
     let mut watcher = a.connect(&service()).await;
     watcher.subscribed("tenant:acme:admins").await;
     // Node B is a real process, so it can really be SIGKILLed.
@@ -383,8 +402,7 @@ async fn a_sigkilled_node_leaves_presence_within_the_node_ttl() {
             "SWITCHYARD_CONFIG_DIR",
             concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
         )
-        .env("SWITCHYARD__REDIS__URL", redis.url())
-        .env("SWITCHYARD__REDIS__PREFIX", &prefix)
+        .envs(engine.iter().map(|(k, v)| (k, v)))
         .env("SWITCHYARD__PRESENCE__NODE_TTL_SECS", "2")
         .env("SWITCHYARD__PRESENCE__HEARTBEAT_INTERVAL_MS", "200")
         .env("SWITCHYARD__PRESENCE__OFFLINE_GRACE_MS", "300")
@@ -436,6 +454,12 @@ async fn graceful_shutdown_removes_presence_at_once() {
     let prefix = unique_prefix();
     let a = spawn_cluster_node(&redis.url(), &prefix, |s| s.presence.node_ttl_secs = 600).await;
     let b = spawn_cluster_node(&redis.url(), &prefix, |s| s.presence.node_ttl_secs = 600).await;
+    graceful_shutdown_removes_presence(&a, b).await;
+}
+
+/// `b` shuts down gracefully: its presence is gone at once, as `a` sees it (both nodes with a
+/// node TTL far longer than the test; also run by `redis_cluster.rs`).
+pub async fn graceful_shutdown_removes_presence(a: &TestApp, b: TestApp) {
     let mut on_b = b.connect(&customer("acme", "u1", None)).await;
     on_b.ping().await;
     let t = token(&admin("acme"));

@@ -442,3 +442,115 @@ async fn chat_and_once_only_session_expiry_across_nodes_on_a_redis_cluster() {
     assert_eq!(seen.len(), SESSIONS, "{seen:?}");
     assert!(seen.values().all(|&n| n == 1), "once each: {seen:?}");
 }
+
+#[actix_web::test]
+async fn presence_across_nodes_on_a_redis_cluster_with_one_offline_after_the_grace() {
+    let rc = RedisCluster::start().await;
+    let prefix = unique_prefix();
+    let a = node(&rc, &prefix, |_| {}).await;
+    let b = node(&rc, &prefix, |_| {}).await;
+    crate::cluster::presence_across_nodes(&a, &b).await;
+}
+
+#[actix_web::test]
+async fn a_sigkilled_node_leaves_presence_on_a_redis_cluster() {
+    let rc = RedisCluster::start().await;
+    let prefix = unique_prefix();
+    let a = node(&rc, &prefix, |_| {}).await;
+    let engine = [
+        ("SWITCHYARD__REDIS__CLUSTER_NODES", rc.seeds()),
+        (
+            "SWITCHYARD__REDIS__CLUSTER_PARTITIONS",
+            PARTITIONS.to_string(),
+        ),
+        ("SWITCHYARD__REDIS__PREFIX", prefix),
+    ];
+    crate::cluster::sigkilled_node_leaves_presence(&a, &engine).await;
+}
+
+#[actix_web::test]
+async fn graceful_shutdown_removes_presence_at_once_on_a_redis_cluster() {
+    let rc = RedisCluster::start().await;
+    let prefix = unique_prefix();
+    let a = node(&rc, &prefix, |s| s.presence.node_ttl_secs = 600).await;
+    let b = node(&rc, &prefix, |s| s.presence.node_ttl_secs = 600).await;
+    crate::cluster::graceful_shutdown_removes_presence(&a, b).await;
+}
+
+/// The masters (by port) holding keys of this test's `prefix` that match `pattern` (a glob
+/// after the prefix, e.g. `*:presence:*`).
+async fn masters_holding(rc: &RedisCluster, prefix: &str, pattern: &str) -> BTreeSet<u16> {
+    let mut out = BTreeSet::new();
+    for m in rc
+        .nodes()
+        .await
+        .iter()
+        .filter(|n| n.master && !n.slots.is_empty())
+    {
+        let found = cli(m.port, &["KEYS", &format!("*{prefix}{pattern}")])
+            .await
+            .unwrap_or_default();
+        if found.lines().any(|k| !k.is_empty()) {
+            out.insert(m.port);
+        }
+    }
+    out
+}
+
+#[actix_web::test]
+async fn presence_and_heartbeats_are_spread_over_the_masters() {
+    /// Tenants whose presence partitions fall on more than one master (a fixed set: the hash
+    /// and the cluster's slot ranges are deterministic); before presence was spread, all of
+    /// them, and every heartbeat, were on one master.
+    const TENANTS: [&str; 8] = ["t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7"];
+    let rc = RedisCluster::start().await;
+    let prefix = unique_prefix();
+    let a = node(&rc, &prefix, |_| {}).await;
+    let b = node(&rc, &prefix, |_| {}).await;
+    let mut clients = Vec::new();
+    for (i, tenant) in TENANTS.into_iter().enumerate() {
+        let n = if i % 2 == 0 { &a } else { &b };
+        clients.push(n.connect(&customer(tenant, "u1", None)).await);
+    }
+    for c in &mut clients {
+        c.ping().await;
+    }
+    eventually("every tenant's presence recorded", || async {
+        let mut recorded = 0;
+        for tenant in TENANTS {
+            let (_, p) = a
+                .get(
+                    &format!("/api/v1/tenants/{tenant}/presence"),
+                    Some(&token(&admin(tenant))),
+                )
+                .await;
+            recorded += usize::from(p["connections"] == 1);
+        }
+        (recorded == TENANTS.len()).then_some(())
+    })
+    .await;
+    let presence = masters_holding(&rc, &prefix, "*:presence:*:users").await;
+    assert!(
+        presence.len() > 1,
+        "the tenants' presence keys are on more than one master: {presence:?}"
+    );
+    let heartbeats = masters_holding(&rc, &prefix, "*:nodes").await;
+    assert!(
+        heartbeats.len() > 1,
+        "node heartbeats are on more than one master: {heartbeats:?}"
+    );
+    // The operator's tenant list gathers every partition, on either node.
+    for n in [&a, &b] {
+        let (status, body) = n
+            .get("/api/v1/admin/tenants", Some(&token(&operator())))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let listed: BTreeSet<&str> = body["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["tenantKey"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, BTreeSet::from(TENANTS), "{body}");
+    }
+}

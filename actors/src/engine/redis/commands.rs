@@ -30,7 +30,8 @@ pub struct ClusterConfig {
     /// Redis Cluster seed nodes as URLs (TLS, user name and password as in `url`); when not
     /// empty, the engine runs on the Redis Cluster (sharded pub/sub) and `url` is not used.
     pub cluster_nodes: Vec<String>,
-    /// Partitions channels are hashed into on a Redis Cluster (one sharded pub/sub channel each).
+    /// Partitions channels are hashed into on a Redis Cluster (one sharded pub/sub channel each);
+    /// tenants' presence is hashed into as many presence partitions.
     pub cluster_partitions: u32,
     /// A publish is acknowledged only once this many replicas have it (`WAIT`); 0 = on the
     /// master's word.

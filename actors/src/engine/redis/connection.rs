@@ -43,6 +43,10 @@ pub enum Target {
         /// Publishes acknowledged by replicas: `WAIT` holds a node's connection until they
         /// answer, so it gets its own and other commands do not queue behind it.
         acked: std::sync::Mutex<Option<ClusterConnection>>,
+        /// Held while one of the two is made: many commands start at once (presence walks every
+        /// partition concurrently), and each would otherwise build a whole cluster connection
+        /// (one to every Redis node, plus the slot map) only for all but one to be thrown away.
+        connecting: tokio::sync::Mutex<()>,
         /// Its replies' deadline (a command's plus the replicas' wait).
         acked_timeout: Duration,
     },
@@ -90,6 +94,7 @@ impl Target {
             pubsub: build(redis::ProtocolVersion::RESP3)?,
             conn: std::sync::Mutex::new(None),
             acked: std::sync::Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
             acked_timeout,
         })
     }
@@ -114,10 +119,16 @@ impl Target {
                 commands,
                 conn,
                 acked: acked_conn,
+                connecting,
                 acked_timeout,
                 ..
             } => {
                 let conn = if acked { acked_conn } else { conn };
+                if let Some(c) = conn.lock().expect("not poisoned").clone() {
+                    return Ok(Conn::Cluster(c));
+                }
+                let _making = connecting.lock().await;
+                // Another caller may have made it while this one waited.
                 if let Some(c) = conn.lock().expect("not poisoned").clone() {
                     return Ok(Conn::Cluster(c));
                 }

@@ -2,14 +2,19 @@
 //! (documented in `docs/cluster.md`), in one of two layouts:
 //!
 //! - **single Redis**: a channel's keys share the hash tag `{<channel>}`; its pub/sub channel is
-//!   `{prefix}:ch:{channel}` (classic `PUBLISH`/`SUBSCRIBE`).
+//!   `{prefix}:ch:{channel}` (classic `PUBLISH`/`SUBSCRIBE`). Presence and heartbeats are one
+//!   presence partition whose keys start `<prefix>:` (unchanged from earlier versions).
 //! - **Redis Cluster**: channels map to `redis.cluster_partitions` partitions by a stable hash
 //!   ([`partition_of`]); a partition's sharded pub/sub channel and every key that changes with a
 //!   publish (offset, epoch, history, idempotency marks) share the hash tag `{p<n>}`, so the
 //!   publish script is one atomic step on one shard and a node holds one `SSUBSCRIBE` per
-//!   partition it listens to. The node-wide keys (ingest stream, heartbeats, presence) carry
-//!   the hash tag `{prefix}` so the presence scripts, which read keys they derive, stay on one
-//!   slot.
+//!   partition it listens to. Presence is spread the same way, by tenant, over as many
+//!   *presence partitions*: every key a presence script touches for a tenant (its connections
+//!   per node, its user counts, the node's tenants, pending offlines, the nodes' heartbeats)
+//!   shares the hash tag `{q<n>}` of the tenant's partition, so each presence script (which
+//!   also reads keys it derives from [`Keys::presence_stem`]) stays on one slot, and no shard
+//!   holds all tenants' presence or all heartbeats. The ingest stream carries the hash tag
+//!   `{prefix}`.
 
 use crate::channel::ChannelName;
 use crate::ids::{NodeId, TenantKey};
@@ -29,7 +34,7 @@ pub fn partition_of(channel: &str, partitions: u32) -> u32 {
 #[derive(Clone, Debug)]
 pub struct Keys {
     prefix: String,
-    /// Prefix of the node-wide keys: `prefix` on a single Redis, `{prefix}` on a cluster.
+    /// Prefix of the ingest stream: `prefix` on a single Redis, `{prefix}` on a cluster.
     meta: String,
     /// `Some(n)`: the Redis Cluster layout with `n` partitions.
     partitions: Option<u32>,
@@ -56,12 +61,6 @@ impl Keys {
 
     pub fn prefix(&self) -> &str {
         &self.prefix
-    }
-
-    /// Prefix of the node-wide keys (ingest, heartbeats, presence); the presence scripts build
-    /// key names from it.
-    pub fn meta_prefix(&self) -> &str {
-        &self.meta
     }
 
     /// Whether this is the Redis Cluster layout (sharded pub/sub).
@@ -117,30 +116,56 @@ impl Keys {
         format!("{}:ingest", self.meta)
     }
 
-    /// `{prefix}:nodes`: sorted set of node ids scored by their last heartbeat (ms).
-    pub fn nodes(&self) -> String {
-        format!("{}:nodes", self.meta)
+    /// The presence partitions: one (`0`) on a single Redis, `redis.cluster_partitions` on a
+    /// cluster. Heartbeats, sweeps and tenant listings walk them all.
+    pub fn presence_partitions(&self) -> std::ops::Range<u32> {
+        0..self.partitions.unwrap_or(1)
     }
 
-    /// `{prefix}:node:{node}:tenants`: tenants a node has presence entries for.
-    pub fn node_tenants(&self, node: &NodeId) -> String {
-        format!("{}:node:{node}:tenants", self.meta)
+    /// The presence partition holding `tenant`'s presence: [`partition_of`] its key (`0` on a
+    /// single Redis).
+    pub fn presence_partition(&self, tenant: &TenantKey) -> u32 {
+        self.partitions
+            .map_or(0, |n| partition_of(tenant.as_str(), n))
     }
 
-    /// `{prefix}:presence:{t}:node:{node}`: a node's connections of a tenant.
+    /// The stem of presence partition `q`'s keys (the presence scripts derive key names from
+    /// it): `<prefix>` on a single Redis, `<prefix>:{q<n>}` on a cluster.
+    pub fn presence_stem(&self, q: u32) -> String {
+        match self.partitions {
+            None => self.prefix.clone(),
+            Some(_) => format!("{}:{{q{q}}}", self.prefix),
+        }
+    }
+
+    /// `<stem>:nodes`: sorted set of node ids scored by their last heartbeat (ms); on a cluster
+    /// every node beats into each presence partition's own.
+    pub fn nodes(&self, q: u32) -> String {
+        format!("{}:nodes", self.presence_stem(q))
+    }
+
+    /// `<stem>:node:<node>:tenants`: the tenants of partition `q` a node has presence entries
+    /// for.
+    pub fn node_tenants(&self, q: u32, node: &NodeId) -> String {
+        format!("{}:node:{node}:tenants", self.presence_stem(q))
+    }
+
+    /// `<stem>:presence:<t>:node:<node>`: a node's connections of a tenant.
     pub fn presence_conns(&self, tenant: &TenantKey, node: &NodeId) -> String {
-        format!("{}:presence:{tenant}:node:{node}", self.meta)
+        let stem = self.presence_stem(self.presence_partition(tenant));
+        format!("{stem}:presence:{tenant}:node:{node}")
     }
 
-    /// `{prefix}:presence:{t}:users`: connections per user across the cluster.
+    /// `<stem>:presence:<t>:users`: connections per user across the cluster.
     pub fn presence_users(&self, tenant: &TenantKey) -> String {
-        format!("{}:presence:{tenant}:users", self.meta)
+        let stem = self.presence_stem(self.presence_partition(tenant));
+        format!("{stem}:presence:{tenant}:users")
     }
 
-    /// `{prefix}:presence:pending-offline`: sorted set of "tenant\tuser" scored by the time
-    /// their UserOffline is due.
-    pub fn presence_pending(&self) -> String {
-        format!("{}:presence:pending-offline", self.meta)
+    /// `<stem>:presence:pending-offline`: sorted set of "tenant\tuser" (of partition `q`'s
+    /// tenants) scored by the time their UserOffline is due.
+    pub fn presence_pending(&self, q: u32) -> String {
+        format!("{}:presence:pending-offline", self.presence_stem(q))
     }
 }
 
@@ -155,6 +180,46 @@ mod tests {
         assert_eq!(k.pubsub(ch.as_str()), "sy:ch:tenant:a:broadcast");
         assert_eq!(k.offset(&ch), "sy:{tenant:a:broadcast}:offset");
         assert_eq!(k.ingest(), "sy:ingest");
+    }
+
+    #[test]
+    fn the_single_redis_presence_layout_is_one_partition_under_the_prefix() {
+        let k = Keys::new("sy");
+        let (t, node) = (TenantKey::parse("acme").unwrap(), NodeId("n1".into()));
+        assert_eq!(k.presence_partitions(), 0..1);
+        assert_eq!(k.presence_partition(&t), 0);
+        assert_eq!(k.presence_stem(0), "sy");
+        assert_eq!(k.nodes(0), "sy:nodes");
+        assert_eq!(k.node_tenants(0, &node), "sy:node:n1:tenants");
+        assert_eq!(k.presence_conns(&t, &node), "sy:presence:acme:node:n1");
+        assert_eq!(k.presence_users(&t), "sy:presence:acme:users");
+        assert_eq!(k.presence_pending(0), "sy:presence:pending-offline");
+    }
+
+    #[test]
+    fn the_cluster_layout_spreads_presence_with_one_hash_tag_per_tenant_partition() {
+        let k = Keys::cluster("sy", 64);
+        let (t, node) = (TenantKey::parse("acme").unwrap(), NodeId("n1".into()));
+        let q = partition_of("acme", 64);
+        assert_eq!(k.presence_partition(&t), q);
+        assert_eq!(k.presence_partitions(), 0..64);
+        let tag = format!("sy:{{q{q}}}:");
+        for key in [
+            k.nodes(q),
+            k.node_tenants(q, &node),
+            k.presence_conns(&t, &node),
+            k.presence_users(&t),
+            k.presence_pending(q),
+        ] {
+            assert!(key.starts_with(&tag), "{key}");
+        }
+        assert_eq!(k.presence_users(&t), format!("{tag}presence:acme:users"));
+        assert_eq!(k.presence_stem(q), format!("sy:{{q{q}}}"));
+        // Tenants spread: not every tenant in one partition.
+        let spread: std::collections::BTreeSet<u32> = (0..16)
+            .map(|i| k.presence_partition(&TenantKey::parse(&format!("t{i}")).unwrap()))
+            .collect();
+        assert!(spread.len() > 1, "{spread:?}");
     }
 
     #[test]
@@ -176,8 +241,6 @@ mod tests {
         assert_eq!(k.offset(&ch), format!("sy:{tag}:tenant:a:broadcast:offset"));
         assert_eq!(k.pubsub(ch.as_str()), format!("sy:{tag}:ch"));
         assert_eq!(k.ingest(), "{sy}:ingest");
-        assert_eq!(k.nodes(), "{sy}:nodes");
-        assert_eq!(k.meta_prefix(), "{sy}");
     }
 
     #[test]

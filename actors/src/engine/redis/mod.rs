@@ -7,7 +7,7 @@
 //! | `commands.rs` | [`Cluster`]: the command handle (publish, positions, recovery) and its settings |
 //! | `connection.rs` | one Redis or a Redis Cluster: command connections, pub/sub (`SUBSCRIBE` or sharded `SSUBSCRIBE`) |
 //! | `bridge.rs` | [`bridge::RedisBridge`]: the node's pub/sub connection, relaying into the shards |
-//! | `presence.rs` | [`RedisPresence`]: cluster-wide presence, its commands (connections per node, heartbeats, offline) and its janitor |
+//! | `presence.rs` | [`RedisPresence`]: cluster-wide presence (spread over presence partitions on a Redis Cluster), its commands (connections per node, heartbeats, offline) and its janitor |
 //! | `ingest.rs` | the ingest stream: back ends publishing by `XADD` |
 //! | `keys.rs`, `scripts.rs` | key names and the Lua scripts |
 

@@ -4,16 +4,25 @@
 //! "first connection anywhere" / "last connection anywhere". A node killed without warning is
 //! removed by any other node's janitor once its heartbeat is older than `node_ttl`.
 //!
+//! Presence lives in *presence partitions* (`keys.rs`): one on a single Redis; on a Redis
+//! Cluster a tenant's presence is in the partition its key hashes to, and each partition has its
+//! own pending offlines, node tenant sets and heartbeats, so every script runs on one slot and
+//! the partitions spread over the shards. A node beats into every partition (one small script
+//! each, sent concurrently), and whatever walks the cluster (the heartbeat, the offline sweep, the
+//! tenant listing, a graceful stop) does so partition by partition; a tenant's snapshot reads
+//! its one partition.
+//!
 //! Redis decides "first connection anywhere" (announce `UserOnline` at once) and schedules
 //! `UserOffline` after the grace period; the [`PresenceJanitor`] actor hands out the due ones
 //! (each to exactly one node), refreshes this node's heartbeat, and removes the presence of nodes
-//! that stopped beating. It runs on its own timers; no messages from outside.
+//! that stopped beating (in the same script as the beat, so each dead node is removed once per
+//! partition). It runs on its own timers; no messages from outside.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use actix::prelude::*;
-use futures_util::future::BoxFuture;
+use futures_util::future::{join_all, BoxFuture};
 use futures_util::FutureExt;
 use redis::Script;
 
@@ -44,12 +53,13 @@ impl Cluster {
         role: Role,
     ) -> Result<bool, ClusterError> {
         let k = self.keys();
+        let q = k.presence_partition(tenant);
         let script = Script::new(scripts::PRESENCE_CONNECT);
         let mut inv = script.prepare_invoke();
         inv.key(k.presence_conns(tenant, self.node()))
             .key(k.presence_users(tenant))
-            .key(k.node_tenants(self.node()))
-            .key(k.presence_pending())
+            .key(k.node_tenants(q, self.node()))
+            .key(k.presence_pending(q))
             .arg(conn.0)
             .arg(user.as_str())
             .arg(role.as_str())
@@ -79,7 +89,7 @@ impl Cluster {
         let mut inv = script.prepare_invoke();
         inv.key(k.presence_conns(tenant, self.node()))
             .key(k.presence_users(tenant))
-            .key(k.presence_pending())
+            .key(k.presence_pending(k.presence_partition(tenant)))
             .arg(conn.0)
             .arg(user.as_str())
             .arg(tenant.as_str())
@@ -90,54 +100,85 @@ impl Cluster {
         Ok(last == 1)
     }
 
-    /// Takes the UserOffline announcements that are due (each goes to exactly one caller).
+    /// Runs `each` on every presence partition at once (on a cluster they are spread over the
+    /// shards; the cluster connection sends each to its shard) and collects the results; the
+    /// first error, if any, after every partition was tried.
+    async fn per_partition<T, F, Fut>(&self, each: F) -> Result<Vec<T>, ClusterError>
+    where
+        F: Fn(u32) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClusterError>>,
+    {
+        join_all(self.keys().presence_partitions().map(each))
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// Takes the UserOffline announcements that are due, in every presence partition (each
+    /// goes to exactly one caller).
     pub async fn presence_due(&self) -> Result<Vec<(TenantKey, String)>, ClusterError> {
-        let k = self.keys();
-        let script = Script::new(scripts::PRESENCE_DUE);
-        let mut inv = script.prepare_invoke();
-        inv.key(k.presence_pending())
-            .arg(now_millis())
-            .arg(k.meta_prefix());
-        let flat: Vec<String> = self
-            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+        let now = now_millis();
+        let script = &Script::new(scripts::PRESENCE_DUE);
+        let per = self
+            .per_partition(|q| async move {
+                let k = self.keys();
+                let mut inv = script.prepare_invoke();
+                inv.key(k.presence_pending(q))
+                    .arg(now)
+                    .arg(k.presence_stem(q));
+                self.run(|mut c| async move { inv.invoke_async::<Vec<String>>(&mut c).await })
+                    .await
+            })
             .await?;
-        Ok(flat
-            .chunks(2)
+        Ok(per
+            .iter()
+            .flat_map(|flat| flat.chunks(2))
             .filter_map(|p| Some((TenantKey::parse(&p[0]).ok()?, p.get(1)?.clone())))
             .collect())
     }
 
-    /// Refreshes this node's heartbeat and its presence hashes' time-to-live.
-    pub async fn heartbeat(&self) -> Result<(), ClusterError> {
-        let k = self.keys().clone();
-        let node = self.node().clone();
-        let ttl = self.presence_data_ttl_ms() as i64;
-        self.run(|mut c| async move {
-            let tenants: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(k.node_tenants(&node))
-                .query_async(&mut c)
-                .await?;
-            let mut pipe = redis::pipe();
-            pipe.zadd(k.nodes(), node.0.as_ref(), now_millis()).ignore();
-            pipe.pexpire(k.node_tenants(&node), ttl).ignore();
-            for t in tenants {
-                if let Ok(t) = TenantKey::parse(&t) {
-                    pipe.pexpire(k.presence_conns(&t, &node), ttl).ignore();
-                }
-            }
-            pipe.query_async::<()>(&mut c).await
-        })
-        .await
+    /// This node's heartbeat in every presence partition (refreshing its presence's
+    /// time-to-live there), and the removal of the nodes that stopped beating: returns each
+    /// removed node with the connections removed with it.
+    pub async fn heartbeat(&self) -> Result<HashMap<NodeId, u64>, ClusterError> {
+        let now = now_millis();
+        let dead_before = now.saturating_sub(self.config().node_ttl.as_millis() as u64);
+        let (ttl, due) = (self.presence_data_ttl_ms(), self.offline_due());
+        let script = &Script::new(scripts::PRESENCE_BEAT);
+        let per = self
+            .per_partition(|q| async move {
+                let k = self.keys();
+                let mut inv = script.prepare_invoke();
+                inv.key(k.nodes(q))
+                    .key(k.presence_pending(q))
+                    .key(k.node_tenants(q, self.node()))
+                    .arg(k.presence_stem(q))
+                    .arg(self.node().0.as_ref())
+                    .arg(now)
+                    .arg(ttl)
+                    .arg(dead_before)
+                    .arg(due);
+                self.run(
+                    |mut c| async move { inv.invoke_async::<Vec<(String, u64)>>(&mut c).await },
+                )
+                .await
+            })
+            .await?;
+        let mut removed = HashMap::new();
+        for (node, n) in per.into_iter().flatten() {
+            *removed.entry(NodeId(node.into())).or_default() += n;
+        }
+        Ok(removed)
     }
 
-    /// Nodes whose heartbeat is within `node_ttl`.
-    pub async fn live_nodes(&self) -> Result<Vec<NodeId>, ClusterError> {
-        let k = self.keys().clone();
+    /// Nodes of presence partition `q` whose heartbeat is within `node_ttl`.
+    async fn live_nodes(&self, q: u32) -> Result<Vec<NodeId>, ClusterError> {
+        let key = self.keys().nodes(q);
         let since = now_millis().saturating_sub(self.config().node_ttl.as_millis() as u64);
         let nodes: Vec<String> = self
             .run(|mut c| async move {
                 redis::cmd("ZRANGEBYSCORE")
-                    .arg(k.nodes())
+                    .arg(key)
                     .arg(since)
                     .arg("+inf")
                     .query_async(&mut c)
@@ -147,78 +188,67 @@ impl Cluster {
         Ok(nodes.into_iter().map(|n| NodeId(n.into())).collect())
     }
 
-    /// Every tenant with connections on a live node (the union of the nodes' tenant sets).
+    /// Every tenant with connections on a live node (the union, over the presence partitions,
+    /// of the live nodes' tenant sets there).
     pub async fn presence_tenants(&self) -> Result<Vec<TenantKey>, ClusterError> {
-        let nodes = self.live_nodes().await?;
-        if nodes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = nodes.iter().map(|n| self.keys().node_tenants(n)).collect();
-        let mut tenants: Vec<String> = self
-            .run(|mut c| {
-                let keys = keys.clone();
-                async move { redis::cmd("SUNION").arg(keys).query_async(&mut c).await }
+        let per = self
+            .per_partition(|q| async move {
+                let nodes = self.live_nodes(q).await?;
+                if nodes.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let keys: Vec<String> = nodes
+                    .iter()
+                    .map(|n| self.keys().node_tenants(q, n))
+                    .collect();
+                self.run(|mut c| async move {
+                    redis::cmd("SUNION")
+                        .arg(keys)
+                        .query_async::<Vec<String>>(&mut c)
+                        .await
+                })
+                .await
             })
             .await?;
-        tenants.sort();
-        Ok(tenants
+        let mut tenants: Vec<TenantKey> = per
             .into_iter()
+            .flatten()
             .filter_map(|t| TenantKey::parse(&t).ok())
-            .collect())
+            .collect();
+        tenants.sort();
+        Ok(tenants)
     }
 
-    /// Removes a node's presence and its entry; returns how many connections went with it.
-    /// Only the caller whose `ZREM` removed a dead node does the work, so it happens once.
-    pub async fn drop_node(&self, node: &NodeId) -> Result<u64, ClusterError> {
-        let k = self.keys().clone();
-        let n = node.clone();
-        let removed: i64 = self
-            .run(|mut c| async move {
-                redis::cmd("ZREM")
-                    .arg(k.nodes())
-                    .arg(n.0.as_ref())
-                    .query_async(&mut c)
+    /// Removes this node's presence and heartbeat from every presence partition (its graceful
+    /// stop); returns how many connections went with it.
+    pub async fn drop_own_presence(&self) -> Result<u64, ClusterError> {
+        let due = self.offline_due();
+        let script = &Script::new(scripts::PRESENCE_DROP_NODE);
+        let per = self
+            .per_partition(|q| async move {
+                let k = self.keys();
+                let mut inv = script.prepare_invoke();
+                inv.key(k.nodes(q))
+                    .key(k.presence_pending(q))
+                    .arg(k.presence_stem(q))
+                    .arg(self.node().0.as_ref())
+                    .arg(due);
+                self.run(|mut c| async move { inv.invoke_async::<u64>(&mut c).await })
                     .await
             })
             .await?;
-        if removed == 0 && node != self.node() {
-            return Ok(0);
-        }
-        let k = self.keys();
-        let script = Script::new(scripts::PRESENCE_DROP_NODE);
-        let mut inv = script.prepare_invoke();
-        inv.key(k.node_tenants(node))
-            .key(k.presence_pending())
-            .arg(k.meta_prefix())
-            .arg(node.0.as_ref())
-            .arg(self.offline_due());
-        self.run(|mut c| async move { inv.invoke_async(&mut c).await })
-            .await
+        Ok(per.into_iter().sum())
     }
 
-    /// Nodes whose heartbeat is older than `node_ttl`.
-    pub async fn dead_nodes(&self) -> Result<Vec<NodeId>, ClusterError> {
-        let k = self.keys().clone();
-        let before = now_millis().saturating_sub(self.config().node_ttl.as_millis() as u64);
-        let nodes: Vec<String> = self
-            .run(|mut c| async move {
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(k.nodes())
-                    .arg("-inf")
-                    .arg(format!("({before}"))
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(nodes.into_iter().map(|n| NodeId(n.into())).collect())
-    }
-
-    /// A tenant's connections and online users across every live node.
+    /// A tenant's connections and online users across every live node (all in the tenant's
+    /// presence partition).
     pub async fn presence_snapshot(
         &self,
         tenant: &TenantKey,
     ) -> Result<TenantSnapshot, ClusterError> {
-        let nodes = self.live_nodes().await?;
+        let nodes = self
+            .live_nodes(self.keys().presence_partition(tenant))
+            .await?;
         let k = self.keys().clone();
         let t = tenant.clone();
         let hashes: Vec<Vec<(String, String)>> = self
@@ -338,7 +368,7 @@ impl PresenceEngine for RedisPresence {
     fn node_stopping(&self) -> BoxFuture<'static, ()> {
         let cluster = self.cluster.clone();
         async move {
-            match cluster.drop_node(cluster.node()).await {
+            match cluster.drop_own_presence().await {
                 Ok(n) => log::info!("presence: removed this node's {n} connections"),
                 Err(e) => log::warn!("presence: could not remove this node's connections: {e}"),
             }
@@ -364,9 +394,7 @@ impl PresenceJanitor {
         }
         let cluster = self.cluster.clone();
         let fut = async move {
-            cluster.heartbeat().await?;
-            for node in cluster.dead_nodes().await? {
-                let n = cluster.drop_node(&node).await?;
+            for (node, n) in cluster.heartbeat().await? {
                 log::info!(
                     "presence: node {node} missed its heartbeats; removed its {n} connections"
                 );

@@ -1,6 +1,9 @@
 //! The Lua scripts that make each cluster operation one atomic step in Redis.
 //!
-//! Keys per channel share the hash tag `{<channel>}` so a channel's keys stay on one slot.
+//! A channel's keys share one hash tag (`{<channel>}`, or its partition's `{p<n>}` on a Redis
+//! Cluster), and so do the keys of one presence partition (see `keys.rs`): every script touches
+//! one slot. The presence scripts also derive key names from the partition's stem (passed as an
+//! argument), which carries that hash tag.
 
 /// Publishes one event: next offset, bounded history append, PUBLISH (SPUBLISH on a Redis
 /// Cluster, where KEYS and the sharded channel share one hash tag) — atomically.
@@ -80,11 +83,12 @@ for i = 1, #entries do out[#out + 1] = entries[i][2][2] end
 return out
 "#;
 
-/// Registers a connection in cluster-wide presence.
+/// Registers a connection in cluster-wide presence. Every key is in the tenant's presence
+/// partition.
 ///
 /// KEYS: 1 this node's connections of the tenant (hash conn → "user\trole"), 2 the tenant's
-/// user counts (hash user → n), 3 this node's tenants (set), 4 pending offline announcements
-/// (sorted set "tenant\tuser" → due ms).
+/// user counts (hash user → n), 3 this node's tenants of the partition (set), 4 the partition's
+/// pending offline announcements (sorted set "tenant\tuser" → due ms).
 /// ARGV: 1 conn, 2 user, 3 role, 4 tenant, 5 time-to-live (ms).
 /// Returns 1 when this is the user's first connection anywhere (announce UserOnline), else 0 —
 /// also 0 for a reconnect within the grace period, which cancels the pending UserOffline.
@@ -101,9 +105,10 @@ end
 return 0
 "#;
 
-/// Unregisters a connection. KEYS: 1 connections, 2 user counts, 3 pending offline set.
-/// ARGV: 1 conn, 2 user, 3 tenant, 4 due time (ms). When it was the user's last connection
-/// anywhere, schedules UserOffline at the due time. Returns 1 then, else 0.
+/// Unregisters a connection. KEYS (the tenant's presence partition): 1 connections, 2 user
+/// counts, 3 pending offline set. ARGV: 1 conn, 2 user, 3 tenant, 4 due time (ms). When it was
+/// the user's last connection anywhere, schedules UserOffline at the due time. Returns 1 then,
+/// else 0.
 pub const PRESENCE_DISCONNECT: &str = r#"
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 local n = redis.call('HINCRBY', KEYS[2], ARGV[2], -1)
@@ -115,36 +120,82 @@ end
 return 0
 "#;
 
-/// Removes every connection of a node (graceful stop, or a dead node found by a janitor);
-/// users whose last connection went with it get a pending UserOffline.
-///
-/// KEYS: 1 the node's tenants set, 2 pending offline set. ARGV: 1 key prefix, 2 node id,
-/// 3 due time (ms). Returns the number of connections removed.
-pub const PRESENCE_DROP_NODE: &str = r#"
-local removed = 0
-local tenants = redis.call('SMEMBERS', KEYS[1])
-for _, t in ipairs(tenants) do
-  local conns_key = ARGV[1] .. ':presence:' .. t .. ':node:' .. ARGV[2]
-  local users_key = ARGV[1] .. ':presence:' .. t .. ':users'
-  local conns = redis.call('HGETALL', conns_key)
-  for i = 2, #conns, 2 do
-    local user = string.match(conns[i], '^([^\t]*)')
-    removed = removed + 1
-    local n = redis.call('HINCRBY', users_key, user, -1)
-    if n <= 0 then
-      redis.call('HDEL', users_key, user)
-      redis.call('ZADD', KEYS[2], ARGV[3], t .. '\t' .. user)
+/// Lua defining `drop_node(stem, node, pending, due)`: removes every connection a node has in
+/// one presence partition (`stem`, see `keys.rs`) and its tenants set there; users whose last
+/// connection went with it get a pending UserOffline at `due`. Returns the connections removed.
+/// Shared by [`PRESENCE_DROP_NODE`] and [`PRESENCE_BEAT`].
+macro_rules! drop_node_lua {
+    () => {
+        r#"
+local function drop_node(stem, node, pending, due)
+  local removed = 0
+  local tenants_key = stem .. ':node:' .. node .. ':tenants'
+  for _, t in ipairs(redis.call('SMEMBERS', tenants_key)) do
+    local conns_key = stem .. ':presence:' .. t .. ':node:' .. node
+    local users_key = stem .. ':presence:' .. t .. ':users'
+    local conns = redis.call('HGETALL', conns_key)
+    for i = 2, #conns, 2 do
+      local user = string.match(conns[i], '^([^\t]*)')
+      removed = removed + 1
+      local n = redis.call('HINCRBY', users_key, user, -1)
+      if n <= 0 then
+        redis.call('HDEL', users_key, user)
+        redis.call('ZADD', pending, due, t .. '\t' .. user)
+      end
     end
+    redis.call('DEL', conns_key)
   end
-  redis.call('DEL', conns_key)
+  redis.call('DEL', tenants_key)
+  return removed
 end
-redis.call('DEL', KEYS[1])
-return removed
-"#;
+"#
+    };
+}
 
-/// Takes the UserOffline announcements that are due. Each is taken by exactly one caller.
-/// KEYS: 1 pending offline set. ARGV: 1 now (ms), 2 key prefix.
-/// Returns {tenant1, user1, tenant2, user2, …} for users still offline.
+/// Removes a node from one presence partition (its graceful stop): its heartbeat entry and
+/// every connection it has there (see `drop_node` above).
+///
+/// KEYS: 1 the partition's nodes (sorted set), 2 its pending offline set. ARGV: 1 the
+/// partition's key stem, 2 node id, 3 due time (ms). Returns the number of connections removed.
+pub const PRESENCE_DROP_NODE: &str = concat!(
+    drop_node_lua!(),
+    r#"
+redis.call('ZREM', KEYS[1], ARGV[2])
+return drop_node(ARGV[1], ARGV[2], KEYS[2], ARGV[3])
+"#
+);
+
+/// A node's heartbeat in one presence partition, and the removal of the partition's dead nodes,
+/// in one atomic step: records this node's beat, refreshes the time-to-live of its presence
+/// there, then removes every node whose last beat is older than the limit (its entry and its
+/// connections, see `drop_node` above), so each dead node is removed by exactly one caller.
+///
+/// KEYS: 1 the partition's nodes (sorted set node → last beat ms), 2 its pending offline set,
+/// 3 this node's tenants set there. ARGV: 1 the partition's key stem, 2 this node's id, 3 now
+/// (ms), 4 presence time-to-live (ms), 5 nodes last beating before this (ms) are dead, 6 due
+/// time (ms) of the UserOffline of their users. Returns {node1, removed1, node2, removed2, …}
+/// for the dead nodes removed.
+pub const PRESENCE_BEAT: &str = concat!(
+    drop_node_lua!(),
+    r#"
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+for _, t in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  redis.call('PEXPIRE', ARGV[1] .. ':presence:' .. t .. ':node:' .. ARGV[2], ARGV[4])
+end
+local out = {}
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[5])) do
+  redis.call('ZREM', KEYS[1], node)
+  out[#out + 1] = node
+  out[#out + 1] = drop_node(ARGV[1], node, KEYS[2], ARGV[6])
+end
+return out
+"#
+);
+
+/// Takes a presence partition's UserOffline announcements that are due. Each is taken by
+/// exactly one caller. KEYS: 1 the partition's pending offline set. ARGV: 1 now (ms), 2 the
+/// partition's key stem. Returns {tenant1, user1, tenant2, user2, …} for users still offline.
 pub const PRESENCE_DUE: &str = r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 local out = {}
