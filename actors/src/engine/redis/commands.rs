@@ -32,6 +32,8 @@ pub struct ClusterConfig {
     pub cluster_nodes: Vec<String>,
     /// Partitions channels are hashed into on a Redis Cluster (one sharded pub/sub channel each).
     pub cluster_partitions: u32,
+    /// Ingest streams on a Redis Cluster (each in its own hash tag, so they spread over shards).
+    pub cluster_ingest_streams: u32,
     /// A publish is acknowledged only once this many replicas have it (`WAIT`); 0 = on the
     /// master's word.
     pub replica_acks: u32,
@@ -127,7 +129,11 @@ impl Cluster {
                     config.command_timeout,
                     config.command_timeout + config.replica_ack_timeout,
                 )?,
-                Keys::cluster(&config.prefix, config.cluster_partitions),
+                Keys::cluster(
+                    &config.prefix,
+                    config.cluster_partitions,
+                    config.cluster_ingest_streams,
+                ),
             )
         };
         Ok(Self {

@@ -8,7 +8,7 @@
 //! | `connection.rs` | one Redis or a Redis Cluster: command connections, pub/sub (`SUBSCRIBE` or sharded `SSUBSCRIBE`) |
 //! | `bridge.rs` | [`bridge::RedisBridge`]: the node's pub/sub connection, relaying into the shards |
 //! | `presence.rs` | [`RedisPresence`]: cluster-wide presence, its commands (connections per node, heartbeats, offline) and its janitor |
-//! | `ingest.rs` | the ingest stream: back ends publishing by `XADD` |
+//! | `ingest.rs` | the ingest stream (one, or several spread over a Redis Cluster): back ends publishing by `XADD` |
 //! | `keys.rs`, `scripts.rs` | key names and the Lua scripts |
 
 pub mod bridge;
