@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 use crate::hub_client::{HubClient, HubOptions};
+use crate::redis_cluster_server::RedisCluster;
 use crate::redis_server::RedisServer;
 
 /// A back end of tenant `acme` (a Service token carrying `tenantKey`).
@@ -268,6 +269,37 @@ async fn existence_checks_and_close_work_across_nodes() {
         (status, code.as_deref()),
         (404, Some("Warning.Connection.NotExisted"))
     );
+}
+
+/// On a Redis Cluster nodes subscribe per partition with sharded pub/sub, which `PUBSUB NUMSUB`
+/// does not see: the existence checks read the nodes' listener marks instead.
+#[actix_web::test]
+async fn existence_checks_see_other_nodes_connections_on_a_redis_cluster() {
+    let rc = RedisCluster::start().await;
+    let prefix = unique_prefix();
+    let a = crate::redis_cluster::node(&rc, &prefix, |_| {}).await;
+    let b = crate::redis_cluster::node(&rc, &prefix, |_| {}).await;
+    let svc = token(&acme_backend());
+    let bob = start_hub(&a, &customer("acme", "bob", None), vec![]).await;
+    let id = bob.connection_id.clone().unwrap();
+    let conn = format!("/api/hubs/notifications/connections/{id}?{V}");
+    let user = format!("/api/hubs/notifications/users/bob?{V}");
+    let group = "tenant%3Aacme%3Aorder%3Ao-7";
+    let group_head = format!("/api/hubs/notifications/groups/{group}?{V}");
+    assert_eq!(head(&b, &group_head, &svc).await, 404);
+    let member = format!("/api/hubs/notifications/groups/{group}/connections/{id}?{V}");
+    let (status, _, body) = call(&b, Method::PUT, &member, Some(&svc), None).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Asked on node b, which has no local subscriber to any of them.
+    head_becomes(&b, &conn, &svc, 200).await;
+    head_becomes(&b, &user, &svc, 200).await;
+    head_becomes(&b, &group_head, &svc, 200).await;
+
+    bob.stop().await;
+    head_becomes(&b, &conn, &svc, 404).await;
+    head_becomes(&b, &user, &svc, 404).await;
+    head_becomes(&b, &group_head, &svc, 404).await;
 }
 
 #[actix_web::test]

@@ -21,6 +21,11 @@
 //! nodes (fresh slot map), resubscribes and catches up as above, so failovers and resharding
 //! lose nothing that history still holds.
 //!
+//! On a Redis Cluster the bridge also keeps this node's listener marks (see `listeners.rs`):
+//! marked on a channel's first local subscriber, unmarked after its last, and marked again for
+//! every channel after each (re)connection, so existence checks on other nodes see this node's
+//! channels even though sharded subscriptions are invisible to `PUBSUB NUMSUB`.
+//!
 //! Messages (who sends them, what they reply):
 //! - [`Interest`]: broker shard → bridge when a channel gains its first / loses its last local
 //!   subscriber; no reply.
@@ -41,6 +46,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::connection::{PushEvent, Subscriber};
+use super::listeners::ListenerMarks;
 use super::Cluster;
 use crate::channel::ChannelName;
 use crate::engine::{Delivery, Interest, Shards};
@@ -155,6 +161,8 @@ pub struct RedisBridge {
     last_error: Option<String>,
     relayed: u64,
     disconnected_since: Option<Instant>,
+    /// This node's listener marks (Redis Cluster layout only; set when the bridge starts).
+    marks: Option<ListenerMarks>,
 }
 
 impl RedisBridge {
@@ -172,6 +180,7 @@ impl RedisBridge {
             last_error: None,
             relayed: 0,
             disconnected_since: Some(Instant::now()),
+            marks: None,
         }
     }
 
@@ -221,9 +230,11 @@ impl RedisBridge {
         ctx.add_message_stream(
             events.map(move |event| Counted::new(PubSubItem { generation, event }, &meter)),
         );
-        // Resubscribe everything; channels with a known position catch up from history.
+        // Resubscribe everything; channels with a known position catch up from history. On a
+        // Redis Cluster, mark them all again too: a failover may have lost marks.
         let names: Vec<ChannelName> = self.channels.keys().cloned().collect();
         for name in names {
+            self.mark(&name, true);
             self.subscribe(ctx, name);
         }
     }
@@ -491,6 +502,11 @@ impl Actor for RedisBridge {
             .actors
             .with_label_values(&[ActorKind::RedisBridge.as_str()])
             .inc();
+        if self.cluster.keys().sharded() {
+            let (marks, writer) = ListenerMarks::start(self.cluster.clone());
+            self.marks = Some(marks);
+            ctx.spawn(actix::fut::wrap_future(writer));
+        }
         self.connect(ctx);
         ctx.spawn(actix::fut::wrap_future(self.cluster.clone().run_ingest()));
     }
@@ -556,11 +572,19 @@ impl Handler<Interest> for RedisBridge {
 }
 
 impl RedisBridge {
+    /// Queues this node's listener mark of `name` (Redis Cluster layout only).
+    fn mark(&self, name: &ChannelName, listening: bool) {
+        if let Some(marks) = &self.marks {
+            marks.set(name.clone(), listening);
+        }
+    }
+
     /// The channel got its first local subscriber: subscribe in Redis.
     fn listen(&mut self, ctx: &mut Context<Self>, name: ChannelName) {
         if self.channels.contains_key(&name) {
             return;
         }
+        self.mark(&name, true);
         // Subscribers arriving while Redis is unreachable are served locally; see `unanchored`.
         let unanchored = self.sink.is_none();
         self.channels
@@ -573,6 +597,7 @@ impl RedisBridge {
         let Some(mut state) = self.channels.remove(&name) else {
             return;
         };
+        self.mark(&name, false);
         for w in state.waiters.drain(..) {
             let _ = w.send(false);
         }

@@ -7,7 +7,9 @@
 //!   ([`partition_of`]); a partition's sharded pub/sub channel and every key that changes with a
 //!   publish (offset, epoch, history, idempotency marks) share the hash tag `{p<n>}`, so the
 //!   publish script is one atomic step on one shard and a node holds one `SSUBSCRIBE` per
-//!   partition it listens to. The ingest stream is `redis.cluster_ingest_streams` streams, each in its own
+//!   partition it listens to. A channel's listener marks (which nodes have local subscribers,
+//!   for existence checks: sharded subscriptions are invisible to `PUBSUB NUMSUB`) share that
+//!   hash tag too. The ingest stream is `redis.cluster_ingest_streams` streams, each in its own
 //!   hash tag `{i<n>}` so they spread over the shards; a draft goes to stream
 //!   [`ingest_stream_of`] of its channel. The other node-wide keys (heartbeats, presence) carry
 //!   the hash tag `{prefix}` so the presence scripts, which read keys they derive, stay on one
@@ -125,6 +127,12 @@ impl Keys {
         format!("{}seen:{id}", self.stem(channel))
     }
 
+    /// `{prefix}:{p<n>}:<channel>:listeners` (Redis Cluster layout): the set of node ids with
+    /// local subscribers to the channel, kept by each node's bridge.
+    pub fn listeners(&self, channel: &ChannelName) -> String {
+        format!("{}listeners", self.stem(channel))
+    }
+
     /// The stream a draft for `channel` is appended to: `{prefix}:ingest` on a single Redis,
     /// `{prefix}:{i<n>}:ingest` with `n` = [`ingest_stream_of`] on a Redis Cluster.
     pub fn ingest(&self, channel: &str) -> String {
@@ -204,6 +212,7 @@ mod tests {
             k.epoch(&ch),
             k.history(&ch),
             k.seen(&ch, "e1"),
+            k.listeners(&ch),
         ] {
             assert!(key.starts_with(&format!("sy:{tag}:")), "{key}");
         }
