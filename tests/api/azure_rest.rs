@@ -302,6 +302,41 @@ async fn existence_checks_see_other_nodes_connections_on_a_redis_cluster() {
     head_becomes(&b, &group_head, &svc, 404).await;
 }
 
+/// A node killed without unmarking its channels: they stop existing once its heartbeat is older
+/// than the node TTL, although its listener mark stays in Redis.
+#[actix_web::test]
+async fn a_sigkilled_nodes_channels_stop_existing_on_a_redis_cluster() {
+    let rc = RedisCluster::start().await;
+    let prefix = unique_prefix();
+    let a = crate::redis_cluster::node(&rc, &prefix, |_| {}).await;
+    // Node b is a real process, so it can really be SIGKILLed (test settings: node TTL 2 s).
+    let (mut b, port) = spawn_node_process(&[
+        ("SWITCHYARD__REDIS__CLUSTER_NODES", &rc.seeds()),
+        ("SWITCHYARD__REDIS__PREFIX", &prefix),
+        ("SWITCHYARD__PRESENCE__NODE_TTL_SECS", "2"),
+        ("SWITCHYARD__PRESENCE__HEARTBEAT_INTERVAL_MS", "200"),
+    ])
+    .await;
+    let channel = "tenant:acme:order:o-9";
+    let url = format!(
+        "ws://127.0.0.1:{port}/ws?access_token={}",
+        token(&customer("acme", "u1", None))
+    );
+    let mut on_b = WsClient::open(url).await.unwrap();
+    on_b.subscribed(channel).await;
+    let svc = token(&acme_backend());
+    let group_head = format!("/api/hubs/notifications/groups/{channel}?{V}");
+    head_becomes(&a, &group_head, &svc, 200).await;
+
+    b.start_kill().unwrap(); // SIGKILL
+    b.wait().await.unwrap();
+    let marks = crate::redis_cluster::keys(&prefix)
+        .listeners(&switchyard_actors::channel::ChannelName::parse(channel).unwrap());
+    let marked = crate::redis_cluster_server::cli(rc.ports[0], &["SMEMBERS", &marks]).await;
+    assert!(marked.is_some(), "node b's mark stays behind");
+    head_becomes(&a, &group_head, &svc, 404).await;
+}
+
 #[actix_web::test]
 async fn remove_from_all_groups_keeps_the_channels_joined_on_connect() {
     let app = spawn_app().await;

@@ -31,7 +31,7 @@ pub async fn node(rc: &RedisCluster, prefix: &str, tweak: impl FnOnce(&mut Setti
 }
 
 /// The key layout the nodes use.
-fn keys(prefix: &str) -> Keys {
+pub fn keys(prefix: &str) -> Keys {
     Keys::cluster(prefix, PARTITIONS, INGEST_STREAMS)
 }
 
