@@ -24,7 +24,8 @@
 //! On a Redis Cluster the bridge also keeps this node's listener marks (see `listeners.rs`):
 //! marked on a channel's first local subscriber, unmarked after its last, and marked again for
 //! every channel after each (re)connection, so existence checks on other nodes see this node's
-//! channels even though sharded subscriptions are invisible to `PUBSUB NUMSUB`.
+//! channels even though sharded subscriptions are invisible to `PUBSUB NUMSUB`. A channel's
+//! subscription counts as confirmed ([`WhenListening`]) once its mark is in Redis too.
 //!
 //! Messages (who sends them, what they reply):
 //! - [`Interest`]: broker shard → bridge when a channel gains its first / loses its last local
@@ -34,6 +35,7 @@
 //! - [`AttachShards`]: start-up → bridge; the shards to relay into.
 //! - [`BridgeStatus`]: the Redis engine's status (health/admin) → bridge; replies with the
 //!   connection state.
+//! - [`Marked`]: the listener-marks writer → bridge when a channel's mark is in Redis; no reply.
 //! - The bridge also runs the ingest stream's reader ([`super::ingest`]).
 
 use std::collections::HashMap;
@@ -64,6 +66,11 @@ pub struct WhenListening(pub ChannelName);
 #[rtype(result = "()")]
 pub struct AttachShards(pub Arc<dyn Shards>);
 
+/// Tells the bridge that this node's listener mark of the channel is in Redis (Redis Cluster).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Marked(pub ChannelName);
+
 /// Asks for the bridge's state.
 #[derive(Message)]
 #[rtype(result = "BridgeState")]
@@ -91,6 +98,8 @@ pub struct BridgeState {
 
 struct ChannelRelay {
     confirmed: bool,
+    /// This node's listener mark is in Redis (always true on a single Redis, which has none).
+    marked: bool,
     waiters: Vec<oneshot::Sender<bool>>,
     /// Last relayed (epoch, offset).
     last: Option<(Arc<str>, u64)>,
@@ -105,9 +114,10 @@ struct ChannelRelay {
 }
 
 impl ChannelRelay {
-    fn new(unanchored: bool) -> Self {
+    fn new(unanchored: bool, marked: bool) -> Self {
         Self {
             confirmed: false,
+            marked,
             waiters: Vec::new(),
             last: None,
             catch_up: None,
@@ -333,8 +343,10 @@ impl RedisBridge {
             return;
         };
         state.confirmed = true;
-        for w in state.waiters.drain(..) {
-            let _ = w.send(true);
+        if state.marked {
+            for w in state.waiters.drain(..) {
+                let _ = w.send(true);
+            }
         }
         let from = match (&state.last, state.unanchored) {
             (Some((epoch, offset)), _) => CatchUpFrom::After(StreamPosition {
@@ -503,7 +515,9 @@ impl Actor for RedisBridge {
             .with_label_values(&[ActorKind::RedisBridge.as_str()])
             .inc();
         if self.cluster.keys().sharded() {
-            let (marks, writer) = ListenerMarks::start(self.cluster.clone());
+            let bridge = ctx.address();
+            let (marks, writer) =
+                ListenerMarks::start(self.cluster.clone(), move |c| bridge.do_send(Marked(c)));
             self.marks = Some(marks);
             ctx.spawn(actix::fut::wrap_future(writer));
         }
@@ -587,8 +601,9 @@ impl RedisBridge {
         self.mark(&name, true);
         // Subscribers arriving while Redis is unreachable are served locally; see `unanchored`.
         let unanchored = self.sink.is_none();
+        let marked = self.marks.is_none();
         self.channels
-            .insert(name.clone(), ChannelRelay::new(unanchored));
+            .insert(name.clone(), ChannelRelay::new(unanchored, marked));
         self.subscribe(ctx, name);
     }
 
@@ -633,7 +648,7 @@ impl Handler<WhenListening> for RedisBridge {
         let Some(state) = self.channels.get_mut(&name) else {
             return Box::pin(async { false });
         };
-        if state.confirmed {
+        if state.confirmed && state.marked {
             return Box::pin(async { true });
         }
         if !connected {
@@ -642,6 +657,21 @@ impl Handler<WhenListening> for RedisBridge {
         let (tx, rx) = oneshot::channel();
         state.waiters.push(tx);
         Box::pin(async move { rx.await.unwrap_or(false) })
+    }
+}
+
+impl Handler<Marked> for RedisBridge {
+    type Result = ();
+    fn handle(&mut self, Marked(name): Marked, _: &mut Self::Context) {
+        let Some(state) = self.channels.get_mut(&name) else {
+            return;
+        };
+        state.marked = true;
+        if state.confirmed {
+            for w in state.waiters.drain(..) {
+                let _ = w.send(true);
+            }
+        }
     }
 }
 

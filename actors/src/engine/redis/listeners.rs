@@ -8,7 +8,8 @@
 //! marks the channels it has local subscribers to: its id in the set
 //! `{prefix}:{p<n>}:<channel>:listeners` (the channel's own hash tag, so the mark lives on the
 //! channel's shard), added on the node's first local subscriber and removed after its last —
-//! exactly the bridge's listen/unlisten transitions ([`ListenerMarks`]). The bridge marks every
+//! exactly the bridge's listen/unlisten transitions ([`ListenerMarks`]); the bridge confirms a
+//! channel's subscription only once its mark is written. The bridge marks every
 //! channel again after each (re)connection, because a failover can lose marks the old master had
 //! not replicated yet. A check reads the set and counts only live nodes ([`Cluster::live_nodes`],
 //! the heartbeats): a node killed without unmarking is ignored once it is declared dead. Its
@@ -86,10 +87,15 @@ pub struct ListenerMarks {
 }
 
 impl ListenerMarks {
-    /// The marks and their writer, to run until the bridge stops.
-    pub fn start(cluster: Cluster) -> (Self, impl std::future::Future<Output = ()>) {
+    /// The marks and their writer, to run until the bridge stops. `marked` is told each channel
+    /// whose mark is now in Redis (the bridge confirms a subscription only then, so a connected
+    /// client exists for every node's check at once, as on one Redis).
+    pub fn start(
+        cluster: Cluster,
+        marked: impl Fn(ChannelName) + 'static,
+    ) -> (Self, impl std::future::Future<Output = ()>) {
         let (queue, rx) = mpsc::unbounded_channel();
-        (Self { queue }, write_marks(cluster, rx))
+        (Self { queue }, write_marks(cluster, rx, marked))
     }
 
     /// Queues this node's mark of `channel`: set while `listening`, removed otherwise.
@@ -102,7 +108,11 @@ impl ListenerMarks {
 /// Applies queued marks; of several queued for one channel only the last counts. A failed write
 /// is retried with back-off (unless a later one for its channel supersedes it), so a mark is
 /// never left behind because Redis was briefly unreachable.
-async fn write_marks(cluster: Cluster, mut rx: mpsc::UnboundedReceiver<(ChannelName, bool)>) {
+async fn write_marks(
+    cluster: Cluster,
+    mut rx: mpsc::UnboundedReceiver<(ChannelName, bool)>,
+    marked: impl Fn(ChannelName),
+) {
     let mut pending: HashMap<ChannelName, bool> = HashMap::new();
     let mut delay = cluster.config().reconnect_min;
     loop {
@@ -118,10 +128,14 @@ async fn write_marks(cluster: Cluster, mut rx: mpsc::UnboundedReceiver<(ChannelN
         let mut batch: Vec<(ChannelName, bool)> = pending.drain().collect();
         let mut failed: Option<ClusterError> = None;
         while let Some((channel, listening)) = batch.pop() {
-            if let Err(e) = cluster.mark_listening(&channel, listening).await {
-                pending.insert(channel, listening);
-                pending.extend(batch.drain(..));
-                failed = Some(e);
+            match cluster.mark_listening(&channel, listening).await {
+                Ok(()) if listening => marked(channel),
+                Ok(()) => {}
+                Err(e) => {
+                    pending.insert(channel, listening);
+                    pending.extend(batch.drain(..));
+                    failed = Some(e);
+                }
             }
         }
         match failed {
