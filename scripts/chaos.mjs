@@ -343,6 +343,8 @@ const CLUSTER_BUS_OFFSET = 10_000;
 const MAX_CLUSTER_PORT = 65_535 - CLUSTER_BUS_OFFSET;
 /** `redis.cluster_partitions` (config/default.toml); the run hashes its channels the same way. */
 const CLUSTER_PARTITIONS = 64;
+/** `redis.cluster_ingest_streams` (config/default.toml); the run picks its ingest stream the same way. */
+const CLUSTER_INGEST_STREAMS = 4;
 
 /** Runs `redis-cli -h 127.0.0.1 -p port args…`; resolves to its trimmed stdout or throws. */
 function redisCli(port, args, timeoutMs = 10_000) {
@@ -366,6 +368,11 @@ function partitionOf(channel, partitions = CLUSTER_PARTITIONS) {
     h = Math.imul(h, 0x01000193) >>> 0;
   }
   return h % partitions;
+}
+
+/** The ingest stream a channel's drafts go to on a Redis Cluster: the same hash mod the stream count (docs/cluster.md). */
+function clusterIngestStream(channel) {
+  return `${REDIS_PREFIX}:{i${partitionOf(channel, CLUSTER_INGEST_STREAMS)}}:ingest`;
 }
 
 class RedisCluster {
@@ -1143,7 +1150,7 @@ async function runMode(o, mode, secs, workdir, secret) {
   const pubs = [
     restPublisher(o.restRate, nodes, ledgers[REST_CHANNEL], () => publishing),
     ingestPublisher(o.ingestRate, xadd, ledgers[INGEST_CHANNEL], () => publishing, mode,
-      clustered ? `{${REDIS_PREFIX}}:ingest` : `${REDIS_PREFIX}:ingest`),
+      clustered ? clusterIngestStream(INGEST_CHANNEL) : `${REDIS_PREFIX}:ingest`),
   ];
 
   // The faults, at fixed shares of the mode's time; each finishes before the next starts.
@@ -1193,7 +1200,7 @@ async function runMode(o, mode, secs, workdir, secret) {
     ...schedule.slice(0, 4),
     [0.52, "redis_master_sigkill_failover", async () => {
       // The victim serves what the run exercises: a chaos channel's partition or the ingest stream.
-      const key = pick([...CHANNELS.map((ch) => `${REDIS_PREFIX}:{p${partitionOf(ch)}}:ch`), `{${REDIS_PREFIX}}:ingest`]);
+      const key = pick([...CHANNELS.map((ch) => `${REDIS_PREFIX}:{p${partitionOf(ch)}}:ch`), clusterIngestStream(INGEST_CHANNEL)]);
       const slot = Number(await redisCli(cluster.alive()[0], ["CLUSTER", "KEYSLOT", key]));
       return `${key}: ` + await cluster.failover((await cluster.masterOf(slot)).port);
     }],

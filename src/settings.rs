@@ -337,6 +337,8 @@ pub struct RedisSettings {
     /// Redis Cluster seed nodes, `host:port` separated by commas; set = the Redis Cluster engine.
     pub cluster_nodes: String,
     pub cluster_partitions: u32,
+    /// Ingest streams on a Redis Cluster (drafts spread over them by channel).
+    pub cluster_ingest_streams: u32,
     pub replica_acks: u32,
     pub replica_ack_timeout_ms: u64,
 }
@@ -618,6 +620,7 @@ impl Settings {
             url,
             cluster_nodes,
             cluster_partitions: r.cluster_partitions,
+            cluster_ingest_streams: r.cluster_ingest_streams,
             replica_acks: r.replica_acks,
             replica_ack_timeout: Duration::from_millis(r.replica_ack_timeout_ms),
             prefix: r.prefix.clone(),
@@ -755,15 +758,18 @@ mod tests {
             ]
         );
         assert_eq!(c.cluster_partitions, 64, "the documented default");
+        assert_eq!(c.cluster_ingest_streams, 4, "the documented default");
         assert_eq!(c.replica_acks, 0);
         let s = load(&[
             ("SWITCHYARD__REDIS__CLUSTER_NODES", "h:1"),
             ("SWITCHYARD__REDIS__CLUSTER_PARTITIONS", "128"),
             ("SWITCHYARD__REDIS__REPLICA_ACKS", "1"),
+            ("SWITCHYARD__REDIS__CLUSTER_INGEST_STREAMS", "8"),
         ]);
         let c = s.cluster().unwrap();
         assert_eq!(c.cluster_nodes, ["redis://h:1"]);
         assert_eq!((c.cluster_partitions, c.replica_acks), (128, 1));
+        assert_eq!(c.cluster_ingest_streams, 8);
     }
 
     #[test]

@@ -3,6 +3,9 @@
 # job raising TenantCreated): append a draft to the ingest stream; exactly one Switchyard node
 # publishes it (offset, history, delivery on every node) and acknowledges it.
 #
+# One Redis only: on a Redis Cluster a draft goes to its channel's stream `<prefix>:{i<n>}:ingest`
+# (docs/cluster.md, "Redis Cluster").
+#
 # Usage: scripts/examples/publish-via-redis.sh [redis-url] [prefix] [tenant]
 #   defaults: redis://127.0.0.1:6379  switchyard  acme
 set -euo pipefail

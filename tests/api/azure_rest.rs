@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 use crate::hub_client::{HubClient, HubOptions};
+use crate::redis_cluster_server::RedisCluster;
 use crate::redis_server::RedisServer;
 
 /// A back end of tenant `acme` (a Service token carrying `tenantKey`).
@@ -268,6 +269,72 @@ async fn existence_checks_and_close_work_across_nodes() {
         (status, code.as_deref()),
         (404, Some("Warning.Connection.NotExisted"))
     );
+}
+
+/// On a Redis Cluster nodes subscribe per partition with sharded pub/sub, which `PUBSUB NUMSUB`
+/// does not see: the existence checks read the nodes' listener marks instead.
+#[actix_web::test]
+async fn existence_checks_see_other_nodes_connections_on_a_redis_cluster() {
+    let rc = RedisCluster::start().await;
+    let prefix = unique_prefix();
+    let a = crate::redis_cluster::node(&rc, &prefix, |_| {}).await;
+    let b = crate::redis_cluster::node(&rc, &prefix, |_| {}).await;
+    let svc = token(&acme_backend());
+    let bob = start_hub(&a, &customer("acme", "bob", None), vec![]).await;
+    let id = bob.connection_id.clone().unwrap();
+    let conn = format!("/api/hubs/notifications/connections/{id}?{V}");
+    let user = format!("/api/hubs/notifications/users/bob?{V}");
+    let group = "tenant%3Aacme%3Aorder%3Ao-7";
+    let group_head = format!("/api/hubs/notifications/groups/{group}?{V}");
+    // Asked on node b, which has no local subscriber to any of them; as soon as the client is
+    // connected, as on one Redis.
+    assert_eq!(head(&b, &conn, &svc).await, 200);
+    assert_eq!(head(&b, &user, &svc).await, 200);
+    assert_eq!(head(&b, &group_head, &svc).await, 404);
+    let member = format!("/api/hubs/notifications/groups/{group}/connections/{id}?{V}");
+    let (status, _, body) = call(&b, Method::PUT, &member, Some(&svc), None).await;
+    assert_eq!(status, 200, "{body}");
+    head_becomes(&b, &group_head, &svc, 200).await;
+
+    bob.stop().await;
+    head_becomes(&b, &conn, &svc, 404).await;
+    head_becomes(&b, &user, &svc, 404).await;
+    head_becomes(&b, &group_head, &svc, 404).await;
+}
+
+/// A node killed without unmarking its channels: they stop existing once its heartbeat is older
+/// than the node TTL, although its listener mark stays in Redis.
+#[actix_web::test]
+async fn a_sigkilled_nodes_channels_stop_existing_on_a_redis_cluster() {
+    let rc = RedisCluster::start().await;
+    let prefix = unique_prefix();
+    let a = crate::redis_cluster::node(&rc, &prefix, |_| {}).await;
+    // Node b is a real process, so it can really be SIGKILLed (test settings: node TTL 2 s).
+    let (mut b, port) = spawn_node_process(&[
+        ("SWITCHYARD__REDIS__CLUSTER_NODES", &rc.seeds()),
+        ("SWITCHYARD__REDIS__PREFIX", &prefix),
+        ("SWITCHYARD__PRESENCE__NODE_TTL_SECS", "2"),
+        ("SWITCHYARD__PRESENCE__HEARTBEAT_INTERVAL_MS", "200"),
+    ])
+    .await;
+    let channel = "tenant:acme:order:o-9";
+    let url = format!(
+        "ws://127.0.0.1:{port}/ws?access_token={}",
+        token(&customer("acme", "u1", None))
+    );
+    let mut on_b = WsClient::open(url).await.unwrap();
+    on_b.subscribed(channel).await;
+    let svc = token(&acme_backend());
+    let group_head = format!("/api/hubs/notifications/groups/{channel}?{V}");
+    head_becomes(&a, &group_head, &svc, 200).await;
+
+    b.start_kill().unwrap(); // SIGKILL
+    b.wait().await.unwrap();
+    let marks = crate::redis_cluster::keys(&prefix)
+        .listeners(&switchyard_actors::channel::ChannelName::parse(channel).unwrap());
+    let marked = crate::redis_cluster_server::cli(rc.ports[0], &["SMEMBERS", &marks]).await;
+    assert!(marked.is_some(), "node b's mark stays behind");
+    head_becomes(&a, &group_head, &svc, 404).await;
 }
 
 #[actix_web::test]

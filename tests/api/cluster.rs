@@ -1,12 +1,10 @@
 //! Cluster mode against real `redis-server` processes: several nodes (separate apps on separate
 //! ports) sharing one Redis.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::{stream, StreamExt};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::*;
 use crate::redis_server::RedisServer;
@@ -396,33 +394,13 @@ pub async fn sigkilled_node_leaves_presence(a: &TestApp, engine: &[(&str, String
     let mut watcher = a.connect(&service()).await;
     watcher.subscribed("tenant:acme:admins").await;
     // Node B is a real process, so it can really be SIGKILLed.
-    let mut b = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .env("SWITCHYARD__ENVIRONMENT", "test")
-        .env(
-            "SWITCHYARD_CONFIG_DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
-        )
-        .envs(engine.iter().map(|(k, v)| (k, v)))
-        .env("SWITCHYARD__PRESENCE__NODE_TTL_SECS", "2")
-        .env("SWITCHYARD__PRESENCE__HEARTBEAT_INTERVAL_MS", "200")
-        .env("SWITCHYARD__PRESENCE__OFFLINE_GRACE_MS", "300")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(b.stderr.take().unwrap()).lines();
-    let port: u16 = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("node B logs its port");
-        if let Some(rest) = line.split("listening on port ").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let mut env: Vec<(&str, &str)> = engine.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend([
+        ("SWITCHYARD__PRESENCE__NODE_TTL_SECS", "2"),
+        ("SWITCHYARD__PRESENCE__HEARTBEAT_INTERVAL_MS", "200"),
+        ("SWITCHYARD__PRESENCE__OFFLINE_GRACE_MS", "300"),
+    ]);
+    let (mut b, port) = spawn_node_process(&env).await;
     let url = format!(
         "ws://127.0.0.1:{port}/ws?access_token={}",
         token(&customer("acme", "on-b", None))
@@ -515,32 +493,13 @@ async fn other_processes_publish_through_the_ingest_stream() {
 async fn tls_to_redis_with_a_private_ca() {
     let redis = RedisServer::start_tls().await;
     let prefix = unique_prefix();
-    let mut node = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .env("SWITCHYARD__ENVIRONMENT", "test")
-        .env(
-            "SWITCHYARD_CONFIG_DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
-        )
-        .env("SWITCHYARD__REDIS__URL", redis.url())
-        .env("SWITCHYARD__REDIS__PREFIX", &prefix)
-        .env("SSL_CERT_FILE", RedisServer::ca_file())
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(node.stderr.take().unwrap()).lines();
-    let port: u16 = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("the node logs its port");
-        if let Some(rest) = line.split("listening on port ").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let ca = RedisServer::ca_file();
+    let (_node, port) = spawn_node_process(&[
+        ("SWITCHYARD__REDIS__URL", &redis.url()),
+        ("SWITCHYARD__REDIS__PREFIX", &prefix),
+        ("SSL_CERT_FILE", ca.to_str().unwrap()),
+    ])
+    .await;
     let http = awc::Client::default();
     let base = format!("http://127.0.0.1:{port}");
     eventually("the bridge over TLS", || async {

@@ -177,6 +177,37 @@ pub fn cluster_settings(s: &mut Settings, redis_url: &str, prefix: &str) {
     s.presence.offline_grace_ms = 400;
 }
 
+/// A node as a real process of the `switchyard` binary (so a test can SIGKILL it), in the test
+/// environment with `env` on top; returns the process and the port it listens on. Its log is
+/// read (and dropped) so it never blocks on a full pipe.
+pub async fn spawn_node_process(env: &[(&str, &str)]) -> (tokio::process::Child, u16) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut node = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    node.env("SWITCHYARD__ENVIRONMENT", "test")
+        .env(
+            "SWITCHYARD_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+        )
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut node = node.spawn().unwrap();
+    let mut lines = BufReader::new(node.stderr.take().unwrap()).lines();
+    let port: u16 = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the node logs its port");
+        if let Some(rest) = line.split("listening on port ").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (node, port)
+}
+
 /// A node in cluster mode.
 pub async fn spawn_cluster_node(
     redis_url: &str,

@@ -15,22 +15,29 @@ use crate::helpers::*;
 use crate::redis_cluster_server::{cli, RedisCluster};
 
 const PARTITIONS: u32 = 64;
+const INGEST_STREAMS: u32 = 4;
 
-async fn node(rc: &RedisCluster, prefix: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+/// A Switchyard node on the Redis Cluster `rc`.
+pub async fn node(rc: &RedisCluster, prefix: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let seeds = rc.seeds();
     spawn_cluster_node("", prefix, move |s| {
         s.redis.url = secrecy::SecretString::from(String::new());
         s.redis.cluster_nodes = seeds;
         s.redis.cluster_partitions = PARTITIONS;
+        s.redis.cluster_ingest_streams = INGEST_STREAMS;
         tweak(s);
     })
     .await
 }
 
+/// The key layout the nodes use.
+pub fn keys(prefix: &str) -> Keys {
+    Keys::cluster(prefix, PARTITIONS, INGEST_STREAMS)
+}
+
 /// The slot of a channel's partition (its sharded pub/sub channel and keys).
 async fn slot_of(rc: &RedisCluster, prefix: &str, channel: &str) -> u16 {
-    rc.keyslot(&Keys::cluster(prefix, PARTITIONS).pubsub(channel))
-        .await
+    rc.keyslot(&keys(prefix).pubsub(channel)).await
 }
 
 /// Reads notifications until one with event `until` arrives; returns the others' data.
@@ -105,7 +112,7 @@ async fn a_redis_cluster_carries_events_across_nodes_with_recovery_presence_and_
             "no classic PUBLISH channels: {classic}"
         );
     }
-    let keys = Keys::cluster(&prefix, PARTITIONS);
+    let keys = keys(&prefix);
     let expected: BTreeSet<String> = channels.iter().map(|c| keys.pubsub(c)).collect();
     assert_eq!(
         shard_channels, expected,
@@ -145,10 +152,12 @@ async fn a_redis_cluster_carries_events_across_nodes_with_recovery_presence_and_
     })
     .await;
 
-    // Other processes publish through the ingest stream, `{prefix}:ingest` on a cluster.
+    // Other processes publish through the ingest stream, on a cluster the channel's
+    // `{prefix}:{i<n>}:ingest`.
     let job = json!({"channel": ch, "event": "FromJob", "data": {"k": 1}, "id": "job-1"});
     let port = rc.ports[0];
-    let stream = format!("{{{prefix}}}:ingest");
+    let stream = keys.ingest(ch);
+    assert!(stream.starts_with(&format!("{prefix}:{{i")), "{stream}");
     eventually("the ingest group", || async {
         cli(port, &["XINFO", "GROUPS", &stream]).await
     })
@@ -162,6 +171,84 @@ async fn a_redis_cluster_carries_events_across_nodes_with_recovery_presence_and_
 
     let (_, ready) = a.get("/health/ready", None).await;
     assert_eq!(ready["redis"]["connected"], true, "{ready}");
+}
+
+#[actix_web::test]
+async fn ingest_drafts_spread_over_streams_on_several_masters_are_each_published_once() {
+    let rc = RedisCluster::start().await;
+    let prefix = unique_prefix();
+    let a = node(&rc, &prefix, |_| {}).await;
+    let b = node(&rc, &prefix, |_| {}).await;
+    let keys = keys(&prefix);
+
+    // The streams are spread over the shards.
+    let streams = keys.ingest_streams();
+    assert_eq!(streams.len(), INGEST_STREAMS as usize);
+    let mut masters = BTreeSet::new();
+    for s in &streams {
+        masters.insert(rc.master_of(rc.keyslot(s).await).await.port);
+    }
+    assert!(
+        masters.len() > 1,
+        "ingest streams on one master: {streams:?}"
+    );
+
+    // One channel per stream.
+    let mut by_stream: HashMap<String, String> = HashMap::new();
+    for i in 0.. {
+        let ch = format!("tenant:acme:order:o{i}");
+        by_stream.entry(keys.ingest(&ch)).or_insert(ch);
+        if by_stream.len() == streams.len() {
+            break;
+        }
+    }
+    let mut on_b = b.connect(&customer("acme", "u1", None)).await;
+    for ch in by_stream.values() {
+        assert_eq!(on_b.subscribed(ch).await["data"]["offset"], 0);
+    }
+    let port = rc.ports[0];
+    for s in &streams {
+        eventually("the ingest group on every stream", || async {
+            cli(port, &["XINFO", "GROUPS", s])
+                .await
+                .filter(|g| g.contains("switchyard"))
+        })
+        .await;
+    }
+    // No idempotency ids: a draft published twice would take a second offset.
+    const DRAFTS: u64 = 5;
+    for i in 1..=DRAFTS {
+        for (stream, ch) in &by_stream {
+            let job = json!({"channel": ch, "event": "FromJob", "data": {"i": i}});
+            cli(port, &["XADD", stream, "*", "event", &job.to_string()])
+                .await
+                .unwrap();
+        }
+    }
+    let mut got: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+    for _ in 0..DRAFTS as usize * by_stream.len() {
+        let n = on_b.recv().await;
+        assert_eq!(n["data"]["event"], "FromJob", "{n}");
+        got.entry(n["data"]["channel"].as_str().unwrap().to_owned())
+            .or_default()
+            .push((
+                n["data"]["offset"].as_u64().unwrap(),
+                n["data"]["data"]["i"].as_u64().unwrap(),
+            ));
+    }
+    for ch in by_stream.values() {
+        let expected: Vec<(u64, u64)> = (1..=DRAFTS).map(|i| (i, i)).collect();
+        assert_eq!(got[ch], expected, "{ch}: every draft once, in order");
+        // Nothing published twice later either: the next publish takes the next offset.
+        let (status, ack) = a.publish(&service(), ch, "After", json!({})).await;
+        assert_eq!((status, &ack["offset"]), (202, &json!(DRAFTS + 1)), "{ack}");
+    }
+    for s in &streams {
+        eventually("every entry acknowledged and deleted", || async {
+            (cli(port, &["XLEN", s]).await.as_deref() == Some("0")).then_some(())
+        })
+        .await;
+    }
 }
 
 /// Publishes `Tick`s from `a` until `stop` is set, recording the accepted ones' offsets.

@@ -21,6 +21,12 @@
 //! nodes (fresh slot map), resubscribes and catches up as above, so failovers and resharding
 //! lose nothing that history still holds.
 //!
+//! On a Redis Cluster the bridge also keeps this node's listener marks (see `listeners.rs`):
+//! marked on a channel's first local subscriber, unmarked after its last, and marked again for
+//! every channel after each (re)connection, so existence checks on other nodes see this node's
+//! channels even though sharded subscriptions are invisible to `PUBSUB NUMSUB`. A channel's
+//! subscription counts as confirmed ([`WhenListening`]) once its mark is in Redis too.
+//!
 //! Messages (who sends them, what they reply):
 //! - [`Interest`]: broker shard → bridge when a channel gains its first / loses its last local
 //!   subscriber; no reply.
@@ -29,6 +35,7 @@
 //! - [`AttachShards`]: start-up → bridge; the shards to relay into.
 //! - [`BridgeStatus`]: the Redis engine's status (health/admin) → bridge; replies with the
 //!   connection state.
+//! - [`Marked`]: the listener-marks writer → bridge when a channel's mark is in Redis; no reply.
 //! - The bridge also runs the ingest stream's reader ([`super::ingest`]).
 
 use std::collections::HashMap;
@@ -41,6 +48,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::connection::{PushEvent, Subscriber};
+use super::listeners::ListenerMarks;
 use super::Cluster;
 use crate::channel::ChannelName;
 use crate::engine::{Delivery, Interest, Shards};
@@ -57,6 +65,11 @@ pub struct WhenListening(pub ChannelName);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AttachShards(pub Arc<dyn Shards>);
+
+/// Tells the bridge that this node's listener mark of the channel is in Redis (Redis Cluster).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Marked(pub ChannelName);
 
 /// Asks for the bridge's state.
 #[derive(Message)]
@@ -85,6 +98,8 @@ pub struct BridgeState {
 
 struct ChannelRelay {
     confirmed: bool,
+    /// This node's listener mark is in Redis (always true on a single Redis, which has none).
+    marked: bool,
     waiters: Vec<oneshot::Sender<bool>>,
     /// Last relayed (epoch, offset).
     last: Option<(Arc<str>, u64)>,
@@ -99,9 +114,10 @@ struct ChannelRelay {
 }
 
 impl ChannelRelay {
-    fn new(unanchored: bool) -> Self {
+    fn new(unanchored: bool, marked: bool) -> Self {
         Self {
             confirmed: false,
+            marked,
             waiters: Vec::new(),
             last: None,
             catch_up: None,
@@ -155,6 +171,8 @@ pub struct RedisBridge {
     last_error: Option<String>,
     relayed: u64,
     disconnected_since: Option<Instant>,
+    /// This node's listener marks (Redis Cluster layout only; set when the bridge starts).
+    marks: Option<ListenerMarks>,
 }
 
 impl RedisBridge {
@@ -172,6 +190,7 @@ impl RedisBridge {
             last_error: None,
             relayed: 0,
             disconnected_since: Some(Instant::now()),
+            marks: None,
         }
     }
 
@@ -221,9 +240,11 @@ impl RedisBridge {
         ctx.add_message_stream(
             events.map(move |event| Counted::new(PubSubItem { generation, event }, &meter)),
         );
-        // Resubscribe everything; channels with a known position catch up from history.
+        // Resubscribe everything; channels with a known position catch up from history. On a
+        // Redis Cluster, mark them all again too: a failover may have lost marks.
         let names: Vec<ChannelName> = self.channels.keys().cloned().collect();
         for name in names {
+            self.mark(&name, true);
             self.subscribe(ctx, name);
         }
     }
@@ -322,8 +343,10 @@ impl RedisBridge {
             return;
         };
         state.confirmed = true;
-        for w in state.waiters.drain(..) {
-            let _ = w.send(true);
+        if state.marked {
+            for w in state.waiters.drain(..) {
+                let _ = w.send(true);
+            }
         }
         let from = match (&state.last, state.unanchored) {
             (Some((epoch, offset)), _) => CatchUpFrom::After(StreamPosition {
@@ -491,6 +514,13 @@ impl Actor for RedisBridge {
             .actors
             .with_label_values(&[ActorKind::RedisBridge.as_str()])
             .inc();
+        if self.cluster.keys().sharded() {
+            let bridge = ctx.address();
+            let (marks, writer) =
+                ListenerMarks::start(self.cluster.clone(), move |c| bridge.do_send(Marked(c)));
+            self.marks = Some(marks);
+            ctx.spawn(actix::fut::wrap_future(writer));
+        }
         self.connect(ctx);
         ctx.spawn(actix::fut::wrap_future(self.cluster.clone().run_ingest()));
     }
@@ -556,15 +586,24 @@ impl Handler<Interest> for RedisBridge {
 }
 
 impl RedisBridge {
+    /// Queues this node's listener mark of `name` (Redis Cluster layout only).
+    fn mark(&self, name: &ChannelName, listening: bool) {
+        if let Some(marks) = &self.marks {
+            marks.set(name.clone(), listening);
+        }
+    }
+
     /// The channel got its first local subscriber: subscribe in Redis.
     fn listen(&mut self, ctx: &mut Context<Self>, name: ChannelName) {
         if self.channels.contains_key(&name) {
             return;
         }
+        self.mark(&name, true);
         // Subscribers arriving while Redis is unreachable are served locally; see `unanchored`.
         let unanchored = self.sink.is_none();
+        let marked = self.marks.is_none();
         self.channels
-            .insert(name.clone(), ChannelRelay::new(unanchored));
+            .insert(name.clone(), ChannelRelay::new(unanchored, marked));
         self.subscribe(ctx, name);
     }
 
@@ -573,6 +612,7 @@ impl RedisBridge {
         let Some(mut state) = self.channels.remove(&name) else {
             return;
         };
+        self.mark(&name, false);
         for w in state.waiters.drain(..) {
             let _ = w.send(false);
         }
@@ -608,7 +648,7 @@ impl Handler<WhenListening> for RedisBridge {
         let Some(state) = self.channels.get_mut(&name) else {
             return Box::pin(async { false });
         };
-        if state.confirmed {
+        if state.confirmed && state.marked {
             return Box::pin(async { true });
         }
         if !connected {
@@ -617,6 +657,21 @@ impl Handler<WhenListening> for RedisBridge {
         let (tx, rx) = oneshot::channel();
         state.waiters.push(tx);
         Box::pin(async move { rx.await.unwrap_or(false) })
+    }
+}
+
+impl Handler<Marked> for RedisBridge {
+    type Result = ();
+    fn handle(&mut self, Marked(name): Marked, _: &mut Self::Context) {
+        let Some(state) = self.channels.get_mut(&name) else {
+            return;
+        };
+        state.marked = true;
+        if state.confirmed {
+            for w in state.waiters.drain(..) {
+                let _ = w.send(true);
+            }
+        }
     }
 }
 

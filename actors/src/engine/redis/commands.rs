@@ -2,7 +2,7 @@
 //! see `connection.rs`): publishing (one atomic Lua step: next offset, bounded history, PUBLISH
 //! or SPUBLISH; optionally acknowledged only once replicas have it) and channel positions and
 //! recovery from history. Presence commands are in `presence.rs`, the ingest stream in
-//! `ingest.rs`.
+//! `ingest.rs`, which nodes listen to a channel in `listeners.rs`.
 //!
 //! Guarantees (stated where they are made): offsets are per channel and cluster-wide; within one
 //! epoch they never repeat; the epoch changes only when Redis lost the channel's state. Delivery is
@@ -33,6 +33,8 @@ pub struct ClusterConfig {
     /// Partitions channels are hashed into on a Redis Cluster (one sharded pub/sub channel each);
     /// tenants' presence is hashed into as many presence partitions.
     pub cluster_partitions: u32,
+    /// Ingest streams on a Redis Cluster (each in its own hash tag, so they spread over shards).
+    pub cluster_ingest_streams: u32,
     /// A publish is acknowledged only once this many replicas have it (`WAIT`); 0 = on the
     /// master's word.
     pub replica_acks: u32,
@@ -128,7 +130,11 @@ impl Cluster {
                     config.command_timeout,
                     config.command_timeout + config.replica_ack_timeout,
                 )?,
-                Keys::cluster(&config.prefix, config.cluster_partitions),
+                Keys::cluster(
+                    &config.prefix,
+                    config.cluster_partitions,
+                    config.cluster_ingest_streams,
+                ),
             )
         };
         Ok(Self {
@@ -202,22 +208,6 @@ impl Cluster {
             self.inner.target.reset();
         }
         result
-    }
-
-    /// Whether any node subscribes to `channel`'s pub/sub channel (`PUBSUB NUMSUB`): a node's
-    /// bridge subscribes while the channel has a local subscriber there.
-    pub async fn listened(&self, channel: &ChannelName) -> Result<bool, ClusterError> {
-        let key = self.keys().pubsub(channel.as_str());
-        let counts: Vec<(String, u64)> = self
-            .run(|mut conn| async move {
-                redis::cmd("PUBSUB")
-                    .arg("NUMSUB")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
-        Ok(counts.iter().any(|(_, n)| *n > 0))
     }
 
     /// One publish attempt. `idempotency` (an event id) makes a retried publish happen once.

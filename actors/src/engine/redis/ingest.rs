@@ -1,16 +1,29 @@
 //! The ingest stream: how a process that is not a Switchyard node (a background job in any
-//! language) publishes through Redis. It appends a draft to `{prefix}:ingest`:
+//! language) publishes through Redis. On a single Redis it appends a draft to `{prefix}:ingest`:
 //!
 //! ```text
 //! XADD switchyard:ingest * event '{"channel":"tenant:acme:admins","event":"TenantCreated","data":{…}}'
 //! ```
 //!
+//! On a Redis Cluster the stream is spread over `redis.cluster_ingest_streams` streams
+//! `{prefix}:{i<n>}:ingest`, each in its own hash tag so they land on different shards; a draft
+//! goes to stream `n = fnv1a32(channel) mod streams` ([`super::keys::ingest_stream_of`]), so all
+//! drafts of one channel are in one stream, in order. With 4 streams, `tenant:acme:admins` is
+//! stream 3:
+//!
+//! ```text
+//! XADD switchyard:{i3}:ingest * event '{"channel":"tenant:acme:admins","event":"TenantCreated","data":{…}}'
+//! ```
+//!
 //! An optional `arguments` (`"message"`, `"data"` or an array) chooses what SignalR clients receive
 //! ([`crate::hub_arguments`]), as on `POST /api/v1/publish`.
 //!
-//! Every node reads the stream in one consumer group, so each entry is published exactly once
+//! Every node reads every stream in one consumer group, so each entry is published exactly once
 //! (through the same atomic publish step, idempotent by `id` when given), then acknowledged and
-//! deleted. Drafts appended before any node ran are published when the first one starts.
+//! deleted. Each stream has its own reader on its own connection: a blocking `XREADGROUP` holds
+//! its connection (on a cluster, the connection to that stream's shard), and one stream's wait
+//! must neither stall the command connection nor another stream's reader. Drafts appended
+//! before any node ran are published when the first one starts.
 //! Entries a dead node had claimed are taken over after [`CLAIM_IDLE`]; a node that comes back
 //! under the same id (a restart), or whose reading session failed mid-entry, first takes up the
 //! entries still pending on its own name, at once.
@@ -114,14 +127,24 @@ fn entry(id: redis::streams::StreamId) -> (String, Vec<(String, String)>) {
 }
 
 impl Cluster {
-    /// Consumes the ingest stream until the future is dropped; reconnects with back-off.
+    /// Consumes every ingest stream until the future is dropped, one reader each.
     pub async fn run_ingest(self) {
+        let readers = self
+            .keys()
+            .ingest_streams()
+            .into_iter()
+            .map(|stream| self.clone().run_ingest_stream(stream));
+        futures_util::future::join_all(readers).await;
+    }
+
+    /// Consumes one ingest stream until the future is dropped; reconnects with back-off.
+    async fn run_ingest_stream(self, stream: String) {
         let mut delay = self.config().reconnect_min;
         loop {
-            match self.ingest_session().await {
+            match self.ingest_session(&stream).await {
                 Ok(()) => {}
                 Err(e) => {
-                    log::warn!("ingest stream: {e}; retrying in {delay:?}");
+                    log::warn!("ingest stream {stream}: {e}; retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(self.config().reconnect_max);
                     continue;
@@ -131,18 +154,17 @@ impl Cluster {
         }
     }
 
-    async fn ingest_session(&self) -> Result<(), ClusterError> {
-        // A dedicated connection: blocking reads must not stall the command pool.
-        // Its response timeout must outlast the blocking read.
+    async fn ingest_session(&self, stream: &str) -> Result<(), ClusterError> {
+        // A dedicated connection per stream: blocking reads must not stall the command pool or
+        // each other. Its response timeout must outlast the blocking read.
         let mut conn = self
             .target()
             .dedicated(BLOCK + self.config().command_timeout)
             .await?;
-        let stream = self.keys().ingest();
         let consumer = self.node().0.to_string();
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(&stream)
+            .arg(stream)
             .arg(GROUP)
             // From the start: drafts appended before any node ever ran are published too.
             .arg("0")
@@ -161,7 +183,7 @@ impl Cluster {
                 .group(GROUP, &consumer)
                 .count(BATCH);
             let own: Option<redis::streams::StreamReadReply> =
-                redis::AsyncCommands::xread_options(&mut conn, &[&stream], &["0"], &opts).await?;
+                redis::AsyncCommands::xread_options(&mut conn, &[stream], &["0"], &opts).await?;
             let entries: Entries = own
                 .into_iter()
                 .flat_map(|r| r.keys)
@@ -172,17 +194,17 @@ impl Cluster {
                 break;
             }
             log::info!(
-                "ingest stream: taking up {} entries pending on this node",
+                "ingest stream {stream}: taking up {} entries pending on this node",
                 entries.len()
             );
             for (id, fields) in entries {
                 self.ingest_one(&id, &fields).await?;
-                self.acknowledge(&mut conn, &stream, &id).await?;
+                self.acknowledge(&mut conn, stream, &id).await?;
             }
         }
         loop {
             let claimed: (String, redis::streams::StreamRangeReply) = redis::cmd("XAUTOCLAIM")
-                .arg(&stream)
+                .arg(stream)
                 .arg(GROUP)
                 .arg(&consumer)
                 .arg(CLAIM_IDLE.as_millis() as u64)
@@ -204,13 +226,13 @@ impl Cluster {
                 .count(BATCH)
                 .block(BLOCK.as_millis() as usize);
             let read: Option<redis::streams::StreamReadReply> =
-                redis::AsyncCommands::xread_options(&mut conn, &[&stream], &[">"], &opts).await?;
+                redis::AsyncCommands::xread_options(&mut conn, &[stream], &[">"], &opts).await?;
             if let Some(r) = read {
                 entries.extend(r.keys.into_iter().flat_map(|k| k.ids).map(entry));
             }
             for (id, fields) in entries {
                 self.ingest_one(&id, &fields).await?;
-                self.acknowledge(&mut conn, &stream, &id).await?;
+                self.acknowledge(&mut conn, stream, &id).await?;
             }
         }
     }

@@ -8,13 +8,16 @@
 //!   ([`partition_of`]); a partition's sharded pub/sub channel and every key that changes with a
 //!   publish (offset, epoch, history, idempotency marks) share the hash tag `{p<n>}`, so the
 //!   publish script is one atomic step on one shard and a node holds one `SSUBSCRIBE` per
-//!   partition it listens to. Presence is spread the same way, by tenant, over as many
-//!   *presence partitions*: every key a presence script touches for a tenant (its connections
-//!   per node, its user counts, the node's tenants, pending offlines, the nodes' heartbeats)
-//!   shares the hash tag `{q<n>}` of the tenant's partition, so each presence script (which
-//!   also reads keys it derives from [`Keys::presence_stem`]) stays on one slot, and no shard
-//!   holds all tenants' presence or all heartbeats. The ingest stream carries the hash tag
-//!   `{prefix}`.
+//!   partition it listens to. A channel's listener marks (which nodes have local subscribers,
+//!   for existence checks: sharded subscriptions are invisible to `PUBSUB NUMSUB`) share that
+//!   hash tag too. Presence is spread the same way, by tenant, over as many *presence
+//!   partitions*: every key a presence script touches for a tenant (its connections per node,
+//!   its user counts, the node's tenants, pending offlines, the nodes' heartbeats) shares the
+//!   hash tag `{q<n>}` of the tenant's partition, so each presence script (which also reads
+//!   keys it derives from [`Keys::presence_stem`]) stays on one slot, and no shard holds all
+//!   tenants' presence or all heartbeats. The ingest stream is `redis.cluster_ingest_streams`
+//!   streams, each in its own hash tag `{i<n>}` so they spread over the shards; a draft goes to
+//!   stream [`ingest_stream_of`] of its channel.
 
 use crate::channel::ChannelName;
 use crate::ids::{NodeId, TenantKey};
@@ -31,13 +34,20 @@ pub fn partition_of(channel: &str, partitions: u32) -> u32 {
     h % partitions.max(1)
 }
 
+/// The ingest stream (of `streams`) a draft for `channel` is appended to on a Redis Cluster: the
+/// same FNV-1a hash as [`partition_of`], modulo the stream count, so all drafts of one channel go
+/// to one stream and keep their order there. Other publishers compute it too.
+pub fn ingest_stream_of(channel: &str, streams: u32) -> u32 {
+    partition_of(channel, streams)
+}
+
 #[derive(Clone, Debug)]
 pub struct Keys {
     prefix: String,
-    /// Prefix of the ingest stream: `prefix` on a single Redis, `{prefix}` on a cluster.
-    meta: String,
     /// `Some(n)`: the Redis Cluster layout with `n` partitions.
     partitions: Option<u32>,
+    /// Ingest streams of the Redis Cluster layout (1 on a single Redis).
+    ingest_streams: u32,
 }
 
 impl Keys {
@@ -45,17 +55,17 @@ impl Keys {
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
-            meta: prefix.to_owned(),
             partitions: None,
+            ingest_streams: 1,
         }
     }
 
-    /// The Redis Cluster layout with `partitions` partitions.
-    pub fn cluster(prefix: &str, partitions: u32) -> Self {
+    /// The Redis Cluster layout with `partitions` partitions and `ingest_streams` ingest streams.
+    pub fn cluster(prefix: &str, partitions: u32, ingest_streams: u32) -> Self {
         Self {
             prefix: prefix.to_owned(),
-            meta: format!("{{{prefix}}}"),
             partitions: Some(partitions.max(1)),
+            ingest_streams: ingest_streams.max(1),
         }
     }
 
@@ -111,9 +121,35 @@ impl Keys {
         format!("{}seen:{id}", self.stem(channel))
     }
 
-    /// `{prefix}:ingest`: the stream other processes append drafts to.
-    pub fn ingest(&self) -> String {
-        format!("{}:ingest", self.meta)
+    /// `{prefix}:{p<n>}:<channel>:listeners` (Redis Cluster layout): the set of node ids with
+    /// local subscribers to the channel, kept by each node's bridge.
+    pub fn listeners(&self, channel: &ChannelName) -> String {
+        format!("{}listeners", self.stem(channel))
+    }
+
+    /// The stream a draft for `channel` is appended to: `{prefix}:ingest` on a single Redis,
+    /// `{prefix}:{i<n>}:ingest` with `n` = [`ingest_stream_of`] on a Redis Cluster.
+    pub fn ingest(&self, channel: &str) -> String {
+        match self.partitions {
+            None => format!("{}:ingest", self.prefix),
+            Some(_) => self.ingest_stream(ingest_stream_of(channel, self.ingest_streams)),
+        }
+    }
+
+    /// Every ingest stream (each node reads them all): the one on a single Redis, or
+    /// `redis.cluster_ingest_streams` on a Redis Cluster.
+    pub fn ingest_streams(&self) -> Vec<String> {
+        match self.partitions {
+            None => vec![format!("{}:ingest", self.prefix)],
+            Some(_) => (0..self.ingest_streams)
+                .map(|n| self.ingest_stream(n))
+                .collect(),
+        }
+    }
+
+    /// `{prefix}:{i<n>}:ingest`, the `n`th ingest stream of the Redis Cluster layout.
+    fn ingest_stream(&self, n: u32) -> String {
+        format!("{}:{{i{n}}}:ingest", self.prefix)
     }
 
     /// The presence partitions: one (`0`) on a single Redis, `redis.cluster_partitions` on a
@@ -179,7 +215,8 @@ mod tests {
         let ch = ChannelName::parse("tenant:a:broadcast").unwrap();
         assert_eq!(k.pubsub(ch.as_str()), "sy:ch:tenant:a:broadcast");
         assert_eq!(k.offset(&ch), "sy:{tenant:a:broadcast}:offset");
-        assert_eq!(k.ingest(), "sy:ingest");
+        assert_eq!(k.ingest("tenant:a:broadcast"), "sy:ingest");
+        assert_eq!(k.ingest_streams(), ["sy:ingest"]);
     }
 
     #[test]
@@ -198,7 +235,7 @@ mod tests {
 
     #[test]
     fn the_cluster_layout_spreads_presence_with_one_hash_tag_per_tenant_partition() {
-        let k = Keys::cluster("sy", 64);
+        let k = Keys::cluster("sy", 64, 4);
         let (t, node) = (TenantKey::parse("acme").unwrap(), NodeId("n1".into()));
         let q = partition_of("acme", 64);
         assert_eq!(k.presence_partition(&t), q);
@@ -224,7 +261,7 @@ mod tests {
 
     #[test]
     fn the_cluster_layout_shares_one_hash_tag_per_partition() {
-        let k = Keys::cluster("sy", 64);
+        let k = Keys::cluster("sy", 64, 4);
         let ch = ChannelName::parse("tenant:a:broadcast").unwrap();
         let p = partition_of("tenant:a:broadcast", 64);
         assert!(p < 64);
@@ -235,12 +272,12 @@ mod tests {
             k.epoch(&ch),
             k.history(&ch),
             k.seen(&ch, "e1"),
+            k.listeners(&ch),
         ] {
             assert!(key.starts_with(&format!("sy:{tag}:")), "{key}");
         }
         assert_eq!(k.offset(&ch), format!("sy:{tag}:tenant:a:broadcast:offset"));
         assert_eq!(k.pubsub(ch.as_str()), format!("sy:{tag}:ch"));
-        assert_eq!(k.ingest(), "{sy}:ingest");
     }
 
     #[test]
@@ -249,5 +286,28 @@ mod tests {
         assert_eq!(partition_of("a", u32::MAX), 0xe40c292c);
         assert_eq!(partition_of("a", 64), 0xe40c292c % 64);
         assert_eq!(partition_of("anything", 1), 0);
+    }
+
+    #[test]
+    fn the_cluster_spreads_ingest_over_streams_chosen_by_channel() {
+        let k = Keys::cluster("sy", 64, 4);
+        assert_eq!(
+            k.ingest_streams(),
+            [
+                "sy:{i0}:ingest",
+                "sy:{i1}:ingest",
+                "sy:{i2}:ingest",
+                "sy:{i3}:ingest"
+            ]
+        );
+        // FNV-1a 32 of "a" is 0xe40c292c, so its drafts go to stream 0xe40c292c % 4 = 0.
+        assert_eq!(ingest_stream_of("a", 4), 0xe40c292c % 4);
+        assert_eq!(
+            k.ingest("a"),
+            format!("sy:{{i{}}}:ingest", 0xe40c292c_u32 % 4)
+        );
+        let streams: std::collections::BTreeSet<String> =
+            (0..32).map(|i| k.ingest(&format!("user:u{i}"))).collect();
+        assert_eq!(streams.len(), 4, "channels spread over every stream");
     }
 }

@@ -172,7 +172,7 @@ impl Cluster {
     }
 
     /// Nodes of presence partition `q` whose heartbeat is within `node_ttl`.
-    async fn live_nodes(&self, q: u32) -> Result<Vec<NodeId>, ClusterError> {
+    pub(super) async fn live_nodes(&self, q: u32) -> Result<Vec<NodeId>, ClusterError> {
         let key = self.keys().nodes(q);
         let since = now_millis().saturating_sub(self.config().node_ttl.as_millis() as u64);
         let nodes: Vec<String> = self
