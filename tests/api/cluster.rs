@@ -855,3 +855,48 @@ async fn a_node_back_under_its_id_publishes_the_ingest_entries_it_had_read_at_on
         "acknowledged: {pending:?}"
     );
 }
+
+/// Calls of `command` Redis has served so far (`INFO commandstats`).
+async fn redis_calls(redis: &RedisServer, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// A publish is one round trip to Redis: the node's commands share a multiplexed connection. (A
+/// connection checked out of the pool per command was checked with `UNWATCH` + `PING` each time
+/// it was reused, a second round trip per publish that halved what a publisher got through.)
+#[actix_web::test]
+async fn a_publish_costs_redis_one_round_trip_not_a_connection_check_too() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let channel = "tenant:acme:broadcast";
+    let mut on_a = a.connect(&customer("acme", "u1", None)).await;
+    on_a.subscribed(channel).await;
+    const PUBLISHES: u64 = 50;
+    let (pings, unwatches) = (
+        redis_calls(&redis, "ping").await,
+        redis_calls(&redis, "unwatch").await,
+    );
+    for i in 0..PUBLISHES {
+        let (status, ack) = a.publish(&service(), channel, "Tick", json!({"i": i})).await;
+        assert_eq!(status, 202, "{ack}");
+    }
+    assert_eq!(offsets(&mut on_a, PUBLISHES as usize).await.len(), 50);
+    let (pings, unwatches) = (
+        redis_calls(&redis, "ping").await - pings,
+        redis_calls(&redis, "unwatch").await - unwatches,
+    );
+    // Heartbeats and the bridge's own checks may ping now and then, never once per publish.
+    assert!(
+        pings < PUBLISHES / 5 && unwatches < PUBLISHES / 5,
+        "{PUBLISHES} publishes cost {pings} PINGs and {unwatches} UNWATCHes besides"
+    );
+}

@@ -254,3 +254,67 @@ async fn a_publish_redis_ran_but_whose_reply_was_lost_is_delivered_once() {
         );
     }
 }
+
+/// A publish whose first attempt ran in Redis but lost its reply, and whose retry (same event id)
+/// then reached Redis: the retry finds the event already published and must acknowledge the
+/// offset and epoch subscribers got it at. (It answered offset 0, seen in the Redis Cluster
+/// failover test: the retry reached the promoted replica, which had the first attempt's mark.)
+#[actix_web::test]
+async fn a_retried_publish_that_had_already_run_is_acknowledged_with_its_real_offset() {
+    let redis = RedisServer::start().await;
+    let proxy = Proxy::start(redis.port).await;
+    let prefix = unique_prefix();
+    let via_proxy = format!("redis://127.0.0.1:{}", proxy.port);
+    let a = spawn_cluster_node(&via_proxy, &prefix, |s| {
+        // The first attempt gives up soon; the retry comes after the proxy is mended.
+        s.redis.command_timeout_ms = 1000;
+        s.redis.publish_retry_attempts = 4;
+        s.redis.publish_retry_delay_ms = 500;
+    })
+    .await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let channel = "tenant:acme:broadcast";
+    let mut on_b = b.connect(&customer("acme", "u2", None)).await;
+    on_b.subscribed(channel).await;
+
+    let (status, ack) = a
+        .publish(&service(), channel, "Tick", json!({"i": 1}))
+        .await;
+    assert_eq!(status, 202, "{ack}");
+
+    // Only the publish carries this payload (presence scripts run on the same connections).
+    proxy.mute_after(b"reply-lost");
+    let mend = async {
+        eventually("the publish to pass the proxy", || async {
+            proxy.is_muted().then_some(())
+        })
+        .await;
+        // Its reply is thrown away; then the connection drops and later attempts get through.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        proxy.mute(false);
+        proxy.sever();
+    };
+    let publisher = service();
+    let publish = a.publish(
+        &publisher,
+        channel,
+        "Tick",
+        json!({"i": 2, "tag": "reply-lost"}),
+    );
+    let ((status, ack), ()) = tokio::join!(publish, mend);
+    assert_eq!(status, 202, "a retry got through: {ack}");
+
+    let (status, done) = b.publish(&service(), channel, "Done", json!(null)).await;
+    assert_eq!(status, 202, "{done}");
+    let got = collect_until_done(&mut on_b).await;
+    assert_eq!(
+        got.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![1, 2],
+        "each event once, in order"
+    );
+    assert_eq!(
+        (ack["offset"].as_u64(), ack["epoch"].as_str()),
+        (Some(got[1].1), Some(got[1].2.as_str())),
+        "the retry's acknowledgement names the event subscribers got: {ack}"
+    );
+}

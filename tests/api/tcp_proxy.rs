@@ -127,6 +127,12 @@ impl Proxy {
         *self.mute_after.lock().unwrap() = Some(pattern.to_vec());
     }
 
+    /// Whether the proxy is muted now (by [`Proxy::mute`], or once [`Proxy::mute_after`]'s
+    /// request passed).
+    pub fn is_muted(&self) -> bool {
+        self.mute.load(Ordering::SeqCst)
+    }
+
     /// While held, new connections wait before reaching the server.
     pub fn hold(&self, on: bool) {
         self.hold.store(on, Ordering::SeqCst);

@@ -12,15 +12,21 @@
 /// ARGV: 1 envelope up to `"offset":`, 2 envelope tail after the epoch (`,"origin":…}`),
 ///       3 pub/sub channel, 4 history size, 5 time-to-live (ms), 6 "1" when KEYS[4] is used,
 ///       7 `PUBLISH` or `SPUBLISH`.
-/// Returns {offset, epoch}, or {0, epoch} when the idempotency key says it was already published.
+/// Returns {offset, epoch}; when the idempotency key says the event was already published (a
+/// retry whose earlier attempt ran but lost its reply, on this master or, replicated, on the
+/// replica promoted in its place), the offset and epoch it was published at, which the key holds
+/// as `<offset> <epoch>`: the retry's acknowledgement names the event subscribers got. (A key of
+/// an older version holds `1` and answers offset 0.)
 ///
 /// The epoch is regenerated (and offsets restart) whenever the offset key is missing: after
 /// history loss (a Redis restart without persistence, eviction, expiry) a client's old position
 /// can never be mistaken for a new one.
 pub const PUBLISH: &str = r#"
 if ARGV[6] == "1" then
-  if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[5]) then
-    return {0, redis.call('GET', KEYS[2]) or ''}
+  local done = redis.call('GET', KEYS[4])
+  if done then
+    local offset, epoch = string.match(done, '^(%d+) (.*)$')
+    return {tonumber(offset) or 0, epoch or redis.call('GET', KEYS[2]) or ''}
   end
 end
 local epoch = redis.call('GET', KEYS[2])
@@ -40,6 +46,9 @@ if size > 0 then
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
+if ARGV[6] == "1" then
+  redis.call('SET', KEYS[4], offset .. ' ' .. epoch, 'PX', ARGV[5])
+end
 redis.call(ARGV[7], ARGV[3], env)
 return {offset, epoch}
 "#;
