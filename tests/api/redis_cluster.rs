@@ -515,7 +515,7 @@ async fn chat_and_once_only_session_expiry_across_nodes_on_a_redis_cluster() {
     // status turns Expired just before the announcement is published, so the marker goes out
     // only once all were seen.)
     let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut count = |n: &serde_json::Value, seen: &mut HashMap<String, usize>| {
+    let count = |n: &serde_json::Value, seen: &mut HashMap<String, usize>| {
         assert_eq!(n["event"], "SessionExpired", "{n}");
         *seen
             .entry(n["data"]["sessionId"].as_str().unwrap().to_owned())

@@ -84,9 +84,8 @@ impl Keys {
         match self.partitions {
             None => format!("{}:{{{channel}}}:", self.prefix),
             Some(n) => format!(
-                "{}:{{p{}}}:{channel}:",
-                self.prefix,
-                partition_of(channel.as_str(), n)
+                "{}{channel}:",
+                self.partition_stem(partition_of(channel.as_str(), n))
             ),
         }
     }
@@ -125,6 +124,29 @@ impl Keys {
     /// local subscribers to the channel, kept by each node's bridge.
     pub fn listeners(&self, channel: &ChannelName) -> String {
         format!("{}listeners", self.stem(channel))
+    }
+
+    /// The channel partitions of the Redis Cluster layout (`0..1` on a single Redis).
+    pub fn channel_partitions(&self) -> std::ops::Range<u32> {
+        0..self.partitions.unwrap_or(1)
+    }
+
+    /// The hash-tagged stem of partition `p`'s keys, `{prefix}:{p<n>}:` (Redis Cluster layout):
+    /// a channel's keys are this followed by the channel name.
+    pub fn partition_stem(&self, p: u32) -> String {
+        format!("{}:{{p{p}}}:", self.prefix)
+    }
+
+    /// `{prefix}:{p<n>}:node:<node>:listening`: the channels of partition `n` whose listener
+    /// marks carry `node` (Redis Cluster layout), so a dead node's marks can be found and removed.
+    pub fn node_listening(&self, p: u32, node: &NodeId) -> String {
+        format!("{}node:{node}:listening", self.partition_stem(p))
+    }
+
+    /// The partition of `channel` (Redis Cluster layout; `0` on a single Redis).
+    pub fn partition(&self, channel: &ChannelName) -> u32 {
+        self.partitions
+            .map_or(0, |n| partition_of(channel.as_str(), n))
     }
 
     /// The stream a draft for `channel` is appended to: `{prefix}:ingest` on a single Redis,
@@ -273,9 +295,12 @@ mod tests {
             k.history(&ch),
             k.seen(&ch, "e1"),
             k.listeners(&ch),
+            k.node_listening(p, &NodeId("n1".into())),
         ] {
             assert!(key.starts_with(&format!("sy:{tag}:")), "{key}");
         }
+        assert_eq!(k.partition(&ch), p);
+        assert_eq!(k.listeners(&ch), format!("{}tenant:a:broadcast:listeners", k.partition_stem(p)));
         assert_eq!(k.offset(&ch), format!("sy:{tag}:tenant:a:broadcast:offset"));
         assert_eq!(k.pubsub(ch.as_str()), format!("sy:{tag}:ch"));
     }

@@ -12,15 +12,25 @@
 //! channel's subscription only once its mark is written. The bridge marks every
 //! channel again after each (re)connection, because a failover can lose marks the old master had
 //! not replicated yet. A check reads the set and counts only live nodes ([`Cluster::live_nodes`],
-//! the heartbeats): a node killed without unmarking is ignored once it is declared dead. Its
-//! marks are not removed (a few bytes per channel it had; nothing cleans them up yet).
+//! the heartbeats): a node killed without unmarking is ignored once it is declared dead. Each
+//! node also keeps, per partition, the set of channels it marked there
+//! (`{prefix}:{p<n>}:node:<node>:listening`, written in the same script as the mark), so the
+//! node that finds a node dead (the presence janitor) removes its marks ([`Cluster::unmark_node`]).
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use tokio::sync::mpsc;
 
-use super::{Cluster, ClusterError};
+use redis::Script;
+
+use super::{scripts, Cluster, ClusterError};
 use crate::channel::ChannelName;
+use crate::ids::NodeId;
+
+/// Hashed once: a mark is written on every channel's first and last local subscriber.
+static MARK_LISTENING: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::MARK_LISTENING));
+static UNMARK_NODE: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::UNMARK_NODE));
 
 impl Cluster {
     /// Whether any node has a local subscriber to `channel` (see the module docs).
@@ -57,8 +67,7 @@ impl Cluster {
         }
         // The one place existence checks ask which nodes are alive. Every node beats into each
         // presence partition, so any one answers; the channel's own number spreads the reads.
-        let q = super::keys::partition_of(channel.as_str(), self.keys().presence_partitions().end);
-        let live = self.live_nodes(q).await?;
+        let live = self.live_nodes(self.keys().partition(channel)).await?;
         Ok(marked.iter().any(|m| live.iter().any(|n| *n.0 == **m)))
     }
 
@@ -68,16 +77,34 @@ impl Cluster {
         channel: &ChannelName,
         listening: bool,
     ) -> Result<(), ClusterError> {
-        let key = self.keys().listeners(channel);
-        let node = self.node().0.clone();
-        self.run(|mut conn| async move {
-            redis::cmd(if listening { "SADD" } else { "SREM" })
-                .arg(&key)
-                .arg(node.as_ref())
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await
+        let k = self.keys();
+        let mut inv = MARK_LISTENING.prepare_invoke();
+        inv.key(k.listeners(channel))
+            .key(k.node_listening(k.partition(channel), self.node()))
+            .arg(self.node().0.as_ref())
+            .arg(channel.as_str())
+            .arg(if listening { "1" } else { "0" });
+        self.run(|mut conn| async move { inv.invoke_async::<()>(&mut conn).await })
+            .await
+    }
+
+    /// Removes the listener marks of `node`, found dead, from every partition (Redis Cluster
+    /// layout; nothing to do on a single Redis). Idempotent: every node that saw it die may ask.
+    /// Returns how many marks it had.
+    pub async fn unmark_node(&self, node: &NodeId) -> Result<u64, ClusterError> {
+        if !self.keys().sharded() {
+            return Ok(0);
+        }
+        let k = self.keys();
+        let per = futures_util::future::try_join_all(k.channel_partitions().map(|p| {
+            let mut inv = UNMARK_NODE.prepare_invoke();
+            inv.key(k.node_listening(p, node))
+                .arg(node.0.as_ref())
+                .arg(k.partition_stem(p));
+            self.run(|mut conn| async move { inv.invoke_async::<u64>(&mut conn).await })
+        }))
+        .await?;
+        Ok(per.into_iter().sum())
     }
 }
 
@@ -127,15 +154,23 @@ async fn write_marks(
         while let Ok((channel, listening)) = rx.try_recv() {
             pending.insert(channel, listening);
         }
-        let mut batch: Vec<(ChannelName, bool)> = pending.drain().collect();
+        // One write per channel, all in flight at once (different channels: their order does
+        // not matter; one channel's later change waits for the next round).
+        let batch: Vec<(ChannelName, bool)> = pending.drain().collect();
+        let results = futures_util::future::join_all(
+            batch
+                .iter()
+                .map(|(channel, listening)| cluster.mark_listening(channel, *listening)),
+        )
+        .await;
         let mut failed: Option<ClusterError> = None;
-        while let Some((channel, listening)) = batch.pop() {
-            match cluster.mark_listening(&channel, listening).await {
+        for ((channel, listening), result) in batch.into_iter().zip(results) {
+            match result {
                 Ok(()) if listening => marked(channel),
                 Ok(()) => {}
                 Err(e) => {
-                    pending.insert(channel, listening);
-                    pending.extend(batch.drain(..));
+                    // A later change queued meanwhile supersedes this one.
+                    pending.entry(channel).or_insert(listening);
                     failed = Some(e);
                 }
             }

@@ -398,6 +398,13 @@ impl PresenceJanitor {
                 log::info!(
                     "presence: node {node} missed its heartbeats; removed its {n} connections"
                 );
+                // Its listener marks too (existence checks ignore a dead node's marks already;
+                // this keeps them from piling up). Several nodes may do this for one death.
+                match cluster.unmark_node(&node).await {
+                    Ok(0) => {}
+                    Ok(m) => log::info!("node {node}: removed its {m} listener marks"),
+                    Err(e) => log::warn!("node {node}: listener marks not removed: {e}"),
+                }
             }
             Ok::<_, ClusterError>(())
         };

@@ -219,3 +219,34 @@ for _, m in ipairs(due) do
 end
 return out
 "#;
+
+/// Marks or unmarks a node as listening to a channel (Redis Cluster layout), and keeps the node's
+/// index of the channels it marked in that partition, so the marks of a node that died without
+/// unmarking can be found ([`UNMARK_NODE`]).
+///
+/// KEYS: 1 the channel's listeners set, 2 the node's index in the channel's partition (same hash
+/// tag). ARGV: 1 node id, 2 channel, 3 "1" to mark, "0" to unmark.
+pub const MARK_LISTENING: &str = r#"
+if ARGV[3] == '1' then
+  redis.call('SADD', KEYS[1], ARGV[1])
+  redis.call('SADD', KEYS[2], ARGV[2])
+else
+  redis.call('SREM', KEYS[1], ARGV[1])
+  redis.call('SREM', KEYS[2], ARGV[2])
+end
+return 1
+"#;
+
+/// Removes a dead node's listener marks from one partition: every channel in its index there
+/// loses the node's mark, then the index goes. Returns how many channels it had.
+///
+/// KEYS: 1 the node's index in the partition. ARGV: 1 node id, 2 the partition's key stem
+/// (`{prefix}:{p<n>}:`; each channel's listeners set is `<stem><channel>:listeners`, same slot).
+pub const UNMARK_NODE: &str = r#"
+local channels = redis.call('SMEMBERS', KEYS[1])
+for _, channel in ipairs(channels) do
+  redis.call('SREM', ARGV[2] .. channel .. ':listeners', ARGV[1])
+end
+redis.call('DEL', KEYS[1])
+return #channels
+"#;
