@@ -399,6 +399,7 @@ impl Connection {
 
     pub(super) fn on_heartbeat(&mut self, ctx: &mut Ctx) {
         self.pulse.turn();
+        ctx.release_write_buffer();
         self.latency.flush();
         self.apply_mailbox_limit(ctx);
         // Normally a wake does this; it is the fallback when a wake could not be sent.

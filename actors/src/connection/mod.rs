@@ -10,9 +10,10 @@
 //! the timers say, and carries out the effects the core hands back (`effects.rs`). Frames are
 //! turned into requests by the connection's [`WireCodec`]; neither the actor nor the core looks
 //! inside a frame. Joins of every origin go through one path (`membership.rs`), hub methods through
-//! `invoke.rs`. Notifications arrive in its [`Outbox`] as shared envelopes whose frame for this
-//! codec's format was encoded once for the whole node; a [`Wake`] makes the actor write everything
-//! queued in one turn.
+//! `invoke.rs`. Notifications arrive in its [`Outbox`] as shared envelopes whose WebSocket frame
+//! for this codec's format was encoded once for the whole node; a [`Wake`] makes the actor copy
+//! everything queued into its context's write buffer in one turn, and the context hands that to
+//! the HTTP layer as one chunk (`socket_context.rs`).
 //!
 //! | file | owns |
 //! | --- | --- |

@@ -20,9 +20,9 @@
 //! - **One buffer, kept.** Each poll of the response body hands out everything written since the
 //!   last poll as one chunk ([`BytesMut::split`]), so many frames go out in one write. The HTTP
 //!   dispatcher copies the chunk into its own write buffer and drops it; the next write then
-//!   reuses the same allocation instead of growing a new buffer from empty every turn. A turn
-//!   that wrote more than [`KEEP_WRITE_BUFFER_BYTES`] starts a new buffer, so a burst does not
-//!   leave an idle connection holding its high-water mark.
+//!   reuses the same allocation instead of growing a new buffer from empty every turn. The actor
+//!   gives the allocation back on each heartbeat ([`SocketContext::release_write_buffer`]), so a
+//!   burst does not leave an idle connection holding its high-water mark.
 //!
 //! Reading, the handshake checks and the end of the body are `WebsocketContext`'s, unchanged:
 //! actix-http's `ws::Codec` decodes the payload (with the configured largest frame), a text frame
@@ -56,11 +56,6 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::Stream;
 use tokio::sync::oneshot;
-
-/// Bytes of write buffer a connection keeps between turns. A fan-out turn of a few dozen
-/// notifications fits; a turn that wrote more (a replay, a burst after a stall) hands its buffer
-/// out with the chunk and starts a new one, so idle connections do not each hold a burst's worth.
-pub const KEEP_WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// The connection actor's context: actix's context parts plus the write buffer (see the module
 /// docs).
@@ -168,12 +163,16 @@ where
         if self.out.is_empty() {
             return None;
         }
-        let chunk = self.out.split().freeze();
-        if chunk.len() > KEEP_WRITE_BUFFER_BYTES {
-            // The rest of that allocation goes with the chunk.
+        Some(self.out.split().freeze())
+    }
+
+    /// Gives back the write buffer's allocation unless it holds frames not handed out yet (the
+    /// next write starts a new one). The actor calls it on its heartbeat: a busy connection keeps
+    /// one buffer across its turns, an idle one does not keep its largest turn's worth.
+    pub fn release_write_buffer(&mut self) {
+        if self.out.is_empty() {
             self.out = BytesMut::new();
         }
-        Some(chunk)
     }
 }
 
@@ -436,7 +435,7 @@ mod tests {
     }
 
     #[test]
-    fn the_write_buffer_is_reused_between_turns_unless_a_turn_was_large() {
+    fn the_write_buffer_is_reused_between_turns_until_released() {
         let frame = data_frame(&[b'x'; 500], false);
         let mut ctx = context();
         ctx.write_frame(&frame);
@@ -451,11 +450,11 @@ mod tests {
         assert_eq!(second.as_ptr(), at, "the next turn writes into the same allocation");
         drop((second, elsewhere));
 
-        let large = data_frame(&vec![b'y'; KEEP_WRITE_BUFFER_BYTES], true);
-        ctx.write_frame(&large);
-        let burst = ctx.take_written().unwrap();
-        assert_eq!(burst.len(), large.len());
-        assert_eq!(ctx.out.capacity(), 0, "a burst's buffer is not kept");
+        ctx.write_frame(&frame);
+        ctx.release_write_buffer();
+        assert_eq!(ctx.take_written().unwrap(), frame, "frames not handed out are kept");
+        ctx.release_write_buffer();
+        assert_eq!(ctx.out.capacity(), 0, "an idle connection keeps no buffer");
     }
 
     #[test]
