@@ -12,8 +12,8 @@ use actix::fut::LocalBoxActorFuture;
 use actix::prelude::*;
 use serde_json::Value;
 
-use super::tracked::Origin;
 use super::socket_context::SocketContext;
+use super::tracked::Origin;
 use super::Connection;
 use crate::channel::ChannelName;
 use crate::codec::{JsonArg, Outcome, ReplyTo};
