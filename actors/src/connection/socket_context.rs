@@ -23,6 +23,10 @@
 //!   reuses the same allocation instead of growing a new buffer from empty every turn. The actor
 //!   gives the allocation back on each heartbeat ([`SocketContext::release_write_buffer`]), so a
 //!   burst does not leave an idle connection holding its high-water mark.
+//! - **No empty turns.** The dispatcher polls the body again straight after each chunk. The
+//!   actor's futures and streams are polled with a waker of the context's own (`TurnWaker`), so
+//!   that poll runs the actor only if something woke it since the chunk; `WebsocketContext` ran
+//!   a whole turn that found nothing to do.
 //!
 //! Reading, the handshake checks and the end of the body are `WebsocketContext`'s, unchanged:
 //! actix-http's `ws::Codec` decodes the payload (with the configured largest frame), a text frame
