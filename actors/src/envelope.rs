@@ -24,7 +24,7 @@ use crate::payload::Payload;
 
 /// How many encodings of one event an envelope can cache: the native frame, and two per SignalR
 /// format (the notification message, and the event's own arguments; see
-/// [`crate::codec::notification_frame`]).
+/// [`crate::codec::notification_ws_frame`]).
 pub const FRAME_SLOTS: usize = 5;
 
 /// Version of the envelope's serialized form (`v`).
@@ -161,8 +161,8 @@ pub struct Envelope {
     pub origin: NodeId,
     /// The SignalR argument list the publisher chose; `None`: the hub's default.
     pub arguments: Option<HubArguments>,
-    /// Wire frames, encoded on first use, one slot per wire format (the codecs own the slots:
-    /// [`crate::codec::notification_frame`]).
+    /// WebSocket frames, encoded on first use, one slot per wire format (the codecs own the
+    /// slots: [`crate::codec::notification_ws_frame`]).
     frames: [OnceLock<Bytes>; FRAME_SLOTS],
 }
 

@@ -492,15 +492,22 @@ async fn a_long_polling_client_that_stops_polling_with_events_waiting_is_shut_by
         200
     );
     let admin_t = token(&admin("acme"));
-    for n in 0..3 {
-        app.publish(&service(), "tenant:acme:broadcast", "Tick", json!({"n": n}))
-            .await;
-    }
-    eventually("the stalled Long Polling connection to end", || async {
-        let (_, body) = app
-            .get("/api/v1/tenants/acme/users/c1/online", Some(&admin_t))
-            .await;
-        (body["online"] == false).then_some(())
+    // Published until the connection ends, not a fixed few: the POST above returns once the
+    // handshake is queued for the actor, which joins its channels only when it next runs. Events
+    // published before that never reach its outbox, and with nothing waiting only the heartbeat
+    // (15 s) would show the stall (the test failed about one run in ten under load).
+    let mut n = 0;
+    eventually("the stalled Long Polling connection to end", || {
+        n += 1;
+        let (app, admin_t) = (&app, &admin_t);
+        async move {
+            app.publish(&service(), "tenant:acme:broadcast", "Tick", json!({"n": n}))
+                .await;
+            let (_, body) = app
+                .get("/api/v1/tenants/acme/users/c1/online", Some(admin_t))
+                .await;
+            (body["online"] == false).then_some(())
+        }
     })
     .await;
     let m = app.metrics().await;

@@ -4,7 +4,8 @@
 //! A [`crate::connection::Connection`] owns the socket, subscriptions, heartbeat and limits; it holds one
 //! `Box<dyn WireCodec>` and never looks inside a frame itself. A SignalR connection is just another
 //! connection with another codec. Notification frames are the exception: they are encoded once per
-//! node per [`WireFormat`] by [`encode_notification`] and shared by every connection of that format.
+//! node per [`WireFormat`] by [`encode_notification`], framed as a WebSocket frame once
+//! ([`notification_ws_frame`]) and shared by every connection of that format.
 
 pub mod native;
 pub mod signalr;
@@ -16,6 +17,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::codes::{CloseCode, ErrorCode};
+use crate::connection::socket_context;
 use crate::envelope::{Envelope, StreamPosition};
 use crate::hub_arguments::{ArgumentsDefault, ArgumentsShape};
 
@@ -290,17 +292,30 @@ fn frame_slot(format: WireFormat, shape: ArgumentsShape) -> usize {
 // Every encoding has its slot in an envelope's frame cache.
 const _: () = assert!(2 * WireFormat::COUNT - 1 <= crate::envelope::FRAME_SLOTS);
 
-/// This event's notification frame in `format` for a connection whose hub defaults to
-/// `default`, encoded once per node per encoding and shared by every recipient.
-pub fn notification_frame(env: &Envelope, format: WireFormat, default: ArgumentsDefault) -> &Bytes {
+/// This event's notification in `format` for a connection whose hub defaults to `default`, as a
+/// complete WebSocket frame (header and payload): encoded once per node per encoding and shared by
+/// every recipient, which copies it into its write buffer as it is
+/// ([`crate::connection::socket_context::SocketContext::write_frame`]).
+pub fn notification_ws_frame(
+    env: &Envelope,
+    format: WireFormat,
+    default: ArgumentsDefault,
+) -> &Bytes {
     let shape = signalr::arguments_shape(env, default);
     env.cached_frame(frame_slot(format, shape), |env| {
-        encode_notification(format, shape, env)
+        let payload = encode_notification(format, shape, env);
+        socket_context::data_frame(&payload, format.is_binary())
     })
 }
 
+/// The payload of [`notification_ws_frame`] (the protocol's message without the WebSocket
+/// header; shared, not copied): what stateful reconnect keeps for a resend.
+pub fn notification_frame(env: &Envelope, format: WireFormat, default: ArgumentsDefault) -> Bytes {
+    socket_context::frame_payload(notification_ws_frame(env, format, default))
+}
+
 /// Encodes an envelope as a notification frame in `format` (`shape` matters to SignalR only).
-/// Called once per envelope per encoding per node through [`notification_frame`].
+/// Called once per envelope per encoding per node through [`notification_ws_frame`].
 pub fn encode_notification(format: WireFormat, shape: ArgumentsShape, env: &Envelope) -> Bytes {
     match format {
         WireFormat::Native => native::encode_notification(env),

@@ -5,8 +5,8 @@
 //! addressed by commands and ignores any it sees.
 
 use actix::prelude::*;
-use actix_web_actors::ws;
 
+use super::socket_context::SocketContext;
 use super::Connection;
 use crate::channel::Channel;
 use crate::codes::CloseCode;
@@ -16,7 +16,7 @@ use crate::hub_commands::HubCommand;
 impl Connection {
     /// Carries out the command `env` holds, after the current turn (the outbox drain that found
     /// it goes on writing the events around it first).
-    pub(super) fn hub_command(&mut self, ctx: &mut ws::WebsocketContext<Self>, env: &Envelope) {
+    pub(super) fn hub_command(&mut self, ctx: &mut SocketContext<Self>, env: &Envelope) {
         if self.own_channel.is_none() {
             return;
         }
@@ -51,7 +51,7 @@ impl Connection {
         }
     }
 
-    fn run_command(&mut self, ctx: &mut ws::WebsocketContext<Self>, cmd: HubCommand) {
+    fn run_command(&mut self, ctx: &mut SocketContext<Self>, cmd: HubCommand) {
         if self.core.is_closing() {
             return;
         }

@@ -1,6 +1,6 @@
 //! The TCP connection under a WebSocket connection actor, as something outside the connection actor can shut it.
 //!
-//! actix-web-actors runs a connection actor only when the HTTP layer polls its response body, and the h1
+//! The connection actor's context ([`super::socket_context`]) runs it only when the HTTP layer polls its response body, and the h1
 //! dispatcher stops polling while its write buffer is full and the socket takes nothing. So a
 //! connection actor whose client stopped reading cannot close its own connection: its close frame, if it
 //! could even queue one, waits behind the unsent data. The connection actor watchdog

@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use actix_web_actors::ws;
-use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::core::{Effect, Tick};
@@ -17,6 +15,7 @@ use super::inbound::Admission;
 use super::membership::JoinRefused;
 use super::read_errors::{self, ReadFailure};
 use super::resume::SendBuffer;
+use super::socket_context::{self, SocketContext};
 use super::subscriptions::Accept;
 use super::tracked::Origin;
 use super::{Connection, LATENCY_FLUSH_EVERY};
@@ -27,7 +26,7 @@ use crate::envelope::{now_millis, Draft, Envelope, EventName, StreamPosition};
 use crate::mailbox::ActorKind;
 use crate::policy::publish;
 
-type Ctx = ws::WebsocketContext<Connection>;
+type Ctx = SocketContext<Connection>;
 
 impl Connection {
     /// Carries out the core's effects until it has none to hand out (it waits for a request's
@@ -250,8 +249,8 @@ impl Connection {
 
     pub(super) fn write(&mut self, ctx: &mut Ctx, frame: OutFrame) {
         match frame {
-            OutFrame::Text(bytes) => ctx.text(text_of(bytes)),
-            OutFrame::Binary(bytes) => ctx.binary(bytes),
+            OutFrame::Text(bytes) => ctx.text(&bytes),
+            OutFrame::Binary(bytes) => ctx.binary(&bytes),
         }
     }
 
@@ -294,22 +293,19 @@ impl Connection {
         }
         let format = self.codec.format();
         let default = self.codec.arguments_default();
-        let frame = crate::codec::notification_frame(env, format, default).clone();
+        let frame = crate::codec::notification_ws_frame(env, format, default);
         if let Some(sent) = self.sent.as_mut() {
+            let payload = socket_context::frame_payload(frame);
             sent.record(if format.is_binary() {
-                OutFrame::Binary(frame.clone())
+                OutFrame::Binary(payload)
             } else {
-                OutFrame::Text(frame.clone())
+                OutFrame::Text(payload)
             });
         }
         if let Some(key) = key {
             self.tracked.taken([key]);
         }
-        if format.is_binary() {
-            ctx.binary(frame);
-        } else {
-            ctx.text(text_of(frame));
-        }
+        ctx.write_frame(frame);
         let age_ms = now_ms.saturating_sub(env.ts);
         self.latency.observe(age_ms as f64 / 1000.0);
         if self.latency.get_sample_count() >= LATENCY_FLUSH_EVERY {
@@ -394,8 +390,8 @@ impl Connection {
         if let Some(frame) = last {
             self.write(ctx, frame);
         }
-        ctx.close(Some(ws::CloseReason {
-            code: ws::CloseCode::from(code.code()),
+        ctx.close(Some(socket_context::CloseReason {
+            code: actix_http::ws::CloseCode::from(code.code()),
             description: Some(code.reason().to_owned()),
         }));
         ctx.stop();
@@ -403,6 +399,7 @@ impl Connection {
 
     pub(super) fn on_heartbeat(&mut self, ctx: &mut Ctx) {
         self.pulse.turn();
+        ctx.release_write_buffer();
         self.latency.flush();
         self.apply_mailbox_limit(ctx);
         // Normally a wake does this; it is the fallback when a wake could not be sent.
@@ -475,11 +472,4 @@ impl Connection {
         log::info!("{} bad websocket frame ({label}): {error}", self.log_ctx());
         self.close(ctx, close);
     }
-}
-
-/// Wraps encoder output as a text frame payload without re-validating it per recipient.
-fn text_of(bytes: Bytes) -> bytestring::ByteString {
-    // SAFETY: every OutFrame::Text and every text-format notification frame is produced by
-    // serde_json (plus ASCII record separators), which only emits valid UTF-8.
-    unsafe { bytestring::ByteString::from_bytes_unchecked(bytes) }
 }

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use actix::fut::LocalBoxActorFuture;
 use actix::prelude::*;
-use actix_web_actors::ws;
 use serde_json::Value;
 
+use super::socket_context::SocketContext;
 use super::tracked::Origin;
 use super::Connection;
 use crate::channel::ChannelName;
@@ -30,7 +30,7 @@ impl Connection {
     /// makes it safe to parse.
     pub(super) fn invoke(
         &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
+        ctx: &mut SocketContext<Self>,
         reply_to: ReplyTo,
         method: String,
         args: Vec<JsonArg>,
@@ -77,7 +77,7 @@ impl Connection {
 
     /// Tells the hub methods this connection is ready for events, and applies what they answer
     /// (the messages stored while the user was offline).
-    pub(super) fn hub_connected(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    pub(super) fn hub_connected(&mut self, ctx: &mut SocketContext<Self>) {
         let Some(methods) = self.node.hub_methods.clone() else {
             return;
         };
@@ -94,7 +94,7 @@ impl Connection {
     /// completion are the connect-time ones ([`Self::hub_connected`]).
     fn apply(
         &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
+        ctx: &mut SocketContext<Self>,
         mut actions: VecDeque<ConnectionAction>,
         completion: Option<Completion>,
     ) {

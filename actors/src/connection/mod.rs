@@ -1,5 +1,6 @@
-//! The connection actor: one per WebSocket connection (the only user of the deprecated
-//! `actix-web-actors`, kept in this one module so a move to `actix-ws` touches one place).
+//! The connection actor: one per WebSocket connection, run in a context of our own,
+//! [`SocketContext`] (`socket_context.rs`, the WebSocket writer), which reads the client's frames
+//! and writes frames encoded once per event for the whole node.
 //!
 //! The actor is a thin adapter around its `ConnectionCore` (`core/`), which makes
 //! every decision that needs neither the socket nor the node: the inbound rate limit, bad-frame
@@ -9,9 +10,10 @@
 //! the timers say, and carries out the effects the core hands back (`effects.rs`). Frames are
 //! turned into requests by the connection's [`WireCodec`]; neither the actor nor the core looks
 //! inside a frame. Joins of every origin go through one path (`membership.rs`), hub methods through
-//! `invoke.rs`. Notifications arrive in its [`Outbox`] as shared envelopes whose frame for this
-//! codec's format was encoded once for the whole node; a [`Wake`] makes the actor write everything
-//! queued in one turn.
+//! `invoke.rs`. Notifications arrive in its [`Outbox`] as shared envelopes whose WebSocket frame
+//! for this codec's format was encoded once for the whole node; a [`Wake`] makes the actor copy
+//! everything queued into its context's write buffer in one turn, and the context hands that to
+//! the HTTP layer as one chunk (`socket_context.rs`).
 //!
 //! | file | owns |
 //! | --- | --- |
@@ -28,6 +30,7 @@
 //! | `resume.rs` | what a resumable connection keeps (stateful reconnect) |
 //! | `read_errors.rs` | what a failed WebSocket read means |
 //! | `watchdog.rs`, `conn_socket.rs` | resetting connections the actor cannot write to |
+//! | `socket_context.rs` | the WebSocket writer: the actor's context, reading frames and writing them into one kept buffer |
 //! | `streamed.rs` | running the actor without a WebSocket (SignalR's SSE and Long Polling transports) |
 //!
 //! Lifecycle: registration with the tenant group happens at the upgrade (so a tenant quota can be
@@ -45,6 +48,7 @@ mod read_errors;
 mod requests;
 pub mod resume;
 mod shared;
+pub mod socket_context;
 pub mod streamed;
 pub mod subscriptions;
 mod tracked;
@@ -55,7 +59,6 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_web_actors::ws;
 use prometheus::local::LocalHistogram;
 
 use self::conn_socket::ConnSocket;
@@ -64,6 +67,7 @@ use self::fragments::Fragments;
 use self::read_errors::ReadFailure;
 use self::resume::{Parked, SendBuffer, TenantMembership};
 pub use self::shared::Connections;
+use self::socket_context::{Message, ProtocolError, SocketContext};
 use self::subscriptions::Subscriptions;
 use self::tracked::Tracked;
 use self::watchdog::{Pulse, Watch};
@@ -263,7 +267,7 @@ impl Connection {
         s
     }
 
-    fn start_acks(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn start_acks(&mut self, ctx: &mut SocketContext<Self>) {
         ctx.run_interval(ACK_INTERVAL, |act, ctx| {
             let received = act.codec.received_sequence();
             if received > act.acked_in {
@@ -279,7 +283,7 @@ impl Connection {
     /// channel from the position delivered before the drop.
     fn continue_resumed(
         &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
+        ctx: &mut SocketContext<Self>,
         channels: Vec<(ChannelName, Option<StreamPosition>)>,
     ) {
         let Some(sent) = self.sent.as_ref() else {
@@ -348,8 +352,8 @@ impl Connection {
 
     /// Checks that `req` is a WebSocket upgrade this server can complete, without starting
     /// anything: callers check before they claim resources for the connection.
-    pub fn verify_upgrade(req: &HttpRequest) -> Result<(), ws::HandshakeError> {
-        ws::handshake(req).map(|_| ())
+    pub fn verify_upgrade(req: &HttpRequest) -> Result<(), socket_context::HandshakeError> {
+        socket_context::handshake(req).map(|_| ())
     }
 
     /// Completes the WebSocket upgrade and starts the connection actor.
@@ -359,10 +363,9 @@ impl Connection {
         payload: web::Payload,
     ) -> Result<HttpResponse, actix_web::Error> {
         self.socket = ConnSocket::of(req);
-        let max = self.shared.settings.max_frame_bytes;
-        ws::WsResponseBuilder::new(self, req, payload)
-            .frame_size(max)
-            .start()
+        let mut response = socket_context::handshake(req)?;
+        let codec = actix_http::ws::Codec::new().max_size(self.shared.settings.max_frame_bytes);
+        Ok(response.streaming(SocketContext::start(self, payload, codec)))
     }
 
     /// The connection's subscriptions, which the core keeps (the join path begins, activates and
@@ -444,7 +447,7 @@ impl Connection {
 }
 
 impl Actor for Connection {
-    type Context = ws::WebsocketContext<Self>;
+    type Context = SocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.apply_mailbox_limit(ctx);
@@ -534,20 +537,20 @@ impl StreamHandler<Wake> for Connection {
     fn finished(&mut self, _: &mut Self::Context) {}
 }
 
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Connection {
-    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Message, ProtocolError>> for Connection {
+    fn handle(&mut self, msg: Result<Message, ProtocolError>, ctx: &mut Self::Context) {
         if self.core.is_closing() {
             return;
         }
         self.core.heard(Instant::now());
         self.pulse.heard();
         match msg {
-            Ok(ws::Message::Text(text)) => self.on_data(ctx, InFrame::Text(&text)),
-            Ok(ws::Message::Binary(bin)) => self.on_data(ctx, InFrame::Binary(&bin)),
-            Ok(ws::Message::Continuation(item)) => self.on_fragment(ctx, item),
-            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Close(reason)) => {
+            Ok(Message::Text(text)) => self.on_data(ctx, InFrame::Text(&text)),
+            Ok(Message::Binary(bin)) => self.on_data(ctx, InFrame::Binary(&bin)),
+            Ok(Message::Continuation(item)) => self.on_fragment(ctx, item),
+            Ok(Message::Ping(p)) => ctx.pong(&p),
+            Ok(Message::Pong(_)) | Ok(Message::Nop) => {}
+            Ok(Message::Close(reason)) => {
                 log::debug!("{} client closed: {reason:?}", self.log_ctx());
                 self.core.begin_close();
                 ctx.close(reason);

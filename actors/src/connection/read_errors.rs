@@ -1,15 +1,16 @@
 //! What a failed WebSocket read means: a peer that is gone, or a client that broke the protocol.
 //!
-//! The WebSocket crates report several protocol violations as `ProtocolError::Io`, the same
-//! variant as a lost connection: `actix-web-actors` turns a text frame with invalid UTF-8 into
+//! The WebSocket reader reports several protocol violations as `ProtocolError::Io`, the same
+//! variant as a lost connection: the connection's reader (`socket_context.rs`, worded as
+//! actix-web-actors' was) turns a text frame with invalid UTF-8 into
 //! `Io(ErrorKind::Other, <Utf8Error>)` and `actix-http`'s frame parser turns a reserved bit into
 //! `Io(ErrorKind::InvalidData, ..)`. Treated as a lost peer, such a frame got a bare TCP close
 //! with no close code, no count and no log line. This is the one place that tells them apart;
-//! its tests drive those crates themselves, so an upgrade that changes the errors fails here.
+//! its tests drive that reader and actix-http themselves, so a change to the errors fails here.
 
 use std::io;
 
-use actix_web_actors::ws::ProtocolError;
+use super::socket_context::ProtocolError;
 
 use crate::codes::CloseCode;
 
@@ -77,21 +78,21 @@ mod tests {
 
     use actix::prelude::*;
     use actix_http::error::PayloadError;
-    use actix_web_actors::ws;
     use bytes::{Bytes, BytesMut};
     use futures_util::StreamExt;
 
     use super::*;
+    use crate::connection::socket_context::{Message, SocketContext};
 
     /// Records how every read error it gets is classified.
     struct Probe(Arc<Mutex<Vec<ReadFailure>>>);
 
     impl Actor for Probe {
-        type Context = ws::WebsocketContext<Self>;
+        type Context = SocketContext<Self>;
     }
 
-    impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Probe {
-        fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+    impl StreamHandler<Result<Message, ProtocolError>> for Probe {
+        fn handle(&mut self, msg: Result<Message, ProtocolError>, ctx: &mut Self::Context) {
             if let Err(e) = msg {
                 self.0.lock().unwrap().push(classify(&e));
                 ctx.stop();
@@ -99,12 +100,14 @@ mod tests {
         }
     }
 
-    /// The classification of the error `actix-web-actors`' own reader makes of `input`.
+    /// The classification of the error the connection's reader (`socket_context.rs`, over
+    /// actix-http's frame codec) makes of `input`.
     fn read(input: Vec<Result<Bytes, PayloadError>>) -> Vec<ReadFailure> {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let probe = Probe(seen.clone());
         actix::System::new().block_on(async move {
-            let output = ws::WebsocketContext::create(probe, futures_util::stream::iter(input));
+            let input = futures_util::stream::iter(input);
+            let output = SocketContext::start(probe, input, actix_http::ws::Codec::new());
             output.for_each(|_| async {}).await;
         });
         let seen = seen.lock().unwrap().clone();

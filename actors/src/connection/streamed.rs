@@ -2,8 +2,8 @@
 //! transports run the very same [`Connection`] actor, so authentication, groups, limits, rules,
 //! metrics, the heartbeat and the watchdog are the WebSocket connection's, unchanged.
 //!
-//! The actor is started with `ws::WebsocketContext::with_codec` over an input stream this module
-//! feeds instead of a socket: what the client POSTs becomes the masked frames a WebSocket client
+//! The actor is started in its usual [`SocketContext`] over an input stream this module feeds
+//! instead of a socket: what the client POSTs becomes the masked frames a WebSocket client
 //! would have sent ([`Inbound`]), a text frame for a UTF-8 body (JSON hub protocol, and every
 //! handshake) and a binary frame otherwise (MessagePack: its records start with a varint length
 //! followed by a fixarray byte 0x9N, which can never be valid UTF-8). The actor's output, the
@@ -22,15 +22,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use actix_codec::{Decoder, Encoder};
-use actix_http::ws::{Codec, Frame, Message};
+use actix_http::ws::{CloseCode, CloseReason, Codec, Frame, Message};
 use actix_web::error::PayloadError;
-use actix_web_actors::ws;
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
 use super::conn_socket::ConnSocket;
+use super::socket_context::SocketContext;
 use super::Connection;
 
 /// The connection ended: nothing more can be sent to it.
@@ -66,7 +66,7 @@ impl Inbound {
 
     /// The client closes the connection (Long Polling's DELETE), as a WebSocket client would.
     pub async fn close(&self) -> Result<(), Gone> {
-        let frame = client_frame(Message::Close(Some(ws::CloseCode::Normal.into())))?;
+        let frame = client_frame(Message::Close(Some(CloseCode::Normal.into())))?;
         self.tx.send(frame).await.map_err(|_| Gone)
     }
 
@@ -95,7 +95,7 @@ pub enum OutMessage {
     Text(Bytes),
     Binary(Bytes),
     /// The actor closed the connection (it stops after this).
-    Close(Option<ws::CloseReason>),
+    Close(Option<CloseReason>),
 }
 
 /// The actor's output, as messages. Ends when the actor stops.
@@ -153,7 +153,7 @@ impl Connection {
                 .await
                 .map(|frame| (Ok::<_, PayloadError>(frame), rx))
         });
-        let frames = ws::WebsocketContext::with_codec(self, input, Codec::new().max_size(max));
+        let frames = SocketContext::start(self, input, Codec::new().max_size(max));
         let outbound = Outbound {
             frames: Box::pin(frames),
             buf: BytesMut::new(),

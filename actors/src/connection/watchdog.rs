@@ -1,7 +1,7 @@
 //! The connection watchdog: one actor per node, on its own thread, that shuts the connections of
 //! connection actors that cannot write.
 //!
-//! A connection actor (actix-web-actors) runs only when the HTTP layer polls its response body, and the h1
+//! A connection actor ([`super::socket_context`]) runs only when the HTTP layer polls its response body, and the h1
 //! dispatcher stops polling it while its write buffer is full and the socket takes nothing: when
 //! a client stops reading, its connection actor is frozen. Its heartbeat, its [`Wake`](crate::outbox::Wake)
 //! and any close it would send wait for the client to read again, while the broker keeps filling

@@ -177,15 +177,15 @@ mod tests {
         // Chosen by the publisher: the same on every hub.
         for default in [ArgumentsDefault::Message, ArgumentsDefault::Data] {
             let env = with(Some(HubArguments::Data));
-            let v = json_value(notification_frame(&env, WireFormat::SignalRJson, default));
+            let v = json_value(&notification_frame(&env, WireFormat::SignalRJson, default));
             assert_eq!(v["arguments"], serde_json::json!([data]), "{default:?}");
             let env = with(Some(HubArguments::Message));
-            let v = json_value(notification_frame(&env, WireFormat::SignalRJson, default));
+            let v = json_value(&notification_frame(&env, WireFormat::SignalRJson, default));
             assert_eq!(v["arguments"][0]["data"], data, "{default:?}");
             let env = with(Some(HubArguments::built(&("c1", "bob", 3))));
             let frame = notification_frame(&env, WireFormat::SignalRJson, default);
             assert_eq!(
-                std::str::from_utf8(frame).unwrap(),
+                std::str::from_utf8(&frame).unwrap(),
                 "{\"type\":1,\"target\":\"NewOrder\",\"arguments\":[\"c1\",\"bob\",3]}\u{1e}"
             );
             let frame = notification_frame(&env, WireFormat::SignalRMsgPack, default);
@@ -199,8 +199,8 @@ mod tests {
         let env = with(None);
         let wrapped = notification_frame(&env, WireFormat::SignalRJson, ArgumentsDefault::Message);
         let bare = notification_frame(&env, WireFormat::SignalRJson, ArgumentsDefault::Data);
-        assert_eq!(json_value(wrapped)["arguments"][0]["data"], data);
-        assert_eq!(json_value(bare)["arguments"], serde_json::json!([data]));
+        assert_eq!(json_value(&wrapped)["arguments"][0]["data"], data);
+        assert_eq!(json_value(&bare)["arguments"], serde_json::json!([data]));
         let again = notification_frame(&env, WireFormat::SignalRJson, ArgumentsDefault::Data);
         assert_eq!(again.as_ptr(), bare.as_ptr(), "encoded once per shape");
         let packed = notification_frame(&env, WireFormat::SignalRMsgPack, ArgumentsDefault::Data);
