@@ -28,7 +28,8 @@
 //!   that poll runs the actor only if something woke it since the chunk; `WebsocketContext` ran
 //!   a whole turn that found nothing to do.
 //!
-//! Reading, the handshake checks and the end of the body are `WebsocketContext`'s, unchanged:
+//! Reading and the end of the body are `WebsocketContext`'s, unchanged, and the handshake is
+//! actix-web-actors' own ([`handshake`]):
 //! actix-http's `ws::Codec` decodes the payload (with the configured largest frame), a text frame
 //! that is not UTF-8 is a `ProtocolError::Io` worded as before (`read_errors.rs` tells it apart),
 //! and the body ends once the actor has stopped and everything written has been handed out.
@@ -52,12 +53,10 @@ use actix::{
     SpawnHandle,
 };
 use actix_codec::Decoder;
-use actix_http::ws::{hash_key, Codec, Frame, OpCode, Parser};
+use actix_http::ws::{Codec, Frame, OpCode, Parser};
 pub use actix_http::ws::{CloseReason, HandshakeError, Message, ProtocolError};
 use actix_web::error::{Error, PayloadError};
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::{Method, StatusCode};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::HttpRequest;
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::task::AtomicWaker;
@@ -391,40 +390,11 @@ where
     }
 }
 
-/// Checks that `req` is a WebSocket upgrade and answers it (status 101 and the accept key), as
-/// actix-web-actors' `handshake` does: versions 13, 8 and 7; no subprotocol is offered.
+/// Checks that `req` is a WebSocket upgrade and answers it (status 101 and the accept key):
+/// actix-web-actors' handshake, which stays the one place these rules live (the context that
+/// crate runs actors in is what this file replaces, not its handshake).
 pub fn handshake(req: &HttpRequest) -> Result<actix_web::HttpResponseBuilder, HandshakeError> {
-    if *req.method() != Method::GET {
-        return Err(HandshakeError::GetMethodRequired);
-    }
-    let upgrade_to_websocket = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|s| s.to_ascii_lowercase().contains("websocket"));
-    if !upgrade_to_websocket {
-        return Err(HandshakeError::NoWebsocketUpgrade);
-    }
-    if !req.head().upgrade() {
-        return Err(HandshakeError::NoConnectionUpgrade);
-    }
-    let Some(version) = req.headers().get(header::SEC_WEBSOCKET_VERSION) else {
-        return Err(HandshakeError::NoVersionHeader);
-    };
-    if !(version == "13" || version == "8" || version == "7") {
-        return Err(HandshakeError::UnsupportedVersion);
-    }
-    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
-        return Err(HandshakeError::BadWebsocketKey);
-    };
-    let accept = hash_key(key.as_ref());
-    let mut response = HttpResponse::build(StatusCode::SWITCHING_PROTOCOLS);
-    response.upgrade("websocket").insert_header((
-        header::SEC_WEBSOCKET_ACCEPT,
-        // The accept key is base64, always a valid header value.
-        HeaderValue::from_bytes(&accept).expect("base64 is a valid header value"),
-    ));
-    Ok(response)
+    actix_web_actors::ws::handshake(req)
 }
 
 #[cfg(test)]
