@@ -6,9 +6,10 @@
 //! A frame is read field by field as raw JSON text, never as one value tree: a publish's `data`
 //! (and an invoke's `args`) may be nested deeper than the parser's limit, and it is the payload
 //! check's to refuse (`bad_payload`, with the request's `id`), not the parser's. The frame's own
-//! fields (`type`, `id`, `data`) are borrowed from the frame's text in one pass, and a publish's
-//! fields from that (`data` still raw text), so a publish's data is copied only into the
-//! shared payload.
+//! fields (`type`, `id`, `data`) are borrowed from the frame's text in one pass, and a request's
+//! fields from that (a publish's `data` still raw text), so a publish's data is copied only into
+//! the shared payload. A publish in the shape every client sends (`type` first) is read in a
+//! single pass ([`fast_publish`]); any other frame, and every refusal, takes the general path.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -180,6 +181,148 @@ fn frame_type(raw: Option<&RawValue>) -> Result<Option<Cow<'_, str>>, serde_json
 }
 
 fn decode_text(text: &str) -> Decoded {
+    fast_publish(text).unwrap_or_else(|| decode_any(text))
+}
+
+/// A publish frame as every client writes it, read in one pass: `type` first and `"publish"`,
+/// then `id` and `data` in any order, the publish's `channel`, `event` and `data` inside `data`,
+/// names without escapes, nothing repeated. Anything else gives `None` (after reading no further
+/// than the first field that does not fit), and [`decode_any`] reads the frame from the start, so
+/// every other frame (and every refusal) is decoded exactly as before.
+fn fast_publish(text: &str) -> Option<Decoded> {
+    let frame = serde_json::from_str::<FastPublish<'_>>(text).ok()?;
+    let fields = frame.data?;
+    let reply_to = reply_to(field(frame.id).ok()?).ok()?;
+    Some(Decoded::request(
+        reply_to,
+        Request::Publish {
+            channel: fields.channel?.to_owned(),
+            event: fields.event?.to_owned(),
+            data: Arc::from(fields.data?.to_owned()),
+        },
+    ))
+}
+
+/// What [`fast_publish`] reads; an `Err` from its visitors means "not this shape".
+#[derive(Default)]
+struct FastPublish<'a> {
+    id: Option<&'a RawValue>,
+    data: Option<FastPublishData<'a>>,
+}
+
+#[derive(Default)]
+struct FastPublishData<'a> {
+    channel: Option<&'a str>,
+    event: Option<&'a str>,
+    data: Option<&'a RawValue>,
+}
+
+/// The names [`FastPublishData`] keeps.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum PublishField {
+    Channel,
+    Event,
+    Data,
+    #[serde(other)]
+    Other,
+}
+
+/// "Not the common publish shape" (never shown: the frame is then read by [`decode_any`]).
+fn not_fast<E: serde::de::Error>() -> E {
+    E::custom("not the common publish shape")
+}
+
+/// Stores `value` in `slot`, refusing a repeated field.
+fn once<T, E: serde::de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
+    match slot.replace(value) {
+        None => Ok(()),
+        Some(_) => Err(not_fast()),
+    }
+}
+
+impl<'de> Deserialize<'de> for FastPublish<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FastPublish<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a publish frame")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                match map.next_key::<FrameField>()? {
+                    Some(FrameField::Type) if map.next_value::<&str>()? == "publish" => {}
+                    _ => return Err(not_fast()),
+                }
+                let mut frame = FastPublish::default();
+                while let Some(key) = map.next_key::<FrameField>()? {
+                    match key {
+                        FrameField::Id => once(&mut frame.id, map.next_value()?)?,
+                        FrameField::Data => once(&mut frame.data, map.next_value()?)?,
+                        FrameField::Type => return Err(not_fast()),
+                        FrameField::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(frame)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for FastPublishData<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FastPublishData<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a publish's fields")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut fields = FastPublishData::default();
+                while let Some(key) = map.next_key::<PublishField>()? {
+                    match key {
+                        PublishField::Channel => once(&mut fields.channel, map.next_value()?)?,
+                        PublishField::Event => once(&mut fields.event, map.next_value()?)?,
+                        PublishField::Data => once(&mut fields.data, map.next_value()?)?,
+                        PublishField::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The reply address a frame's `id` gives; `Err` is the refusal of an `id` of the wrong kind.
+fn reply_to(id: Option<Value>) -> Result<ReplyTo, Decoded> {
+    match id {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(RequestId::Text(s))),
+        Some(Value::Number(n)) if n.is_i64() => {
+            Ok(Some(RequestId::Number(n.as_i64().unwrap_or_default())))
+        }
+        Some(_) => Err(Decoded::reject(
+            None,
+            ErrorCode::BadRequest,
+            "\"id\" must be a string or an integer",
+        )),
+    }
+}
+
+/// Any frame, field by field (see the module docs).
+fn decode_any(text: &str) -> Decoded {
     let parsed = serde_json::from_str::<ClientFrame<'_>>(text).and_then(|frame| {
         let kind = frame_type(frame.kind)?;
         let id = field(frame.id)?;
@@ -195,19 +338,9 @@ fn decode_text(text: &str) -> Decoded {
             )
         }
     };
-    let reply_to = match id {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(RequestId::Text(s)),
-        Some(Value::Number(n)) if n.is_i64() => {
-            Some(RequestId::Number(n.as_i64().unwrap_or_default()))
-        }
-        Some(_) => {
-            return Decoded::reject(
-                None,
-                ErrorCode::BadRequest,
-                "\"id\" must be a string or an integer",
-            )
-        }
+    let reply_to = match reply_to(id) {
+        Ok(r) => r,
+        Err(refused) => return refused,
     };
     let kind = match kind {
         Some(s) => s,
@@ -679,6 +812,51 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// The one-pass publish reads what the field-by-field decode reads, and leaves every other
+    /// shape (and every refusal) to it.
+    #[test]
+    fn the_fast_publish_decodes_as_the_general_path_does() {
+        let frames = [
+            r#"{"type":"publish","id":7,"data":{"channel":"c","event":"E","data":{"a":[1,"]"]}}}"#,
+            r#"{"type":"publish","data":{"data":"x","event":"E","channel":"c","extra":[1]},"id":"r"}"#,
+            r#"{"type":"publish","data":{"channel":"c","event":"E","data":1},"id":null}"#,
+            r#"{"type":"publish","x":{"y":[]},"data":{"channel":"c","event":"E","data":1}}"#,
+        ];
+        for text in frames {
+            let fast = fast_publish(text).unwrap_or_else(|| panic!("not fast: {text}"));
+            assert_eq!(
+                format!("{fast:?}"),
+                format!("{:?}", decode_any(text)),
+                "{text}"
+            );
+        }
+        // Shapes the fast path leaves to the general one (which refuses or reads them).
+        let others = [
+            r#"{"id":1,"type":"publish","data":{"channel":"c","event":"E","data":1}}"#,
+            r#"{"type":"publish","data":{"channel":"c\/d","event":"E","data":1}}"#,
+            r#"{"type":"publish","data":{"channel":"c","event":"E","data":1},"type":"ping"}"#,
+            r#"{"type":"publish","id":1,"id":2,"data":{"channel":"c","event":"E","data":1}}"#,
+            r#"{"type":"publish","data":{"channel":"c","channel":"d","event":"E","data":1}}"#,
+            r#"{"type":"publish","data":{"channel":"c","event":"E"}}"#,
+            r#"{"type":"publish","data":{"channel":1,"event":"E","data":1}}"#,
+            r#"{"type":"publish","data":[1]}"#,
+            r#"{"type":"publish","data":null,"channel":"c","event":"E"}"#,
+            r#"{"type":"publish","id":{"a":1},"data":{"channel":"c","event":"E","data":1}}"#,
+            r#"{"type":"publish","id":1.5,"data":{"channel":"c","event":"E","data":1}}"#,
+            r#"{"type":"publish","data":{"channel":"c","event":"E","data":1}} x"#,
+            r#"{"type":"ping","id":1}"#,
+            r#"{"type":"p\u0075blish","data":{"channel":"c","event":"E","data":1}}"#,
+        ];
+        for text in others {
+            assert!(fast_publish(text).is_none(), "{text}");
+            assert_eq!(
+                format!("{:?}", decode(text)),
+                format!("{:?}", decode_any(text)),
+                "{text}"
+            );
+        }
     }
 
     #[test]
