@@ -1,7 +1,8 @@
 //! The HTTP listener: the socket bound with the configured accept backlog, and actix-web's
 //! server assembled from its parts (actix-server, actix-http, the app) the way `HttpServer`
-//! assembles it, with one difference: every accepted connection is wrapped in
-//! [`ParserRefusals`], so the refusals the HTTP/1 parser writes itself are problem JSON too.
+//! assembles it, with two differences: every accepted connection is wrapped in
+//! [`ParserRefusals`], so the refusals the HTTP/1 parser writes itself are problem JSON too, and
+//! every accepted socket has `TCP_NODELAY` set (see [`serve`]).
 
 use std::any::Any;
 use std::net::{TcpListener, ToSocketAddrs};
@@ -57,6 +58,13 @@ pub struct ServeOptions {
 }
 
 /// Serves the app `factory` builds (once per worker) on `listener`, HTTP/1.1 only.
+///
+/// Every accepted socket gets `TCP_NODELAY` (`HttpServer` sets it only when asked, and this
+/// assembly bypasses even that): the node writes small frames as events come (a notification, a
+/// `published` reply), and with Nagle's algorithm on, a frame written while the previous one is
+/// unacknowledged waits in the kernel for the client's acknowledgement, which a client may delay
+/// by up to 40 ms. Events would then reach a busy subscriber late by that much, however fast the
+/// node handled them.
 pub fn serve<F, I, S, B>(
     listener: TcpListener,
     options: ServeOptions,
@@ -113,6 +121,9 @@ where
                 // generation only, which Switchyard does not use (it reads the Host header).
                 .h1(map_config(app, |_| AppConfig::default()));
             fn_service(move |io: TcpStream| {
+                if let Err(e) = io.set_nodelay(true) {
+                    log::debug!("TCP_NODELAY not set on an accepted connection: {e}");
+                }
                 let peer = io.peer_addr().ok();
                 let io = ParserRefusals::new(io, http_errors.clone());
                 std::future::ready(Ok::<_, actix_http::error::DispatchError>((io, peer)))
@@ -120,4 +131,52 @@ where
             .and_then(http)
         })?
         .run())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    use actix_web::App;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// What the last accepted socket said about `TCP_NODELAY`: 0 not seen yet, 1 off, 2 on.
+    static NODELAY: AtomicU8 = AtomicU8::new(0);
+
+    fn record_nodelay(conn: &dyn Any, _: &mut Extensions) {
+        if let Some(tcp) = conn.downcast_ref::<TcpStream>() {
+            let on = tcp.nodelay().expect("TCP_NODELAY readable");
+            NODELAY.store(if on { 2 } else { 1 }, Ordering::SeqCst);
+        }
+    }
+
+    /// Accepted sockets send small frames at once (see [`serve`]); before, Nagle's algorithm
+    /// was on for every connection.
+    #[actix_web::test]
+    async fn accepted_connections_have_tcp_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = ServeOptions {
+            workers: 1,
+            shutdown_timeout_secs: 0,
+            http_errors: IntCounterVec::new(prometheus::Opts::new("t", "t"), &["status"]).unwrap(),
+            on_connect: record_nodelay,
+        };
+        let server = serve(listener, options, App::new).unwrap();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+
+        let mut client = actix_web::rt::net::TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 404"), "{answer:?}");
+        assert_eq!(NODELAY.load(Ordering::SeqCst), 2, "TCP_NODELAY is off");
+        handle.stop(false).await;
+    }
 }

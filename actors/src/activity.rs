@@ -148,9 +148,32 @@ struct Bucket {
     delivered: u64,
 }
 
+/// A recent event as kept: shared names and the time, made into a [`RecentEvent`] only when an
+/// admin asks (a busy tenant records many more events than anyone reads).
+#[derive(Clone, Debug)]
+struct Recent {
+    id: Arc<str>,
+    channel: ChannelName,
+    event: EventName,
+    offset: u64,
+    ts: u64,
+}
+
+impl Recent {
+    fn report(&self) -> RecentEvent {
+        RecentEvent {
+            id: self.id.clone(),
+            channel: self.channel.to_string(),
+            event: self.event.as_str().to_owned(),
+            offset: self.offset,
+            timestamp: crate::codec::rfc3339_millis(self.ts),
+        }
+    }
+}
+
 #[derive(Default)]
 struct TenantLog {
-    recent: VecDeque<RecentEvent>,
+    recent: VecDeque<Recent>,
     buckets: VecDeque<Bucket>,
     /// Stream summaries allowed this second, and the second they count for.
     budget_second: u64,
@@ -207,8 +230,14 @@ impl ActivityRecorder {
         log.buckets.back_mut().expect("pushed above")
     }
 
-    /// Publishes one summary on the tenant's activity channel, within the tenant's budget.
-    fn summarize(&mut self, tenant: &TenantKey, event: &'static str, data: serde_json::Value) {
+    /// Publishes one summary on the tenant's activity channel, within the tenant's budget. The
+    /// summary is built only then: over the budget (a busy tenant) it costs a count.
+    fn summarize(
+        &mut self,
+        tenant: &TenantKey,
+        event: &'static str,
+        data: impl FnOnce() -> serde_json::Value,
+    ) {
         let max = self.config.max_events_per_second;
         if max == 0 || self.publisher.is_none() {
             return;
@@ -225,7 +254,7 @@ impl ActivityRecorder {
             return;
         }
         log.budget_used += 1;
-        self.send_summary(tenant, event, data);
+        self.send_summary(tenant, event, data());
     }
 
     fn send_summary(&self, tenant: &TenantKey, event: &'static str, data: serde_json::Value) {
@@ -327,19 +356,17 @@ impl Handler<Observe> for ActivityRecorder {
                     if log.recent.len() >= keep {
                         log.recent.pop_back();
                     }
-                    log.recent.push_front(RecentEvent {
+                    log.recent.push_front(Recent {
                         id: id.clone(),
-                        channel: channel.to_string(),
-                        event: event.as_str().to_owned(),
+                        channel: channel.clone(),
+                        event: event.clone(),
                         offset,
-                        timestamp: crate::codec::rfc3339_millis(ts),
+                        ts,
                     });
                 }
-                self.summarize(
-                    &tenant,
-                    "Published",
-                    json!({"channel": channel, "event": event.as_str(), "id": id, "offset": offset}),
-                );
+                self.summarize(&tenant, "Published", || {
+                    json!({"channel": channel, "event": event.as_str(), "id": id, "offset": offset})
+                });
             }
             Observe::ConnectionOpened {
                 user,
@@ -349,7 +376,7 @@ impl Handler<Observe> for ActivityRecorder {
             } => self.summarize(
                 &tenant,
                 "ConnectionOpened",
-                json!({"userId": user.as_str(), "role": role.as_str(), "protocol": protocol}),
+                || json!({"userId": user.as_str(), "role": role.as_str(), "protocol": protocol}),
             ),
             Observe::ConnectionClosed {
                 user,
@@ -359,17 +386,17 @@ impl Handler<Observe> for ActivityRecorder {
             } => self.summarize(
                 &tenant,
                 "ConnectionClosed",
-                json!({"userId": user.as_str(), "role": role.as_str(), "protocol": protocol}),
+                || json!({"userId": user.as_str(), "role": role.as_str(), "protocol": protocol}),
             ),
             Observe::Subscribed { user, channel, .. } => self.summarize(
                 &tenant,
                 "Subscribed",
-                json!({"userId": user.as_str(), "channel": channel}),
+                || json!({"userId": user.as_str(), "channel": channel}),
             ),
             Observe::Unsubscribed { user, channel, .. } => self.summarize(
                 &tenant,
                 "Unsubscribed",
-                json!({"userId": user.as_str(), "channel": channel}),
+                || json!({"userId": user.as_str(), "channel": channel}),
             ),
         }
     }
@@ -399,7 +426,7 @@ impl Handler<TenantActivity> for ActivityRecorder {
                 published_per_second: published as f64 / window as f64,
                 delivered_per_second: delivered as f64 / window as f64,
             },
-            recent_events: log.recent.iter().cloned().collect(),
+            recent_events: log.recent.iter().map(Recent::report).collect(),
         })
     }
 }

@@ -136,24 +136,15 @@ impl PayloadLimits {
 
 /// Whether valid JSON `text` nests arrays and objects more than `max` levels deep. A flat scan
 /// (no recursion, no allocation), stopping at the first level too many; brackets inside strings
-/// do not count.
+/// do not count. A string is skipped with `memchr` to its next quote or backslash rather than byte
+/// by byte: event data is mostly string text, and this scan runs once per published event.
 fn exceeds_depth(text: &str, max: usize) -> bool {
+    let bytes = text.as_bytes();
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in text.as_bytes() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => i = string_end(bytes, i + 1),
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -163,8 +154,23 @@ fn exceeds_depth(text: &str, max: usize) -> bool {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     false
+}
+
+/// The index of the quote that closes the string whose text starts at `from` (past the end if
+/// it is not closed).
+fn string_end(bytes: &[u8], mut from: usize) -> usize {
+    while let Some(at) = memchr::memchr2(b'"', b'\\', &bytes[from.min(bytes.len())..]) {
+        let at = from + at;
+        if bytes[at] == b'"' {
+            return at;
+        }
+        // A backslash: the byte after it is escaped, whatever it is.
+        from = at + 2;
+    }
+    bytes.len()
 }
 
 #[cfg(test)]
@@ -199,6 +205,21 @@ mod tests {
                 "{deep}"
             );
         }
+    }
+
+    /// The string skip: escaped quotes and backslashes, brackets in long strings, a string
+    /// at the very end.
+    #[test]
+    fn brackets_in_strings_with_escapes_do_not_count() {
+        let long = format!(r#"["{}[[[[\\\"[[[[", "\\", "\"]]"]"#, "x".repeat(300));
+        let limits = PayloadLimits {
+            max_depth: 1,
+            max_bytes: usize::MAX,
+        };
+        assert!(limits.check(raw(&long)).is_ok(), "{long}");
+        assert!(limits.check(raw(r#""\\""#)).is_ok());
+        assert!(limits.check(raw(r#"["\\", [1]]"#)).is_err());
+        assert!(limits.check(raw(r#"["\"", [1]]"#)).is_err());
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! publish takes it), published in order through the same steps, with a result per event: the
 //! single publish's `202` answer or its problem document, each with its `status`.
 
+use std::sync::Arc;
+
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use switchyard_actors::channel::ChannelName;
 use switchyard_actors::envelope::{Draft, EventName};
@@ -59,6 +60,28 @@ pub fn batch_json_config(limit: usize) -> web::JsonConfig {
         .error_handler(|e, _| bad_request(format_args!("request body: {e}")))
 }
 
+/// `publish/batch`'s answer.
+#[derive(Serialize)]
+struct BatchAnswer {
+    results: Vec<BatchResult>,
+}
+
+/// One event's result in a batch: written as it is, with no value tree per event.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum BatchResult {
+    /// The single publish's `202` answer with its `status`; fields in name order, as the
+    /// problem documents beside it print theirs.
+    Accepted {
+        epoch: Arc<str>,
+        id: Arc<str>,
+        offset: u64,
+        status: u16,
+    },
+    /// The event's problem document.
+    Refused(serde_json::Value),
+}
+
 /// Publishes each event in order, as the single publish does, and answers
 /// `200 {"results":[…]}`: per event `{"status":202,"id","offset","epoch"}` or its problem document.
 /// A refused event does not stop the ones after it.
@@ -78,23 +101,23 @@ pub async fn publish_batch(
     let mut results = Vec::with_capacity(events.len());
     for event in events {
         results.push(match publish_one(&state, who.clone(), event).await {
-            Ok(ack) => json!({
-                "status": actix_web::http::StatusCode::ACCEPTED.as_u16(),
-                "id": ack.id,
-                "offset": ack.offset,
-                "epoch": ack.epoch,
-            }),
-            Err(e) => e.problem_value(),
+            Ok(ack) => BatchResult::Accepted {
+                epoch: ack.epoch,
+                id: ack.id,
+                offset: ack.offset,
+                status: actix_web::http::StatusCode::ACCEPTED.as_u16(),
+            },
+            Err(e) => BatchResult::Refused(e.problem_value()),
         });
     }
-    Ok(HttpResponse::Ok().json(json!({ "results": results })))
+    Ok(HttpResponse::Ok().json(BatchAnswer { results }))
 }
 
 /// One event through the steps every REST publish takes: the names, the payload check, the
 /// SignalR arguments, admission (rules, authorizer, quota), then the node's one publish path.
 async fn publish_one(
     state: &AppState,
-    who: std::sync::Arc<Identity>,
+    who: Arc<Identity>,
     body: PublishRequest,
 ) -> Result<PublishAck, ApiError> {
     let channel = ChannelName::parse(&body.channel)

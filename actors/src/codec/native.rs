@@ -5,9 +5,13 @@
 //!
 //! A frame is read field by field as raw JSON text, never as one value tree: a publish's `data`
 //! (and an invoke's `args`) may be nested deeper than the parser's limit, and it is the payload
-//! check's to refuse (`bad_payload`, with the request's `id`), not the parser's.
+//! check's to refuse (`bad_payload`, with the request's `id`), not the parser's. The frame's own
+//! fields (`type`, `id`, `data`) are borrowed from the frame's text in one pass, and a request's
+//! fields from that (a publish's `data` still raw text), so a publish's data is copied only into
+//! the shared payload. A publish in the shape every client sends (`type` first) is read in a
+//! single pass ([`fast_publish`]); any other frame, and every refusal, takes the general path.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -55,8 +59,61 @@ impl WireCodec for NativeCodec {
     }
 }
 
-/// A frame's top-level fields, each as raw JSON text.
-type ClientFrame<'a> = HashMap<String, &'a RawValue>;
+/// A frame's own fields, each as raw JSON text borrowed from the frame; any other field is
+/// skipped (without a nesting limit: serde_json skips a value iteratively) and a repeated one
+/// counts as last given. Typed after the parse, so that a `type` or `id` of the wrong kind is a
+/// `bad_request` answered with what can be read, not a `bad_json`.
+#[derive(Default)]
+struct ClientFrame<'a> {
+    kind: Option<&'a RawValue>,
+    id: Option<&'a RawValue>,
+    /// The request's fields; absent or `null`: they sit at the top level.
+    data: Option<&'a RawValue>,
+}
+
+/// The names [`ClientFrame`] keeps (read without copying the key).
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum FrameField {
+    Type,
+    Id,
+    Data,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for ClientFrame<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FrameVisitor;
+        impl<'de> serde::de::Visitor<'de> for FrameVisitor {
+            type Value = ClientFrame<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                // An object only (a struct would also take an array).
+                f.write_str("a map")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut frame = ClientFrame::default();
+                while let Some(field) = map.next_key::<FrameField>()? {
+                    let slot = match field {
+                        FrameField::Type => &mut frame.kind,
+                        FrameField::Id => &mut frame.id,
+                        FrameField::Data => &mut frame.data,
+                        FrameField::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = map.next_value::<Option<&'de RawValue>>()?;
+                }
+                Ok(frame)
+            }
+        }
+        d.deserialize_map(FrameVisitor)
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -92,25 +149,183 @@ struct InvokeData {
     args: Vec<Box<RawValue>>,
 }
 
+/// A publish's fields, borrowed from the frame (the names are copied only if they hold escapes).
 #[derive(Deserialize)]
-struct PublishData {
-    channel: String,
-    event: String,
-    data: Box<RawValue>,
+struct PublishData<'a> {
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
 }
 
-/// A small top-level field (`type`, `id`) as a value; `Err` when it is nested too deep to read.
-fn field(frame: &ClientFrame<'_>, name: &str) -> Result<Option<Value>, serde_json::Error> {
-    frame
-        .get(name)
-        .map(|raw| serde_json::from_str(raw.get()))
-        .transpose()
+/// A small top-level field (`id`) as a value; `Err` when it is nested too deep to read.
+fn field(raw: Option<&RawValue>) -> Result<Option<Value>, serde_json::Error> {
+    raw.map(|raw| serde_json::from_str(raw.get())).transpose()
+}
+
+/// The frame's `type`: borrowed when it is a plain string (every client's), else read as a value
+/// (`Err` when nested too deep to read, `Ok(None)` when it is no string).
+fn frame_type(raw: Option<&RawValue>) -> Result<Option<Cow<'_, str>>, serde_json::Error> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    if let Ok(plain) = serde_json::from_str::<&str>(raw.get()) {
+        return Ok(Some(Cow::Borrowed(plain)));
+    }
+    Ok(match serde_json::from_str(raw.get())? {
+        Value::String(s) => Some(Cow::Owned(s)),
+        _ => None,
+    })
 }
 
 fn decode_text(text: &str) -> Decoded {
+    fast_publish(text).unwrap_or_else(|| decode_any(text))
+}
+
+/// A publish frame as every client writes it, read in one pass: `type` first and `"publish"`,
+/// then `id` and `data` in any order, the publish's `channel`, `event` and `data` inside `data`,
+/// names without escapes, nothing repeated. Anything else gives `None` (after reading no further
+/// than the first field that does not fit), and [`decode_any`] reads the frame from the start, so
+/// every other frame (and every refusal) is decoded exactly as before.
+fn fast_publish(text: &str) -> Option<Decoded> {
+    let frame = serde_json::from_str::<FastPublish<'_>>(text).ok()?;
+    let fields = frame.data?;
+    let reply_to = reply_to(field(frame.id).ok()?).ok()?;
+    Some(Decoded::request(
+        reply_to,
+        Request::Publish {
+            channel: fields.channel?.to_owned(),
+            event: fields.event?.to_owned(),
+            data: Arc::from(fields.data?.to_owned()),
+        },
+    ))
+}
+
+/// What [`fast_publish`] reads; an `Err` from its visitors means "not this shape".
+#[derive(Default)]
+struct FastPublish<'a> {
+    id: Option<&'a RawValue>,
+    data: Option<FastPublishData<'a>>,
+}
+
+#[derive(Default)]
+struct FastPublishData<'a> {
+    channel: Option<&'a str>,
+    event: Option<&'a str>,
+    data: Option<&'a RawValue>,
+}
+
+/// The names [`FastPublishData`] keeps.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum PublishField {
+    Channel,
+    Event,
+    Data,
+    #[serde(other)]
+    Other,
+}
+
+/// "Not the common publish shape" (never shown: the frame is then read by [`decode_any`]).
+fn not_fast<E: serde::de::Error>() -> E {
+    E::custom("not the common publish shape")
+}
+
+/// Stores `value` in `slot`, refusing a repeated field.
+fn once<T, E: serde::de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
+    match slot.replace(value) {
+        None => Ok(()),
+        Some(_) => Err(not_fast()),
+    }
+}
+
+impl<'de> Deserialize<'de> for FastPublish<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FastPublish<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a publish frame")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                match map.next_key::<FrameField>()? {
+                    Some(FrameField::Type) if map.next_value::<&str>()? == "publish" => {}
+                    _ => return Err(not_fast()),
+                }
+                let mut frame = FastPublish::default();
+                while let Some(key) = map.next_key::<FrameField>()? {
+                    match key {
+                        FrameField::Id => once(&mut frame.id, map.next_value()?)?,
+                        FrameField::Data => once(&mut frame.data, map.next_value()?)?,
+                        FrameField::Type => return Err(not_fast()),
+                        FrameField::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(frame)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for FastPublishData<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FastPublishData<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a publish's fields")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut fields = FastPublishData::default();
+                while let Some(key) = map.next_key::<PublishField>()? {
+                    match key {
+                        PublishField::Channel => once(&mut fields.channel, map.next_value()?)?,
+                        PublishField::Event => once(&mut fields.event, map.next_value()?)?,
+                        PublishField::Data => once(&mut fields.data, map.next_value()?)?,
+                        PublishField::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The reply address a frame's `id` gives; `Err` is the refusal of an `id` of the wrong kind.
+fn reply_to(id: Option<Value>) -> Result<ReplyTo, Decoded> {
+    match id {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(RequestId::Text(s))),
+        Some(Value::Number(n)) if n.is_i64() => {
+            Ok(Some(RequestId::Number(n.as_i64().unwrap_or_default())))
+        }
+        Some(_) => Err(Decoded::reject(
+            None,
+            ErrorCode::BadRequest,
+            "\"id\" must be a string or an integer",
+        )),
+    }
+}
+
+/// Any frame, field by field (see the module docs).
+fn decode_any(text: &str) -> Decoded {
     let parsed = serde_json::from_str::<ClientFrame<'_>>(text).and_then(|frame| {
-        let kind = field(&frame, "type")?;
-        let id = field(&frame, "id")?;
+        let kind = frame_type(frame.kind)?;
+        let id = field(frame.id)?;
         Ok((frame, kind, id))
     });
     let (frame, kind, id) = match parsed {
@@ -123,23 +338,13 @@ fn decode_text(text: &str) -> Decoded {
             )
         }
     };
-    let reply_to = match id {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(RequestId::Text(s)),
-        Some(Value::Number(n)) if n.is_i64() => {
-            Some(RequestId::Number(n.as_i64().unwrap_or_default()))
-        }
-        Some(_) => {
-            return Decoded::reject(
-                None,
-                ErrorCode::BadRequest,
-                "\"id\" must be a string or an integer",
-            )
-        }
+    let reply_to = match reply_to(id) {
+        Ok(r) => r,
+        Err(refused) => return refused,
     };
     let kind = match kind {
-        Some(Value::String(s)) => s,
-        _ => {
+        Some(s) => s,
+        None => {
             return Decoded::reject(
                 reply_to,
                 ErrorCode::BadRequest,
@@ -149,11 +354,11 @@ fn decode_text(text: &str) -> Decoded {
     };
     // `data`, or the frame itself when the fields sit at the top level (`type` and `id` are then
     // fields the request's struct does not know, and ignores).
-    let data = match frame.get("data") {
-        Some(d) if d.get() != "null" => d.get(),
-        _ => text,
+    let data = match frame.data {
+        Some(d) => d.get(),
+        None => text,
     };
-    let request = match kind.as_str() {
+    let request = match &*kind {
         "subscribe" => parse::<SubscribeData>(data).and_then(|d| {
             let channel = match (d.channel, d.entity_type, d.entity_id) {
                 (Some(c), None, None) => c,
@@ -187,10 +392,10 @@ fn decode_text(text: &str) -> Decoded {
                     .to_owned()),
             }
         }),
-        "publish" => parse::<PublishData>(data).map(|d| Request::Publish {
-            channel: d.channel,
-            event: d.event,
-            data: Arc::from(d.data),
+        "publish" => parse::<PublishData<'_>>(data).map(|d| Request::Publish {
+            channel: d.channel.into_owned(),
+            event: d.event.into_owned(),
+            data: Arc::from(d.data.to_owned()),
         }),
         "ping" => Ok(Request::Ping),
         "invoke" => parse::<InvokeData>(data).map(|d| Request::Invoke {
@@ -213,7 +418,7 @@ fn decode_text(text: &str) -> Decoded {
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(data: &str) -> Result<T, String> {
+fn parse<'a, T: Deserialize<'a>>(data: &'a str) -> Result<T, String> {
     serde_json::from_str(data).map_err(|e| e.to_string())
 }
 
@@ -280,7 +485,11 @@ fn encode_outcome(id: &ReplyTo, outcome: Outcome) -> Vec<u8> {
         } => frame(
             "published",
             id,
-            Some(json!({"id": &*event_id, "offset": offset, "epoch": &*epoch})),
+            Some(PublishedData {
+                epoch: &epoch,
+                id: &event_id,
+                offset,
+            }),
         ),
         Outcome::Pong => frame::<()>("pong", id, None),
         Outcome::Error { code, message } => {
@@ -289,6 +498,15 @@ fn encode_outcome(id: &ReplyTo, outcome: Outcome) -> Vec<u8> {
         Outcome::Value(v) => frame("result", id, Some(v)),
         Outcome::Done => frame::<()>("result", id, None),
     }
+}
+
+/// A `published` reply's data (one per publish; no value tree). Fields in name order, as the other
+/// replies' `json!` maps print theirs.
+#[derive(Serialize)]
+struct PublishedData<'a> {
+    epoch: &'a str,
+    id: &'a str,
+    offset: u64,
 }
 
 #[derive(Serialize)]
@@ -544,6 +762,100 @@ mod tests {
                 other => panic!("{other:?}"),
             },
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// What the map of fields did, the borrowed frame does: the last of a repeated field counts,
+    /// escaped names and types are read, a `null` `data` means top-level fields.
+    #[test]
+    fn repeated_fields_escapes_and_null_data_read_as_before() {
+        let publish = |text: &str| match decode(text) {
+            Decoded::Request(Inbound {
+                reply_to,
+                request:
+                    Request::Publish {
+                        channel,
+                        event,
+                        data,
+                    },
+            }) => (reply_to, channel, event, data.get().to_owned()),
+            other => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(
+            publish(concat!(
+                r#"{"type":"ping","id":1,"type":"publish","id":"b","#,
+                r#""data":{"channel":"c","event":"E","data":1}}"#
+            )),
+            (
+                Some(RequestId::Text("b".into())),
+                "c".to_owned(),
+                "E".to_owned(),
+                "1".to_owned()
+            )
+        );
+        assert!(matches!(
+            decode(r#"{"t\u0079pe":"s\u0075bscribe","data":null,"channel":"c\/d"}"#),
+            Decoded::Request(Inbound { request: Request::Subscribe { channel, .. }, .. }) if channel == "c/d"
+        ));
+        assert!(matches!(
+            decode(r#"{"type":"publish","data":{"channel":"c","event":"E"}}"#),
+            Decoded::Reject {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ));
+        assert!(matches!(
+            decode(r#"{"type":5,"id":3}"#),
+            Decoded::Reject {
+                code: ErrorCode::BadRequest,
+                reply_to: Some(RequestId::Number(3)),
+                ..
+            }
+        ));
+    }
+
+    /// The one-pass publish reads what the field-by-field decode reads, and leaves every other
+    /// shape (and every refusal) to it.
+    #[test]
+    fn the_fast_publish_decodes_as_the_general_path_does() {
+        let frames = [
+            r#"{"type":"publish","id":7,"data":{"channel":"c","event":"E","data":{"a":[1,"]"]}}}"#,
+            r#"{"type":"publish","data":{"data":"x","event":"E","channel":"c","extra":[1]},"id":"r"}"#,
+            r#"{"type":"publish","data":{"channel":"c","event":"E","data":1},"id":null}"#,
+            r#"{"type":"publish","x":{"y":[]},"data":{"channel":"c","event":"E","data":1}}"#,
+        ];
+        for text in frames {
+            let fast = fast_publish(text).unwrap_or_else(|| panic!("not fast: {text}"));
+            assert_eq!(
+                format!("{fast:?}"),
+                format!("{:?}", decode_any(text)),
+                "{text}"
+            );
+        }
+        // Shapes the fast path leaves to the general one (which refuses or reads them).
+        let others = [
+            r#"{"id":1,"type":"publish","data":{"channel":"c","event":"E","data":1}}"#,
+            r#"{"type":"publish","data":{"channel":"c\/d","event":"E","data":1}}"#,
+            r#"{"type":"publish","data":{"channel":"c","event":"E","data":1},"type":"ping"}"#,
+            r#"{"type":"publish","id":1,"id":2,"data":{"channel":"c","event":"E","data":1}}"#,
+            r#"{"type":"publish","data":{"channel":"c","channel":"d","event":"E","data":1}}"#,
+            r#"{"type":"publish","data":{"channel":"c","event":"E"}}"#,
+            r#"{"type":"publish","data":{"channel":1,"event":"E","data":1}}"#,
+            r#"{"type":"publish","data":[1]}"#,
+            r#"{"type":"publish","data":null,"channel":"c","event":"E"}"#,
+            r#"{"type":"publish","id":{"a":1},"data":{"channel":"c","event":"E","data":1}}"#,
+            r#"{"type":"publish","id":1.5,"data":{"channel":"c","event":"E","data":1}}"#,
+            r#"{"type":"publish","data":{"channel":"c","event":"E","data":1}} x"#,
+            r#"{"type":"ping","id":1}"#,
+            r#"{"type":"p\u0075blish","data":{"channel":"c","event":"E","data":1}}"#,
+        ];
+        for text in others {
+            assert!(fast_publish(text).is_none(), "{text}");
+            assert_eq!(
+                format!("{:?}", decode(text)),
+                format!("{:?}", decode_any(text)),
+                "{text}"
+            );
         }
     }
 
