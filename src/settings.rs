@@ -244,6 +244,7 @@ pub struct SessionConfig {
     pub max_subscriptions: usize,
     pub max_bad_frames: u32,
     pub close_on_token_expiry: bool,
+    pub max_publishes_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -578,6 +579,7 @@ impl Settings {
             max_bad_frames: s.max_bad_frames,
             close_on_token_expiry: s.close_on_token_expiry,
             resume_buffer_bytes: self.signalr.stateful_reconnect_buffer_bytes,
+            max_publishes_in_flight: s.max_publishes_in_flight,
         }
     }
 

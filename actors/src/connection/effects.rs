@@ -9,7 +9,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use serde_json::value::RawValue;
 
-use super::core::{Effect, Tick};
+use super::core::{Effect, PublishTicket, Tick};
 use super::fragments::Reassembled;
 use super::inbound::Admission;
 use super::membership::JoinRefused;
@@ -133,11 +133,11 @@ impl Connection {
             } => self.subscribe(ctx, reply_to, channel, raw, since),
             Effect::Left(channel) => self.left_channel(&channel),
             Effect::Publish {
-                reply_to,
+                ticket,
                 channel,
                 event,
                 data,
-            } => self.publish(ctx, reply_to, channel, event, data),
+            } => self.publish(ctx, ticket, channel, event, data),
             Effect::Invoke {
                 reply_to,
                 method,
@@ -201,7 +201,7 @@ impl Connection {
     fn publish(
         &mut self,
         ctx: &mut Ctx,
-        reply_to: ReplyTo,
+        ticket: PublishTicket,
         channel: ChannelName,
         event: EventName,
         data: Arc<RawValue>,
@@ -211,7 +211,7 @@ impl Connection {
             Ok(d) => d,
             Err(e) => {
                 log::info!("{} publish to {channel}: {e}", self.log_ctx());
-                return self.finish(ctx, reply_to, error(ErrorCode::BadPayload, e.to_string()));
+                return self.publish_done(ctx, ticket, error(ErrorCode::BadPayload, e.to_string()));
             }
         };
         let node = self.node.clone();
@@ -234,8 +234,14 @@ impl Connection {
                 },
                 Err(refused) => refused,
             };
-            act.finish(ctx, reply_to, outcome);
+            act.publish_done(ctx, ticket, outcome);
         });
+    }
+
+    /// Gives the core the answer to publish `ticket` and writes what it may reply now.
+    fn publish_done(&mut self, ctx: &mut Ctx, ticket: PublishTicket, outcome: Outcome) {
+        self.core.publish_done(ticket, outcome);
+        self.run_requests(ctx);
     }
 
     pub(super) fn apply_mailbox_limit(&mut self, ctx: &mut Ctx) {

@@ -112,6 +112,9 @@ pub struct ConnectionSettings {
     pub close_on_token_expiry: bool,
     /// Bytes of unacknowledged frames a resumable connection keeps for a resend.
     pub resume_buffer_bytes: usize,
+    /// Publishes of one connection in flight at once (to different channels; replies still in
+    /// request order: see `core/`).
+    pub max_publishes_in_flight: usize,
 }
 
 /// How often a resumable connection acknowledges what the client sent (as the JS client does).

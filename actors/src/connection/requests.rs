@@ -61,6 +61,15 @@ impl Requests {
         self.queue.pop_front()
     }
 
+    /// The step that would start next, if nothing is held (to decide whether it may start while
+    /// publishes are in flight, see `ConnectionCore::poll`).
+    pub(super) fn peek(&self) -> Option<&Step> {
+        if self.held > 0 {
+            return None;
+        }
+        self.queue.front()
+    }
+
     /// The current step waits for one more piece of work.
     pub(super) fn hold(&mut self) {
         self.held += 1;

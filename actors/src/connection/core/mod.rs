@@ -11,12 +11,20 @@
 //! stays with the actor: the core hands it out as an effect, holds every later request back, and
 //! takes the work's answer ([`finish`], [`refuse_subscription`]) as that request's one reply.
 //!
+//! Publishes are the exception that keeps back ends fast (issue 16: a `Service` connection
+//! publishing pipelined): a publish does not hold back the publishes after it, up to
+//! `session.max_publishes_in_flight` at once, unless one to the same channel is still in flight
+//! (so one connection's publishes to a channel keep their order). Their replies still go out in
+//! request order ([`publish_done`] keeps an answer that overtook an earlier one), and any other
+//! request waits until every publish before it has been answered.
+//!
 //! [`admit_frame`]: ConnectionCore::admit_frame
 //! [`queue_frame`]: ConnectionCore::queue_frame
 //! [`tick`]: ConnectionCore::tick
 //! [`poll`]: ConnectionCore::poll
 //! [`finish`]: ConnectionCore::finish
 //! [`refuse_subscription`]: ConnectionCore::refuse_subscription
+//! [`publish_done`]: ConnectionCore::publish_done
 
 #[cfg(test)]
 mod tests;
@@ -80,9 +88,10 @@ pub(super) enum Effect {
     /// `channel`'s subscription is gone from the bookkeeping: tell the broker and the activity
     /// recorder.
     Left(ChannelName),
-    /// Check the data and publish; the request waits for its answer ([`ConnectionCore::finish`]).
+    /// Check the data and publish; its answer goes to [`ConnectionCore::publish_done`] with the
+    /// ticket (later publishes may start meanwhile).
     Publish {
-        reply_to: ReplyTo,
+        ticket: PublishTicket,
         channel: ChannelName,
         event: EventName,
         data: Arc<RawValue>,
@@ -116,6 +125,22 @@ pub(super) enum Tick {
     Keepalive { protocol: bool },
 }
 
+/// Which publish an answer belongs to ([`ConnectionCore::publish_done`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct PublishTicket(u64);
+
+/// A request answered out of the normal one-at-a-time order: a publish in flight, or an answer
+/// that waits for the publishes before it.
+#[derive(Debug)]
+struct Pipelined {
+    ticket: PublishTicket,
+    reply_to: ReplyTo,
+    /// The publish's channel (none for an answer given at once).
+    channel: Option<ChannelName>,
+    /// Its answer, once there: replied when every entry before it has been.
+    outcome: Option<Outcome>,
+}
+
 /// The decisions and pure state of one connection.
 pub(super) struct ConnectionCore {
     identity: Arc<Identity>,
@@ -140,6 +165,10 @@ pub(super) struct ConnectionCore {
     handshake_reply_pending: bool,
     /// A hub connection's own channel, joined after the default channels.
     own_channel: Option<ChannelName>,
+    /// Publishes in flight and answers waiting for them, in request order.
+    pipelined: VecDeque<Pipelined>,
+    max_publishes_in_flight: usize,
+    next_ticket: u64,
 }
 
 impl ConnectionCore {
@@ -169,6 +198,9 @@ impl ConnectionCore {
             closing: false,
             handshake_reply_pending: false,
             own_channel: None,
+            pipelined: VecDeque::new(),
+            max_publishes_in_flight: settings.max_publishes_in_flight.max(1),
+            next_ticket: 0,
             identity,
         }
     }
@@ -261,9 +293,53 @@ impl ConnectionCore {
             if let Some(effect) = self.effects.pop_front() {
                 return Some(effect);
             }
+            if !self.pipelined.is_empty() && !self.may_start_while_publishing(self.requests.peek()?) {
+                return None;
+            }
             let step = self.requests.next()?;
             self.run_step(step);
         }
+    }
+
+    /// Whether `step` may start while publishes are in flight: only another publish, to a
+    /// channel none of them is publishing to, within the limit.
+    fn may_start_while_publishing(&self, step: &Step) -> bool {
+        let Step::Decoded(Decoded::Request(inbound)) = step else {
+            return false;
+        };
+        let Request::Publish { channel, .. } = &inbound.request else {
+            return false;
+        };
+        let in_flight = self.pipelined.iter().filter(|p| p.outcome.is_none());
+        let mut count = 0;
+        for p in in_flight {
+            count += 1;
+            if p.channel.as_ref().is_some_and(|c| c.as_str() == channel) {
+                return false;
+            }
+        }
+        count < self.max_publishes_in_flight
+    }
+
+    /// The answer to the publish `ticket`: replied now if every request before it has been,
+    /// otherwise once they are (replies keep request order).
+    pub(super) fn publish_done(&mut self, ticket: PublishTicket, outcome: Outcome) {
+        if let Some(p) = self.pipelined.iter_mut().find(|p| p.ticket == ticket) {
+            p.outcome = Some(outcome);
+        }
+        while self.pipelined.front().is_some_and(|p| p.outcome.is_some()) {
+            let p = self.pipelined.pop_front().expect("checked");
+            let outcome = p.outcome.expect("checked");
+            self.emit(Effect::Reply {
+                reply_to: p.reply_to,
+                outcome,
+            });
+        }
+    }
+
+    fn ticket(&mut self) -> PublishTicket {
+        self.next_ticket += 1;
+        PublishTicket(self.next_ticket)
     }
 
     /// The current request waits for one more piece of the actor's work (a hub method's reply,
@@ -354,7 +430,17 @@ impl ConnectionCore {
     }
 
     fn reply(&mut self, reply_to: ReplyTo, outcome: Outcome) {
-        self.emit(Effect::Reply { reply_to, outcome });
+        if self.pipelined.is_empty() {
+            return self.emit(Effect::Reply { reply_to, outcome });
+        }
+        // A publish refused at once while earlier ones are in flight: after their replies.
+        let ticket = self.ticket();
+        self.pipelined.push_back(Pipelined {
+            ticket,
+            reply_to,
+            channel: None,
+            outcome: Some(outcome),
+        });
     }
 
     fn run_step(&mut self, step: Step) {
@@ -505,8 +591,15 @@ impl ConnectionCore {
                         return self.reply(reply_to, outcome);
                     }
                 };
-                self.await_answer(Effect::Publish {
+                let ticket = self.ticket();
+                self.pipelined.push_back(Pipelined {
+                    ticket,
                     reply_to,
+                    channel: Some(channel.clone()),
+                    outcome: None,
+                });
+                self.emit(Effect::Publish {
+                    ticket,
                     channel,
                     event,
                     data,

@@ -20,6 +20,7 @@ const BURST: u32 = 3;
 const MAX_VIOLATIONS: u32 = 2;
 const MAX_BAD_FRAMES: u32 = 2;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_PUBLISHES_IN_FLIGHT: usize = 3;
 
 fn settings() -> ConnectionSettings {
     ConnectionSettings {
@@ -36,6 +37,7 @@ fn settings() -> ConnectionSettings {
         max_bad_frames: MAX_BAD_FRAMES,
         close_on_token_expiry: true,
         resume_buffer_bytes: 1 << 16,
+        max_publishes_in_flight: MAX_PUBLISHES_IN_FLIGHT,
     }
 }
 
@@ -129,11 +131,23 @@ fn reply(e: &Effect) -> Option<(ReplyTo, Outcome)> {
     }
 }
 
+fn published() -> Outcome {
+    Outcome::Published {
+        id: Arc::from("x"),
+        offset: 1,
+        epoch: Arc::from("e"),
+    }
+}
+
 /// Runs the core to the end as the actor would, answering every piece of work it hands out at
 /// once; returns the reply address of every reply, in order.
 fn run_answering(core: &mut ConnectionCore) -> Vec<ReplyTo> {
     let mut replies = Vec::new();
     while let Some(effect) = core.poll() {
+        if let Effect::Publish { ticket, .. } = effect {
+            core.publish_done(ticket, published());
+            continue;
+        }
         let answer = match effect {
             Effect::Reply { reply_to, .. } | Effect::SubscriptionRefused { reply_to, .. } => {
                 replies.push(reply_to);
@@ -150,14 +164,6 @@ fn run_answering(core: &mut ConnectionCore) -> Vec<ReplyTo> {
                 core.subs.activate(&channel, 0, Arc::from("e"), Vec::new());
                 Some((reply_to, subscribed(&channel)))
             }
-            Effect::Publish { reply_to, .. } => Some((
-                reply_to,
-                Outcome::Published {
-                    id: Arc::from("x"),
-                    offset: 1,
-                    epoch: Arc::from("e"),
-                },
-            )),
             Effect::Invoke { reply_to, .. } => Some((reply_to, Outcome::Done)),
             _ => None,
         };
@@ -340,10 +346,13 @@ fn each_request_kind_gets_its_effect() {
 
     // The ones that need the node: handed out, then answered through the core.
     let e = frame(&mut core, [publish(8, "tenant:t1:broadcast", "E")]);
-    assert!(matches!(&e[..], [Effect::Publish { reply_to, channel, .. }]
-        if *reply_to == id(8) && channel.as_str() == "tenant:t1:broadcast"));
-    let r = core.finish(id(8), Outcome::Done);
-    assert_eq!(reply(&r), Some((id(8), Outcome::Done)));
+    let [Effect::Publish { ticket, channel, .. }] = &e[..] else {
+        panic!("{e:?}")
+    };
+    assert_eq!(channel.as_str(), "tenant:t1:broadcast");
+    core.publish_done(*ticket, Outcome::Done);
+    let r = drain(&mut core);
+    assert_eq!(reply(&r[0]), Some((id(8), Outcome::Done)));
 
     let invoke = Request::Invoke {
         method: "SendMessage".into(),
@@ -651,4 +660,90 @@ fn leaving_every_group_waits_for_earlier_joins_and_keeps_the_connect_channels() 
     left.sort();
     assert_eq!(left, ["tenant:t1:order:a", "tenant:t1:order:b"]);
     assert!(kept.iter().all(|c| core.subs.contains(c)));
+}
+
+/// The tickets of the publishes among `effects`, in order.
+fn tickets(effects: &[Effect]) -> Vec<super::PublishTicket> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Publish { ticket, .. } => Some(*ticket),
+            _ => None,
+        })
+        .collect()
+}
+
+fn reply_ids(effects: &[Effect]) -> Vec<ReplyTo> {
+    effects.iter().filter_map(reply).map(|(r, _)| r).collect()
+}
+
+#[test]
+fn publishes_to_different_channels_are_in_flight_together_and_replied_in_request_order() {
+    let mut core = core();
+    let e = frame(
+        &mut core,
+        [
+            publish(1, "tenant:t1:order:a", "E"),
+            publish(2, "tenant:t1:order:b", "E"),
+            publish(3, "tenant:t1:order:c", "E"),
+        ],
+    );
+    let t = tickets(&e);
+    assert_eq!(t.len(), 3, "all three started before any answer: {e:?}");
+    // Answered out of order: each reply waits for the ones before it.
+    core.publish_done(t[2], published());
+    core.publish_done(t[1], published());
+    assert!(reply_ids(&drain(&mut core)).is_empty(), "1 is not answered yet");
+    core.publish_done(t[0], published());
+    assert_eq!(reply_ids(&drain(&mut core)), [id(1), id(2), id(3)]);
+}
+
+#[test]
+fn a_publish_to_a_channel_in_flight_waits_and_other_requests_wait_for_the_publishes() {
+    let mut core = core();
+    let e = frame(
+        &mut core,
+        [
+            publish(1, "tenant:t1:order:a", "E"),
+            publish(2, "tenant:t1:order:a", "E"),
+        ],
+    );
+    let first = tickets(&e);
+    assert_eq!(first.len(), 1, "the second to the same channel waits: {e:?}");
+    core.publish_done(first[0], published());
+    let e = drain(&mut core);
+    assert_eq!(reply_ids(&e), [id(1)]);
+    let second = tickets(&e);
+    assert_eq!(second.len(), 1, "then it starts");
+
+    // A ping after a publish in flight waits for its reply, and replies after it.
+    let e = frame(&mut core, [req(3, Request::Ping)]);
+    assert!(reply_ids(&e).is_empty(), "the ping waits for publish 2: {e:?}");
+    core.publish_done(second[0], published());
+    assert_eq!(reply_ids(&drain(&mut core)), [id(2), id(3)]);
+}
+
+#[test]
+fn publishes_in_flight_are_bounded_and_an_invalid_one_is_answered_in_its_turn() {
+    let mut core = core();
+    let records: Vec<Decoded> = (1..=i64::try_from(MAX_PUBLISHES_IN_FLIGHT).unwrap() + 1)
+        .map(|n| publish(n, &format!("tenant:t1:order:o{n}"), "E"))
+        .chain([publish(99, "not a channel", "E")])
+        .collect();
+    let e = frame(&mut core, records);
+    let t = tickets(&e);
+    assert_eq!(t.len(), MAX_PUBLISHES_IN_FLIGHT, "{e:?}");
+    core.publish_done(t[0], published());
+    let e = drain(&mut core);
+    assert_eq!(reply_ids(&e), [id(1)]);
+    let more = tickets(&e);
+    assert_eq!(more.len(), 1, "one more started in the freed place");
+    // The invalid one is refused at once, but replied after every publish before it.
+    for ticket in t[1..].iter().chain(&more) {
+        core.publish_done(*ticket, published());
+    }
+    let last = i64::try_from(MAX_PUBLISHES_IN_FLIGHT).unwrap() + 1;
+    let mut expected: Vec<ReplyTo> = (2..=last).map(id).collect();
+    expected.push(id(99));
+    assert_eq!(reply_ids(&drain(&mut core)), expected);
 }
