@@ -6,9 +6,11 @@
 //! publish takes it), published in order through the same steps, with a result per event: the
 //! single publish's `202` answer or its problem document, each with its `status`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
+use futures_util::{stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use switchyard_actors::channel::ChannelName;
@@ -82,7 +84,7 @@ enum BatchResult {
     Refused(serde_json::Value),
 }
 
-/// Publishes each event in order, as the single publish does, and answers
+/// Publishes each event as the single publish does (a channel's events in their order) and answers
 /// `200 {"results":[…]}`: per event `{"status":202,"id","offset","epoch"}` or its problem document.
 /// A refused event does not stop the ones after it.
 pub async fn publish_batch(
@@ -98,19 +100,56 @@ pub async fn publish_batch(
             events.len()
         )));
     }
-    let mut results = Vec::with_capacity(events.len());
-    for event in events {
-        results.push(match publish_one(&state, who.clone(), event).await {
-            Ok(ack) => BatchResult::Accepted {
-                epoch: ack.epoch,
-                id: ack.id,
-                offset: ack.offset,
-                status: actix_web::http::StatusCode::ACCEPTED.as_u16(),
-            },
-            Err(e) => BatchResult::Refused(e.problem_value()),
+    // A channel's events are published one after another, in their order; different channels'
+    // at once, up to `session.max_publishes_in_flight` (as on a WebSocket). Results keep the
+    // request's order.
+    let count = events.len();
+    let mut per_channel: Vec<Vec<(usize, PublishRequest)>> = Vec::new();
+    let mut slot_of: HashMap<String, usize> = HashMap::new();
+    for (index, event) in events.into_iter().enumerate() {
+        let slot = *slot_of.entry(event.channel.clone()).or_insert_with(|| {
+            per_channel.push(Vec::new());
+            per_channel.len() - 1
         });
+        per_channel[slot].push((index, event));
     }
+    let state = &state;
+    let in_flight = state.settings.session.max_publishes_in_flight.max(1);
+    let done: Vec<Vec<(usize, BatchResult)>> = stream::iter(per_channel)
+        .map(|events| {
+            let who = who.clone();
+            async move {
+                let mut out = Vec::with_capacity(events.len());
+                for (index, event) in events {
+                    out.push((index, batch_result(publish_one(state, who.clone(), event).await)));
+                }
+                out
+            }
+        })
+        .buffer_unordered(in_flight)
+        .collect()
+        .await;
+    let mut results: Vec<Option<BatchResult>> = (0..count).map(|_| None).collect();
+    for (index, result) in done.into_iter().flatten() {
+        results[index] = Some(result);
+    }
+    let results = results
+        .into_iter()
+        .map(|r| r.expect("every event has its result"))
+        .collect();
     Ok(HttpResponse::Ok().json(BatchAnswer { results }))
+}
+
+fn batch_result(published: Result<PublishAck, ApiError>) -> BatchResult {
+    match published {
+        Ok(ack) => BatchResult::Accepted {
+            epoch: ack.epoch,
+            id: ack.id,
+            offset: ack.offset,
+            status: actix_web::http::StatusCode::ACCEPTED.as_u16(),
+        },
+        Err(e) => BatchResult::Refused(e.problem_value()),
+    }
 }
 
 /// One event through the steps every REST publish takes: the names, the payload check, the

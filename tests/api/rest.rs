@@ -164,3 +164,49 @@ async fn a_batch_publishes_each_event_in_order_with_a_result_each_across_nodes()
         "{p}"
     );
 }
+
+/// A batch publishes different channels' events at once, but each channel's in the batch's order,
+/// and the results keep the batch's order.
+#[actix_web::test]
+async fn a_batch_keeps_each_channels_order_and_the_results_order() {
+    let app = spawn_app().await;
+    let channels = ["tenant:acme:order:o1", "tenant:acme:order:o2", "tenant:acme:order:o3"];
+    let mut subs = Vec::new();
+    for channel in channels {
+        let mut ws = app.connect(&service()).await;
+        ws.subscribed(channel).await;
+        subs.push(ws);
+    }
+    const EVENTS: usize = 30;
+    let events: Vec<_> = (0..EVENTS)
+        .map(|i| json!({"channel": channels[i % 3], "event": "Step", "data": {"i": i}}))
+        .collect();
+    let (status, body) = app
+        .post_json(
+            "/api/v1/publish/batch",
+            Some(&token(&service())),
+            &json!({ "events": events }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().expect("a result per event");
+    assert_eq!(results.len(), EVENTS);
+    for (c, ws) in subs.iter_mut().enumerate() {
+        // This channel's events, in the batch's order: results in that order carry rising
+        // offsets, and the subscriber gets them in that order.
+        let mine: Vec<usize> = (0..EVENTS).filter(|i| i % 3 == c).collect();
+        let offsets: Vec<u64> = mine
+            .iter()
+            .map(|&i| {
+                assert_eq!(results[i]["status"], 202, "{}", results[i]);
+                results[i]["offset"].as_u64().unwrap()
+            })
+            .collect();
+        assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+        for &i in &mine {
+            let n = ws.recv_type("notification").await;
+            assert_eq!(n["data"]["data"]["i"], i, "{n}");
+            assert_eq!(n["data"]["id"], results[i]["id"], "{n}");
+        }
+    }
+}
