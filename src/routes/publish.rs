@@ -121,7 +121,10 @@ pub async fn publish_batch(
             async move {
                 let mut out = Vec::with_capacity(events.len());
                 for (index, event) in events {
-                    out.push((index, batch_result(publish_one(state, who.clone(), event).await)));
+                    out.push((
+                        index,
+                        batch_result(publish_one(state, who.clone(), event).await),
+                    ));
                 }
                 out
             }

@@ -886,7 +886,9 @@ async fn a_publish_costs_redis_one_round_trip_not_a_connection_check_too() {
         redis_calls(&redis, "unwatch").await,
     );
     for i in 0..PUBLISHES {
-        let (status, ack) = a.publish(&service(), channel, "Tick", json!({"i": i})).await;
+        let (status, ack) = a
+            .publish(&service(), channel, "Tick", json!({"i": i}))
+            .await;
         assert_eq!(status, 202, "{ack}");
     }
     assert_eq!(offsets(&mut on_a, PUBLISHES as usize).await.len(), 50);

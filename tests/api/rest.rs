@@ -170,7 +170,11 @@ async fn a_batch_publishes_each_event_in_order_with_a_result_each_across_nodes()
 #[actix_web::test]
 async fn a_batch_keeps_each_channels_order_and_the_results_order() {
     let app = spawn_app().await;
-    let channels = ["tenant:acme:order:o1", "tenant:acme:order:o2", "tenant:acme:order:o3"];
+    let channels = [
+        "tenant:acme:order:o1",
+        "tenant:acme:order:o2",
+        "tenant:acme:order:o3",
+    ];
     let mut subs = Vec::new();
     for channel in channels {
         let mut ws = app.connect(&service()).await;

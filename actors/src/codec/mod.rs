@@ -9,6 +9,7 @@
 
 pub mod native;
 pub mod signalr;
+pub mod ws_frame;
 
 use std::sync::Arc;
 
@@ -17,7 +18,6 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::codes::{CloseCode, ErrorCode};
-use crate::connection::socket_context;
 use crate::envelope::{Envelope, StreamPosition};
 use crate::hub_arguments::{ArgumentsDefault, ArgumentsShape};
 
@@ -304,14 +304,14 @@ pub fn notification_ws_frame(
     let shape = signalr::arguments_shape(env, default);
     env.cached_frame(frame_slot(format, shape), |env| {
         let payload = encode_notification(format, shape, env);
-        socket_context::data_frame(&payload, format.is_binary())
+        ws_frame::data_frame(&payload, format.is_binary())
     })
 }
 
 /// The payload of [`notification_ws_frame`] (the protocol's message without the WebSocket
 /// header; shared, not copied): what stateful reconnect keeps for a resend.
 pub fn notification_frame(env: &Envelope, format: WireFormat, default: ArgumentsDefault) -> Bytes {
-    socket_context::frame_payload(notification_ws_frame(env, format, default))
+    ws_frame::frame_payload(notification_ws_frame(env, format, default))
 }
 
 /// Encodes an envelope as a notification frame in `format` (`shape` matters to SignalR only).

@@ -301,7 +301,7 @@ impl Connection {
         let default = self.codec.arguments_default();
         let frame = crate::codec::notification_ws_frame(env, format, default);
         if let Some(sent) = self.sent.as_mut() {
-            let payload = socket_context::frame_payload(frame);
+            let payload = crate::codec::ws_frame::frame_payload(frame);
             sent.record(if format.is_binary() {
                 OutFrame::Binary(payload)
             } else {

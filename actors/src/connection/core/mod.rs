@@ -293,7 +293,8 @@ impl ConnectionCore {
             if let Some(effect) = self.effects.pop_front() {
                 return Some(effect);
             }
-            if !self.pipelined.is_empty() && !self.may_start_while_publishing(self.requests.peek()?) {
+            if !self.pipelined.is_empty() && !self.may_start_while_publishing(self.requests.peek()?)
+            {
                 return None;
             }
             let step = self.requests.next()?;

@@ -346,7 +346,10 @@ fn each_request_kind_gets_its_effect() {
 
     // The ones that need the node: handed out, then answered through the core.
     let e = frame(&mut core, [publish(8, "tenant:t1:broadcast", "E")]);
-    let [Effect::Publish { ticket, channel, .. }] = &e[..] else {
+    let [Effect::Publish {
+        ticket, channel, ..
+    }] = &e[..]
+    else {
         panic!("{e:?}")
     };
     assert_eq!(channel.as_str(), "tenant:t1:broadcast");
@@ -693,7 +696,10 @@ fn publishes_to_different_channels_are_in_flight_together_and_replied_in_request
     // Answered out of order: each reply waits for the ones before it.
     core.publish_done(t[2], published());
     core.publish_done(t[1], published());
-    assert!(reply_ids(&drain(&mut core)).is_empty(), "1 is not answered yet");
+    assert!(
+        reply_ids(&drain(&mut core)).is_empty(),
+        "1 is not answered yet"
+    );
     core.publish_done(t[0], published());
     assert_eq!(reply_ids(&drain(&mut core)), [id(1), id(2), id(3)]);
 }
@@ -709,7 +715,11 @@ fn a_publish_to_a_channel_in_flight_waits_and_other_requests_wait_for_the_publis
         ],
     );
     let first = tickets(&e);
-    assert_eq!(first.len(), 1, "the second to the same channel waits: {e:?}");
+    assert_eq!(
+        first.len(),
+        1,
+        "the second to the same channel waits: {e:?}"
+    );
     core.publish_done(first[0], published());
     let e = drain(&mut core);
     assert_eq!(reply_ids(&e), [id(1)]);
@@ -718,7 +728,10 @@ fn a_publish_to_a_channel_in_flight_waits_and_other_requests_wait_for_the_publis
 
     // A ping after a publish in flight waits for its reply, and replies after it.
     let e = frame(&mut core, [req(3, Request::Ping)]);
-    assert!(reply_ids(&e).is_empty(), "the ping waits for publish 2: {e:?}");
+    assert!(
+        reply_ids(&e).is_empty(),
+        "the ping waits for publish 2: {e:?}"
+    );
     core.publish_done(second[0], published());
     assert_eq!(reply_ids(&drain(&mut core)), [id(2), id(3)]);
 }

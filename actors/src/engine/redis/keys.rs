@@ -300,7 +300,10 @@ mod tests {
             assert!(key.starts_with(&format!("sy:{tag}:")), "{key}");
         }
         assert_eq!(k.partition(&ch), p);
-        assert_eq!(k.listeners(&ch), format!("{}tenant:a:broadcast:listeners", k.partition_stem(p)));
+        assert_eq!(
+            k.listeners(&ch),
+            format!("{}tenant:a:broadcast:listeners", k.partition_stem(p))
+        );
         assert_eq!(k.offset(&ch), format!("sy:{tag}:tenant:a:broadcast:offset"));
         assert_eq!(k.pubsub(ch.as_str()), format!("sy:{tag}:ch"));
     }
