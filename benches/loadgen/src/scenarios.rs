@@ -309,7 +309,8 @@ pub async fn run_delivery(run: DeliveryRun) -> Result<Value, String> {
     }
     let timed_out = ctx.progress.delivered() < expected_total;
     let server_cpu_after = server.cpu_micros();
-    let server_cpu_secs_by_pid = cpu_secs_by_pid(&server_cpu_each_before, &server.cpu_micros_each());
+    let server_cpu_secs_by_pid =
+        cpu_secs_by_pid(&server_cpu_each_before, &server.cpu_micros_each());
     let connect_secs = connections.connect_secs;
     let stats = connections.finish().await;
     let totals = merge_subscribers(&stats, |index| {
