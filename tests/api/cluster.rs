@@ -902,3 +902,67 @@ async fn a_publish_costs_redis_one_round_trip_not_a_connection_check_too() {
         "{PUBLISHES} publishes cost {pings} PINGs and {unwatches} UNWATCHes besides"
     );
 }
+
+/// A back end publishes pipelined on `/ws` of node a (publishes to different channels in flight
+/// together): every publish is answered once, in request order, a `ping` after them is answered
+/// after them, and subscribers on node b get each channel's events in the order they were sent.
+#[actix_web::test]
+async fn pipelined_publishes_are_answered_in_order_and_delivered_in_order_on_another_node() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let channels = [
+        "tenant:acme:order:p1",
+        "tenant:acme:order:p2",
+        "tenant:acme:order:p3",
+    ];
+    let mut subs = Vec::new();
+    for channel in channels {
+        let mut ws = b.connect(&service()).await;
+        ws.subscribed(channel).await;
+        subs.push(ws);
+    }
+    let mut publisher = a.connect(&service()).await;
+    const PUBLISHES: u64 = 30;
+    for i in 0..PUBLISHES {
+        let channel = channels[(i % 3) as usize];
+        publisher
+            .send_json(json!({"type":"publish","id":i,"data":{"channel":channel,"event":"Step","data":{"i":i}}}))
+            .await;
+    }
+    publisher
+        .send_json(json!({"type":"ping","id":"after"}))
+        .await;
+    let mut offsets: Vec<Vec<u64>> = vec![Vec::new(); 3];
+    for i in 0..PUBLISHES {
+        let ack = publisher.recv().await;
+        assert_eq!(
+            (ack["type"].as_str(), ack["id"].as_u64()),
+            (Some("published"), Some(i)),
+            "{ack}"
+        );
+        offsets[(i % 3) as usize].push(ack["data"]["offset"].as_u64().unwrap());
+    }
+    let pong = publisher.recv().await;
+    assert_eq!(
+        (pong["type"].as_str(), pong["id"].as_str()),
+        (Some("pong"), Some("after")),
+        "{pong}"
+    );
+    for (c, ws) in subs.iter_mut().enumerate() {
+        assert!(
+            offsets[c].windows(2).all(|w| w[0] < w[1]),
+            "{:?}",
+            offsets[c]
+        );
+        let got: Vec<u64> = ws
+            .notifications(offsets[c].len())
+            .await
+            .iter()
+            .map(|n| n["data"]["i"].as_u64().unwrap())
+            .collect();
+        let sent: Vec<u64> = (0..PUBLISHES).filter(|i| i % 3 == c as u64).collect();
+        assert_eq!(got, sent, "channel {}", channels[c]);
+    }
+}
