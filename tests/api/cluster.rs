@@ -966,3 +966,37 @@ async fn pipelined_publishes_are_answered_in_order_and_delivered_in_order_on_ano
         assert_eq!(got, sent, "channel {}", channels[c]);
     }
 }
+
+/// With `redis.replica_acks` on one Redis, a publish's `WAIT` for replicas does not hold up the
+/// node's other Redis commands: a subscribe (its position script) is answered while the publish
+/// still waits. (Redis runs one client's commands in order, so a `WAIT` on the shared command
+/// connection held every other command until the replicas answered or the wait timed out.)
+#[actix_web::test]
+async fn a_publish_waiting_for_replicas_does_not_hold_up_other_commands() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    // No replica: every WAIT runs to its timeout and the publish is refused then.
+    let a = spawn_cluster_node(&redis.url(), &prefix, |s| {
+        s.redis.replica_acks = 1;
+        s.redis.replica_ack_timeout_ms = 3000;
+        s.redis.publish_retry_attempts = 1;
+    })
+    .await;
+    let mut ws = a.connect(&customer("acme", "u1", None)).await;
+    let publisher = service();
+    let publish = a.publish(&publisher, "tenant:acme:broadcast", "Tick", json!(1));
+    tokio::pin!(publish);
+    // Let the publish reach Redis first.
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut publish).await;
+    assert!(early.is_err(), "the publish waits for a replica: {early:?}");
+    tokio::select! {
+        reply = ws.subscribe("tenant:acme:order:o1") => {
+            assert_eq!(reply["type"], "subscribed", "{reply}");
+        }
+        (status, body) = &mut publish => {
+            panic!("the subscribe waited behind the publish's WAIT ({status} {body})");
+        }
+    }
+    let (status, body) = publish.await;
+    assert_eq!(status, 503, "not replicated: {body}");
+}

@@ -122,7 +122,13 @@ impl Cluster {
         // rustls needs a process-wide crypto provider for rediss://; installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (target, keys) = if config.cluster_nodes.is_empty() {
-            (Target::single(&config.url)?, Keys::new(&config.prefix))
+            (
+                Target::single(
+                    &config.url,
+                    config.command_timeout + config.replica_ack_timeout,
+                )?,
+                Keys::new(&config.prefix),
+            )
         } else {
             (
                 Target::cluster(

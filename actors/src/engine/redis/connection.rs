@@ -31,6 +31,12 @@ pub enum Target {
         /// doubled every publish's round trips, and a multiplexed connection needs no exclusive
         /// use (nothing here uses `WATCH` or `MULTI`).
         conn: std::sync::Mutex<Option<MultiplexedConnection>>,
+        /// Publishes acknowledged by replicas, as on a cluster: `WAIT` holds the connection until
+        /// they answer (Redis runs one client's commands in order), so it is a connection of
+        /// their own and other commands do not queue behind it.
+        acked: std::sync::Mutex<Option<MultiplexedConnection>>,
+        /// Its replies' deadline (a command's plus the replicas' wait).
+        acked_timeout: Duration,
     },
     Cluster {
         /// RESP2 commands (replies as on a single Redis).
@@ -53,8 +59,8 @@ pub enum Target {
 }
 
 impl Target {
-    /// One Redis at `url`.
-    pub fn single(url: &str) -> RedisResult<Self> {
+    /// One Redis at `url`. `acked_timeout`: how long a publish acknowledged by replicas may take.
+    pub fn single(url: &str, acked_timeout: Duration) -> RedisResult<Self> {
         let client = redis::Client::open(url)?;
         let pool = deadpool_redis::Config::from_url(url.to_owned())
             .create_pool(Some(Runtime::Tokio1))
@@ -69,6 +75,8 @@ impl Target {
             pool,
             client,
             conn: std::sync::Mutex::new(None),
+            acked: std::sync::Mutex::new(None),
+            acked_timeout,
         })
     }
 
@@ -107,12 +115,27 @@ impl Target {
     /// `acked`, for publishes that wait for replicas (see [`Target::Cluster`]).
     pub async fn get(&self, acked: bool) -> Result<Conn, super::ClusterError> {
         match self {
-            Target::Single { pool, conn, .. } => {
-                if let Some(c) = conn.lock().expect("not poisoned").clone() {
+            Target::Single {
+                pool,
+                client,
+                conn,
+                acked: acked_conn,
+                acked_timeout,
+            } => {
+                let slot = if acked { acked_conn } else { conn };
+                if let Some(c) = slot.lock().expect("not poisoned").clone() {
                     return Ok(Conn::Multiplexed(c));
                 }
-                let fresh = deadpool_redis::Connection::take(pool.get().await?);
-                let mut shared = conn.lock().expect("not poisoned");
+                let fresh = if acked {
+                    let config = redis::AsyncConnectionConfig::new()
+                        .set_response_timeout(Some(*acked_timeout));
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?
+                } else {
+                    deadpool_redis::Connection::take(pool.get().await?)
+                };
+                let mut shared = slot.lock().expect("not poisoned");
                 Ok(Conn::Multiplexed(shared.get_or_insert(fresh).clone()))
             }
             Target::Cluster {
@@ -151,8 +174,9 @@ impl Target {
     /// that is gone.
     pub fn reset(&self) {
         match self {
-            Target::Single { conn, .. } => {
+            Target::Single { conn, acked, .. } => {
                 conn.lock().expect("not poisoned").take();
+                acked.lock().expect("not poisoned").take();
             }
             Target::Cluster { conn, acked, .. } => {
                 conn.lock().expect("not poisoned").take();
