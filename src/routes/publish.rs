@@ -107,10 +107,14 @@ pub async fn publish_batch(
     let mut per_channel: Vec<Vec<(usize, PublishRequest)>> = Vec::new();
     let mut slot_of: HashMap<String, usize> = HashMap::new();
     for (index, event) in events.into_iter().enumerate() {
-        let slot = *slot_of.entry(event.channel.clone()).or_insert_with(|| {
-            per_channel.push(Vec::new());
-            per_channel.len() - 1
-        });
+        let slot = match slot_of.get(event.channel.as_str()) {
+            Some(&slot) => slot,
+            None => {
+                per_channel.push(Vec::new());
+                slot_of.insert(event.channel.clone(), per_channel.len() - 1);
+                per_channel.len() - 1
+            }
+        };
         per_channel[slot].push((index, event));
     }
     let state = &state;
@@ -132,14 +136,10 @@ pub async fn publish_batch(
         .buffer_unordered(in_flight)
         .collect()
         .await;
-    let mut results: Vec<Option<BatchResult>> = (0..count).map(|_| None).collect();
-    for (index, result) in done.into_iter().flatten() {
-        results[index] = Some(result);
-    }
-    let results = results
-        .into_iter()
-        .map(|r| r.expect("every event has its result"))
-        .collect();
+    let mut done: Vec<(usize, BatchResult)> = done.into_iter().flatten().collect();
+    done.sort_unstable_by_key(|(index, _)| *index);
+    debug_assert_eq!(done.len(), count, "every event has its result");
+    let results = done.into_iter().map(|(_, result)| result).collect();
     Ok(HttpResponse::Ok().json(BatchAnswer { results }))
 }
 

@@ -211,7 +211,11 @@ impl Connection {
             Ok(d) => d,
             Err(e) => {
                 log::info!("{} publish to {channel}: {e}", self.log_ctx());
-                return self.publish_done(ctx, ticket, error(ErrorCode::BadPayload, e.to_string()));
+                // Answered inside the request loop that started it, which picks up the reply
+                // (running the loop again from here would nest it once per refused publish).
+                return self
+                    .core
+                    .publish_done(ticket, error(ErrorCode::BadPayload, e.to_string()));
             }
         };
         let node = self.node.clone();
@@ -225,7 +229,8 @@ impl Connection {
                 .await
                 .map_err(|e| error(e.code(), e.to_string()))
         };
-        self.answer(ctx, publishing.into_actor(self), move |act, ctx, res| {
+        // `answer` runs the request loop afterwards, which writes what may be replied now.
+        self.answer(ctx, publishing.into_actor(self), move |act, _, res| {
             let outcome = match res {
                 Ok(ack) => Outcome::Published {
                     id: ack.id,
@@ -234,14 +239,8 @@ impl Connection {
                 },
                 Err(refused) => refused,
             };
-            act.publish_done(ctx, ticket, outcome);
+            act.core.publish_done(ticket, outcome);
         });
-    }
-
-    /// Gives the core the answer to publish `ticket` and writes what it may reply now.
-    fn publish_done(&mut self, ctx: &mut Ctx, ticket: PublishTicket, outcome: Outcome) {
-        self.core.publish_done(ticket, outcome);
-        self.run_requests(ctx);
     }
 
     pub(super) fn apply_mailbox_limit(&mut self, ctx: &mut Ctx) {

@@ -12,8 +12,9 @@
 //! - **Writing.** Frames are encoded into the context's write buffer when the actor writes them,
 //!   not queued as `ws::Message`s and encoded when the body is polled. [`SocketContext::write_frame`]
 //!   appends a complete frame (header and payload) encoded once per event for the whole node
-//!   ([`crate::codec::notification_ws_frame`]): a fan-out to N connections encodes the frame once
-//!   and copies it once per connection, into this buffer. [`SocketContext::text`],
+//!   ([`crate::codec::notification_ws_frame`]): a fan-out to N connections encodes the frame once;
+//!   each connection copies it into this buffer (and actix-http's dispatcher copies the chunk once
+//!   more into its own write buffer, as before: only the encoding is shared). [`SocketContext::text`],
 //!   [`SocketContext::binary`], [`SocketContext::ping`], [`SocketContext::pong`] and
 //!   [`SocketContext::close`] encode the rare per-connection frames with actix-http's own frame
 //!   writer, byte for byte as before.
