@@ -114,13 +114,36 @@ impl Cluster {
             .collect()
     }
 
+    /// [`Self::per_partition`] for steps that take what they answer out of Redis (due
+    /// `UserOffline`s, dead nodes): the partitions that answered are kept even when another
+    /// failed (a shard failing over), since Redis no longer holds what they returned; a failed
+    /// partition is logged and tried again on the next round.
+    async fn per_partition_taken<T, F, Fut>(&self, what: &str, each: F) -> Vec<T>
+    where
+        F: Fn(u32) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClusterError>>,
+    {
+        let mut taken = Vec::new();
+        for (q, result) in join_all(self.keys().presence_partitions().map(each))
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            match result {
+                Ok(t) => taken.push(t),
+                Err(e) => log::warn!("presence {what}: partition {q} failed: {e}; next round"),
+            }
+        }
+        taken
+    }
+
     /// Takes the UserOffline announcements that are due, in every presence partition (each
     /// goes to exactly one caller).
     pub async fn presence_due(&self) -> Result<Vec<(TenantKey, String)>, ClusterError> {
         let now = now_millis();
         let script = &Script::new(scripts::PRESENCE_DUE);
         let per = self
-            .per_partition(|q| async move {
+            .per_partition_taken("offline sweep", |q| async move {
                 let k = self.keys();
                 let mut inv = script.prepare_invoke();
                 inv.key(k.presence_pending(q))
@@ -129,7 +152,7 @@ impl Cluster {
                 self.run(|mut c| async move { inv.invoke_async::<Vec<String>>(&mut c).await })
                     .await
             })
-            .await?;
+            .await;
         Ok(per
             .iter()
             .flat_map(|flat| flat.chunks(2))
@@ -146,7 +169,7 @@ impl Cluster {
         let (ttl, due) = (self.presence_data_ttl_ms(), self.offline_due());
         let script = &Script::new(scripts::PRESENCE_BEAT);
         let per = self
-            .per_partition(|q| async move {
+            .per_partition_taken("heartbeat", |q| async move {
                 let k = self.keys();
                 let mut inv = script.prepare_invoke();
                 inv.key(k.nodes(q))
@@ -163,7 +186,7 @@ impl Cluster {
                 )
                 .await
             })
-            .await?;
+            .await;
         let mut removed = HashMap::new();
         for (node, n) in per.into_iter().flatten() {
             *removed.entry(NodeId(node.into())).or_default() += n;
