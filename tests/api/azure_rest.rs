@@ -310,9 +310,14 @@ async fn a_sigkilled_nodes_channels_stop_existing_on_a_redis_cluster() {
     let prefix = unique_prefix();
     let a = crate::redis_cluster::node(&rc, &prefix, |_| {}).await;
     // Node b is a real process, so it can really be SIGKILLed (test settings: node TTL 2 s).
+    // The same layout as node a's (not the defaults by chance).
+    let partitions = crate::redis_cluster::PARTITIONS.to_string();
+    let streams = crate::redis_cluster::INGEST_STREAMS.to_string();
     let (mut b, port) = spawn_node_process(&[
         ("SWITCHYARD__REDIS__CLUSTER_NODES", &rc.seeds()),
         ("SWITCHYARD__REDIS__PREFIX", &prefix),
+        ("SWITCHYARD__REDIS__CLUSTER_PARTITIONS", &partitions),
+        ("SWITCHYARD__REDIS__CLUSTER_INGEST_STREAMS", &streams),
         ("SWITCHYARD__PRESENCE__NODE_TTL_SECS", "2"),
         ("SWITCHYARD__PRESENCE__HEARTBEAT_INTERVAL_MS", "200"),
     ])
@@ -331,18 +336,23 @@ async fn a_sigkilled_nodes_channels_stop_existing_on_a_redis_cluster() {
     let marks = crate::redis_cluster::keys(&prefix)
         .listeners(&switchyard_actors::channel::ChannelName::parse(channel).unwrap());
     let port = rc.ports[0];
+    // `SCARD` answers a number (0 for a set that is gone); `None` is a failed redis-cli.
     let marked = || {
         let marks = marks.clone();
-        async move { crate::redis_cluster_server::cli(port, &["SMEMBERS", &marks]).await }
+        async move { crate::redis_cluster_server::cli(port, &["SCARD", &marks]).await }
     };
-    assert!(marked().await.is_some(), "node b marked the channel");
+    assert_eq!(
+        marked().await.as_deref(),
+        Some("1"),
+        "node b marked the channel"
+    );
 
     b.start_kill().unwrap(); // SIGKILL
     b.wait().await.unwrap();
     head_becomes(&a, &group_head, &svc, 404).await;
     // The node that finds b dead removes b's marks (they would pile up otherwise).
     eventually("node b's listener mark to be removed", || async {
-        marked().await.is_none().then_some(())
+        (marked().await.as_deref() == Some("0")).then_some(())
     })
     .await;
 }

@@ -14,8 +14,8 @@ use switchyard_actors::engine::redis::Keys;
 use crate::helpers::*;
 use crate::redis_cluster_server::{cli, RedisCluster};
 
-const PARTITIONS: u32 = 64;
-const INGEST_STREAMS: u32 = 4;
+pub const PARTITIONS: u32 = 64;
+pub const INGEST_STREAMS: u32 = 4;
 
 /// A Switchyard node on the Redis Cluster `rc`.
 pub async fn node(rc: &RedisCluster, prefix: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {

@@ -67,7 +67,9 @@ impl Cluster {
         }
         // The one place existence checks ask which nodes are alive. Every node beats into each
         // presence partition, so any one answers; the channel's own number spreads the reads.
-        let live = self.live_nodes(self.keys().partition(channel)).await?;
+        let k = self.keys();
+        let q = k.partition(channel) % k.presence_partitions().end.max(1);
+        let live = self.live_nodes(q).await?;
         Ok(marked.iter().any(|m| live.iter().any(|n| *n.0 == **m)))
     }
 
