@@ -21,7 +21,8 @@
 //! Every node reads every stream in one consumer group, so each entry is published exactly once
 //! (through the same atomic publish step, idempotent by `id` when given), then acknowledged and
 //! deleted. Each stream has its own reader on its own connection: a blocking `XREADGROUP` holds
-//! its connection (on a cluster, the connection to that stream's shard), and one stream's wait
+//! its connection (on a cluster, a cluster connection of its own, whose link to the stream's shard
+//! the read holds), and one stream's wait
 //! must neither stall the command connection nor another stream's reader. Drafts appended
 //! before any node ran are published when the first one starts.
 //! Entries a dead node had claimed are taken over after [`CLAIM_IDLE`]; a node that comes back
