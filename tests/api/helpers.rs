@@ -181,6 +181,18 @@ pub fn cluster_settings(s: &mut Settings, redis_url: &str, prefix: &str) {
 /// environment with `env` on top; returns the process and the port it listens on. Its log is
 /// read (and dropped) so it never blocks on a full pipe.
 pub async fn spawn_node_process(env: &[(&str, &str)]) -> (tokio::process::Child, u16) {
+    let (node, port, _) = spawn_node_process_logged(env).await;
+    (node, port)
+}
+
+/// A node process's log (its stderr) so far, one line per entry.
+pub type NodeLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// [`spawn_node_process`], keeping the node's log lines after the start-up for the test to read
+/// (e.g. to insist that nothing panicked).
+pub async fn spawn_node_process_logged(
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, u16, NodeLog) {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut node = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
     node.env("SWITCHYARD__ENVIRONMENT", "test")
@@ -204,8 +216,14 @@ pub async fn spawn_node_process(env: &[(&str, &str)]) -> (tokio::process::Child,
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
     };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (node, port)
+    let log = NodeLog::default();
+    let keep = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            keep.lock().unwrap().push(line);
+        }
+    });
+    (node, port, log)
 }
 
 /// A node in cluster mode.

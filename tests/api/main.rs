@@ -24,6 +24,7 @@ mod hardening_replies;
 mod isolation;
 mod native_bad_input;
 mod operations;
+mod pipelining;
 mod payload_limits;
 mod policy_matrix;
 mod redis_cluster;

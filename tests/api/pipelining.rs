@@ -1,0 +1,368 @@
+//! Pipelined publishing seen from outside (issue 16): a `Service` connection sends many publishes
+//! on `/ws` without waiting for their replies, to many channels at once. Each request gets one
+//! `published` reply in request order, each channel's events keep the order they were sent in,
+//! and subscribers (on another node in cluster mode) get every event once, in that order. A
+//! publisher whose socket is cut with publishes in flight leaves history and deliveries equal:
+//! whatever was accepted was delivered once, nothing after a lost publish of its channel was
+//! published, and the node goes on serving.
+
+use std::collections::HashMap;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::*;
+use crate::redis_server::RedisServer;
+use crate::tcp_proxy::Proxy;
+
+fn channel(c: usize) -> String {
+    format!("tenant:acme:order:pipe-{c}")
+}
+
+/// The channel of each of `total` publishes over `channels` channels: interleaved (request `k`
+/// goes to `37 k mod channels`), every sixth to the same channel as the one before it (a publish
+/// that has to wait for its channel's previous one), every channel at least twice.
+fn plan(total: usize, channels: usize) -> Vec<usize> {
+    let mut plan: Vec<usize> = Vec::with_capacity(total);
+    for k in 0..total {
+        let c = match plan.last() {
+            Some(&previous) if k % 6 == 5 => previous,
+            _ => (k * 37) % channels,
+        };
+        plan.push(c);
+    }
+    plan
+}
+
+/// Request `k`: a publish of `Step {"i": k}` to `channel(c)`, with id `k`.
+fn publish_frame(k: usize, c: usize) -> Value {
+    json!({"type": "publish", "id": k, "data": {"channel": channel(c), "event": "Step", "data": {"i": k}}})
+}
+
+/// A `Service` connection subscribed to the first `channels` channels, each at offset 0.
+async fn subscriber(node: &TestApp, channels: usize) -> WsClient {
+    let mut ws = node.connect(&service()).await;
+    for c in 0..channels {
+        let sub = ws.subscribed(&channel(c)).await;
+        assert_eq!(sub["data"]["offset"], 0, "a fresh channel: {sub}");
+    }
+    ws
+}
+
+/// Reads `n` notifications and groups them by channel number, in the order they came.
+async fn by_channel(ws: &mut WsClient, n: usize) -> HashMap<usize, Vec<Value>> {
+    let mut got: HashMap<usize, Vec<Value>> = HashMap::new();
+    for d in ws.notifications(n).await {
+        let name = d["channel"].as_str().unwrap();
+        let c = name
+            .strip_prefix("tenant:acme:order:pipe-")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("a notification of another channel: {d}"));
+        got.entry(c).or_default().push(d);
+    }
+    got
+}
+
+/// One marker per channel in one batch through `node`; each subscriber's next notifications are
+/// exactly those markers, one per channel: nothing of the events before came twice or late.
+async fn markers_come_next(node: &TestApp, subs: &mut [WsClient], channels: usize) {
+    let events: Vec<Value> = (0..channels)
+        .map(|c| json!({"channel": channel(c), "event": "Marker", "data": null}))
+        .collect();
+    let (status, body) = node
+        .post_json(
+            "/api/v1/publish/batch",
+            Some(&token(&service())),
+            &json!({ "events": events }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for ws in subs.iter_mut() {
+        let got = by_channel(ws, channels).await;
+        assert_eq!(got.len(), channels, "one marker per channel");
+        for (c, list) in got {
+            assert_eq!(list.len(), 1, "channel {c}: {list:?}");
+            assert_eq!(list[0]["event"], "Marker", "channel {c}: {list:?}");
+        }
+    }
+}
+
+/// Item 1: 200 publishes to 50 channels sent on `publish_on` without waiting; subscribers on
+/// `subscribe_on`.
+async fn pipelined_publishes_are_answered_in_order_and_delivered_once(
+    publish_on: &TestApp,
+    subscribe_on: &TestApp,
+) {
+    const CHANNELS: usize = 50;
+    const TOTAL: usize = 200;
+    let plan = plan(TOTAL, CHANNELS);
+    let mut subs = vec![
+        subscriber(subscribe_on, CHANNELS).await,
+        subscriber(subscribe_on, CHANNELS).await,
+    ];
+
+    let mut publisher = publish_on.connect(&service()).await;
+    for (k, &c) in plan.iter().enumerate() {
+        publisher.send_json(publish_frame(k, c)).await;
+    }
+    // One reply per request, in request order.
+    let mut replies = Vec::with_capacity(TOTAL);
+    for k in 0..TOTAL {
+        let reply = publisher.recv().await;
+        assert_eq!(reply["type"], "published", "request {k}: {reply}");
+        assert_eq!(reply["id"], k, "replies in request order: {reply}");
+        replies.push(reply["data"].clone());
+    }
+    // Each channel's offsets rise in request order, from 1, with no gap (this connection is
+    // the channels' only publisher).
+    let mut expected: HashMap<usize, Vec<(usize, &Value)>> = HashMap::new();
+    for (k, &c) in plan.iter().enumerate() {
+        expected.entry(c).or_default().push((k, &replies[k]));
+    }
+    for (c, list) in &expected {
+        let offsets: Vec<u64> = list
+            .iter()
+            .map(|(_, r)| r["offset"].as_u64().unwrap())
+            .collect();
+        let want: Vec<u64> = (1..=list.len() as u64).collect();
+        assert_eq!(offsets, want, "channel {c}'s offsets in request order");
+    }
+    // Every subscriber gets every event once, each channel's in request order.
+    for ws in subs.iter_mut() {
+        let got = by_channel(ws, TOTAL).await;
+        for (c, list) in &expected {
+            let seen: Vec<(u64, u64, &str)> = got[c]
+                .iter()
+                .map(|d| {
+                    (
+                        d["data"]["i"].as_u64().unwrap(),
+                        d["offset"].as_u64().unwrap(),
+                        d["id"].as_str().unwrap(),
+                    )
+                })
+                .collect();
+            let want: Vec<(u64, u64, &str)> = list
+                .iter()
+                .map(|(k, r)| {
+                    (
+                        *k as u64,
+                        r["offset"].as_u64().unwrap(),
+                        r["id"].as_str().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(seen, want, "channel {c} as delivered");
+        }
+    }
+    markers_come_next(publish_on, &mut subs, CHANNELS).await;
+}
+
+#[actix_web::test]
+async fn pipelined_publishes_on_one_node_are_answered_in_order_and_delivered_once() {
+    let app = spawn_app().await;
+    pipelined_publishes_are_answered_in_order_and_delivered_once(&app, &app).await;
+}
+
+#[actix_web::test]
+async fn pipelined_publishes_on_one_node_reach_the_other_in_order_once() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    pipelined_publishes_are_answered_in_order_and_delivered_once(&a, &b).await;
+}
+
+/// The node the cut publisher was on: its port, its log when it is a process, and how many
+/// native connections it has besides the publisher.
+struct CutNode<'a> {
+    port: u16,
+    log: Option<&'a NodeLog>,
+    other_connections: f64,
+}
+
+impl CutNode<'_> {
+    async fn get(&self, path: &str) -> (u16, String) {
+        let mut res = awc::Client::default()
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .send()
+            .await
+            .expect("the node answers");
+        let body = res.body().limit(8 << 20).await.expect("http body");
+        (res.status().as_u16(), String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn ws(&self, port: u16) -> WsClient {
+        let url = format!(
+            "ws://127.0.0.1:{port}/ws?access_token={}",
+            token(&service())
+        );
+        WsClient::open(url).await.expect("websocket upgrade")
+    }
+}
+
+/// Item 2: a publisher on `a` (through a proxy) sends 800 publishes to 80 channels, more than
+/// `session.max_publishes_in_flight`, and its socket is cut right after; subscribers on `b`.
+async fn a_cut_publisher_leaves_history_and_deliveries_equal(a: CutNode<'_>, b: &TestApp) {
+    const CHANNELS: usize = 80;
+    const TOTAL: usize = 800;
+    assert!(TOTAL > b.settings.session.max_publishes_in_flight);
+    let plan = plan(TOTAL, CHANNELS);
+    let mut subs = vec![
+        subscriber(b, CHANNELS).await,
+        subscriber(b, CHANNELS).await,
+    ];
+
+    let proxy = Proxy::start(a.port).await;
+    let mut publisher = a.ws(proxy.port).await;
+    for (k, &c) in plan.iter().enumerate() {
+        publisher.send_json(publish_frame(k, c)).await;
+    }
+    // Cut once 100 of them are answered: the node is publishing, with up to
+    // `max_publishes_in_flight` of the rest in flight and the others queued behind them.
+    let mut replies = Vec::new();
+    while replies.len() < 100 {
+        let reply = publisher.recv().await;
+        assert_eq!(reply["type"], "published", "{reply}");
+        assert_eq!(reply["id"], replies.len(), "in request order: {reply}");
+        replies.push(reply["data"].clone());
+    }
+    proxy.sever();
+    // And the replies that got through before the cut: the next ones, in request order.
+    loop {
+        let next = tokio::time::timeout(WAIT, publisher.ws.next())
+            .await
+            .expect("the cut socket ends");
+        match next {
+            Some(Ok(Message::Text(t))) => {
+                let reply: Value = serde_json::from_str(&t).unwrap();
+                assert_eq!(reply["type"], "published", "{reply}");
+                assert_eq!(reply["id"], replies.len(), "in request order: {reply}");
+                replies.push(reply["data"].clone());
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break,
+        }
+    }
+    // The node noticed: the publisher's connection is gone (and with it its publishes).
+    eventually("the cut connection gone", || async {
+        let (_, metrics) = a.get("/metrics").await;
+        let open = metric_value(&metrics, "switchyard_connections{protocol=\"native\"}");
+        (open <= a.other_connections).then_some(())
+    })
+    .await;
+
+    // History: per channel offsets 1..=n with no gap, holding a prefix of what was sent to it
+    // (a channel's publishes go one after another: none is published after one that was lost).
+    let t = token(&service());
+    let mut history: HashMap<usize, Vec<Value>> = HashMap::new();
+    let mut accepted = 0;
+    for c in 0..CHANNELS {
+        let (status, page) = b
+            .get(
+                &format!("/api/v1/channels/{}/history?limit=1000", channel(c)),
+                Some(&t),
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let events = page["events"].as_array().unwrap().clone();
+        let offsets: Vec<u64> = events
+            .iter()
+            .map(|e| e["offset"].as_u64().unwrap())
+            .collect();
+        let last = page["offset"].as_u64().unwrap();
+        assert_eq!(offsets, (1..=last).collect::<Vec<_>>(), "channel {c}");
+        let sent: Vec<u64> = (0..TOTAL as u64)
+            .filter(|&k| plan[k as usize] == c)
+            .collect();
+        let published: Vec<u64> = events
+            .iter()
+            .map(|e| e["data"]["i"].as_u64().unwrap())
+            .collect();
+        assert!(
+            sent.starts_with(&published),
+            "channel {c}: published {published:?} of {sent:?}"
+        );
+        accepted += events.len();
+        history.insert(c, events);
+    }
+    eprintln!(
+        "cut with {} of {TOTAL} publishes answered and {accepted} in history",
+        replies.len()
+    );
+    // Nothing the publisher was told was accepted is missing.
+    for (k, reply) in replies.iter().enumerate() {
+        let offset = reply["offset"].as_u64().unwrap();
+        let e = &history[&plan[k]]
+            .get(offset as usize - 1)
+            .unwrap_or_else(|| panic!("request {k}'s event (offset {offset}) is in history"));
+        assert_eq!(e["id"], reply["id"], "request {k}");
+        assert_eq!(e["data"]["i"], k, "request {k}");
+    }
+    // Every subscriber got exactly what history holds, per channel in its order.
+    for ws in subs.iter_mut() {
+        let got = by_channel(ws, accepted).await;
+        for (c, events) in &history {
+            let seen: Vec<(&Value, &Value)> = got
+                .get(c)
+                .map(|l| l.iter().map(|d| (&d["id"], &d["offset"])).collect())
+                .unwrap_or_default();
+            let want: Vec<(&Value, &Value)> =
+                events.iter().map(|e| (&e["id"], &e["offset"])).collect();
+            assert_eq!(seen, want, "channel {c} as delivered");
+        }
+    }
+    markers_come_next(b, &mut subs, CHANNELS).await;
+
+    // The node goes on: a new connection there publishes, and the subscribers get it.
+    let mut again = a.ws(a.port).await;
+    again.send_json(publish_frame(TOTAL, 0)).await;
+    let reply = again.recv().await;
+    assert_eq!(reply["type"], "published", "{reply}");
+    let after_marker = history[&0].len() as u64 + 2;
+    assert_eq!(reply["data"]["offset"], after_marker, "{reply}");
+    for ws in subs.iter_mut() {
+        let n = ws.notifications(1).await;
+        assert_eq!(n[0]["data"]["i"], TOTAL, "{}", n[0]);
+        assert_eq!(n[0]["offset"], after_marker, "{}", n[0]);
+    }
+    let (status, ready) = a.get("/health/ready").await;
+    assert_eq!(status, 200, "{ready}");
+    if let Some(log) = a.log {
+        let log = log.lock().unwrap();
+        let panics: Vec<&String> = log.iter().filter(|l| l.contains("panicked")).collect();
+        assert!(panics.is_empty(), "the node panicked: {panics:?}");
+    }
+}
+
+#[actix_web::test]
+async fn a_publisher_cut_with_publishes_in_flight_on_one_node_loses_nothing_accepted() {
+    let app = spawn_app().await;
+    let a = CutNode {
+        port: app.port,
+        log: None,
+        other_connections: 2.0,
+    };
+    a_cut_publisher_leaves_history_and_deliveries_equal(a, &app).await;
+}
+
+#[actix_web::test]
+async fn a_publisher_cut_with_publishes_in_flight_in_a_cluster_loses_nothing_accepted() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    // Node A is a process of its own, so its log shows any panic.
+    let db = TestDb::sqlite();
+    let (_a, port, log) = spawn_node_process_logged(&[
+        ("SWITCHYARD__REDIS__URL", &redis.url()),
+        ("SWITCHYARD__REDIS__PREFIX", &prefix),
+        ("SWITCHYARD__DATABASE__URL", db.url()),
+    ])
+    .await;
+    let a = CutNode {
+        port,
+        log: Some(&log),
+        other_connections: 0.0,
+    };
+    a_cut_publisher_leaves_history_and_deliveries_equal(a, &b).await;
+}
