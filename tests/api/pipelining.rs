@@ -173,6 +173,67 @@ async fn pipelined_publishes_on_one_node_reach_the_other_in_order_once() {
     pipelined_publishes_are_answered_in_order_and_delivered_once(&a, &b).await;
 }
 
+/// Reads the history of every channel of `plan` (publish `k` of `Step {"i": k}` went to channel
+/// `plan[k]`) through `node` and checks it: offsets 1..=n with no gap, holding a prefix of what
+/// was sent to the channel (a channel's publishes go one after another: none is published after
+/// one that was lost). Then every subscriber must have got exactly those events, per channel in
+/// that order, and nothing else. Returns the history by channel.
+async fn history_is_what_was_delivered(
+    node: &TestApp,
+    subs: &mut [WsClient],
+    plan: &[usize],
+) -> HashMap<usize, Vec<Value>> {
+    let channels = plan.iter().max().unwrap() + 1;
+    let t = token(&service());
+    let mut history: HashMap<usize, Vec<Value>> = HashMap::new();
+    let mut accepted = 0;
+    for c in 0..channels {
+        let (status, page) = node
+            .get(
+                &format!("/api/v1/channels/{}/history?limit=1000", channel(c)),
+                Some(&t),
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let events = page["events"].as_array().unwrap().clone();
+        let offsets: Vec<u64> = events
+            .iter()
+            .map(|e| e["offset"].as_u64().unwrap())
+            .collect();
+        let last = page["offset"].as_u64().unwrap();
+        assert_eq!(offsets, (1..=last).collect::<Vec<_>>(), "channel {c}");
+        let sent: Vec<u64> = (0..plan.len() as u64)
+            .filter(|&k| plan[k as usize] == c)
+            .collect();
+        let published: Vec<u64> = events
+            .iter()
+            .map(|e| e["data"]["i"].as_u64().unwrap())
+            .collect();
+        assert!(
+            sent.starts_with(&published),
+            "channel {c}: published {published:?} of {sent:?}"
+        );
+        accepted += events.len();
+        history.insert(c, events);
+    }
+    // Every subscriber got exactly what history holds, per channel in its order; the markers
+    // after show nothing more was on its way.
+    for ws in subs.iter_mut() {
+        let got = by_channel(ws, accepted).await;
+        for (c, events) in &history {
+            let seen: Vec<(&Value, &Value)> = got
+                .get(c)
+                .map(|l| l.iter().map(|d| (&d["id"], &d["offset"])).collect())
+                .unwrap_or_default();
+            let want: Vec<(&Value, &Value)> =
+                events.iter().map(|e| (&e["id"], &e["offset"])).collect();
+            assert_eq!(seen, want, "channel {c} as delivered");
+        }
+    }
+    markers_come_next(node, subs, channels).await;
+    history
+}
+
 /// The node the cut publisher was on: its port, its log when it is a process, and how many
 /// native connections it has besides the publisher.
 struct CutNode<'a> {
@@ -189,7 +250,10 @@ impl CutNode<'_> {
             .await
             .expect("the node answers");
         let body = res.body().limit(8 << 20).await.expect("http body");
-        (res.status().as_u16(), String::from_utf8_lossy(&body).into_owned())
+        (
+            res.status().as_u16(),
+            String::from_utf8_lossy(&body).into_owned(),
+        )
     }
 
     async fn ws(&self, port: u16) -> WsClient {
@@ -208,10 +272,7 @@ async fn a_cut_publisher_leaves_history_and_deliveries_equal(a: CutNode<'_>, b: 
     const TOTAL: usize = 800;
     assert!(TOTAL > b.settings.session.max_publishes_in_flight);
     let plan = plan(TOTAL, CHANNELS);
-    let mut subs = vec![
-        subscriber(b, CHANNELS).await,
-        subscriber(b, CHANNELS).await,
-    ];
+    let mut subs = vec![subscriber(b, CHANNELS).await, subscriber(b, CHANNELS).await];
 
     let proxy = Proxy::start(a.port).await;
     let mut publisher = a.ws(proxy.port).await;
@@ -252,40 +313,8 @@ async fn a_cut_publisher_leaves_history_and_deliveries_equal(a: CutNode<'_>, b: 
     })
     .await;
 
-    // History: per channel offsets 1..=n with no gap, holding a prefix of what was sent to it
-    // (a channel's publishes go one after another: none is published after one that was lost).
-    let t = token(&service());
-    let mut history: HashMap<usize, Vec<Value>> = HashMap::new();
-    let mut accepted = 0;
-    for c in 0..CHANNELS {
-        let (status, page) = b
-            .get(
-                &format!("/api/v1/channels/{}/history?limit=1000", channel(c)),
-                Some(&t),
-            )
-            .await;
-        assert_eq!(status, 200, "{page}");
-        let events = page["events"].as_array().unwrap().clone();
-        let offsets: Vec<u64> = events
-            .iter()
-            .map(|e| e["offset"].as_u64().unwrap())
-            .collect();
-        let last = page["offset"].as_u64().unwrap();
-        assert_eq!(offsets, (1..=last).collect::<Vec<_>>(), "channel {c}");
-        let sent: Vec<u64> = (0..TOTAL as u64)
-            .filter(|&k| plan[k as usize] == c)
-            .collect();
-        let published: Vec<u64> = events
-            .iter()
-            .map(|e| e["data"]["i"].as_u64().unwrap())
-            .collect();
-        assert!(
-            sent.starts_with(&published),
-            "channel {c}: published {published:?} of {sent:?}"
-        );
-        accepted += events.len();
-        history.insert(c, events);
-    }
+    let history = history_is_what_was_delivered(b, &mut subs, &plan).await;
+    let accepted: usize = history.values().map(Vec::len).sum();
     eprintln!(
         "cut with {} of {TOTAL} publishes answered and {accepted} in history",
         replies.len()
@@ -299,20 +328,6 @@ async fn a_cut_publisher_leaves_history_and_deliveries_equal(a: CutNode<'_>, b: 
         assert_eq!(e["id"], reply["id"], "request {k}");
         assert_eq!(e["data"]["i"], k, "request {k}");
     }
-    // Every subscriber got exactly what history holds, per channel in its order.
-    for ws in subs.iter_mut() {
-        let got = by_channel(ws, accepted).await;
-        for (c, events) in &history {
-            let seen: Vec<(&Value, &Value)> = got
-                .get(c)
-                .map(|l| l.iter().map(|d| (&d["id"], &d["offset"])).collect())
-                .unwrap_or_default();
-            let want: Vec<(&Value, &Value)> =
-                events.iter().map(|e| (&e["id"], &e["offset"])).collect();
-            assert_eq!(seen, want, "channel {c} as delivered");
-        }
-    }
-    markers_come_next(b, &mut subs, CHANNELS).await;
 
     // The node goes on: a new connection there publishes, and the subscribers get it.
     let mut again = a.ws(a.port).await;
@@ -365,4 +380,62 @@ async fn a_publisher_cut_with_publishes_in_flight_in_a_cluster_loses_nothing_acc
         other_connections: 0.0,
     };
     a_cut_publisher_leaves_history_and_deliveries_equal(a, &b).await;
+}
+
+/// Item 3: a `publish/batch` of 1,000 events to 100 channels through a proxy to node a, whose
+/// client is cut as soon as the batch's first event is delivered; subscribers on node b. Once a
+/// has shut down (nothing of the batch can still be on its way), every channel's history is a
+/// prefix of what the batch held for it, and the subscribers got exactly it, once.
+#[actix_web::test]
+async fn a_batch_whose_client_is_cut_leaves_history_and_deliveries_equal() {
+    const CHANNELS: usize = 100;
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let total = a.settings.publish.max_batch_events;
+    let plan = plan(total, CHANNELS);
+    let mut subs = vec![
+        subscriber(&b, CHANNELS).await,
+        subscriber(&b, CHANNELS).await,
+    ];
+    // Tells when the batch is being published: its first event is on channel 0.
+    let mut first = b.connect(&service()).await;
+    first.subscribed(&channel(plan[0])).await;
+
+    let events: Vec<Value> = plan
+        .iter()
+        .enumerate()
+        .map(|(k, &c)| json!({"channel": channel(c), "event": "Step", "data": {"i": k}}))
+        .collect();
+    let body = json!({ "events": events }).to_string();
+    let request = format!(
+        "POST /api/v1/publish/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        token(&service()),
+        body.len()
+    );
+    let proxy = Proxy::start(a.port).await;
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut client, request.as_bytes())
+        .await
+        .unwrap();
+    let n = first.notifications(1).await;
+    assert_eq!(n[0]["data"]["i"], 0, "{}", n[0]);
+    proxy.sever();
+    drop(client);
+    // A graceful shutdown waits for requests in progress: after it, nothing of the batch is
+    // still being published.
+    let published = a
+        .metric("switchyard_published_total{source=\"rest\"}")
+        .await;
+    a.stop().await;
+
+    let history = history_is_what_was_delivered(&b, &mut subs, &plan).await;
+    let accepted: usize = history.values().map(Vec::len).sum();
+    eprintln!("batch cut with {published} of {total} published at the cut, {accepted} in history");
+    let (status, ready) = b.get("/health/ready", None).await;
+    assert_eq!(status, 200, "{ready}");
 }
