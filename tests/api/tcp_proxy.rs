@@ -62,14 +62,16 @@ impl Proxy {
                                 if n == 0 {
                                     return Ok::<_, std::io::Error>(());
                                 }
-                                let mut armed = ma.lock().unwrap();
-                                if let Some(pattern) = armed.as_deref() {
-                                    if buf[..n].windows(pattern.len()).any(|w| w == pattern) {
-                                        m.store(true, Ordering::SeqCst);
-                                        *armed = None;
+                                {
+                                    // The guard's scope ends before the write's await.
+                                    let mut armed = ma.lock().unwrap();
+                                    if let Some(pattern) = armed.as_deref() {
+                                        if buf[..n].windows(pattern.len()).any(|w| w == pattern) {
+                                            m.store(true, Ordering::SeqCst);
+                                            *armed = None;
+                                        }
                                     }
                                 }
-                                drop(armed);
                                 to_server.write_all(&buf[..n]).await?;
                             }
                         };
