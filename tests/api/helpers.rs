@@ -740,8 +740,13 @@ pub async fn two_chat_nodes_with(
 /// A WebSocket upgrade of `/ws` done by hand over raw TCP (for tests that write or read frames
 /// byte by byte); returns the stream right after the 101 response head.
 pub async fn raw_ws_upgrade(app: &TestApp, token: &str) -> TcpStream {
+    raw_ws_upgrade_at(app.port, token).await
+}
+
+/// [`raw_ws_upgrade`] of the node listening on `port` (a node process has no [`TestApp`]).
+pub async fn raw_ws_upgrade_at(port: u16, token: &str) -> TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let req = format!(
         "GET /ws?access_token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\

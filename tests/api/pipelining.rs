@@ -234,46 +234,9 @@ async fn history_is_what_was_delivered(
     history
 }
 
-/// The node the cut publisher was on: its port, its log when it is a process, and how many
-/// native connections it has besides the publisher.
-struct CutNode<'a> {
-    port: u16,
-    log: Option<&'a NodeLog>,
-    other_connections: f64,
-}
-
-impl CutNode<'_> {
-    async fn get(&self, path: &str) -> (u16, String) {
-        let mut res = awc::Client::default()
-            .get(format!("http://127.0.0.1:{}{path}", self.port))
-            .send()
-            .await
-            .expect("the node answers");
-        let body = res.body().limit(8 << 20).await.expect("http body");
-        (
-            res.status().as_u16(),
-            String::from_utf8_lossy(&body).into_owned(),
-        )
-    }
-
-    async fn ws(&self, port: u16) -> WsClient {
-        let url = format!(
-            "ws://127.0.0.1:{port}/ws?access_token={}",
-            token(&service())
-        );
-        WsClient::open(url).await.expect("websocket upgrade")
-    }
-}
-
-/// Item 2: a publisher on `a` (through a proxy) sends 800 publishes to 80 channels, more than
-/// `session.max_publishes_in_flight`, and its socket is cut right after; subscribers on `b`.
-async fn a_cut_publisher_leaves_history_and_deliveries_equal(a: CutNode<'_>, b: &TestApp) {
-    const CHANNELS: usize = 80;
-    const TOTAL: usize = 800;
-    assert!(TOTAL > b.settings.session.max_publishes_in_flight);
-    let plan = plan(TOTAL, CHANNELS);
-    let mut subs = vec![subscriber(b, CHANNELS).await, subscriber(b, CHANNELS).await];
-
+/// Publishes `plan` through a proxy and cuts it once 100 are answered; returns the replies that
+/// got through (checked to be in request order).
+async fn cut_after_answers(a: &CutNode<'_>, plan: &[usize]) -> Vec<Value> {
     let proxy = Proxy::start(a.port).await;
     let mut publisher = a.ws(proxy.port).await;
     for (k, &c) in plan.iter().enumerate() {
@@ -305,6 +268,136 @@ async fn a_cut_publisher_leaves_history_and_deliveries_equal(a: CutNode<'_>, b: 
             Some(Err(_)) | None => break,
         }
     }
+    replies
+}
+
+/// Publishes `plan` straight to the node, then half of one more frame, then closes the writing
+/// half; returns the replies the node wrote before it closed (checked to be in request order).
+async fn cut_mid_frame(a: &CutNode<'_>, plan: &[usize]) -> Vec<Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = raw_ws_upgrade_at(a.port, &token(&service())).await;
+    let mut bytes = Vec::new();
+    for (k, &c) in plan.iter().enumerate() {
+        client_text_frame(&publish_frame(k, c).to_string(), &mut bytes);
+    }
+    let mut last = Vec::new();
+    client_text_frame(&publish_frame(plan.len(), 0).to_string(), &mut last);
+    bytes.extend_from_slice(&last[..last.len() / 2]);
+    stream.write_all(&bytes).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut written = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut written))
+        .await
+        .expect("the node ends the stream");
+    let mut replies = Vec::new();
+    for text in server_text_frames(&written) {
+        let reply: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(reply["type"], "published", "{reply}");
+        assert_eq!(reply["id"], replies.len(), "in request order: {reply}");
+        replies.push(reply["data"].clone());
+    }
+    replies
+}
+
+/// Appends `text` as one masked text frame, as a client sends it.
+fn client_text_frame(text: &str, out: &mut Vec<u8>) {
+    let mask = [0x5a, 0x17, 0xc3, 0x08];
+    let len = text.len();
+    out.push(0x81);
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+    }
+    out.extend_from_slice(&mask);
+    out.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+}
+
+/// The text frames among the raw (unmasked) server frames in `buf`, up to the first incomplete
+/// one.
+fn server_text_frames(buf: &[u8]) -> Vec<String> {
+    let mut texts = Vec::new();
+    let mut i = 0;
+    while i + 2 <= buf.len() {
+        let (len, header) = match buf[i + 1] & 0x7f {
+            126 if i + 4 <= buf.len() => (u16::from_be_bytes([buf[i + 2], buf[i + 3]]) as usize, 4),
+            127 if i + 10 <= buf.len() => (
+                u64::from_be_bytes(buf[i + 2..i + 10].try_into().unwrap()) as usize,
+                10,
+            ),
+            126 | 127 => break,
+            n => (n as usize, 2),
+        };
+        let Some(payload) = buf.get(i + header..i + header + len) else {
+            break;
+        };
+        if buf[i] & 0x0f == 1 {
+            texts.push(String::from_utf8(payload.to_vec()).unwrap());
+        }
+        i += header + len;
+    }
+    texts
+}
+
+/// The node the cut publisher was on: its port, its log when it is a process, and how many
+/// native connections it has besides the publisher.
+struct CutNode<'a> {
+    port: u16,
+    log: Option<&'a NodeLog>,
+    other_connections: f64,
+}
+
+impl CutNode<'_> {
+    async fn get(&self, path: &str) -> (u16, String) {
+        let mut res = awc::Client::default()
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .send()
+            .await
+            .expect("the node answers");
+        let body = res.body().limit(8 << 20).await.expect("http body");
+        (
+            res.status().as_u16(),
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    async fn ws(&self, port: u16) -> WsClient {
+        let url = format!(
+            "ws://127.0.0.1:{port}/ws?access_token={}",
+            token(&service())
+        );
+        WsClient::open(url).await.expect("websocket upgrade")
+    }
+}
+
+/// How the publisher's socket is cut.
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// The proxy drops both sockets once 100 publishes are answered.
+    AfterAnswers,
+    /// Straight to the node: every publish, then half of one more frame, then the client's FIN;
+    /// the node reads a frame cut short and the end of the stream while it publishes.
+    MidFrame,
+}
+
+/// Item 2: a publisher on `a` sends 800 publishes to 80 channels, more than
+/// `session.max_publishes_in_flight`, and its socket is cut as `cut` says; subscribers on `b`.
+async fn a_cut_publisher_leaves_history_and_deliveries_equal(
+    a: CutNode<'_>,
+    b: &TestApp,
+    cut: Cut,
+) {
+    const CHANNELS: usize = 80;
+    const TOTAL: usize = 800;
+    assert!(TOTAL > b.settings.session.max_publishes_in_flight);
+    let plan = plan(TOTAL, CHANNELS);
+    let mut subs = vec![subscriber(b, CHANNELS).await, subscriber(b, CHANNELS).await];
+
+    let replies = match cut {
+        Cut::AfterAnswers => cut_after_answers(&a, &plan).await,
+        Cut::MidFrame => cut_mid_frame(&a, &plan).await,
+    };
     // The node noticed: the publisher's connection is gone (and with it its publishes).
     eventually("the cut connection gone", || async {
         let (_, metrics) = a.get("/metrics").await;
@@ -316,7 +409,7 @@ async fn a_cut_publisher_leaves_history_and_deliveries_equal(a: CutNode<'_>, b: 
     let history = history_is_what_was_delivered(b, &mut subs, &plan).await;
     let accepted: usize = history.values().map(Vec::len).sum();
     eprintln!(
-        "cut with {} of {TOTAL} publishes answered and {accepted} in history",
+        "cut ({cut:?}) with {} of {TOTAL} publishes answered and {accepted} in history",
         replies.len()
     );
     // Nothing the publisher was told was accepted is missing.
@@ -350,23 +443,23 @@ async fn a_cut_publisher_leaves_history_and_deliveries_equal(a: CutNode<'_>, b: 
     }
 }
 
-#[actix_web::test]
-async fn a_publisher_cut_with_publishes_in_flight_on_one_node_loses_nothing_accepted() {
+/// Item 2 on the embedded node.
+async fn cut_on_one_node(cut: Cut) {
     let app = spawn_app().await;
     let a = CutNode {
         port: app.port,
         log: None,
         other_connections: 2.0,
     };
-    a_cut_publisher_leaves_history_and_deliveries_equal(a, &app).await;
+    a_cut_publisher_leaves_history_and_deliveries_equal(a, &app, cut).await;
 }
 
-#[actix_web::test]
-async fn a_publisher_cut_with_publishes_in_flight_in_a_cluster_loses_nothing_accepted() {
+/// Item 2 on two nodes on Redis; the publisher's node is a process of its own, so its log shows
+/// any panic.
+async fn cut_in_a_cluster(cut: Cut) {
     let redis = RedisServer::start().await;
     let prefix = unique_prefix();
     let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
-    // Node A is a process of its own, so its log shows any panic.
     let db = TestDb::sqlite();
     let (_a, port, log) = spawn_node_process_logged(&[
         ("SWITCHYARD__REDIS__URL", &redis.url()),
@@ -379,7 +472,27 @@ async fn a_publisher_cut_with_publishes_in_flight_in_a_cluster_loses_nothing_acc
         log: Some(&log),
         other_connections: 0.0,
     };
-    a_cut_publisher_leaves_history_and_deliveries_equal(a, &b).await;
+    a_cut_publisher_leaves_history_and_deliveries_equal(a, &b, cut).await;
+}
+
+#[actix_web::test]
+async fn a_publisher_cut_with_publishes_in_flight_on_one_node_loses_nothing_accepted() {
+    cut_on_one_node(Cut::AfterAnswers).await;
+}
+
+#[actix_web::test]
+async fn a_publisher_cut_with_publishes_in_flight_in_a_cluster_loses_nothing_accepted() {
+    cut_in_a_cluster(Cut::AfterAnswers).await;
+}
+
+#[actix_web::test]
+async fn a_publisher_cut_mid_frame_with_publishes_in_flight_on_one_node_loses_nothing_accepted() {
+    cut_on_one_node(Cut::MidFrame).await;
+}
+
+#[actix_web::test]
+async fn a_publisher_cut_mid_frame_with_publishes_in_flight_in_a_cluster_loses_nothing_accepted() {
+    cut_in_a_cluster(Cut::MidFrame).await;
 }
 
 /// Item 3: a `publish/batch` of 1,000 events to 100 channels through a proxy to node a, whose
