@@ -2,9 +2,10 @@
 //! on `/ws` without waiting for their replies, to many channels at once. Each request gets one
 //! `published` reply in request order, each channel's events keep the order they were sent in,
 //! and subscribers (on another node in cluster mode) get every event once, in that order. A
-//! publisher whose socket is cut with publishes in flight leaves history and deliveries equal:
-//! whatever was accepted was delivered once, nothing after a lost publish of its channel was
-//! published, and the node goes on serving.
+//! publisher whose socket is cut with publishes in flight (by a proxy, or mid-frame followed by
+//! the client's FIN) leaves history and deliveries equal: whatever was accepted was delivered
+//! once, nothing after a lost publish of its channel was published, and the node goes on serving.
+//! The same holds for a `publish/batch` whose HTTP client goes away mid-batch.
 
 use std::collections::HashMap;
 
