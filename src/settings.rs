@@ -245,6 +245,7 @@ pub struct SessionConfig {
     pub max_bad_frames: u32,
     pub close_on_token_expiry: bool,
     pub max_publishes_in_flight: usize,
+    pub max_write_chunk_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -580,6 +581,7 @@ impl Settings {
             close_on_token_expiry: s.close_on_token_expiry,
             resume_buffer_bytes: self.signalr.stateful_reconnect_buffer_bytes,
             max_publishes_in_flight: s.max_publishes_in_flight,
+            max_write_chunk_bytes: s.max_write_chunk_bytes,
         }
     }
 

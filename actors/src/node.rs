@@ -115,4 +115,14 @@ impl Node {
     ) -> Result<PublishAck, PublishError> {
         self.publisher.publish(draft, source).await
     }
+
+    /// [`publish`](Self::publish) for drafts of one channel, in their order: one answer per
+    /// draft, in order (one connection's pipelined publishes to a channel).
+    pub async fn publish_run(
+        &self,
+        drafts: Vec<Draft>,
+        source: &'static str,
+    ) -> Vec<Result<PublishAck, PublishError>> {
+        self.publisher.publish_run(drafts, source).await
+    }
 }

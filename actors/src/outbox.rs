@@ -47,7 +47,8 @@ pub enum Push {
 
 #[derive(Debug, Default)]
 struct Queue {
-    events: VecDeque<Arc<Envelope>>,
+    /// Each event with the bytes it was counted as.
+    events: VecDeque<(Arc<Envelope>, usize)>,
     bytes: usize,
     /// Under the lock with the events, so no push can land after `close` cleared them.
     closed: bool,
@@ -84,7 +85,7 @@ impl Outbox {
             if !q.events.is_empty() && (q.events.len() >= max_len || q.bytes + size > max_bytes) {
                 return Push::Full;
             }
-            q.events.push_back(env.clone());
+            q.events.push_back((env.clone(), size));
             q.bytes += size;
             (q.events.len(), q.bytes)
         };
@@ -102,6 +103,13 @@ impl Outbox {
         self.waker.wake();
     }
 
+    /// A waker that does [`Outbox::wake`]. The connection hands it to its context to be woken once
+    /// a turn's writes have been handed out, when it left events queued to keep one turn's writes
+    /// within bounds (`connection/effects.rs`, `drain_outbox`).
+    pub fn waker(self: &Arc<Self>) -> std::task::Waker {
+        std::task::Waker::from(Arc::new(OutboxWaker(self.clone())))
+    }
+
     /// The stream the connection polls for its wakes; it ends once the outbox is closed.
     pub fn ready(self: &Arc<Self>) -> Ready {
         Ready(self.clone())
@@ -117,11 +125,32 @@ impl Outbox {
     /// Moves every queued event into `into`, oldest first, and frees their bytes. Re-arms the wake
     /// first, so an event pushed while the connection is busy with this batch wakes it again.
     pub fn take_all(&self, into: &mut Vec<Arc<Envelope>>) {
+        self.take_up_to(into, usize::MAX);
+    }
+
+    /// Moves queued events into `into`, oldest first, as long as their bytes stay within
+    /// `max_bytes` (at least one event when any is queued), and frees their bytes; true if events
+    /// are left. Re-arms the wake first, as [`take_all`](Self::take_all) does.
+    pub fn take_up_to(&self, into: &mut Vec<Arc<Envelope>>, max_bytes: usize) -> bool {
         self.wake_pending.store(false, Ordering::Release);
         self.drains.fetch_add(1, Ordering::Relaxed);
         let mut q = self.lock();
-        into.extend(q.events.drain(..));
-        q.bytes = 0;
+        if q.bytes <= max_bytes {
+            into.extend(q.events.drain(..).map(|(env, _)| env));
+            q.bytes = 0;
+            return false;
+        }
+        let mut taken = 0;
+        while let Some((_, size)) = q.events.front() {
+            if taken > 0 && taken + size > max_bytes {
+                break;
+            }
+            taken += size;
+            let (env, _) = q.events.pop_front().expect("checked");
+            into.push(env);
+        }
+        q.bytes -= taken;
+        !q.events.is_empty()
     }
 
     /// Whether a wake is on its way to the connection (or the connection is handling it).
@@ -172,6 +201,19 @@ impl Outbox {
         // A panic while holding the lock cannot leave the queue inconsistent (push and drain are
         // single operations), so a poisoned lock is still usable.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// [`Outbox::waker`]'s waker.
+struct OutboxWaker(Arc<Outbox>);
+
+impl std::task::Wake for OutboxWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.wake();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.wake();
     }
 }
 
@@ -304,6 +346,31 @@ mod tests {
         assert!(matches!(ready.next().now_or_never(), Some(Some(Wake))));
         o.close();
         assert!(matches!(ready.next().now_or_never(), Some(None)));
+    }
+
+    #[test]
+    fn a_bounded_take_leaves_what_does_not_fit_and_frees_what_it_took() {
+        let outbox = Outbox::default();
+        for _ in 0..5 {
+            outbox.push(&event(), 10, 100, 1_000);
+        }
+        let mut taken = Vec::new();
+        assert!(outbox.take_up_to(&mut taken, 25), "three left");
+        assert_eq!(taken.len(), 2);
+        assert_eq!((outbox.len(), outbox.queued_bytes()), (3, 30));
+        assert!(!outbox.wake_outstanding(), "the next push wakes again");
+        taken.clear();
+        assert!(
+            outbox.take_up_to(&mut taken, 5),
+            "one event even over the bound"
+        );
+        assert_eq!(taken.len(), 1);
+        taken.clear();
+        assert!(!outbox.take_up_to(&mut taken, 20), "the rest fits");
+        assert_eq!(
+            (taken.len(), outbox.len(), outbox.queued_bytes()),
+            (2, 0, 0)
+        );
     }
 
     #[test]

@@ -100,9 +100,10 @@ pub async fn publish_batch(
             events.len()
         )));
     }
-    // A channel's events are published one after another, in their order; different channels'
-    // at once, up to `session.max_publishes_in_flight` (as on a WebSocket). Results keep the
-    // request's order.
+    // A channel's events are checked and admitted one after another, then published together
+    // in their order (one broker request for the channel's run, as a WebSocket's pipelined
+    // publishes to one channel); different channels' at once, up to
+    // `session.max_publishes_in_flight` (as on a WebSocket). Results keep the request's order.
     let count = events.len();
     let mut per_channel: Vec<Vec<(usize, PublishRequest)>> = Vec::new();
     let mut slot_of: HashMap<String, usize> = HashMap::new();
@@ -124,11 +125,19 @@ pub async fn publish_batch(
             let who = who.clone();
             async move {
                 let mut out = Vec::with_capacity(events.len());
+                let (mut admitted, mut drafts) = (Vec::new(), Vec::new());
                 for (index, event) in events {
-                    out.push((
-                        index,
-                        batch_result(publish_one(state, who.clone(), event).await),
-                    ));
+                    match admit_one(state, who.clone(), event).await {
+                        Ok(draft) => {
+                            admitted.push(index);
+                            drafts.push(draft);
+                        }
+                        Err(e) => out.push((index, BatchResult::Refused(e.problem_value()))),
+                    }
+                }
+                let published = state.node.publish_run(drafts, "rest").await;
+                for (index, answer) in admitted.into_iter().zip(published) {
+                    out.push((index, batch_result(answer.map_err(ApiError::from))));
                 }
                 out
             }
@@ -155,13 +164,24 @@ fn batch_result(published: Result<PublishAck, ApiError>) -> BatchResult {
     }
 }
 
-/// One event through the steps every REST publish takes: the names, the payload check, the
-/// SignalR arguments, admission (rules, authorizer, quota), then the node's one publish path.
+/// One event through the steps every REST publish takes: [`admit_one`], then the node's one
+/// publish path.
 async fn publish_one(
     state: &AppState,
     who: Arc<Identity>,
     body: PublishRequest,
 ) -> Result<PublishAck, ApiError> {
+    let draft = admit_one(state, who, body).await?;
+    Ok(state.node.publish(draft, "rest").await?)
+}
+
+/// The checks every REST publish takes before it is published: the names, the payload check,
+/// the SignalR arguments, admission (rules, authorizer, quota).
+async fn admit_one(
+    state: &AppState,
+    who: Arc<Identity>,
+    body: PublishRequest,
+) -> Result<Draft, ApiError> {
     let channel = ChannelName::parse(&body.channel)
         .map_err(|e| ApiError::BadRequest(format!("channel: {e}")))?;
     let event =
@@ -181,6 +201,5 @@ async fn publish_one(
         })
         .inspect_err(|e| log::info!("publish to {channel} by {}: {e}", who.user_id))?;
     publish::admit(&node.authorizer, &node.quotas, who, channel.clone()).await?;
-    let draft = Draft::new(channel, event, data).with_arguments(arguments);
-    Ok(node.publish(draft, "rest").await?)
+    Ok(Draft::new(channel, event, data).with_arguments(arguments))
 }

@@ -10,6 +10,8 @@
 //! - [`Unsubscribe`]: connection → shard, fire-and-forget; removes the connection from channels.
 //! - [`Publish`]: publisher (REST, connection, scheduler, …) → shard; assigns the next offset, keeps it in
 //!   history, fans out, replies with a [`PublishAck`].
+//! - [`PublishRun`]: the same for drafts of one channel in order (a connection's pipelined
+//!   publishes to one channel, a batch's events of one channel); replies with an ack per draft.
 //! - fan-out: shard → connection's [`Outbox`] (one shared envelope appended within the connection's
 //!   bounds), plus a wake of the connection's task ([`Outbox::wake`]) when none is outstanding.
 //! - [`Relay`]: Redis bridge → shard (cluster mode); one envelope from Redis to fan out.
@@ -80,6 +82,14 @@ pub struct Unsubscribe {
 #[rtype(result = "PublishAck")]
 pub struct Publish {
     pub draft: Draft,
+}
+
+/// [`Publish`] for drafts of one channel, in order: one message and one reply for all of them
+/// (one connection's pipelined publishes to a channel); replies with an ack per draft, in order.
+#[derive(Message)]
+#[rtype(result = "Vec<PublishAck>")]
+pub struct PublishRun {
+    pub drafts: Vec<Draft>,
 }
 
 /// Sent to the shard of the envelope's channel when the engine carried it here: fan it out.
@@ -181,6 +191,26 @@ impl Shards for ShardRouter {
         self.request(shard, Publish { draft }).boxed()
     }
 
+    fn append_run(
+        &self,
+        drafts: Vec<Draft>,
+    ) -> BoxFuture<'static, Vec<Result<PublishAck, BrokerError>>> {
+        let Some(first) = drafts.first() else {
+            return futures_util::future::ready(Vec::new()).boxed();
+        };
+        let shard = self.shard_for(&first.channel);
+        debug_assert!(drafts.iter().all(|d| d.channel == first.channel));
+        let n = drafts.len();
+        let run = self.request(shard, PublishRun { drafts });
+        async move {
+            match run.await {
+                Ok(acks) => acks.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e); n],
+            }
+        }
+        .boxed()
+    }
+
     fn deliver(&self, env: Arc<Envelope>) -> Delivery {
         let shard = self.shard_for(&env.channel);
         match shard.try_send(Relay { env }) {
@@ -269,6 +299,11 @@ impl BrokerHandle {
     /// Publishes through the engine. Waits at most the request timeout for mailbox room.
     pub async fn publish(&self, draft: Draft) -> Result<PublishAck, BrokerError> {
         self.engine.publish(draft).await
+    }
+
+    /// Publishes drafts of one channel in order ([`BrokerEngine::publish_run`]).
+    pub async fn publish_run(&self, drafts: Vec<Draft>) -> Vec<Result<PublishAck, BrokerError>> {
+        self.engine.publish_run(drafts).await
     }
 
     /// Registers a subscriber with the owning shard, then asks the engine where it starts — in

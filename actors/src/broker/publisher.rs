@@ -49,6 +49,39 @@ impl Publisher {
         Ok(ack)
     }
 
+    /// Publishes drafts of one channel in their order ([`BrokerHandle::publish_run`]); one answer
+    /// per draft, in order, each counted and recorded as [`publish`](Self::publish) does.
+    pub async fn publish_run(
+        &self,
+        drafts: Vec<Draft>,
+        source: &'static str,
+    ) -> Vec<Result<PublishAck, PublishError>> {
+        let record = self.activity.is_active() && source != presence::PUBLISH_SOURCE;
+        let seen: Vec<_> = if record {
+            drafts
+                .iter()
+                .map(|d| (d.channel.clone(), d.event.clone(), d.ts))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let answers = self.broker.publish_run(drafts).await;
+        let published = answers.iter().filter(|a| a.is_ok()).count();
+        self.metrics
+            .published
+            .with_label_values(&[source])
+            .inc_by(published as u64);
+        for (answer, (channel, event, ts)) in answers.iter().zip(seen) {
+            if let Ok(ack) = answer {
+                self.record_published(channel, event, ts, ack);
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| a.map_err(PublishError::from))
+            .collect()
+    }
+
     /// Tells the activity recorder about an accepted event on a tenant channel (activity
     /// summaries themselves are not recorded: they would describe themselves).
     fn record_published(&self, channel: ChannelName, event: EventName, ts: u64, ack: &PublishAck) {

@@ -7,14 +7,14 @@ use actix::prelude::*;
 use indexmap::IndexMap;
 
 use super::{
-    BrokerConfig, ChannelStats, HistoryPage, Listeners, Publish, PublishAck, ReadHistory, Relay,
-    ShardStats, Subscribe, Subscribed, Subscriber, Unsubscribe,
+    BrokerConfig, ChannelStats, HistoryPage, Listeners, Publish, PublishAck, PublishRun,
+    ReadHistory, Relay, ShardStats, Subscribe, Subscribed, Subscriber, Unsubscribe,
 };
 use crate::activity::Observe;
 use crate::channel::{Channel, ChannelName};
 use crate::engine::Interest;
-use crate::envelope::Envelope;
 use crate::envelope::StreamPosition;
+use crate::envelope::{Draft, Envelope};
 use crate::history::ChannelLog;
 use crate::ids::ConnId;
 use crate::mailbox::{ActorKind, ActorLimits, Offer, SlowConsumerPolicy};
@@ -283,21 +283,35 @@ impl Handler<Unsubscribe> for BrokerShard {
     }
 }
 
+impl BrokerShard {
+    /// Gives `draft` the next offset of its channel, keeps it in history and fans it out.
+    fn append(&mut self, draft: Draft) -> PublishAck {
+        let state = self.channels.entry(draft.channel.clone()).or_default();
+        let env = state
+            .log
+            .append(draft, &self.config.origin, self.config.history);
+        self.fan_out(&env);
+        PublishAck {
+            id: env.id.clone(),
+            offset: env.offset,
+            epoch: env.epoch.clone(),
+        }
+    }
+}
+
 impl Handler<Publish> for BrokerShard {
     type Result = MessageResult<Publish>;
 
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Self::Result {
-        let channel = msg.draft.channel.clone();
-        let state = self.channels.entry(channel).or_default();
-        let env = state
-            .log
-            .append(msg.draft, &self.config.origin, self.config.history);
-        self.fan_out(&env);
-        MessageResult(PublishAck {
-            id: env.id.clone(),
-            offset: env.offset,
-            epoch: env.epoch.clone(),
-        })
+        MessageResult(self.append(msg.draft))
+    }
+}
+
+impl Handler<PublishRun> for BrokerShard {
+    type Result = MessageResult<PublishRun>;
+
+    fn handle(&mut self, msg: PublishRun, _: &mut Self::Context) -> Self::Result {
+        MessageResult(msg.drafts.into_iter().map(|d| self.append(d)).collect())
     }
 }
 

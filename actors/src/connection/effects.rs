@@ -13,6 +13,7 @@ use super::core::{Effect, PublishTicket, Tick};
 use super::fragments::Reassembled;
 use super::inbound::Admission;
 use super::membership::JoinRefused;
+use super::publish_lanes::Waiting;
 use super::read_errors::{self, ReadFailure};
 use super::resume::SendBuffer;
 use super::socket_context::{self, SocketContext};
@@ -206,41 +207,79 @@ impl Connection {
         event: EventName,
         data: Arc<RawValue>,
     ) {
-        let error = |code, message: String| Outcome::Error { code, message };
         let data = match self.node.check_payload(data, self.codec.label()) {
             Ok(d) => d,
             Err(e) => {
                 log::info!("{} publish to {channel}: {e}", self.log_ctx());
                 // Answered inside the request loop that started it, which picks up the reply
                 // (running the loop again from here would nest it once per refused publish).
-                return self
-                    .core
-                    .publish_done(ticket, error(ErrorCode::BadPayload, e.to_string()));
+                let refused = Outcome::Error {
+                    code: ErrorCode::BadPayload,
+                    message: e.to_string(),
+                };
+                return self.core.publish_done(ticket, refused);
             }
         };
+        let draft = Draft::new(channel, event, data);
+        if let Some(run) = self.lanes.enqueue(ticket, draft) {
+            self.publish_run(ctx, run);
+        }
+    }
+
+    /// Admits and publishes one channel's run of publishes, in request order
+    /// (`publish_lanes.rs`); when the broker has answered, the run that waited meanwhile goes.
+    fn publish_run(&mut self, ctx: &mut Ctx, run: Vec<Waiting>) {
+        let channel = run[0].draft.channel.clone();
+        let (tickets, drafts): (Vec<_>, Vec<_>) =
+            run.into_iter().map(|w| (w.ticket, w.draft)).unzip();
         let node = self.node.clone();
         let who = self.identity.clone();
-        let draft = Draft::new(channel.clone(), event, data);
+        let error = |code, message: String| Outcome::Error { code, message };
         let publishing = async move {
-            publish::admit(&node.authorizer, &node.quotas, who, channel)
-                .await
-                .map_err(|refused| error(refused.code(), refused.to_string()))?;
-            node.publish(draft, "ws")
-                .await
-                .map_err(|e| error(e.code(), e.to_string()))
+            // Each publish is admitted on its own (its own quota token), in request order.
+            let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(drafts.len());
+            let mut admitted = Vec::with_capacity(drafts.len());
+            for draft in drafts {
+                let who = who.clone();
+                match publish::admit(&node.authorizer, &node.quotas, who, draft.channel.clone())
+                    .await
+                {
+                    Ok(()) => {
+                        outcomes.push(None);
+                        admitted.push(draft);
+                    }
+                    Err(refused) => outcomes.push(Some(error(refused.code(), refused.to_string()))),
+                }
+            }
+            let mut answers = node.publish_run(admitted, "ws").await.into_iter();
+            outcomes
+                .into_iter()
+                .map(|refused| {
+                    refused.unwrap_or_else(|| match answers.next() {
+                        Some(Ok(ack)) => Outcome::Published {
+                            id: ack.id,
+                            offset: ack.offset,
+                            epoch: ack.epoch,
+                        },
+                        Some(Err(e)) => error(e.code(), e.to_string()),
+                        None => error(ErrorCode::Internal, "the broker gave no answer".into()),
+                    })
+                })
+                .collect::<Vec<_>>()
         };
         // `answer` runs the request loop afterwards, which writes what may be replied now.
-        self.answer(ctx, publishing.into_actor(self), move |act, _, res| {
-            let outcome = match res {
-                Ok(ack) => Outcome::Published {
-                    id: ack.id,
-                    offset: ack.offset,
-                    epoch: ack.epoch,
-                },
-                Err(refused) => refused,
-            };
-            act.core.publish_done(ticket, outcome);
-        });
+        self.answer(
+            ctx,
+            publishing.into_actor(self),
+            move |act, ctx, outcomes| {
+                for (ticket, outcome) in tickets.into_iter().zip(outcomes) {
+                    act.core.publish_done(ticket, outcome);
+                }
+                if let Some(next) = act.lanes.finished(&channel) {
+                    act.publish_run(ctx, next);
+                }
+            },
+        );
     }
 
     pub(super) fn apply_mailbox_limit(&mut self, ctx: &mut Ctx) {
@@ -336,9 +375,23 @@ impl Connection {
             return;
         }
         let mut batch = std::mem::take(&mut self.batch);
-        self.outbox.take_all(&mut batch);
         let evicted = self.outbox.is_evicted();
-        if !evicted && !self.core.is_closing() && self.codec.ready() {
+        let writing = !evicted && !self.core.is_closing() && self.codec.ready();
+        if !writing {
+            self.outbox.take_all(&mut batch);
+        } else {
+            // One turn writes at most a chunk's worth; the rest follows once the HTTP layer has
+            // taken the chunk, so a connection far behind does not grow its buffer to its backlog.
+            let room = self
+                .shared
+                .settings
+                .max_write_chunk_bytes
+                .saturating_sub(ctx.written_len());
+            if self.outbox.take_up_to(&mut batch, room) {
+                ctx.wake_after_handout(self.outbox.waker());
+            }
+        }
+        if writing {
             // One clock read for the batch: the events were all waiting as of now.
             let now_ms = now_millis();
             let mut verdicts = std::mem::take(&mut self.verdicts);

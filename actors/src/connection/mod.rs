@@ -23,6 +23,7 @@
 //! | `subscriptions.rs` | the core's subscription state machine (register, replay, live) |
 //! | `fragments.rs` | reassembling a message from continuation frames |
 //! | `effects.rs` | carrying out the core's effects: writes, replies, closes, publishes, the outbox drain, the heartbeat |
+//! | `publish_lanes.rs` | one channel's pipelined publishes in request order, as runs handed to the broker together |
 //! | `membership.rs` | the one join path (quota, limits, rules, authorizer, broker, activity) |
 //! | `invoke.rs` | hub methods the codec does not map itself |
 //! | `commands.rs` | carrying out hub commands (join, leave, close) the Azure-compatible REST API sent on the connection's own channel |
@@ -44,6 +45,7 @@ mod fragments;
 mod inbound;
 mod invoke;
 mod membership;
+mod publish_lanes;
 mod read_errors;
 mod requests;
 pub mod resume;
@@ -115,6 +117,9 @@ pub struct ConnectionSettings {
     /// Publishes of one connection in flight at once (to different channels; replies still in
     /// request order: see `core/`).
     pub max_publishes_in_flight: usize,
+    /// Most bytes of events one turn copies into the write buffer (the rest follows in the next
+    /// turn, once the HTTP layer has taken this one's chunk).
+    pub max_write_chunk_bytes: usize,
 }
 
 /// How often a resumable connection acknowledges what the client sent (as the JS client does).
@@ -171,6 +176,8 @@ pub struct Connection {
     own_channel: Option<ChannelName>,
     /// Hub commands read from the outbox and not yet carried out, in arrival order.
     commands: std::collections::VecDeque<crate::hub_commands::HubCommand>,
+    /// Pipelined publishes to channels with a run at the broker (`publish_lanes.rs`).
+    lanes: publish_lanes::PublishLanes,
 }
 
 impl Connection {
@@ -209,6 +216,7 @@ impl Connection {
             shared,
             own_channel: None,
             commands: Default::default(),
+            lanes: Default::default(),
         }
     }
 

@@ -28,6 +28,10 @@
 //!   actor's futures and streams are polled with a waker of the context's own (`TurnWaker`), so
 //!   that poll runs the actor only if something woke it since the chunk; `WebsocketContext` ran
 //!   a whole turn that found nothing to do.
+//! - **Bounded chunks.** An actor that has more to write than one chunk should hold (a connection
+//!   far behind a fast publisher) writes part of it and asks to be woken once the chunk is handed
+//!   out ([`SocketContext::wake_after_handout`]), so the buffer keeps one size instead of growing
+//!   to the whole backlog.
 //!
 //! Reading and the end of the body are `WebsocketContext`'s, unchanged, and the handshake is
 //! actix-web-actors' own ([`handshake`]):
@@ -77,6 +81,8 @@ where
     inner: ContextParts<A>,
     /// Encoded frames written since the response body was last polled.
     out: BytesMut,
+    /// Woken once what was written has been handed out ([`SocketContext::wake_after_handout`]).
+    after_handout: Option<Waker>,
 }
 
 impl<A> SocketContext<A>
@@ -93,6 +99,7 @@ where
         let mut ctx = SocketContext {
             inner: ContextParts::new(mailbox.sender_producer()),
             out: BytesMut::new(),
+            after_handout: None,
         };
         ctx.add_stream(FrameReader::new(payload, codec));
         let turn = Arc::<TurnWaker>::default();
@@ -142,6 +149,19 @@ where
     /// Bounds the actor's actix mailbox.
     pub fn set_mailbox_capacity(&mut self, cap: usize) {
         self.inner.set_mailbox_capacity(cap)
+    }
+
+    /// Bytes written since the response body was last polled (this turn's writes so far).
+    #[inline]
+    pub fn written_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Wakes `waker` once this turn's writes have been handed out to the HTTP layer (at once if
+    /// there are none): an actor that stopped writing to keep one chunk within bounds continues in
+    /// its next turn, after the chunk, instead of growing this one.
+    pub fn wake_after_handout(&mut self, waker: Waker) {
+        self.after_handout = Some(waker);
     }
 
     /// Everything written since the last call, as one chunk (see the module docs).
@@ -289,7 +309,12 @@ where
             let _ = Pin::new(&mut this.fut).poll(&mut Context::from_waker(&this.waker));
         }
         this.handed_out = false;
-        if let Some(chunk) = this.fut.ctx().take_written() {
+        let chunk = this.fut.ctx().take_written();
+        if let Some(waker) = this.fut.ctx().after_handout.take() {
+            // Wakes `turn`: the next poll, after this chunk, runs the actor again.
+            waker.wake();
+        }
+        if let Some(chunk) = chunk {
             this.handed_out = true;
             Poll::Ready(Some(Ok(chunk)))
         } else if this.fut.alive() {
@@ -395,6 +420,7 @@ mod tests {
         SocketContext {
             inner: ContextParts::new(Mailbox::default().sender_producer()),
             out: BytesMut::new(),
+            after_handout: None,
         }
     }
 
@@ -523,6 +549,82 @@ mod tests {
                 Some(vec![Frame::Text(Bytes::from_static(b"again"))])
             );
             assert!(turns.load(Ordering::Relaxed) > after_hello);
+        });
+    }
+
+    /// Writes its outbox's events as `drain_outbox` does: at most `CHUNK` bytes a turn, and when
+    /// events are left, asks to be woken once the turn's chunk has been handed out.
+    struct Backlogged(Arc<crate::outbox::Outbox>);
+
+    const CHUNK: usize = 3;
+
+    impl Actor for Backlogged {
+        type Context = SocketContext<Self>;
+        fn started(&mut self, ctx: &mut Self::Context) {
+            ctx.add_stream(self.0.ready());
+        }
+    }
+
+    impl StreamHandler<crate::outbox::Wake> for Backlogged {
+        fn handle(&mut self, _: crate::outbox::Wake, ctx: &mut Self::Context) {
+            let mut batch = Vec::new();
+            let room = CHUNK.saturating_sub(ctx.written_len());
+            if self.0.take_up_to(&mut batch, room) {
+                ctx.wake_after_handout(self.0.waker());
+            }
+            for env in batch {
+                ctx.text(env.event.as_str().as_bytes());
+            }
+        }
+    }
+
+    impl StreamHandler<Result<Message, ProtocolError>> for Backlogged {
+        fn handle(&mut self, _: Result<Message, ProtocolError>, _: &mut Self::Context) {}
+    }
+
+    #[test]
+    fn a_backlog_goes_out_in_bounded_chunks_each_after_the_one_before_was_handed_out() {
+        use crate::channel::ChannelName;
+        use crate::envelope::{Draft, Envelope, EventName};
+        use futures_util::{FutureExt, StreamExt};
+        let outbox = Arc::<crate::outbox::Outbox>::default();
+        for n in 0..8 {
+            let draft = Draft::new(
+                ChannelName::parse("user:u").unwrap(),
+                EventName::parse(&format!("E{n}")).unwrap(),
+                crate::payload::Payload::test("1"),
+            );
+            let env = Arc::new(Envelope::new(
+                draft,
+                n,
+                Arc::from("e"),
+                crate::ids::NodeId(Arc::from("n")),
+            ));
+            // Each event counts as one byte: a chunk holds up to three.
+            if let crate::outbox::Push::Queued { wake: true, .. } = outbox.push(&env, 1, 100, 100) {
+                outbox.wake();
+            }
+        }
+        let (_tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, PayloadError>>();
+        let payload = tokio_stream_of(rx);
+        let actor = Backlogged(outbox.clone());
+        actix::System::new().block_on(async move {
+            let mut body = Box::pin(SocketContext::start(actor, payload, Codec::new()));
+            let mut chunks = Vec::new();
+            while let Some(Some(Ok(chunk))) = body.next().now_or_never() {
+                chunks.push(client_reads(&chunk));
+            }
+            let text = |s: &'static str| Frame::Text(Bytes::from_static(s.as_bytes()));
+            assert_eq!(
+                chunks,
+                [
+                    vec![text("E0"), text("E1"), text("E2")],
+                    vec![text("E3"), text("E4"), text("E5")],
+                    vec![text("E6"), text("E7")],
+                ],
+                "one bounded chunk a turn, in order, the next after the last was handed out"
+            );
+            assert!(outbox.is_empty());
         });
     }
 

@@ -38,6 +38,13 @@ impl BrokerEngine for EmbeddedEngine {
         self.shards.append(draft)
     }
 
+    fn publish_run(
+        &self,
+        drafts: Vec<Draft>,
+    ) -> BoxFuture<'static, Vec<Result<PublishAck, BrokerError>>> {
+        self.shards.append_run(drafts)
+    }
+
     fn subscribed(
         &self,
         _: ChannelName,

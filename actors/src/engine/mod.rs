@@ -91,6 +91,11 @@ pub trait Shards: Send + Sync + 'static {
     /// Gives `draft` the next offset in its channel's local history and fans it out here (the
     /// embedded engine's publish; in cluster mode, the local delivery of an event Redis refused).
     fn append(&self, draft: Draft) -> BoxFuture<'static, Result<PublishAck, BrokerError>>;
+    /// [`append`](Self::append) for drafts of one channel, in order, in one message to its shard.
+    fn append_run(
+        &self,
+        drafts: Vec<Draft>,
+    ) -> BoxFuture<'static, Vec<Result<PublishAck, BrokerError>>>;
     /// Fans out an event that already has its offset (carried from Redis).
     fn deliver(&self, env: Arc<Envelope>) -> Delivery;
     /// The local history of `channel` after `since` (or its latest `limit` events).
@@ -118,6 +123,24 @@ pub trait BrokerEngine: Send + Sync + 'static {
     /// Gives `draft` its offset, keeps it in history and delivers it to the subscribers of every
     /// node (this one included).
     fn publish(&self, draft: Draft) -> BoxFuture<'static, Result<PublishAck, BrokerError>>;
+    /// Publishes `drafts`, all of one channel, in their order (each offset after the one before
+    /// it); one answer per draft, in the same order. What one connection's pipelined publishes to
+    /// a channel come to (`connection/publish_lanes.rs`). By default one after another, each
+    /// answered before the next starts: [`publish`](Self::publish)'s futures do nothing until
+    /// polled, so creating them up front starts none of them early.
+    fn publish_run(
+        &self,
+        drafts: Vec<Draft>,
+    ) -> BoxFuture<'static, Vec<Result<PublishAck, BrokerError>>> {
+        let publishes: Vec<_> = drafts.into_iter().map(|d| self.publish(d)).collect();
+        Box::pin(async move {
+            let mut answers = Vec::with_capacity(publishes.len());
+            for publish in publishes {
+                answers.push(publish.await);
+            }
+            answers
+        })
+    }
     /// Where a subscriber that this node's shard just registered (`local`: the shard's view)
     /// starts, and with `since`, what it missed. Every event after the returned position reaches
     /// the subscriber live.

@@ -13,8 +13,9 @@
 //!
 //! Publishes are the exception that keeps back ends fast (issue 16: a `Service` connection
 //! publishing pipelined): a publish does not hold back the publishes after it, up to
-//! `session.max_publishes_in_flight` at once, unless one to the same channel is still in flight
-//! (so one connection's publishes to a channel keep their order). Their replies still go out in
+//! `session.max_publishes_in_flight` at once (one connection's publishes to one channel keep their
+//! order: the actor hands them to the broker through that channel's lane, `publish_lanes.rs`,
+//! after the ones before them). Their replies still go out in
 //! request order ([`publish_done`] keeps an answer that overtook an earlier one), and any other
 //! request waits until every publish before it has been answered.
 //!
@@ -129,14 +130,19 @@ pub(super) enum Tick {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct PublishTicket(u64);
 
+#[cfg(test)]
+impl PublishTicket {
+    pub(in crate::connection) fn new(n: u64) -> Self {
+        Self(n)
+    }
+}
+
 /// A request answered out of the normal one-at-a-time order: a publish in flight, or an answer
 /// that waits for the publishes before it.
 #[derive(Debug)]
 struct Pipelined {
     ticket: PublishTicket,
     reply_to: ReplyTo,
-    /// The publish's channel (none for an answer given at once).
-    channel: Option<ChannelName>,
     /// Its answer, once there: replied when every entry before it has been.
     outcome: Option<Outcome>,
 }
@@ -302,24 +308,22 @@ impl ConnectionCore {
         }
     }
 
-    /// Whether `step` may start while publishes are in flight: only another publish, to a
-    /// channel none of them is publishing to, within the limit.
+    /// Whether `step` may start while publishes are in flight: only another publish, within the
+    /// limit. One to a channel already being published to starts too: the actor's lane for that
+    /// channel hands it to the broker after the ones before it (`publish_lanes.rs`).
     fn may_start_while_publishing(&self, step: &Step) -> bool {
         let Step::Decoded(Decoded::Request(inbound)) = step else {
             return false;
         };
-        let Request::Publish { channel, .. } = &inbound.request else {
+        if !matches!(inbound.request, Request::Publish { .. }) {
             return false;
-        };
-        let in_flight = self.pipelined.iter().filter(|p| p.outcome.is_none());
-        let mut count = 0;
-        for p in in_flight {
-            count += 1;
-            if p.channel.as_ref().is_some_and(|c| c.as_str() == channel) {
-                return false;
-            }
         }
-        count < self.max_publishes_in_flight
+        let in_flight = self
+            .pipelined
+            .iter()
+            .filter(|p| p.outcome.is_none())
+            .count();
+        in_flight < self.max_publishes_in_flight
     }
 
     /// The answer to the publish `ticket`: replied now if every request before it has been,
@@ -439,7 +443,6 @@ impl ConnectionCore {
         self.pipelined.push_back(Pipelined {
             ticket,
             reply_to,
-            channel: None,
             outcome: Some(outcome),
         });
     }
@@ -596,7 +599,6 @@ impl ConnectionCore {
                 self.pipelined.push_back(Pipelined {
                     ticket,
                     reply_to,
-                    channel: Some(channel.clone()),
                     outcome: None,
                 });
                 self.emit(Effect::Publish {
