@@ -84,17 +84,23 @@ pub enum Observe {
     },
     /// A fan-out on this node handed an event of the tenant to `count` connections.
     Delivered { tenant: TenantKey, count: u64 },
+    /// Several observations in one message, handled in order: a run of published events
+    /// (`connection/publish_lanes.rs`), so a back end's pipelined burst wakes the recorder once,
+    /// not once per event.
+    Batch(Vec<Observe>),
 }
 
 impl Observe {
-    fn tenant(&self) -> &TenantKey {
+    /// The tenant observed; none for a [`Observe::Batch`], whose parts each have their own.
+    fn tenant(&self) -> Option<&TenantKey> {
         match self {
             Observe::ConnectionOpened { tenant, .. }
             | Observe::ConnectionClosed { tenant, .. }
             | Observe::Subscribed { tenant, .. }
             | Observe::Unsubscribed { tenant, .. }
             | Observe::Published { tenant, .. }
-            | Observe::Delivered { tenant, .. } => tenant,
+            | Observe::Delivered { tenant, .. } => Some(tenant),
+            Observe::Batch(_) => None,
         }
     }
 }
@@ -332,8 +338,15 @@ impl Handler<AttachPublisher> for ActivityRecorder {
 impl Handler<Observe> for ActivityRecorder {
     type Result = ();
 
-    fn handle(&mut self, msg: Observe, _: &mut Self::Context) {
-        let tenant = msg.tenant().clone();
+    fn handle(&mut self, msg: Observe, ctx: &mut Self::Context) {
+        let Some(tenant) = msg.tenant().cloned() else {
+            if let Observe::Batch(all) = msg {
+                for one in all {
+                    self.handle(one, ctx);
+                }
+            }
+            return;
+        };
         let second = now_millis() / 1000;
         let window = self.config.rate_window_secs;
         let keep = self.config.recent_events;
@@ -398,6 +411,8 @@ impl Handler<Observe> for ActivityRecorder {
                 "Unsubscribed",
                 || json!({"userId": user.as_str(), "channel": channel}),
             ),
+            // Taken apart above.
+            Observe::Batch(_) => {}
         }
     }
 }

@@ -116,8 +116,8 @@ impl Node {
         self.publisher.publish(draft, source).await
     }
 
-    /// [`publish`](Self::publish) for drafts of one channel, in their order: one answer per
-    /// draft, in order (one connection's pipelined publishes to a channel).
+    /// [`publish`](Self::publish) for several drafts, each channel's published in their order: one
+    /// answer per draft, in order (a connection's pipelined publishes, a batch).
     pub async fn publish_run(
         &self,
         drafts: Vec<Draft>,

@@ -6,11 +6,9 @@
 //! publish takes it), published in order through the same steps, with a result per event: the
 //! single publish's `202` answer or its problem document, each with its `status`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
-use futures_util::{stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use switchyard_actors::channel::ChannelName;
@@ -100,52 +98,27 @@ pub async fn publish_batch(
             events.len()
         )));
     }
-    // A channel's events are checked and admitted one after another, then published together
-    // in their order (one broker request for the channel's run, as a WebSocket's pipelined
-    // publishes to one channel); different channels' at once, up to
-    // `session.max_publishes_in_flight` (as on a WebSocket). Results keep the request's order.
+    // Each event is checked and admitted in the batch's order, then every admitted one goes to
+    // the broker in one run ([`switchyard_actors::node::Node::publish_run`]: one message per
+    // broker shard; in Redis each channel's one after another, different channels' side by
+    // side): each channel's events are published in their order. Results keep the request's
+    // order.
     let count = events.len();
-    let mut per_channel: Vec<Vec<(usize, PublishRequest)>> = Vec::new();
-    let mut slot_of: HashMap<String, usize> = HashMap::new();
+    let mut done: Vec<(usize, BatchResult)> = Vec::with_capacity(count);
+    let (mut admitted, mut drafts) = (Vec::new(), Vec::new());
     for (index, event) in events.into_iter().enumerate() {
-        let slot = match slot_of.get(event.channel.as_str()) {
-            Some(&slot) => slot,
-            None => {
-                per_channel.push(Vec::new());
-                slot_of.insert(event.channel.clone(), per_channel.len() - 1);
-                per_channel.len() - 1
+        match admit_one(&state, who.clone(), event).await {
+            Ok(draft) => {
+                admitted.push(index);
+                drafts.push(draft);
             }
-        };
-        per_channel[slot].push((index, event));
+            Err(e) => done.push((index, BatchResult::Refused(e.problem_value()))),
+        }
     }
-    let state = &state;
-    let in_flight = state.settings.session.max_publishes_in_flight.max(1);
-    let done: Vec<Vec<(usize, BatchResult)>> = stream::iter(per_channel)
-        .map(|events| {
-            let who = who.clone();
-            async move {
-                let mut out = Vec::with_capacity(events.len());
-                let (mut admitted, mut drafts) = (Vec::new(), Vec::new());
-                for (index, event) in events {
-                    match admit_one(state, who.clone(), event).await {
-                        Ok(draft) => {
-                            admitted.push(index);
-                            drafts.push(draft);
-                        }
-                        Err(e) => out.push((index, BatchResult::Refused(e.problem_value()))),
-                    }
-                }
-                let published = state.node.publish_run(drafts, "rest").await;
-                for (index, answer) in admitted.into_iter().zip(published) {
-                    out.push((index, batch_result(answer.map_err(ApiError::from))));
-                }
-                out
-            }
-        })
-        .buffer_unordered(in_flight)
-        .collect()
-        .await;
-    let mut done: Vec<(usize, BatchResult)> = done.into_iter().flatten().collect();
+    let published = state.node.publish_run(drafts, "rest").await;
+    for (index, answer) in admitted.into_iter().zip(published) {
+        done.push((index, batch_result(answer.map_err(ApiError::from))));
+    }
     done.sort_unstable_by_key(|(index, _)| *index);
     debug_assert_eq!(done.len(), count, "every event has its result");
     let results = done.into_iter().map(|(_, result)| result).collect();

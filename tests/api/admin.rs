@@ -460,6 +460,53 @@ async fn lowering_the_session_limit_live_disconnects_a_slow_consumer_sooner() {
 }
 
 #[actix_web::test]
+async fn a_batchs_events_each_reach_the_tenants_recent_events_and_rates() {
+    // A batch goes to the broker as one run and reaches the activity recorder as one
+    // observation of its events (`Observe::Batch`): each event is still a recent event of its own.
+    let app = spawn_app().await;
+    let mut alice = app.connect(&admin("t1")).await;
+    alice.subscribed("tenant:t1:broadcast").await;
+    let ops = token(&operator());
+    let events: Vec<_> = (0..3)
+        .map(|i| json!({"channel": "tenant:t1:broadcast", "event": "NewOrder", "data": {"i": i}}))
+        .collect();
+    let (status, body) = app
+        .post_json(
+            "/api/v1/publish/batch",
+            Some(&token(&service())),
+            &json!({ "events": events }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<Value> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    alice.notifications(3).await;
+    let detail = eventually("the batch's events are the recent events", || async {
+        let (_, body) = app.get("/api/v1/admin/tenants/t1", Some(&ops)).await;
+        let recent: Vec<Value> = body["recentEvents"]
+            .as_array()?
+            .iter()
+            .map(|e| e["id"].clone())
+            .collect();
+        // Newest first.
+        (recent.iter().take(3).rev().cloned().collect::<Vec<_>>() == ids).then_some(body)
+    })
+    .await;
+    assert_eq!(detail["recentEvents"][0]["offset"], 3);
+    eventually("the batch counts in the rates", || async {
+        let (_, body) = app.get("/api/v1/admin/tenants/t1", Some(&ops)).await;
+        let r = &body["rates"];
+        (r["publishedPerSecond"].as_f64()? > 0.0 && r["deliveredPerSecond"].as_f64()? > 0.0)
+            .then_some(())
+    })
+    .await;
+}
+
+#[actix_web::test]
 async fn tenant_activity_shows_users_channels_rates_and_recent_events() {
     let app = spawn_app().await;
     let mut alice = app.connect(&admin("t1")).await;

@@ -10,8 +10,8 @@
 //! - [`Unsubscribe`]: connection → shard, fire-and-forget; removes the connection from channels.
 //! - [`Publish`]: publisher (REST, connection, scheduler, …) → shard; assigns the next offset, keeps it in
 //!   history, fans out, replies with a [`PublishAck`].
-//! - [`PublishRun`]: the same for drafts of one channel in order (a connection's pipelined
-//!   publishes to one channel, a batch's events of one channel); replies with an ack per draft.
+//! - [`PublishRun`]: the same for several drafts in order (a connection's pipelined publishes, a
+//!   batch's events), one message per shard involved; replies with an ack per draft.
 //! - fan-out: shard → connection's [`Outbox`] (one shared envelope appended within the connection's
 //!   bounds), plus a wake of the connection's task ([`Outbox::wake`]) when none is outstanding.
 //! - [`Relay`]: Redis bridge → shard (cluster mode); one envelope from Redis to fan out.
@@ -40,7 +40,7 @@ pub use publisher::Publisher;
 pub use shard::BrokerShard;
 
 use crate::channel::ChannelName;
-use crate::engine::{BrokerEngine, Delivery, EngineStatus, Interest, Shards};
+use crate::engine::{in_given_order, BrokerEngine, Delivery, EngineStatus, Interest, Shards};
 pub use crate::engine::{BrokerError, HistoryPage, PublishAck, Subscribed};
 use crate::envelope::{Draft, Envelope, StreamPosition};
 use crate::history::HistoryLimits;
@@ -84,8 +84,9 @@ pub struct Publish {
     pub draft: Draft,
 }
 
-/// [`Publish`] for drafts of one channel, in order: one message and one reply for all of them
-/// (one connection's pipelined publishes to a channel); replies with an ack per draft, in order.
+/// [`Publish`] for several drafts of this shard's channels, published in the order given (a
+/// connection's pipelined publishes, a batch): one message and one reply for all of them; replies
+/// with an ack per draft, in order.
 #[derive(Message)]
 #[rtype(result = "Vec<PublishAck>")]
 pub struct PublishRun {
@@ -195,20 +196,30 @@ impl Shards for ShardRouter {
         &self,
         drafts: Vec<Draft>,
     ) -> BoxFuture<'static, Vec<Result<PublishAck, BrokerError>>> {
-        let Some(first) = drafts.first() else {
-            return futures_util::future::ready(Vec::new()).boxed();
-        };
-        let shard = self.shard_for(&first.channel);
-        debug_assert!(drafts.iter().all(|d| d.channel == first.channel));
-        let n = drafts.len();
-        let run = self.request(shard, PublishRun { drafts });
-        async move {
-            match run.await {
-                Ok(acks) => acks.into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(e); n],
-            }
+        let count = drafts.len();
+        // Each shard's drafts, in order, with their places in `drafts`.
+        let mut runs: Vec<(Vec<usize>, Vec<Draft>)> =
+            vec![(Vec::new(), Vec::new()); self.shards.len()];
+        for (place, draft) in drafts.into_iter().enumerate() {
+            let (places, drafts) = &mut runs[self.index_of(&draft.channel)];
+            places.push(place);
+            drafts.push(draft);
         }
-        .boxed()
+        let requests: Vec<_> = runs
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (places, _))| !places.is_empty())
+            .map(|(shard, (places, drafts))| {
+                let run = self.request(self.shards[shard].clone(), PublishRun { drafts });
+                async move {
+                    match run.await {
+                        Ok(acks) => places.into_iter().zip(acks.into_iter().map(Ok)).collect(),
+                        Err(e) => places.into_iter().map(|p| (p, Err(e.clone()))).collect(),
+                    }
+                }
+            })
+            .collect();
+        async move { in_given_order(count, futures_util::future::join_all(requests).await) }.boxed()
     }
 
     fn deliver(&self, env: Arc<Envelope>) -> Delivery {
@@ -301,7 +312,7 @@ impl BrokerHandle {
         self.engine.publish(draft).await
     }
 
-    /// Publishes drafts of one channel in order ([`BrokerEngine::publish_run`]).
+    /// Publishes drafts keeping each channel's in order ([`BrokerEngine::publish_run`]).
     pub async fn publish_run(&self, drafts: Vec<Draft>) -> Vec<Result<PublishAck, BrokerError>> {
         self.engine.publish_run(drafts).await
     }

@@ -49,8 +49,8 @@ impl Publisher {
         Ok(ack)
     }
 
-    /// Publishes drafts of one channel in their order ([`BrokerHandle::publish_run`]); one answer
-    /// per draft, in order, each counted and recorded as [`publish`](Self::publish) does.
+    /// Publishes drafts keeping each channel's in their order ([`BrokerHandle::publish_run`]); one
+    /// answer per draft, in order, each counted and recorded as [`publish`](Self::publish) does.
     pub async fn publish_run(
         &self,
         drafts: Vec<Draft>,
@@ -71,10 +71,18 @@ impl Publisher {
             .published
             .with_label_values(&[source])
             .inc_by(published as u64);
-        for (answer, (channel, event, ts)) in answers.iter().zip(seen) {
-            if let Ok(ack) = answer {
-                self.record_published(channel, event, ts, ack);
-            }
+        // One message to the recorder for the run.
+        let mut observed: Vec<Observe> = answers
+            .iter()
+            .zip(seen)
+            .filter_map(|(answer, (channel, event, ts))| {
+                Self::published(channel, event, ts, answer.as_ref().ok()?)
+            })
+            .collect();
+        match observed.len() {
+            0 => {}
+            1 => self.activity.observe(observed.pop().expect("one")),
+            _ => self.activity.observe(Observe::Batch(observed)),
         }
         answers
             .into_iter()
@@ -82,23 +90,34 @@ impl Publisher {
             .collect()
     }
 
-    /// Tells the activity recorder about an accepted event on a tenant channel (activity
-    /// summaries themselves are not recorded: they would describe themselves).
+    /// Tells the activity recorder about an accepted event on a tenant channel.
     fn record_published(&self, channel: ChannelName, event: EventName, ts: u64, ack: &PublishAck) {
-        // Nor hub commands: the server's instructions to connections, not the tenant's events.
+        if let Some(seen) = Self::published(channel, event, ts, ack) {
+            self.activity.observe(seen);
+        }
+    }
+
+    /// What the activity recorder is told of an accepted event: nothing unless it is on a
+    /// tenant's channel, and nothing of activity summaries (they would describe themselves) or
+    /// hub commands (the server's instructions to connections, not the tenant's events).
+    fn published(
+        channel: ChannelName,
+        event: EventName,
+        ts: u64,
+        ack: &PublishAck,
+    ) -> Option<Observe> {
         if matches!(channel.kind(), Channel::TenantActivity { .. }) || event.is_command() {
-            return;
+            return None;
         }
-        if let Some(tenant) = channel.tenant().cloned() {
-            self.activity.observe(Observe::Published {
-                tenant,
-                channel,
-                event,
-                id: ack.id.clone(),
-                offset: ack.offset,
-                ts,
-            });
-        }
+        let tenant = channel.tenant().cloned()?;
+        Some(Observe::Published {
+            tenant,
+            channel,
+            event,
+            id: ack.id.clone(),
+            offset: ack.offset,
+            ts,
+        })
     }
 }
 

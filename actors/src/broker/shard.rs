@@ -68,10 +68,34 @@ impl BrokerShard {
         }
     }
 
-    /// Offers `env` to every subscriber of its channel; applies the slow-consumer policy.
+    /// Offers `env` to every subscriber of its channel, applies the slow-consumer policy, and
+    /// tells the activity recorder how many got it.
     fn fan_out(&mut self, env: &Arc<Envelope>) {
-        let Some(state) = self.channels.get_mut(&env.channel) else {
+        let delivered = self.offer_all(env);
+        self.observe_delivered(&env.channel, delivered);
+    }
+
+    /// Tells the activity recorder that `count` connections got an event of `channel` (a
+    /// tenant's own channel; not its activity stream, which would describe itself).
+    fn observe_delivered(&self, channel: &ChannelName, count: u64) {
+        if count == 0 || !self.config.activity.is_active() {
             return;
+        }
+        if let Some(tenant) = channel.tenant() {
+            if !matches!(channel.kind(), Channel::TenantActivity { .. }) {
+                self.config.activity.observe(Observe::Delivered {
+                    tenant: tenant.clone(),
+                    count,
+                });
+            }
+        }
+    }
+
+    /// Offers `env` to every subscriber of its channel and applies the slow-consumer policy;
+    /// returns how many took it.
+    fn offer_all(&mut self, env: &Arc<Envelope>) -> u64 {
+        let Some(state) = self.channels.get_mut(&env.channel) else {
+            return 0;
         };
         let limits = self.limits.get(ActorKind::Connection);
         let bounds = Bounds {
@@ -114,16 +138,6 @@ impl BrokerShard {
             }
         }
         m.delivered.inc_by(delivered);
-        if delivered > 0 && self.config.activity.is_active() {
-            if let Some(tenant) = env.channel.tenant() {
-                if !matches!(env.channel.kind(), Channel::TenantActivity { .. }) {
-                    self.config.activity.observe(Observe::Delivered {
-                        tenant: tenant.clone(),
-                        count: delivered,
-                    });
-                }
-            }
-        }
         if dropped + evicted > 0 {
             m.mailbox_full
                 .with_label_values(&[ActorKind::Connection.as_str()])
@@ -136,6 +150,7 @@ impl BrokerShard {
         if removed > 0 && state.subscribers.is_empty() {
             tell_interest(&self.config.interest, &env.channel, false);
         }
+        delivered
     }
 
     /// Forgets channels nobody listens to whose history has expired.
@@ -146,6 +161,12 @@ impl BrokerShard {
             !(state.subscribers.is_empty() && state.log.is_stale(ttl))
         });
     }
+}
+
+/// Whether the activity recorder counts deliveries of `a` and `b` as the same tenant's.
+fn same_activity(a: &ChannelName, b: &ChannelName) -> bool {
+    let is_stream = |c: &ChannelName| matches!(c.kind(), Channel::TenantActivity { .. });
+    a.tenant() == b.tenant() && is_stream(a) == is_stream(b)
 }
 
 /// Tells the engine (if it wants to know) that `channel` gained its first or lost its last
@@ -284,18 +305,20 @@ impl Handler<Unsubscribe> for BrokerShard {
 }
 
 impl BrokerShard {
-    /// Gives `draft` the next offset of its channel, keeps it in history and fans it out.
-    fn append(&mut self, draft: Draft) -> PublishAck {
+    /// Gives `draft` the next offset of its channel, keeps it in history and offers it to the
+    /// channel's subscribers; returns the ack and how many took it.
+    fn append(&mut self, draft: Draft) -> (PublishAck, u64) {
         let state = self.channels.entry(draft.channel.clone()).or_default();
         let env = state
             .log
             .append(draft, &self.config.origin, self.config.history);
-        self.fan_out(&env);
-        PublishAck {
+        let delivered = self.offer_all(&env);
+        let ack = PublishAck {
             id: env.id.clone(),
             offset: env.offset,
             epoch: env.epoch.clone(),
-        }
+        };
+        (ack, delivered)
     }
 }
 
@@ -303,7 +326,10 @@ impl Handler<Publish> for BrokerShard {
     type Result = MessageResult<Publish>;
 
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.append(msg.draft))
+        let channel = msg.draft.channel.clone();
+        let (ack, delivered) = self.append(msg.draft);
+        self.observe_delivered(&channel, delivered);
+        MessageResult(ack)
     }
 }
 
@@ -311,7 +337,29 @@ impl Handler<PublishRun> for BrokerShard {
     type Result = MessageResult<PublishRun>;
 
     fn handle(&mut self, msg: PublishRun, _: &mut Self::Context) -> Self::Result {
-        MessageResult(msg.drafts.into_iter().map(|d| self.append(d)).collect())
+        // One observation per stretch of a tenant's events (a run is usually one tenant's), not
+        // one per event: the recorder adds the counts up anyway.
+        let mut acks = Vec::with_capacity(msg.drafts.len());
+        let mut stretch: Option<(ChannelName, u64)> = None;
+        for draft in msg.drafts {
+            let channel = draft.channel.clone();
+            let (ack, delivered) = self.append(draft);
+            acks.push(ack);
+            match &mut stretch {
+                Some((seen, count)) if same_activity(seen, &channel) => {
+                    *count += delivered;
+                }
+                _ => {
+                    if let Some((seen, count)) = stretch.replace((channel, delivered)) {
+                        self.observe_delivered(&seen, count);
+                    }
+                }
+            }
+        }
+        if let Some((seen, count)) = stretch {
+            self.observe_delivered(&seen, count);
+        }
+        MessageResult(acks)
     }
 }
 

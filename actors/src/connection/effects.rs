@@ -36,6 +36,11 @@ impl Connection {
         while let Some(effect) = self.core.poll() {
             self.execute(ctx, effect);
         }
+        // The publishes started just now go to the broker as one run (`publish_lanes.rs`).
+        if !self.starting.is_empty() {
+            let run = std::mem::take(&mut self.starting);
+            self.publish_run(ctx, run);
+        }
     }
 
     /// Runs `fut`, then `then` with its output; no later request starts before both are done.
@@ -138,7 +143,7 @@ impl Connection {
                 channel,
                 event,
                 data,
-            } => self.publish(ctx, ticket, channel, event, data),
+            } => self.publish(ticket, channel, event, data),
             Effect::Invoke {
                 reply_to,
                 method,
@@ -201,7 +206,6 @@ impl Connection {
     /// path, and answers the request.
     fn publish(
         &mut self,
-        ctx: &mut Ctx,
         ticket: PublishTicket,
         channel: ChannelName,
         event: EventName,
@@ -221,15 +225,20 @@ impl Connection {
             }
         };
         let draft = Draft::new(channel, event, data);
-        if let Some(run) = self.lanes.enqueue(ticket, draft) {
-            self.publish_run(ctx, run);
+        // Goes in the run `run_requests` hands to the broker after this turn's requests, unless
+        // its channel is busy (then it waits in the channel's lane).
+        if let Some(start) = self.lanes.enqueue(ticket, draft) {
+            self.starting.push(start);
         }
     }
 
-    /// Admits and publishes one channel's run of publishes, in request order
-    /// (`publish_lanes.rs`); when the broker has answered, the run that waited meanwhile goes.
+    /// Admits and publishes a run of publishes, each channel's in request order
+    /// (`publish_lanes.rs`); when the broker has answered, what waited in the run's channels'
+    /// lanes goes as the next run.
     fn publish_run(&mut self, ctx: &mut Ctx, run: Vec<Waiting>) {
-        let channel = run[0].draft.channel.clone();
+        let mut channels: Vec<ChannelName> = run.iter().map(|w| w.draft.channel.clone()).collect();
+        channels.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        channels.dedup();
         let (tickets, drafts): (Vec<_>, Vec<_>) =
             run.into_iter().map(|w| (w.ticket, w.draft)).unzip();
         let node = self.node.clone();
@@ -275,7 +284,8 @@ impl Connection {
                 for (ticket, outcome) in tickets.into_iter().zip(outcomes) {
                     act.core.publish_done(ticket, outcome);
                 }
-                if let Some(next) = act.lanes.finished(&channel) {
+                let next = act.lanes.finished(channels);
+                if !next.is_empty() {
                     act.publish_run(ctx, next);
                 }
             },

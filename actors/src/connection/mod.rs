@@ -23,7 +23,7 @@
 //! | `subscriptions.rs` | the core's subscription state machine (register, replay, live) |
 //! | `fragments.rs` | reassembling a message from continuation frames |
 //! | `effects.rs` | carrying out the core's effects: writes, replies, closes, publishes, the outbox drain, the heartbeat |
-//! | `publish_lanes.rs` | one channel's pipelined publishes in request order, as runs handed to the broker together |
+//! | `publish_lanes.rs` | pipelined publishes handed to the broker in runs, each channel's in request order |
 //! | `membership.rs` | the one join path (quota, limits, rules, authorizer, broker, activity) |
 //! | `invoke.rs` | hub methods the codec does not map itself |
 //! | `commands.rs` | carrying out hub commands (join, leave, close) the Azure-compatible REST API sent on the connection's own channel |
@@ -178,6 +178,8 @@ pub struct Connection {
     commands: std::collections::VecDeque<crate::hub_commands::HubCommand>,
     /// Pipelined publishes to channels with a run at the broker (`publish_lanes.rs`).
     lanes: publish_lanes::PublishLanes,
+    /// Publishes started in this turn, handed to the broker as one run once its requests ran.
+    starting: Vec<publish_lanes::Waiting>,
 }
 
 impl Connection {
@@ -217,6 +219,7 @@ impl Connection {
             own_channel: None,
             commands: Default::default(),
             lanes: Default::default(),
+            starting: Vec::new(),
         }
     }
 

@@ -1,13 +1,15 @@
-//! One connection's publishes to one channel keep their order: a lane per channel.
+//! One connection's pipelined publishes go to the broker in runs, and its publishes to one
+//! channel keep their order: a lane per channel.
 //!
 //! The core lets a connection's publishes run side by side (`session.max_publishes_in_flight`,
-//! `core/mod.rs`). Publishes to different channels go to the broker independently. Publishes to
-//! one channel go through that channel's lane: while a run of them is with the broker, later ones
-//! wait in the lane, and when the run is answered everything that waited goes to the broker as the
-//! next run, in request order, in one request ([`crate::node::Node::publish_run`]: one shard
-//! message on one node, one publish after another in Redis). So a back end that pipelines many
-//! events to one channel (a fan-out) pays one broker round trip per run instead of one per
-//! event, and their offsets follow request order.
+//! `core/mod.rs`). The publishes the actor starts in one turn go to the broker together, as one
+//! run ([`crate::node::Node::publish_run`]: one message per broker shard on one node; in Redis
+//! each channel's one after another, different channels' side by side). A channel with a run at
+//! the broker is busy: later publishes to it wait in its lane, and when the run is answered
+//! everything that waited in its channels' lanes goes as the next run, in request order. So a back
+//! end pipelining many events pays one broker round trip per run instead of one per event, to one
+//! channel (a fan-out) or to many (one event per subscriber), and each channel's offsets follow
+//! request order.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -16,7 +18,7 @@ use super::core::PublishTicket;
 use crate::channel::ChannelName;
 use crate::envelope::Draft;
 
-/// A publish waiting in its channel's lane.
+/// A publish on its way to the broker.
 #[derive(Debug)]
 pub(super) struct Waiting {
     pub ticket: PublishTicket,
@@ -26,14 +28,15 @@ pub(super) struct Waiting {
 /// The lanes of the channels with a run at the broker (see the module docs).
 #[derive(Debug, Default)]
 pub(super) struct PublishLanes {
-    /// A channel is here while a run of it is at the broker; its value is what waits for the next.
+    /// A channel is here while a run with it is at the broker; its value is what waits for the
+    /// next run.
     busy: HashMap<ChannelName, Vec<Waiting>>,
 }
 
 impl PublishLanes {
-    /// Queues a publish; returns the run to hand to the broker now when its channel had none
-    /// there (the run is this publish alone).
-    pub fn enqueue(&mut self, ticket: PublishTicket, draft: Draft) -> Option<Vec<Waiting>> {
+    /// Queues a publish. Hands it back, to go in the run being gathered, when its channel has no
+    /// run at the broker (the channel is busy from now on); otherwise it waits in the lane.
+    pub fn enqueue(&mut self, ticket: PublishTicket, draft: Draft) -> Option<Waiting> {
         match self.busy.entry(draft.channel.clone()) {
             Entry::Occupied(mut waiting) => {
                 waiting.get_mut().push(Waiting { ticket, draft });
@@ -41,21 +44,27 @@ impl PublishLanes {
             }
             Entry::Vacant(lane) => {
                 lane.insert(Vec::new());
-                Some(vec![Waiting { ticket, draft }])
+                Some(Waiting { ticket, draft })
             }
         }
     }
 
-    /// `channel`'s run was answered: the next run (everything that waited meanwhile, in order),
-    /// or `None` and the lane is free.
-    pub fn finished(&mut self, channel: &ChannelName) -> Option<Vec<Waiting>> {
-        let waiting = self.busy.get_mut(channel)?;
-        if waiting.is_empty() {
-            self.busy.remove(channel);
-            None
-        } else {
-            Some(std::mem::take(waiting))
+    /// A run with `channels` was answered: what waited in their lanes, in request order per
+    /// channel (the next run: those channels stay busy), and the lanes where nothing waited are
+    /// free.
+    pub fn finished(&mut self, channels: impl IntoIterator<Item = ChannelName>) -> Vec<Waiting> {
+        let mut next = Vec::new();
+        for channel in channels {
+            let Some(waiting) = self.busy.get_mut(&channel) else {
+                continue;
+            };
+            if waiting.is_empty() {
+                self.busy.remove(&channel);
+            } else {
+                next.append(waiting);
+            }
         }
+        next
     }
 }
 
@@ -76,36 +85,39 @@ mod tests {
         run.iter().map(|w| w.ticket).collect()
     }
 
-    #[test]
-    fn a_channel_with_a_run_at_the_broker_queues_the_next_publishes_in_order() {
-        let mut lanes = PublishLanes::default();
-        let a = "tenant:t1:order:a";
-        let first = lanes.enqueue(PublishTicket::new(1), draft(a)).unwrap();
-        assert_eq!(tickets(&first), [PublishTicket::new(1)]);
-        assert!(lanes.enqueue(PublishTicket::new(2), draft(a)).is_none());
-        // Another channel is independent.
-        let other = lanes.enqueue(PublishTicket::new(3), draft("tenant:t1:order:b"));
-        assert_eq!(tickets(&other.unwrap()), [PublishTicket::new(3)]);
-        assert!(lanes.enqueue(PublishTicket::new(4), draft(a)).is_none());
+    fn name(channel: &str) -> ChannelName {
+        ChannelName::parse(channel).unwrap()
+    }
 
-        let channel = ChannelName::parse(a).unwrap();
-        let next = lanes.finished(&channel).expect("two waited");
-        assert_eq!(
-            tickets(&next),
-            [PublishTicket::new(2), PublishTicket::new(4)]
-        );
-        // While that run is out, a new publish waits again.
-        assert!(lanes.enqueue(PublishTicket::new(5), draft(a)).is_none());
-        assert_eq!(
-            tickets(&lanes.finished(&channel).unwrap()),
-            [PublishTicket::new(5)]
-        );
-        assert!(lanes.finished(&channel).is_none(), "nothing waited: free");
-        let again = lanes.enqueue(PublishTicket::new(6), draft(a));
-        assert_eq!(
-            tickets(&again.unwrap()),
-            [PublishTicket::new(6)],
-            "a free lane runs at once"
-        );
+    #[test]
+    fn a_busy_channels_publishes_wait_in_order_and_go_together_once_its_run_is_answered() {
+        let (a, b) = ("tenant:t1:order:a", "tenant:t1:order:b");
+        let mut lanes = PublishLanes::default();
+        let t = PublishTicket::new;
+        // Two free channels: both start (one run).
+        assert_eq!(lanes.enqueue(t(1), draft(a)).unwrap().ticket, t(1));
+        assert_eq!(lanes.enqueue(t(2), draft(b)).unwrap().ticket, t(2));
+        // Both busy now: the next ones wait, each in its channel's lane.
+        assert!(lanes.enqueue(t(3), draft(a)).is_none());
+        assert!(lanes.enqueue(t(4), draft(b)).is_none());
+        assert!(lanes.enqueue(t(5), draft(a)).is_none());
+
+        let next = lanes.finished([name(a), name(b)]);
+        assert_eq!(next.len(), 3, "everything that waited goes next");
+        let of = |channel| -> Vec<_> {
+            next.iter()
+                .filter(|w| w.draft.channel == name(channel))
+                .map(|w| w.ticket)
+                .collect()
+        };
+        assert_eq!(of(a), [t(3), t(5)], "a channel's in request order");
+        assert_eq!(of(b), [t(4)]);
+
+        // That run is out: both channels are still busy.
+        assert!(lanes.enqueue(t(6), draft(b)).is_none());
+        assert_eq!(tickets(&lanes.finished([name(a), name(b)])), [t(6)]);
+        assert!(lanes.finished([name(b)]).is_empty(), "nothing waited: free");
+        assert!(lanes.enqueue(t(7), draft(a)).is_some(), "a was freed above");
+        assert!(lanes.enqueue(t(8), draft(b)).is_some(), "b is free");
     }
 }

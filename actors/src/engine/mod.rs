@@ -20,6 +20,7 @@
 pub mod embedded;
 pub mod redis;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -91,7 +92,8 @@ pub trait Shards: Send + Sync + 'static {
     /// Gives `draft` the next offset in its channel's local history and fans it out here (the
     /// embedded engine's publish; in cluster mode, the local delivery of an event Redis refused).
     fn append(&self, draft: Draft) -> BoxFuture<'static, Result<PublishAck, BrokerError>>;
-    /// [`append`](Self::append) for drafts of one channel, in order, in one message to its shard.
+    /// [`append`](Self::append) for drafts of any channels, each channel's in their order: one
+    /// message to each shard involved; one answer per draft, in the order given.
     fn append_run(
         &self,
         drafts: Vec<Draft>,
@@ -118,27 +120,50 @@ pub struct EngineStatus {
     pub detail: serde_json::Value,
 }
 
+/// Answers gathered in groups, each with its place among `count` requests, put back in the order
+/// the requests were given.
+pub fn in_given_order<T>(count: usize, groups: Vec<Vec<(usize, T)>>) -> Vec<T> {
+    let mut placed: Vec<(usize, T)> = groups.into_iter().flatten().collect();
+    debug_assert_eq!(placed.len(), count, "one answer per request");
+    placed.sort_unstable_by_key(|(place, _)| *place);
+    placed.into_iter().map(|(_, answer)| answer).collect()
+}
+
 /// What keeps channels' offsets and history and carries events to every node's subscribers.
 pub trait BrokerEngine: Send + Sync + 'static {
     /// Gives `draft` its offset, keeps it in history and delivers it to the subscribers of every
     /// node (this one included).
     fn publish(&self, draft: Draft) -> BoxFuture<'static, Result<PublishAck, BrokerError>>;
-    /// Publishes `drafts`, all of one channel, in their order (each offset after the one before
-    /// it); one answer per draft, in the same order. What one connection's pipelined publishes to
-    /// a channel come to (`connection/publish_lanes.rs`). By default one after another, each
-    /// answered before the next starts: [`publish`](Self::publish)'s futures do nothing until
-    /// polled, so creating them up front starts none of them early.
+    /// Publishes `drafts`, of any channels, keeping each channel's drafts in their order (each
+    /// offset after the one before it); one answer per draft, in the order given. What a
+    /// connection's pipelined publishes and a `publish/batch` come to (`connection/publish_runs.rs`).
+    /// By default each channel's drafts one after another, each answered before the next starts,
+    /// and different channels' side by side: [`publish`](Self::publish)'s futures do nothing
+    /// until polled, so creating them up front starts none of them early.
     fn publish_run(
         &self,
         drafts: Vec<Draft>,
     ) -> BoxFuture<'static, Vec<Result<PublishAck, BrokerError>>> {
-        let publishes: Vec<_> = drafts.into_iter().map(|d| self.publish(d)).collect();
+        let count = drafts.len();
+        // Each channel's publishes, in order, with their places in `drafts`.
+        let mut chains: Vec<Vec<(usize, BoxFuture<'static, _>)>> = Vec::new();
+        let mut chain_of: HashMap<ChannelName, usize> = HashMap::new();
+        for (place, draft) in drafts.into_iter().enumerate() {
+            let chain = *chain_of.entry(draft.channel.clone()).or_insert_with(|| {
+                chains.push(Vec::new());
+                chains.len() - 1
+            });
+            chains[chain].push((place, self.publish(draft)));
+        }
         Box::pin(async move {
-            let mut answers = Vec::with_capacity(publishes.len());
-            for publish in publishes {
-                answers.push(publish.await);
-            }
-            answers
+            let chains = chains.into_iter().map(|chain| async move {
+                let mut answers = Vec::with_capacity(chain.len());
+                for (place, publish) in chain {
+                    answers.push((place, publish.await));
+                }
+                answers
+            });
+            in_given_order(count, futures_util::future::join_all(chains).await)
         })
     }
     /// Where a subscriber that this node's shard just registered (`local`: the shard's view)
