@@ -338,11 +338,18 @@ impl Handler<AttachPublisher> for ActivityRecorder {
 impl Handler<Observe> for ActivityRecorder {
     type Result = ();
 
-    fn handle(&mut self, msg: Observe, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Observe, _: &mut Self::Context) {
+        self.observe(msg);
+    }
+}
+
+impl ActivityRecorder {
+    /// Records one observation (each part of a batch in turn).
+    fn observe(&mut self, msg: Observe) {
         let Some(tenant) = msg.tenant().cloned() else {
             if let Observe::Batch(all) = msg {
                 for one in all {
-                    self.handle(one, ctx);
+                    self.observe(one);
                 }
             }
             return;
