@@ -31,7 +31,9 @@
 //! - **Bounded chunks.** An actor that has more to write than one chunk should hold (a connection
 //!   far behind a fast publisher) writes part of it and asks to be woken once the chunk is handed
 //!   out ([`SocketContext::wake_after_handout`]), so the buffer keeps one size instead of growing
-//!   to the whole backlog.
+//!   to the whole backlog; the poll straight after such a chunk answers "not yet", so the HTTP
+//!   dispatcher writes the chunk to the socket before gathering the next, and its own buffer
+//!   stays one chunk too.
 //!
 //! Reading and the end of the body are `WebsocketContext`'s, unchanged, and the handshake is
 //! actix-web-actors' own ([`handshake`]):
@@ -108,6 +110,7 @@ where
             waker: Waker::from(turn.clone()),
             turn,
             handed_out: false,
+            resume: None,
         }
     }
 }
@@ -268,6 +271,9 @@ where
     /// The last poll handed out a chunk: the HTTP dispatcher polls again at once, and unless
     /// something woke the actor since, that poll need not run it.
     handed_out: bool,
+    /// The actor's wake for when the chunk handed out last has gone to the socket (it has more
+    /// to write: [`SocketContext::wake_after_handout`]).
+    resume: Option<Waker>,
 }
 
 /// Records that something the actor waits on (its outbox, the socket, a timer, its mailbox) woke
@@ -302,6 +308,15 @@ where
         let this = self.get_mut();
         // Registered before the flag is read, so a wake in between is not lost.
         this.turn.task.register(cx.waker());
+        if let Some(resume) = this.resume.take() {
+            // The dispatcher polls again straight after a chunk, to gather more before it writes.
+            // Answering "not yet" makes it write this chunk to the socket first: its buffer then
+            // holds one chunk, not a connection's whole backlog (first-touched memory on each of
+            // thousands of connections cost more than the writes). The wake runs the actor in the
+            // next poll.
+            resume.wake();
+            return Poll::Pending;
+        }
         let woken = this.turn.woken.swap(false, Ordering::AcqRel);
         // The actor's last turn ended with everything it waits on registered with `turn`: with
         // no wake since, a turn now would find nothing to do.
@@ -311,8 +326,13 @@ where
         this.handed_out = false;
         let chunk = this.fut.ctx().take_written();
         if let Some(waker) = this.fut.ctx().after_handout.take() {
-            // Wakes `turn`: the next poll, after this chunk, runs the actor again.
-            waker.wake();
+            // Wakes `turn` once the chunk is on its way (at once if there is none): a later poll
+            // runs the actor again.
+            if chunk.is_some() {
+                this.resume = Some(waker);
+            } else {
+                waker.wake();
+            }
         }
         if let Some(chunk) = chunk {
             this.handed_out = true;
@@ -610,19 +630,28 @@ mod tests {
         let actor = Backlogged(outbox.clone());
         actix::System::new().block_on(async move {
             let mut body = Box::pin(SocketContext::start(actor, payload, Codec::new()));
-            let mut chunks = Vec::new();
-            while let Some(Some(Ok(chunk))) = body.next().now_or_never() {
-                chunks.push(client_reads(&chunk));
-            }
+            // What each poll gives: a chunk, or nothing yet (the HTTP layer writes meanwhile).
+            let polls: Vec<Option<Vec<Frame>>> = (0..8)
+                .map(|_| match body.next().now_or_never() {
+                    Some(Some(Ok(chunk))) => Some(client_reads(&chunk)),
+                    None => None,
+                    other => panic!("the body ended or failed: {other:?}"),
+                })
+                .collect();
             let text = |s: &'static str| Frame::Text(Bytes::from_static(s.as_bytes()));
             assert_eq!(
-                chunks,
+                polls,
                 [
-                    vec![text("E0"), text("E1"), text("E2")],
-                    vec![text("E3"), text("E4"), text("E5")],
-                    vec![text("E6"), text("E7")],
+                    Some(vec![text("E0"), text("E1"), text("E2")]),
+                    None,
+                    Some(vec![text("E3"), text("E4"), text("E5")]),
+                    None,
+                    Some(vec![text("E6"), text("E7")]),
+                    None,
+                    None,
+                    None,
                 ],
-                "one bounded chunk a turn, in order, the next after the last was handed out"
+                "one bounded chunk a turn, in order, each written out before the next is made"
             );
             assert!(outbox.is_empty());
         });
