@@ -91,6 +91,14 @@ pub enum Observe {
 }
 
 impl Observe {
+    /// How many observations this is (a batch counts its parts).
+    fn count(&self) -> u64 {
+        match self {
+            Observe::Batch(all) => all.iter().map(Observe::count).sum(),
+            _ => 1,
+        }
+    }
+
     /// The tenant observed; none for a [`Observe::Batch`], whose parts each have their own.
     fn tenant(&self) -> Option<&TenantKey> {
         match self {
@@ -474,9 +482,11 @@ impl ActivitySink {
             return;
         };
         // The recorder's meter counts the full mailbox (`crate::metered`).
-        if let Err(SendError::Full(_)) = r.try_send(what) {
+        if let Err(SendError::Full(lost)) = r.try_send(what) {
             if let Some(m) = &self.metrics {
-                m.dropped.with_label_values(&["activity_full"]).inc();
+                m.dropped
+                    .with_label_values(&["activity_full"])
+                    .inc_by(lost.count());
             }
         }
     }

@@ -3,8 +3,9 @@
 //! [`switchyard_actors::hub_arguments`]).
 //!
 //! `POST /api/v1/publish/batch`: many events in one request (`{"events":[…]}`, each as the single
-//! publish takes it), published in order through the same steps, with a result per event: the
-//! single publish's `202` answer or its problem document, each with its `status`.
+//! publish takes it), through the same checks, handed to the broker in runs (each channel's events
+//! in the batch's order), with a result per event: the single publish's `202` answer or its
+//! problem document, each with its `status`.
 
 use std::sync::Arc;
 
@@ -98,26 +99,37 @@ pub async fn publish_batch(
             events.len()
         )));
     }
-    // Each event is checked and admitted in the batch's order, then every admitted one goes to
-    // the broker in one run ([`switchyard_actors::node::Node::publish_run`]: one message per
-    // broker shard; in Redis each channel's one after another, different channels' side by
-    // side): each channel's events are published in their order. Results keep the request's
-    // order.
+    // The batch goes to the broker in runs of up to `session.max_publishes_in_flight` events,
+    // one run after another (as a WebSocket's pipelined publishes): a run's events are checked
+    // and admitted side by side, then the admitted ones go to the broker together
+    // ([`switchyard_actors::node::Node::publish_run`]: one message per broker shard; in Redis
+    // each channel's one after another, different channels' side by side), so each channel's
+    // events are published in the batch's order. Results keep the request's order.
     let count = events.len();
+    let run_size = state.settings.session.max_publishes_in_flight.max(1);
     let mut done: Vec<(usize, BatchResult)> = Vec::with_capacity(count);
-    let (mut admitted, mut drafts) = (Vec::new(), Vec::new());
-    for (index, event) in events.into_iter().enumerate() {
-        match admit_one(&state, who.clone(), event).await {
-            Ok(draft) => {
-                admitted.push(index);
-                drafts.push(draft);
+    let mut events = events.into_iter().enumerate().peekable();
+    while events.peek().is_some() {
+        let run: Vec<(usize, PublishRequest)> = events.by_ref().take(run_size).collect();
+        let checked = futures_util::future::join_all(run.into_iter().map(|(index, event)| {
+            let (state, who) = (&state, who.clone());
+            async move { (index, admit_one(state, who, event).await) }
+        }))
+        .await;
+        let (mut admitted, mut drafts) = (Vec::new(), Vec::new());
+        for (index, checked) in checked {
+            match checked {
+                Ok(draft) => {
+                    admitted.push(index);
+                    drafts.push(draft);
+                }
+                Err(e) => done.push((index, BatchResult::Refused(e.problem_value()))),
             }
-            Err(e) => done.push((index, BatchResult::Refused(e.problem_value()))),
         }
-    }
-    let published = state.node.publish_run(drafts, "rest").await;
-    for (index, answer) in admitted.into_iter().zip(published) {
-        done.push((index, batch_result(answer.map_err(ApiError::from))));
+        let published = state.node.publish_run(drafts, "rest").await;
+        for (index, answer) in admitted.into_iter().zip(published) {
+            done.push((index, batch_result(answer.map_err(ApiError::from))));
+        }
     }
     done.sort_unstable_by_key(|(index, _)| *index);
     debug_assert_eq!(done.len(), count, "every event has its result");

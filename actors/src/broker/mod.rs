@@ -314,7 +314,12 @@ impl BrokerHandle {
 
     /// Publishes drafts keeping each channel's in order ([`BrokerEngine::publish_run`]).
     pub async fn publish_run(&self, drafts: Vec<Draft>) -> Vec<Result<PublishAck, BrokerError>> {
-        self.engine.publish_run(drafts).await
+        let count = drafts.len();
+        let mut answers = self.engine.publish_run(drafts).await;
+        // One answer per draft, whatever the engine: a missing one is an error, not a shift.
+        debug_assert_eq!(answers.len(), count, "the engine answers every draft");
+        answers.resize_with(count, || Err(BrokerError::Stopped));
+        answers
     }
 
     /// Registers a subscriber with the owning shard, then asks the engine where it starts — in

@@ -36,11 +36,6 @@ impl Connection {
         while let Some(effect) = self.core.poll() {
             self.execute(ctx, effect);
         }
-        // The publishes started just now go to the broker as one run (`publish_lanes.rs`).
-        if !self.starting.is_empty() {
-            let run = std::mem::take(&mut self.starting);
-            self.publish_run(ctx, run);
-        }
     }
 
     /// Runs `fut`, then `then` with its output; no later request starts before both are done.
@@ -143,7 +138,7 @@ impl Connection {
                 channel,
                 event,
                 data,
-            } => self.publish(ticket, channel, event, data),
+            } => self.publish(ctx, ticket, channel, event, data),
             Effect::Invoke {
                 reply_to,
                 method,
@@ -206,6 +201,7 @@ impl Connection {
     /// path, and answers the request.
     fn publish(
         &mut self,
+        ctx: &mut Ctx,
         ticket: PublishTicket,
         channel: ChannelName,
         event: EventName,
@@ -225,9 +221,17 @@ impl Connection {
             }
         };
         let draft = Draft::new(channel, event, data);
-        // Goes in the run `run_requests` hands to the broker after this turn's requests, unless
-        // its channel is busy (then it waits in the channel's lane).
+        // Goes in the run handed to the broker once this turn has read what the client sent,
+        // unless its channel is busy (then it waits in the channel's lane).
         if let Some(start) = self.lanes.enqueue(ticket, draft) {
+            if self.starting.is_empty() {
+                // Spawned now, run by the context after the items it is polling this turn (the
+                // socket's frames among them): every publish read this turn is in the run.
+                ctx.spawn(fut::ready(()).map(|_, act: &mut Self, ctx| {
+                    let run = std::mem::take(&mut act.starting);
+                    act.publish_run(ctx, run);
+                }));
+            }
             self.starting.push(start);
         }
     }
@@ -245,14 +249,21 @@ impl Connection {
         let who = self.identity.clone();
         let error = |code, message: String| Outcome::Error { code, message };
         let publishing = async move {
-            // Each publish is admitted on its own (its own quota token), in request order.
+            // Each publish is admitted on its own (its own quota token), side by side (the
+            // authorizer may look stored data up).
+            let verdicts = futures_util::future::join_all(drafts.iter().map(|draft| {
+                publish::admit(
+                    &node.authorizer,
+                    &node.quotas,
+                    who.clone(),
+                    draft.channel.clone(),
+                )
+            }))
+            .await;
             let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(drafts.len());
             let mut admitted = Vec::with_capacity(drafts.len());
-            for draft in drafts {
-                let who = who.clone();
-                match publish::admit(&node.authorizer, &node.quotas, who, draft.channel.clone())
-                    .await
-                {
+            for (draft, verdict) in drafts.into_iter().zip(verdicts) {
+                match verdict {
                     Ok(()) => {
                         outcomes.push(None);
                         admitted.push(draft);

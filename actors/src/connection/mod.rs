@@ -178,7 +178,8 @@ pub struct Connection {
     commands: std::collections::VecDeque<crate::hub_commands::HubCommand>,
     /// Pipelined publishes to channels with a run at the broker (`publish_lanes.rs`).
     lanes: publish_lanes::PublishLanes,
-    /// Publishes started in this turn, handed to the broker as one run once its requests ran.
+    /// Publishes started in this turn, handed to the broker as one run once the turn has read
+    /// what the client sent.
     starting: Vec<publish_lanes::Waiting>,
 }
 

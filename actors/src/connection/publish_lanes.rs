@@ -2,7 +2,8 @@
 //! channel keep their order: a lane per channel.
 //!
 //! The core lets a connection's publishes run side by side (`session.max_publishes_in_flight`,
-//! `core/mod.rs`). The publishes the actor starts in one turn go to the broker together, as one
+//! `core/mod.rs`). The publishes the actor starts in one turn (everything the socket had
+//! delivered by then) go to the broker together, as one
 //! run ([`crate::node::Node::publish_run`]: one message per broker shard on one node; in Redis
 //! each channel's one after another, different channels' side by side). A channel with a run at
 //! the broker is busy: later publishes to it wait in its lane, and when the run is answered

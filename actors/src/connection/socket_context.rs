@@ -31,9 +31,9 @@
 //! - **Bounded chunks.** An actor that has more to write than one chunk should hold (a connection
 //!   far behind a fast publisher) writes part of it and asks to be woken once the chunk is handed
 //!   out ([`SocketContext::wake_after_handout`]), so the buffer keeps one size instead of growing
-//!   to the whole backlog; the poll straight after such a chunk answers "not yet", so the HTTP
-//!   dispatcher writes the chunk to the socket before gathering the next, and its own buffer
-//!   stays one chunk too.
+//!   to the whole backlog; the poll straight after such a chunk answers "not yet" (and wakes the
+//!   task again), so the HTTP dispatcher writes what it holds before it takes the next, and its
+//!   own buffer stays small too (unless the socket is full: then it holds up to its 32 KiB).
 //!
 //! Reading and the end of the body are `WebsocketContext`'s, unchanged, and the handshake is
 //! actix-web-actors' own ([`handshake`]):
@@ -310,11 +310,16 @@ where
         this.turn.task.register(cx.waker());
         if let Some(resume) = this.resume.take() {
             // The dispatcher polls again straight after a chunk, to gather more before it writes.
-            // Answering "not yet" makes it write this chunk to the socket first: its buffer then
-            // holds one chunk, not a connection's whole backlog (first-touched memory on each of
-            // thousands of connections cost more than the writes). The wake runs the actor in the
-            // next poll.
+            // Answering "not yet" makes it write what it holds first: its buffer then holds a
+            // chunk or two, not a connection's whole backlog (first-touched memory on each of
+            // thousands of connections cost more than the writes). The next poll runs the actor,
+            // whose outbox stream now yields (`resume` is the outbox's wake). The task is woken
+            // here, not through the outbox: a push since the chunk may have used up the outbox's
+            // registered waker (the actor registers it again only when it runs), and this poll
+            // returns before reading the wake that push left.
             resume.wake();
+            this.turn.woken.store(true, Ordering::Release);
+            cx.waker().wake_by_ref();
             return Poll::Pending;
         }
         let woken = this.turn.woken.swap(false, Ordering::AcqRel);
@@ -654,6 +659,73 @@ mod tests {
                 "one bounded chunk a turn, in order, each written out before the next is made"
             );
             assert!(outbox.is_empty());
+        });
+    }
+
+    /// Counts the wakes of the task polling the body.
+    #[derive(Default)]
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_push_between_a_bounded_chunk_and_the_next_poll_leaves_the_task_to_be_polled_again() {
+        use crate::envelope::{Draft, Envelope, EventName};
+        let outbox = Arc::<crate::outbox::Outbox>::default();
+        let event = |n: u64| {
+            let draft = Draft::new(
+                crate::channel::ChannelName::parse("user:u").unwrap(),
+                EventName::parse(&format!("E{n}")).unwrap(),
+                crate::payload::Payload::test("1"),
+            );
+            Arc::new(Envelope::new(
+                draft,
+                n,
+                Arc::from("e"),
+                crate::ids::NodeId(Arc::from("n")),
+            ))
+        };
+        let push = |n: u64| {
+            if let crate::outbox::Push::Queued { wake: true, .. } =
+                outbox.push(&event(n), 1, 100, 100)
+            {
+                outbox.wake();
+            }
+        };
+        for n in 0..5 {
+            push(n);
+        }
+        let (_tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, PayloadError>>();
+        let actor = Backlogged(outbox.clone());
+        let task = Arc::<CountingWaker>::default();
+        let waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&waker);
+        actix::System::new().block_on(async move {
+            let mut body = Box::pin(SocketContext::start(
+                actor,
+                tokio_stream_of(rx),
+                Codec::new(),
+            ));
+            assert!(matches!(
+                body.as_mut().poll_next(&mut cx),
+                Poll::Ready(Some(Ok(_)))
+            ));
+            // A broker push now uses up the outbox's registered waker (one wake of the task).
+            push(5);
+            let before = task.0.load(Ordering::Relaxed);
+            assert!(body.as_mut().poll_next(&mut cx).is_pending());
+            assert!(
+                task.0.load(Ordering::Relaxed) > before,
+                "the task is woken to run the actor again, not left asleep with events queued"
+            );
+            assert!(matches!(
+                body.as_mut().poll_next(&mut cx),
+                Poll::Ready(Some(Ok(_)))
+            ));
         });
     }
 

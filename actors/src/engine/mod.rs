@@ -136,7 +136,7 @@ pub trait BrokerEngine: Send + Sync + 'static {
     fn publish(&self, draft: Draft) -> BoxFuture<'static, Result<PublishAck, BrokerError>>;
     /// Publishes `drafts`, of any channels, keeping each channel's drafts in their order (each
     /// offset after the one before it); one answer per draft, in the order given. What a
-    /// connection's pipelined publishes and a `publish/batch` come to (`connection/publish_runs.rs`).
+    /// connection's pipelined publishes and a `publish/batch` come to (`connection/publish_lanes.rs`).
     /// By default each channel's drafts one after another, each answered before the next starts,
     /// and different channels' side by side: [`publish`](Self::publish)'s futures do nothing
     /// until polled, so creating them up front starts none of them early.
