@@ -553,3 +553,84 @@ async fn a_batch_whose_client_is_cut_leaves_history_and_deliveries_equal() {
     let (status, ready) = b.get("/health/ready", None).await;
     assert_eq!(status, 200, "{ready}");
 }
+
+/// The broker messages handled so far on `node` (the admin API's figure: a count, not a time).
+async fn broker_messages(node: &TestApp) -> u64 {
+    let (status, body) = node
+        .get("/api/v1/admin/actors", Some(&token(&operator())))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["actors"]
+        .as_array()
+        .expect("actors")
+        .iter()
+        .find(|a| a["kind"] == "broker")
+        .and_then(|a| a["handled"].as_u64())
+        .unwrap_or_else(|| panic!("the broker's handled count in {body}"))
+}
+
+/// Sends `plan`'s publishes in one write of raw frames and reads their replies, in order.
+async fn publish_in_one_write(node: &TestApp, plan: &[usize]) -> Vec<Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = raw_ws_upgrade_at(node.port, &token(&service())).await;
+    let mut bytes = Vec::new();
+    for (k, &c) in plan.iter().enumerate() {
+        client_text_frame(&publish_frame(k, c).to_string(), &mut bytes);
+    }
+    stream.write_all(&bytes).await.unwrap();
+    let mut written = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let replies = loop {
+        let texts = server_text_frames(&written);
+        if texts.len() >= plan.len() {
+            break texts;
+        }
+        let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+            .await
+            .expect("the replies come")
+            .unwrap();
+        assert!(n > 0, "the node closed the stream");
+        written.extend_from_slice(&chunk[..n]);
+    };
+    replies
+        .iter()
+        .enumerate()
+        .map(|(k, text)| {
+            let reply: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(reply["type"], "published", "{reply}");
+            assert_eq!(reply["id"], k, "in request order: {reply}");
+            reply["data"].clone()
+        })
+        .collect()
+}
+
+/// Pipelined publishes go to the broker in runs (`connection/publish_lanes.rs`), not one broker
+/// message each: 64 publishes read together, to one channel and then to 64 channels, take far
+/// fewer broker messages than publishes. Before runs, each publish was a message of its own (64
+/// each time), and those to one channel went one round trip after another.
+#[actix_web::test]
+async fn pipelined_publishes_reach_the_broker_in_runs_not_one_message_each() {
+    const PUBLISHES: usize = 64;
+    for (what, plan) in [
+        ("one channel", vec![0; PUBLISHES]),
+        ("64 channels", (0..PUBLISHES).collect::<Vec<_>>()),
+    ] {
+        let app = spawn_app().await;
+        let mut sub = subscriber(&app, PUBLISHES).await;
+        let before = broker_messages(&app).await;
+        let replies = publish_in_one_write(&app, &plan).await;
+        let used = broker_messages(&app).await - before;
+        assert!(
+            used < (PUBLISHES / 2) as u64,
+            "{what}: {used} broker messages for {PUBLISHES} publishes"
+        );
+        // Still each channel's offsets in request order, and every event delivered.
+        let mut next: HashMap<usize, u64> = HashMap::new();
+        for (reply, &c) in replies.iter().zip(&plan) {
+            let offset = next.entry(c).or_insert(0);
+            *offset += 1;
+            assert_eq!(reply["offset"].as_u64(), Some(*offset), "{what}: {reply}");
+        }
+        assert_eq!(sub.notifications(PUBLISHES).await.len(), PUBLISHES);
+    }
+}
