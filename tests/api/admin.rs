@@ -470,13 +470,7 @@ async fn a_batchs_events_each_reach_the_tenants_recent_events_and_rates() {
     let events: Vec<_> = (0..3)
         .map(|i| json!({"channel": "tenant:t1:broadcast", "event": "NewOrder", "data": {"i": i}}))
         .collect();
-    let (status, body) = app
-        .post_json(
-            "/api/v1/publish/batch",
-            Some(&token(&service())),
-            &json!({ "events": events }),
-        )
-        .await;
+    let (status, body) = app.publish_batch(&events).await;
     assert_eq!(status, 200, "{body}");
     let ids: Vec<Value> = body["results"]
         .as_array()

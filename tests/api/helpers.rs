@@ -412,6 +412,13 @@ impl TestApp {
             .await
     }
 
+    /// `POST /api/v1/publish/batch` of `events` as a back end (`Service`).
+    pub async fn publish_batch(&self, events: &[Value]) -> (u16, Value) {
+        let body = json!({ "events": events });
+        self.post_json("/api/v1/publish/batch", Some(&token(&service())), &body)
+            .await
+    }
+
     pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
         let mut req = self.http.post(self.url(path));
         if let Some(t) = token {

@@ -71,13 +71,7 @@ async fn markers_come_next(node: &TestApp, subs: &mut [WsClient], channels: usiz
     let events: Vec<Value> = (0..channels)
         .map(|c| json!({"channel": channel(c), "event": "Marker", "data": null}))
         .collect();
-    let (status, body) = node
-        .post_json(
-            "/api/v1/publish/batch",
-            Some(&token(&service())),
-            &json!({ "events": events }),
-        )
-        .await;
+    let (status, body) = node.publish_batch(&events).await;
     assert_eq!(status, 200, "{body}");
     for ws in subs.iter_mut() {
         let got = by_channel(ws, channels).await;

@@ -151,13 +151,7 @@ async fn a_batch_publishes_each_event_in_order_with_a_result_each_across_nodes()
     let too_many: Vec<_> = (0..=most)
         .map(|n| json!({"channel": "tenant:acme:broadcast", "event": "E", "data": n}))
         .collect();
-    let (status, p) = a
-        .post_json(
-            "/api/v1/publish/batch",
-            Some(&token(&service())),
-            &json!({ "events": too_many }),
-        )
-        .await;
+    let (status, p) = a.publish_batch(&too_many).await;
     assert_eq!(status, 400, "{p}");
     assert!(
         p["detail"].as_str().unwrap().contains("max_batch_events"),
@@ -185,13 +179,7 @@ async fn a_batch_keeps_each_channels_order_and_the_results_order() {
     let events: Vec<_> = (0..EVENTS)
         .map(|i| json!({"channel": channels[i % 3], "event": "Step", "data": {"i": i}}))
         .collect();
-    let (status, body) = app
-        .post_json(
-            "/api/v1/publish/batch",
-            Some(&token(&service())),
-            &json!({ "events": events }),
-        )
-        .await;
+    let (status, body) = app.publish_batch(&events).await;
     assert_eq!(status, 200, "{body}");
     let results = body["results"].as_array().expect("a result per event");
     assert_eq!(results.len(), EVENTS);
