@@ -85,7 +85,7 @@ async fn markers_come_next(node: &TestApp, subs: &mut [WsClient], channels: usiz
 
 /// Item 1: 200 publishes to 50 channels sent on `publish_on` without waiting; subscribers on
 /// `subscribe_on`.
-async fn pipelined_publishes_are_answered_in_order_and_delivered_once(
+pub async fn pipelined_publishes_are_answered_in_order_and_delivered_once(
     publish_on: &TestApp,
     subscribe_on: &TestApp,
 ) {

@@ -651,3 +651,16 @@ async fn presence_and_heartbeats_are_spread_over_the_masters() {
         assert_eq!(listed, BTreeSet::from(TENANTS), "{body}");
     }
 }
+
+/// Pipelined publishes go to the broker in runs (`connection/publish_lanes.rs`); on a Redis
+/// Cluster a run's channels live on different masters, each channel's published one after
+/// another. 200 publishes to 50 channels sent without waiting: one reply each in request order,
+/// each channel's offsets in request order, every event delivered once on the other node.
+#[actix_web::test]
+async fn pipelined_publishes_on_a_redis_cluster_keep_each_channels_order_across_nodes() {
+    let rc = RedisCluster::start().await;
+    let prefix = unique_prefix();
+    let a = node(&rc, &prefix, |_| {}).await;
+    let b = node(&rc, &prefix, |_| {}).await;
+    crate::pipelining::pipelined_publishes_are_answered_in_order_and_delivered_once(&a, &b).await;
+}
