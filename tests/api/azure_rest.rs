@@ -357,6 +357,64 @@ async fn a_sigkilled_nodes_channels_stop_existing_on_a_redis_cluster() {
     .await;
 }
 
+/// A node SIGKILLed and started again with the same `node.id` before any node found it dead (a
+/// fixed id, as a StatefulSet gives; here a node TTL longer than the test) drops its previous
+/// run's listener marks when it starts: the channel its previous run listened to stops existing
+/// for the other node's checks. Before, the restarted node, alive under the same id, kept the
+/// stale mark counting and the check answered 200 for a channel nobody listens to.
+#[actix_web::test]
+async fn a_node_restarted_with_the_same_id_drops_its_previous_runs_marks_on_a_redis_cluster() {
+    let rc = RedisCluster::start().await;
+    let prefix = unique_prefix();
+    // Nobody is found dead within the test: only the restart itself can drop the marks.
+    let a = crate::redis_cluster::node(&rc, &prefix, |s| s.presence.node_ttl_secs = 600).await;
+    let partitions = crate::redis_cluster::PARTITIONS.to_string();
+    let streams = crate::redis_cluster::INGEST_STREAMS.to_string();
+    let seeds = rc.seeds();
+    let id = format!("fixed-{}", uuid::Uuid::new_v4().simple());
+    let env = [
+        ("SWITCHYARD__REDIS__CLUSTER_NODES", seeds.as_str()),
+        ("SWITCHYARD__REDIS__PREFIX", prefix.as_str()),
+        ("SWITCHYARD__REDIS__CLUSTER_PARTITIONS", partitions.as_str()),
+        (
+            "SWITCHYARD__REDIS__CLUSTER_INGEST_STREAMS",
+            streams.as_str(),
+        ),
+        ("SWITCHYARD__NODE__ID", id.as_str()),
+        ("SWITCHYARD__PRESENCE__NODE_TTL_SECS", "600"),
+    ];
+    let (mut b, port) = spawn_node_process(&env).await;
+    let channel = "tenant:acme:order:o-restart";
+    let url = format!(
+        "ws://127.0.0.1:{port}/ws?access_token={}",
+        token(&customer("acme", "u1", None))
+    );
+    let mut on_b = WsClient::open(url).await.unwrap();
+    on_b.subscribed(channel).await;
+    let svc = token(&acme_backend());
+    let group_head = format!("/api/hubs/notifications/groups/{channel}?{V}");
+    head_becomes(&a, &group_head, &svc, 200).await;
+
+    b.start_kill().unwrap(); // SIGKILL: no unmarking
+    b.wait().await.unwrap();
+    let (_b_again, _) = spawn_node_process(&env).await;
+    head_becomes(&a, &group_head, &svc, 404).await;
+    let marks = crate::redis_cluster::keys(&prefix)
+        .listeners(&switchyard_actors::channel::ChannelName::parse(channel).unwrap());
+    let port = rc.ports[0];
+    eventually("the previous run's mark to be gone", || {
+        let marks = marks.clone();
+        async move {
+            (crate::redis_cluster_server::cli(port, &["SCARD", &marks])
+                .await
+                .as_deref()
+                == Some("0"))
+            .then_some(())
+        }
+    })
+    .await;
+}
+
 #[actix_web::test]
 async fn remove_from_all_groups_keeps_the_channels_joined_on_connect() {
     let app = spawn_app().await;

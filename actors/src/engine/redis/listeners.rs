@@ -15,7 +15,9 @@
 //! the heartbeats): a node killed without unmarking is ignored once it is declared dead. Each
 //! node also keeps, per partition, the set of channels it marked there
 //! (`{prefix}:{p<n>}:node:<node>:listening`, written in the same script as the mark), so the
-//! node that finds a node dead (the presence janitor) removes its marks ([`Cluster::unmark_node`]).
+//! node that finds a node dead (the presence janitor) removes its marks ([`Cluster::unmark_node`]),
+//! and a node removes its own id's marks when it starts, before it marks anything (a restart with
+//! the same `node.id` before anyone found it dead would otherwise keep its previous run's).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -146,6 +148,27 @@ async fn write_marks(
 ) {
     let mut pending: HashMap<ChannelName, bool> = HashMap::new();
     let mut delay = cluster.config().reconnect_min;
+    // A previous life of this node id (a crash, then a restart before any node found it dead:
+    // a fixed `node.id`, as a StatefulSet gives) left its marks, of channels this life does not
+    // listen to; live again, it would count for them. They go before this life marks anything.
+    loop {
+        match cluster.unmark_node(cluster.node()).await {
+            Ok(left) => {
+                if left > 0 {
+                    log::info!(
+                        "listener marks: removed {left} left by this node id's previous run"
+                    );
+                }
+                break;
+            }
+            Err(e) => {
+                log::warn!("listener marks: clearing this node id's previous marks: {e}; retried in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(cluster.config().reconnect_max);
+            }
+        }
+    }
+    delay = cluster.config().reconnect_min;
     loop {
         if pending.is_empty() {
             let Some((channel, listening)) = rx.recv().await else {
