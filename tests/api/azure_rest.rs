@@ -302,6 +302,59 @@ async fn existence_checks_see_other_nodes_connections_on_a_redis_cluster() {
     head_becomes(&b, &group_head, &svc, 404).await;
 }
 
+/// The environment of a node process on the Redis Cluster `rc` with node a's layout (not the
+/// defaults by chance), plus `extra`. A process, so it can really be SIGKILLed.
+fn process_env(rc: &RedisCluster, prefix: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let layout = [
+        ("SWITCHYARD__REDIS__CLUSTER_NODES", rc.seeds()),
+        ("SWITCHYARD__REDIS__PREFIX", prefix.to_owned()),
+        (
+            "SWITCHYARD__REDIS__CLUSTER_PARTITIONS",
+            crate::redis_cluster::PARTITIONS.to_string(),
+        ),
+        (
+            "SWITCHYARD__REDIS__CLUSTER_INGEST_STREAMS",
+            crate::redis_cluster::INGEST_STREAMS.to_string(),
+        ),
+    ];
+    layout
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect()
+}
+
+/// Starts a node process with `env`, where a customer subscribes to `channel`; returns once node
+/// `a`'s group check sees the channel (200). The process and the subscriber.
+async fn listening_process_node(
+    a: &TestApp,
+    env: &[(String, String)],
+    channel: &str,
+) -> (tokio::process::Child, WsClient) {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (b, port) = spawn_node_process(&env).await;
+    let url = format!(
+        "ws://127.0.0.1:{port}/ws?access_token={}",
+        token(&customer("acme", "u1", None))
+    );
+    let mut on_b = WsClient::open(url).await.unwrap();
+    on_b.subscribed(channel).await;
+    head_becomes(a, &group_head(channel), &token(&acme_backend()), 200).await;
+    (b, on_b)
+}
+
+fn group_head(channel: &str) -> String {
+    format!("/api/hubs/notifications/groups/{channel}?{V}")
+}
+
+/// How many nodes marked `channel` as listened to (`SCARD`: 0 for a set that is gone; `None` is
+/// a failed redis-cli, never taken for a count).
+async fn marks_of(rc: &RedisCluster, prefix: &str, channel: &str) -> Option<String> {
+    let marks = crate::redis_cluster::keys(prefix)
+        .listeners(&switchyard_actors::channel::ChannelName::parse(channel).unwrap());
+    crate::redis_cluster_server::cli(rc.ports[0], &["SCARD", &marks]).await
+}
+
 /// A node killed without unmarking its channels: they stop existing once its heartbeat is older
 /// than the node TTL, although its listener mark stays in Redis.
 #[actix_web::test]
@@ -309,50 +362,30 @@ async fn a_sigkilled_nodes_channels_stop_existing_on_a_redis_cluster() {
     let rc = RedisCluster::start().await;
     let prefix = unique_prefix();
     let a = crate::redis_cluster::node(&rc, &prefix, |_| {}).await;
-    // Node b is a real process, so it can really be SIGKILLed (test settings: node TTL 2 s).
-    // The same layout as node a's (not the defaults by chance).
-    let partitions = crate::redis_cluster::PARTITIONS.to_string();
-    let streams = crate::redis_cluster::INGEST_STREAMS.to_string();
-    let (mut b, port) = spawn_node_process(&[
-        ("SWITCHYARD__REDIS__CLUSTER_NODES", &rc.seeds()),
-        ("SWITCHYARD__REDIS__PREFIX", &prefix),
-        ("SWITCHYARD__REDIS__CLUSTER_PARTITIONS", &partitions),
-        ("SWITCHYARD__REDIS__CLUSTER_INGEST_STREAMS", &streams),
-        ("SWITCHYARD__PRESENCE__NODE_TTL_SECS", "2"),
-        ("SWITCHYARD__PRESENCE__HEARTBEAT_INTERVAL_MS", "200"),
-    ])
-    .await;
-    let channel = "tenant:acme:order:o-9";
-    let url = format!(
-        "ws://127.0.0.1:{port}/ws?access_token={}",
-        token(&customer("acme", "u1", None))
+    // Test settings: node TTL 2 s.
+    let env = process_env(
+        &rc,
+        &prefix,
+        &[
+            ("SWITCHYARD__PRESENCE__NODE_TTL_SECS", "2"),
+            ("SWITCHYARD__PRESENCE__HEARTBEAT_INTERVAL_MS", "200"),
+        ],
     );
-    let mut on_b = WsClient::open(url).await.unwrap();
-    on_b.subscribed(channel).await;
-    let svc = token(&acme_backend());
-    let group_head = format!("/api/hubs/notifications/groups/{channel}?{V}");
-    head_becomes(&a, &group_head, &svc, 200).await;
-
-    let marks = crate::redis_cluster::keys(&prefix)
-        .listeners(&switchyard_actors::channel::ChannelName::parse(channel).unwrap());
-    let port = rc.ports[0];
-    // `SCARD` answers a number (0 for a set that is gone); `None` is a failed redis-cli.
-    let marked = || {
-        let marks = marks.clone();
-        async move { crate::redis_cluster_server::cli(port, &["SCARD", &marks]).await }
-    };
+    let channel = "tenant:acme:order:o-9";
+    let (mut b, _on_b) = listening_process_node(&a, &env, channel).await;
     assert_eq!(
-        marked().await.as_deref(),
+        marks_of(&rc, &prefix, channel).await.as_deref(),
         Some("1"),
         "node b marked the channel"
     );
 
     b.start_kill().unwrap(); // SIGKILL
     b.wait().await.unwrap();
-    head_becomes(&a, &group_head, &svc, 404).await;
+    let svc = token(&acme_backend());
+    head_becomes(&a, &group_head(channel), &svc, 404).await;
     // The node that finds b dead removes b's marks (they would pile up otherwise).
     eventually("node b's listener mark to be removed", || async {
-        (marked().await.as_deref() == Some("0")).then_some(())
+        (marks_of(&rc, &prefix, channel).await.as_deref() == Some("0")).then_some(())
     })
     .await;
 }
@@ -368,49 +401,26 @@ async fn a_node_restarted_with_the_same_id_drops_its_previous_runs_marks_on_a_re
     let prefix = unique_prefix();
     // Nobody is found dead within the test: only the restart itself can drop the marks.
     let a = crate::redis_cluster::node(&rc, &prefix, |s| s.presence.node_ttl_secs = 600).await;
-    let partitions = crate::redis_cluster::PARTITIONS.to_string();
-    let streams = crate::redis_cluster::INGEST_STREAMS.to_string();
-    let seeds = rc.seeds();
     let id = format!("fixed-{}", uuid::Uuid::new_v4().simple());
-    let env = [
-        ("SWITCHYARD__REDIS__CLUSTER_NODES", seeds.as_str()),
-        ("SWITCHYARD__REDIS__PREFIX", prefix.as_str()),
-        ("SWITCHYARD__REDIS__CLUSTER_PARTITIONS", partitions.as_str()),
-        (
-            "SWITCHYARD__REDIS__CLUSTER_INGEST_STREAMS",
-            streams.as_str(),
-        ),
-        ("SWITCHYARD__NODE__ID", id.as_str()),
-        ("SWITCHYARD__PRESENCE__NODE_TTL_SECS", "600"),
-    ];
-    let (mut b, port) = spawn_node_process(&env).await;
-    let channel = "tenant:acme:order:o-restart";
-    let url = format!(
-        "ws://127.0.0.1:{port}/ws?access_token={}",
-        token(&customer("acme", "u1", None))
+    let env = process_env(
+        &rc,
+        &prefix,
+        &[
+            ("SWITCHYARD__NODE__ID", &id),
+            ("SWITCHYARD__PRESENCE__NODE_TTL_SECS", "600"),
+        ],
     );
-    let mut on_b = WsClient::open(url).await.unwrap();
-    on_b.subscribed(channel).await;
-    let svc = token(&acme_backend());
-    let group_head = format!("/api/hubs/notifications/groups/{channel}?{V}");
-    head_becomes(&a, &group_head, &svc, 200).await;
+    let channel = "tenant:acme:order:o-restart";
+    let (mut b, _on_b) = listening_process_node(&a, &env, channel).await;
 
     b.start_kill().unwrap(); // SIGKILL: no unmarking
     b.wait().await.unwrap();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let (_b_again, _) = spawn_node_process(&env).await;
-    head_becomes(&a, &group_head, &svc, 404).await;
-    let marks = crate::redis_cluster::keys(&prefix)
-        .listeners(&switchyard_actors::channel::ChannelName::parse(channel).unwrap());
-    let port = rc.ports[0];
-    eventually("the previous run's mark to be gone", || {
-        let marks = marks.clone();
-        async move {
-            (crate::redis_cluster_server::cli(port, &["SCARD", &marks])
-                .await
-                .as_deref()
-                == Some("0"))
-            .then_some(())
-        }
+    let svc = token(&acme_backend());
+    head_becomes(&a, &group_head(channel), &svc, 404).await;
+    eventually("the previous run's mark to be gone", || async {
+        (marks_of(&rc, &prefix, channel).await.as_deref() == Some("0")).then_some(())
     })
     .await;
 }

@@ -917,12 +917,7 @@ async fn pipelined_publishes_are_answered_in_order_and_delivered_in_order_on_ano
         "tenant:acme:order:p2",
         "tenant:acme:order:p3",
     ];
-    let mut subs = Vec::new();
-    for channel in channels {
-        let mut ws = b.connect(&service()).await;
-        ws.subscribed(channel).await;
-        subs.push(ws);
-    }
+    let mut subs = b.subscriber_per_channel(&channels).await;
     let mut publisher = a.connect(&service()).await;
     const PUBLISHES: u64 = 30;
     for i in 0..PUBLISHES {

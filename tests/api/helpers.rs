@@ -412,6 +412,17 @@ impl TestApp {
             .await
     }
 
+    /// One `Service` connection per channel of `channels`, each subscribed to its channel.
+    pub async fn subscriber_per_channel(&self, channels: &[&str]) -> Vec<WsClient> {
+        let mut subs = Vec::with_capacity(channels.len());
+        for channel in channels {
+            let mut ws = self.connect(&service()).await;
+            ws.subscribed(channel).await;
+            subs.push(ws);
+        }
+        subs
+    }
+
     /// `POST /api/v1/publish/batch` of `events` as a back end (`Service`).
     pub async fn publish_batch(&self, events: &[Value]) -> (u16, Value) {
         let body = json!({ "events": events });

@@ -169,12 +169,7 @@ async fn a_batch_keeps_each_channels_order_and_the_results_order() {
         "tenant:acme:order:o2",
         "tenant:acme:order:o3",
     ];
-    let mut subs = Vec::new();
-    for channel in channels {
-        let mut ws = app.connect(&service()).await;
-        ws.subscribed(channel).await;
-        subs.push(ws);
-    }
+    let mut subs = app.subscriber_per_channel(&channels).await;
     const EVENTS: usize = 30;
     let events: Vec<_> = (0..EVENTS)
         .map(|i| json!({"channel": channels[i % 3], "event": "Step", "data": {"i": i}}))
