@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use switchyard::settings::Settings;
 
 use crate::helpers::*;
 use crate::redis_server::RedisServer;
@@ -198,6 +199,52 @@ async fn a_subscriber_served_locally_while_redis_is_down_gets_what_redis_accepts
     );
 }
 
+const PROXIED_CHANNEL: &str = "tenant:acme:broadcast";
+
+/// Node a reaching Redis through `proxy` (its settings changed by `tweak`), node b reaching it
+/// directly, a subscriber to [`PROXIED_CHANNEL`] on b (and on a when `on_a`), and a first event
+/// (`Tick {"i": 1}`) published through a and accepted, so a's Redis connections are up before a
+/// test mutes the proxy.
+struct ProxiedPair {
+    _redis: RedisServer,
+    proxy: Proxy,
+    a: TestApp,
+    b: TestApp,
+    on_a: Option<WsClient>,
+    on_b: WsClient,
+}
+
+async fn proxied_pair(tweak: impl FnOnce(&mut Settings), on_a: bool) -> ProxiedPair {
+    let redis = RedisServer::start().await;
+    let proxy = Proxy::start(redis.port).await;
+    let prefix = unique_prefix();
+    let via_proxy = format!("redis://127.0.0.1:{}", proxy.port);
+    let a = spawn_cluster_node(&via_proxy, &prefix, tweak).await;
+    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
+    let on_a = match on_a {
+        true => {
+            let mut ws = a.connect(&customer("acme", "u1", None)).await;
+            ws.subscribed(PROXIED_CHANNEL).await;
+            Some(ws)
+        }
+        false => None,
+    };
+    let mut on_b = b.connect(&customer("acme", "u2", None)).await;
+    on_b.subscribed(PROXIED_CHANNEL).await;
+    let (status, ack) = a
+        .publish(&service(), PROXIED_CHANNEL, "Tick", json!({"i": 1}))
+        .await;
+    assert_eq!(status, 202, "{ack}");
+    ProxiedPair {
+        _redis: redis,
+        proxy,
+        a,
+        b,
+        on_a,
+        on_b,
+    }
+}
+
 /// The 10-minute chaos run's one duplicate (issue 14): Redis killed just after it ran a publish,
 /// before the node read the reply. The node answers 503 and delivers the event to its own
 /// subscribers under its local epoch; once Redis is back, the bridge catches up and relays Redis'
@@ -205,23 +252,16 @@ async fn a_subscriber_served_locally_while_redis_is_down_gets_what_redis_accepts
 /// as the publish script passes: it reaches Redis and runs, its reply and every later one are lost.
 #[actix_web::test]
 async fn a_publish_redis_ran_but_whose_reply_was_lost_is_delivered_once() {
-    let redis = RedisServer::start().await;
-    let proxy = Proxy::start(redis.port).await;
-    let prefix = unique_prefix();
-    let via_proxy = format!("redis://127.0.0.1:{}", proxy.port);
-    let a = spawn_cluster_node(&via_proxy, &prefix, |_| {}).await;
-    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
-    let channel = "tenant:acme:broadcast";
-    let mut on_a = a.connect(&customer("acme", "u1", None)).await;
-    let mut on_b = b.connect(&customer("acme", "u2", None)).await;
-    on_a.subscribed(channel).await;
-    on_b.subscribed(channel).await;
-
-    let (status, ack) = a
-        .publish(&service(), channel, "Tick", json!({"i": 1}))
-        .await;
-    assert_eq!(status, 202, "{ack}");
-
+    let ProxiedPair {
+        _redis,
+        proxy,
+        a,
+        b: _b,
+        on_a,
+        mut on_b,
+    } = proxied_pair(|_| {}, true).await;
+    let mut on_a = on_a.expect("subscribed on a");
+    let channel = PROXIED_CHANNEL;
     // Only the publish carries this payload (presence scripts run on the same connections).
     proxy.mute_after(b"reply-lost");
     let (status, refused) = a
@@ -261,27 +301,24 @@ async fn a_publish_redis_ran_but_whose_reply_was_lost_is_delivered_once() {
 /// failover test: the retry reached the promoted replica, which had the first attempt's mark.)
 #[actix_web::test]
 async fn a_retried_publish_that_had_already_run_is_acknowledged_with_its_real_offset() {
-    let redis = RedisServer::start().await;
-    let proxy = Proxy::start(redis.port).await;
-    let prefix = unique_prefix();
-    let via_proxy = format!("redis://127.0.0.1:{}", proxy.port);
-    let a = spawn_cluster_node(&via_proxy, &prefix, |s| {
-        // The first attempt gives up soon; the retry comes after the proxy is mended.
-        s.redis.command_timeout_ms = 1000;
-        s.redis.publish_retry_attempts = 4;
-        s.redis.publish_retry_delay_ms = 500;
-    })
+    let ProxiedPair {
+        _redis,
+        proxy,
+        a,
+        b,
+        mut on_b,
+        ..
+    } = proxied_pair(
+        |s| {
+            // The first attempt gives up soon; the retry comes after the proxy is mended.
+            s.redis.command_timeout_ms = 1000;
+            s.redis.publish_retry_attempts = 4;
+            s.redis.publish_retry_delay_ms = 500;
+        },
+        false,
+    )
     .await;
-    let b = spawn_cluster_node(&redis.url(), &prefix, |_| {}).await;
-    let channel = "tenant:acme:broadcast";
-    let mut on_b = b.connect(&customer("acme", "u2", None)).await;
-    on_b.subscribed(channel).await;
-
-    let (status, ack) = a
-        .publish(&service(), channel, "Tick", json!({"i": 1}))
-        .await;
-    assert_eq!(status, 202, "{ack}");
-
+    let channel = PROXIED_CHANNEL;
     // Only the publish carries this payload (presence scripts run on the same connections).
     proxy.mute_after(b"reply-lost");
     let mend = async {
