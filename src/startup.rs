@@ -181,6 +181,7 @@ impl Application {
             Some(cfg) => {
                 let cluster = Cluster::new(cfg, id.clone(), metrics.clone())
                     .context("configuring Redis (cluster mode)")?;
+                forget_previous_run(&cluster).await;
                 let (bridge_cluster, bridge_limits) = (cluster.clone(), limits.clone());
                 let thread = shutdown.spawn_thread("redis bridge");
                 let meter = metrics.meter(
@@ -467,4 +468,22 @@ async fn observe(
         started.elapsed()
     );
     Ok(res)
+}
+
+/// A previous run under this node id (a crash, then a restart before any node found it dead: a
+/// fixed `node.id`, as a StatefulSet gives) left its connections in the cluster's presence, kept
+/// alive by this run's heartbeats under the same id: its users would stay online for good. They
+/// go, with their `UserOffline`s after the grace period, before this run registers anyone. Tried
+/// once, within the command timeout: with Redis unreachable the node starts anyway (the listener
+/// marks of the previous run are cleared by the bridge's mark writer, which retries).
+async fn forget_previous_run(cluster: &Cluster) {
+    let within = cluster.config().command_timeout;
+    match tokio::time::timeout(within, cluster.drop_own_presence()).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => {
+            log::info!("presence: removed {n} connections left by this node id's previous run")
+        }
+        Ok(Err(e)) => log::warn!("presence: this node id's previous run not cleared: {e}"),
+        Err(_) => log::warn!("presence: this node id's previous run not cleared within {within:?}"),
+    }
 }

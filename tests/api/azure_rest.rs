@@ -331,8 +331,7 @@ async fn listening_process_node(
     env: &[(String, String)],
     channel: &str,
 ) -> (tokio::process::Child, WsClient) {
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let (b, port) = spawn_node_process(&env).await;
+    let (b, port) = process_node(env).await;
     let url = format!(
         "ws://127.0.0.1:{port}/ws?access_token={}",
         token(&customer("acme", "u1", None))
@@ -356,7 +355,7 @@ async fn marks_of(rc: &RedisCluster, prefix: &str, channel: &str) -> Option<Stri
 }
 
 /// A node killed without unmarking its channels: they stop existing once its heartbeat is older
-/// than the node TTL, although its listener mark stays in Redis.
+/// than the node TTL, and the node that finds it dead removes its listener mark.
 #[actix_web::test]
 async fn a_sigkilled_nodes_channels_stop_existing_on_a_redis_cluster() {
     let rc = RedisCluster::start().await;
@@ -396,7 +395,7 @@ async fn a_sigkilled_nodes_channels_stop_existing_on_a_redis_cluster() {
 /// for the other node's checks. Before, the restarted node, alive under the same id, kept the
 /// stale mark counting and the check answered 200 for a channel nobody listens to.
 #[actix_web::test]
-async fn a_node_restarted_with_the_same_id_drops_its_previous_runs_marks_on_a_redis_cluster() {
+async fn a_node_restarted_with_the_same_id_drops_its_previous_runs_marks_and_presence_on_a_redis_cluster() {
     let rc = RedisCluster::start().await;
     let prefix = unique_prefix();
     // Nobody is found dead within the test: only the restart itself can drop the marks.
@@ -412,17 +411,45 @@ async fn a_node_restarted_with_the_same_id_drops_its_previous_runs_marks_on_a_re
     );
     let channel = "tenant:acme:order:o-restart";
     let (mut b, _on_b) = listening_process_node(&a, &env, channel).await;
+    let admin_token = token(&admin("acme"));
+    let connections = || async {
+        let (_, p) = a
+            .get("/api/v1/tenants/acme/presence", Some(&admin_token))
+            .await;
+        p["connections"].as_u64()
+    };
+    assert_eq!(connections().await, Some(1), "u1 on node b is present");
 
     b.start_kill().unwrap(); // SIGKILL: no unmarking
     b.wait().await.unwrap();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let (_b_again, _) = spawn_node_process(&env).await;
+    let (_b_again, port) = process_node(&env).await;
     let svc = token(&acme_backend());
     head_becomes(&a, &group_head(channel), &svc, 404).await;
     eventually("the previous run's mark to be gone", || async {
         (marks_of(&rc, &prefix, channel).await.as_deref() == Some("0")).then_some(())
     })
     .await;
+    // Its presence too: the restarted node's heartbeats under the same id kept the previous
+    // run's connection present for good.
+    eventually(
+        "the previous run's connection to leave presence",
+        || async { (connections().await == Some(0)).then_some(()) },
+    )
+    .await;
+    // What this run listens to counts again: the clearing happened before it marked anything.
+    let url = format!(
+        "ws://127.0.0.1:{port}/ws?access_token={}",
+        token(&customer("acme", "u2", None))
+    );
+    let mut again = WsClient::open(url).await.unwrap();
+    again.subscribed(channel).await;
+    head_becomes(&a, &group_head(channel), &svc, 200).await;
+}
+
+/// Starts a node process with `env` (the variables as [`process_env`] gives them).
+async fn process_node(env: &[(String, String)]) -> (tokio::process::Child, u16) {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    spawn_node_process(&env).await
 }
 
 #[actix_web::test]
