@@ -395,7 +395,8 @@ async fn a_sigkilled_nodes_channels_stop_existing_on_a_redis_cluster() {
 /// for the other node's checks. Before, the restarted node, alive under the same id, kept the
 /// stale mark counting and the check answered 200 for a channel nobody listens to.
 #[actix_web::test]
-async fn a_node_restarted_with_the_same_id_drops_its_previous_runs_marks_and_presence_on_a_redis_cluster() {
+async fn a_node_restarted_with_the_same_id_drops_its_previous_runs_marks_and_presence_on_a_redis_cluster(
+) {
     let rc = RedisCluster::start().await;
     let prefix = unique_prefix();
     // Nobody is found dead within the test: only the restart itself can drop the marks.

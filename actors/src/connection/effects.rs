@@ -226,7 +226,7 @@ impl Connection {
         if let Some(start) = self.lanes.enqueue(ticket, draft) {
             if self.starting.is_empty() {
                 // Spawned now, run by the context after the items it is polling this turn (the
-                // socket's frames among them): every publish read this turn is in the run.
+                // socket's frames among them, up to 16 a pass): the publishes read this turn are in the run.
                 ctx.spawn(fut::ready(()).map(|_, act: &mut Self, ctx| {
                     let run = std::mem::take(&mut act.starting);
                     act.publish_run(ctx, run);

@@ -2,15 +2,16 @@
 //! channel keep their order: a lane per channel.
 //!
 //! The core lets a connection's publishes run side by side (`session.max_publishes_in_flight`,
-//! `core/mod.rs`). The publishes the actor starts in one turn (everything the socket had
-//! delivered by then) go to the broker together, as one
+//! `core/mod.rs`). The publishes the actor starts in one turn (what the socket had delivered by
+//! then, up to about 32 frames: actix hands a stream back after 16 items) go to the broker
+//! together, as one
 //! run ([`crate::node::Node::publish_run`]: one message per broker shard on one node; in Redis
 //! each channel's one after another, different channels' side by side). A channel with a run at
 //! the broker is busy: later publishes to it wait in its lane, and when the run is answered
 //! everything that waited in its channels' lanes goes as the next run, in request order. So a back
-//! end pipelining many events pays one broker round trip per run instead of one per event, to one
-//! channel (a fan-out) or to many (one event per subscriber), and each channel's offsets follow
-//! request order.
+//! end pipelining many events pays one broker round trip per run instead of one per event on one
+//! node (in Redis one per event of a channel, channels side by side), to one channel (a fan-out)
+//! or to many (one event per subscriber), and each channel's offsets follow request order.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
