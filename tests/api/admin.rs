@@ -491,11 +491,15 @@ async fn a_batchs_events_each_reach_the_tenants_recent_events_and_rates() {
     })
     .await;
     assert_eq!(detail["recentEvents"][0]["offset"], 3);
-    eventually("the batch counts in the rates", || async {
+    // Each event counts once in both rates (one publish, one delivery each), not the batch once:
+    // a rate is the count over the window's whole seconds.
+    let window = app.settings.activity.rate_window_secs.max(1) as f64;
+    eventually("the batch's three events count in the rates", || async {
         let (_, body) = app.get("/api/v1/admin/tenants/t1", Some(&ops)).await;
         let r = &body["rates"];
-        (r["publishedPerSecond"].as_f64()? > 0.0 && r["deliveredPerSecond"].as_f64()? > 0.0)
-            .then_some(())
+        let published = (r["publishedPerSecond"].as_f64()? * window).round();
+        let delivered = (r["deliveredPerSecond"].as_f64()? * window).round();
+        ((published, delivered) == (3.0, 3.0)).then_some(())
     })
     .await;
 }
