@@ -474,16 +474,31 @@ async fn observe(
 /// fixed `node.id`, as a StatefulSet gives) left its connections in the cluster's presence, kept
 /// alive by this run's heartbeats under the same id: its users would stay online for good. They
 /// go, with their `UserOffline`s after the grace period, before this run registers anyone. Tried
-/// once, within the command timeout: with Redis unreachable the node starts anyway (the listener
-/// marks of the previous run are cleared by the bridge's mark writer, which retries).
+/// again with back-off for up to the node TTL (after which the previous run would have been found
+/// dead anyway had this one not started): with Redis unreachable that long, the node starts
+/// without it. The previous run's listener marks are cleared by the bridge's mark writer.
 async fn forget_previous_run(cluster: &Cluster) {
-    let within = cluster.config().command_timeout;
-    match tokio::time::timeout(within, cluster.drop_own_presence()).await {
-        Ok(Ok(0)) => {}
-        Ok(Ok(n)) => {
-            log::info!("presence: removed {n} connections left by this node id's previous run")
+    let config = cluster.config();
+    let deadline = tokio::time::Instant::now() + config.node_ttl;
+    let mut delay = config.reconnect_min;
+    loop {
+        match tokio::time::timeout(config.command_timeout, cluster.drop_own_presence()).await {
+            Ok(Ok(0)) => return,
+            Ok(Ok(n)) => {
+                return log::info!(
+                    "presence: removed {n} connections left by this node id's previous run"
+                )
+            }
+            Ok(Err(e)) => log::warn!("presence: this node id's previous run not cleared: {e}"),
+            Err(_) => log::warn!(
+                "presence: this node id's previous run not cleared within {:?}",
+                config.command_timeout
+            ),
         }
-        Ok(Err(e)) => log::warn!("presence: this node id's previous run not cleared: {e}"),
-        Err(_) => log::warn!("presence: this node id's previous run not cleared within {within:?}"),
+        if tokio::time::Instant::now() + delay > deadline {
+            return log::warn!("presence: starting without clearing this node id's previous run");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(config.reconnect_max);
     }
 }

@@ -302,33 +302,11 @@ async fn existence_checks_see_other_nodes_connections_on_a_redis_cluster() {
     head_becomes(&b, &group_head, &svc, 404).await;
 }
 
-/// The environment of a node process on the Redis Cluster `rc` with node a's layout (not the
-/// defaults by chance), plus `extra`. A process, so it can really be SIGKILLed.
-fn process_env(rc: &RedisCluster, prefix: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let layout = [
-        ("SWITCHYARD__REDIS__CLUSTER_NODES", rc.seeds()),
-        ("SWITCHYARD__REDIS__PREFIX", prefix.to_owned()),
-        (
-            "SWITCHYARD__REDIS__CLUSTER_PARTITIONS",
-            crate::redis_cluster::PARTITIONS.to_string(),
-        ),
-        (
-            "SWITCHYARD__REDIS__CLUSTER_INGEST_STREAMS",
-            crate::redis_cluster::INGEST_STREAMS.to_string(),
-        ),
-    ];
-    layout
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-        .collect()
-}
-
 /// Starts a node process with `env`, where a customer subscribes to `channel`; returns once node
 /// `a`'s group check sees the channel (200). The process and the subscriber.
 async fn listening_process_node(
     a: &TestApp,
-    env: &[(String, String)],
+    env: &[(&str, String)],
     channel: &str,
 ) -> (tokio::process::Child, WsClient) {
     let (b, port) = process_node(env).await;
@@ -362,7 +340,7 @@ async fn a_sigkilled_nodes_channels_stop_existing_on_a_redis_cluster() {
     let prefix = unique_prefix();
     let a = crate::redis_cluster::node(&rc, &prefix, |_| {}).await;
     // Test settings: node TTL 2 s.
-    let env = process_env(
+    let env = crate::redis_cluster::process_env(
         &rc,
         &prefix,
         &[
@@ -402,7 +380,7 @@ async fn a_node_restarted_with_the_same_id_drops_its_previous_runs_marks_and_pre
     // Nobody is found dead within the test: only the restart itself can drop the marks.
     let a = crate::redis_cluster::node(&rc, &prefix, |s| s.presence.node_ttl_secs = 600).await;
     let id = format!("fixed-{}", uuid::Uuid::new_v4().simple());
-    let env = process_env(
+    let env = crate::redis_cluster::process_env(
         &rc,
         &prefix,
         &[
@@ -447,9 +425,9 @@ async fn a_node_restarted_with_the_same_id_drops_its_previous_runs_marks_and_pre
     head_becomes(&a, &group_head(channel), &svc, 200).await;
 }
 
-/// Starts a node process with `env` (the variables as [`process_env`] gives them).
-async fn process_node(env: &[(String, String)]) -> (tokio::process::Child, u16) {
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+/// Starts a node process with `env` (the variables as `process_env` gives them).
+async fn process_node(env: &[(&str, String)]) -> (tokio::process::Child, u16) {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     spawn_node_process(&env).await
 }
 

@@ -30,6 +30,30 @@ pub async fn node(rc: &RedisCluster, prefix: &str, tweak: impl FnOnce(&mut Setti
     .await
 }
 
+/// The environment of a node process on the Redis Cluster `rc` with [`node`]'s layout (not the
+/// defaults by chance), plus `extra`. A process, so it can really be SIGKILLed.
+pub fn process_env(
+    rc: &RedisCluster,
+    prefix: &str,
+    extra: &[(&'static str, &str)],
+) -> Vec<(&'static str, String)> {
+    [
+        ("SWITCHYARD__REDIS__CLUSTER_NODES", rc.seeds()),
+        ("SWITCHYARD__REDIS__PREFIX", prefix.to_owned()),
+        (
+            "SWITCHYARD__REDIS__CLUSTER_PARTITIONS",
+            PARTITIONS.to_string(),
+        ),
+        (
+            "SWITCHYARD__REDIS__CLUSTER_INGEST_STREAMS",
+            INGEST_STREAMS.to_string(),
+        ),
+    ]
+    .into_iter()
+    .chain(extra.iter().map(|(k, v)| (*k, v.to_string())))
+    .collect()
+}
+
 /// The key layout the nodes use.
 pub fn keys(prefix: &str) -> Keys {
     Keys::cluster(prefix, PARTITIONS, INGEST_STREAMS)
@@ -554,14 +578,7 @@ async fn a_sigkilled_node_leaves_presence_on_a_redis_cluster() {
     let rc = RedisCluster::start().await;
     let prefix = unique_prefix();
     let a = node(&rc, &prefix, |_| {}).await;
-    let engine = [
-        ("SWITCHYARD__REDIS__CLUSTER_NODES", rc.seeds()),
-        (
-            "SWITCHYARD__REDIS__CLUSTER_PARTITIONS",
-            PARTITIONS.to_string(),
-        ),
-        ("SWITCHYARD__REDIS__PREFIX", prefix),
-    ];
+    let engine = process_env(&rc, &prefix, &[]);
     crate::cluster::sigkilled_node_leaves_presence(&a, &engine).await;
 }
 
