@@ -355,3 +355,30 @@ async fn a_retried_publish_that_had_already_run_is_acknowledged_with_its_real_of
         "the retry's acknowledgement names the event subscribers got: {ack}"
     );
 }
+
+/// A Redis reply slower than the `redis` crate's own default (500 ms) but within
+/// `redis.command_timeout` is waited for: the shared command connection on one Redis was made by
+/// the pool with that default, so every command was cut at 500 ms whatever the setting said.
+/// Redis is held with `CLIENT PAUSE` for 1 s while a presence read is in flight.
+#[actix_web::test]
+async fn a_redis_reply_within_the_command_timeout_is_waited_for() {
+    let redis = RedisServer::start().await;
+    let a = spawn_cluster_node(&redis.url(), &unique_prefix(), |s| {
+        s.redis.command_timeout_ms = 3000;
+    })
+    .await;
+    let _u1 = a.connect(&customer("acme", "u1", None)).await;
+    let t = token(&admin("acme"));
+    let presence = "/api/v1/tenants/acme/presence";
+    eventually("u1 in presence", || async {
+        let (status, p) = a.get(presence, Some(&t)).await;
+        (status == 200 && p["connections"] == 1).then_some(())
+    })
+    .await;
+    let paused =
+        crate::redis_cluster_server::cli(redis.port, &["CLIENT", "PAUSE", "1000", "ALL"]).await;
+    assert_eq!(paused.as_deref(), Some("OK"));
+    let (status, p) = a.get(presence, Some(&t)).await;
+    assert_eq!(status, 200, "answered once Redis was back: {p}");
+    assert_eq!(p["connections"], 1, "{p}");
+}

@@ -125,6 +125,7 @@ impl Cluster {
             (
                 Target::single(
                     &config.url,
+                    config.command_timeout,
                     config.command_timeout + config.replica_ack_timeout,
                 )?,
                 Keys::new(&config.prefix),

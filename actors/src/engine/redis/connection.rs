@@ -35,6 +35,9 @@ pub enum Target {
         /// they answer (Redis runs one client's commands in order), so it is a connection of
         /// their own and other commands do not queue behind it.
         acked: std::sync::Mutex<Option<MultiplexedConnection>>,
+        /// The shared connection's replies' deadline: a command's (the pool makes connections
+        /// with the `redis` crate's default of 500 ms, shorter than a command may take).
+        timeout: Duration,
         /// Its replies' deadline (a command's plus the replicas' wait).
         acked_timeout: Duration,
     },
@@ -59,8 +62,9 @@ pub enum Target {
 }
 
 impl Target {
-    /// One Redis at `url`. `acked_timeout`: how long a publish acknowledged by replicas may take.
-    pub fn single(url: &str, acked_timeout: Duration) -> RedisResult<Self> {
+    /// One Redis at `url`. `timeout`: how long a command may take; `acked_timeout`: how long a
+    /// publish acknowledged by replicas may take.
+    pub fn single(url: &str, timeout: Duration, acked_timeout: Duration) -> RedisResult<Self> {
         let client = redis::Client::open(url)?;
         let pool = deadpool_redis::Config::from_url(url.to_owned())
             .create_pool(Some(Runtime::Tokio1))
@@ -76,6 +80,7 @@ impl Target {
             client,
             conn: std::sync::Mutex::new(None),
             acked: std::sync::Mutex::new(None),
+            timeout,
             acked_timeout,
         })
     }
@@ -120,6 +125,7 @@ impl Target {
                 client,
                 conn,
                 acked: acked_conn,
+                timeout,
                 acked_timeout,
             } => {
                 let slot = if acked { acked_conn } else { conn };
@@ -133,7 +139,9 @@ impl Target {
                         .get_multiplexed_async_connection_with_config(&config)
                         .await?
                 } else {
-                    deadpool_redis::Connection::take(pool.get().await?)
+                    let mut made = deadpool_redis::Connection::take(pool.get().await?);
+                    made.set_response_timeout(*timeout);
+                    made
                 };
                 let mut shared = slot.lock().expect("not poisoned");
                 Ok(Conn::Multiplexed(shared.get_or_insert(fresh).clone()))
