@@ -1046,7 +1046,11 @@ async fn connections_over_server_sent_events_and_long_polling_are_addressed_too(
         assert_eq!(status, 202, "{transport}: {body}");
         assert_eq!(client.event_args("ToConnection").await, json!([transport]));
 
-        let group = "tenant%3Aacme%3Aorder%3Ao-9";
+        // A group of its own per transport: with one group, the first transport's leave could
+        // still be on its way to Redis when the second's join was checked, so the check saw the
+        // first's subscription and the send went out before the second's (1 run in 6-8 lost
+        // `ToGroup`, before this session's changes too).
+        let group = format!("tenant%3Aacme%3Aorder%3Ao-9-{transport}");
         let member = format!("/api/hubs/notifications/groups/{group}/connections/{id}?{V}");
         let (status, _, body) = call(&a, Method::PUT, &member, Some(&svc), None).await;
         assert_eq!(status, 200, "{transport}: {body}");
